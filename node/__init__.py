@@ -1,0 +1,1 @@
+"""Capstan node agent: NodeService, token authorization and runtimes."""

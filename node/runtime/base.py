@@ -1,0 +1,98 @@
+"""The runtime interface every node runtime (docker, process) implements.
+
+Runtimes speak only in these dataclasses and the errors of ``node.errors``; the
+gRPC layer maps them to protobuf. Every object a runtime creates is labelled with
+the node id so several agents can share one engine and each sees only its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+class ContainerState(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    DEAD = "dead"  # vanished underneath the agent (reported after a restart)
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    name: str  # a volume of this node's VolumeStore
+    path: str  # absolute path inside the workload
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What the orchestrator asks a node to run. ``name`` is the node-unique container name."""
+
+    name: str
+    workload_id: str
+    image: str
+    command: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    cpu: float = 0.0  # cores; 0 = unlimited
+    memory: int = 0  # bytes; 0 = unlimited
+    volumes: tuple[VolumeMount, ...] = ()
+    network: str = "none"  # "none" or "host"; no bridge networking
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    name: str
+    workload_id: str
+    image: str
+    state: ContainerState
+    runtime_id: str = ""
+    exit_code: int | None = None
+    started_at: float | None = None  # unix seconds
+    finished_at: float | None = None
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    name: str
+    cpu_seconds: float  # cumulative CPU time consumed
+    cpu_fraction: float  # recent CPU use in cores (1.0 = one core busy)
+    memory_bytes: int
+    memory_limit: int  # 0 = unlimited
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    runtime: str  # "docker" or "process"
+    version: str
+    cpus: float
+    memory: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """A container runtime scoped to one node id."""
+
+    name: str
+    node_id: str
+
+    def create(self, spec: ContainerSpec) -> ContainerStatus: ...
+    def start(self, name: str) -> ContainerStatus: ...
+    def stop(self, name: str, timeout: float = 10.0) -> ContainerStatus: ...
+    def restart(self, name: str, timeout: float = 10.0) -> ContainerStatus: ...
+    def remove(self, name: str, force: bool = False) -> None: ...
+    def inspect(self, name: str) -> ContainerStatus: ...
+    def list(self) -> list[ContainerStatus]: ...
+    def logs(self, name: str, *, follow: bool = False, tail: int = 0) -> Iterator[bytes]: ...
+    def stats(self, name: str) -> ContainerStats: ...
+    def image_exists(self, ref: str) -> bool: ...
+    def image_export(self, ref: str) -> Iterator[bytes]: ...
+    def image_import(self, chunks: Iterable[bytes]) -> list[str]: ...
+    def info(self) -> RuntimeInfo: ...
+    def close(self) -> None: ...

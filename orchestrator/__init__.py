@@ -1,0 +1,1 @@
+"""Capstan orchestrator: control API, node gateway, store, scheduler, reconciler."""

@@ -1,0 +1,47 @@
+"""The ``capstan`` command: one root group; each package contributes its own commands."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pki.errors import CapstanError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="capstan")
+def cli() -> None:
+    """Capstan: a container orchestrator for hosts that may be compromised."""
+
+
+def _register() -> None:
+    from pki.cli import pki_group, token_group
+
+    cli.add_command(pki_group)
+    cli.add_command(token_group)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: map every CapstanError to a one-line message and a non-zero exit."""
+    _register()
+    try:
+        cli.main(args=argv, prog_name="capstan", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except CapstanError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Capstan's PKI: certificate authority, identities, token keys and capability tokens."""
