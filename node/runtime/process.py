@@ -1,0 +1,647 @@
+"""The process runtime: workloads as plain host processes, for hosts without Docker.
+
+What it isolates: nothing beyond a process session per workload (so stop and remove
+reach every process the workload forked) and an address-space rlimit
+(``RLIMIT_AS``) when the spec sets memory. There is no chroot, no namespace, no
+network isolation (``network: none`` is accepted and *not* enforced), and CPU
+limits are recorded but not enforced. Use the docker runtime wherever a Docker
+Engine is reachable; this one exists so Capstan runs on any Linux host.
+
+How a workload runs:
+
+- its image's root filesystem (see ``_process_images``) supplies the programs: the
+  rootfs ``bin``/``sbin`` directories come first in ``PATH``, an absolute command
+  is looked up inside the rootfs only, and the host's ``/usr/bin:/bin`` follow;
+- the environment is the image's, then the spec's, plus ``HOME`` and one
+  ``CAPSTAN_VOLUME_<NAME>=<host dir>`` per mount; nothing leaks from the agent's;
+- the working directory is ``<state_dir>/containers/<name>/work``; each volume
+  mount is a symlink there (``/data`` -> ``work/data``) to the volume's directory.
+  Read-only mounts are refused: without a mount namespace they cannot be enforced;
+- stdout and stderr both go, unbuffered by us, to ``containers/<name>/output.log``.
+  The workload writes the file itself (no relay), which is what lets it keep
+  running, and logging, while the agent is down or restarted.
+
+State and re-attachment: every container is recorded in ``NodeState``
+(``<state_dir>/state.db``) with its pid and process start time. A new
+``ProcessRuntime`` on the same state directory re-attaches: a recorded process
+that still runs (same pid and same start time) is ``RUNNING`` and can be stopped,
+followed and measured; one that died meanwhile is ``DEAD`` with ``exit_code``
+None, since nobody could wait for it. Exit codes follow Docker: a process killed
+by signal N exits with 128 + N. When a workload's first process ends, whatever it
+left running in its session is killed, as Docker does when a container's init
+exits. One agent at a time may use a state directory (an exclusive ``flock``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import fcntl
+import io
+import os
+import platform
+import resource
+import secrets
+import shutil
+import signal
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from node.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NodeError,
+    RuntimeFailure,
+)
+from node.runtime import _process_proc as proc
+from node.runtime._process_images import ImageConfig, ImageStore
+from node.runtime.base import (
+    ContainerSpec,
+    ContainerState,
+    ContainerStats,
+    ContainerStatus,
+    RuntimeInfo,
+)
+from node.state import ContainerRecord, NodeState
+from node.validation import validate_name, validate_spec
+from node.volumes import VolumeStore
+
+STATE_DB = "state.db"
+LOG_FILE = "output.log"
+HOST_PATH = "/usr/local/bin:/usr/bin:/bin"
+_ROOTFS_BIN_DIRS = ("bin", "usr/bin", "sbin", "usr/sbin", "usr/local/bin")
+_POLL = 0.02
+_KILL_GRACE = 5.0
+_LOG_CHUNK = 64 * 1024
+_STATS_WINDOW = (0.05, 30.0)  # a previous sample this old (s) is good for cpu_fraction
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _mapped(fn: Callable[_P, _T]) -> Callable[_P, _T]:
+    """The one boundary where OS errors become node errors."""
+
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return fn(*args, **kwargs)
+        except NodeError:
+            raise
+        except OSError as exc:
+            raise RuntimeFailure(f"process runtime: {exc.strerror or exc}") from None
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def _mapped_iter(it: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield from it
+    except NodeError:
+        raise
+    except OSError as exc:
+        raise RuntimeFailure(f"process runtime: {exc.strerror or exc}") from None
+
+
+def _exit_code(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def volume_env_name(volume: str) -> str:
+    return "CAPSTAN_VOLUME_" + "".join(c if c.isalnum() else "_" for c in volume.upper())
+
+
+class ProcessRuntime:
+    """Runs workloads as host processes; see the module docstring for what that means."""
+
+    name = "process"
+
+    def __init__(
+        self,
+        node_id: str,
+        state_dir: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_image_bytes: int | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.state_dir = Path(state_dir)
+        self._clock = clock
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(
+                self.state_dir / "process-runtime.lock", os.O_RDWR | os.O_CREAT, 0o600
+            )
+        except OSError as exc:
+            raise RuntimeFailure(f"state directory {self.state_dir}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            raise FailedPrecondition(
+                f"state directory {self.state_dir} is in use by another agent"
+            ) from None
+        try:
+            self._state = NodeState(self.state_dir / STATE_DB, clock=clock)
+            self._state.claim_node(node_id)
+            images_root = self.state_dir / "images"
+            self._images = (
+                ImageStore(images_root)
+                if max_image_bytes is None
+                else ImageStore(images_root, max_bytes=max_image_bytes)
+            )
+            self._volumes = VolumeStore.for_state_dir(self.state_dir)
+            (self.state_dir / "containers").mkdir(exist_ok=True)
+        except BaseException:
+            self._release_lock()
+            raise
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._samples: dict[str, tuple[float, float]] = {}
+        self._table_lock = threading.Lock()  # guards the dicts and the per-name lock table
+        self._name_locks: dict[str, threading.Lock] = {}
+        self._closed = False
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _release_lock(self) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        with contextlib.suppress(OSError):
+            os.close(self._lock_fd)
+
+    def _name_lock(self, name: str) -> threading.Lock:
+        with self._table_lock:
+            return self._name_locks.setdefault(name, threading.Lock())
+
+    def _dir(self, name: str) -> Path:
+        return self.state_dir / "containers" / name
+
+    def log_path(self, name: str) -> Path:
+        return self._dir(name) / LOG_FILE
+
+    def work_dir(self, name: str) -> Path:
+        return self._dir(name) / "work"
+
+    def _child(self, name: str) -> subprocess.Popen[bytes] | None:
+        with self._table_lock:
+            return self._children.get(name)
+
+    def _refresh(self, rec: ContainerRecord) -> ContainerRecord:
+        """Bring a started, unfinished record up to date with the process table."""
+        if rec.pid is None or rec.started_at is None or rec.finished_at is not None:
+            return rec
+        child = self._child(rec.name)
+        code: int | None
+        if child is not None and child.pid == rec.pid:
+            rc = child.poll()  # also reaps it: our children never linger as zombies
+            if rc is None:
+                return rec
+            code = _exit_code(rc)
+        elif proc.is_same_alive(rec.pid, rec.start_ticks):
+            return rec
+        else:
+            code = None  # not our child: its exit status went to someone else
+        # The first process is gone: take down anything it left in its session.
+        proc.signal_session(rec.pid, signal.SIGKILL)
+        with self._table_lock:
+            self._children.pop(rec.name, None)
+            self._samples.pop(rec.name, None)
+        return self._state.record_exited(rec.name, code, self._clock())
+
+    def _status(self, rec: ContainerRecord) -> ContainerStatus:
+        rec = self._refresh(rec)
+        if rec.started_at is None:
+            state = ContainerState.CREATED
+        elif rec.finished_at is None:
+            state = ContainerState.RUNNING
+        elif rec.exit_code is None:
+            state = ContainerState.DEAD
+        else:
+            state = ContainerState.EXITED
+        return ContainerStatus(
+            name=rec.name,
+            workload_id=rec.workload_id,
+            image=rec.spec.image,
+            state=state,
+            runtime_id=rec.runtime_id,
+            exit_code=rec.exit_code,
+            started_at=rec.started_at,
+            finished_at=rec.finished_at,
+            pid=rec.pid if state is ContainerState.RUNNING else None,
+        )
+
+    def _get(self, name: str) -> ContainerRecord:
+        validate_name("name", name)
+        return self._state.get(name)
+
+    # -- resolving a spec into something to exec ----------------------------------------
+
+    def _argv(self, spec: ContainerSpec, config: ImageConfig) -> list[str]:
+        argv = [*config.entrypoint, *(spec.command or config.cmd)]
+        if not argv:
+            raise InvalidArgument("command", "empty, and the image names no default command")
+        return argv
+
+    def _search_path(self, spec: ContainerSpec, rootfs: Path) -> str:
+        dirs = [str(rootfs / d) for d in _ROOTFS_BIN_DIRS if (rootfs / d).is_dir()]
+        given = dict(spec.env).get("PATH")
+        dirs.append(given if given else HOST_PATH)
+        return ":".join(dirs)
+
+    def _executable(self, argv0: str, rootfs: Path, search: str) -> str:
+        if argv0.startswith("/"):
+            # An absolute command names a file of the image, never one of the host.
+            candidate = rootfs / argv0.lstrip("/")
+            real = os.path.realpath(candidate)
+            if (
+                os.path.commonpath([real, os.path.realpath(rootfs)]) == os.path.realpath(rootfs)
+                and os.path.isfile(real)
+                and os.access(real, os.X_OK)
+            ):
+                return str(candidate)
+            raise InvalidArgument("command", f"{argv0!r} is not an executable of the image")
+        if "/" in argv0:
+            raise InvalidArgument("command", "a relative command path is not supported")
+        found = shutil.which(argv0, path=search)
+        if found is None:
+            raise InvalidArgument("command", f"{argv0!r} is found neither in the image nor on PATH")
+        return found
+
+    def _environment(
+        self, spec: ContainerSpec, config: ImageConfig, rootfs: Path
+    ) -> dict[str, str]:
+        env = {k: v for k, v in config.env if k != "PATH"}
+        env.update(spec.env)
+        env.setdefault("HOME", str(self.work_dir(spec.name)))
+        for mount in spec.volumes:
+            env[volume_env_name(mount.name)] = str(self._volumes.path(mount.name))
+        env["PATH"] = self._search_path(spec, rootfs)
+        return env
+
+    def _link_volumes(self, spec: ContainerSpec) -> None:
+        work = self.work_dir(spec.name)
+        for mount in spec.volumes:
+            target = self._volumes.path(mount.name)
+            link = work / mount.path.lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.is_symlink():
+                link.unlink()
+            elif link.exists():
+                raise FailedPrecondition(
+                    f"{mount.path} exists in the work directory of {spec.name}; cannot mount there"
+                )
+            link.symlink_to(target, target_is_directory=True)
+
+    # -- Runtime protocol -------------------------------------------------------------
+
+    @_mapped
+    def create(self, spec: ContainerSpec, *, generation: int = 0) -> ContainerStatus:
+        validate_spec(spec)
+        for i, mount in enumerate(spec.volumes):
+            if mount.read_only:
+                raise InvalidArgument(
+                    f"volumes[{i}].read_only", "the process runtime cannot enforce read-only mounts"
+                )
+            self._volumes.path(mount.name)  # NotFound unless the volume exists
+        config = self._images.config(spec.image)
+        rootfs = self._images.rootfs_dir(config.image_id)
+        argv = self._argv(spec, config)
+        self._executable(argv[0], rootfs, self._search_path(spec, rootfs))
+        with self._name_lock(spec.name):
+            if self._state.find(spec.name) is not None:
+                raise AlreadyExists(f"container {spec.name} already exists on this node")
+            # A directory without a record is debris of a create that crashed half-way.
+            shutil.rmtree(self._dir(spec.name), ignore_errors=True)
+            rec = self._state.record_created(spec, "proc-" + secrets.token_hex(8), generation)
+            self.work_dir(spec.name).mkdir(parents=True, exist_ok=True)
+            return self._status(rec)
+
+    @_mapped
+    def start(self, name: str) -> ContainerStatus:
+        self._get(name)
+        with self._name_lock(name):
+            rec = self._refresh(self._state.get(name))
+            if rec.started_at is not None and rec.finished_at is None:
+                return self._status(rec)  # already running: starting is idempotent
+            spec = rec.spec
+            config = self._images.config(spec.image)
+            rootfs = self._images.rootfs_dir(config.image_id)
+            argv = self._argv(spec, config)
+            env = self._environment(spec, config, rootfs)
+            executable = self._executable(argv[0], rootfs, env["PATH"])
+            work = self.work_dir(name)
+            work.mkdir(parents=True, exist_ok=True)
+            self._link_volumes(spec)
+            preexec = _rlimits(spec.memory) if spec.memory > 0 else None
+            log_fd = os.open(self.log_path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                child = subprocess.Popen(
+                    argv,
+                    executable=executable,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    cwd=work,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                    preexec_fn=preexec,  # noqa: PLW1509 - only calls setrlimit
+                )
+            except OSError as exc:
+                raise RuntimeFailure(f"cannot start {name}: {exc.strerror or exc}") from None
+            finally:
+                os.close(log_fd)
+            # The child cannot vanish from /proc before we wait() for it: ticks is set.
+            ticks = proc.start_ticks(child.pid)
+            with self._table_lock:
+                self._children[name] = child
+                self._samples.pop(name, None)
+            rec = self._state.record_started(name, child.pid, ticks)
+            return self._status(rec)
+
+    @_mapped
+    def stop(self, name: str, timeout: float = 10.0) -> ContainerStatus:
+        self._get(name)
+        with self._name_lock(name):
+            rec = self._refresh(self._state.get(name))
+            if rec.desired != "stopped":
+                self._state.set_desired(name, "stopped")
+            if rec.pid is None or rec.started_at is None or rec.finished_at is not None:
+                return self._status(self._state.get(name))
+            self._terminate(rec, max(0.0, timeout))
+            return self._status(self._state.get(name))
+
+    def _terminate(self, rec: ContainerRecord, timeout: float) -> None:
+        """SIGTERM the workload's session, SIGKILL what is left after ``timeout``."""
+        assert rec.pid is not None  # noqa: S101 - callers check
+        sid = rec.pid
+        if timeout > 0:
+            proc.signal_session(sid, signal.SIGTERM)
+            if self._wait_gone(rec, timeout):
+                return
+        proc.signal_session(sid, signal.SIGKILL)
+        if not self._wait_gone(rec, _KILL_GRACE):
+            raise RuntimeFailure(f"{rec.name} did not die after SIGKILL")
+
+    def _wait_gone(self, rec: ContainerRecord, timeout: float) -> bool:
+        assert rec.pid is not None  # noqa: S101 - callers check
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self._refresh(self._state.get(rec.name))
+            if current.finished_at is not None and not proc.session_members(rec.pid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL)
+
+    @_mapped
+    def restart(self, name: str, timeout: float = 10.0) -> ContainerStatus:
+        self.stop(name, timeout)
+        return self.start(name)
+
+    @_mapped
+    def remove(self, name: str, force: bool = False) -> None:
+        self._get(name)
+        with self._name_lock(name):
+            rec = self._refresh(self._state.get(name))
+            if rec.pid is not None and rec.started_at is not None and rec.finished_at is None:
+                if not force:
+                    raise FailedPrecondition(f"container {name} is running; stop it or force")
+                self._terminate(rec, 0.0)
+            self._state.record_removed(name)
+            with self._table_lock:
+                self._children.pop(name, None)
+                self._samples.pop(name, None)
+            shutil.rmtree(self._dir(name), ignore_errors=True)
+
+    @_mapped
+    def inspect(self, name: str) -> ContainerStatus:
+        return self._status(self._get(name))
+
+    @_mapped
+    def list(self) -> builtins.list[ContainerStatus]:
+        return [self._status(rec) for rec in self._state.all()]
+
+    def record(self, name: str) -> ContainerRecord:
+        """The durable record of a container (desired state, generation, spec)."""
+        return self._refresh(self._get(name))
+
+    @_mapped
+    def logs(self, name: str, *, follow: bool = False, tail: int = 0) -> Iterator[bytes]:
+        self._get(name)
+        if tail < 0:
+            raise InvalidArgument("tail", "must not be negative")
+        fh: io.BufferedIOBase
+        try:
+            fh = open(self.log_path(name), "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError:
+            fh = io.BytesIO()  # never started: nothing logged yet
+        return _mapped_iter(self._log_stream(name, fh, follow, tail))
+
+    def _running(self, name: str) -> bool:
+        rec = self._state.find(name)
+        if rec is None:
+            return False
+        rec = self._refresh(rec)
+        return rec.started_at is not None and rec.finished_at is None
+
+    def _log_stream(
+        self,
+        name: str,
+        fh: io.BufferedIOBase,
+        follow: bool,
+        tail: int,
+    ) -> Iterator[bytes]:
+        with fh:
+            if tail > 0:
+                fh.seek(_tail_offset(fh, tail))
+            while True:
+                chunk = fh.read(_LOG_CHUNK)
+                if chunk:
+                    yield chunk
+                    continue
+                if not follow:
+                    return
+                if not self._running(name):
+                    # Exited: whatever it wrote before dying is in the file; drain it.
+                    while chunk := fh.read(_LOG_CHUNK):
+                        yield chunk
+                    return
+                time.sleep(_POLL * 2)
+
+    @_mapped
+    def stats(self, name: str) -> ContainerStats:
+        rec = self._refresh(self._get(name))
+        limit = rec.spec.memory
+        if rec.pid is None or rec.started_at is None or rec.finished_at is not None:
+            return ContainerStats(name, 0.0, 0.0, 0, limit)
+        members = proc.session_members(rec.pid)
+        now = time.monotonic()
+        cpu = proc.cpu_seconds(members)
+        with self._table_lock:
+            previous = self._samples.get(name)
+        if previous is None or not _STATS_WINDOW[0] <= now - previous[0] <= _STATS_WINDOW[1]:
+            # No usable earlier sample: take a second one shortly after the first.
+            time.sleep(0.1)
+            previous = (now, cpu)
+            members = proc.session_members(rec.pid)
+            now = time.monotonic()
+            cpu = proc.cpu_seconds(members)
+        fraction = max(0.0, (cpu - previous[1]) / (now - previous[0]))
+        with self._table_lock:
+            self._samples[name] = (now, cpu)
+        return ContainerStats(
+            name=name,
+            cpu_seconds=cpu,
+            cpu_fraction=fraction,
+            memory_bytes=proc.rss_bytes(members),
+            memory_limit=limit,
+        )
+
+    @_mapped
+    def image_exists(self, ref: str) -> bool:
+        return self._images.exists(ref)
+
+    @_mapped
+    def image_export(self, ref: str) -> Iterator[bytes]:
+        return _mapped_iter(self._images.export(ref))
+
+    @_mapped
+    def image_import(self, chunks: Iterable[bytes]) -> builtins.list[str]:
+        """Import a docker-save archive (what ``image_export`` and ``docker save`` write)."""
+        return self._images.import_archive(chunks)
+
+    @_mapped
+    def import_rootfs(
+        self,
+        ref: str,
+        chunks: Iterable[bytes],
+        *,
+        env: tuple[tuple[str, str], ...] | None = None,
+    ) -> builtins.list[str]:
+        """Import a plain root filesystem tarball (what ``docker import`` takes) as ``ref``."""
+        if env is None:
+            return self._images.import_rootfs(ref, chunks)
+        return self._images.import_rootfs(ref, chunks, env=env)
+
+    @_mapped
+    def info(self) -> RuntimeInfo:
+        try:
+            cpus = float(len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):
+            cpus = float(os.cpu_count() or 1)
+        return RuntimeInfo(
+            runtime="process",
+            version=platform.release(),
+            cpus=cpus,
+            memory=proc.meminfo_total(),
+            extra={
+                "isolation": "process session + RLIMIT_AS only",
+                "cpu_limits": "recorded, not enforced",
+                "network": "host (not isolated)",
+            },
+        )
+
+    def close(self) -> None:
+        """Release the state directory; workloads keep running (a new runtime re-attaches)."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._table_lock:
+            children = list(self._children.values())
+            self._children.clear()
+        for child in children:
+            child.poll()
+        self._state.close()
+        self._release_lock()
+
+
+def _rlimits(memory: int) -> Callable[[], None]:
+    def apply() -> None:
+        # Runs between fork and exec: nothing here may take a lock or allocate much.
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return apply
+
+
+def _tail_offset(fh: io.BufferedIOBase, lines: int) -> int:
+    """Offset where the last ``lines`` lines of ``fh`` begin."""
+    end = fh.seek(0, os.SEEK_END)
+    pos = end
+    # The last N lines start after the N-th newline from the end, not counting a
+    # final newline (it ends the last line rather than starting an empty one).
+    wanted = lines
+    block = 8192
+    trailing_checked = False
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        fh.seek(pos)
+        data = fh.read(step)
+        idx = len(data)
+        if not trailing_checked:
+            trailing_checked = True
+            if data.endswith(b"\n"):
+                idx -= 1
+        while True:
+            idx = data.rfind(b"\n", 0, idx)
+            if idx < 0:
+                break
+            wanted -= 1
+            if wanted == 0:
+                return pos + idx + 1
+    return 0
+
+
+def ensure_busybox_image(
+    runtime: ProcessRuntime,
+    ref: str = "local/busybox:1",
+    *,
+    busybox: Path = Path("/bin/busybox"),
+) -> str:
+    """Make ``ref`` a one-layer image of the host's static busybox and its applet links.
+
+    The same content ``docker import -c 'ENV PATH=/bin'`` is given elsewhere, so
+    workloads see the same programs on docker and process nodes.
+    """
+    if runtime.image_exists(ref):
+        return ref
+    if not busybox.is_file():
+        raise FailedPrecondition(f"{busybox} does not exist; install busybox-static")
+    try:
+        listing = subprocess.run(
+            [str(busybox), "--list"], capture_output=True, check=True, timeout=30
+        ).stdout.decode()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeFailure(f"{busybox} --list failed: {exc}") from None
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for dirname in ("bin", "tmp"):
+            info = tarfile.TarInfo(dirname)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        info = tar.gettarinfo(str(busybox), arcname="bin/busybox")
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mtime = 0
+        with open(busybox, "rb") as fh:
+            tar.addfile(info, fh)
+        for applet in sorted(set(listing.split())):
+            # busybox lists itself; a "busybox -> busybox" link would replace the binary.
+            if applet == "busybox" or "/" in applet:
+                continue
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            link.mode = 0o777
+            tar.addfile(link)
+    runtime.import_rootfs(ref, [buf.getvalue()], env=(("PATH", "/bin"),))
+    return ref
