@@ -1,0 +1,52 @@
+"""Node runtimes and the choice between them.
+
+``select_runtime`` imports each runtime module only when it is chosen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from node.runtime.base import Runtime
+from pki.errors import ConfigError
+
+RUNTIME_KINDS = ("docker", "process")
+PROBE_TIMEOUT = 1.0  # seconds; an engine slower than this to ping is treated as absent
+
+
+def docker_available(timeout: float = PROBE_TIMEOUT) -> bool:
+    """True when a Docker Engine (from the environment: DOCKER_HOST or the default
+    socket) answers a ping within ``timeout`` seconds."""
+    try:
+        client = docker.from_env(timeout=max(1, round(timeout)))
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+        return False
+    try:
+        return bool(client.ping())
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def select_runtime(kind: str | None, node_id: str, state_dir: Path) -> Runtime:
+    """The runtime named ``kind``; None picks docker when an engine answers, else process."""
+    if kind is None:
+        kind = "docker" if docker_available() else "process"
+    if kind == "docker":
+        from node.runtime.docker import DockerRuntime  # noqa: PLC0415
+
+        return DockerRuntime(node_id, state_dir)
+    if kind == "process":
+        # The process runtime is written beside this one; lazily imported either way.
+        from node.runtime.process import (  # noqa: PLC0415
+            ProcessRuntime,  # type: ignore[import-not-found,unused-ignore]
+        )
+
+        runtime: Runtime = ProcessRuntime(node_id, state_dir)
+        return runtime
+    raise ConfigError(f"unknown runtime {kind!r} (one of: {', '.join(RUNTIME_KINDS)})")

@@ -1,0 +1,304 @@
+"""The Docker runtime: containers of one node id on a (possibly shared) Docker Engine.
+
+Every container carries the labels ``capstan.node``/``capstan.workload``/``capstan.name``
+and a Docker name ``capstan-<node hash>-<name>``; every lookup checks the node label,
+so an agent neither sees nor touches containers of another agent on the same engine.
+Containers never get bridge networking, privileges or new privileges; volumes are
+bind mounts of the node's VolumeStore directories.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.types
+
+from node.errors import InvalidArgument, NotFound
+from node.runtime._docker_errors import docker_errors, mapped_stream
+from node.runtime._docker_status import (
+    LABEL_NAME,
+    LABEL_NODE,
+    LABEL_WORKLOAD,
+    labels_of,
+    stats_from_sample,
+    status_from_inspect,
+)
+from node.runtime.base import (
+    ContainerSpec,
+    ContainerStats,
+    ContainerStatus,
+    RuntimeInfo,
+)
+from node.validation import validate_image_ref, validate_name, validate_spec
+from node.volumes import VolumeStore
+
+# Capabilities Docker grants by default that a workload of this orchestrator has no
+# business with: raw sockets (spoofing), device nodes, audit log writes, chroot
+# escapes tooling, file capabilities.
+DROPPED_CAPABILITIES = ("NET_RAW", "MKNOD", "AUDIT_WRITE", "SYS_CHROOT", "SETFCAP")
+SECURITY_OPTS = ("no-new-privileges:true",)
+PIDS_LIMIT = 4096
+LOG_MAX_SIZE = "10m"
+LOG_MAX_FILES = "3"
+MAX_STOP_TIMEOUT = 3600.0
+_CHUNK = 256 * 1024
+_LOADED_RE = re.compile(r"^Loaded image(?: ID)?: (.+)$")
+
+
+def node_hash(node_id: str) -> str:
+    """The short, name-safe tag of a node id used in Docker container names."""
+    return hashlib.sha256(node_id.encode("utf-8")).hexdigest()[:12]
+
+
+def _stop_seconds(timeout: float) -> int:
+    if not isinstance(timeout, int | float) or not math.isfinite(timeout):
+        raise InvalidArgument("timeout", "must be a finite number of seconds")
+    if timeout < 0 or timeout > MAX_STOP_TIMEOUT:
+        raise InvalidArgument("timeout", f"must be between 0 and {MAX_STOP_TIMEOUT:g} seconds")
+    return math.ceil(timeout)  # Docker counts whole seconds; never cut a grace period short
+
+
+class DockerRuntime:
+    """A ``Runtime`` backed by the Docker Engine, scoped to ``node_id``."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        node_id: str,
+        state_dir: Path,
+        *,
+        client: docker.DockerClient | None = None,
+        volumes: VolumeStore | None = None,
+    ) -> None:
+        if not isinstance(node_id, str) or not node_id or "\x00" in node_id:
+            raise InvalidArgument("node_id", "must be a non-empty string")
+        self.node_id = node_id
+        self.state_dir = Path(state_dir)
+        self.volumes = volumes if volumes is not None else VolumeStore.for_state_dir(state_dir)
+        self._owns_client = client is None
+        with docker_errors("docker engine"):
+            self._client = client if client is not None else docker.from_env()
+        self._api: Any = self._client.api
+        self._prefix = f"capstan-{node_hash(node_id)}-"
+        self._capacity: tuple[float, int] | None = None
+
+    # -- naming and lookup -------------------------------------------------------------
+
+    def docker_name(self, name: str) -> str:
+        return self._prefix + validate_name("name", name)
+
+    def _lookup(self, name: str) -> dict[str, Any]:
+        """Inspect one of this node's containers; anything else is NotFound."""
+        docker_name = self.docker_name(name)
+        with docker_errors(f"container {name!r}"):
+            attrs: dict[str, Any] = self._api.inspect_container(docker_name)
+        labels = labels_of(attrs)
+        if labels.get(LABEL_NODE) != self.node_id or labels.get(LABEL_NAME) != name:
+            # Same Docker name but not ours (a foreign or hand-made container): invisible.
+            raise NotFound(f"container {name!r} not found on this node")
+        return attrs
+
+    def _capacity_limits(self) -> tuple[float, int]:
+        if self._capacity is None:
+            info = self.info()
+            self._capacity = (info.cpus, info.memory)
+        return self._capacity
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def create(self, spec: ContainerSpec) -> ContainerStatus:
+        cpus, memory = self._capacity_limits()
+        validate_spec(spec, max_cpus=cpus, max_memory=memory or None)
+        if not self.image_exists(spec.image):
+            # There is no registry to pull from: the image must have been imported.
+            raise NotFound(f"image {spec.image!r} is not present on this node")
+        mounts = [
+            docker.types.Mount(
+                target=mount.path,
+                source=str(self.volumes.ensure(mount.name)),
+                type="bind",
+                read_only=mount.read_only,
+            )
+            for mount in spec.volumes
+        ]
+        # Ours last: they cannot be overridden by the spec's own labels.
+        labels = dict(spec.labels)
+        labels.update({LABEL_NODE: self.node_id, LABEL_WORKLOAD: spec.workload_id,
+                       LABEL_NAME: spec.name})
+        dropped = list(DROPPED_CAPABILITIES)
+        if spec.network == "host":
+            # On the host's network a low port is the host's low port.
+            dropped.append("NET_BIND_SERVICE")
+        with docker_errors(f"container {spec.name!r}", field="spec"):
+            host_config = self._api.create_host_config(
+                network_mode=spec.network,
+                nano_cpus=round(spec.cpu * 1e9) if spec.cpu else None,
+                mem_limit=spec.memory or None,
+                # Same as the memory limit: no swap beyond it.
+                memswap_limit=spec.memory or None,
+                mounts=mounts,
+                cap_drop=dropped,
+                security_opt=list(SECURITY_OPTS),
+                privileged=False,
+                pids_limit=PIDS_LIMIT,
+                log_config=docker.types.LogConfig(
+                    type="json-file", config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES}
+                ),
+            )
+            self._api.create_container(
+                image=spec.image,
+                command=list(spec.command) or None,
+                name=self.docker_name(spec.name),
+                environment=[f"{key}={value}" for key, value in spec.env],
+                labels=labels,
+                host_config=host_config,
+                detach=True,
+            )
+        return self.inspect(spec.name)
+
+    def start(self, name: str) -> ContainerStatus:
+        cid = self._lookup(name)["Id"]
+        with docker_errors(f"container {name!r}"):
+            self._api.start(cid)
+        return self.inspect(name)
+
+    def stop(self, name: str, timeout: float = 10.0) -> ContainerStatus:
+        seconds = _stop_seconds(timeout)
+        cid = self._lookup(name)["Id"]
+        with docker_errors(f"container {name!r}"):
+            self._api.stop(cid, timeout=seconds)
+        return self.inspect(name)
+
+    def restart(self, name: str, timeout: float = 10.0) -> ContainerStatus:
+        seconds = _stop_seconds(timeout)
+        cid = self._lookup(name)["Id"]
+        with docker_errors(f"container {name!r}"):
+            self._api.restart(cid, timeout=seconds)
+        return self.inspect(name)
+
+    def remove(self, name: str, force: bool = False) -> None:
+        cid = self._lookup(name)["Id"]
+        with docker_errors(f"container {name!r}"):
+            # Volumes belong to the node's store, never to the container: v=False.
+            self._api.remove_container(cid, force=bool(force), v=False)
+
+    # -- observation -------------------------------------------------------------------
+
+    def inspect(self, name: str) -> ContainerStatus:
+        return status_from_inspect(self._lookup(name))
+
+    def list(self) -> builtins.list[ContainerStatus]:
+        with docker_errors("containers"):
+            summaries = self._api.containers(
+                all=True, filters={"label": [f"{LABEL_NODE}={self.node_id}"]}
+            )
+        out: builtins.list[ContainerStatus] = []
+        for summary in summaries:
+            labels = summary.get("Labels") or {}
+            name = labels.get(LABEL_NAME, "")
+            if labels.get(LABEL_NODE) != self.node_id:
+                continue
+            try:
+                out.append(self.inspect(name))
+            except (NotFound, InvalidArgument):
+                continue  # removed meanwhile, or not a container this agent made
+        return sorted(out, key=lambda status: status.name)
+
+    def logs(self, name: str, *, follow: bool = False, tail: int = 0) -> Iterator[bytes]:
+        """stdout and stderr as they come; ``tail`` 0 means everything, N the last N lines."""
+        if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
+            raise InvalidArgument("tail", "must be a non-negative integer")
+        cid = self._lookup(name)["Id"]
+        subject = f"container {name!r}"
+        with docker_errors(subject):
+            stream = self._api.logs(
+                cid, stdout=True, stderr=True, stream=True, follow=bool(follow),
+                tail=tail if tail > 0 else "all",
+            )
+        return mapped_stream(stream, subject)
+
+    def stats(self, name: str) -> ContainerStats:
+        attrs = self._lookup(name)
+        with docker_errors(f"container {name!r}"):
+            # stream=False: Docker takes two readings about a second apart and returns
+            # the second with the first as precpu_stats.
+            sample = self._api.stats(attrs["Id"], stream=False)
+        limit = int((attrs.get("HostConfig") or {}).get("Memory") or 0)
+        return stats_from_sample(name, sample, limit)
+
+    # -- images ------------------------------------------------------------------------
+
+    def image_exists(self, ref: str) -> bool:
+        validate_image_ref("ref", ref, allow_id=True)
+        try:
+            with docker_errors(f"image {ref!r}"):
+                self._api.inspect_image(ref)
+        except NotFound:
+            return False
+        return True
+
+    def image_export(self, ref: str) -> Iterator[bytes]:
+        """``docker save`` of one image as a byte stream (its tag included when given)."""
+        validate_image_ref("ref", ref, allow_id=True)
+        subject = f"image {ref!r}"
+        with docker_errors(subject):
+            self._api.inspect_image(ref)  # NotFound now, not at the first chunk
+            stream = self._api.get_image(ref, chunk_size=_CHUNK)
+        return mapped_stream(stream, subject)
+
+    def image_import(self, chunks: Iterable[bytes]) -> builtins.list[str]:
+        """``docker load`` from a byte stream, sent on as it arrives; the refs loaded."""
+
+        def body() -> Iterator[bytes]:
+            for chunk in chunks:
+                if not isinstance(chunk, bytes | bytearray | memoryview):
+                    raise InvalidArgument("data", "image chunks must be bytes")
+                if chunk:
+                    yield bytes(chunk)
+
+        refs: builtins.list[str] = []
+        with docker_errors("image archive", field="data"):
+            for message in self._api.load_image(body(), quiet=True):
+                if "errorDetail" in message or "error" in message:
+                    detail = message.get("errorDetail") or {}
+                    text = detail.get("message") or message.get("error") or "load failed"
+                    raise InvalidArgument("data", f"docker load refused the archive: {text}")
+                for line in str(message.get("stream", "")).splitlines():
+                    match = _LOADED_RE.match(line.strip())
+                    if match:
+                        refs.append(match.group(1))
+        if not refs:
+            raise InvalidArgument("data", "the archive held no image")
+        return refs
+
+    # -- engine ------------------------------------------------------------------------
+
+    def info(self) -> RuntimeInfo:
+        with docker_errors("docker engine"):
+            info = self._api.info()
+            version = self._api.version()
+        return RuntimeInfo(
+            runtime="docker",
+            version=str(info.get("ServerVersion", "")),
+            cpus=float(info.get("NCPU") or 0),
+            memory=int(info.get("MemTotal") or 0),
+            extra={
+                "api_version": str(version.get("ApiVersion", "")),
+                "cgroup_version": str(info.get("CgroupVersion", "")),
+                "storage_driver": str(info.get("Driver", "")),
+                "kernel": str(info.get("KernelVersion", "")),
+            },
+        )
+
+    def close(self) -> None:
+        if self._owns_client:
+            with docker_errors("docker engine"):
+                self._client.close()
