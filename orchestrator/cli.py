@@ -18,8 +18,11 @@ def cli() -> None:
 def _register() -> None:
     from pki.cli import pki_group, token_group
 
+    from node.cli import node_group
+
     cli.add_command(pki_group)
     cli.add_command(token_group)
+    cli.add_command(node_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -208,8 +208,12 @@ class ProcessRuntime:
             return rec
         else:
             code = None  # not our child: its exit status went to someone else
-        # The first process is gone: take down anything it left in its session.
-        proc.signal_session(rec.pid, signal.SIGKILL)
+        # The first process is gone: take down anything it left in its session. While a
+        # session has members the kernel keeps its number reserved, so a pid now held by
+        # a process of another start time means our session is empty: never signal it.
+        now_holder = proc.read_stat(rec.pid)
+        if now_holder is None or now_holder.start_ticks == rec.start_ticks:
+            proc.signal_session(rec.pid, signal.SIGKILL)
         with self._table_lock:
             self._children.pop(rec.name, None)
             self._samples.pop(rec.name, None)

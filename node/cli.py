@@ -1,0 +1,90 @@
+"""``capstan node ...`` commands."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from node.config import RUNTIMES, NodeConfig
+
+_path = click.Path(path_type=Path)
+
+
+@click.group("node")
+def node_group() -> None:
+    """Run and manage a node agent."""
+
+
+@node_group.command("serve")
+@click.option("--config", "config_file", type=_path, help="YAML config file; flags override it.")
+@click.option("--listen", help="HOST:PORT to serve on (port 0 picks a free one).")
+@click.option("--cert", type=_path, help="Node certificate chain (PEM).")
+@click.option("--key", type=_path, help="Node private key (PEM).")
+@click.option("--ca", type=_path, help="Cluster trust bundle (PEM).")
+@click.option("--jwks", type=_path, help="Token verification keys (JWKS); re-read on change.")
+@click.option("--deny-list", type=_path, help="Revoked serials, one hex per line; re-read on change.")
+@click.option("--state-dir", type=_path, help="Where the agent keeps its state, volumes and audit.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), help="Container runtime (default auto).")
+@click.option("--issuer", "issuers", multiple=True, help="Orchestrator SPIFFE id whose tokens are obeyed.")
+@click.option("--label", "labels", multiple=True, help="Node label KEY=VALUE.")
+@click.option("-v", "--verbose", is_flag=True)
+def serve(
+    config_file: Path | None,
+    listen: str | None,
+    cert: Path | None,
+    key: Path | None,
+    ca: Path | None,
+    jwks: Path | None,
+    deny_list: Path | None,
+    state_dir: Path | None,
+    runtime: str | None,
+    issuers: tuple[str, ...],
+    labels: tuple[str, ...],
+    verbose: bool,
+) -> None:
+    """Serve NodeService over mTLS; obey only capability tokens."""
+    from node.server import build_agent
+    from pki.errors import ConfigError
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    label_map: dict[str, str] = {}
+    for item in labels:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise ConfigError(f"--label must be KEY=VALUE, got {item!r}")
+        label_map[k] = v
+    cfg = NodeConfig.load(
+        config_file,
+        listen=listen,
+        cert=cert,
+        key=key,
+        ca=ca,
+        jwks=jwks,
+        deny_list=deny_list,
+        state_dir=state_dir,
+        runtime=runtime,
+        issuers=list(issuers),
+        labels=label_map,
+    )
+    agent = build_agent(cfg)
+    host = cfg.listen.rpartition(":")[0]
+    click.echo(f"node {agent.node_id} listening on {host}:{agent.port} runtime={agent.runtime.name}")
+    sys.stdout.flush()
+    done = threading.Event()
+
+    def _stop(_sig: int, _frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    done.wait()
+    agent.stop()

@@ -1,0 +1,177 @@
+"""Assembles a node agent: mTLS server, authorization interceptor, NodeService,
+health and reflection."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from node.audit import NodeAudit
+from node.authz import Authorizer, AuthorizationInterceptor
+from node.config import NodeConfig
+from node.denylist import parse_deny_list
+from node.runtime import select_runtime
+from node.runtime.base import Runtime
+from node.service import NodeServicer
+from node.volumes import VolumeStore
+from node._reload import ReloadingFile
+from pki._files import read_file
+from pki.certs import identity_of, load_pem_chain
+from pki.errors import ConfigError
+from pki.tokenkeys import KeySet
+from pki.tokens import ReplayCache, TokenVerifier
+from protos import node_pb2, node_pb2_grpc
+
+log = logging.getLogger("capstan.node")
+
+MAX_MESSAGE = 1024 * 1024  # large data moves in streams of 256 KiB chunks
+
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def _capstan_version() -> str:
+    try:
+        return version("capstan")
+    except PackageNotFoundError:
+        return "dev"
+
+
+class TlsFiles:
+    """Server credentials re-read from disk when the certificate, key or bundle change,
+    so a renewed certificate is served to new connections without a restart."""
+
+    def __init__(self, cert: Path, key: Path, ca: Path) -> None:
+        self._paths = (cert, key, ca)
+        self._stamp = self._stat()
+        self.initial = self._config()
+
+    def _stat(self) -> tuple[tuple[int, int], ...]:
+        out = []
+        for p in self._paths:
+            try:
+                st = os.stat(p)
+                out.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append((0, 0))
+        return tuple(out)
+
+    def _config(self) -> grpc.ServerCertificateConfiguration:
+        cert, key, ca = (read_file(p, what) for p, what in zip(self._paths, ("certificate", "key", "trust bundle"), strict=True))
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return None
+        try:
+            config = self._config()
+        except ConfigError as exc:
+            log.error("keeping current TLS credentials: %s", exc)
+            return None
+        self._stamp = stamp
+        log.info("serving renewed TLS credentials")
+        return config
+
+
+@dataclass
+class NodeAgent:
+    server: grpc.Server
+    port: int
+    node_id: str
+    runtime: Runtime
+    authorizer: Authorizer
+    audit: NodeAudit
+    health: health.HealthServicer
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.runtime.close()
+
+
+def build_agent(
+    config: NodeConfig,
+    *,
+    runtime: Runtime | None = None,
+    clock: Callable[[], float] = time.time,
+    max_workers: int = 32,
+) -> NodeAgent:
+    """Build and start a node agent; returns once it listens."""
+    chain = load_pem_chain(read_file(config.cert, "node certificate"), "node certificate")
+    identity = identity_of(chain[0])
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    audit = NodeAudit(config.state_dir / "audit.jsonl")
+
+    jwks = ReloadingFile(config.jwks, KeySet.from_jwks, "token keys (JWKS)")
+    if config.deny_list is not None:
+        deny = ReloadingFile(config.deny_list, parse_deny_list, "deny list")
+        revoked: Callable[[], frozenset[int]] = deny.get
+    else:
+        revoked = frozenset
+
+    verifier = TokenVerifier(
+        jwks.get,
+        audience=identity.uri,
+        issuers=config.issuers,
+        max_ttl=config.max_token_ttl,
+        replay=ReplayCache(),
+        clock=clock,
+    )
+    authorizer = Authorizer(
+        verifier=verifier,
+        trust_domain=identity.trust_domain,
+        revoked=revoked,
+        audit=audit,
+        clock=clock,
+    )
+    if runtime is None:
+        runtime = select_runtime(None if config.runtime == "auto" else config.runtime, identity.uri, config.state_dir)
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="capstan-node"),
+        interceptors=[AuthorizationInterceptor(authorizer)],
+        options=SERVER_OPTIONS,
+        maximum_concurrent_rpcs=max_workers * 4,
+    )
+    servicer = NodeServicer(
+        node_id=identity.uri,
+        runtime=runtime,
+        volumes=VolumeStore(config.state_dir / "volumes"),
+        spool_dir=config.state_dir / "spool",
+        labels=dict(config.labels),
+        version=_capstan_version(),
+    )
+    node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    services = (
+        node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(services, server)
+
+    tls = TlsFiles(config.cert, config.key, config.ca)
+    creds = grpc.dynamic_ssl_server_credentials(tls.initial, tls.fetch, require_client_authentication=True)
+    port = server.add_secure_port(config.listen, creds)
+    if port == 0:
+        raise ConfigError(f"cannot listen on {config.listen}")
+    server.start()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set(services[0], health_pb2.HealthCheckResponse.SERVING)
+    log.info("node %s serving on %s (runtime %s)", identity.uri, port, runtime.name)
+    return NodeAgent(server, port, identity.uri, runtime, authorizer, audit, health_servicer)

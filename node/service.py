@@ -1,0 +1,288 @@
+"""NodeService handlers: map protobuf to the runtime and volume store and back.
+
+Authorization has already happened in the interceptor (node/authz.py) when a handler
+runs. Node errors become gRPC statuses at one boundary (``_status_of``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from node import errors
+from node.runtime.base import ContainerSpec, ContainerStatus, Runtime, VolumeMount
+from node.validation import validate_spec
+from node.volumes import VolumeStore
+from pki.errors import CapstanError
+from protos import node_pb2, node_pb2_grpc
+
+log = logging.getLogger("capstan.node")
+
+CHUNK = 256 * 1024
+MAX_IMAGE_BYTES = 2 * 1024**3
+MAX_VOLUME_BYTES = 1024**3
+
+_STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.RuntimeUnavailable, grpc.StatusCode.UNAVAILABLE),
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _status_of(exc: CapstanError) -> grpc.StatusCode:
+    for cls, code in _STATUS:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _boundary(fn: F) -> F:
+    @functools.wraps(fn)
+    def unary(self: NodeServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except CapstanError as exc:
+            log.info("%s failed: %s", fn.__name__, exc)
+            context.abort(_status_of(exc), str(exc))
+
+    return unary  # type: ignore[return-value]
+
+
+def _stream_boundary(fn: F) -> F:
+    @functools.wraps(fn)
+    def stream(self: NodeServicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from fn(self, request, context)
+        except CapstanError as exc:
+            log.info("%s failed: %s", fn.__name__, exc)
+            context.abort(_status_of(exc), str(exc))
+
+    return stream  # type: ignore[return-value]
+
+
+def status_to_pb(s: ContainerStatus) -> node_pb2.ContainerStatus:
+    return node_pb2.ContainerStatus(
+        name=s.name,
+        workload_id=s.workload_id,
+        image=s.image,
+        state=str(s.state),
+        runtime_id=s.runtime_id,
+        has_exit_code=s.exit_code is not None,
+        exit_code=s.exit_code or 0,
+        started_at=s.started_at or 0.0,
+        finished_at=s.finished_at or 0.0,
+    )
+
+
+def spec_from_pb(pb: node_pb2.ContainerSpec) -> ContainerSpec:
+    return ContainerSpec(
+        name=pb.name,
+        workload_id=pb.workload_id,
+        image=pb.image,
+        command=tuple(pb.command),
+        env=tuple((e.name, e.value) for e in pb.env),
+        cpu=pb.cpu,
+        memory=pb.memory,
+        volumes=tuple(VolumeMount(v.name, v.path, v.read_only) for v in pb.volumes),
+        network=pb.network or "none",
+        labels=(("capstan.generation", str(pb.generation)),) if pb.generation else (),
+    )
+
+
+def _chunks(data: Iterable[bytes]) -> Iterator[node_pb2.DataChunk]:
+    for chunk in data:
+        for i in range(0, len(chunk), CHUNK):
+            yield node_pb2.DataChunk(data=chunk[i : i + CHUNK])
+
+
+def _image_tags(path: Path) -> set[str]:
+    """The tags a docker-save archive would apply when loaded."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            member = tar.getmember("manifest.json")
+            fh = tar.extractfile(member)
+            if fh is None:
+                raise errors.InvalidArgument("data", "manifest.json is not a file")
+            manifest = json.loads(fh.read(1024 * 1024))
+    except KeyError:
+        raise errors.InvalidArgument("data", "image archive has no manifest.json") from None
+    except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise errors.InvalidArgument("data", f"not an image archive: {exc}") from None
+    if not isinstance(manifest, list):
+        raise errors.InvalidArgument("data", "manifest.json is not a list")
+    tags: set[str] = set()
+    for entry in manifest:
+        repo_tags = entry.get("RepoTags") if isinstance(entry, dict) else None
+        tags.update(t for t in repo_tags or () if isinstance(t, str))
+    return tags
+
+
+class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        runtime: Runtime,
+        volumes: VolumeStore,
+        spool_dir: Path,
+        labels: dict[str, str] | None = None,
+        version: str = "",
+    ) -> None:
+        self._node_id = node_id
+        self._runtime = runtime
+        self._volumes = volumes
+        self._spool = spool_dir
+        self._labels = labels or {}
+        self._version = version
+
+    @_boundary
+    def CreateContainer(self, request: node_pb2.ContainerSpec, context: Any) -> node_pb2.ContainerStatus:
+        spec = spec_from_pb(request)
+        validate_spec(spec)
+        for mount in spec.volumes:
+            if not self._volumes.exists(mount.name):
+                self._volumes.create(mount.name)
+        return status_to_pb(self._runtime.create(spec))
+
+    @_boundary
+    def StartContainer(self, request: node_pb2.ContainerRef, context: Any) -> node_pb2.ContainerStatus:
+        return status_to_pb(self._runtime.start(request.name))
+
+    @_boundary
+    def StopContainer(self, request: node_pb2.StopRequest, context: Any) -> node_pb2.ContainerStatus:
+        return status_to_pb(self._runtime.stop(request.name, _timeout(request.timeout)))
+
+    @_boundary
+    def RestartContainer(self, request: node_pb2.StopRequest, context: Any) -> node_pb2.ContainerStatus:
+        return status_to_pb(self._runtime.restart(request.name, _timeout(request.timeout)))
+
+    @_boundary
+    def RemoveContainer(self, request: node_pb2.RemoveRequest, context: Any) -> node_pb2.ContainerStatus:
+        last = self._runtime.inspect(request.name)
+        self._runtime.remove(request.name, force=request.force)
+        return status_to_pb(last)
+
+    @_boundary
+    def InspectContainer(self, request: node_pb2.ContainerRef, context: Any) -> node_pb2.ContainerStatus:
+        return status_to_pb(self._runtime.inspect(request.name))
+
+    @_boundary
+    def ListContainers(self, request: node_pb2.ListRequest, context: Any) -> node_pb2.ContainerList:
+        return node_pb2.ContainerList(containers=[status_to_pb(s) for s in self._runtime.list()])
+
+    @_stream_boundary
+    def ContainerLogs(self, request: node_pb2.LogsRequest, context: Any) -> Iterator[node_pb2.LogChunk]:
+        if request.tail < 0:
+            raise errors.InvalidArgument("tail", "must be >= 0")
+        for chunk in self._runtime.logs(request.name, follow=request.follow, tail=request.tail):
+            if not context.is_active():
+                return
+            if chunk:
+                yield node_pb2.LogChunk(data=chunk)
+
+    @_boundary
+    def GetContainerStats(self, request: node_pb2.ContainerRef, context: Any) -> node_pb2.ContainerStats:
+        s = self._runtime.stats(request.name)
+        return node_pb2.ContainerStats(
+            name=s.name,
+            cpu_seconds=s.cpu_seconds,
+            cpu_fraction=s.cpu_fraction,
+            memory_bytes=s.memory_bytes,
+            memory_limit=s.memory_limit,
+        )
+
+    @_stream_boundary
+    def ExportImage(self, request: node_pb2.ImageRef, context: Any) -> Iterator[node_pb2.DataChunk]:
+        if not self._runtime.image_exists(request.ref):
+            raise errors.NotFound(f"image {request.ref} not found")
+        yield from _chunks(self._runtime.image_export(request.ref))
+
+    @_boundary
+    def ImportImage(self, request_iterator: Iterator[node_pb2.ImageImportChunk], context: Any) -> Any:
+        # Spooled and checked before loading: the archive must tag exactly the image the
+        # token names, or one import could overwrite other images on this node.
+        ref = ""
+        self._spool.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self._spool, prefix="image-", suffix=".tar")
+        path = Path(name)
+        try:
+            size = 0
+            with os.fdopen(fd, "wb") as fh:
+                for i, msg in enumerate(request_iterator):
+                    if i == 0:
+                        ref = msg.ref
+                    elif msg.ref and msg.ref != ref:
+                        raise errors.InvalidArgument("ref", "changes within the stream")
+                    size += len(msg.data)
+                    if size > MAX_IMAGE_BYTES:
+                        raise errors.InvalidArgument("data", f"image larger than {MAX_IMAGE_BYTES} bytes")
+                    fh.write(msg.data)
+            tags = _image_tags(path)
+            if tags != {ref}:
+                raise errors.InvalidArgument(
+                    "data", f"archive tags {sorted(tags)} but the import is for {ref!r}"
+                )
+            refs = self._runtime.image_import(_read_chunks(path))
+            return node_pb2.ImageImportResult(refs=refs)
+        finally:
+            path.unlink(missing_ok=True)
+
+    @_stream_boundary
+    def ExportVolume(self, request: node_pb2.VolumeRef, context: Any) -> Iterator[node_pb2.DataChunk]:
+        if not self._volumes.exists(request.name):
+            raise errors.NotFound(f"volume {request.name} not found")
+        yield from _chunks(self._volumes.export(request.name))
+
+    @_boundary
+    def ImportVolume(self, request_iterator: Iterator[node_pb2.VolumeImportChunk], context: Any) -> Any:
+        first = next(request_iterator)
+        name = first.name
+
+        def data() -> Iterator[bytes]:
+            yield first.data
+            for msg in request_iterator:
+                if msg.name and msg.name != name:
+                    raise errors.InvalidArgument("name", "changes within the stream")
+                yield msg.data
+
+        result = self._volumes.import_(name, data(), max_bytes=MAX_VOLUME_BYTES)
+        return node_pb2.VolumeImportResult(name=name, bytes=result.bytes, files=result.files)
+
+    @_boundary
+    def GetNodeInfo(self, request: node_pb2.NodeInfoRequest, context: Any) -> node_pb2.NodeInfo:
+        info = self._runtime.info()
+        return node_pb2.NodeInfo(
+            node_id=self._node_id,
+            runtime=info.runtime,
+            runtime_version=info.version,
+            capstan_version=self._version,
+            cpus=info.cpus,
+            memory=info.memory,
+            containers=len(self._runtime.list()),
+            labels=self._labels,
+        )
+
+
+def _timeout(value: float) -> float:
+    if value < 0 or value != value or value > 3600:
+        raise errors.InvalidArgument("timeout", "must be between 0 and 3600 seconds")
+    return value or 10.0
+
+
+def _read_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            yield chunk
