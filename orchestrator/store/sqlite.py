@@ -1,0 +1,646 @@
+"""The embedded store: one SQLite file, one orchestrator process.
+
+Design choices:
+
+- **One thread owns the connection.** Every operation is a function run on a
+  single-worker executor, so operations are serialized (one writer, no SQLite busy
+  handling) and the event loop never blocks on disk.
+- **WAL + locking_mode=EXCLUSIVE.** WAL makes commits an append; the exclusive lock
+  makes a second process opening the same file fail at once instead of writing
+  behind this process's back (its watches would miss those writes).
+- **synchronous=FULL.** With WAL, NORMAL survives a process crash but may lose the
+  last acknowledged commits on power loss. An orchestrator acknowledges writes
+  that other parties act on (an assignment, an audit entry, a leader epoch), so a
+  write is on disk before it is acknowledged; the control plane's write rate makes
+  the extra fsync per commit cheap.
+- **Revisions like etcd.** A global counter bumped once per committed write; watch
+  history is an ``events`` table trimmed to the last ``history`` revisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from orchestrator.errors import Compacted, Conflict, LeaseNotFound, StoreClosed, StoreError
+from orchestrator.store import (
+    Compare,
+    Delete,
+    Entry,
+    Event,
+    EventType,
+    Get,
+    Lease,
+    Put,
+    RangeResult,
+    TxnOp,
+    TxnResponse,
+    TxnResult,
+)
+from orchestrator.store.keys import check_key, prefix_end
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+# etcd's default request size limit: values above it would work here and fail there.
+MAX_VALUE = 1536 * 1024
+MAX_LEASE_TTL = 7 * 24 * 3600.0
+DEFAULT_HISTORY = 10_000
+_WATCH_BATCH = 256
+_GET_SQL = "SELECT key, value, mod_revision, create_revision, version, lease FROM kv WHERE key = ?"
+# LIMIT -1 is SQLite for "no limit".
+_RANGE_SQL = (
+    "SELECT key, value, mod_revision, create_revision, version, lease FROM kv "
+    "WHERE key >= ? AND key < ? ORDER BY key LIMIT ?"
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    create_revision INTEGER NOT NULL,
+    mod_revision INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    lease INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_lease ON kv(lease) WHERE lease IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    revision INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_revision ON events(revision);
+CREATE TABLE IF NOT EXISTS leases (
+    id INTEGER PRIMARY KEY,
+    ttl REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leases_expiry ON leases(expires_at);
+"""
+
+
+class _Write:
+    """One write transaction: allocates the new revision on its first change only."""
+
+    def __init__(self, db: sqlite3.Connection, revision: int) -> None:
+        self.db = db
+        self.base = revision
+        self.revision = revision
+
+    def bump(self) -> int:
+        if self.revision == self.base:
+            self.revision = self.base + 1
+        return self.revision
+
+    def event(self, kind: EventType, key: str, value: bytes) -> None:
+        self.db.execute(
+            "INSERT INTO events(revision, type, key, value) VALUES (?, ?, ?, ?)",
+            (self.bump(), kind.value, key, value),
+        )
+
+
+class SqliteStore:
+    """The ``Store`` interface on one SQLite file. Bound to the event loop that opens it."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        history: int = DEFAULT_HISTORY,
+    ) -> None:
+        if history < 1:
+            raise StoreError("history must keep at least one revision")
+        self.path = Path(path)
+        self._clock = clock
+        self._history = history
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+        # Written only by the worker thread; read by the loop after a call completes.
+        self._revision = 0
+        self._compact_revision = 1
+        self._notified_revision = 0
+        self._waiters: set[asyncio.Event] = set()
+        self._closed = False
+
+    async def __aenter__(self) -> SqliteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- plumbing ----------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None or self._closed:
+            raise StoreClosed("the store is not open")
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, fn, *args)
+        # Wake watchers even when the awaiting caller is cancelled mid-write.
+        future.add_done_callback(lambda _: self._notify())
+        try:
+            return await future
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from None
+
+    def _notify(self) -> None:
+        if self._revision != self._notified_revision or self._closed:
+            self._notified_revision = self._revision
+            for waiter in self._waiters:
+                waiter.set()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreClosed("the store is not open")
+        return self._db
+
+    def _write(self, fn: Callable[[_Write], T]) -> T:
+        """Run ``fn`` in one IMMEDIATE transaction; commit the revision only if it changed."""
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            w = _Write(db, self._revision)
+            result = fn(w)
+            if w.revision != w.base:
+                db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (w.revision,))
+                floor = w.revision - self._history + 1
+                if floor > self._compact_revision:
+                    self._compact_locked(db, floor)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._load_meta(db)
+            raise
+        self._revision = w.revision
+        return result
+
+    def _load_meta(self, db: sqlite3.Connection) -> None:
+        meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+        self._revision = int(meta["revision"])
+        self._compact_revision = int(meta["compact_revision"])
+
+    def _compact_locked(self, db: sqlite3.Connection, revision: int) -> None:
+        db.execute("DELETE FROM events WHERE revision < ?", (revision,))
+        db.execute("UPDATE meta SET value = ? WHERE name = 'compact_revision'", (revision,))
+        self._compact_revision = revision
+
+    def _expire_due(self) -> list[int]:
+        """Expire leases whose time has come (worker thread), before any other operation."""
+        db = self._conn()
+        now = self._clock()
+        due = [row[0] for row in db.execute("SELECT id FROM leases WHERE expires_at <= ?", (now,))]
+        if not due:
+            return []
+
+        def run(w: _Write) -> list[int]:
+            for lease_id in due:
+                self._drop_lease(w, lease_id)
+            return due
+
+        return self._write(run)
+
+    def _drop_lease(self, w: _Write, lease_id: int) -> int:
+        keys = [
+            row[0]
+            for row in w.db.execute("SELECT key FROM kv WHERE lease = ? ORDER BY key", (lease_id,))
+        ]
+        for key in keys:
+            w.db.execute("DELETE FROM kv WHERE key = ?", (key,))
+            w.event(EventType.DELETE, key, b"")
+        w.db.execute("DELETE FROM leases WHERE id = ?", (lease_id,))
+        return len(keys)
+
+    def _op(self, fn: Callable[..., T], *args: Any) -> T:
+        self._expire_due()
+        return fn(*args)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            raise StoreError("the store is already open")
+        if self._closed:
+            raise StoreClosed("a closed store cannot be reopened; make a new one")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capstan-sqlite")
+        try:
+            await self._call(self._open_db)
+        except BaseException:
+            await self._shutdown()
+            raise
+        self._notified_revision = self._revision
+
+    def _open_db(self) -> None:
+        if not self.path.parent.is_dir():
+            raise StoreError(f"directory {self.path.parent} does not exist")
+        if not self.path.exists():
+            # The store holds the cluster's desired state: readable by its owner only.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+        try:
+            db.execute("PRAGMA locking_mode = EXCLUSIVE")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self.path}: cannot switch to WAL journaling (got {mode})")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("BEGIN IMMEDIATE")  # takes the exclusive lock now, not at first write
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            for name, initial in (
+                ("schema_version", SCHEMA_VERSION),
+                ("revision", 0),
+                ("compact_revision", 1),
+                ("lease_seq", 0),
+            ):
+                db.execute("INSERT OR IGNORE INTO meta(name, value) VALUES (?, ?)", (name, initial))
+            version = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[
+                0
+            ]
+            if version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version}, expected {SCHEMA_VERSION}"
+                )
+            db.execute("COMMIT")
+            self._load_meta(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        if self._executor is None:
+            self._closed = True
+            return
+        with contextlib.suppress(StoreError):
+            await self._call(self._close_db)
+        self._closed = True
+        self._notify()
+        await self._shutdown()
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def _shutdown(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+
+    # -- reads -------------------------------------------------------------------
+
+    async def revision(self) -> int:
+        return await self._call(self._op, lambda: self._revision)
+
+    async def get(self, key: str) -> Entry | None:
+        check_key(key)
+        return await self._call(self._op, self._get, key)
+
+    def _get(self, key: str) -> Entry | None:
+        row = self._conn().execute(_GET_SQL, (key,)).fetchone()
+        return None if row is None else _entry(row)
+
+    async def range(self, prefix: str, *, limit: int | None = None) -> RangeResult:
+        end = prefix_end(prefix)
+        if limit is not None and limit < 1:
+            raise StoreError("limit must be >= 1")
+        return await self._call(self._op, self._range, prefix, end, limit)
+
+    def _range(self, start: str, end: str | None, limit: int | None) -> RangeResult:
+        db = self._conn()
+        if end is None:
+            rows = db.execute(_GET_SQL, (start,)).fetchall()
+        else:
+            rows = db.execute(_RANGE_SQL, (start, end, -1 if limit is None else limit)).fetchall()
+        return RangeResult(tuple(_entry(r) for r in rows), self._revision)
+
+    # -- writes ------------------------------------------------------------------
+
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expect_revision: int | None = None,
+        lease: int | None = None,
+    ) -> int:
+        _check_put(key, value, lease)
+        if expect_revision is not None and expect_revision < 0:
+            raise StoreError("expect_revision must be >= 0")
+
+        def run(w: _Write) -> int:
+            if expect_revision is not None:
+                actual = _mod_revision(w.db, key)
+                if actual != expect_revision:
+                    raise Conflict(key, expect_revision, actual)
+            self._put(w, key, value, lease)
+            return w.revision
+
+        return await self._call(self._op, self._write, run)
+
+    def _put(self, w: _Write, key: str, value: bytes, lease: int | None) -> None:
+        if (
+            lease is not None
+            and w.db.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone() is None
+        ):
+            raise LeaseNotFound(lease)
+        revision = w.bump()
+        w.db.execute(
+            "INSERT INTO kv(key, value, create_revision, mod_revision, version, lease) "
+            "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+            "mod_revision = excluded.mod_revision, version = kv.version + 1, "
+            "lease = excluded.lease",
+            (key, value, revision, revision, lease),
+        )
+        w.event(EventType.PUT, key, value)
+
+    async def delete(self, key: str, *, expect_revision: int | None = None) -> int | None:
+        check_key(key)
+        if expect_revision is not None and expect_revision < 1:
+            raise StoreError("expect_revision for a delete must be >= 1 (the key's revision)")
+
+        def run(w: _Write) -> int | None:
+            actual = _mod_revision(w.db, key)
+            if expect_revision is not None and actual != expect_revision:
+                raise Conflict(key, expect_revision, actual)
+            if actual == 0:
+                return None
+            self._delete(w, key, None)
+            return w.revision
+
+        return await self._call(self._op, self._write, run)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        end = prefix_end(prefix)
+        return await self._call(self._op, self._write, lambda w: self._delete(w, prefix, end))
+
+    def _delete(self, w: _Write, start: str, end: str | None) -> int:
+        if end is None:
+            keys = [start] if _mod_revision(w.db, start) else []
+        else:
+            keys = [
+                row[0]
+                for row in w.db.execute(
+                    "SELECT key FROM kv WHERE key >= ? AND key < ? ORDER BY key", (start, end)
+                )
+            ]
+        for key in keys:
+            w.db.execute("DELETE FROM kv WHERE key = ?", (key,))
+            w.event(EventType.DELETE, key, b"")
+        return len(keys)
+
+    async def txn(
+        self,
+        compares: Sequence[Compare],
+        success: Sequence[TxnOp],
+        failure: Sequence[TxnOp] = (),
+    ) -> TxnResult:
+        for compare in compares:
+            _check_compare(compare)
+        for branch in (success, failure):
+            _check_branch(branch)
+
+        def run(w: _Write) -> TxnResult:
+            ok = all(_holds(w.db, c) for c in compares)
+            responses: list[TxnResponse] = []
+            for op in success if ok else failure:
+                if isinstance(op, Put):
+                    self._put(w, op.key, op.value, op.lease)
+                    responses.append(w.revision)
+                elif isinstance(op, Delete):
+                    end = prefix_end(op.key) if op.prefix else None
+                    responses.append(self._delete(w, op.key, end))
+                else:
+                    end = prefix_end(op.key) if op.prefix else None
+                    found = self._range(op.key, end, None)
+                    responses.append(RangeResult(found.entries, w.revision))
+            return TxnResult(ok, w.revision, tuple(responses))
+
+        return await self._call(self._op, self._write, run)
+
+    # -- leases ------------------------------------------------------------------
+
+    async def grant_lease(self, ttl: float) -> Lease:
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+            raise StoreError("ttl must be a number of seconds")
+        if not math.isfinite(ttl) or not 0 < ttl <= MAX_LEASE_TTL:
+            raise StoreError(f"ttl must be in (0, {MAX_LEASE_TTL:g}] seconds, got {ttl!r}")
+
+        def run(w: _Write) -> Lease:
+            db = w.db
+            db.execute("UPDATE meta SET value = value + 1 WHERE name = 'lease_seq'")
+            lease_id = int(
+                db.execute("SELECT value FROM meta WHERE name = 'lease_seq'").fetchone()[0]
+            )
+            expires = self._clock() + float(ttl)
+            db.execute(
+                "INSERT INTO leases(id, ttl, expires_at) VALUES (?, ?, ?)",
+                (lease_id, float(ttl), expires),
+            )
+            return Lease(lease_id, float(ttl), expires)
+
+        return await self._call(self._op, self._write, run)
+
+    async def keepalive(self, lease: int) -> Lease:
+        def run(w: _Write) -> Lease:
+            row = w.db.execute("SELECT ttl FROM leases WHERE id = ?", (lease,)).fetchone()
+            if row is None:
+                raise LeaseNotFound(lease)
+            expires = self._clock() + float(row[0])
+            w.db.execute("UPDATE leases SET expires_at = ? WHERE id = ?", (expires, lease))
+            return Lease(lease, float(row[0]), expires)
+
+        return await self._call(self._op, self._write, run)
+
+    async def revoke(self, lease: int) -> int:
+        def run(w: _Write) -> int:
+            if w.db.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone() is None:
+                raise LeaseNotFound(lease)
+            return self._drop_lease(w, lease)
+
+        return await self._call(self._op, self._write, run)
+
+    async def get_lease(self, lease: int) -> Lease | None:
+        def run() -> Lease | None:
+            row = (
+                self._conn()
+                .execute("SELECT id, ttl, expires_at FROM leases WHERE id = ?", (lease,))
+                .fetchone()
+            )
+            return None if row is None else Lease(int(row[0]), float(row[1]), float(row[2]))
+
+        return await self._call(self._op, run)
+
+    async def expire_leases(self) -> list[int]:
+        return await self._call(self._expire_due)
+
+    # -- history -----------------------------------------------------------------
+
+    async def compact(self, revision: int) -> None:
+        def run() -> None:
+            if revision > self._revision:
+                raise StoreError(f"cannot compact beyond the current revision {self._revision}")
+            if revision <= self._compact_revision:
+                return
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._compact_locked(db, revision)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                self._load_meta(db)
+                raise
+
+        await self._call(self._op, run)
+
+    def watch(self, prefix: str, *, start_revision: int | None = None) -> AsyncIterator[Event]:
+        end = prefix_end(prefix)
+        if start_revision is not None and start_revision < 1:
+            raise StoreError("start_revision must be >= 1")
+        return self._watch(prefix, end, start_revision)
+
+    async def _watch(self, prefix: str, end: str, start: int | None) -> AsyncIterator[Event]:
+        waiter = asyncio.Event()
+        self._waiters.add(waiter)
+        try:
+            if start is None:
+                start = await self.revision() + 1
+            position = start  # lowest revision whose events may not all be delivered yet
+            after_seq = 0
+            while True:
+                waiter.clear()
+                rows, current, compacted = await self._call(
+                    self._op, self._events, prefix, end, start, after_seq
+                )
+                if compacted > position:
+                    raise Compacted(position, compacted)
+                for seq, revision, kind, key, value in rows:
+                    after_seq = seq
+                    yield Event(EventType(kind), key, bytes(value), revision)
+                if len(rows) == _WATCH_BATCH:
+                    position = rows[-1][1]
+                    continue
+                position = max(position, current + 1)
+                await waiter.wait()
+                if self._closed:
+                    raise StoreClosed("the store was closed")
+        finally:
+            self._waiters.discard(waiter)
+
+    def _events(
+        self, prefix: str, end: str, start: int, after_seq: int
+    ) -> tuple[list[tuple[int, int, str, str, bytes]], int, int]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT seq, revision, type, key, value FROM events "
+                "WHERE seq > ? AND revision >= ? AND key >= ? AND key < ? ORDER BY seq LIMIT ?",
+                (after_seq, start, prefix, end, _WATCH_BATCH),
+            )
+            .fetchall()
+        )
+        return rows, self._revision, self._compact_revision
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    key, value, mod, create, version, lease = row
+    return Entry(str(key), bytes(value), int(mod), int(create), int(version), lease)
+
+
+def _mod_revision(db: sqlite3.Connection, key: str) -> int:
+    row = db.execute("SELECT mod_revision FROM kv WHERE key = ?", (key,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _check_put(key: str, value: bytes, lease: int | None) -> None:
+    check_key(key)
+    if not isinstance(value, bytes):
+        raise StoreError(f"{key}: values are bytes, got {type(value).__name__}")
+    if len(value) > MAX_VALUE:
+        raise StoreError(f"{key}: value of {len(value)} bytes exceeds {MAX_VALUE}")
+    if lease is not None and (isinstance(lease, bool) or not isinstance(lease, int)):
+        raise StoreError(f"{key}: lease must be a lease id")
+
+
+def _check_compare(compare: Compare) -> None:
+    check_key(compare.key)
+    if compare.op not in ("==", "!=", "<", ">"):
+        raise StoreError(f"unknown compare operator {compare.op!r}")
+    if compare.target == "value":
+        if not isinstance(compare.operand, bytes):
+            raise StoreError("a value compare needs bytes")
+    elif compare.target in ("revision", "create_revision", "version", "lease"):
+        if isinstance(compare.operand, bool) or not isinstance(compare.operand, int):
+            raise StoreError(f"a {compare.target} compare needs an int")
+    else:
+        raise StoreError(f"unknown compare target {compare.target!r}")
+
+
+def _check_branch(ops: Sequence[TxnOp]) -> None:
+    """etcd refuses a txn that writes one key twice; so do we, to stay interchangeable."""
+    written: list[tuple[str, bool]] = []
+    for op in ops:
+        if isinstance(op, Put):
+            _check_put(op.key, op.value, op.lease)
+            written.append((op.key, False))
+        elif isinstance(op, Delete):
+            check_key(op.key)
+            written.append((op.key, op.prefix))
+        elif isinstance(op, Get):
+            check_key(op.key)
+        else:
+            raise StoreError(f"unknown transaction operation {op!r}")
+    for i, (key, prefix) in enumerate(written):
+        for other, other_prefix in written[i + 1 :]:
+            if (
+                key == other
+                or (prefix and other.startswith(key))
+                or (other_prefix and key.startswith(other))
+            ):
+                raise StoreError(f"a transaction writes {key!r} more than once")
+
+
+def _holds(db: sqlite3.Connection, compare: Compare) -> bool:
+    row = db.execute(
+        "SELECT value, mod_revision, create_revision, version, lease FROM kv WHERE key = ?",
+        (compare.key,),
+    ).fetchone()
+    if compare.target == "value":
+        if row is None:
+            return False
+        actual: int | bytes = bytes(row[0])
+    else:
+        index = {"revision": 1, "create_revision": 2, "version": 3, "lease": 4}[compare.target]
+        actual = 0 if row is None or row[index] is None else int(row[index])
+    operand = compare.operand
+    if compare.op == "==":
+        return actual == operand
+    if compare.op == "!=":
+        return actual != operand
+    if type(actual) is not type(operand):
+        return False
+    if compare.op == "<":
+        return actual < operand  # type: ignore[operator]
+    return actual > operand  # type: ignore[operator]
+
+
+def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
+    message = str(exc)
+    if "locked" in message or "busy" in message:
+        return StoreError(f"{path} is in use by another process")
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in message:
+        return StoreError(f"{path} is not a Capstan store (not an SQLite database)")
+    return StoreError(f"{path}: sqlite: {message}")
