@@ -43,9 +43,10 @@ def generate(out_root: Path) -> list[Path]:
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
+        fresh = generate(Path(tmp))  # fails before anything committed is touched
         for old in PROTO_DIR.glob("*_pb2*.py*"):
             old.unlink()
-        for path in generate(Path(tmp)):
+        for path in fresh:
             shutil.copy(path, PROTO_DIR / path.name)
             print(f"wrote protos/{path.name}")
     return 0

@@ -1,0 +1,299 @@
+from protos import topology_pb2 as _topology_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ApplyRequest(_message.Message):
+    __slots__ = ("app", "dry_run")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    app: _topology_pb2.Application
+    dry_run: bool
+    def __init__(self, app: _Optional[_Union[_topology_pb2.Application, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class ServiceChange(_message.Message):
+    __slots__ = ("service", "action", "replicas", "spec_hash")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    SPEC_HASH_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    action: str
+    replicas: int
+    spec_hash: str
+    def __init__(self, service: _Optional[str] = ..., action: _Optional[str] = ..., replicas: _Optional[int] = ..., spec_hash: _Optional[str] = ...) -> None: ...
+
+class ApplyResponse(_message.Message):
+    __slots__ = ("tenant", "app", "generation", "changes")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    app: str
+    generation: int
+    changes: _containers.RepeatedCompositeFieldContainer[ServiceChange]
+    def __init__(self, tenant: _Optional[str] = ..., app: _Optional[str] = ..., generation: _Optional[int] = ..., changes: _Optional[_Iterable[_Union[ServiceChange, _Mapping]]] = ...) -> None: ...
+
+class AppRef(_message.Message):
+    __slots__ = ("tenant", "name")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    name: str
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class AppRecord(_message.Message):
+    __slots__ = ("app", "generation", "created_at", "updated_at", "spec_hashes", "deleting")
+    class SpecHashesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    APP_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SPEC_HASHES_FIELD_NUMBER: _ClassVar[int]
+    DELETING_FIELD_NUMBER: _ClassVar[int]
+    app: _topology_pb2.Application
+    generation: int
+    created_at: float
+    updated_at: float
+    spec_hashes: _containers.ScalarMap[str, str]
+    deleting: bool
+    def __init__(self, app: _Optional[_Union[_topology_pb2.Application, _Mapping]] = ..., generation: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., spec_hashes: _Optional[_Mapping[str, str]] = ..., deleting: _Optional[bool] = ...) -> None: ...
+
+class AppSummary(_message.Message):
+    __slots__ = ("tenant", "name", "generation", "services", "desired", "running", "updated_at")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    name: str
+    generation: int
+    services: int
+    desired: int
+    running: int
+    updated_at: float
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., generation: _Optional[int] = ..., services: _Optional[int] = ..., desired: _Optional[int] = ..., running: _Optional[int] = ..., updated_at: _Optional[float] = ...) -> None: ...
+
+class ListAppsRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class AppList(_message.Message):
+    __slots__ = ("apps",)
+    APPS_FIELD_NUMBER: _ClassVar[int]
+    apps: _containers.RepeatedCompositeFieldContainer[AppSummary]
+    def __init__(self, apps: _Optional[_Iterable[_Union[AppSummary, _Mapping]]] = ...) -> None: ...
+
+class Workload(_message.Message):
+    __slots__ = ("id", "tenant", "app", "service", "index", "node", "container", "desired", "state", "restarts", "image", "spec_hash", "updated_at", "message", "generation", "exit_code", "cpu", "memory", "request_id", "next_attempt_at", "attempts")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SPEC_HASH_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tenant: str
+    app: str
+    service: str
+    index: int
+    node: str
+    container: str
+    desired: str
+    state: str
+    restarts: int
+    image: str
+    spec_hash: str
+    updated_at: float
+    message: str
+    generation: int
+    exit_code: int
+    cpu: float
+    memory: int
+    request_id: str
+    next_attempt_at: float
+    attempts: int
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., app: _Optional[str] = ..., service: _Optional[str] = ..., index: _Optional[int] = ..., node: _Optional[str] = ..., container: _Optional[str] = ..., desired: _Optional[str] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., image: _Optional[str] = ..., spec_hash: _Optional[str] = ..., updated_at: _Optional[float] = ..., message: _Optional[str] = ..., generation: _Optional[int] = ..., exit_code: _Optional[int] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., request_id: _Optional[str] = ..., next_attempt_at: _Optional[float] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class AppDetail(_message.Message):
+    __slots__ = ("record", "summary", "workloads", "events")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    record: AppRecord
+    summary: AppSummary
+    workloads: _containers.RepeatedCompositeFieldContainer[Workload]
+    events: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, record: _Optional[_Union[AppRecord, _Mapping]] = ..., summary: _Optional[_Union[AppSummary, _Mapping]] = ..., workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ..., events: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WorkloadFilter(_message.Message):
+    __slots__ = ("tenant", "app", "node")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    app: str
+    node: str
+    def __init__(self, tenant: _Optional[str] = ..., app: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+
+class WorkloadList(_message.Message):
+    __slots__ = ("workloads",)
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    workloads: _containers.RepeatedCompositeFieldContainer[Workload]
+    def __init__(self, workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ...) -> None: ...
+
+class NodeRecord(_message.Message):
+    __slots__ = ("name", "id", "address", "cpus", "memory", "allocated_cpu", "allocated_memory", "last_heartbeat", "cert_expiry", "state", "cordoned", "draining", "labels", "runtime", "pool", "workloads", "mode", "joined_at", "dns", "ips", "cert_serial", "issuer_ca")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATED_CPU_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATED_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    CERT_EXPIRY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CORDONED_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    JOINED_AT_FIELD_NUMBER: _ClassVar[int]
+    DNS_FIELD_NUMBER: _ClassVar[int]
+    IPS_FIELD_NUMBER: _ClassVar[int]
+    CERT_SERIAL_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_CA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: str
+    address: str
+    cpus: float
+    memory: int
+    allocated_cpu: float
+    allocated_memory: int
+    last_heartbeat: float
+    cert_expiry: float
+    state: str
+    cordoned: bool
+    draining: bool
+    labels: _containers.ScalarMap[str, str]
+    runtime: str
+    pool: str
+    workloads: int
+    mode: str
+    joined_at: float
+    dns: _containers.RepeatedScalarFieldContainer[str]
+    ips: _containers.RepeatedScalarFieldContainer[str]
+    cert_serial: str
+    issuer_ca: str
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., address: _Optional[str] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., allocated_cpu: _Optional[float] = ..., allocated_memory: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., cert_expiry: _Optional[float] = ..., state: _Optional[str] = ..., cordoned: _Optional[bool] = ..., draining: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtime: _Optional[str] = ..., pool: _Optional[str] = ..., workloads: _Optional[int] = ..., mode: _Optional[str] = ..., joined_at: _Optional[float] = ..., dns: _Optional[_Iterable[str]] = ..., ips: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., issuer_ca: _Optional[str] = ...) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeList(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeRecord]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeRecord, _Mapping]]] = ...) -> None: ...
+
+class NodeRef(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class AppLogsRequest(_message.Message):
+    __slots__ = ("tenant", "app", "instance", "follow", "tail")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    app: str
+    instance: str
+    follow: bool
+    tail: int
+    def __init__(self, tenant: _Optional[str] = ..., app: _Optional[str] = ..., instance: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ...) -> None: ...
+
+class LogsGrant(_message.Message):
+    __slots__ = ("node_address", "node_id", "container", "token")
+    NODE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    node_address: str
+    node_id: str
+    container: str
+    token: str
+    def __init__(self, node_address: _Optional[str] = ..., node_id: _Optional[str] = ..., container: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class JoinTokenRequest(_message.Message):
+    __slots__ = ("name", "ttl", "pool", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ttl: float
+    pool: str
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., ttl: _Optional[float] = ..., pool: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class JoinTokenResponse(_message.Message):
+    __slots__ = ("token", "expires_at")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    expires_at: float
+    def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,101 @@
+from protos import node_pb2 as _node_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class JoinRequest(_message.Message):
+    __slots__ = ("join_token", "csr_pem", "name", "dns", "ips", "address", "cpus", "memory", "labels", "runtime", "mode")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DNS_FIELD_NUMBER: _ClassVar[int]
+    IPS_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    join_token: str
+    csr_pem: bytes
+    name: str
+    dns: _containers.RepeatedScalarFieldContainer[str]
+    ips: _containers.RepeatedScalarFieldContainer[str]
+    address: str
+    cpus: float
+    memory: int
+    labels: _containers.ScalarMap[str, str]
+    runtime: str
+    mode: str
+    def __init__(self, join_token: _Optional[str] = ..., csr_pem: _Optional[bytes] = ..., name: _Optional[str] = ..., dns: _Optional[_Iterable[str]] = ..., ips: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtime: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class JoinResponse(_message.Message):
+    __slots__ = ("node_id", "name", "certificate_chain", "trust_bundle", "jwks", "issuers", "deny_list", "heartbeat_interval")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_CHAIN_FIELD_NUMBER: _ClassVar[int]
+    TRUST_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    JWKS_FIELD_NUMBER: _ClassVar[int]
+    ISSUERS_FIELD_NUMBER: _ClassVar[int]
+    DENY_LIST_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    name: str
+    certificate_chain: bytes
+    trust_bundle: bytes
+    jwks: bytes
+    issuers: _containers.RepeatedScalarFieldContainer[str]
+    deny_list: bytes
+    heartbeat_interval: float
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., certificate_chain: _Optional[bytes] = ..., trust_bundle: _Optional[bytes] = ..., jwks: _Optional[bytes] = ..., issuers: _Optional[_Iterable[str]] = ..., deny_list: _Optional[bytes] = ..., heartbeat_interval: _Optional[float] = ...) -> None: ...
+
+class ContainerUsage(_message.Message):
+    __slots__ = ("name", "cpu_fraction", "memory_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CPU_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cpu_fraction: float
+    memory_bytes: int
+    def __init__(self, name: _Optional[str] = ..., cpu_fraction: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("sent_at", "containers", "usage", "full")
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    sent_at: float
+    containers: _containers.RepeatedCompositeFieldContainer[_node_pb2.ContainerStatus]
+    usage: _containers.RepeatedCompositeFieldContainer[ContainerUsage]
+    full: bool
+    def __init__(self, sent_at: _Optional[float] = ..., containers: _Optional[_Iterable[_Union[_node_pb2.ContainerStatus, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[ContainerUsage, _Mapping]]] = ..., full: _Optional[bool] = ...) -> None: ...
+
+class TrustUpdate(_message.Message):
+    __slots__ = ("jwks", "deny_list")
+    JWKS_FIELD_NUMBER: _ClassVar[int]
+    DENY_LIST_FIELD_NUMBER: _ClassVar[int]
+    jwks: bytes
+    deny_list: bytes
+    def __init__(self, jwks: _Optional[bytes] = ..., deny_list: _Optional[bytes] = ...) -> None: ...
+
+class GatewayMessage(_message.Message):
+    __slots__ = ("sent_at", "trust", "fence")
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    TRUST_FIELD_NUMBER: _ClassVar[int]
+    FENCE_FIELD_NUMBER: _ClassVar[int]
+    sent_at: float
+    trust: TrustUpdate
+    fence: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sent_at: _Optional[float] = ..., trust: _Optional[_Union[TrustUpdate, _Mapping]] = ..., fence: _Optional[_Iterable[str]] = ...) -> None: ...
