@@ -159,6 +159,15 @@ def _load_private_key(path: Path, what: str) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+def _refuse_existing(directory: Path) -> None:
+    existing = [n for n in _PKI_FILES if (directory / n).exists()]
+    if existing:
+        raise PKIExistsError(
+            f"a PKI already exists in {directory} ({', '.join(existing)}); "
+            "use --force to replace it"
+        )
+
+
 def _check_ttl(kind: Kind, ttl: float | None) -> float:
     if ttl is None:
         return DEFAULT_TTL[kind]
@@ -216,18 +225,18 @@ class Authority:
         if directory.exists() and not directory.is_dir():
             raise ConfigError(f"{directory} exists and is not a directory")
         created = not directory.exists()
+        if not force:
+            # Checked before the lock file exists, so a refusal leaves no trace;
+            # checked again under the lock against a concurrent init.
+            _refuse_existing(directory)
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create PKI directory {directory}: {exc.strerror}") from None
         try:
             with locked(directory):
-                existing = [n for n in _PKI_FILES if (directory / n).exists()]
-                if existing and not force:
-                    raise PKIExistsError(
-                        f"a PKI already exists in {directory} ({', '.join(existing)}); "
-                        "use --force to replace it"
-                    )
+                if not force:
+                    _refuse_existing(directory)
                 cls._create(directory, trust_domain, ts, root_ttl, intermediate_ttl)
         except BaseException:
             if created:

@@ -163,10 +163,11 @@ def load_pem_chain(data: bytes, what: str = "certificate file") -> list[x509.Cer
     """Every certificate in a PEM bundle, in file order; at least one, all well-formed."""
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise CertificateError(f"{what} holds no readable PEM certificate: {exc}") from None
+    except ValueError:
+        # cryptography's message points at its FAQ; the operator needs the file named.
+        raise CertificateError(f"{what} holds no readable PEM certificate") from None
     if not certs:
-        raise CertificateError(f"{what} holds no PEM certificate")
+        raise CertificateError(f"{what} holds no readable PEM certificate")
     return certs
 
 

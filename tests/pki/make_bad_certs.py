@@ -105,7 +105,7 @@ def _leaf(
 def _foreign_ca(trust_domain: str, like: x509.Certificate, now: float) -> Issuer:
     """Another root+intermediate with the very same names as the real intermediate."""
     root_key = ec.generate_private_key(ec.SECP256R1())
-    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Impostor root {trust_domain}")])
+    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Impostor {trust_domain}")])
     inter_key = ec.generate_private_key(ec.SECP256R1())
     inter = (
         x509.CertificateBuilder()
