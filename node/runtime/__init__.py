@@ -1,15 +1,13 @@
 """Node runtimes and the choice between them.
 
-``select_runtime`` imports each runtime module only when it is chosen.
+``select_runtime`` imports each runtime module only when it is chosen. (Nothing here
+may be bound to the name ``docker``: importing the submodule ``node.runtime.docker``
+rebinds that attribute of this package.)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import docker
-import docker.errors
-import requests.exceptions
 
 from node.runtime.base import Runtime
 from pki.errors import ConfigError
@@ -19,18 +17,11 @@ PROBE_TIMEOUT = 1.0  # seconds; an engine slower than this to ping is treated as
 
 
 def docker_available(timeout: float = PROBE_TIMEOUT) -> bool:
-    """True when a Docker Engine (from the environment: DOCKER_HOST or the default
-    socket) answers a ping within ``timeout`` seconds."""
-    try:
-        client = docker.from_env(timeout=max(1, round(timeout)))
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
-        return False
-    try:
-        return bool(client.ping())
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
-        return False
-    finally:
-        client.close()
+    """True when a Docker Engine (DOCKER_HOST or the default socket) answers within
+    ``timeout`` seconds."""
+    from node.runtime.docker import engine_available  # noqa: PLC0415
+
+    return engine_available(timeout)
 
 
 def select_runtime(kind: str | None, node_id: str, state_dir: Path) -> Runtime:

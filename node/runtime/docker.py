@@ -20,7 +20,7 @@ from typing import Any
 import docker
 import docker.types
 
-from node.errors import InvalidArgument, NotFound
+from node.errors import InvalidArgument, NodeError, NotFound
 from node.runtime._docker_errors import docker_errors, mapped_stream
 from node.runtime._docker_status import (
     LABEL_NAME,
@@ -63,6 +63,19 @@ def _stop_seconds(timeout: float) -> int:
     if timeout < 0 or timeout > MAX_STOP_TIMEOUT:
         raise InvalidArgument("timeout", f"must be between 0 and {MAX_STOP_TIMEOUT:g} seconds")
     return math.ceil(timeout)  # Docker counts whole seconds; never cut a grace period short
+
+
+def engine_available(timeout: float) -> bool:
+    """True when the Docker Engine of the environment answers a ping within ``timeout``."""
+    try:
+        with docker_errors("docker engine"):
+            client = docker.from_env(timeout=max(1, math.ceil(timeout)))
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+    except NodeError:
+        return False
 
 
 class DockerRuntime:
@@ -239,7 +252,7 @@ class DockerRuntime:
     def image_exists(self, ref: str) -> bool:
         validate_image_ref("ref", ref, allow_id=True)
         try:
-            with docker_errors(f"image {ref!r}"):
+            with docker_errors(f"image {ref!r}", field="ref"):
                 self._api.inspect_image(ref)
         except NotFound:
             return False
@@ -249,7 +262,7 @@ class DockerRuntime:
         """``docker save`` of one image as a byte stream (its tag included when given)."""
         validate_image_ref("ref", ref, allow_id=True)
         subject = f"image {ref!r}"
-        with docker_errors(subject):
+        with docker_errors(subject, field="ref"):
             self._api.inspect_image(ref)  # NotFound now, not at the first chunk
             stream = self._api.get_image(ref, chunk_size=_CHUNK)
         return mapped_stream(stream, subject)
