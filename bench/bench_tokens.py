@@ -1,0 +1,128 @@
+"""Capability token throughput against the raw Ed25519 operations it wraps.
+
+    python bench/bench_tokens.py [--n 2000] [--rounds 9]
+
+Each round times, back to back on the same machine state: raw Ed25519 sign, mint,
+raw Ed25519 verify (over a real token's signing input) and full token verification
+(every check plus the replay cache). Rounds are interleaved so that frequency
+scaling or a noisy neighbour hits every series alike; the figures are medians.
+Goals: mint <= 1.5x a raw sign, verify <= 1.25x a raw verify.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pki._jose import b64url_encode
+from pki.tokenkeys import TokenKeyStore
+from pki.tokens import ReplayCache, TokenVerifier, mint
+
+ISS = "spiffe://bench.test/orchestrator/main"
+SUB = "spiffe://bench.test/node/node-1"
+AUD = "spiffe://bench.test/node/node-2"
+OP = "container.start"
+RES = "c-0123456789abcdef"
+MINT_GOAL = 1.5
+VERIFY_GOAL = 1.25
+
+
+def _timed(n: int, body: Callable[[int], object]) -> float:
+    """Seconds per call of body(i) for i in range(n)."""
+    start = time.perf_counter()
+    for i in range(n):
+        body(i)
+    return (time.perf_counter() - start) / n
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=500, help="operations per series per round")
+    parser.add_argument("--rounds", type=int, default=31)
+    args = parser.parse_args(argv)
+    n, rounds = args.n, args.rounds
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = TokenKeyStore.create(Path(tmp) / "token-keys")
+        signer = store.signer()
+        keyset = store.keyset()
+    public = keyset.get(signer.kid)
+    assert public is not None
+    cnf = b64url_encode(hashlib.sha256(os.urandom(600)).digest())
+    claims = {"iss": ISS, "sub": SUB, "aud": AUD, "op": OP, "res": RES, "cnf": cnf}
+    verifier = TokenVerifier(
+        keyset,
+        audience=AUD,
+        issuers=[ISS],
+        replay=ReplayCache(max_entries=n * rounds + 1),
+    )
+    sample = mint(signer, **claims)
+    head = sample.rpartition(".")[0]
+    signing_input = head.encode("ascii")
+    raw_sig = signer.sign(signing_input)
+    raw_sign = signer._key.sign  # the bare cryptography call, no wrapper
+
+    def sign_raw(_: int) -> object:
+        return raw_sign(signing_input)
+
+    def mint_one(_: int) -> object:
+        return mint(signer, **claims)
+
+    def verify_raw(_: int) -> object:
+        public.verify(raw_sig, signing_input)  # type: ignore[union-attr]
+        return None
+
+    series: dict[str, list[float]] = {"sign": [], "mint": [], "verify": [], "check": []}
+    for _ in range(rounds):
+        tokens = [mint(signer, **claims) for _ in range(n)]
+
+        def verify_one(i: int, tokens: list[str] = tokens) -> object:
+            return verifier.verify(tokens[i], peer_id=SUB, peer_thumbprint=cnf, op=OP, res=RES)
+
+        # Each wrapped operation is timed between two halves of its raw
+        # counterpart, so a load change during the round hits both alike.
+        half = n // 2
+        sign_a = _timed(half, sign_raw)
+        series["mint"].append(_timed(n, mint_one))
+        series["sign"].append((sign_a + _timed(half, sign_raw)) / 2)
+        verify_a = _timed(half, verify_raw)
+        series["check"].append(_timed(n, verify_one))
+        series["verify"].append((verify_a + _timed(half, verify_raw)) / 2)
+
+    med = {k: statistics.median(v) for k, v in series.items()}
+    # Median of the per-round ratios: robust to rounds disturbed by other load.
+    mint_ratio = statistics.median(
+        m / s for m, s in zip(series["mint"], series["sign"], strict=True)
+    )
+    verify_ratio = statistics.median(
+        c / v for c, v in zip(series["check"], series["verify"], strict=True)
+    )
+    print(
+        f"python {sys.version.split()[0]}, {n} ops x {rounds} rounds, "
+        f"token {len(sample)} bytes, load average {os.getloadavg()[0]:.2f}"
+    )
+    print(f"raw Ed25519 sign    {1 / med['sign']:10.0f}/s  {med['sign'] * 1e6:7.1f} us")
+    print(f"mint                {1 / med['mint']:10.0f}/s  {med['mint'] * 1e6:7.1f} us")
+    print(f"raw Ed25519 verify  {1 / med['verify']:10.0f}/s  {med['verify'] * 1e6:7.1f} us")
+    print(f"verify (all checks) {1 / med['check']:10.0f}/s  {med['check'] * 1e6:7.1f} us")
+    ok_mint = mint_ratio <= MINT_GOAL
+    ok_verify = verify_ratio <= VERIFY_GOAL
+    print(
+        f"mint/sign     {mint_ratio:5.2f}x  (goal <= {MINT_GOAL}x)  {'ok' if ok_mint else 'MISSED'}"
+    )
+    print(
+        f"verify/verify {verify_ratio:5.2f}x  (goal <= {VERIFY_GOAL}x)  "
+        f"{'ok' if ok_verify else 'MISSED'}"
+    )
+    return 0 if ok_mint and ok_verify else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
