@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import node_pb2 as protos_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/gateway.proto\x12\ncapstan.v1\x1a\x11protos/node.proto\"\x8c\x02\n\x0bJoinRequest\x12\x12\n\njoin_token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03\x64ns\x18\x04 \x03(\t\x12\x0b\n\x03ips\x18\x05 \x03(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\x12\x0c\n\x04\x63pus\x18\x07 \x01(\x01\x12\x0e\n\x06memory\x18\x08 \x01(\x03\x12\x33\n\x06labels\x18\t \x03(\x0b\x32#.capstan.v1.JoinRequest.LabelsEntry\x12\x0f\n\x07runtime\x18\n \x01(\t\x12\x0c\n\x04mode\x18\x0b \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xac\x01\n\x0cJoinResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x19\n\x11\x63\x65rtificate_chain\x18\x03 \x01(\x0c\x12\x14\n\x0ctrust_bundle\x18\x04 \x01(\x0c\x12\x0c\n\x04jwks\x18\x05 \x01(\x0c\x12\x0f\n\x07issuers\x18\x06 \x03(\t\x12\x11\n\tdeny_list\x18\x07 \x01(\x0c\x12\x1a\n\x12heartbeat_interval\x18\x08 \x01(\x01\"J\n\x0e\x43ontainerUsage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63pu_fraction\x18\x02 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\"\x87\x01\n\nNodeStatus\x12\x0f\n\x07sent_at\x18\x01 \x01(\x01\x12/\n\ncontainers\x18\x02 \x03(\x0b\x32\x1b.capstan.v1.ContainerStatus\x12)\n\x05usage\x18\x03 \x03(\x0b\x32\x1a.capstan.v1.ContainerUsage\x12\x0c\n\x04\x66ull\x18\x04 \x01(\x08\".\n\x0bTrustUpdate\x12\x0c\n\x04jwks\x18\x01 \x01(\x0c\x12\x11\n\tdeny_list\x18\x02 \x01(\x0c\"X\n\x0eGatewayMessage\x12\x0f\n\x07sent_at\x18\x01 \x01(\x01\x12&\n\x05trust\x18\x02 \x01(\x0b\x32\x17.capstan.v1.TrustUpdate\x12\r\n\x05\x66\x65nce\x18\x03 \x03(\t2\x8a\x01\n\x0bNodeGateway\x12\x39\n\x04Join\x12\x17.capstan.v1.JoinRequest\x1a\x18.capstan.v1.JoinResponse\x12@\n\x06Report\x12\x16.capstan.v1.NodeStatus\x1a\x1a.capstan.v1.GatewayMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/gateway.proto\x12\ncapstan.v1\x1a\x11protos/node.proto\"\x8c\x02\n\x0bJoinRequest\x12\x12\n\njoin_token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03\x64ns\x18\x04 \x03(\t\x12\x0b\n\x03ips\x18\x05 \x03(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\x12\x0c\n\x04\x63pus\x18\x07 \x01(\x01\x12\x0e\n\x06memory\x18\x08 \x01(\x03\x12\x33\n\x06labels\x18\t \x03(\x0b\x32#.capstan.v1.JoinRequest.LabelsEntry\x12\x0f\n\x07runtime\x18\n \x01(\t\x12\x0c\n\x04mode\x18\x0b \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc5\x01\n\x0cJoinResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x19\n\x11\x63\x65rtificate_chain\x18\x03 \x01(\x0c\x12\x14\n\x0ctrust_bundle\x18\x04 \x01(\x0c\x12\x0c\n\x04jwks\x18\x05 \x01(\x0c\x12\x0f\n\x07issuers\x18\x06 \x03(\t\x12\x11\n\tdeny_list\x18\x07 \x01(\x0c\x12\x1a\n\x12heartbeat_interval\x18\x08 \x01(\x01\x12\x17\n\x0fgateway_address\x18\t \x01(\t\"J\n\x0e\x43ontainerUsage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63pu_fraction\x18\x02 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\"\x87\x01\n\nNodeStatus\x12\x0f\n\x07sent_at\x18\x01 \x01(\x01\x12/\n\ncontainers\x18\x02 \x03(\x0b\x32\x1b.capstan.v1.ContainerStatus\x12)\n\x05usage\x18\x03 \x03(\x0b\x32\x1a.capstan.v1.ContainerUsage\x12\x0c\n\x04\x66ull\x18\x04 \x01(\x08\".\n\x0bTrustUpdate\x12\x0c\n\x04jwks\x18\x01 \x01(\x0c\x12\x11\n\tdeny_list\x18\x02 \x01(\x0c\"X\n\x0eGatewayMessage\x12\x0f\n\x07sent_at\x18\x01 \x01(\x01\x12&\n\x05trust\x18\x02 \x01(\x0b\x32\x17.capstan.v1.TrustUpdate\x12\r\n\x05\x66\x65nce\x18\x03 \x03(\t2\x8a\x01\n\x0bNodeGateway\x12\x39\n\x04Join\x12\x17.capstan.v1.JoinRequest\x1a\x18.capstan.v1.JoinResponse\x12@\n\x06Report\x12\x16.capstan.v1.NodeStatus\x1a\x1a.capstan.v1.GatewayMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,15 +39,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOINREQUEST_LABELSENTRY']._serialized_start=279
   _globals['_JOINREQUEST_LABELSENTRY']._serialized_end=324
   _globals['_JOINRESPONSE']._serialized_start=327
-  _globals['_JOINRESPONSE']._serialized_end=499
-  _globals['_CONTAINERUSAGE']._serialized_start=501
-  _globals['_CONTAINERUSAGE']._serialized_end=575
-  _globals['_NODESTATUS']._serialized_start=578
-  _globals['_NODESTATUS']._serialized_end=713
-  _globals['_TRUSTUPDATE']._serialized_start=715
-  _globals['_TRUSTUPDATE']._serialized_end=761
-  _globals['_GATEWAYMESSAGE']._serialized_start=763
-  _globals['_GATEWAYMESSAGE']._serialized_end=851
-  _globals['_NODEGATEWAY']._serialized_start=854
-  _globals['_NODEGATEWAY']._serialized_end=992
+  _globals['_JOINRESPONSE']._serialized_end=524
+  _globals['_CONTAINERUSAGE']._serialized_start=526
+  _globals['_CONTAINERUSAGE']._serialized_end=600
+  _globals['_NODESTATUS']._serialized_start=603
+  _globals['_NODESTATUS']._serialized_end=738
+  _globals['_TRUSTUPDATE']._serialized_start=740
+  _globals['_TRUSTUPDATE']._serialized_end=786
+  _globals['_GATEWAYMESSAGE']._serialized_start=788
+  _globals['_GATEWAYMESSAGE']._serialized_end=876
+  _globals['_NODEGATEWAY']._serialized_start=879
+  _globals['_NODEGATEWAY']._serialized_end=1017
 # @@protoc_insertion_point(module_scope)
