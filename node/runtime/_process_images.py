@@ -432,8 +432,10 @@ def _apply_layer(layer: Path, root: Path) -> None:
         with tarfile.open(layer, "r:") as tar:
             for member in tar:
                 name = os.path.normpath(member.name.lstrip("/"))
-                if name in (".", "") or name.startswith(".."):
+                if name in (".", ""):
                     continue
+                if name == ".." or name.startswith("../"):
+                    raise InvalidArgument("image", f"{member.name!r} escapes the root")
                 parent, base = os.path.split(name)
                 parent_path = os.path.join(root, parent)
                 if base.startswith(".wh."):

@@ -37,6 +37,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import fcntl
+import functools
 import io
 import os
 import platform
@@ -88,6 +89,7 @@ _T = TypeVar("_T")
 def _mapped(fn: Callable[_P, _T]) -> Callable[_P, _T]:
     """The one boundary where OS errors become node errors."""
 
+    @functools.wraps(fn)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return fn(*args, **kwargs)
@@ -96,8 +98,6 @@ def _mapped(fn: Callable[_P, _T]) -> Callable[_P, _T]:
         except OSError as exc:
             raise RuntimeFailure(f"process runtime: {exc.strerror or exc}") from None
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 
