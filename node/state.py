@@ -215,13 +215,27 @@ class NodeState:
         )
         return self.get(name)
 
-    def record_exited(self, name: str, exit_code: int | None, at: float) -> ContainerRecord:
-        """Record the end of a run; ``exit_code`` None means it died unobserved."""
-        self._update(
-            name,
-            "UPDATE containers SET finished_at = ?, exit_code = ? WHERE name = ?",
-            (at, exit_code),
-        )
+    def record_exited(
+        self, name: str, exit_code: int | None, at: float, *, pid: int | None = None
+    ) -> ContainerRecord:
+        """Record the end of a run; ``exit_code`` None means it died unobserved.
+
+        With ``pid``, only the unfinished run of that pid is closed: an observer holding
+        a stale record cannot end a run that was started meanwhile.
+        """
+        if pid is None:
+            self._update(
+                name,
+                "UPDATE containers SET finished_at = ?, exit_code = ? WHERE name = ?",
+                (at, exit_code),
+            )
+        else:
+            with self._tx() as db:
+                db.execute(
+                    "UPDATE containers SET finished_at = ?, exit_code = ?"
+                    " WHERE name = ? AND pid = ? AND finished_at IS NULL",
+                    (at, exit_code, name, pid),
+                )
         return self.get(name)
 
     def set_desired(self, name: str, desired: str) -> None:

@@ -58,6 +58,7 @@ from node.errors import (
     FailedPrecondition,
     InvalidArgument,
     NodeError,
+    NotFound,
     RuntimeFailure,
 )
 from node.runtime import _process_proc as proc
@@ -217,7 +218,7 @@ class ProcessRuntime:
         with self._table_lock:
             self._children.pop(rec.name, None)
             self._samples.pop(rec.name, None)
-        return self._state.record_exited(rec.name, code, self._clock())
+        return self._state.record_exited(rec.name, code, self._clock(), pid=rec.pid)
 
     def _status(self, rec: ContainerRecord) -> ContainerStatus:
         rec = self._refresh(rec)
@@ -431,7 +432,11 @@ class ProcessRuntime:
 
     @_mapped
     def list(self) -> builtins.list[ContainerStatus]:
-        return [self._status(rec) for rec in self._state.all()]
+        statuses = []
+        for rec in self._state.all():
+            with contextlib.suppress(NotFound):  # removed while we were listing
+                statuses.append(self._status(rec))
+        return statuses
 
     def record(self, name: str) -> ContainerRecord:
         """The durable record of a container (desired state, generation, spec)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -215,6 +216,10 @@ def test_volumes_are_linked_and_named_in_env(runtime: ProcessRuntime, state_dir:
     assert f"env={data}\n" in out
     assert (data / "out.txt").read_text() == "written\n"
     assert (cache / "c.txt").read_text() == "x\n"
+    # A second run finds its links in place (they are re-created, not refused).
+    runtime.start("vol")
+    wait_for(lambda: runtime.inspect("vol").state is ContainerState.EXITED, what="second exit")
+    assert runtime.inspect("vol").exit_code == 0
     runtime.remove("vol")
     assert (data / "out.txt").exists()  # removing a container keeps its volumes
 
@@ -247,3 +252,41 @@ def test_one_agent_per_state_dir(runtime: ProcessRuntime, state_dir: Path) -> No
         ProcessRuntime("node-other", state_dir)
     again = ProcessRuntime("node-test", state_dir)
     again.close()
+
+
+@pytest.mark.timeout(60)
+def test_observers_do_not_corrupt_concurrent_restarts(runtime: ProcessRuntime) -> None:
+    runtime.create(spec("flappy", "sh", "-c", "echo run; sleep 1000"))
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def observe() -> None:
+        try:
+            while not done.is_set():
+                for status in runtime.list():
+                    assert status.state in (
+                        ContainerState.CREATED,
+                        ContainerState.RUNNING,
+                        ContainerState.EXITED,
+                    )
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    observers = [threading.Thread(target=observe) for _ in range(3)]
+    for t in observers:
+        t.start()
+    try:
+        for _ in range(5):
+            pid = runtime.start("flappy").pid
+            assert pid is not None
+            assert runtime.stop("flappy", timeout=5).exit_code == 128 + 15
+            assert gone(pid)
+        final = runtime.restart("flappy", timeout=5)
+    finally:
+        done.set()
+        for t in observers:
+            t.join(timeout=10)
+    assert errors == []
+    assert final.state is ContainerState.RUNNING
+    assert runtime.inspect("flappy").pid == final.pid
+    assert log_text(runtime, "flappy") == "run\n" * 6

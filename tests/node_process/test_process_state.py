@@ -59,7 +59,10 @@ def test_records_survive_reopening(tmp_path: Path) -> None:
     # A new start clears the previous run's end.
     rec = again.record_started("web-1", pid=4243, start_ticks=100)
     assert (rec.finished_at, rec.exit_code, rec.pid) == (None, None, 4243)
-    rec = again.record_exited("web-1", None, at=1030.0)
+    # A stale observer of the previous run (pid 4242) cannot end the current one.
+    rec = again.record_exited("web-1", 0, at=1025.0, pid=4242)
+    assert (rec.finished_at, rec.pid) == (None, 4243)
+    rec = again.record_exited("web-1", None, at=1030.0, pid=4243)
     assert not rec.exit_known
     again.close()
 
