@@ -249,8 +249,11 @@ class ImageStore:
                 fh.write(chunk)
         return path
 
-    def _store_layer(self, stream: IO[bytes], tmpdir: Path) -> str:
-        """Copy a (possibly compressed) layer into the blob store; return its diff id."""
+    def _store_layer(self, stream: IO[bytes], tmpdir: Path, expect: str | None = None) -> str:
+        """Copy a (possibly compressed) layer into the blob store; return its diff id.
+
+        With ``expect``, a layer of another digest is refused before it is stored.
+        """
         digest = hashlib.sha256()
         fd, tmp = tempfile.mkstemp(dir=tmpdir, prefix="layer.")
         total = 0
@@ -262,6 +265,10 @@ class ImageStore:
                 digest.update(chunk)
                 out.write(chunk)
         diff_id = "sha256:" + digest.hexdigest()
+        if expect is not None and diff_id != expect:
+            raise InvalidArgument(
+                "image", f"a layer has digest {diff_id}, its config says {expect}"
+            )
         os.replace(tmp, self._blob(diff_id))
         return diff_id
 
@@ -336,11 +343,7 @@ class ImageStore:
                         fileobj = outer.extractfile(_member(outer, layer_name))
                         if fileobj is None:
                             raise InvalidArgument("image", f"layer {layer_name} is not a file")
-                        got = self._store_layer(fileobj, tmpdir)
-                        if got != want:
-                            raise InvalidArgument(
-                                "image", f"layer {layer_name} has digest {got}, config says {want}"
-                            )
+                        self._store_layer(fileobj, tmpdir, expect=want)
                     config = self._store_image(config_raw, tmpdir)
                     self._register(tags, config.image_id)
                     registered.extend(tags)

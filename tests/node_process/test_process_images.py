@@ -133,6 +133,7 @@ def test_tampered_layer_is_refused(empty_runtime: ProcessRuntime) -> None:
         empty_runtime.image_import([save_archive([evil], ["local/t:1"], diff_ids=declared)])
     assert refs_of(empty_runtime) == {}
     assert os.listdir(empty_runtime.state_dir / "images" / "rootfs") == []
+    assert os.listdir(empty_runtime.state_dir / "images" / "blobs" / "sha256") == []
 
 
 @pytest.mark.parametrize(
