@@ -145,7 +145,10 @@ def _load_cert(path: Path, what: str) -> x509.Certificate:
 
 def _load_private_key(path: Path, what: str) -> ec.EllipticCurvePrivateKey:
     data = _read_pki_file(path, what)
-    mode = stat.S_IMODE(path.stat().st_mode)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise PKIStateError(f"{what} {path} cannot be read: {exc.strerror}") from None
     if mode & 0o077:
         raise PKIStateError(
             f"{what} {path} is readable by group or others (mode {mode:o}); refusing to use it"
@@ -157,6 +160,34 @@ def _load_private_key(path: Path, what: str) -> ec.EllipticCurvePrivateKey:
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise PKIStateError(f"{what} {path} is not an ECDSA P-256 key")
     return key
+
+
+def _swap_in(directory: Path, staging: Path) -> None:
+    """Move the staged PKI into ``directory``, state last; undo every move on failure.
+
+    Renames within one directory are atomic one by one but not as a set: if one
+    fails, the previous PKI (when ``--force`` replaces one) is put back as it was.
+    """
+    old = staging / ".replaced"
+    old.mkdir()
+    moved_out: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for name in _PKI_FILES:
+            if (directory / name).exists():
+                os.replace(directory / name, old / name)
+                moved_out.append(name)
+        for name in (*_PKI_FILES[1:], STATE):
+            os.replace(staging / name, directory / name)
+            moved_in.append(name)
+    except BaseException:
+        for name in reversed(moved_in):
+            with contextlib.suppress(OSError):
+                os.replace(directory / name, staging / name)
+        for name in reversed(moved_out):
+            with contextlib.suppress(OSError):
+                os.replace(old / name, directory / name)
+        raise
 
 
 def _refuse_existing(directory: Path) -> None:
@@ -266,14 +297,7 @@ class Authority:
             atomic_write(staging / TRUST_BUNDLE, _build.cert_pem(root))
             TokenKeyStore.create(staging / KEYSTORE_DIR, now=now)
             save_state(staging, State(trust_domain=trust_domain))
-            old = staging / ".replaced"
-            old.mkdir()
-            # Move the previous PKI (if forced) aside, then the new one in, state last.
-            for name in _PKI_FILES:
-                if (directory / name).exists():
-                    os.replace(directory / name, old / name)
-            for name in (*_PKI_FILES[1:], STATE):
-                os.replace(staging / name, directory / name)
+            _swap_in(directory, staging)
         except OSError as exc:
             raise ConfigError(f"cannot write the PKI in {directory}: {exc.strerror}") from None
         finally:

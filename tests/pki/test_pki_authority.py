@@ -90,6 +90,50 @@ def test_init_force_replaces_everything(authority: Authority, pki_dir: Path, now
         assert _mode(pki_dir / key) == 0o600
 
 
+@pytest.mark.parametrize("fail_at", [1, 7, 8, 14])
+def test_failed_forced_init_keeps_the_old_pki(  # noqa: PLR0917 - pytest fixtures
+    authority: Authority, pki_dir: Path, now: float, snapshot: Snapshot,
+    monkeypatch: pytest.MonkeyPatch, fail_at: int,
+) -> None:
+    # A rename failing part-way cannot be provoked for real as root: inject it.
+    authority.issue("node", "node-1", now=now)
+    before = snapshot(pki_dir)
+    real_replace, calls = os.replace, []
+
+    def flaky_replace(src: str | Path, dst: str | Path) -> None:
+        # Count only the final swap: the old PKI's 7 entries aside, then 7 new ones in.
+        if Path(dst).parent == pki_dir or Path(dst).parent.name == ".replaced":
+            calls.append(src)
+            if len(calls) == fail_at:
+                raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky_replace)
+    with pytest.raises(ConfigError, match=r"cannot write the PKI in .*No space left on device"):
+        Authority.init(pki_dir, "capstan.test", force=True, now=now)
+    monkeypatch.undo()
+    assert snapshot(pki_dir) == before
+    assert not [p for p in pki_dir.iterdir() if p.name.startswith(".init-")]
+    assert len(Authority.open(pki_dir).list()) == 1
+
+
+def test_failed_init_removes_the_directory_it_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_replace, calls = os.replace, []
+
+    def flaky_replace(src: str | Path, dst: str | Path) -> None:
+        calls.append(src)
+        if len(calls) == 3:
+            raise OSError(5, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky_replace)
+    with pytest.raises(ConfigError, match="Input/output error"):
+        Authority.init(tmp_path / "pki", "capstan.test")
+    assert not (tmp_path / "pki").exists()
+
+
 def test_init_bad_arguments_create_nothing(tmp_path: Path) -> None:
     with pytest.raises(CertificateError, match=r"invalid trust domain 'Not_Valid'"):
         Authority.init(tmp_path / "pki", "Not_Valid")
