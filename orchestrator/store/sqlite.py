@@ -24,7 +24,9 @@ import contextlib
 import math
 import os
 import sqlite3
+import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,6 +57,7 @@ MAX_VALUE = 1536 * 1024
 MAX_LEASE_TTL = 7 * 24 * 3600.0
 DEFAULT_HISTORY = 10_000
 _WATCH_BATCH = 256
+DEFAULT_WATCH_BUFFER = 10_000
 _GET_SQL = "SELECT key, value, mod_revision, create_revision, version, lease FROM kv WHERE key = ?"
 # LIMIT -1 is SQLite for "no limit".
 _RANGE_SQL = (
@@ -97,6 +100,7 @@ class _Write:
         self.db = db
         self.base = revision
         self.revision = revision
+        self.events: list[_Row] = []
 
     def bump(self) -> int:
         if self.revision == self.base:
@@ -104,10 +108,43 @@ class _Write:
         return self.revision
 
     def event(self, kind: EventType, key: str, value: bytes) -> None:
-        self.db.execute(
+        cursor = self.db.execute(
             "INSERT INTO events(revision, type, key, value) VALUES (?, ?, ?, ?)",
             (self.bump(), kind.value, key, value),
         )
+        self.events.append((int(cursor.lastrowid or 0), self.revision, kind.value, key, value))
+
+
+_Row = tuple[int, int, str, str, bytes]  # seq, revision, type, key, value
+
+
+class _Watcher:
+    """A watch's mailbox: events committed after it was created, pushed by the loop.
+
+    While the consumer keeps up, events come from here (no disk reads, and no
+    history needed: a caught-up watcher is never compacted). If it falls more than
+    ``limit`` events behind, the mailbox is dropped and the watch catches up from
+    the history table instead, which may be compacted by then (like etcd).
+    """
+
+    def __init__(self, prefix: str, end: str, limit: int) -> None:
+        self.prefix = prefix
+        self.end = end
+        self.limit = limit
+        self.queue: deque[_Row] = deque()
+        self.overflowed = False
+        self.wakeup = asyncio.Event()
+
+    def push(self, rows: list[_Row]) -> None:
+        matched = [r for r in rows if self.prefix <= r[3] < self.end]
+        if not matched:
+            return
+        if len(self.queue) + len(matched) > self.limit:
+            self.queue.clear()
+            self.overflowed = True
+        else:
+            self.queue.extend(matched)
+        self.wakeup.set()
 
 
 class SqliteStore:
@@ -119,9 +156,11 @@ class SqliteStore:
         *,
         clock: Callable[[], float] = time.time,
         history: int = DEFAULT_HISTORY,
+        watch_buffer: int = DEFAULT_WATCH_BUFFER,
     ) -> None:
-        if history < 1:
-            raise StoreError("history must keep at least one revision")
+        if history < 1 or watch_buffer < 1:
+            raise StoreError("history and watch_buffer must be >= 1")
+        self._watch_buffer = watch_buffer
         self.path = Path(path)
         self._clock = clock
         self._history = history
@@ -130,8 +169,10 @@ class SqliteStore:
         # Written only by the worker thread; read by the loop after a call completes.
         self._revision = 0
         self._compact_revision = 1
-        self._notified_revision = 0
-        self._waiters: set[asyncio.Event] = set()
+        # Rows committed by the worker, handed to watchers by the loop in commit order.
+        self._committed: list[_Row] = []
+        self._committed_lock = threading.Lock()
+        self._watchers: set[_Watcher] = set()
         self._closed = False
 
     async def __aenter__(self) -> SqliteStore:
@@ -156,10 +197,13 @@ class SqliteStore:
             raise _store_error(exc, self.path) from None
 
     def _notify(self) -> None:
-        if self._revision != self._notified_revision or self._closed:
-            self._notified_revision = self._revision
-            for waiter in self._waiters:
-                waiter.set()
+        with self._committed_lock:
+            rows, self._committed = self._committed, []
+        for watcher in self._watchers:
+            if rows:
+                watcher.push(rows)
+            if self._closed:
+                watcher.wakeup.set()
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -184,6 +228,9 @@ class SqliteStore:
             self._load_meta(db)
             raise
         self._revision = w.revision
+        if w.events:
+            with self._committed_lock:
+                self._committed.extend(w.events)
         return result
 
     def _load_meta(self, db: sqlite3.Connection) -> None:
@@ -239,7 +286,6 @@ class SqliteStore:
         except BaseException:
             await self._shutdown()
             raise
-        self._notified_revision = self._revision
 
     def _open_db(self) -> None:
         if not self.path.parent.is_dir():
@@ -513,36 +559,49 @@ class SqliteStore:
         return self._watch(prefix, end, start_revision)
 
     async def _watch(self, prefix: str, end: str, start: int | None) -> AsyncIterator[Event]:
-        waiter = asyncio.Event()
-        self._waiters.add(waiter)
+        # Registered before the first history read: every later commit reaches the
+        # mailbox, and rows seen twice (history and mailbox) are skipped by seq.
+        watcher = _Watcher(prefix, end, self._watch_buffer)
+        self._watchers.add(watcher)
         try:
             if start is None:
                 start = await self.revision() + 1
             position = start  # lowest revision whose events may not all be delivered yet
             after_seq = 0
             while True:
-                waiter.clear()
-                rows, current, compacted = await self._call(
-                    self._op, self._events, prefix, end, start, after_seq
-                )
-                if compacted > position:
-                    raise Compacted(position, compacted)
-                for seq, revision, kind, key, value in rows:
-                    after_seq = seq
-                    yield Event(EventType(kind), key, bytes(value), revision)
-                if len(rows) == _WATCH_BATCH:
-                    position = rows[-1][1]
-                    continue
-                position = max(position, current + 1)
-                await waiter.wait()
-                if self._closed:
-                    raise StoreClosed("the store was closed")
+                watcher.queue.clear()
+                watcher.overflowed = False
+                # Catch up from history, in batches.
+                while True:
+                    rows, compacted = await self._call(
+                        self._op, self._events, prefix, end, start, after_seq
+                    )
+                    if compacted > position:
+                        raise Compacted(position, compacted)
+                    for row in rows:
+                        after_seq = row[0]
+                        position = row[1]
+                        yield _event(row)
+                    if len(rows) < _WATCH_BATCH:
+                        break
+                # Then from the mailbox, until the consumer falls too far behind.
+                while not watcher.overflowed:
+                    while watcher.queue and not watcher.overflowed:
+                        row = watcher.queue.popleft()
+                        if row[0] > after_seq and row[1] >= start:
+                            after_seq = row[0]
+                            position = row[1]
+                            yield _event(row)
+                    if self._closed:
+                        raise StoreClosed("the store was closed")
+                    if watcher.overflowed:
+                        break
+                    watcher.wakeup.clear()
+                    await watcher.wakeup.wait()
         finally:
-            self._waiters.discard(waiter)
+            self._watchers.discard(watcher)
 
-    def _events(
-        self, prefix: str, end: str, start: int, after_seq: int
-    ) -> tuple[list[tuple[int, int, str, str, bytes]], int, int]:
+    def _events(self, prefix: str, end: str, start: int, after_seq: int) -> tuple[list[_Row], int]:
         rows = (
             self._conn()
             .execute(
@@ -552,7 +611,12 @@ class SqliteStore:
             )
             .fetchall()
         )
-        return rows, self._revision, self._compact_revision
+        return rows, self._compact_revision
+
+
+def _event(row: _Row) -> Event:
+    _, revision, kind, key, value = row
+    return Event(EventType(kind), key, bytes(value), revision)
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:

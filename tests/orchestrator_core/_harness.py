@@ -1,0 +1,42 @@
+"""Test doubles that are not mocks: a clock tests advance, and a handle on one store
+implementation that can be opened, closed and reopened on the same data."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from orchestrator.store import Store
+
+
+class FakeClock:
+    """Unix seconds that move only when a test says so."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class StoreHarness:
+    """One store implementation: ``make()`` gives a new, unopened handle on the same
+    backing data (same file, same etcd prefix), so tests can close and reopen."""
+
+    kind: str
+    clock: FakeClock
+    make: Callable[[], Store]
+
+    @asynccontextmanager
+    async def opened(self) -> AsyncIterator[Store]:
+        store = self.make()
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
