@@ -344,7 +344,14 @@ class ProcessRuntime:
             work = self.work_dir(name)
             work.mkdir(parents=True, exist_ok=True)
             self._link_volumes(spec)
-            preexec = _rlimits(spec.memory) if spec.memory > 0 else None
+            preexec = None
+            if spec.memory > 0:
+                # preexec_fn is unsafe in a threaded process (the gRPC server): a child
+                # can crash between fork and exec. prlimit(1) sets the limit, then execs.
+                if _PRLIMIT:
+                    argv, executable = [_PRLIMIT, f"--as={spec.memory}", "--", executable, *argv[1:]], _PRLIMIT
+                else:
+                    preexec = _rlimits(spec.memory)
             log_fd = os.open(self.log_path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
                 child = subprocess.Popen(
@@ -570,6 +577,9 @@ class ProcessRuntime:
             child.poll()
         self._state.close()
         self._release_lock()
+
+
+_PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin")
 
 
 def _rlimits(memory: int) -> Callable[[], None]:
