@@ -101,7 +101,7 @@ class AppList(_message.Message):
     def __init__(self, apps: _Optional[_Iterable[_Union[AppSummary, _Mapping]]] = ...) -> None: ...
 
 class Workload(_message.Message):
-    __slots__ = ("id", "tenant", "app", "service", "index", "node", "container", "desired", "state", "restarts", "image", "spec_hash", "updated_at", "message", "generation", "exit_code", "cpu", "memory", "request_id", "next_attempt_at", "attempts")
+    __slots__ = ("id", "tenant", "app", "service", "index", "node", "container", "desired", "state", "restarts", "image", "spec_hash", "updated_at", "message", "generation", "exit_code", "cpu", "memory", "request_id", "next_attempt_at", "attempts", "previous_nodes")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,7 @@ class Workload(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_NODES_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant: str
     app: str
@@ -144,7 +145,8 @@ class Workload(_message.Message):
     request_id: str
     next_attempt_at: float
     attempts: int
-    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., app: _Optional[str] = ..., service: _Optional[str] = ..., index: _Optional[int] = ..., node: _Optional[str] = ..., container: _Optional[str] = ..., desired: _Optional[str] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., image: _Optional[str] = ..., spec_hash: _Optional[str] = ..., updated_at: _Optional[float] = ..., message: _Optional[str] = ..., generation: _Optional[int] = ..., exit_code: _Optional[int] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., request_id: _Optional[str] = ..., next_attempt_at: _Optional[float] = ..., attempts: _Optional[int] = ...) -> None: ...
+    previous_nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., app: _Optional[str] = ..., service: _Optional[str] = ..., index: _Optional[int] = ..., node: _Optional[str] = ..., container: _Optional[str] = ..., desired: _Optional[str] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., image: _Optional[str] = ..., spec_hash: _Optional[str] = ..., updated_at: _Optional[float] = ..., message: _Optional[str] = ..., generation: _Optional[int] = ..., exit_code: _Optional[int] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., request_id: _Optional[str] = ..., next_attempt_at: _Optional[float] = ..., attempts: _Optional[int] = ..., previous_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AppDetail(_message.Message):
     __slots__ = ("record", "summary", "workloads", "events")

@@ -12,6 +12,7 @@ key                             value
 /tasks/<request-id>             a request the orchestrator waits for a node to answer
 /audit/<seq>                    the hash-chained audit log; seq zero-padded to 20 digits
 /counters/<name>                monotonic counters (e.g. audit seq, leader epoch)
+/jointokens/<sha256>            an unused join token, by the SHA-256 of its secret
 /leader                         the current leader and its epoch
 ==============================  =====================================================
 
@@ -40,6 +41,7 @@ TASKS = "/tasks/"
 AUDIT = "/audit/"
 COUNTERS = "/counters/"
 LEADER = "/leader"
+JOIN_TOKENS = "/jointokens/"
 
 
 def check_key(key: str) -> str:
@@ -111,3 +113,7 @@ def audit(seq: int) -> str:
 
 def counter(name: str) -> str:
     return f"{COUNTERS}{part(name)}"
+
+
+def join_token(digest: str) -> str:
+    return f"{JOIN_TOKENS}{part(digest)}"

@@ -1,0 +1,48 @@
+"""Orchestrator configuration."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from pki.errors import ConfigError
+
+
+@dataclass
+class OrchestratorConfig:
+    pki_dir: Path
+    store: Path
+    listen: str = "127.0.0.1:7300"
+    join_listen: str = "127.0.0.1:7299"
+    name: str = "orchestrator"
+    heartbeat: float = 1.0  # seconds between node heartbeats
+    grace: float = 3.0  # silence after which a node is declared dead
+    token_ttl: float = 60.0  # lifetime of tokens the orchestrator mints for itself
+    delegation_ttl: float = 10.0  # lifetime of node-to-node and user tokens
+    reconcile_interval: float = 0.5
+    epoch: int = 1
+
+    def __post_init__(self) -> None:
+        self.pki_dir = Path(self.pki_dir)
+        self.store = Path(self.store)
+        for what in ("listen", "join_listen"):
+            host, sep, port = getattr(self, what).rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ConfigError(f"{what} must be HOST:PORT, got {getattr(self, what)!r}")
+        if not 0 < self.heartbeat < self.grace:
+            raise ConfigError("heartbeat must be positive and shorter than grace")
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    def server_sans(self) -> tuple[list[str], list[str]]:
+        """DNS and IP SANs for the orchestrator's serving certificate."""
+        dns, ips = ["localhost"], []
+        for addr in {self.listen.rpartition(":")[0], self.join_listen.rpartition(":")[0]}:
+            try:
+                ips.append(str(ipaddress.ip_address(addr.strip("[]"))))
+            except ValueError:
+                dns.append(addr)
+        return dns, ips

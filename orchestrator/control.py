@@ -1,0 +1,315 @@
+"""ControlService: what operators ask of the orchestrator.
+
+Every method names the access it needs; the caller's identity and role come from the
+peer certificate (orchestrator/authz.py) and are checked before the method body runs.
+Orchestrator errors become statuses in ``_guard`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from orchestrator import apply as plans
+from orchestrator import jointokens, scheduler
+from orchestrator.audit import AuditLog
+from orchestrator.authz import Access, Caller, CallerRefused, caller_of
+from orchestrator.errors import Conflict, OrchestratorError
+from orchestrator.minter import Minter
+from orchestrator.reconciler import Reconciler
+from orchestrator.state import ClusterState
+from pki.errors import CapstanError
+from protos import control_pb2, control_pb2_grpc, topology_pb2
+
+log = logging.getLogger("capstan.orchestrator")
+
+DEFAULT_TENANT = "default"
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+class NotFound(OrchestratorError):
+    """No such application, workload or node (NOT_FOUND)."""
+
+
+class Denied(OrchestratorError):
+    """The caller's role does not allow this (PERMISSION_DENIED)."""
+
+
+_STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (CallerRefused, grpc.StatusCode.UNAUTHENTICATED),
+    (Denied, grpc.StatusCode.PERMISSION_DENIED),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (plans.InvalidApplication, grpc.StatusCode.INVALID_ARGUMENT),
+    (scheduler.Unschedulable, grpc.StatusCode.INVALID_ARGUMENT),
+    (Conflict, grpc.StatusCode.ABORTED),
+)
+
+
+def _guard(access: Access) -> Callable[[F], F]:
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        async def run(self: ControlService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                caller = self._caller(context)
+                if not caller.may(access):
+                    raise Denied(f"{caller.uri} (role {caller.role}) may not {fn.__name__}")
+                return await fn(self, request, context, caller)
+            except CapstanError as exc:
+                code = next((c for cls, c in _STATUS if isinstance(exc, cls)), grpc.StatusCode.INTERNAL)
+                if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+                    await self._audit.record("control.refused", method=fn.__name__, peer=context.peer(), reason=str(exc))
+                    log.warning("refused %s: %s", fn.__name__, exc)
+                await context.abort(code, str(exc))
+
+        return run  # type: ignore[return-value]
+
+    return wrap
+
+
+class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        *,
+        state: ClusterState,
+        reconciler: Reconciler,
+        audit: AuditLog,
+        minter: Minter,
+        trust_domain: str,
+        revoked: Callable[[], frozenset[int]],
+        ca_pin: str,
+        delegation_ttl: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._state = state
+        self._reconciler = reconciler
+        self._audit = audit
+        self._minter = minter
+        self._trust_domain = trust_domain
+        self._revoked = revoked
+        self._ca_pin = ca_pin
+        self._ttl = delegation_ttl
+        self._clock = clock
+
+    def _caller(self, context: grpc.aio.ServicerContext) -> Caller:
+        return caller_of(context, trust_domain=self._trust_domain, revoked=self._revoked)
+
+    @staticmethod
+    def _tenant(caller: Caller, requested: str, access: Access) -> str:
+        tenant = requested or caller.tenant or DEFAULT_TENANT
+        if not caller.may(access, tenant):
+            raise Denied(f"{caller.uri} may not touch tenant {tenant}")
+        return tenant
+
+    def _visible(self, caller: Caller, tenant: str) -> bool:
+        return caller.may(Access.READ, tenant)
+
+    # -- applications -----------------------------------------------------------------
+
+    @_guard(Access.WRITE)
+    async def Apply(self, request: control_pb2.ApplyRequest, context: Any, caller: Caller) -> Any:
+        app = topology_pb2.Application()
+        app.CopyFrom(request.app)
+        app.tenant = self._tenant(caller, app.tenant, Access.WRITE)
+        plans.validate(app)
+        nodes = self._reconciler._views()  # noqa: SLF001 - same package, one source of node views
+        if nodes:
+            for s in app.services:
+                try:
+                    scheduler.check_fits(scheduler.request_for(app, s), nodes)
+                except scheduler.Unschedulable as exc:
+                    raise plans.InvalidApplication(f"services.{s.name}.resources: fits no node ({exc})") from None
+        async with self._state.lock:
+            current = self._state.app(app.tenant, app.name)
+            mine = [w for w in self._state.all_workloads() if w.tenant == app.tenant and w.app == app.name]
+            record, changes, writes = plans.plan(app, current, mine, now=self._clock())
+            if not request.dry_run:
+                await self._state.commit(apps=[record], workloads=writes)
+        if not request.dry_run and (writes or current is None or current.generation != record.generation):
+            await self._audit.record(
+                "app.applied",
+                by=caller.uri,
+                tenant=app.tenant,
+                app=app.name,
+                generation=record.generation,
+                changes={c.service: c.action for c in changes},
+            )
+            self._reconciler.wake()
+        return control_pb2.ApplyResponse(
+            tenant=app.tenant, app=app.name, generation=record.generation, changes=changes
+        )
+
+    @_guard(Access.WRITE)
+    async def DeleteApp(self, request: control_pb2.AppRef, context: Any, caller: Caller) -> Any:
+        tenant = self._tenant(caller, request.tenant, Access.WRITE)
+        async with self._state.lock:
+            record = self._state.app(tenant, request.name)
+            if record is None:
+                raise NotFound(f"application {tenant}/{request.name} not found")
+            record.deleting = True
+            mine = [w for w in self._state.all_workloads() if w.tenant == tenant and w.app == request.name]
+            await self._state.commit(apps=[record], workloads=plans.retire_all(mine, now=self._clock()))
+        await self._audit.record("app.deleting", by=caller.uri, tenant=tenant, app=request.name)
+        self._reconciler.wake()
+        return control_pb2.ApplyResponse(tenant=tenant, app=request.name, generation=record.generation)
+
+    def _summary(self, record: control_pb2.AppRecord) -> control_pb2.AppSummary:
+        mine = [
+            w for w in self._state.all_workloads() if w.tenant == record.app.tenant and w.app == record.app.name
+        ]
+        return control_pb2.AppSummary(
+            tenant=record.app.tenant,
+            name=record.app.name,
+            generation=record.generation,
+            services=len(record.app.services),
+            desired=sum(plans.replicas_of(s) for s in record.app.services) if not record.deleting else 0,
+            running=sum(1 for w in mine if w.state == "running" and w.desired == "running"),
+            updated_at=record.updated_at,
+        )
+
+    @_guard(Access.READ)
+    async def GetApp(self, request: control_pb2.AppRef, context: Any, caller: Caller) -> Any:
+        tenant = self._tenant(caller, request.tenant, Access.READ)
+        record = self._state.app(tenant, request.name)
+        if record is None:
+            raise NotFound(f"application {tenant}/{request.name} not found")
+        workloads = sorted(
+            (w for w in self._state.all_workloads() if w.tenant == tenant and w.app == request.name),
+            key=lambda w: (w.service, w.index),
+        )
+        events = [
+            f"{e['event']} {e.get('workload', '')} {e.get('node', '')}".strip()
+            for e in (await self._audit.entries())[-200:]
+            if e.get("app") == request.name or str(e.get("workload", "")).startswith(f"{tenant}.{request.name}.")
+        ][-20:]
+        return control_pb2.AppDetail(
+            record=record, summary=self._summary(record), workloads=workloads, events=events
+        )
+
+    @_guard(Access.READ)
+    async def ListApps(self, request: control_pb2.ListAppsRequest, context: Any, caller: Caller) -> Any:
+        apps = [
+            self._summary(r)
+            for r in self._state.all_apps()
+            if self._visible(caller, r.app.tenant) and (not request.tenant or r.app.tenant == request.tenant)
+        ]
+        apps.sort(key=lambda a: (a.tenant, a.name))
+        return control_pb2.AppList(apps=apps)
+
+    @_guard(Access.READ)
+    async def ListWorkloads(self, request: control_pb2.WorkloadFilter, context: Any, caller: Caller) -> Any:
+        out = [
+            w
+            for w in self._state.all_workloads()
+            if self._visible(caller, w.tenant)
+            and (not request.tenant or w.tenant == request.tenant)
+            and (not request.app or w.app == request.app)
+            and (not request.node or w.node == request.node)
+        ]
+        out.sort(key=lambda w: (w.tenant, w.app, w.service, w.index))
+        return control_pb2.WorkloadList(workloads=out)
+
+    # -- nodes ------------------------------------------------------------------------
+
+    def _node_records(self) -> list[control_pb2.NodeRecord]:
+        alloc_cpu: Counter[str] = Counter()
+        alloc_mem: Counter[str] = Counter()
+        count: Counter[str] = Counter()
+        for w in self._state.all_workloads():
+            if w.node and w.desired != "removed":
+                alloc_cpu[w.node] += w.cpu  # type: ignore[assignment]
+                alloc_mem[w.node] += w.memory
+                count[w.node] += 1
+        out = []
+        for n in self._state.all_nodes():
+            view = self._reconciler.tracker.nodes.get(n.name)
+            if view:
+                n.last_heartbeat = view.last_seen
+            n.allocated_cpu = float(alloc_cpu[n.name])
+            n.allocated_memory = int(alloc_mem[n.name])
+            n.workloads = count[n.name]
+            out.append(n)
+        return sorted(out, key=lambda n: n.name)
+
+    @_guard(Access.READ)
+    async def ListNodes(self, request: control_pb2.ListNodesRequest, context: Any, caller: Caller) -> Any:
+        if caller.tenant is not None:
+            # Tenants see only their own pool and the shared nodes.
+            nodes = [n for n in self._node_records() if n.pool in ("", caller.tenant)]
+        else:
+            nodes = self._node_records()
+        return control_pb2.NodeList(nodes=nodes)
+
+    async def _set_node(self, name: str, caller: Caller, **flags: bool) -> control_pb2.NodeRecord:
+        async with self._state.lock:
+            node = self._state.node(name)
+            if node is None:
+                raise NotFound(f"node {name} not found")
+            for k, v in flags.items():
+                setattr(node, k, v)
+            await self._state.save_node(node)
+        await self._audit.record("node.updated", by=caller.uri, node=name, **flags)
+        self._reconciler.wake()
+        return next(n for n in self._node_records() if n.name == name)
+
+    @_guard(Access.ADMIN)
+    async def Cordon(self, request: control_pb2.NodeRef, context: Any, caller: Caller) -> Any:
+        return await self._set_node(request.name, caller, cordoned=True)
+
+    @_guard(Access.ADMIN)
+    async def Uncordon(self, request: control_pb2.NodeRef, context: Any, caller: Caller) -> Any:
+        return await self._set_node(request.name, caller, cordoned=False, draining=False)
+
+    @_guard(Access.ADMIN)
+    async def Drain(self, request: control_pb2.NodeRef, context: Any, caller: Caller) -> Any:
+        return await self._set_node(request.name, caller, cordoned=True, draining=True)
+
+    # -- logs and join tokens -----------------------------------------------------------
+
+    @_guard(Access.READ)
+    async def Logs(self, request: control_pb2.AppLogsRequest, context: Any, caller: Caller) -> Any:
+        tenant = self._tenant(caller, request.tenant, Access.READ)
+        service, _, index = request.instance.rpartition(".")
+        if not service or not index.isdigit():
+            raise plans.InvalidApplication("instance: must be SERVICE.INDEX")
+        w = self._state.workload(plans.workload_id(tenant, request.app, service, int(index)))
+        if w is None or w.desired == "removed":
+            raise NotFound(f"instance {tenant}/{request.app}/{request.instance} not found")
+        node = self._state.node(w.node) if w.node else None
+        if node is None or not w.container:
+            raise NotFound(f"instance {request.instance} is not placed on a node")
+        # The token is for the caller's own certificate: the orchestrator never relays
+        # the logs, and the token opens exactly one container's logs on one node.
+        token = await self._minter.mint(
+            sub=caller.uri,
+            cnf=caller.thumbprint,
+            aud=node.id,
+            op="container.logs",
+            res=w.container,
+            ttl=self._ttl if not request.follow else max(self._ttl, 30.0),
+            why=f"logs of {w.id}",
+        )
+        return control_pb2.LogsGrant(node_address=node.address, node_id=node.id, container=w.container, token=token)
+
+    @_guard(Access.ADMIN)
+    async def CreateJoinToken(self, request: control_pb2.JoinTokenRequest, context: Any, caller: Caller) -> Any:
+        ttl = request.ttl or 3600.0
+        if not 0 < ttl <= 7 * 86400:
+            raise plans.InvalidApplication("ttl: must be between 0 and 7 days")
+        grant = jointokens.JoinGrant(
+            name=request.name,
+            pool=request.pool,
+            labels=dict(request.labels),
+            expires_at=self._clock() + ttl,
+            rejoin=bool(request.name) and self._state.node(request.name) is not None,
+        )
+        token = await jointokens.create(self._state.store, grant, ca_pin=self._ca_pin)
+        await self._audit.record(
+            "join_token.created", by=caller.uri, name=request.name, pool=request.pool, expires_at=grant.expires_at
+        )
+        return control_pb2.JoinTokenResponse(token=token, expires_at=grant.expires_at)

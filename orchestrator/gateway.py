@@ -1,0 +1,230 @@
+"""NodeGateway: what nodes send the orchestrator.
+
+Join is authenticated by a one-time join token (the node has no certificate yet).
+Everything else is authenticated by the node's certificate, and the node's identity
+is taken from that certificate alone; a node may speak only of workloads assigned to
+it. Anything else is refused with PERMISSION_DENIED and recorded in the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from node.denylist import format_deny_list
+from orchestrator import jointokens
+from orchestrator.audit import AuditLog
+from orchestrator.authz import CallerRefused, caller_of
+from orchestrator.liveness import Tracker
+from orchestrator.state import ClusterState
+from pki.authority import Authority
+from pki.errors import CapstanError
+from pki.identity import Kind, validate_name
+from pki.tokenkeys import TokenKeyStore
+from protos import control_pb2, gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger("capstan.orchestrator")
+
+MAX_REPORTED_CONTAINERS = 10_000
+
+
+class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        *,
+        state: ClusterState,
+        tracker: Tracker,
+        audit: AuditLog,
+        authority: Authority,
+        token_keys: Callable[[], TokenKeyStore],
+        issuer: str,
+        ca_pin: str,
+        gateway_address: str,
+        heartbeat: float,
+        revoked: Callable[[], frozenset[int]],
+        clock: Callable[[], float],
+        on_report: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._state = state
+        self._tracker = tracker
+        self._audit = audit
+        self._authority = authority
+        self._token_keys = token_keys
+        self._issuer = issuer
+        self._ca_pin = ca_pin
+        self._gateway_address = gateway_address
+        self._heartbeat = heartbeat
+        self._revoked = revoked
+        self._clock = clock
+        self._on_report = on_report
+        self.outboxes: dict[str, asyncio.Queue[gateway_pb2.GatewayMessage]] = {}
+
+    # -- join ---------------------------------------------------------------------
+
+    async def Join(self, request: gateway_pb2.JoinRequest, context: grpc.aio.ServicerContext) -> Any:
+        peer = context.peer()
+        try:
+            grant = await jointokens.consume(
+                self._state.store, request.join_token, ca_pin=self._ca_pin, now=self._clock()
+            )
+        except jointokens.JoinRefused as exc:
+            await self._audit.record("join.refused", peer=peer, reason=str(exc))
+            log.warning("join refused from %s: %s", peer, exc)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "join refused")
+        name = grant.name or request.name
+        try:
+            validate_name(name, "node name")
+            ips = [str(ipaddress.ip_address(i)) for i in request.ips]
+            dns = list(request.dns)
+            host, _, port = request.address.rpartition(":")
+            if not port.isdigit() or not host or (host not in ips and host not in dns):
+                raise CapstanError(f"address {request.address!r} must be HOST:PORT with HOST among the node's SANs")
+        except (CapstanError, ValueError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        async with self._state.lock:
+            existing = self._state.node(name)
+            if existing is not None and not grant.rejoin:
+                await self._audit.record("join.refused", peer=peer, node=name, reason="name already joined")
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "join refused")
+            try:
+                issued = await asyncio.to_thread(
+                    self._authority.sign_csr, request.csr_pem, Kind.NODE, name, dns=dns, ips=ips
+                )
+            except CapstanError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem: {exc}")
+            labels = dict(request.labels)
+            labels.update(grant.labels)  # the operator's labels win over the node's own
+            record = existing or control_pb2.NodeRecord()
+            record.name = name
+            record.id = issued.identity.uri
+            record.address = request.address
+            record.cpus = request.cpus
+            record.memory = request.memory
+            record.labels.clear()
+            record.labels.update(labels)
+            record.pool = grant.pool
+            record.runtime = request.runtime
+            record.mode = request.mode or "push"
+            record.state = "suspect"
+            record.joined_at = self._clock()
+            record.cert_expiry = issued.not_after
+            record.cert_serial = f"{issued.serial:X}"
+            del record.dns[:]
+            record.dns.extend(dns)
+            del record.ips[:]
+            record.ips.extend(ips)
+            await self._state.save_node(record)
+        await self._audit.record(
+            "node.joined", node=name, id=record.id, address=request.address, pool=grant.pool, peer=peer
+        )
+        await self._audit.record("cert.issued", kind="node", name=name, serial=record.cert_serial)
+        return gateway_pb2.JoinResponse(
+            node_id=record.id,
+            name=name,
+            certificate_chain=issued.chain_pem,
+            trust_bundle=self._authority.trust_bundle(),
+            jwks=json.dumps(self._token_keys().jwks()).encode(),
+            issuers=[self._issuer],
+            deny_list=format_deny_list(self._revoked()),
+            heartbeat_interval=self._heartbeat,
+            gateway_address=self._gateway_address,
+        )
+
+    # -- report ---------------------------------------------------------------------
+
+    def trust_update(self) -> gateway_pb2.GatewayMessage:
+        return gateway_pb2.GatewayMessage(
+            sent_at=self._clock(),
+            trust=gateway_pb2.TrustUpdate(
+                jwks=json.dumps(self._token_keys().jwks()).encode(),
+                deny_list=format_deny_list(self._revoked()),
+            ),
+        )
+
+    def broadcast(self, message: gateway_pb2.GatewayMessage) -> None:
+        for box in self.outboxes.values():
+            box.put_nowait(message)
+
+    async def _node_of(self, context: grpc.aio.ServicerContext) -> control_pb2.NodeRecord:
+        try:
+            caller = caller_of(context, trust_domain=self._authority.trust_domain, revoked=self._revoked)
+        except CallerRefused as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        node = self._state.node(caller.name) if caller.kind is Kind.NODE else None
+        if node is None or node.id != caller.uri or node.state == "revoked":
+            await self._audit.record("report.refused", peer=caller.uri, reason="not a joined node")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a joined node")
+        assert node is not None  # abort raised  # noqa: S101
+        return node
+
+    async def Report(
+        self, request_iterator: AsyncIterator[gateway_pb2.NodeStatus], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.GatewayMessage]:
+        node = await self._node_of(context)
+        name = node.name
+        outbox: asyncio.Queue[gateway_pb2.GatewayMessage | BaseException | None] = asyncio.Queue()
+        self.outboxes[name] = outbox  # type: ignore[assignment]
+        outbox.put_nowait(self.trust_update())
+
+        async def read() -> None:
+            try:
+                async for status in request_iterator:
+                    fence, refused = self._attribute(name, status)
+                    if refused:
+                        await self._audit.record(
+                            "report.refused", node=name, workloads=sorted(refused), reason="not assigned to this node"
+                        )
+                        log.warning("node %s reported workloads of others: %s", name, sorted(refused))
+                        outbox.put_nowait(PermissionError(f"workloads not assigned to this node: {sorted(refused)}"))
+                        return
+                    if fence:
+                        outbox.put_nowait(gateway_pb2.GatewayMessage(sent_at=self._clock(), fence=sorted(fence)))
+                    self._on_report()
+                outbox.put_nowait(None)
+            except Exception as exc:  # noqa: BLE001 - the stream ended badly: end ours too
+                outbox.put_nowait(exc)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                item = await outbox.get()
+                if item is None:
+                    return
+                if isinstance(item, PermissionError):
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(item))
+                if isinstance(item, BaseException):
+                    return
+                yield item
+        finally:
+            reader.cancel()
+            if self.outboxes.get(name) is outbox:
+                del self.outboxes[name]
+
+    def _attribute(self, name: str, status: gateway_pb2.NodeStatus) -> tuple[set[str], set[str]]:
+        """Accept only containers of workloads assigned to this node. Copies of workloads
+        that moved away are fenced; claims on any other node's workload are refused."""
+        if len(status.containers) > MAX_REPORTED_CONTAINERS:
+            return set(), {"(too many containers)"}
+        fence: set[str] = set()
+        refused: set[str] = set()
+        accepted = gateway_pb2.NodeStatus(sent_at=status.sent_at, full=status.full, usage=status.usage)
+        for c in status.containers:
+            w = self._state.workload(c.workload_id)
+            if w is None:
+                fence.add(c.name)
+            elif w.node != name:
+                if name in w.previous_nodes:
+                    fence.add(c.name)
+                else:
+                    refused.add(c.workload_id)
+            else:
+                accepted.containers.append(c)
+        if not refused:
+            self._tracker.seen(name, accepted)
+        return fence, refused

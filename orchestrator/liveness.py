@@ -1,0 +1,74 @@
+"""What the orchestrator has heard from each node: heartbeats and reported containers.
+
+Kept in memory (a heartbeat a second per node must not be a store write); the node's
+persisted record is updated only when its liveness state changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from protos import gateway_pb2, node_pb2
+
+
+class Liveness(StrEnum):
+    READY = "ready"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+
+
+@dataclass
+class NodeView:
+    last_seen: float = 0.0
+    report_at: float = 0.0  # when the last full container list arrived
+    containers: dict[str, node_pb2.ContainerStatus] = field(default_factory=dict)
+    usage: dict[str, gateway_pb2.ContainerUsage] = field(default_factory=dict)
+
+
+class Tracker:
+    def __init__(self, *, heartbeat: float, grace: float, clock: Callable[[], float]) -> None:
+        self.heartbeat = heartbeat
+        self.grace = grace
+        self._clock = clock
+        self.nodes: dict[str, NodeView] = {}
+
+    def seen(self, node: str, status: gateway_pb2.NodeStatus) -> None:
+        now = self._clock()
+        view = self.nodes.setdefault(node, NodeView())
+        view.last_seen = now
+        if status.full:
+            view.containers = {c.name: c for c in status.containers}
+            view.report_at = now
+        else:
+            for c in status.containers:
+                view.containers[c.name] = c
+        if status.usage:
+            view.usage = {u.name: u for u in status.usage}
+
+    def forget(self, node: str) -> None:
+        self.nodes.pop(node, None)
+
+    def liveness(self, node: str, *, joined_at: float = 0.0) -> Liveness:
+        view = self.nodes.get(node)
+        now = self._clock()
+        # A node never heard from since this orchestrator started gets one grace
+        # period from the start (or its join) before it counts as dead.
+        last = view.last_seen if view else max(joined_at, self.started)
+        silent = now - last
+        if silent <= self.heartbeat * 1.5 + 0.25:
+            return Liveness.READY if view else Liveness.SUSPECT
+        if silent <= self.grace:
+            return Liveness.SUSPECT
+        return Liveness.DEAD
+
+    started: float = 0.0
+
+    def containers(self, node: str) -> dict[str, node_pb2.ContainerStatus]:
+        view = self.nodes.get(node)
+        return view.containers if view else {}
+
+    def report_at(self, node: str) -> float:
+        view = self.nodes.get(node)
+        return view.report_at if view else 0.0

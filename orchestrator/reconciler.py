@@ -1,0 +1,380 @@
+"""Drives nodes toward the desired state (push), one small step per workload per tick.
+
+Every decision is taken from the stored workload records and the nodes' latest
+reports, and every command is idempotent by construction (deterministic container
+names: a repeated create is ALREADY_EXISTS), so a crash at any point followed by a
+restart converges with no duplicate and no lost workload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import grpc
+
+from node.client import NodeCallError
+from orchestrator import apply as plans
+from orchestrator import scheduler
+from orchestrator.audit import AuditLog
+from orchestrator.liveness import Liveness, Tracker
+from orchestrator.nodecalls import NodeCaller
+from orchestrator.state import ClusterState
+from protos import control_pb2, node_pb2, topology_pb2
+
+log = logging.getLogger("capstan.orchestrator")
+
+MAX_BACKOFF = 30.0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        state: ClusterState,
+        tracker: Tracker,
+        caller: NodeCaller,
+        audit: AuditLog,
+        *,
+        clock: Callable[[], float] = time.time,
+        interval: float = 0.5,
+    ) -> None:
+        self.state = state
+        self.tracker = tracker
+        self.caller = caller
+        self.audit = audit
+        self._clock = clock
+        self.interval = interval
+        self._wake = asyncio.Event()
+        self.fences: dict[str, set[str]] = {}  # node -> container names to fence
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad tick must not stop reconciling
+                log.exception("reconcile tick failed")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            except TimeoutError:
+                pass
+
+    # -- one pass -----------------------------------------------------------------
+
+    async def tick(self) -> None:
+        async with self.state.lock:
+            await self._update_liveness()
+        now = self._clock()
+        workloads = sorted(self.state.all_workloads(), key=lambda w: (w.desired != "removed", w.id))
+        in_flight = self._services_in_transition(workloads)
+        for w in workloads:
+            if w.next_attempt_at > now:
+                continue
+            try:
+                await self._step(w, in_flight)
+            except NodeCallError as exc:
+                await self._failed(w, f"{exc.code.name}: {exc.details}")
+        await self._remove_strays()
+        await self._finish_deletes()
+
+    async def _update_liveness(self) -> None:
+        for node in self.state.all_nodes():
+            if node.state == "revoked":
+                continue
+            live = self.tracker.liveness(node.name, joined_at=node.joined_at).value
+            if live == Liveness.SUSPECT and node.state == "ready":
+                continue  # suspicion alone moves nothing; keep the record quiet
+            if node.state != live and not (live == Liveness.SUSPECT and node.state == "dead"):
+                if live == Liveness.DEAD:
+                    await self.audit.record("node.dead", node=node.name)
+                    log.warning("node %s declared dead", node.name)
+                elif node.state == "dead":
+                    await self.audit.record("node.back", node=node.name)
+                node.state = live
+                view = self.tracker.nodes.get(node.name)
+                if view:
+                    node.last_heartbeat = view.last_seen
+                await self.state.save_node(node)
+
+    def _services_in_transition(self, workloads: list[control_pb2.Workload]) -> Counter[str]:
+        """Per service, how many instances are being replaced right now (rolling update:
+        at most one at a time)."""
+        busy: Counter[str] = Counter()
+        for w in workloads:
+            if w.desired == "running" and w.node and w.state in ("starting", "replacing"):
+                busy[f"{w.tenant}/{w.app}/{w.service}"] += 1
+        return busy
+
+    def _node_usable(self, name: str) -> control_pb2.NodeRecord | None:
+        node = self.state.node(name)
+        if node is None or node.state in ("dead", "revoked"):
+            return None
+        return node
+
+    def _views(self) -> list[scheduler.NodeView]:
+        alloc_cpu: Counter[str] = Counter()
+        alloc_mem: Counter[str] = Counter()
+        per_service: dict[str, Counter[str]] = {}
+        for w in self.state.all_workloads():
+            if w.node and w.desired != "removed":
+                alloc_cpu[w.node] += w.cpu  # type: ignore[assignment]
+                alloc_mem[w.node] += w.memory
+                per_service.setdefault(w.node, Counter())[f"{w.tenant}/{w.app}/{w.service}"] += 1
+        views = []
+        for n in self.state.all_nodes():
+            views.append(
+                scheduler.NodeView(
+                    id=n.name,
+                    labels=dict(n.labels),
+                    pool=n.pool or None,
+                    cpu=n.cpus,
+                    memory=n.memory,
+                    allocated_cpu=float(alloc_cpu[n.name]),
+                    allocated_memory=int(alloc_mem[n.name]),
+                    cordoned=n.cordoned,
+                    draining=n.draining,
+                    ready=n.state == "ready",
+                    instances_by_service=dict(per_service.get(n.name, {})),
+                )
+            )
+        return views
+
+    def _service_spec(self, w: control_pb2.Workload) -> tuple[topology_pb2.Application, topology_pb2.Service] | None:
+        rec = self.state.app(w.tenant, w.app)
+        if rec is None:
+            return None
+        for s in rec.app.services:
+            if s.name == w.service:
+                return rec.app, s
+        return None
+
+    async def _save(self, w: control_pb2.Workload) -> bool:
+        """Save unless an apply or delete changed the record meanwhile (then the next
+        tick works from the new version)."""
+        w.updated_at = self._clock()
+        async with self.state.lock:
+            current = self.state.workload(w.id)
+            if current is None or current.generation != w.generation or current.desired != w.desired:
+                return False
+            await self.state.save_workload(w)
+        return True
+
+    async def _failed(self, w: control_pb2.Workload, message: str) -> None:
+        current = self.state.workload(w.id)
+        if current is None:
+            return
+        current.attempts += 1
+        delay = min(MAX_BACKOFF, 0.5 * 2 ** min(current.attempts, 8)) * random.uniform(0.8, 1.2)  # noqa: S311
+        current.next_attempt_at = self._clock() + delay
+        current.message = message
+        log.info("workload %s: %s (retry in %.1fs)", w.id, message, delay)
+        await self._save(current)
+
+    # -- one workload ---------------------------------------------------------------
+
+    async def _step(self, w: control_pb2.Workload, in_flight: Counter[str]) -> None:
+        if w.desired == "removed":
+            await self._retire(w)
+            return
+        spec = self._service_spec(w)
+        if spec is None:
+            return
+        app, service = spec
+        node = self._node_usable(w.node) if w.node else None
+        if node is None or node.draining:
+            await self._place(w, app, service, moving_from=w.node if w.node else None)
+            return
+        if node.state != "ready":
+            return  # suspect: wait for the verdict
+        await self._converge(w, node, app, service, in_flight)
+
+    async def _place(
+        self,
+        w: control_pb2.Workload,
+        app: topology_pb2.Application,
+        service: topology_pb2.Service,
+        moving_from: str | None,
+    ) -> None:
+        request = scheduler.request_for(app, service)
+        views = [v for v in self._views() if v.id != moving_from]
+        try:
+            target = scheduler.place(request, views)
+        except scheduler.Unschedulable as exc:
+            if w.state != "unschedulable" or w.message != str(exc):
+                w.state = "unschedulable"
+                w.message = str(exc)
+                await self._save(w)
+            return
+        if moving_from and moving_from not in w.previous_nodes:
+            w.previous_nodes.append(moving_from)
+        w.node = target
+        w.container = plans.container_name(w)
+        w.state = "pending"
+        w.message = ""
+        w.attempts = 0
+        await self._save(w)
+        await self.audit.record("workload.placed", workload=w.id, node=target, moved_from=moving_from or "")
+
+    async def _converge(
+        self,
+        w: control_pb2.Workload,
+        node: control_pb2.NodeRecord,
+        app: topology_pb2.Application,
+        service: topology_pb2.Service,
+        in_flight: Counter[str],
+    ) -> None:
+        want = plans.container_name(w)
+        if w.container != want:
+            # New spec: replace one instance of the service at a time.
+            key = f"{w.tenant}/{w.app}/{w.service}"
+            if in_flight[key] >= 1 and w.state not in ("starting", "replacing"):
+                return
+            in_flight[key] += 1
+            w.container = want
+            w.state = "replacing"
+            await self._save(w)
+        reported = self.tracker.containers(node.name)
+        current = reported.get(want)
+        fresh = self.tracker.report_at(node.name) > w.updated_at
+        if current is None:
+            if not fresh and w.state in ("starting", "running", "replacing") and w.request_id == want:
+                return  # our create may not be in a report yet
+            await self._create_and_start(w, node, app, service)
+            return
+        if current.state == "running":
+            if w.state != "running":
+                w.state = "running"
+                w.message = ""
+                w.attempts = 0
+                await self._save(w)
+            return
+        if current.state == "created":
+            await self._start(w, node)
+            return
+        if current.state in ("exited", "dead"):
+            if not fresh:
+                return
+            policy = service.restart
+            failed = not current.has_exit_code or current.exit_code != 0
+            restart = policy in (topology_pb2.RESTART_POLICY_UNSPECIFIED, topology_pb2.RESTART_POLICY_ALWAYS) or (
+                policy == topology_pb2.RESTART_POLICY_ON_FAILURE and failed
+            )
+            if not restart:
+                final = "failed" if failed else "completed"
+                if w.state != final:
+                    w.state = final
+                    w.exit_code = current.exit_code
+                    await self._save(w)
+                return
+            w.restarts += 1
+            w.exit_code = current.exit_code
+            await self.audit.record("workload.restarted", workload=w.id, node=node.name, exit_code=current.exit_code)
+            await self._start(w, node)
+
+    async def _create_and_start(
+        self,
+        w: control_pb2.Workload,
+        node: control_pb2.NodeRecord,
+        app: topology_pb2.Application,
+        service: topology_pb2.Service,
+    ) -> None:
+        spec = node_pb2.ContainerSpec(
+            name=w.container,
+            workload_id=w.id,
+            image=service.image,
+            command=list(service.command),
+            env=[node_pb2.EnvVar(name=k, value=v) for k, v in sorted(service.env.items())],
+            cpu=service.resources.cpu,
+            memory=service.resources.memory,
+            volumes=[
+                node_pb2.VolumeMount(name=f"{w.app}.{v.name}", path=v.path, read_only=v.read_only)
+                for v in service.volumes
+            ],
+            network="host" if service.network == topology_pb2.NETWORK_MODE_HOST else "none",
+            generation=w.generation,
+        )
+        w.request_id = w.container
+        try:
+            await self.caller.call(node.address, node.id, "container.create", spec, why=f"workload {w.id}")
+        except NodeCallError as exc:
+            if exc.code != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+        await self._start(w, node)
+
+    async def _start(self, w: control_pb2.Workload, node: control_pb2.NodeRecord) -> None:
+        try:
+            st = await self.caller.call(
+                node.address, node.id, "container.start", node_pb2.ContainerRef(name=w.container), why=f"workload {w.id}"
+            )
+        except NodeCallError as exc:
+            if exc.code != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            st = None
+        w.state = "running" if st is None or st.state == "running" else "starting"
+        w.message = ""
+        w.attempts = 0
+        w.next_attempt_at = 0
+        w.request_id = w.container
+        await self._save(w)
+
+    async def _retire(self, w: control_pb2.Workload) -> None:
+        node = self._node_usable(w.node) if w.node else None
+        if node is not None:
+            mine = [c for c in self.tracker.containers(node.name).values() if c.workload_id == w.id]
+            for c in mine:
+                await self._remove(node, c.name, why=f"retire {w.id}")
+            if mine or self.tracker.report_at(node.name) <= w.updated_at:
+                return  # wait for a report that shows them gone
+        async with self.state.lock:
+            await self.state.delete_workload(w.id)
+        await self.audit.record("workload.removed", workload=w.id, node=w.node)
+
+    async def _remove(self, node: control_pb2.NodeRecord, name: str, *, why: str) -> None:
+        request = node_pb2.RemoveRequest(name=name, force=True)
+        try:
+            await self.caller.call(node.address, node.id, "container.remove", request, why=why)
+        except NodeCallError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+
+    async def _remove_strays(self) -> None:
+        """Containers a live node runs that no workload wants there: copies left on a
+        node a workload moved away from, and old versions after a replacement."""
+        workloads = {w.id: w for w in self.state.all_workloads()}
+        for node in self.state.all_nodes():
+            if node.state != "ready":
+                continue
+            for c in list(self.tracker.containers(node.name).values()):
+                w = workloads.get(c.workload_id)
+                stray = (
+                    w is None
+                    or w.node != node.name
+                    or (c.name != w.container and w.state == "running" and w.container in self.tracker.containers(node.name))
+                )
+                if not stray or (w is not None and w.desired == "removed"):
+                    continue
+                try:
+                    await self._remove(node, c.name, why="stray")
+                    self.tracker.containers(node.name).pop(c.name, None)
+                    await self.audit.record("container.fenced", node=node.name, container=c.name, workload=c.workload_id)
+                except NodeCallError as exc:
+                    log.info("could not remove stray %s on %s: %s", c.name, node.name, exc)
+
+    async def _finish_deletes(self) -> None:
+        for rec in self.state.all_apps():
+            if not rec.deleting:
+                continue
+            if any(w.tenant == rec.app.tenant and w.app == rec.app.name for w in self.state.all_workloads()):
+                continue
+            async with self.state.lock:
+                await self.state.commit(delete_apps=[(rec.app.tenant, rec.app.name)])
+            await self.audit.record("app.deleted", tenant=rec.app.tenant, app=rec.app.name)

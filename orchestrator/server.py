@@ -1,0 +1,183 @@
+"""Assembles and runs an orchestrator: store, state, audit, reconciler, ControlService
+and NodeGateway on grpc.aio (one event loop holds every node stream), health and
+reflection beside them.
+
+Two ports: ``listen`` is mTLS for operators (ControlService) and joined nodes
+(NodeGateway.Report); ``join_listen`` is TLS with server authentication only, for
+nodes that have no certificate yet and present a one-time join token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from node.client import client_credentials
+from orchestrator.audit import AuditLog
+from orchestrator.config import OrchestratorConfig
+from orchestrator.control import ControlService
+from orchestrator.gateway import Gateway
+from orchestrator.liveness import Tracker
+from orchestrator.minter import Minter
+from orchestrator.nodecalls import NodeCaller
+from orchestrator.reconciler import Reconciler
+from orchestrator.state import ClusterState
+from orchestrator.store.sqlite import SqliteStore
+from pki.authority import Authority
+from pki.certs import thumbprint
+from pki.errors import ConfigError
+from pki.identity import Kind
+from pki.tokenkeys import TokenKeyStore
+from protos import control_pb2, control_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger("capstan.orchestrator")
+
+MAX_MESSAGE = 4 * 1024 * 1024
+OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.so_reuseport", 0),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+]
+
+
+@dataclass
+class Orchestrator:
+    config: OrchestratorConfig
+    server: grpc.aio.Server
+    store: SqliteStore
+    state: ClusterState
+    reconciler: Reconciler
+    gateway: Gateway
+    audit: AuditLog
+    identity: str
+    port: int
+    join_port: int
+    tasks: list[asyncio.Task[None]]
+
+    async def stop(self, grace: float = 1.0) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.server.stop(grace)
+        await self.reconciler.caller.close()
+        await self.store.close()
+
+
+async def start(config: OrchestratorConfig, *, clock: Callable[[], float] = time.time) -> Orchestrator:
+    authority = Authority.open(config.pki_dir)
+    keys_path = config.pki_dir / "token-keys"
+    token_keys = TokenKeyStore.open(keys_path)
+    dns, ips = config.server_sans()
+    own = authority.issue(Kind.ORCHESTRATOR, config.name, dns=dns, ips=ips)
+    if own.key_pem is None:
+        raise ConfigError("orchestrator certificate has no key")
+    identity = own.identity.uri
+    bundle = authority.trust_bundle()
+    ca_pin = thumbprint(authority.trust_roots()[0])
+
+    def revoked() -> frozenset[int]:
+        return frozenset(authority.revoked_serials())
+
+    store = SqliteStore(config.store, clock=clock)
+    await store.open()
+    state = ClusterState(store)
+    await state.load()
+    audit = AuditLog(store, clock)
+    tracker = Tracker(heartbeat=config.heartbeat, grace=config.grace, clock=clock)
+    tracker.started = clock()
+    minter = Minter(token_keys, issuer=identity, audit=audit, epoch=lambda: config.epoch, clock=clock)
+    caller = NodeCaller(
+        minter,
+        identity=identity,
+        thumbprint=own.thumbprint,
+        credentials=client_credentials(own.chain_pem, own.key_pem, bundle),
+        ttl=config.token_ttl,
+    )
+    reconciler = Reconciler(state, tracker, caller, audit, clock=clock, interval=config.reconcile_interval)
+    gateway = Gateway(
+        state=state,
+        tracker=tracker,
+        audit=audit,
+        authority=authority,
+        token_keys=lambda: TokenKeyStore.open(keys_path),
+        issuer=identity,
+        ca_pin=ca_pin,
+        gateway_address=config.listen,
+        heartbeat=config.heartbeat,
+        revoked=revoked,
+        clock=clock,
+        on_report=reconciler.wake,
+    )
+    control = ControlService(
+        state=state,
+        reconciler=reconciler,
+        audit=audit,
+        minter=minter,
+        trust_domain=authority.trust_domain,
+        revoked=revoked,
+        ca_pin=ca_pin,
+        delegation_ttl=config.delegation_ttl,
+        clock=clock,
+    )
+
+    server = grpc.aio.server(options=OPTIONS)
+    control_pb2_grpc.add_ControlServiceServicer_to_server(control, server)
+    gateway_pb2_grpc.add_NodeGatewayServicer_to_server(gateway, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (
+        control_pb2.DESCRIPTOR.services_by_name["ControlService"].full_name,
+        gateway_pb2.DESCRIPTOR.services_by_name["NodeGateway"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(names, server)
+    mtls = grpc.ssl_server_credentials([(own.key_pem, own.chain_pem)], root_certificates=bundle, require_client_auth=True)
+    tls = grpc.ssl_server_credentials([(own.key_pem, own.chain_pem)])
+    port = server.add_secure_port(config.listen, mtls)
+    join_port = server.add_secure_port(config.join_listen, tls)
+    if not port or not join_port:
+        raise ConfigError(f"cannot listen on {config.listen} / {config.join_listen}")
+    await server.start()
+    for name in ("", *names[:2]):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await audit.record("orchestrator.started", id=identity, epoch=config.epoch)
+    tasks = [asyncio.create_task(reconciler.run(), name="reconciler")]
+    log.info("orchestrator %s serving on %s, join on %s", identity, port, join_port)
+    return Orchestrator(config, server, store, state, reconciler, gateway, audit, identity, port, join_port, tasks)
+
+
+def run(config: OrchestratorConfig) -> None:
+    """Serve until SIGTERM or SIGINT; print one ready line on stdout."""
+
+    async def main() -> None:
+        orch = await start(config)
+        host, join_host = config.listen.rpartition(":")[0], config.join_listen.rpartition(":")[0]
+        print(
+            f"orchestrator {orch.identity} listening on {host}:{orch.port} join on {join_host}:{orch.join_port}",
+            flush=True,
+        )
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, done.set)
+        await done.wait()
+        await orch.stop()
+
+    asyncio.run(main())
+    sys.stdout.flush()

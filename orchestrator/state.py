@@ -1,0 +1,168 @@
+"""The orchestrator's records (apps, workloads, nodes, join tokens) over the store.
+
+One orchestrator process holds them in memory and writes every change through to
+the store with compare-and-swap on the revision it last saw, so a restart reloads
+exactly what was committed and a second writer can never be silently overwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+from orchestrator.errors import Conflict, OrchestratorError
+from orchestrator.store import Compare, Delete, Put, Store
+from orchestrator.store import keys
+from protos import control_pb2
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass
+class _Slot:
+    record: Message
+    revision: int
+
+
+@dataclass
+class ClusterState:
+    store: Store
+    apps: dict[tuple[str, str], _Slot] = field(default_factory=dict)
+    workloads: dict[str, _Slot] = field(default_factory=dict)
+    nodes: dict[str, _Slot] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def load(self) -> None:
+        self.apps.clear()
+        self.workloads.clear()
+        self.nodes.clear()
+        for e in await self.store.range(keys.APPS):
+            rec = _parse(control_pb2.AppRecord, e.value)
+            self.apps[(rec.app.tenant, rec.app.name)] = _Slot(rec, e.revision)
+        for e in await self.store.range(keys.WORKLOADS):
+            w = _parse(control_pb2.Workload, e.value)
+            self.workloads[w.id] = _Slot(w, e.revision)
+        for e in await self.store.range(keys.NODES):
+            n = _parse(control_pb2.NodeRecord, e.value)
+            self.nodes[n.name] = _Slot(n, e.revision)
+
+    # -- reads (copies: callers mutate and save) ----------------------------------
+
+    def app(self, tenant: str, name: str) -> control_pb2.AppRecord | None:
+        slot = self.apps.get((tenant, name))
+        return _copy(slot.record) if slot else None  # type: ignore[return-value]
+
+    def all_apps(self) -> list[control_pb2.AppRecord]:
+        return [_copy(s.record) for s in self.apps.values()]  # type: ignore[misc]
+
+    def workload(self, wid: str) -> control_pb2.Workload | None:
+        slot = self.workloads.get(wid)
+        return _copy(slot.record) if slot else None  # type: ignore[return-value]
+
+    def all_workloads(self) -> list[control_pb2.Workload]:
+        return [_copy(s.record) for s in self.workloads.values()]  # type: ignore[misc]
+
+    def node(self, name: str) -> control_pb2.NodeRecord | None:
+        slot = self.nodes.get(name)
+        return _copy(slot.record) if slot else None  # type: ignore[return-value]
+
+    def node_by_id(self, node_id: str) -> control_pb2.NodeRecord | None:
+        for slot in self.nodes.values():
+            if slot.record.id == node_id:  # type: ignore[attr-defined]
+                return _copy(slot.record)  # type: ignore[return-value]
+        return None
+
+    def all_nodes(self) -> list[control_pb2.NodeRecord]:
+        return [_copy(s.record) for s in self.nodes.values()]  # type: ignore[misc]
+
+    # -- writes ---------------------------------------------------------------------
+
+    async def save_node(self, node: control_pb2.NodeRecord) -> None:
+        key = keys.node(node.name)
+        slot = self.nodes.get(node.name)
+        rev = await self.store.put(key, node.SerializeToString(), expect_revision=slot.revision if slot else 0)
+        self.nodes[node.name] = _Slot(_copy(node), rev)
+
+    async def save_workload(self, w: control_pb2.Workload) -> None:
+        slot = self.workloads.get(w.id)
+        rev = await self.store.put(
+            keys.workload(w.id), w.SerializeToString(), expect_revision=slot.revision if slot else 0
+        )
+        self.workloads[w.id] = _Slot(_copy(w), rev)
+
+    async def delete_workload(self, wid: str) -> None:
+        slot = self.workloads.get(wid)
+        if slot is None:
+            return
+        await self.store.delete(keys.workload(wid), expect_revision=slot.revision)
+        del self.workloads[wid]
+
+    async def commit(
+        self,
+        *,
+        apps: Iterable[control_pb2.AppRecord] = (),
+        delete_apps: Iterable[tuple[str, str]] = (),
+        workloads: Iterable[control_pb2.Workload] = (),
+        delete_workloads: Iterable[str] = (),
+    ) -> None:
+        """Write several records in one transaction: all or nothing (an apply must
+        never leave an app without its workloads or the reverse)."""
+        compares: list[Compare] = []
+        ops: list[Put | Delete] = []
+        apps, workloads = list(apps), list(workloads)
+        delete_apps, delete_workloads = list(delete_apps), list(delete_workloads)
+        for a in apps:
+            key = keys.app(a.app.tenant, a.app.name)
+            slot = self.apps.get((a.app.tenant, a.app.name))
+            compares.append(Compare.revision(key, "==", slot.revision) if slot else Compare.absent(key))
+            ops.append(Put(key, a.SerializeToString()))
+        for t, n in delete_apps:
+            key = keys.app(t, n)
+            slot = self.apps.get((t, n))
+            if slot:
+                compares.append(Compare.revision(key, "==", slot.revision))
+                ops.append(Delete(key))
+        for w in workloads:
+            key = keys.workload(w.id)
+            wslot = self.workloads.get(w.id)
+            compares.append(Compare.revision(key, "==", wslot.revision) if wslot else Compare.absent(key))
+            ops.append(Put(key, w.SerializeToString()))
+        for wid in delete_workloads:
+            key = keys.workload(wid)
+            wslot = self.workloads.get(wid)
+            if wslot:
+                compares.append(Compare.revision(key, "==", wslot.revision))
+                ops.append(Delete(key))
+        if not ops:
+            return
+        result = await self.store.txn(compares, ops)
+        if not result.succeeded:
+            raise Conflict("apply", 0, result.revision)
+        rev = result.revision
+        for a in apps:
+            self.apps[(a.app.tenant, a.app.name)] = _Slot(_copy(a), rev)
+        for t, n in delete_apps:
+            self.apps.pop((t, n), None)
+        for w in workloads:
+            self.workloads[w.id] = _Slot(_copy(w), rev)
+        for wid in delete_workloads:
+            self.workloads.pop(wid, None)
+
+
+def _copy(msg: M) -> M:
+    out = type(msg)()
+    out.CopyFrom(msg)
+    return out
+
+
+def _parse(cls: type[M], data: bytes) -> M:
+    msg = cls()
+    try:
+        msg.ParseFromString(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError or others
+        raise OrchestratorError(f"corrupted {cls.__name__} record in the store: {exc}") from None
+    return msg
