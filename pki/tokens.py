@@ -58,6 +58,7 @@ __all__ = [
     "Capability",
     "ReplayCache",
     "TokenVerifier",
+    "check_signature",
     "mint",
     "request_digest",
     "thumbprint_of_der",
@@ -321,6 +322,90 @@ def _explain_claims(claims: Mapping[str, Any]) -> InvalidToken:
     return InvalidToken("claims are malformed")
 
 
+def _segments(token: str | bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """The token as ASCII bytes and its three segments; size is checked before anything."""
+    if isinstance(token, str):
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidToken(f"token longer than {MAX_TOKEN_BYTES} bytes")
+        try:
+            raw = token.encode("ascii")
+        except UnicodeEncodeError:
+            raise InvalidToken("token holds non-ASCII characters") from None
+    elif isinstance(token, bytes):
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidToken(f"token longer than {MAX_TOKEN_BYTES} bytes")
+        raw = token
+    else:
+        raise InvalidToken(f"token is a {type(token).__name__}, not a string")
+    parts = raw.split(b".")
+    if len(parts) != 3:
+        raise InvalidToken(f"token has {len(parts)} segments, not 3")
+    return raw, parts[0], parts[1], parts[2]
+
+
+def _parse_header(segment: bytes) -> str:
+    """Check a header segment against the one accepted shape; return its kid."""
+    try:
+        header = json_segment_object(b64url_decode(segment))
+    except (ValueError, RecursionError) as exc:
+        raise InvalidToken(f"malformed header: {exc}") from None
+    for name in _DANGEROUS_HEADER:
+        if name in header:
+            raise InvalidToken(f"header member {name!r} is not accepted")
+    unknown = set(header) - _HEADER_MEMBERS
+    if unknown:
+        raise InvalidToken(f"unexpected header members: {', '.join(sorted(unknown))}")
+    # Compared, never used: the algorithm is Ed25519 because the key is.
+    if header.get("alg") != "EdDSA":
+        raise InvalidToken(f"alg {header.get('alg')!r} is not EdDSA")
+    if header.get("typ") != TOKEN_TYPE:
+        raise InvalidToken(f"typ {header.get('typ')!r} is not {TOKEN_TYPE}")
+    kid = header.get("kid")
+    if type(kid) is not str or not kid:
+        raise InvalidToken("kid is missing or not a string")
+    return kid
+
+
+def _authenticated_claims(
+    key: Ed25519PublicKey, kid: str, segments: tuple[bytes, bytes, bytes, bytes]
+) -> dict[str, Any]:
+    """Verify the Ed25519 signature, then (only then) parse the claims object."""
+    raw, header_seg, payload_seg, sig_seg = segments
+    if len(sig_seg) != _SIG_B64URL_LEN:
+        raise InvalidToken("signature has the wrong length")
+    try:
+        signature = b64url_decode(sig_seg)
+    except ValueError as exc:
+        raise InvalidToken(f"malformed signature: {exc}") from None
+    try:
+        key.verify(signature, raw[: len(header_seg) + 1 + len(payload_seg)])
+    except InvalidSignature:
+        raise InvalidToken(f"bad signature (kid {kid})") from None
+    try:
+        return json_segment_object(b64url_decode(payload_seg))
+    except (ValueError, RecursionError) as exc:
+        raise InvalidToken(f"malformed claims: {exc}") from None
+
+
+def check_signature(token: str | bytes, keys: KeySet) -> tuple[str, dict[str, Any]]:
+    """Authenticate a token's form, kid and signature only; return (kid, claims).
+
+    For inspection tools: it checks nothing about what the token grants (no
+    audience, caller binding, lifetime or replay). Raises InvalidToken.
+    """
+    try:
+        segments = _segments(token)
+        kid = _parse_header(segments[1])
+        key = keys.get(kid)
+        if key is None:
+            raise InvalidToken(f"kid {kid!r} is not a trusted token key")
+        return kid, _authenticated_claims(key, kid, segments)
+    except TokenError:
+        raise
+    except Exception as exc:
+        raise InvalidToken(f"unparseable token ({type(exc).__name__})") from None
+
+
 class TokenVerifier:
     """Verifies capability tokens for one node (the audience).
 
@@ -365,7 +450,11 @@ class TokenVerifier:
         keys = self._keys
         if isinstance(keys, KeySet):
             return keys
-        current = keys()
+        try:
+            current = keys()
+        except Exception as exc:
+            # A broken JWKS file on the node: refuse (fail closed), say why in the log.
+            raise InvalidToken(f"token key set is unavailable: {exc}") from None
         if not isinstance(current, KeySet):
             raise InvalidToken("token key set is unavailable")
         return current
@@ -415,23 +504,7 @@ class TokenVerifier:
         cached = self._headers.get(segment)
         if cached is not None:
             return cached
-        try:
-            header = json_segment_object(b64url_decode(segment))
-        except (ValueError, RecursionError) as exc:
-            raise InvalidToken(f"malformed header: {exc}") from None
-        for name in _DANGEROUS_HEADER:
-            if name in header:
-                raise InvalidToken(f"header member {name!r} is not accepted")
-        unknown = set(header) - _HEADER_MEMBERS
-        if unknown:
-            raise InvalidToken(f"unexpected header members: {', '.join(sorted(unknown))}")
-        if header.get("alg") != "EdDSA":
-            raise InvalidToken(f"alg {header.get('alg')!r} is not EdDSA")
-        if header.get("typ") != TOKEN_TYPE:
-            raise InvalidToken(f"typ {header.get('typ')!r} is not {TOKEN_TYPE}")
-        kid = header.get("kid")
-        if type(kid) is not str or not kid:
-            raise InvalidToken("kid is missing or not a string")
+        kid = _parse_header(segment)
         if len(self._headers) >= 64:
             self._headers.clear()
         self._headers[segment] = kid
@@ -449,43 +522,12 @@ class TokenVerifier:
         min_epoch: int,
         t: float,
     ) -> Capability:
-        # Size first: nothing else is looked at in an oversized token.
-        if len(token) > MAX_TOKEN_BYTES:
-            raise InvalidToken(f"token longer than {MAX_TOKEN_BYTES} bytes")
-        if isinstance(token, str):
-            try:
-                raw = token.encode("ascii")
-            except UnicodeEncodeError:
-                raise InvalidToken("token holds non-ASCII characters") from None
-        elif isinstance(token, bytes):
-            raw = token
-        else:
-            raise InvalidToken("token is not a string")
-        parts = raw.split(b".")
-        if len(parts) != 3:
-            raise InvalidToken(f"token has {len(parts)} segments, not 3")
-        header_seg, payload_seg, sig_seg = parts
-
-        kid = self._header_kid(header_seg)
-        key: Ed25519PublicKey | None = self._keyset().get(kid)
+        segments = _segments(token)
+        kid = self._header_kid(segments[1])
+        key = self._keyset().get(kid)
         if key is None:
             raise InvalidToken(f"kid {kid!r} is not a trusted token key")
-        if len(sig_seg) != _SIG_B64URL_LEN:
-            raise InvalidToken("signature has the wrong length")
-        try:
-            signature = b64url_decode(sig_seg)
-        except ValueError as exc:
-            raise InvalidToken(f"malformed signature: {exc}") from None
-        try:
-            key.verify(signature, raw[: len(header_seg) + 1 + len(payload_seg)])
-        except InvalidSignature:
-            raise InvalidToken(f"bad signature (kid {kid})") from None
-
-        # Only signed bytes are parsed from here on.
-        try:
-            claims = json_segment_object(b64url_decode(payload_seg))
-        except (ValueError, RecursionError) as exc:
-            raise InvalidToken(f"malformed claims: {exc}") from None
+        claims = _authenticated_claims(key, kid, segments)
         get = claims.get
         iss, sub, aud, tok_op, tok_res, jti = (
             get("iss"),
