@@ -16,13 +16,15 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from pki.cli import pki_group, token_group
-
-    from node.cli import node_group
+    # Imported on first use: importing orchestrator.cli alone stays cheap.
+    from node.cli import node_group  # noqa: PLC0415
+    from orchestrator._cli import register  # noqa: PLC0415
+    from pki.cli import pki_group, token_group  # noqa: PLC0415
 
     cli.add_command(pki_group)
     cli.add_command(token_group)
     cli.add_command(node_group)
+    register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,34 @@
+"""The operator's commands, one module per family; ``register`` adds them to the root."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(root: click.Group) -> None:
+    from orchestrator._cli.apply import apply_cmd, delete_cmd  # noqa: PLC0415
+    from orchestrator._cli.context import context_group  # noqa: PLC0415
+    from orchestrator._cli.get import describe_cmd, get_cmd  # noqa: PLC0415
+    from orchestrator._cli.local import down_cmd, status_cmd, up_cmd  # noqa: PLC0415
+    from orchestrator._cli.logs import logs_cmd  # noqa: PLC0415
+    from orchestrator._cli.nodes import cordon_cmd, drain_cmd, uncordon_cmd  # noqa: PLC0415
+    from orchestrator._cli.run import run_cmd  # noqa: PLC0415
+    from orchestrator._cli.serve import orchestrator_group  # noqa: PLC0415
+
+    for command in (
+        apply_cmd,
+        get_cmd,
+        describe_cmd,
+        logs_cmd,
+        delete_cmd,
+        cordon_cmd,
+        uncordon_cmd,
+        drain_cmd,
+        up_cmd,
+        down_cmd,
+        status_cmd,
+        run_cmd,
+        context_group,
+        orchestrator_group,
+    ):
+        root.add_command(command)

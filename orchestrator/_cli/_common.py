@@ -1,0 +1,92 @@
+"""What every operator command shares: the error boundary, ``--context``, durations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
+
+import click
+
+from orchestrator.client import ControlClient, exit_code
+from orchestrator.context import ENV_CONTEXT, Context, ContextConfig
+from pki._duration import parse_duration
+from pki.errors import CapstanError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Failure(click.ClickException):
+    """A CapstanError on its way out: one ``error: ...`` line and its exit status."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+class OperatorCommand(click.Command):
+    """The one place an operator command's CapstanError becomes an exit status
+    (3 not found, 4 permission denied, 5 unavailable, 1 anything else)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CapstanError as exc:
+            raise Failure(str(exc), exit_code(exc)) from None
+
+
+class OperatorGroup(click.Group):
+    """A group whose subcommands are OperatorCommands."""
+
+    command_class = OperatorCommand
+
+
+def context_option(fn: F) -> F:
+    """``--context NAME`` (or $CAPSTAN_CONTEXT), passed on as ``context_name``."""
+    return click.option(
+        "--context",
+        "context_name",
+        envvar=ENV_CONTEXT,
+        metavar="NAME",
+        help=f"Context to use (default: ${ENV_CONTEXT}, else the current context).",
+    )(fn)
+
+
+def resolve_context(name: str | None) -> Context:
+    return ContextConfig.load().resolve(name)
+
+
+def connect(name: str | None) -> ControlClient:
+    """A client of the orchestrator named by the chosen context."""
+    return ControlClient(resolve_context(name))
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """``90s``, ``15m``, ``2h``; a bad value is a usage error (exit 2)."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except CapstanError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+
+
+def key_values(items: tuple[str, ...], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"must be KEY=VALUE, got {item!r}", param_hint=what)
+        out[key] = value
+    return out

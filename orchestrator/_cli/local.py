@@ -1,0 +1,136 @@
+"""``capstan up``, ``capstan down``, ``capstan status``: a cluster on this host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from orchestrator._cli._common import DURATION, OperatorCommand
+from orchestrator._cli._output import table
+from orchestrator.client import ControlClient, ControlError
+from orchestrator.local import DEFAULT_BASE_PORT, ClusterRecord, LocalCluster
+from orchestrator.topology import load_topology_file
+
+# The demo application ships beside the package in a source checkout.
+DEMO_FILE = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
+
+_dir_option = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Cluster directory (default: $CAPSTAN_HOME/local).",
+)
+
+
+@click.command("up", cls=OperatorCommand)
+@click.option("--nodes", type=click.IntRange(1, 250), default=3, show_default=True)
+@_dir_option
+@click.option(
+    "--runtime", type=click.Choice(("auto", "docker", "process")), default="auto", show_default=True
+)
+@click.option("--demo", is_flag=True, help=f"Then apply the demo application ({DEMO_FILE.name}).")
+@click.option(
+    "--base-port",
+    type=click.IntRange(1024, 65533),
+    default=DEFAULT_BASE_PORT,
+    show_default=True,
+    help="Orchestrator on 127.0.0.1:PORT, joins on PORT+1, nodes on 127.0.0.N:PORT+2.",
+)
+@click.option(
+    "--timeout",
+    type=DURATION,
+    default="120s",
+    show_default=True,
+    help="How long --demo waits for the application to run.",
+)
+def up_cmd(
+    *, nodes: int, directory: Path | None, runtime: str, demo: bool, base_port: int, timeout: float
+) -> None:
+    """Start a local cluster: an orchestrator and N nodes on loopback; select context `local`."""
+    cluster = LocalCluster(directory, echo=click.echo)
+    record, started = cluster.up(
+        nodes=nodes, runtime=runtime, base_port=base_port, require_image=demo
+    )
+    if not started:
+        click.echo(
+            f"the local cluster in {record.directory} is already up "
+            f"({record.nodes} nodes, {record.runtime} runtime, orchestrator {record.endpoint})"
+        )
+    else:
+        click.echo(
+            f"local cluster up: orchestrator {record.endpoint}, {record.nodes} nodes "
+            f"({record.runtime} runtime); context 'local' selected"
+        )
+    if demo:
+        _demo(cluster, record, timeout)
+    if started:
+        click.echo("try: capstan get nodes; capstan apply -f examples/demo.yaml; capstan down")
+
+
+def _demo(cluster: LocalCluster, record: ClusterRecord, timeout: float) -> None:
+    from orchestrator._cli.apply import wait_converged  # noqa: PLC0415
+
+    app = load_topology_file(DEMO_FILE)
+    with ControlClient(cluster.context(record.endpoint)) as client:
+        reply = client.apply(app)
+        click.echo(
+            f"applied {DEMO_FILE.name}: {reply.tenant}/{reply.app} generation {reply.generation}"
+        )
+        wait_converged(client, reply, timeout=timeout, echo=click.echo)
+        rows = [["INSTANCE", "NODE", "STATE"]]
+        for w in sorted(
+            client.list_workloads(tenant=reply.tenant, app=reply.app),
+            key=lambda w: (w.service, w.index),
+        ):
+            rows.append([f"{w.service}.{w.index}", w.node or "-", w.state])
+    click.echo(table(rows))
+    click.echo(f"logs: capstan logs {reply.app}/{app.services[0].name}.0")
+
+
+@click.command("down", cls=OperatorCommand)
+@_dir_option
+@click.option(
+    "--purge",
+    is_flag=True,
+    help="Also remove the PKI, the admin certificate and the context `local`.",
+)
+def down_cmd(directory: Path | None, purge: bool) -> None:
+    """Stop the local cluster: every process it started and every container of its nodes."""
+    cluster = LocalCluster(directory)
+    record = cluster.down(purge=purge)
+    if record is None:
+        click.echo(f"no local cluster in {cluster.directory}" + (" (purged)" if purge else ""))
+        return
+    click.echo(
+        f"local cluster in {cluster.directory} is down"
+        + (" and purged" if purge else " (PKI kept; --purge removes it)")
+    )
+
+
+@click.command("status", cls=OperatorCommand)
+@_dir_option
+def status_cmd(directory: Path | None) -> None:
+    """The local cluster's processes, endpoints and nodes."""
+    cluster = LocalCluster(directory)
+    record = cluster.status()
+    if record is None:
+        click.echo(f"no local cluster in {cluster.directory} (start one with `capstan up`)")
+        return
+    rows = [["PROCESS", "PID", "ALIVE", "LISTEN", "LOG"]]
+    for p in record.processes:
+        rows.append([p.name, str(p.pid), "yes" if p.alive() else "NO", p.listen, p.log])
+    click.echo(f"directory:     {record.directory}")
+    click.echo(f"runtime:       {record.runtime}")
+    click.echo(
+        f"orchestrator:  {record.endpoint} (join {record.join_endpoint}) {record.orchestrator_id}"
+    )
+    click.echo(table(rows))
+    try:
+        with ControlClient(cluster.context(record.endpoint), timeout=5.0) as client:
+            nodes = client.list_nodes()
+    except ControlError as exc:
+        click.echo(f"orchestrator does not answer: {exc}")
+        return
+    ready = sum(1 for n in nodes if n.state == "ready")
+    click.echo(f"nodes ready:   {ready}/{len(nodes)}")

@@ -1,0 +1,82 @@
+"""``capstan run -f FILE``: the topology on this host's runtime, without a cluster."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from orchestrator._cli._common import OperatorCommand
+from orchestrator.standalone import Standalone
+from orchestrator.topology import load_topology_file
+
+_RUNTIMES = ("auto", "docker", "process")
+
+
+@click.command("run", cls=OperatorCommand)
+@click.option(
+    "-f",
+    "--filename",
+    "path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Topology file (the same one `capstan apply` takes).",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(_RUNTIMES),
+    default="auto",
+    show_default=True,
+    help="Local runtime: docker when an engine answers, else process.",
+)
+@click.option("-d", "--detach", is_flag=True, help="Start the instances and return.")
+@click.option("--down", is_flag=True, help="Remove the instances a previous run started.")
+@click.option(
+    "--logs/--no-logs",
+    default=True,
+    show_default=True,
+    help="In the foreground, print every instance's output.",
+)
+def run_cmd(path: Path, runtime: str, detach: bool, down: bool, logs: bool) -> None:
+    """Run an application on this host, no daemon. Ctrl-C removes it."""
+    app = load_topology_file(path)
+    kind = None if runtime == "auto" else runtime
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with lock:
+            click.echo(line)
+
+    with Standalone(app, runtime=kind, echo=say) as runner:
+        if down:
+            removed = runner.down()
+            say(f"{app.name}: removed {len(removed)} instance{'s' if len(removed) != 1 else ''}")
+            return
+        try:
+            started = runner.up()
+        except BaseException:
+            runner.down()
+            raise
+        say(f"{app.name}: {len(started)} instances on the {runner.runtime.name} runtime")
+        if detach:
+            say(f"remove them with: capstan run --down -f {path}")
+            return
+        stop = threading.Event()
+
+        def _stop(_sig: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            say("press Ctrl-C to stop and remove them")
+            if logs:
+                runner.follow_logs([s.name for s in started], say)
+            runner.supervise(stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            removed = runner.down()
+            say(f"{app.name}: removed {len(removed)} instances")

@@ -1,0 +1,117 @@
+"""``capstan orchestrator serve`` and ``capstan orchestrator join-token``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from orchestrator._cli._common import (
+    DURATION,
+    OperatorCommand,
+    OperatorGroup,
+    connect,
+    context_option,
+    key_values,
+)
+
+
+@click.group("orchestrator", cls=OperatorGroup)
+def orchestrator_group() -> None:
+    """Run the orchestrator; manage node admission."""
+
+
+@orchestrator_group.command("serve", cls=OperatorCommand)
+@click.option(
+    "--pki-dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="PKI directory (capstan pki init) the orchestrator signs with.",
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:7300",
+    show_default=True,
+    help="HOST:PORT of the ControlService and node gateway (mTLS).",
+)
+@click.option(
+    "--join-listen",
+    default="127.0.0.1:7299",
+    show_default=True,
+    help="HOST:PORT where nodes join with a join token.",
+)
+@click.option(
+    "--store",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="SQLite store file.",
+)
+@click.option(
+    "--name",
+    default="orchestrator",
+    show_default=True,
+    help="Orchestrator name (its identity spiffe://<domain>/orchestrator/NAME).",
+)
+@click.option(
+    "--heartbeat",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds between node heartbeats.",
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Seconds of silence after which a node is declared dead.",
+)
+@click.option("-v", "--verbose", is_flag=True)
+def serve_cmd(
+    *,
+    pki_dir: Path,
+    listen: str,
+    join_listen: str,
+    store: Path,
+    name: str,
+    heartbeat: float,
+    grace: float,
+    verbose: bool,
+) -> None:
+    """Serve the control API, the node gateway and the join endpoint until SIGTERM."""
+    from orchestrator.config import OrchestratorConfig  # noqa: PLC0415
+    from orchestrator.server import run  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    run(
+        OrchestratorConfig(
+            pki_dir=pki_dir,
+            store=store,
+            listen=listen,
+            join_listen=join_listen,
+            name=name,
+            heartbeat=heartbeat,
+            grace=grace,
+        )
+    )
+
+
+@orchestrator_group.command("join-token", cls=OperatorCommand)
+@click.option("--name", default="", help="Bind the token to this node name.")
+@click.option("--ttl", type=DURATION, default="1h", show_default=True, help="Token lifetime.")
+@click.option("--pool", default="", help="Tenant pool the node joins (default: shared).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Node label.")
+@context_option
+def join_token_cmd(
+    name: str, ttl: float, pool: str, labels: tuple[str, ...], context_name: str | None
+) -> None:
+    """Create a one-time node join token (admin only); prints the token alone."""
+    with connect(context_name) as client:
+        reply = client.create_join_token(
+            name=name, ttl=ttl, pool=pool, labels=key_values(labels, "--label")
+        )
+    click.echo(reply.token)

@@ -1,0 +1,186 @@
+"""A synchronous ControlService client for the CLI, over mTLS with the user's certificate.
+
+``grpc.RpcError`` becomes ``ControlError`` here and nowhere else; ``exit_code``
+gives the CLI's exit status for any CapstanError (see docs/cli.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import grpc
+
+from orchestrator.context import Context
+from pki.errors import CapstanError
+from protos import control_pb2 as cpb
+from protos import control_pb2_grpc, topology_pb2
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_NOT_FOUND",
+    "EXIT_PERMISSION",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "ControlClient",
+    "ControlError",
+    "exit_code",
+]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # click's own for bad flags and arguments
+EXIT_NOT_FOUND = 3
+EXIT_PERMISSION = 4
+EXIT_UNAVAILABLE = 5
+
+_EXIT_BY_CODE = {
+    "NOT_FOUND": EXIT_NOT_FOUND,
+    "PERMISSION_DENIED": EXIT_PERMISSION,
+    "UNAUTHENTICATED": EXIT_PERMISSION,
+    "UNAVAILABLE": EXIT_UNAVAILABLE,
+    "DEADLINE_EXCEEDED": EXIT_UNAVAILABLE,
+}
+DEFAULT_TIMEOUT = 30.0
+_MAX_MESSAGE = 64 * 1024 * 1024
+
+
+class ControlError(CapstanError):
+    """A ControlService call failed. ``code`` is the gRPC status name (``NOT_FOUND``...)."""
+
+    def __init__(self, method: str, code: str, details: str) -> None:
+        self.method = method
+        self.code = code
+        self.details = details
+        super().__init__(
+            f"{method}: {_describe(code)}: {details}" if details else f"{method}: {code}"
+        )
+
+
+def _describe(code: str) -> str:
+    return code.lower().replace("_", " ")
+
+
+def exit_code(exc: BaseException) -> int:
+    """The process exit status for an error: 3 not found, 4 refused, 5 unreachable, else 1."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, grpc.StatusCode):
+        code = code.name
+    if isinstance(code, str):
+        return _EXIT_BY_CODE.get(code, EXIT_FAILURE)
+    return EXIT_FAILURE
+
+
+def _mapped(method: str, exc: grpc.RpcError) -> ControlError:
+    status = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    name = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+    return ControlError(method, name, details or "")
+
+
+class ControlClient:
+    """One channel to the orchestrator of ``context``; a method per ControlService RPC."""
+
+    def __init__(
+        self,
+        context: Context,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        self.context = context
+        self.timeout = timeout
+        if channel is None:
+            ca, cert, key = context.read_credentials()
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=ca, private_key=key, certificate_chain=cert
+            )
+            channel = grpc.secure_channel(
+                context.endpoint,
+                creds,
+                options=[
+                    ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                    ("grpc.max_send_message_length", _MAX_MESSAGE),
+                ],
+            )
+        self.channel = channel
+        self._stub: Any = control_pb2_grpc.ControlServiceStub(channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as exc:
+            raise _mapped(method, exc) from None
+
+    # -- applications -----------------------------------------------------------------
+
+    def apply(self, app: topology_pb2.Application, *, dry_run: bool = False) -> cpb.ApplyResponse:
+        return self._call("Apply", cpb.ApplyRequest(app=app, dry_run=dry_run))  # type: ignore[no-any-return]
+
+    def delete_app(self, name: str, tenant: str = "") -> cpb.ApplyResponse:
+        return self._call("DeleteApp", cpb.AppRef(tenant=tenant, name=name))  # type: ignore[no-any-return]
+
+    def get_app(self, name: str, tenant: str = "") -> cpb.AppDetail:
+        return self._call("GetApp", cpb.AppRef(tenant=tenant, name=name))  # type: ignore[no-any-return]
+
+    def list_apps(self, tenant: str = "") -> list[cpb.AppSummary]:
+        return list(self._call("ListApps", cpb.ListAppsRequest(tenant=tenant)).apps)
+
+    def list_workloads(self, tenant: str = "", app: str = "", node: str = "") -> list[cpb.Workload]:
+        reply = self._call("ListWorkloads", cpb.WorkloadFilter(tenant=tenant, app=app, node=node))
+        return list(reply.workloads)
+
+    # -- nodes ------------------------------------------------------------------------
+
+    def list_nodes(self) -> list[cpb.NodeRecord]:
+        return list(self._call("ListNodes", cpb.ListNodesRequest()).nodes)
+
+    def cordon(self, name: str) -> cpb.NodeRecord:
+        return self._call("Cordon", cpb.NodeRef(name=name))  # type: ignore[no-any-return]
+
+    def uncordon(self, name: str) -> cpb.NodeRecord:
+        return self._call("Uncordon", cpb.NodeRef(name=name))  # type: ignore[no-any-return]
+
+    def drain(self, name: str) -> cpb.NodeRecord:
+        return self._call("Drain", cpb.NodeRef(name=name))  # type: ignore[no-any-return]
+
+    def create_join_token(
+        self,
+        *,
+        name: str = "",
+        ttl: float = 0.0,
+        pool: str = "",
+        labels: Mapping[str, str] | None = None,
+    ) -> cpb.JoinTokenResponse:
+        request = cpb.JoinTokenRequest(name=name, ttl=ttl, pool=pool, labels=dict(labels or {}))
+        return self._call("CreateJoinToken", request)  # type: ignore[no-any-return]
+
+    # -- logs -------------------------------------------------------------------------
+
+    def logs_grant(
+        self, app: str, instance: str, *, tenant: str = "", follow: bool = False, tail: int = 0
+    ) -> cpb.LogsGrant:
+        request = cpb.AppLogsRequest(
+            tenant=tenant, app=app, instance=instance, follow=follow, tail=tail
+        )
+        return self._call("Logs", request)  # type: ignore[no-any-return]
+
+    def stream_logs(self, grant: cpb.LogsGrant, *, follow: bool, tail: int) -> Iterator[bytes]:
+        """Read the container's logs from its node directly, with the user's own
+        certificate and the grant's single-use token (the orchestrator relays nothing)."""
+        from node.client import NodeClient, client_credentials  # noqa: PLC0415
+        from protos import node_pb2  # noqa: PLC0415
+
+        ca, cert, key = self.context.read_credentials()
+        request = node_pb2.LogsRequest(name=grant.container, follow=follow, tail=tail)
+        with NodeClient(grant.node_address, credentials=client_credentials(cert, key, ca)) as node:
+            for chunk in node.stream("container.logs", request, grant.token):
+                yield bytes(chunk.data)

@@ -1,0 +1,621 @@
+"""A whole cluster on one host: ``capstan up``, ``capstan down``, ``capstan status``.
+
+``up`` makes (or reuses) a PKI, issues the admin user certificate, starts
+``capstan orchestrator serve`` and N ``capstan node join`` agents as background
+processes (each in its own session, output to a log file), one loopback address per
+node (127.0.0.2, 127.0.0.3, ...; the same port on each), waits until every node
+is ready, and writes the context ``local``. Everything lives in one directory
+(``$CAPSTAN_HOME/local`` by default)::
+
+    pki/                    the cluster's CA (kept by ``down`` unless --purge)
+    admin/                  ca.crt, admin.crt, admin.key: the context's credentials
+    orchestrator/           store.db, orchestrator.log
+    nodes/node-N/           the node's state directory, node.log
+    cluster.json            what was started: pids (with start times), addresses, ids
+    .lock                   one up/down at a time
+
+``cluster.json`` is rewritten after every process start, so ``down`` can stop
+whatever a failed ``up`` left. A pid is signalled only while its start time
+matches the recorded one: a recycled pid is never hit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+
+from node.runtime import _process_proc as proc
+from orchestrator.client import ControlClient, ControlError
+from orchestrator.context import Context, ContextConfig, capstan_home
+from pki.authority import Authority
+from pki.errors import CapstanError, ConfigError
+from pki.identity import Identity, Kind
+
+__all__ = [
+    "CONTEXT_NAME",
+    "DEFAULT_BASE_PORT",
+    "TRUST_DOMAIN",
+    "ClusterRecord",
+    "LocalCluster",
+    "LocalClusterError",
+    "ProcessRecord",
+    "default_dir",
+]
+
+CONTEXT_NAME = "local"
+TRUST_DOMAIN = "local.capstan"
+DEFAULT_BASE_PORT = 7300
+ADMIN_TTL = 30 * 86400.0  # the longest a user certificate may live; re-issued by `up`
+ADMIN_RENEW_BEFORE = 86400.0
+JOIN_TOKEN_TTL = 600.0
+READY_TIMEOUT = 60.0  # seconds each step of `up` may take
+STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+LOG_TAIL_LINES = 15
+_POLL = 0.1
+
+_ORCH_READY = re.compile(r"^orchestrator (\S+) listening on (\S+) join on (\S+)\s*$", re.M)
+_NODE_READY = re.compile(r"^node (\S+) listening on (\S+) runtime=(\S+)\s*$", re.M)
+
+
+class LocalClusterError(CapstanError):
+    """The local cluster could not be started, stopped or read."""
+
+
+def default_dir() -> Path:
+    return capstan_home() / "local"
+
+
+@dataclass
+class ProcessRecord:
+    """One process ``up`` started."""
+
+    role: str  # "orchestrator" or "node"
+    name: str
+    pid: int
+    start_ticks: int | None
+    log: str
+    listen: str
+    node_id: str = ""
+    state_dir: str = ""
+
+    def alive(self) -> bool:
+        return proc.is_same_alive(self.pid, self.start_ticks)
+
+
+@dataclass
+class ClusterRecord:
+    """The content of ``cluster.json``."""
+
+    directory: str
+    trust_domain: str
+    runtime: str
+    base_port: int
+    nodes: int
+    endpoint: str
+    join_endpoint: str
+    orchestrator_id: str = ""
+    processes: list[ProcessRecord] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: Path) -> ClusterRecord:
+        try:
+            doc = json.loads(text)
+            doc["processes"] = [ProcessRecord(**p) for p in doc.get("processes", [])]
+            return cls(**doc)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise LocalClusterError(f"{source} is corrupted; remove it by hand") from None
+
+    def node_records(self) -> list[ProcessRecord]:
+        return [p for p in self.processes if p.role == "node"]
+
+
+def node_address(index: int, port: int) -> str:
+    """Node ``index`` (1-based) listens on 127.0.0.<index + 1>: one loopback address each."""
+    if not 1 <= index <= 250:
+        raise ConfigError(f"node index {index} is out of range (1..250)")
+    return f"127.0.0.{index + 1}:{port}"
+
+
+class LocalCluster:
+    """The local cluster in ``directory``. ``python`` runs the capstan CLI for the
+    processes it starts (``python -m orchestrator.cli``)."""
+
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        python: str = sys.executable,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        echo: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        self.directory = (directory or default_dir()).absolute()
+        self.python = python
+        self._clock = clock
+        self._sleep = sleep
+        self._echo = echo
+
+    # -- layout ---------------------------------------------------------------------------
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.directory / "pki"
+
+    @property
+    def admin_dir(self) -> Path:
+        return self.directory / "admin"
+
+    @property
+    def record_path(self) -> Path:
+        return self.directory / "cluster.json"
+
+    def node_dir(self, name: str) -> Path:
+        return self.directory / "nodes" / name
+
+    def context(self, endpoint: str) -> Context:
+        return Context(
+            CONTEXT_NAME,
+            endpoint,
+            self.admin_dir / "ca.crt",
+            self.admin_dir / "admin.crt",
+            self.admin_dir / "admin.key",
+        )
+
+    # -- record ---------------------------------------------------------------------------
+
+    def load(self) -> ClusterRecord | None:
+        try:
+            text = self.record_path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise LocalClusterError(f"{self.record_path}: {exc.strerror}") from None
+        return ClusterRecord.from_json(text, self.record_path)
+
+    def _save(self, record: ClusterRecord) -> None:
+        tmp = self.record_path.with_suffix(".tmp")
+        tmp.write_text(record.to_json())
+        os.replace(tmp, self.record_path)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise LocalClusterError(f"cannot use {self.directory}: {exc.strerror}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise LocalClusterError(
+                    f"another capstan up/down is running on {self.directory}"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
+    # -- up -------------------------------------------------------------------------------
+
+    def up(
+        self,
+        *,
+        nodes: int = 3,
+        runtime: str = "auto",
+        base_port: int = DEFAULT_BASE_PORT,
+        image_nodes: Sequence[int] | None = None,
+        require_image: bool = False,
+    ) -> tuple[ClusterRecord, bool]:
+        """Start the cluster; ``(record, started)``, started False when it was already up.
+
+        ``image_nodes`` (1-based) lists the nodes given the demo image before they
+        start (default: all); ``require_image`` makes a missing busybox an error.
+        """
+        if nodes < 1 or nodes > 250:
+            raise ConfigError(f"--nodes must be between 1 and 250, got {nodes}")
+        if not 1024 <= base_port <= 65533:
+            raise ConfigError(f"--base-port must be between 1024 and 65533, got {base_port}")
+        with self._locked():
+            existing = self.load()
+            if existing is not None:
+                alive = [p for p in existing.processes if p.alive()]
+                if alive and len(alive) == len(existing.processes):
+                    return existing, False
+                if alive:
+                    raise LocalClusterError(
+                        f"the local cluster in {self.directory} is partly running "
+                        f"({len(alive)} of {len(existing.processes)} processes); "
+                        "run `capstan down` first"
+                    )
+                self._teardown(existing)  # a stale record: containers may still be there
+            kind = _resolve_runtime(runtime)
+            record = ClusterRecord(
+                directory=str(self.directory),
+                trust_domain=TRUST_DOMAIN,
+                runtime=kind,
+                base_port=base_port,
+                nodes=nodes,
+                endpoint=f"127.0.0.1:{base_port}",
+                join_endpoint=f"127.0.0.1:{base_port + 1}",
+            )
+            node_port = base_port + 2
+            _check_free(
+                [
+                    record.endpoint,
+                    record.join_endpoint,
+                    *(node_address(i, node_port) for i in range(1, nodes + 1)),
+                ]
+            )
+            authority = self._authority()
+            self._admin_credentials(authority)
+            self._prepare_nodes(record, image_nodes, require_image=require_image)
+            try:
+                self._start(record, node_port)
+            except BaseException:
+                self._teardown(record)
+                raise
+            self._save_context(record.endpoint)
+            return record, True
+
+    def _authority(self) -> Authority:
+        if (self.pki_dir / "state.json").exists():
+            return Authority.open(self.pki_dir)
+        self._echo(f"creating PKI for {TRUST_DOMAIN} in {self.pki_dir}")
+        return Authority.init(self.pki_dir, TRUST_DOMAIN)
+
+    def _admin_credentials(self, authority: Authority) -> None:
+        """The admin user's certificate, issued again when missing or near its end."""
+        cert_path = self.admin_dir / "admin.crt"
+        if cert_path.exists() and (self.admin_dir / "admin.key").exists():
+            try:
+                cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+                left = cert.not_valid_after_utc.timestamp() - time.time()
+                if left > ADMIN_RENEW_BEFORE:
+                    return
+            except (ValueError, OSError):
+                pass  # unreadable: issue a new one below
+        issued = authority.issue(Kind.USER, "admin", role="admin", ttl=ADMIN_TTL)
+        assert issued.key_pem is not None  # noqa: S101 - issue() always returns the key
+        from pki._files import atomic_write, write_private_key  # noqa: PLC0415
+
+        self.admin_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private_key(self.admin_dir / "admin.key", issued.key_pem, overwrite=True)
+        atomic_write(self.admin_dir / "admin.crt", issued.chain_pem)
+        atomic_write(self.admin_dir / "ca.crt", authority.trust_bundle())
+
+    def _prepare_nodes(
+        self, record: ClusterRecord, image_nodes: Sequence[int] | None, *, require_image: bool
+    ) -> None:
+        """Fresh state directories, and the demo image on the nodes that should hold it.
+        Images go in before the agents start: the process runtime's image store is
+        locked by its agent while it runs."""
+        from node.runtime.images import busybox_binary  # noqa: PLC0415
+
+        shutil.rmtree(self.directory / "nodes", ignore_errors=True)
+        shutil.rmtree(self.directory / "orchestrator", ignore_errors=True)
+        wanted = range(1, record.nodes + 1) if image_nodes is None else image_nodes
+        if busybox_binary() is None:
+            if require_image:
+                raise LocalClusterError(
+                    "the demo needs local/busybox:1, built from the host's busybox: "
+                    "install busybox-static"
+                )
+            self._echo("no busybox installed: local/busybox:1 not prepared")
+            return
+        if record.runtime == "docker":
+            from node.runtime.images import ensure_docker_busybox  # noqa: PLC0415
+
+            if wanted:
+                ensure_docker_busybox()  # one engine shared by every node
+            return
+        from node.runtime.images import ensure_image  # noqa: PLC0415
+        from node.runtime.process import ProcessRuntime  # noqa: PLC0415
+
+        for index in wanted:
+            name = f"node-{index}"
+            runtime = ProcessRuntime(self._node_id(name), self.node_dir(name))
+            try:
+                ensure_image(runtime)
+            finally:
+                runtime.close()
+
+    def _node_id(self, name: str) -> str:
+        return Identity(TRUST_DOMAIN, Kind.NODE, name).uri
+
+    def _start(self, record: ClusterRecord, node_port: int) -> None:
+        orch_dir = self.directory / "orchestrator"
+        orch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._echo(f"starting orchestrator on {record.endpoint}")
+        orch = self._spawn(
+            record,
+            "orchestrator",
+            "orchestrator",
+            orch_dir / "orchestrator.log",
+            [
+                "orchestrator",
+                "serve",
+                "--pki-dir",
+                str(self.pki_dir),
+                "--listen",
+                record.endpoint,
+                "--join-listen",
+                record.join_endpoint,
+                "--store",
+                str(orch_dir / "store.db"),
+                "--name",
+                "local",
+                "-v",
+            ],
+            listen=record.endpoint,
+        )
+        match = self._wait_line(orch, _ORCH_READY)
+        record.orchestrator_id = match.group(1)
+        self._save(record)
+        with ControlClient(self.context(record.endpoint)) as client:
+            started: list[ProcessRecord] = []
+            for index in range(1, record.nodes + 1):
+                name = f"node-{index}"
+                token = client.create_join_token(name=name, ttl=JOIN_TOKEN_TTL).token
+                state = self.node_dir(name)
+                state.mkdir(parents=True, exist_ok=True, mode=0o700)
+                listen = node_address(index, node_port)
+                self._echo(f"starting {name} on {listen}")
+                started.append(
+                    self._spawn(
+                        record,
+                        "node",
+                        name,
+                        state.parent / f"{name}.log",
+                        [
+                            "node",
+                            "join",
+                            record.join_endpoint,
+                            "--token",
+                            token,
+                            "--ca",
+                            str(self.admin_dir / "ca.crt"),
+                            "--name",
+                            name,
+                            "--listen",
+                            listen,
+                            "--state-dir",
+                            str(state),
+                            "--runtime",
+                            record.runtime,
+                            "-v",
+                        ],
+                        listen=listen,
+                        node_id=self._node_id(name),
+                        state_dir=str(state),
+                    )
+                )
+            for node in started:
+                self._wait_line(node, _NODE_READY)
+            self._wait_ready(client, record)
+
+    def _spawn(
+        self,
+        record: ClusterRecord,
+        role: str,
+        name: str,
+        log: Path,
+        args: list[str],
+        *,
+        listen: str,
+        node_id: str = "",
+        state_dir: str = "",
+    ) -> ProcessRecord:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        try:
+            with log.open("ab") as out:
+                child = subprocess.Popen(
+                    [self.python, "-m", "orchestrator.cli", *args],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=env,
+                    cwd=self.directory,
+                )
+        except OSError as exc:
+            raise LocalClusterError(f"cannot start {name}: {exc.strerror or exc}") from None
+        entry = ProcessRecord(
+            role=role,
+            name=name,
+            pid=child.pid,
+            start_ticks=proc.start_ticks(child.pid),
+            log=str(log),
+            listen=listen,
+            node_id=node_id,
+            state_dir=state_dir,
+        )
+        record.processes.append(entry)
+        self._save(record)
+        return entry
+
+    def _wait_line(self, entry: ProcessRecord, pattern: re.Pattern[str]) -> re.Match[str]:
+        """The process's ready line, or a LocalClusterError with its log's tail."""
+        deadline = self._clock() + READY_TIMEOUT
+        while True:
+            match = pattern.search(_read(Path(entry.log)))
+            if match:
+                return match
+            _reap(entry.pid)
+            if not entry.alive():
+                raise LocalClusterError(
+                    f"{entry.name} exited before it was ready; {entry.log} ends with:\n"
+                    + log_tail(Path(entry.log))
+                )
+            if self._clock() >= deadline:
+                raise LocalClusterError(
+                    f"{entry.name} not ready after {READY_TIMEOUT:g}s; {entry.log} ends with:\n"
+                    + log_tail(Path(entry.log))
+                )
+            self._sleep(_POLL)
+
+    def _wait_ready(self, client: ControlClient, record: ClusterRecord) -> None:
+        deadline = self._clock() + READY_TIMEOUT
+        wanted = {p.name for p in record.node_records()}
+        while True:
+            try:
+                ready = {n.name for n in client.list_nodes() if n.state == "ready"}
+            except ControlError:
+                ready = set()
+            if wanted <= ready:
+                return
+            for entry in record.processes:
+                _reap(entry.pid)
+                if not entry.alive():
+                    raise LocalClusterError(
+                        f"{entry.name} exited; {entry.log} ends with:\n" + log_tail(Path(entry.log))
+                    )
+            if self._clock() >= deadline:
+                missing = ", ".join(sorted(wanted - ready))
+                raise LocalClusterError(f"nodes not ready after {READY_TIMEOUT:g}s: {missing}")
+            self._sleep(_POLL)
+
+    def _save_context(self, endpoint: str) -> None:
+        config = ContextConfig.load(missing_ok=True)
+        config.set(self.context(endpoint), select=True)
+        config.save()
+
+    # -- down -----------------------------------------------------------------------------
+
+    def down(self, *, purge: bool = False) -> ClusterRecord | None:
+        """Stop every process ``up`` started and remove their containers; the record
+        stopped, or None when no cluster was recorded. ``purge`` also removes the PKI,
+        the admin credentials and the context."""
+        if not self.directory.exists():
+            return None
+        with self._locked():
+            record = self.load()
+            if record is not None:
+                self._teardown(record)
+        if purge:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            config = ContextConfig.load(missing_ok=True)
+            if CONTEXT_NAME in config.contexts:
+                config.remove(CONTEXT_NAME)
+                config.save()
+        return record
+
+    def _teardown(self, record: ClusterRecord) -> None:
+        # The orchestrator first, so it does not react to its nodes going away.
+        ordered = sorted(record.processes, key=lambda p: p.role != "orchestrator")
+        stop_processes(ordered, clock=self._clock, sleep=self._sleep)
+        problems: list[str] = []
+        for entry in record.node_records():
+            if not entry.state_dir or not Path(entry.state_dir).exists():
+                continue
+            try:
+                remove_node_containers(record.runtime, entry.node_id, Path(entry.state_dir))
+            except CapstanError as exc:
+                problems.append(f"{entry.name}: {exc}")
+        with contextlib.suppress(FileNotFoundError):
+            self.record_path.unlink()
+        shutil.rmtree(self.directory / "nodes", ignore_errors=True)
+        shutil.rmtree(self.directory / "orchestrator", ignore_errors=True)
+        if problems:
+            raise LocalClusterError("containers left behind: " + "; ".join(problems))
+
+    # -- status ---------------------------------------------------------------------------
+
+    def status(self) -> ClusterRecord | None:
+        return self.load()
+
+
+def stop_processes(
+    entries: Sequence[ProcessRecord],
+    *,
+    grace: float = STOP_GRACE,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """SIGTERM each live process's session, then SIGKILL what is left after ``grace``."""
+    live = [e for e in entries if e.alive()]
+    for entry in live:
+        proc.signal_session(entry.pid, signal.SIGTERM)
+    deadline = clock() + grace
+    while True:
+        for entry in live:
+            _reap(entry.pid)
+        live = [e for e in live if e.alive() or proc.session_members(e.pid)]
+        if not live or clock() >= deadline:
+            break
+        sleep(_POLL)
+    for entry in live:
+        proc.signal_session(entry.pid, signal.SIGKILL)
+        _reap(entry.pid)
+
+
+def remove_node_containers(runtime: str, node_id: str, state_dir: Path) -> int:
+    """Remove every container of ``node_id`` (its agent must be stopped); how many."""
+    from node.runtime import select_runtime  # noqa: PLC0415
+
+    if runtime == "process" and not (state_dir / "state.db").exists():
+        return 0
+    rt = select_runtime(runtime, node_id, state_dir)
+    try:
+        containers = rt.list()
+        for c in containers:
+            rt.remove(c.name, force=True)
+        return len(containers)
+    finally:
+        rt.close()
+
+
+def _resolve_runtime(kind: str) -> str:
+    if kind == "auto":
+        from node.runtime import docker_available  # noqa: PLC0415
+
+        return "docker" if docker_available() else "process"
+    if kind not in ("docker", "process"):
+        raise ConfigError(f"runtime must be auto, docker or process, got {kind!r}")
+    return kind
+
+
+def _check_free(addresses: Sequence[str]) -> None:
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, int(port)))
+            except OSError as exc:
+                raise LocalClusterError(
+                    f"cannot listen on {address}: {exc.strerror} (choose another --base-port)"
+                ) from None
+
+
+def _reap(pid: int) -> None:
+    """Collect our own exited child (a test runs up in-process); others are not ours."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    text = _read(path).rstrip("\n").splitlines()[-lines:]
+    return "\n".join("  " + line for line in text) if text else "  <empty>"

@@ -1,0 +1,203 @@
+"""``capstan run``: a topology file started directly on this host's runtime, no daemon.
+
+The same file ``capstan apply`` takes; each replica becomes one container named
+``<app>-<service>-<index>`` on the local runtime (docker when an engine answers,
+else process), services started in link order. There is no orchestrator, no PKI
+and no token here: the CLI is the runtime's only caller.
+
+Each application gets its own runtime scope, node id
+``spiffe://standalone.capstan/node/<tenant>-<app>`` and state directory
+``$CAPSTAN_HOME/run/<tenant>-<app>``, so two files run side by side and
+``--down`` touches only its own containers. In the foreground the runner
+restarts instances as their restart policy says and removes everything on Ctrl-C
+or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.errors import NodeError, NotFound
+from node.runtime import select_runtime
+from node.runtime.base import ContainerSpec, ContainerState, ContainerStatus, Runtime, VolumeMount
+from node.runtime.images import BUSYBOX_IMAGE, ensure_image
+from node.volumes import VolumeStore
+from orchestrator.context import capstan_home
+from pki.identity import Identity, Kind
+from protos import topology_pb2 as tpb
+
+__all__ = ["Instance", "Standalone", "instances", "start_order"]
+
+TRUST_DOMAIN = "standalone.capstan"
+_NETWORKS = {tpb.NETWORK_MODE_HOST: "host"}
+_STOP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One replica of one service, as a container spec plus its restart policy."""
+
+    spec: ContainerSpec
+    service: str
+    index: int
+    restart: int  # tpb.RestartPolicy
+
+
+def scope(app: tpb.Application) -> str:
+    return f"{app.tenant or 'default'}-{app.name}"
+
+
+def start_order(app: tpb.Application) -> list[tpb.Service]:
+    """Services with every linked service before the services that link to it
+    (the loader has already refused cycles); file order otherwise."""
+    by_name = {s.name: s for s in app.services}
+    done: dict[str, None] = {}
+
+    def visit(svc: tpb.Service) -> None:
+        if svc.name in done:
+            return
+        for target in svc.links:
+            visit(by_name[target])
+        done[svc.name] = None
+
+    for svc in app.services:
+        visit(svc)
+    return [by_name[n] for n in done]
+
+
+def instances(app: tpb.Application) -> list[Instance]:
+    out: list[Instance] = []
+    for svc in start_order(app):
+        for index in range(svc.replicas):
+            name = f"{app.name}-{svc.name}-{index}"
+            out.append(
+                Instance(
+                    spec=ContainerSpec(
+                        name=name,
+                        workload_id=f"{app.tenant or 'default'}.{app.name}.{svc.name}.{index}",
+                        image=svc.image,
+                        command=tuple(svc.command),
+                        env=tuple(sorted(svc.env.items())),
+                        cpu=svc.resources.cpu,
+                        memory=svc.resources.memory,
+                        volumes=tuple(
+                            VolumeMount(v.name, v.path, v.read_only) for v in svc.volumes
+                        ),
+                        network=_NETWORKS.get(svc.network, "none"),
+                        labels=(("capstan.app", app.name), ("capstan.service", svc.name)),
+                    ),
+                    service=svc.name,
+                    index=index,
+                    restart=svc.restart,
+                )
+            )
+    return out
+
+
+class Standalone:
+    """Runs one application on the local runtime."""
+
+    def __init__(
+        self,
+        app: tpb.Application,
+        *,
+        runtime: str | None = None,
+        home: Path | None = None,
+        echo: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        self.app = app
+        self.node_id = Identity(TRUST_DOMAIN, Kind.NODE, scope(app)).uri
+        self.state_dir = (home or capstan_home()) / "run" / scope(app)
+        self._echo = echo
+        self.runtime: Runtime = select_runtime(runtime, self.node_id, self.state_dir)
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    def __enter__(self) -> Standalone:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def up(self) -> list[ContainerStatus]:
+        """Create and start every instance; an instance already there is replaced."""
+        planned = instances(self.app)
+        for image in dict.fromkeys(i.spec.image for i in planned):
+            if image == BUSYBOX_IMAGE:
+                ensure_image(self.runtime, image)
+            elif not self.runtime.image_exists(image):
+                raise NotFound(f"image {image!r} is not present in the {self.runtime.name} runtime")
+        volumes = VolumeStore.for_state_dir(self.state_dir)
+        for name in dict.fromkeys(m.name for i in planned for m in i.spec.volumes):
+            volumes.ensure(name)
+        started: list[ContainerStatus] = []
+        for inst in planned:
+            self._remove(inst.spec.name)
+            self.runtime.create(inst.spec)
+            started.append(self.runtime.start(inst.spec.name))
+            self._echo(f"started {inst.spec.name} ({self.runtime.name})")
+        return started
+
+    def down(self) -> list[str]:
+        """Remove every container of this application (also ones a smaller file dropped)."""
+        removed: list[str] = []
+        for status in self.runtime.list():
+            self._remove(status.name)
+            removed.append(status.name)
+            self._echo(f"removed {status.name}")
+        return removed
+
+    def _remove(self, name: str) -> None:
+        try:
+            self.runtime.stop(name, _STOP_TIMEOUT)
+        except NotFound:
+            return
+        except NodeError:
+            pass  # removal below is forced anyway
+        try:
+            self.runtime.remove(name, force=True)
+        except NotFound:
+            return
+
+    def supervise(self, stop: threading.Event, *, interval: float = 1.0) -> None:
+        """Until ``stop`` is set: restart exited instances as their policy says."""
+        policy = {i.spec.name: i.restart for i in instances(self.app)}
+        while not stop.wait(interval):
+            for status in self.runtime.list():
+                if status.state not in (ContainerState.EXITED, ContainerState.DEAD):
+                    continue
+                rule = policy.get(status.name, tpb.RESTART_POLICY_NEVER)
+                failed = status.exit_code != 0
+                if rule == tpb.RESTART_POLICY_ALWAYS or (
+                    rule == tpb.RESTART_POLICY_ON_FAILURE and failed
+                ):
+                    self._echo(f"{status.name} exited ({status.exit_code}); restarting")
+                    self.runtime.start(status.name)
+
+    def follow_logs(
+        self, names: Iterable[str], write: Callable[[str], None]
+    ) -> list[threading.Thread]:
+        """One daemon thread per instance printing ``name | line`` as output arrives."""
+        threads = []
+        for name in names:
+            t = threading.Thread(target=self._pump, args=(name, write), daemon=True)
+            t.start()
+            threads.append(t)
+        return threads
+
+    def _pump(self, name: str, write: Callable[[str], None]) -> None:
+        pending = b""
+        try:
+            for chunk in self.runtime.logs(name, follow=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    write(f"{name} | {line.decode('utf-8', 'replace')}")
+        except NodeError:
+            pass  # the container went away: stop following
+        if pending:
+            write(f"{name} | {pending.decode('utf-8', 'replace')}")
