@@ -32,6 +32,7 @@ _TYPE_NAMES = {
     f"{_TAG}binary": "binary",
     f"{_TAG}map": "mapping",
     f"{_TAG}seq": "list",
+    f"{_TAG}merge": "merge key (<<)",
 }
 
 
@@ -84,23 +85,29 @@ def _decode(data: str | bytes) -> str:
 def compose(data: str | bytes) -> Node:
     """Compose exactly one YAML document into a node tree, or raise RefusedInput."""
     text = _decode(data)
-    loader = _Loader(text)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)  # the reader checks every character here already
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark is not None and "<stream end>" in (exc.problem or ""):
+            # "expected ']' but got <stream end>": where the bracket opened is what helps.
+            mark = exc.context_mark
         line = None if mark is None else mark.line + 1
-        message = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        message = "; ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise RefusedInput(Problem("", line, f"invalid YAML: {message}")) from None
     except yaml.reader.ReaderError as exc:
         line = text[: exc.position].count("\n") + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
         raise RefusedInput(
-            Problem("", line, f"character {exc.character!r} is not allowed in YAML")
+            Problem("", line, f"character {char!r} is not allowed in YAML")
         ) from None
     except yaml.YAMLError as exc:
         raise RefusedInput(Problem("", None, f"invalid YAML: {exc}")) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if node is None:
         raise RefusedInput(Problem("", 1, "the document is empty"))
     return node
@@ -111,11 +118,15 @@ def line_of(node: Node) -> int:
 
 
 def type_name(node: Node) -> str:
+    """``string``, ``list``, ``mapping``...; anything with a custom tag is named by its tag."""
+    name = _TYPE_NAMES.get(node.tag)
+    if name is None:
+        return f"value tagged {node.tag!r}"
     if isinstance(node, MappingNode):
-        return "mapping"
+        return "mapping" if name == "mapping" else f"value tagged {node.tag!r}"
     if isinstance(node, SequenceNode):
-        return "list"
-    return _TYPE_NAMES.get(node.tag, f"value tagged {node.tag!r}")
+        return "list" if name == "list" else f"value tagged {node.tag!r}"
+    return name
 
 
 def scalar(node: Node) -> tuple[str, object]:

@@ -88,20 +88,31 @@ class _Reader:
     """Walks the node tree, collecting problems instead of stopping at the first."""
 
     problems: list[Problem] = field(default_factory=list)
+    # A block mapping or list starts on the line after its key; problems about the
+    # whole collection are reported at the key's line, where the reader looks.
+    key_lines: dict[int, int] = field(default_factory=dict)
 
     def report(self, at: Node | int, path: str, message: str) -> None:
-        line = at if isinstance(at, int) else line_of(at)
+        if isinstance(at, int):
+            line = at
+        elif not isinstance(at, ScalarNode) and id(at) in self.key_lines:
+            line = self.key_lines[id(at)]
+        else:
+            line = line_of(at)
         self.problems.append(Problem(path, line, message))
 
     def entries(self, node: Node, path: str) -> list[tuple[str, Node, Node]] | None:
         """A mapping's (key, key node, value node) with string keys, duplicates refused."""
-        if not isinstance(node, MappingNode):
+        if not isinstance(node, MappingNode) or _kind(node) != "mapping":
             self.report(node, path, f"must be a mapping, got {_kind(node)}")
             return None
         seen: dict[str, int] = {}
         out: list[tuple[str, Node, Node]] = []
         for key_node, value_node in node.value:
             kind, key = scalar(key_node)
+            if kind == "merge key (<<)":
+                self.report(key_node, path, "merge keys (<<) are not allowed")
+                continue
             if kind != "string" or not isinstance(key, str):
                 self.report(key_node, path, f"keys must be strings, got {kind}")
                 continue
@@ -111,6 +122,7 @@ class _Reader:
                 )
                 continue
             seen[key] = line_of(key_node)
+            self.key_lines[id(value_node)] = line_of(key_node)
             out.append((key, key_node, value_node))
         return out
 
@@ -185,7 +197,7 @@ class _Reader:
         return choices[value]
 
     def items(self, node: Node, path: str) -> list[Node] | None:
-        if not isinstance(node, SequenceNode):
+        if not isinstance(node, SequenceNode) or _kind(node) != "list":
             self.report(node, path, f"must be a list, got {_kind(node)}")
             return None
         return list(node.value)
@@ -267,7 +279,7 @@ def _application(r: _Reader, root: Node) -> pb.Application | None:
     services = r.entries(top["services"], "services")
     if services is None:
         return app
-    if not services:
+    if not top["services"].value:
         r.report(top["services"], "services", "must name at least one service")
     if len(services) > _rules.MAX_SERVICES:
         r.report(top["services"], "services", f"more than {_rules.MAX_SERVICES} services")
