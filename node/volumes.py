@@ -306,11 +306,21 @@ class _Extractor:
         if rel in self.seen:
             raise InvalidArgument(field, "appears twice in the archive")
         self._check_parents(field, rel)
-        # Python's own tar safety filter as a second opinion beside the explicit checks.
+        # The explicit checks first, so the refusal says what is wrong in our words.
+        hardlink_source = ""
+        if member.isfile():
+            if self.total + member.size > self.max_bytes:
+                raise InvalidArgument(field, f"archive content exceeds {self.max_bytes} bytes")
+        elif member.issym():
+            self._check_symlink_target(field, rel, member.linkname)
+        elif member.islnk():
+            hardlink_source = self._hardlink_source(field, member.linkname)
+        # Python's own tar safety filter as a second opinion.
         try:
             tarfile.data_filter(member, str(self.root))
         except tarfile.FilterError as exc:
-            raise InvalidArgument(field, f"refused by the tar data filter: {exc}") from None
+            text = str(exc).replace(str(self.root), "the volume")
+            raise InvalidArgument(field, f"refused by the tar data filter: {text}") from None
         self.entries += 1
         if self.entries > self.max_files:
             raise InvalidArgument(field, f"archive holds more than {self.max_files} entries")
@@ -324,17 +334,13 @@ class _Extractor:
             self.dir_modes[rel] = (member.mode & 0o777) | 0o700
         elif member.isfile():
             self.total += member.size
-            if self.total > self.max_bytes:
-                raise InvalidArgument(field, f"archive content exceeds {self.max_bytes} bytes")
             self._write_file(archive, member, target)
             self.regular.add(rel)
         elif member.issym():
-            self._check_symlink_target(field, rel, member.linkname)
             os.symlink(member.linkname, target)
             self.symlinks.add(rel)
-        else:  # hardlink
-            src = self._hardlink_source(field, member.linkname)
-            os.link(self.root / src, target, follow_symlinks=False)
+        else:
+            os.link(self.root / hardlink_source, target, follow_symlinks=False)
 
     def _check_parents(self, field: str, rel: str) -> None:
         parts = rel.split("/")
@@ -378,6 +384,16 @@ class _Extractor:
         resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), linkname))
         if resolved == ".." or resolved.startswith("../"):
             raise InvalidArgument(field, f"symlink target {linkname[:200]!r} leaves the volume")
+        # Through the links already extracted (a -> ., then b -> a/..): resolve for real.
+        if not self._inside(self.root / posixpath.dirname(rel) / linkname):
+            raise InvalidArgument(
+                field, f"symlink target {linkname[:200]!r} resolves outside the volume"
+            )
+
+    def _inside(self, path: Path) -> bool:
+        root = os.path.realpath(self.root)
+        real = os.path.realpath(path)
+        return real == root or real.startswith(root + os.sep)
 
     def _hardlink_source(self, field: str, linkname: str) -> str:
         try:
@@ -395,10 +411,8 @@ class _Extractor:
 
     def _check_symlinks(self) -> None:
         # Lexical checks cannot see chains (a -> ., b -> a/..); the extracted tree can.
-        root = os.path.realpath(self.root)
         for rel in sorted(self.symlinks):
-            real = os.path.realpath(self.root / rel)
-            if real != root and not real.startswith(root + os.sep):
+            if not self._inside(self.root / rel):
                 raise InvalidArgument(f"member {rel!r}", "symlink resolves outside the volume")
 
 
