@@ -88,3 +88,90 @@ def serve(
     signal.signal(signal.SIGINT, _stop)
     done.wait()
     agent.stop()
+
+
+def _labels(items: tuple[str, ...]) -> dict[str, str]:
+    from pki.errors import ConfigError  # noqa: PLC0415 - commands import lazily
+
+    labels: dict[str, str] = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise ConfigError(f"--label must be KEY=VALUE, got {item!r}")
+        labels[k] = v
+    return labels
+
+
+@node_group.command("join")
+@click.argument("address", required=False)
+@click.option("--token", envvar="CAPSTAN_JOIN_TOKEN", show_envvar=True,
+              help="One-time join token (CJ1....); not needed once the state dir has joined.")
+@click.option("--ca", "ca_file", type=_path,
+              help="Cluster CA file; one root in it must match the token's CA pin.")
+@click.option("--name", default="", help="Requested node name (the token may bind another).")
+@click.option("--listen", help="HOST:PORT to serve on [default 127.0.0.1:0, a free port].")
+@click.option("--dns", "dns", multiple=True, help="DNS name for the node certificate.")
+@click.option("--ip", "ips", multiple=True,
+              help="IP address for the node certificate [default: the --listen host].")
+@click.option("--state-dir", type=_path, default=Path("node-state"), show_default=True,
+              help="Where the node keeps its key, certificate and state.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), help="Container runtime [default auto].")
+@click.option("--label", "labels", multiple=True, help="Node label KEY=VALUE.")
+@click.option("--mode", type=click.Choice(("push", "pull")), default="push", show_default=True)
+@click.option("--cpus", type=float, default=0.0, help="CPUs offered [default: this host's].")
+@click.option("--memory", type=int, default=0,
+              help="Memory offered in bytes [default: this host's].")
+@click.option("-v", "--verbose", is_flag=True)
+def join(  # noqa: PLR0917 - click passes every option positionally
+    address: str | None,
+    token: str | None,
+    ca_file: Path | None,
+    name: str,
+    listen: str | None,
+    dns: tuple[str, ...],
+    ips: tuple[str, ...],
+    state_dir: Path,
+    runtime: str | None,
+    labels: tuple[str, ...],
+    mode: str,
+    cpus: float,
+    memory: int,
+    verbose: bool,
+) -> None:
+    """Join the cluster at ADDRESS (its Join endpoint), then serve and report.
+
+    A state directory that already holds a joined node restarts it: no token is
+    needed or sent.
+    """
+    from node.agent import run_joined_node  # noqa: PLC0415 - commands import lazily
+    from node.join import JoinOptions, ensure_joined  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    options = JoinOptions(
+        name=name,
+        listen=listen or "127.0.0.1:0",
+        dns=dns,
+        ips=ips,
+        labels=_labels(labels),
+        runtime=runtime or "auto",
+        mode=mode,
+        cpus=cpus,
+        memory=memory,
+    )
+    joined, _reused = ensure_joined(state_dir, address, token, ca_file, options)
+    node = run_joined_node(joined.state_dir, runtime_kind=runtime, listen=listen)
+    runtime_name = node.agent.runtime.name
+    click.echo(f"node {node.node_id} listening on {node.listening} runtime={runtime_name}")
+    sys.stdout.flush()
+    done = threading.Event()
+
+    def _stop(_sig: int, _frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    done.wait()
+    node.stop()

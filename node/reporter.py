@@ -1,0 +1,321 @@
+"""The node's Report stream to the orchestrator: heartbeats up, trust updates and fences down.
+
+One background thread keeps a ``NodeGateway.Report`` stream open over mTLS with the
+node's own certificate (re-read at every reconnect, so a renewed certificate is
+used), and sends a full ``NodeStatus`` every heartbeat interval. Container usage is
+measured by a second thread: ``stats`` can take a second per container, and a loaded
+node must still heartbeat on time, so a heartbeat carries the last usage measured.
+Fences run on a third thread so a slow stop never delays reading trust updates.
+
+Nothing here may bring the agent down: every failure is logged and the stream is
+reopened with capped exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from node.denylist import parse_deny_list
+from node.errors import NotFound
+from node.runtime.base import ContainerState, ContainerStatus, Runtime
+from node.service import status_to_pb
+from pki._files import atomic_write, read_file
+from pki.errors import CapstanError
+from pki.tokenkeys import KeySet
+from protos import gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger("capstan.node.reporter")
+
+__all__ = ["Backoff", "Reporter"]
+
+JITTER = 0.1  # heartbeats are spread by +-10% so a restarted cluster does not beat in step
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before reconnect attempt ``n`` (0-based): ``initial * factor**n`` capped at
+    ``maximum``, then scaled by a random factor in [0.5, 1] so nodes cut off together do
+    not come back together."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        base = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
+        return base * rng.uniform(0.5, 1.0)
+
+
+class Reporter:
+    """Keeps the Report stream open until ``stop()``; see the module docstring."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        gateway_address: str,
+        cert: Path,
+        key: Path,
+        ca: Path,
+        jwks: Path,
+        deny_list: Path,
+        interval: float,
+        usage_interval: float | None = None,
+        backoff: Backoff = Backoff(),
+        healthy_after: float | None = None,
+        fence_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("heartbeat interval must be positive")
+        self._runtime = runtime
+        self._address = gateway_address
+        self._cert, self._key, self._ca = Path(cert), Path(key), Path(ca)
+        self._jwks, self._deny = Path(jwks), Path(deny_list)
+        self._interval = interval
+        self._usage_interval = usage_interval if usage_interval is not None else interval
+        self._backoff = backoff
+        # A stream that stayed up this long counts as a success: the next failure starts
+        # the backoff over. (A stream refused at once must not reconnect in a hot loop.)
+        self._healthy_after = healthy_after if healthy_after is not None else 3 * interval
+        self._fence_timeout = fence_timeout
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards _call and _wake
+        self._call: grpc.Future | None = None
+        self._wake: threading.Event | None = None
+        self._usage: dict[str, gateway_pb2.ContainerUsage] = {}
+        self._fences: queue.Queue[list[str] | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._list_failing = False
+
+        # Counters for operators and tests; written by one thread each.
+        self.heartbeats = 0  # statuses handed to the stream
+        self.streams = 0  # streams opened
+        self.messages = 0  # GatewayMessages received
+        self.usage_rounds = 0  # completed usage measurements
+        self.fenced: list[str] = []  # containers stopped and removed on the orchestrator's word
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("reporter already started")
+        for target, name in (
+            (self._run, "capstan-report"),
+            (self._measure_usage, "capstan-usage"),
+            (self._run_fences, "capstan-fence"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the stream and end every thread; returns when they are gone (or ``timeout``)."""
+        self._stop.set()
+        with self._lock:
+            call, wake = self._call, self._wake
+        if call is not None:
+            call.cancel()
+        if wake is not None:
+            wake.set()
+        self._fences.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def poke(self) -> None:
+        """Send a status now rather than at the next heartbeat (after a local change)."""
+        with self._lock:
+            wake = self._wake
+        if wake is not None:
+            wake.set()
+
+    # -- the stream ---------------------------------------------------------------------
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        chain = read_file(self._cert, "node certificate")
+        key = read_file(self._key, "node key")
+        ca = read_file(self._ca, "trust bundle")
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                            certificate_chain=chain)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                received, reason = self._stream_once()
+            except Exception as exc:  # a bug here must not end reporting for good
+                log.exception("report stream failed unexpectedly")
+                received, reason = False, f"failed: {exc}"
+            if self._stop.is_set():
+                break
+            if received or time.monotonic() - started >= self._healthy_after:
+                failures = 0
+            delay = self._backoff.delay(failures, self._rng)
+            failures += 1
+            log.warning("report stream to %s %s; reconnecting in %.1fs", self._address, reason,
+                        delay)
+            self._stop.wait(delay)
+
+    def _stream_once(self) -> tuple[bool, str]:
+        """One Report stream, until it ends. Returns (received anything, why it ended)."""
+        try:
+            credentials = self._credentials()
+        except CapstanError as exc:
+            return False, f"cannot start: {exc}"
+        channel = grpc.secure_channel(self._address, credentials)
+        ended, wake = threading.Event(), threading.Event()
+        received = False
+        try:
+            call = gateway_pb2_grpc.NodeGatewayStub(channel).Report(self._statuses(ended, wake))
+            with self._lock:
+                self._call, self._wake = call, wake
+            self.streams += 1
+            if self._stop.is_set():  # stop() ran before the call was published
+                call.cancel()
+            for message in call:
+                received = True
+                self.messages += 1
+                self._handle(message)
+            return received, "closed by the orchestrator"
+        except grpc.RpcError as exc:
+            code = exc.code() if callable(getattr(exc, "code", None)) else None
+            details = exc.details() if callable(getattr(exc, "details", None)) else ""
+            name = code.name if code is not None else "UNKNOWN"
+            return received, f"broke: {name}: {' '.join(str(details).split())}"
+        finally:
+            ended.set()
+            wake.set()
+            with self._lock:
+                self._call, self._wake = None, None
+            channel.close()
+
+    def _statuses(self, ended: threading.Event, wake: threading.Event) -> Iterator[
+            gateway_pb2.NodeStatus]:
+        """The request side of one stream; gRPC pulls it from its own thread."""
+        while not ended.is_set() and not self._stop.is_set():
+            yield self._status()
+            self.heartbeats += 1
+            wake.wait(self._interval * self._rng.uniform(1 - JITTER, 1 + JITTER))
+            wake.clear()
+
+    def _status(self) -> gateway_pb2.NodeStatus:
+        try:
+            containers: list[ContainerStatus] = self._runtime.list()
+            full = True
+            if self._list_failing:
+                log.warning("runtime lists containers again")
+                self._list_failing = False
+        except Exception as exc:  # a heartbeat must go out even when the runtime fails
+            # Still beat (the node is alive), but claim no container list: full=false
+            # with no entries says "no changes known", never "nothing runs here".
+            if not self._list_failing:
+                log.error("cannot list containers for the report: %s", exc)
+                self._list_failing = True
+            containers, full = [], False
+        usage = self._usage
+        running = sorted(c.name for c in containers if c.state is ContainerState.RUNNING)
+        return gateway_pb2.NodeStatus(
+            sent_at=self._clock(),
+            containers=[status_to_pb(c) for c in containers],
+            usage=[usage[name] for name in running if name in usage],
+            full=full,
+        )
+
+    # -- messages from the orchestrator ---------------------------------------------------
+
+    def _handle(self, message: gateway_pb2.GatewayMessage) -> None:
+        if message.HasField("trust"):
+            # An empty field means "unchanged": an empty deny list must never be read as
+            # "forget every revocation". To clear the list, the orchestrator sends a
+            # comment line.
+            if message.trust.jwks:
+                self._replace(self._jwks, message.trust.jwks, "token keys (JWKS)",
+                              KeySet.from_jwks)
+            if message.trust.deny_list:
+                self._replace(self._deny, message.trust.deny_list, "deny list", parse_deny_list)
+        if message.fence:
+            self._fences.put(list(message.fence))
+
+    @staticmethod
+    def _replace(path: Path, data: bytes, what: str, check: Callable[[bytes], object]) -> None:
+        """Rewrite ``path`` atomically when ``data`` parses; the agent's reloader picks it up.
+        A file the agent would refuse is never written: it would also stop a restart."""
+        try:
+            check(data)
+        except (CapstanError, ValueError) as exc:
+            log.error("ignoring the %s sent by the orchestrator: %s", what, exc)
+            return
+        try:
+            atomic_write(path, data)
+        except (OSError, CapstanError) as exc:
+            log.error("cannot write %s %s: %s", what, path, exc)
+            return
+        log.info("updated %s %s", what, path)
+
+    def _run_fences(self) -> None:
+        while True:
+            names = self._fences.get()
+            if names is None or self._stop.is_set():
+                return
+            for name in names:
+                self._fence(name)
+            self.poke()  # let the orchestrator see the containers gone now
+
+    def _fence(self, name: str) -> None:
+        """Stop and remove a container the orchestrator has replaced elsewhere."""
+        try:
+            self._runtime.stop(name, timeout=self._fence_timeout)
+        except NotFound:
+            return  # already gone: the fence holds
+        except Exception as exc:  # still remove it below, by force
+            log.error("fence %s: stop failed: %s", name, exc)
+        try:
+            self._runtime.remove(name, force=True)
+        except NotFound:
+            pass
+        except Exception as exc:
+            log.error("fence %s: remove failed: %s", name, exc)
+            return
+        self.fenced.append(name)
+        log.warning("fenced container %s: the orchestrator replaced it elsewhere", name)
+
+    # -- usage --------------------------------------------------------------------------
+
+    def _measure_usage(self) -> None:
+        while not self._stop.is_set():
+            fresh: dict[str, gateway_pb2.ContainerUsage] = {}
+            try:
+                containers = self._runtime.list()
+            except Exception:  # reported by the heartbeat path; measure again later
+                containers = []
+            for c in containers:
+                if c.state is not ContainerState.RUNNING:
+                    continue
+                if self._stop.is_set():
+                    return
+                try:
+                    s = self._runtime.stats(c.name)
+                except Exception as exc:  # one container's failure spares the others
+                    log.debug("no usage for %s: %s", c.name, exc)
+                    continue
+                fresh[c.name] = gateway_pb2.ContainerUsage(
+                    name=c.name, cpu_fraction=s.cpu_fraction, memory_bytes=s.memory_bytes
+                )
+            self._usage = fresh  # one reference swap: heartbeats read it unlocked
+            self.usage_rounds += 1
+            self._stop.wait(self._usage_interval)
