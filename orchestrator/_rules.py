@@ -18,11 +18,16 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_KEY_RE = re.compile(r"^[a-z0-9]([a-z0-9._/-]{0,126}[a-z0-9])?$")
 
 # Docker's reference grammar (distribution/reference), restricted to sha256 digests;
-# identical to node/validation.py.
+# identical to node/validation.py. Like Docker's normalization, the first component is
+# a registry only when it has a dot or a port or is "localhost"; otherwise it is part
+# of the (lower-case) repository path.
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]{{1,5}})?"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_REGISTRY = (
+    rf"(?:localhost(?::[0-9]{{1,5}})?|{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})+"
+    rf"(?::[0-9]{{1,5}})?|{_DOMAIN_COMPONENT}:[0-9]{{1,5}})"
+)
+_NAME = rf"(?:{_REGISTRY}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 IMAGE_REF_RE = re.compile(
     rf"^(?P<name>{_NAME})(?::(?P<tag>[\w][\w.-]{{0,127}}))?(?:@(?P<digest>sha256:[0-9a-f]{{64}}))?$"
 )
