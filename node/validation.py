@@ -100,6 +100,9 @@ def validate_image_ref(field: str, value: object, *, allow_id: bool = False) -> 
     match = IMAGE_REF_RE.fullmatch(ref)
     if match is None:
         raise InvalidArgument(field, f"{ref[:80]!r} is not a valid image reference")
+    if match.group("name") == "sha256" or re.fullmatch(r"[0-9a-f]{64}", match.group("name")):
+        # Docker would read these as image ids, not names: one meaning per string.
+        raise InvalidArgument(field, f"{ref[:80]!r} is ambiguous with an image id")
     if len(match.group("name")) > MAX_IMAGE_NAME:
         raise InvalidArgument(field, f"repository name longer than {MAX_IMAGE_NAME} characters")
     return ref
