@@ -33,11 +33,7 @@ def select_runtime(kind: str | None, node_id: str, state_dir: Path) -> Runtime:
 
         return DockerRuntime(node_id, state_dir)
     if kind == "process":
-        # The process runtime is written beside this one; lazily imported either way.
-        from node.runtime.process import (  # noqa: PLC0415
-            ProcessRuntime,  # type: ignore[import-not-found,unused-ignore]
-        )
+        from node.runtime.process import ProcessRuntime  # noqa: PLC0415
 
-        runtime: Runtime = ProcessRuntime(node_id, state_dir)
-        return runtime
+        return ProcessRuntime(node_id, state_dir)
     raise ConfigError(f"unknown runtime {kind!r} (one of: {', '.join(RUNTIME_KINDS)})")
