@@ -22,7 +22,7 @@ Keys are ``/``-separated ASCII strings; their layout is documented in ``keys``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
@@ -154,7 +154,7 @@ class TxnResult:
 @runtime_checkable
 class Store(Protocol):
     """What the orchestrator needs from its store. All methods are coroutines except
-    ``watch``, which returns an async iterator that stays open until it is closed,
+    ``watch``, which returns an async generator that runs until it is closed,
     the store is closed (``StoreClosed``) or its history is compacted (``Compacted``)."""
 
     async def open(self) -> None: ...
@@ -221,6 +221,9 @@ class Store(Protocol):
         """Forget watch history before ``revision`` (keys themselves are unaffected)."""
         ...
 
-    def watch(self, prefix: str, *, start_revision: int | None = None) -> AsyncIterator[Event]:
-        """Events under ``prefix`` from ``start_revision`` on (default: from the next write)."""
+    def watch(
+        self, prefix: str, *, start_revision: int | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """Events under ``prefix`` from ``start_revision`` on; by default from the first
+        write after this call. ``aclose()`` it when done (it holds a buffer)."""
         ...

@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -552,20 +552,23 @@ class SqliteStore:
 
         await self._call(self._op, run)
 
-    def watch(self, prefix: str, *, start_revision: int | None = None) -> AsyncIterator[Event]:
+    def watch(
+        self, prefix: str, *, start_revision: int | None = None
+    ) -> AsyncGenerator[Event, None]:
         end = prefix_end(prefix)
         if start_revision is not None and start_revision < 1:
             raise StoreError("start_revision must be >= 1")
-        return self._watch(prefix, end, start_revision)
+        # Fixed now, not at the first iteration: writes that complete in between are
+        # part of the watch (they are read back from history).
+        start = self._revision + 1 if start_revision is None else start_revision
+        return self._watch(prefix, end, start)
 
-    async def _watch(self, prefix: str, end: str, start: int | None) -> AsyncIterator[Event]:
+    async def _watch(self, prefix: str, end: str, start: int) -> AsyncGenerator[Event, None]:
         # Registered before the first history read: every later commit reaches the
         # mailbox, and rows seen twice (history and mailbox) are skipped by seq.
         watcher = _Watcher(prefix, end, self._watch_buffer)
         self._watchers.add(watcher)
         try:
-            if start is None:
-                start = await self.revision() + 1
             position = start  # lowest revision whose events may not all be delivered yet
             after_seq = 0
             while True:

@@ -63,7 +63,7 @@ async def test_history_is_bounded(tmp_path: Path, clock: FakeClock) -> None:
         assert exc.value.compact_revision == 21
         recent = store.watch("/k", start_revision=21)
         assert [int((await anext(recent)).value) for _ in range(10)] == list(range(20, 30))
-        await recent.aclose()  # type: ignore[attr-defined]
+        await recent.aclose()
 
 
 async def test_caught_up_watcher_survives_history_trimming(
@@ -80,7 +80,7 @@ async def test_caught_up_watcher_survives_history_trimming(
         await asyncio.sleep(0)
         await store.put("/quiet/b", b"2")
         assert (await pending).key == "/quiet/b"
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
 
 
 async def test_slow_watcher_within_its_buffer_loses_nothing(
@@ -93,7 +93,7 @@ async def test_slow_watcher_within_its_buffer_loses_nothing(
         for i in range(1, 40):  # history keeps 10 of these, the watcher's mailbox all
             await store.put(f"/w/{i}", b"")
         assert [(await anext(events)).key for _ in range(39)] == [f"/w/{i}" for i in range(1, 40)]
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
 
 
 async def test_watcher_beyond_its_buffer_is_told_it_lost_history(
@@ -118,7 +118,7 @@ async def test_large_transaction_is_delivered_whole(tmp_path: Path, clock: FakeC
         await store.put("/big/zz-after", b"v")
         events = store.watch("/big/", start_revision=1)
         keys = [(await anext(events)).key for _ in range(701)]
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         assert keys == [f"/big/{i:04d}" for i in range(700)] + ["/big/zz-after"]
 
 

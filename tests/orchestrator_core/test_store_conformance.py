@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import pytest
 
@@ -26,7 +26,7 @@ from orchestrator.store import (
 from ._harness import StoreHarness
 
 
-async def take(events: AsyncIterator[Event], n: int) -> list[Event]:
+async def take(events: AsyncGenerator[Event, None], n: int) -> list[Event]:
     return [await anext(events) for _ in range(n)]
 
 
@@ -101,7 +101,7 @@ async def test_delete_prefix_is_one_revision(harness: StoreHarness) -> None:
             (EventType.DELETE, "/t/b", 5),
             (EventType.DELETE, "/t/c", 5),
         ]
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         assert [e.key for e in await store.range("/")] == ["/tx"]
 
 
@@ -272,7 +272,7 @@ async def test_txn_is_all_or_nothing(harness: StoreHarness) -> None:
         await store.put("/after", b"1")
         nxt = await take(events, 1)
         assert (nxt[0].key, nxt[0].revision) == ("/after", 2), "a failed txn left an event"
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
 
 
 @pytest.mark.parametrize(
@@ -303,7 +303,7 @@ async def test_watch_replays_history_in_order_and_resumes(harness: StoreHarness)
 
         events = store.watch("/w/", start_revision=1)
         got = await take(events, 5)
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         assert [(e.type, e.key, e.value, e.revision) for e in got] == [
             (EventType.PUT, "/w/a", b"1", 1),
             (EventType.PUT, "/w/b", b"2", 3),
@@ -314,21 +314,20 @@ async def test_watch_replays_history_in_order_and_resumes(harness: StoreHarness)
 
         resumed = store.watch("/w/", start_revision=4)
         assert [e.revision for e in await take(resumed, 2)] == [4, 5]
-        await resumed.aclose()  # type: ignore[attr-defined]
+        await resumed.aclose()
 
 
-async def test_watch_without_start_sees_only_new_writes(harness: StoreHarness) -> None:
+async def test_watch_without_start_sees_writes_after_the_call(harness: StoreHarness) -> None:
     async with harness.opened() as store:
         await store.put("/w/old", b"1")
         events = store.watch("/w/")
-        first = asyncio.ensure_future(anext(events))
-        await asyncio.sleep(0)
-        # Until the watch has registered, "new" is ambiguous; give it one round trip.
-        await store.revision()
-        await store.put("/w/new", b"2")
-        event = await first
+        await store.put("/w/new", b"2")  # before the first iteration: still included
+        event = await anext(events)
         assert (event.key, event.revision) == ("/w/new", 2)
-        await events.aclose()  # type: ignore[attr-defined]
+        pending = asyncio.ensure_future(anext(events))
+        await store.put("/w/newer", b"3")
+        assert (await pending).key == "/w/newer"
+        await events.aclose()
 
 
 async def test_live_watch_sees_every_write_without_gaps(harness: StoreHarness) -> None:
@@ -344,7 +343,7 @@ async def test_live_watch_sees_every_write_without_gaps(harness: StoreHarness) -
         task = asyncio.create_task(writer())
         got = await take(events, 100)
         await task
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         assert [int(e.value) for e in got] == list(range(100))
         revisions = [e.revision for e in got]
         assert revisions == sorted(revisions) and len(set(revisions)) == 100
@@ -357,7 +356,7 @@ async def test_many_watchers_each_get_everything(harness: StoreHarness) -> None:
             await store.put(f"/m/{i}", b"v")
         for w in watchers:
             assert [e.key for e in await take(w, 20)] == [f"/m/{i}" for i in range(20)]
-            await w.aclose()  # type: ignore[attr-defined]
+            await w.aclose()
 
 
 async def test_watch_from_compacted_revision_is_refused(harness: StoreHarness) -> None:
@@ -370,7 +369,7 @@ async def test_watch_from_compacted_revision_is_refused(harness: StoreHarness) -
         assert exc.value.compact_revision == 6
         kept = store.watch("/c/", start_revision=6)
         assert [e.value for e in await take(kept, 5)] == [b"5", b"6", b"7", b"8", b"9"]
-        await kept.aclose()  # type: ignore[attr-defined]
+        await kept.aclose()
         # Keys are untouched by compaction.
         assert (await store.get("/c/k")).value == b"9"  # type: ignore[union-attr]
 
@@ -380,8 +379,7 @@ async def test_watch_ends_when_store_closes(harness: StoreHarness) -> None:
     await store.open()
     events = store.watch("/x/")
     pending = asyncio.ensure_future(anext(events))
-    await asyncio.sleep(0)
-    await store.revision()
+    await store.revision()  # the watch is waiting by now
     await store.close()
     with pytest.raises(StoreClosed):
         await pending
@@ -421,7 +419,7 @@ async def test_lease_expiry_follows_the_injected_clock(harness: StoreHarness) ->
         assert await store.get("/nodes/n1") is not None, "keys without the lease stay"
         gone = (await take(events, 1))[0]
         assert (gone.type, gone.key) == (EventType.DELETE, "/heartbeats/n1")
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
 
         with pytest.raises(LeaseNotFound):
             await store.keepalive(lease.id)
@@ -497,7 +495,7 @@ async def test_state_survives_close_and_reopen(harness: StoreHarness) -> None:
         ]
         events = store.watch("/", start_revision=1)
         assert [e.revision for e in await take(events, 5)] == [1, 2, 2, 3, 4]
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         restored = await store.get_lease(lease.id)
         assert restored is not None and restored.expires_at == lease.expires_at
         assert await store.put("/d", b"4") == 5
