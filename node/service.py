@@ -98,7 +98,6 @@ def spec_from_pb(pb: node_pb2.ContainerSpec) -> ContainerSpec:
         memory=pb.memory,
         volumes=tuple(VolumeMount(v.name, v.path, v.read_only) for v in pb.volumes),
         network=pb.network or "none",
-        labels=(("capstan.generation", str(pb.generation)),) if pb.generation else (),
     )
 
 
