@@ -17,7 +17,8 @@ import pytest
 from node.runtime.base import ContainerSpec
 from node.runtime.docker import DockerRuntime
 
-TEST_NODE_PREFIX = "capstan-test-node-"
+# Shaped like the node ids the agent really uses: its certificate's SPIFFE id.
+TEST_NODE_PREFIX = "spiffe://capstan.test/node/test-"
 
 MakeRuntime = Callable[[str], DockerRuntime]
 
@@ -33,7 +34,7 @@ def remove_node_containers(client: docker.DockerClient, node_id: str) -> None:
 def make_runtime(
     docker_client: docker.DockerClient, busybox_image: str, tmp_path: Path
 ) -> Iterator[MakeRuntime]:
-    """Factory of DockerRuntimes for this test; ``make_runtime("a")`` is node ...-a."""
+    """Factory of DockerRuntimes for this test; ``make_runtime("a")`` is node ``...-a``."""
     run = uuid.uuid4().hex[:8]
     made: list[DockerRuntime] = []
 

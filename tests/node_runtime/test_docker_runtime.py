@@ -186,6 +186,13 @@ def test_stats_reports_cpu_and_memory(runtime: DockerRuntime) -> None:
     assert stats.memory_limit == 32 * MiB
 
 
+def test_stats_of_a_container_not_running(runtime: DockerRuntime) -> None:
+    runtime.create(spec(memory=16 * MiB))
+    stats = runtime.stats("web")
+    assert (stats.cpu_seconds, stats.cpu_fraction, stats.memory_bytes) == (0.0, 0.0, 0)
+    assert stats.memory_limit == 16 * MiB
+
+
 def test_volume_bind_mount_written_by_container(
     runtime: DockerRuntime, docker_client: docker.DockerClient
 ) -> None:
