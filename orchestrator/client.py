@@ -62,6 +62,10 @@ def _describe(code: str) -> str:
 
 def exit_code(exc: BaseException) -> int:
     """The process exit status for an error: 3 not found, 4 refused, 5 unreachable, else 1."""
+    from node.errors import NotFound  # noqa: PLC0415 - node errors reach the CLI via `run`
+
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
     code = getattr(exc, "code", None)
     if isinstance(code, grpc.StatusCode):
         code = code.name

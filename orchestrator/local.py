@@ -387,8 +387,6 @@ class LocalCluster:
                             "node",
                             "join",
                             record.join_endpoint,
-                            "--token",
-                            token,
                             "--ca",
                             str(self.admin_dir / "ca.crt"),
                             "--name",
@@ -404,6 +402,8 @@ class LocalCluster:
                         listen=listen,
                         node_id=self._node_id(name),
                         state_dir=str(state),
+                        # In the environment, not argv: other local users can read argv.
+                        env={"CAPSTAN_JOIN_TOKEN": token},
                     )
                 )
             for node in started:
@@ -421,8 +421,9 @@ class LocalCluster:
         listen: str,
         node_id: str = "",
         state_dir: str = "",
+        env: dict[str, str] | None = None,
     ) -> ProcessRecord:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        child_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         try:
             with log.open("ab") as out:
                 child = subprocess.Popen(
@@ -431,7 +432,7 @@ class LocalCluster:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    env=env,
+                    env=child_env,
                     cwd=self.directory,
                 )
         except OSError as exc:

@@ -87,7 +87,6 @@ def instances(app: tpb.Application) -> list[Instance]:
                             VolumeMount(v.name, v.path, v.read_only) for v in svc.volumes
                         ),
                         network=_NETWORKS.get(svc.network, "none"),
-                        labels=(("capstan.app", app.name), ("capstan.service", svc.name)),
                     ),
                     service=svc.name,
                     index=index,

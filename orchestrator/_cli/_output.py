@@ -80,6 +80,8 @@ def memory(n: int) -> str:
         return "0"
     if n % _GiB == 0:
         return f"{n // _GiB}Gi"
+    if n >= 10 * _GiB:
+        return f"{n / _GiB:.1f}Gi"
     if n >= _MiB:
         return f"{n / _MiB:.0f}Mi"
     return f"{n // 1024}Ki"

@@ -86,6 +86,7 @@ def wait_converged(
 ) -> None:
     deadline = clock() + timeout
     last: dict[str, str] = {}
+    seen: set[str] = set()
     while True:
         workloads = client.list_workloads(tenant=reply.tenant, app=reply.app)
         states = progress(reply.changes, workloads)
@@ -93,6 +94,10 @@ def wait_converged(
             if last.get(p.service) != p.line():
                 echo(p.line())
                 last[p.service] = p.line()
+            for problem in p.problems:
+                if problem not in seen:  # each distinct refusal once, as it appears
+                    seen.add(problem)
+                    echo(f"  {problem}")
         if all(p.done for p in states):
             return
         if clock() >= deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 
 import click
@@ -135,7 +136,7 @@ def describe_app(detail: cpb.AppDetail, now: float) -> str:
         lines.append(f"  {svc.name}:")
         lines.append(f"    image:     {svc.image}")
         if svc.command:
-            lines.append(f"    command:   {' '.join(svc.command)}")
+            lines.append(f"    command:   {shlex.join(svc.command)}")
         lines.append(f"    replicas:  {svc.replicas}")
         if svc.resources.cpu or svc.resources.memory:
             lines.append(
