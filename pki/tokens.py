@@ -58,7 +58,9 @@ __all__ = [
     "Capability",
     "ReplayCache",
     "TokenVerifier",
+    "check_header",
     "check_signature",
+    "decode_unverified",
     "mint",
     "request_digest",
     "thumbprint_of_der",
@@ -385,6 +387,37 @@ def _authenticated_claims(
         return json_segment_object(b64url_decode(payload_seg))
     except (ValueError, RecursionError) as exc:
         raise InvalidToken(f"malformed claims: {exc}") from None
+
+
+def check_header(segment: bytes) -> str:
+    """Check an encoded header segment against the one accepted shape; return its kid.
+
+    The verifier's own header check, exposed for inspection tools. Raises InvalidToken.
+    """
+    return _parse_header(segment)
+
+
+def decode_unverified(token: str | bytes) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+    """(header segment, header, claims) of a token, strictly decoded but NOT verified.
+
+    For display only (``capstan token inspect``): nothing here is authenticated.
+    Raises InvalidToken when the token is not three base64url JSON objects.
+    """
+    try:
+        _, header_seg, payload_seg, _ = _segments(token)
+        try:
+            header = json_segment_object(b64url_decode(header_seg))
+        except (ValueError, RecursionError) as exc:
+            raise InvalidToken(f"malformed header: {exc}") from None
+        try:
+            claims = json_segment_object(b64url_decode(payload_seg))
+        except (ValueError, RecursionError) as exc:
+            raise InvalidToken(f"malformed claims: {exc}") from None
+        return header_seg, header, claims
+    except TokenError:
+        raise
+    except Exception as exc:
+        raise InvalidToken(f"unparseable token ({type(exc).__name__})") from None
 
 
 def check_signature(token: str | bytes, keys: KeySet) -> tuple[str, dict[str, Any]]:

@@ -546,7 +546,10 @@ def _swap_last(segment: str) -> str:
         pytest.param(lambda h, p, s: f"{h}.{p}.{s[:-1]}", id="short-signature"),
         pytest.param(lambda h, p, s: f"{h}.{p}.{s}AA", id="long-signature"),
         pytest.param(lambda h, p, s: f"{h}.{p}.{s.swapcase()}", id="swapcase-signature"),
-        pytest.param(lambda h, p, s: f"{h}.{p}.{s[:-2]}{s[-1]}{s[-2]}", id="bad-signature"),
+        pytest.param(
+            lambda h, p, s: f"{h}.{p}.{s[:10]}{'B' if s[10] == 'A' else 'A'}{s[11:]}",
+            id="bad-signature",
+        ),
         pytest.param(lambda h, p, s: f"{h}.{p}.\u0410{s[1:]}", id="cyrillic-signature"),
         pytest.param(lambda h, p, s: f"{h}\u2024{p}\u2024{s}", id="one-dot-leader"),
     ],
