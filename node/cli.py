@@ -163,15 +163,16 @@ def join(  # noqa: PLR0917 - click passes every option positionally
     )
     joined, _reused = ensure_joined(state_dir, address, token, ca_file, options)
     node = run_joined_node(joined.state_dir, runtime_kind=runtime, listen=listen)
-    runtime_name = node.agent.runtime.name
-    click.echo(f"node {node.node_id} listening on {node.listening} runtime={runtime_name}")
-    sys.stdout.flush()
     done = threading.Event()
 
     def _stop(_sig: int, _frame: FrameType | None) -> None:
         done.set()
 
+    # Handlers first: a launcher may signal as soon as it has read the line below.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    runtime_name = node.agent.runtime.name
+    click.echo(f"node {node.node_id} listening on {node.listening} runtime={runtime_name}")
+    sys.stdout.flush()
     done.wait()
     node.stop()

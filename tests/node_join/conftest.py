@@ -129,7 +129,7 @@ class FakeGateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         self.secrets.add(secret)
         return f"CJ1.{secret}.{self.pki.pin}"
 
-    def Join(self, request: gateway_pb2.JoinRequest, context: Any) -> gateway_pb2.JoinResponse:  # noqa: N802
+    def Join(self, request: gateway_pb2.JoinRequest, context: Any) -> gateway_pb2.JoinResponse:
         with self.lock:
             self.joins.append(request)
             parts = request.join_token.split(".")
@@ -157,7 +157,9 @@ class FakeGateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             self.tamper(response)
         return response
 
-    def Report(self, request_iterator: Iterator[gateway_pb2.NodeStatus], context: Any) -> Iterator[gateway_pb2.GatewayMessage]:  # noqa: N802, E501
+    def Report(
+        self, request_iterator: Iterator[gateway_pb2.NodeStatus], context: Any
+    ) -> Iterator[gateway_pb2.GatewayMessage]:
         pem = context.auth_context()["x509_pem_cert"][0]
         cert = x509.load_pem_x509_certificate(pem)
         seen = Seen(identity_of(cert).uri, cert.serial_number)
@@ -220,7 +222,9 @@ class GatewayServers:
 
 
 def _server() -> grpc.Server:
-    return grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=[("grpc.so_reuseport", 0)])
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16), options=[("grpc.so_reuseport", 0)]
+    )
 
 
 def _report_server(gateway: FakeGateway, port: int) -> grpc.Server:

@@ -214,7 +214,7 @@ def test_bad_local_options_are_refused_before_the_token_is_spent(
         (JoinOptions(name="Bad_Name"), "node name"),
         (JoinOptions(ips=("300.1.1.1",)), "invalid IP address"),
         (JoinOptions(mode="sideways"), "mode must be push or pull"),
-        (JoinOptions(listen="0.0.0.0:0"), "needs --ip or --dns"),  # noqa: S104
+        (JoinOptions(listen="0.0.0.0:0"), "needs --ip or --dns"),
         (JoinOptions(listen="nowhere"), "listen must be HOST:PORT"),
         (JoinOptions(runtime="podman"), "runtime must be one of"),
     ):
@@ -254,9 +254,9 @@ def test_a_joined_state_dir_restarts_without_a_token(
 
 
 def test_an_unjoined_state_dir_needs_a_token(tmp_path: Path, pki: Pki) -> None:
-    with pytest.raises(ConfigError, match="a join token .* is needed"):
+    with pytest.raises(ConfigError, match=r"a join token .* is needed"):
         ensure_joined(tmp_path / "state", "127.0.0.1:1", None, pki.ca_file)
-    with pytest.raises(ConfigError, match="CA file .* is needed"):
+    with pytest.raises(ConfigError, match=r"CA file .* is needed"):
         ensure_joined(tmp_path / "state", "127.0.0.1:1", f"CJ1.{'A' * 43}.{pki.pin}", None)
     with pytest.raises(ConfigError, match="holds no joined node; join with a token first"):
         run_joined_node(tmp_path / "state")
@@ -276,7 +276,7 @@ def test_restart_refuses_what_contradicts_the_join(
     with pytest.raises(ConfigError, match="joined with the process runtime, not docker"):
         run_joined_node(state, runtime_kind="docker")
     # Two days on, the 24 h certificate has expired: a clear refusal, not a TLS mystery.
-    with pytest.raises(ConfigError, match="expired at .* join again with a new token"):
+    with pytest.raises(ConfigError, match=r"expired at .* join again with a new token"):
         run_joined_node(state, clock=lambda: time.time() + 2 * 86400)
     assert "audit.jsonl" not in _files(state)  # no agent was started
 

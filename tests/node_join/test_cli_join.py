@@ -1,0 +1,144 @@
+"""``capstan node join`` as a real process: the line the launcher waits for, SIGTERM, restart."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import GatewayServers, Pki, kill_recorded, wait_for
+
+LINE = re.compile(r"node (spiffe://\S+) listening on (127\.0\.0\.1:\d+) runtime=process\n\Z")
+
+
+class Agent:
+    def __init__(self, args: list[str]) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("CAPSTAN_JOIN_TOKEN", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "node", "join", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        self.first_line = ""
+        self._got = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        self.first_line = self.proc.stdout.readline()
+        self._got.set()
+
+    def line(self) -> str:
+        wait_for(lambda: self._got.is_set() or self.proc.poll() is not None, timeout=60,
+                 what="the agent's first line")
+        self._got.wait(5)
+        return self.first_line
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def agents() -> Iterator[list[Agent]]:
+    started: list[Agent] = []
+    yield started
+    for a in started:
+        a.kill()
+
+
+def test_join_serve_report_stop_and_restart_without_token(
+    servers: GatewayServers, pki: Pki, tmp_path: Path, agents: list[Agent]
+) -> None:
+    gw = servers.gateway
+    state = tmp_path / "state"
+    args = ["--ca", str(pki.ca_file), "--name", "cli-1", "--listen", "127.0.0.1:0",
+            "--state-dir", str(state), "--runtime", "process", "--label", "zone=b"]
+    try:
+        first = Agent([servers.join_address, "--token", gw.mint(), *args])
+        agents.append(first)
+        match = LINE.match(first.line())
+        assert match, first.line()
+        node_id, address = match.groups()
+        assert node_id == f"spiffe://{pki.authority.trust_domain}/node/cli-1"
+        assert gw.joins[0].address == address
+        wait_for(lambda: any(s.peer == node_id and s.statuses for s in gw.streams),
+                 what="a heartbeat from the agent")
+        assert first.terminate() == 0
+
+        # Restart: no address, no token, same identity and address.
+        second = Agent(["--state-dir", str(state), "--listen", "127.0.0.1:0"])
+        agents.append(second)
+        again = LINE.match(second.line())
+        assert again and again.groups() == (node_id, address)
+        assert len(gw.joins) == 1
+        wait_for(lambda: sum(1 for s in gw.streams if s.peer == node_id) >= 2,
+                 what="a second Report stream")
+        assert second.terminate() == 0
+    finally:
+        kill_recorded(state)
+
+
+def test_a_refused_token_exits_1_with_one_line(
+    servers: GatewayServers, pki: Pki, tmp_path: Path, agents: list[Agent]
+) -> None:
+    token = f"CJ1.{'A' * 43}.{pki.pin}"
+    agent = Agent([servers.join_address, "--token", token, "--ca", str(pki.ca_file),
+                   "--state-dir", str(tmp_path / "state"), "--runtime", "process"])
+    agents.append(agent)
+    assert agent.proc.wait(60) == 1
+    assert agent.proc.stderr is not None
+    err = agent.proc.stderr.read()
+    assert err == (f"error: orchestrator {servers.join_address} refused the join: "
+                   "join token is unknown or used\n")
+    assert token.split(".")[1] not in err
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_token_from_the_environment_is_used(
+    servers: GatewayServers, pki: Pki, tmp_path: Path
+) -> None:
+    """The token can stay out of the process list (argv is world-readable in /proc)."""
+    state = tmp_path / "state"
+    env = dict(os.environ, CAPSTAN_JOIN_TOKEN=servers.gateway.mint(), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "node", "join", servers.join_address,
+         "--ca", str(pki.ca_file), "--state-dir", str(state), "--runtime", "process"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert LINE.match(line), line
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        kill_recorded(state)
+
+
+def test_pin_mismatch_exits_1_before_contacting_the_orchestrator(
+    servers: GatewayServers, pki: Pki, evil_pki: Pki, tmp_path: Path, agents: list[Agent]
+) -> None:
+    agent = Agent([servers.join_address, "--token", servers.gateway.mint(),
+                   "--ca", str(evil_pki.ca_file), "--state-dir", str(tmp_path / "state")])
+    agents.append(agent)
+    assert agent.proc.wait(60) == 1
+    assert agent.proc.stderr is not None
+    err = agent.proc.stderr.read()
+    assert err.count("\n") == 1 and "no certificate matching the join token's CA pin" in err
+    assert servers.gateway.joins == []

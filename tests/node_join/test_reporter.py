@@ -1,0 +1,292 @@
+"""The Report stream of a joined node against a real NodeGateway over real mTLS."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from node.agent import JoinedNode, run_joined_node
+from node.client import client_credentials
+from node.denylist import parse_deny_list
+from node.errors import RuntimeUnavailable
+from node.join import JoinOptions, join
+from node.reporter import Backoff, Reporter
+from node.runtime import _process_proc as proc
+from node.runtime.base import ContainerSpec, ContainerStats, ContainerStatus
+from node.runtime.process import ProcessRuntime
+from pki.tokenkeys import TokenKeyStore
+from pki.tokens import mint
+from protos import gateway_pb2, node_pb2, node_pb2_grpc
+
+from .conftest import IMAGE, GatewayServers, Pki, add_busybox, kill_recorded, wait_for
+
+FAST = Backoff(initial=0.05, maximum=0.2)
+
+
+@pytest.fixture
+def node(servers: GatewayServers, pki: Pki, tmp_path: Path) -> Iterator[JoinedNode]:
+    state = tmp_path / "state"
+    join(state, servers.join_address, servers.gateway.mint(), pki.ca_file,
+         JoinOptions(name="rep", runtime="process"))
+    n = run_joined_node(state, backoff=FAST)
+    add_busybox(n.agent.runtime)  # type: ignore[arg-type]
+    yield n
+    n.stop(0)
+    kill_recorded(state)
+
+
+def _sleeper(node: JoinedNode, name: str) -> None:
+    rt = node.agent.runtime
+    rt.create(ContainerSpec(name=name, workload_id="w", image=IMAGE, command=("sleep", "600")))
+    rt.start(name)
+
+
+def _names(status: gateway_pb2.NodeStatus) -> dict[str, str]:
+    return {c.name: c.state for c in status.containers}
+
+
+def test_heartbeats_carry_the_container_list_and_usage(
+    node: JoinedNode, servers: GatewayServers
+) -> None:
+    gw = servers.gateway
+    _sleeper(node, "web-1")
+    node.agent.runtime.create(ContainerSpec(name="idle", workload_id="w", image=IMAGE,
+                                            command=("true",)))
+
+    def reported() -> gateway_pb2.NodeStatus | None:
+        for s in reversed(gw.statuses()):
+            if s.full and _names(s) == {"web-1": "running", "idle": "created"} and any(
+                    u.name == "web-1" for u in s.usage):
+                return s
+        return None
+
+    wait_for(reported, what="a heartbeat listing web-1 with its usage")
+    status = reported()
+    assert status is not None
+    assert [u.name for u in status.usage] == ["web-1"]  # only running containers
+    assert status.usage[0].memory_bytes > 0
+    assert status.sent_at > 0
+    seen = gw.live()
+    assert seen is not None
+    assert seen.peer == node.node_id  # the stream is authenticated by the node certificate
+
+
+def _node_info(node: JoinedNode, pki: Pki, keys: TokenKeyStore) -> tuple[grpc.StatusCode, str]:
+    """GetNodeInfo as the orchestrator, with a token signed by ``keys``: status and reason."""
+    token = mint(keys.signer(), iss=pki.orchestrator_id, sub=pki.orchestrator_id,
+                 aud=node.node_id, op="node.info", res="*", cnf=pki.orch.thumbprint)
+    creds = client_credentials(pki.orch.chain_pem, pki.orch_key, pki.authority.trust_bundle())
+    with grpc.secure_channel(node.listening, creds) as channel:
+        try:
+            node_pb2_grpc.NodeServiceStub(channel).GetNodeInfo(
+                node_pb2.NodeInfoRequest(), metadata=(("authorization", f"Bearer {token}"),),
+                timeout=10)
+        except grpc.RpcError as exc:
+            return exc.code(), exc.details()
+    return grpc.StatusCode.OK, ""
+
+
+def test_a_trust_update_rewrites_jwks_and_deny_list_and_the_agent_obeys_them(
+    node: JoinedNode, servers: GatewayServers, pki: Pki, tmp_path: Path
+) -> None:
+    gw = servers.gateway
+    files = node.joined.files
+    rolled = TokenKeyStore.create(tmp_path / "rolled-keys")
+    ok = (grpc.StatusCode.OK, "")
+    assert _node_info(node, pki, pki.keys) == ok
+    assert _node_info(node, pki, rolled)[0] == grpc.StatusCode.UNAUTHENTICATED
+
+    new_jwks = json.dumps(rolled.jwks()).encode()
+    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(
+        jwks=new_jwks, deny_list=b"1F\nABCDEF\n")))
+    wait_for(lambda: files.deny_list.read_bytes() == b"1F\nABCDEF\n", what="deny.txt rewritten")
+    assert files.jwks.read_bytes() == new_jwks
+    assert _node_info(node, pki, rolled) == ok
+    assert _node_info(node, pki, pki.keys)[0] == grpc.StatusCode.UNAUTHENTICATED  # rolled out
+
+    # Revoking the caller's certificate: the next call is refused.
+    deny = f"{pki.orch.serial:X}\n".encode()
+    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(deny_list=deny)))
+    wait_for(lambda: files.deny_list.read_bytes() == deny, what="the revocation")
+    assert parse_deny_list(files.deny_list.read_bytes()) == {pki.orch.serial}
+    assert _node_info(node, pki, rolled) == (grpc.StatusCode.UNAUTHENTICATED,
+                                             "certificate revoked")
+    assert files.jwks.read_bytes() == new_jwks  # a deny-list-only update keeps the keys
+
+
+def test_unusable_or_empty_trust_fields_leave_the_files_alone(
+    node: JoinedNode, servers: GatewayServers
+) -> None:
+    gw = servers.gateway
+    files = node.joined.files
+    jwks_before = files.jwks.read_bytes()
+    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(
+        jwks=b'{"keys": []}', deny_list=b"not hex\n")))
+    # Empty deny list: "unchanged", never "forget every revocation".
+    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(jwks=b"", deny_list=b"")))
+    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(deny_list=b"# none\n")))
+    wait_for(lambda: files.deny_list.read_bytes() == b"# none\n", what="the last update")
+    assert files.jwks.read_bytes() == jwks_before
+    assert node.reporter.messages == 3
+    assert gw.live() is not None  # the stream survived the bad update
+
+
+def test_a_fence_stops_and_removes_the_container(
+    node: JoinedNode, servers: GatewayServers
+) -> None:
+    gw = servers.gateway
+    _sleeper(node, "web-1")
+    _sleeper(node, "web-2")
+    pid = node.agent.runtime.inspect("web-1").pid
+    gw.push(gateway_pb2.GatewayMessage(fence=["web-1", "never-existed"]))
+    wait_for(lambda: "web-1" in node.reporter.fenced, what="web-1 fenced")
+    assert [c.name for c in node.agent.runtime.list()] == ["web-2"]
+    assert node.reporter.fenced == ["web-1"]  # a missing container is simply already fenced
+    assert pid is not None
+    st = proc.read_stat(pid)
+    assert st is None or st.gone  # the workload's process is dead, not merely forgotten
+    wait_for(lambda: any(_names(s) == {"web-2": "running"} for s in gw.statuses()[-3:]),
+             what="a heartbeat without web-1")
+
+
+def test_the_stream_comes_back_after_the_gateway_restarts_with_a_renewed_cert(
+    node: JoinedNode, servers: GatewayServers, pki: Pki
+) -> None:
+    gw = servers.gateway
+    wait_for(lambda: gw.live() is not None and len(gw.live().statuses) >= 2,  # type: ignore[union-attr]
+             what="a first stream")
+    first = gw.live()
+    assert first is not None
+
+    # Renew the node certificate on disk (same key, new serial), as renewal will.
+    files = node.joined.files
+    key = serialization.load_pem_private_key(files.key.read_bytes(), None)
+    csr = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rep")])
+    ).sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    renewed = pki.authority.sign_csr(csr.public_bytes(serialization.Encoding.PEM), "node", "rep",
+                                     ips=["127.0.0.1"])
+    files.cert.write_bytes(renewed.chain_pem)
+
+    servers.stop_report()
+    wait_for(first.ended.is_set, what="the first stream to end")
+    servers.start_report()
+    wait_for(lambda: gw.live() is not None and gw.live() is not first
+             and len(gw.live().statuses) >= 1,  # type: ignore[union-attr]
+             what="a heartbeat on the restarted gateway")
+    second = gw.live()
+    assert second is not None
+    assert second.peer == node.node_id
+    assert second.serial == renewed.serial != first.serial
+    assert node.reporter.streams >= 2
+
+
+class FlakyRuntime:
+    """The real process runtime, with faults switched on by the test."""
+
+    def __init__(self, real: ProcessRuntime) -> None:
+        self.real = real
+        self.name = real.name
+        self.node_id = real.node_id
+        self.list_fails = False
+        self.stats_fail: set[str] = set()
+        self.stats_gate: threading.Event | None = None
+
+    def list(self) -> builtins.list[ContainerStatus]:
+        if self.list_fails:
+            raise RuntimeUnavailable("engine does not answer")
+        return self.real.list()
+
+    def stats(self, name: str) -> ContainerStats:
+        if self.stats_gate is not None:
+            self.stats_gate.wait()
+        if name in self.stats_fail:
+            raise RuntimeUnavailable(f"no stats for {name}")
+        return self.real.stats(name)
+
+    def __getattr__(self, attr: str) -> object:
+        return getattr(self.real, attr)
+
+
+@pytest.fixture
+def flaky(node: JoinedNode) -> Iterator[tuple[FlakyRuntime, Reporter]]:
+    """A second reporter for the same node, over a runtime that can be made to fail."""
+    node.reporter.stop()
+    rt = FlakyRuntime(node.agent.runtime)  # type: ignore[arg-type]
+    files = node.joined.files
+    reporter = Reporter(rt, gateway_address=node.joined.gateway_address, cert=files.cert,  # type: ignore[arg-type]
+                        key=files.key, ca=files.ca, jwks=files.jwks, deny_list=files.deny_list,
+                        interval=node.joined.heartbeat_interval, backoff=FAST)
+    yield rt, reporter
+    if rt.stats_gate is not None:
+        rt.stats_gate.set()
+    reporter.stop()
+
+
+def test_one_failing_container_does_not_stop_the_usage_report(
+    node: JoinedNode, servers: GatewayServers, flaky: tuple[FlakyRuntime, Reporter]
+) -> None:
+    rt, reporter = flaky
+    _sleeper(node, "a")
+    _sleeper(node, "b")
+    rt.stats_fail = {"a"}
+    reporter.start()
+    wait_for(lambda: any([u.name for u in s.usage] == ["b"] for s in servers.gateway.statuses()
+                         if set(_names(s)) == {"a", "b"}), what="usage for b alone")
+
+
+def test_a_failing_runtime_still_heartbeats_without_claiming_an_empty_node(
+    node: JoinedNode, servers: GatewayServers, flaky: tuple[FlakyRuntime, Reporter]
+) -> None:
+    rt, reporter = flaky
+    _sleeper(node, "a")
+    rt.list_fails = True
+    reporter.start()
+    wait_for(lambda: sum(1 for s in servers.gateway.statuses() if not s.full) >= 3,
+             what="heartbeats while the runtime fails")
+    assert all(not s.containers for s in servers.gateway.statuses() if not s.full)
+    rt.list_fails = False
+    wait_for(lambda: any(s.full and "a" in _names(s) for s in servers.gateway.statuses()),
+             what="a full list once the runtime answers again")
+
+
+def test_slow_stats_do_not_delay_heartbeats(
+    node: JoinedNode, servers: GatewayServers, flaky: tuple[FlakyRuntime, Reporter]
+) -> None:
+    rt, reporter = flaky
+    _sleeper(node, "a")
+    rt.stats_gate = threading.Event()  # stats hang until the test lets them go
+    reporter.start()
+    gw = servers.gateway
+    wait_for(lambda: sum(1 for s in gw.statuses() if s.full and "a" in _names(s)) >= 5,
+             what="heartbeats while stats hang")
+    assert reporter.usage_rounds == 0
+    assert all(not s.usage for s in gw.statuses() if "a" in _names(s))
+    rt.stats_gate.set()
+    wait_for(lambda: any(u.name == "a" for s in gw.statuses() for u in s.usage),
+             what="usage once stats answer")
+
+
+def test_stop_ends_the_stream_and_every_thread(
+    node: JoinedNode, servers: GatewayServers
+) -> None:
+    gw = servers.gateway
+    wait_for(gw.live, what="a stream")
+    seen = gw.live()
+    assert seen is not None
+    node.reporter.stop()
+    wait_for(seen.ended.is_set, what="the gateway to see the stream end")
+    assert not any(t.is_alive() for t in node.reporter._threads)
+    count = len(gw.statuses())
+    assert node.reporter.streams == 1
+    node.reporter.stop()  # idempotent
+    assert len(gw.statuses()) == count
