@@ -288,3 +288,25 @@ def test_real_subprocess(tmp_path: Path) -> None:
     assert broken.returncode == 1 and broken.stdout == ""
     state = pki / "state.json"
     assert broken.stderr == f"error: PKI state file {state} is corrupted: not valid JSON\n"
+
+
+@pytest.mark.skipif(CAPSTAN is None, reason="capstan console script not installed")
+def test_concurrent_cli_invocations(tmp_path: Path) -> None:
+    assert CAPSTAN is not None
+    pki, out = tmp_path / "pki", tmp_path / "out"
+    out.mkdir()
+    subprocess.run([CAPSTAN, "pki", "init", "--dir", str(pki), "--trust-domain", "capstan.test"],
+                   check=True, capture_output=True, timeout=60)
+    procs = [
+        subprocess.Popen(
+            [CAPSTAN, "pki", "issue", "--dir", str(pki), "node", f"node-{i}", "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        for i in range(8)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    names = sorted(r.name for r in Authority.open(pki).list())
+    assert names == sorted(f"node-{i}" for i in range(8))
+    assert len(list(out.glob("node-*.key"))) == 8
