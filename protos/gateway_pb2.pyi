@@ -73,16 +73,18 @@ class ContainerUsage(_message.Message):
     def __init__(self, name: _Optional[str] = ..., cpu_fraction: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("sent_at", "containers", "usage", "full")
+    __slots__ = ("sent_at", "containers", "usage", "full", "images")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     sent_at: float
     containers: _containers.RepeatedCompositeFieldContainer[_node_pb2.ContainerStatus]
     usage: _containers.RepeatedCompositeFieldContainer[ContainerUsage]
     full: bool
-    def __init__(self, sent_at: _Optional[float] = ..., containers: _Optional[_Iterable[_Union[_node_pb2.ContainerStatus, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[ContainerUsage, _Mapping]]] = ..., full: _Optional[bool] = ...) -> None: ...
+    images: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sent_at: _Optional[float] = ..., containers: _Optional[_Iterable[_Union[_node_pb2.ContainerStatus, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[ContainerUsage, _Mapping]]] = ..., full: _Optional[bool] = ..., images: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrustUpdate(_message.Message):
     __slots__ = ("jwks", "deny_list")
@@ -92,12 +94,70 @@ class TrustUpdate(_message.Message):
     deny_list: bytes
     def __init__(self, jwks: _Optional[bytes] = ..., deny_list: _Optional[bytes] = ...) -> None: ...
 
+class Task(_message.Message):
+    __slots__ = ("request_id", "kind", "resource", "source_address", "source_id", "token", "expires_at")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    kind: str
+    resource: str
+    source_address: str
+    source_id: str
+    token: str
+    expires_at: float
+    def __init__(self, request_id: _Optional[str] = ..., kind: _Optional[str] = ..., resource: _Optional[str] = ..., source_address: _Optional[str] = ..., source_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
+
 class GatewayMessage(_message.Message):
-    __slots__ = ("sent_at", "trust", "fence")
+    __slots__ = ("sent_at", "trust", "fence", "tasks")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     TRUST_FIELD_NUMBER: _ClassVar[int]
     FENCE_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
     sent_at: float
     trust: TrustUpdate
     fence: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, sent_at: _Optional[float] = ..., trust: _Optional[_Union[TrustUpdate, _Mapping]] = ..., fence: _Optional[_Iterable[str]] = ...) -> None: ...
+    tasks: _containers.RepeatedCompositeFieldContainer[Task]
+    def __init__(self, sent_at: _Optional[float] = ..., trust: _Optional[_Union[TrustUpdate, _Mapping]] = ..., fence: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
+
+class TaskResult(_message.Message):
+    __slots__ = ("request_id", "ok", "message")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    ok: bool
+    message: str
+    def __init__(self, request_id: _Optional[str] = ..., ok: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TaskAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...
+
+class Assignment(_message.Message):
+    __slots__ = ("workload_id", "spec", "desired")
+    WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    workload_id: str
+    spec: _node_pb2.ContainerSpec
+    desired: str
+    def __init__(self, workload_id: _Optional[str] = ..., spec: _Optional[_Union[_node_pb2.ContainerSpec, _Mapping]] = ..., desired: _Optional[str] = ...) -> None: ...
+
+class Assignments(_message.Message):
+    __slots__ = ("assignments", "revision")
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    assignments: _containers.RepeatedCompositeFieldContainer[Assignment]
+    revision: int
+    def __init__(self, assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...

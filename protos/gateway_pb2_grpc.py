@@ -44,6 +44,16 @@ class NodeGatewayStub:
                 request_serializer=protos_dot_gateway__pb2.NodeStatus.SerializeToString,
                 response_deserializer=protos_dot_gateway__pb2.GatewayMessage.FromString,
                 _registered_method=True)
+        self.Complete = channel.unary_unary(
+                '/capstan.v1.NodeGateway/Complete',
+                request_serializer=protos_dot_gateway__pb2.TaskResult.SerializeToString,
+                response_deserializer=protos_dot_gateway__pb2.TaskAck.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/capstan.v1.NodeGateway/Watch',
+                request_serializer=protos_dot_gateway__pb2.WatchRequest.SerializeToString,
+                response_deserializer=protos_dot_gateway__pb2.Assignments.FromString,
+                _registered_method=True)
 
 
 class NodeGatewayServicer:
@@ -61,6 +71,19 @@ class NodeGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Complete(self, request, context):
+        """Completes a task: only from the node it was given to, only while outstanding, once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +96,16 @@ def add_NodeGatewayServicer_to_server(servicer, server):
                     servicer.Report,
                     request_deserializer=protos_dot_gateway__pb2.NodeStatus.FromString,
                     response_serializer=protos_dot_gateway__pb2.GatewayMessage.SerializeToString,
+            ),
+            'Complete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Complete,
+                    request_deserializer=protos_dot_gateway__pb2.TaskResult.FromString,
+                    response_serializer=protos_dot_gateway__pb2.TaskAck.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=protos_dot_gateway__pb2.WatchRequest.FromString,
+                    response_serializer=protos_dot_gateway__pb2.Assignments.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +162,60 @@ class NodeGateway:
             '/capstan.v1.NodeGateway/Report',
             protos_dot_gateway__pb2.NodeStatus.SerializeToString,
             protos_dot_gateway__pb2.GatewayMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Complete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.NodeGateway/Complete',
+            protos_dot_gateway__pb2.TaskResult.SerializeToString,
+            protos_dot_gateway__pb2.TaskAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/capstan.v1.NodeGateway/Watch',
+            protos_dot_gateway__pb2.WatchRequest.SerializeToString,
+            protos_dot_gateway__pb2.Assignments.FromString,
             options,
             channel_credentials,
             insecure,
