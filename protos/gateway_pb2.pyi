@@ -145,14 +145,16 @@ class WatchRequest(_message.Message):
     def __init__(self, node: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("workload_id", "spec", "desired")
+    __slots__ = ("workload_id", "spec", "desired", "restart")
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     DESIRED_FIELD_NUMBER: _ClassVar[int]
+    RESTART_FIELD_NUMBER: _ClassVar[int]
     workload_id: str
     spec: _node_pb2.ContainerSpec
     desired: str
-    def __init__(self, workload_id: _Optional[str] = ..., spec: _Optional[_Union[_node_pb2.ContainerSpec, _Mapping]] = ..., desired: _Optional[str] = ...) -> None: ...
+    restart: str
+    def __init__(self, workload_id: _Optional[str] = ..., spec: _Optional[_Union[_node_pb2.ContainerSpec, _Mapping]] = ..., desired: _Optional[str] = ..., restart: _Optional[str] = ...) -> None: ...
 
 class Assignments(_message.Message):
     __slots__ = ("assignments", "revision")
