@@ -30,18 +30,10 @@ from pki.certs import (
     role_of,
     thumbprint,
 )
+from pki.cli_token import token_group  # re-exported: the root command imports both groups here
 from pki.errors import CapstanError, ConfigError, PKIExistsError
 from pki.identity import Kind, validate_name
 from pki.tokenkeys import TokenKeyStore
-
-try:
-    # `capstan token` lives in its own module; re-exported because the root command
-    # imports both groups from here.
-    from pki.cli_token import token_group  # type: ignore[import-not-found,unused-ignore]
-except ModuleNotFoundError as exc:  # pragma: no cover - only before pki/cli_token.py exists
-    if exc.name != "pki.cli_token":
-        raise
-    token_group = click.Group("token", help="Capability tokens (not installed in this build).")
 
 __all__ = ["pki_group", "token_group"]
 
