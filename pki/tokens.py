@@ -512,21 +512,100 @@ class TokenVerifier:
         (PERMISSION_DENIED); never anything else. The jti is consumed only when
         every other check has passed.
         """
+        # One function on purpose: this runs on every RPC, and the checks are
+        # cheaper inline than spread over calls (see bench/bench_tokens.py).
         try:
             t = self.clock() if now is None else now
-            cap = self._check(
-                token,
-                peer_id=peer_id,
-                peer_thumbprint=peer_thumbprint,
-                op=op,
-                res=res,
-                req=req,
-                min_epoch=min_epoch,
-                t=t,
+            segments = _segments(token)
+            kid = self._header_kid(segments[1])
+            key = self._keyset().get(kid)
+            if key is None:
+                raise InvalidToken(f"kid {kid!r} is not a trusted token key")
+            claims = _authenticated_claims(key, kid, segments)
+            get = claims.get
+            iss, sub, aud, tok_op, tok_res, jti = (
+                get("iss"),
+                get("sub"),
+                get("aud"),
+                get("op"),
+                get("res"),
+                get("jti"),
             )
+            iat, nbf, exp, epoch = get("iat"), get("nbf"), get("exp"), get("epoch")
+            # One combined test on the hot path; _explain_claims names the culprit.
+            # type() rather than isinstance: bool is an int subclass and must be refused.
+            if not (
+                type(iss) is str and type(sub) is str and type(aud) is str
+                and type(tok_op) is str and type(tok_res) is str and type(jti) is str
+                and iss and sub and aud and tok_op and tok_res
+                and type(iat) is int and type(nbf) is int and type(exp) is int
+                and type(epoch) is int and iat >= 0 and nbf >= 0 and exp >= 0 and epoch >= 0
+            ):  # fmt: skip
+                raise _explain_claims(claims)
+            tok_req = get("req")
+            if (tok_req is not None or "req" in claims) and not _is_digest(tok_req):
+                raise InvalidToken("claim req is not a request digest")
+            cnf = get("cnf")
+            if type(cnf) is not dict or len(cnf) != 1 or not _is_digest(cnf.get(CNF_MEMBER)):
+                raise InvalidToken('claim cnf is not {"x5t#S256": <thumbprint>}')
+            cnf_value: str = cnf[CNF_MEMBER]
+            if _JTI_RE.fullmatch(jti) is None:
+                raise InvalidToken("jti is not 128 bits of base64url")
+
+            if exp <= iat or nbf < iat or nbf >= exp:
+                raise InvalidToken("inconsistent iat/nbf/exp")
+            if exp - iat > self.max_ttl:
+                raise InvalidToken(f"lifetime {exp - iat}s exceeds the maximum {self.max_ttl}s")
+            if iat > t + self.leeway or nbf > t + self.leeway:
+                raise ExpiredToken("token is not valid yet (nbf/iat in the future)")
+            if t >= exp + self.leeway:
+                raise ExpiredToken(f"token expired {t - exp:.0f}s ago")
+            if iss not in self.issuers:
+                raise InvalidToken(f"issuer {iss!r} is not allowed")
+
+            # Authentic and timely; from here on failures are PERMISSION_DENIED.
+            if aud != self.audience:
+                raise WrongAudience(f"token is for {aud!r}, this node is {self.audience!r}")
+            if sub != peer_id:
+                raise WrongCaller(f"token is for {sub!r}, caller is {peer_id!r}")
+            if not hmac.compare_digest(cnf_value.encode(), str(peer_thumbprint).encode()):
+                raise WrongCaller("token is bound to another certificate (cnf)")
+            if tok_op != op:
+                raise WrongOperation(f"token allows {tok_op!r}, call is {op!r}")
+            if tok_res != res:
+                raise WrongResource(f"token is for resource {tok_res!r}, call is for {res!r}")
+            # A token binding parameters the call did not check is refused too: fail closed.
+            if (req is not None or tok_req is not None) and (
+                tok_req is None
+                or req is None
+                or not hmac.compare_digest(tok_req.encode(), str(req).encode())
+            ):
+                raise WrongResource("request parameters do not match the token's req")
+            if epoch < min_epoch:
+                raise StaleEpoch(f"token epoch {epoch} is older than {min_epoch}")
+            # Claims the verifier does not know are kept for the caller (signed, so trusted).
+            known = len(claims) == _KNOWN_CLAIMS - (tok_req is None)
+            extra = _NO_EXTRA if known else _extra_claims(claims)
             # Last, so that a refused call cannot burn someone else's token.
-            self.replay.check_and_add(cap.jti, cap.exp + self.leeway, t)
-            return cap
+            self.replay.check_and_add(jti, exp + self.leeway, t)
+            return _new_capability(
+                {
+                    "iss": iss,
+                    "sub": sub,
+                    "aud": aud,
+                    "op": tok_op,
+                    "res": tok_res,
+                    "req": tok_req,
+                    "cnf": cnf_value,
+                    "iat": iat,
+                    "nbf": nbf,
+                    "exp": exp,
+                    "jti": jti,
+                    "epoch": epoch,
+                    "kid": kid,
+                    "extra": extra,
+                }
+            )
         except TokenError:
             raise
         except Exception as exc:
@@ -542,104 +621,3 @@ class TokenVerifier:
             self._headers.clear()
         self._headers[segment] = kid
         return kid
-
-    def _check(
-        self,
-        token: str | bytes,
-        *,
-        peer_id: str,
-        peer_thumbprint: str,
-        op: str,
-        res: str,
-        req: str | None,
-        min_epoch: int,
-        t: float,
-    ) -> Capability:
-        segments = _segments(token)
-        kid = self._header_kid(segments[1])
-        key = self._keyset().get(kid)
-        if key is None:
-            raise InvalidToken(f"kid {kid!r} is not a trusted token key")
-        claims = _authenticated_claims(key, kid, segments)
-        get = claims.get
-        iss, sub, aud, tok_op, tok_res, jti = (
-            get("iss"),
-            get("sub"),
-            get("aud"),
-            get("op"),
-            get("res"),
-            get("jti"),
-        )
-        iat, nbf, exp, epoch = get("iat"), get("nbf"), get("exp"), get("epoch")
-        # One combined test on the hot path; _explain_claims names the culprit.
-        # type() rather than isinstance: bool is an int subclass and must be refused.
-        if not (
-            type(iss) is str and type(sub) is str and type(aud) is str
-            and type(tok_op) is str and type(tok_res) is str and type(jti) is str
-            and iss and sub and aud and tok_op and tok_res
-            and type(iat) is int and type(nbf) is int and type(exp) is int
-            and type(epoch) is int and iat >= 0 and nbf >= 0 and exp >= 0 and epoch >= 0
-        ):  # fmt: skip
-            raise _explain_claims(claims)
-        tok_req = get("req")
-        if (tok_req is not None or "req" in claims) and not _is_digest(tok_req):
-            raise InvalidToken("claim req is not a request digest")
-        cnf = get("cnf")
-        if type(cnf) is not dict or len(cnf) != 1 or not _is_digest(cnf.get(CNF_MEMBER)):
-            raise InvalidToken('claim cnf is not {"x5t#S256": <thumbprint>}')
-        cnf_value: str = cnf[CNF_MEMBER]
-        if _JTI_RE.fullmatch(jti) is None:
-            raise InvalidToken("jti is not 128 bits of base64url")
-
-        if exp <= iat or nbf < iat or nbf >= exp:
-            raise InvalidToken("inconsistent iat/nbf/exp")
-        if exp - iat > self.max_ttl:
-            raise InvalidToken(f"lifetime {exp - iat}s exceeds the maximum {self.max_ttl}s")
-        if iat > t + self.leeway or nbf > t + self.leeway:
-            raise ExpiredToken("token is not valid yet (nbf/iat in the future)")
-        if t >= exp + self.leeway:
-            raise ExpiredToken(f"token expired {t - exp:.0f}s ago")
-        if iss not in self.issuers:
-            raise InvalidToken(f"issuer {iss!r} is not allowed")
-
-        # Authentic and timely; from here on failures are PERMISSION_DENIED.
-        if aud != self.audience:
-            raise WrongAudience(f"token is for {aud!r}, this node is {self.audience!r}")
-        if sub != peer_id:
-            raise WrongCaller(f"token is for {sub!r}, caller is {peer_id!r}")
-        if not hmac.compare_digest(cnf_value.encode(), str(peer_thumbprint).encode()):
-            raise WrongCaller("token is bound to another certificate (cnf)")
-        if tok_op != op:
-            raise WrongOperation(f"token allows {tok_op!r}, call is {op!r}")
-        if tok_res != res:
-            raise WrongResource(f"token is for resource {tok_res!r}, call is for {res!r}")
-        # A token binding parameters the call did not check is refused too: fail closed.
-        if (req is not None or tok_req is not None) and (
-            tok_req is None
-            or req is None
-            or not hmac.compare_digest(tok_req.encode(), str(req).encode())
-        ):
-            raise WrongResource("request parameters do not match the token's req")
-        if epoch < min_epoch:
-            raise StaleEpoch(f"token epoch {epoch} is older than {min_epoch}")
-        # Claims the verifier does not know are kept for the caller (signed, so trusted).
-        known = len(claims) == _KNOWN_CLAIMS - (tok_req is None)
-        extra = _NO_EXTRA if known else _extra_claims(claims)
-        return _new_capability(
-            {
-                "iss": iss,
-                "sub": sub,
-                "aud": aud,
-                "op": tok_op,
-                "res": tok_res,
-                "req": tok_req,
-                "cnf": cnf_value,
-                "iat": iat,
-                "nbf": nbf,
-                "exp": exp,
-                "jti": jti,
-                "epoch": epoch,
-                "kid": kid,
-                "extra": extra,
-            }
-        )

@@ -114,6 +114,7 @@ def test_inspect_bad_signature_exits_non_zero(
 @pytest.mark.parametrize(
     "garbage",
     ["garbage", "a.b.c", "...", "eyJhbGciOiJub25lIn0", "\u00e9.\u00e9.\u00e9", "x" * 9000],
+    ids=["word", "abc", "dots", "one-segment", "non-ascii", "oversize"],
 )
 def test_inspect_garbage_is_one_line_error_without_traceback(garbage: str) -> None:
     proc = subprocess.run(
