@@ -152,8 +152,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         spec = spec_from_pb(request)
         validate_spec(spec)
         for mount in spec.volumes:
-            if not self._volumes.exists(mount.name):
-                self._volumes.create(mount.name)
+            self._volumes.ensure(mount.name)
         return status_to_pb(self._runtime.create(spec))
 
     @_boundary

@@ -12,7 +12,7 @@ import asyncio
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -20,9 +20,10 @@ import grpc
 from node.denylist import format_deny_list
 from orchestrator import jointokens
 from orchestrator.audit import AuditLog
-from orchestrator.authz import CallerRefused, caller_of
+from orchestrator.authz import Caller, CallerRefused, caller_of
 from orchestrator.liveness import Tracker
 from orchestrator.state import ClusterState
+from orchestrator.tasks import Completion, TaskBook, TaskRefused
 from pki.authority import Authority
 from pki.errors import CapstanError
 from pki.identity import Kind, validate_name
@@ -49,8 +50,14 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         heartbeat: float,
         revoked: Callable[[], frozenset[int]],
         clock: Callable[[], float],
+        tasks: TaskBook,
+        on_completion: Callable[[Completion], Awaitable[None]],
+        assignments: Callable[[str], gateway_pb2.Assignments],
         on_report: Callable[[], None] = lambda: None,
     ) -> None:
+        self._tasks = tasks
+        self._on_completion = on_completion
+        self._assignments = assignments
         self._state = state
         self._tracker = tracker
         self._audit = audit
@@ -151,23 +158,32 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         for box in self.outboxes.values():
             box.put_nowait(message)
 
-    async def _node_of(self, context: grpc.aio.ServicerContext) -> control_pb2.NodeRecord:
+    def send(self, name: str, message: gateway_pb2.GatewayMessage) -> bool:
+        box = self.outboxes.get(name)
+        if box is None:
+            return False
+        box.put_nowait(message)
+        return True
+
+    async def _node_of(self, context: grpc.aio.ServicerContext, method: str) -> tuple[control_pb2.NodeRecord, Caller]:
         try:
             caller = caller_of(context, trust_domain=self._authority.trust_domain, revoked=self._revoked)
         except CallerRefused as exc:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            await self._audit.record(f"{method}.refused", peer=context.peer(), reason=str(exc))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unusable client certificate")
         node = self._state.node(caller.name) if caller.kind is Kind.NODE else None
         if node is None or node.id != caller.uri or node.state == "revoked":
-            await self._audit.record("report.refused", peer=caller.uri, reason="not a joined node")
+            await self._audit.record(f"{method}.refused", peer=caller.uri, reason="not a joined node")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a joined node")
         assert node is not None  # abort raised  # noqa: S101
-        return node
+        return node, caller
 
     async def Report(
         self, request_iterator: AsyncIterator[gateway_pb2.NodeStatus], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.GatewayMessage]:
-        node = await self._node_of(context)
+        node, caller = await self._node_of(context, "report")
         name = node.name
+        self._tracker.identify(name, caller.thumbprint)
         outbox: asyncio.Queue[gateway_pb2.GatewayMessage | BaseException | None] = asyncio.Queue()
         self.outboxes[name] = outbox  # type: ignore[assignment]
         outbox.put_nowait(self.trust_update())
@@ -228,3 +244,44 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         if not refused:
             self._tracker.seen(name, accepted)
         return fence, refused
+
+    # -- tasks and pull mode ------------------------------------------------------------
+
+    async def Complete(self, request: gateway_pb2.TaskResult, context: grpc.aio.ServicerContext) -> Any:
+        node, _ = await self._node_of(context, "complete")
+        try:
+            done = await self._tasks.complete(node.name, request.request_id, ok=request.ok, message=request.message)
+        except TaskRefused as exc:
+            await self._audit.record(
+                "complete.refused", node=node.name, request_id=request.request_id[:64], reason=str(exc)
+            )
+            log.warning("completion refused from %s: %s", node.name, exc)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "no such outstanding task for this node")
+        await self._audit.record(
+            "task.completed",
+            node=node.name,
+            request_id=done.task.request_id,
+            kind=done.task.kind,
+            res=done.task.resource,
+            ok=done.ok,
+            message=done.message,
+        )
+        await self._on_completion(done)
+        return gateway_pb2.TaskAck()
+
+    async def Watch(
+        self, request: gateway_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.Assignments]:
+        node, _ = await self._node_of(context, "watch")
+        if request.node and request.node != node.name:
+            await self._audit.record("watch.refused", node=node.name, asked_for=request.node[:128])
+            log.warning("node %s asked for the assignments of %s", node.name, request.node)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a node may watch only its own assignments")
+        last = b""
+        while True:
+            current = self._assignments(node.name)
+            data = current.SerializeToString(deterministic=True)
+            if data != last:
+                last = data
+                yield current
+            await asyncio.sleep(self._heartbeat / 2)

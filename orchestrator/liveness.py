@@ -25,6 +25,9 @@ class NodeView:
     report_at: float = 0.0  # when the last full container list arrived
     containers: dict[str, node_pb2.ContainerStatus] = field(default_factory=dict)
     usage: dict[str, gateway_pb2.ContainerUsage] = field(default_factory=dict)
+    images: set[str] = field(default_factory=set)
+    images_known: bool = False
+    thumbprint: str = ""  # of the certificate its report stream authenticated with
 
 
 class Tracker:
@@ -46,6 +49,26 @@ class Tracker:
                 view.containers[c.name] = c
         if status.usage:
             view.usage = {u.name: u for u in status.usage}
+        if status.full:
+            view.images = set(status.images)
+            view.images_known = True
+
+    def identify(self, node: str, thumbprint: str) -> None:
+        self.nodes.setdefault(node, NodeView()).thumbprint = thumbprint
+
+    def thumbprint(self, node: str) -> str:
+        view = self.nodes.get(node)
+        return view.thumbprint if view else ""
+
+    def has_image(self, node: str, ref: str) -> bool | None:
+        """True or False when the node said; None when it has not reported images yet."""
+        view = self.nodes.get(node)
+        if view is None or not view.images_known:
+            return None
+        return ref in view.images
+
+    def add_image(self, node: str, ref: str) -> None:
+        self.nodes.setdefault(node, NodeView()).images.add(ref)
 
     def forget(self, node: str) -> None:
         self.nodes.pop(node, None)
@@ -55,10 +78,11 @@ class Tracker:
         now = self._clock()
         # A node never heard from since this orchestrator started gets one grace
         # period from the start (or its join) before it counts as dead.
-        last = view.last_seen if view else max(joined_at, self.started)
+        heard = view is not None and view.last_seen > 0
+        last = view.last_seen if view is not None and heard else max(joined_at, self.started)
         silent = now - last
         if silent <= self.heartbeat * 1.5 + 0.25:
-            return Liveness.READY if view else Liveness.SUSPECT
+            return Liveness.READY if heard else Liveness.SUSPECT
         if silent <= self.grace:
             return Liveness.SUSPECT
         return Liveness.DEAD

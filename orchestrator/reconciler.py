@@ -21,14 +21,48 @@ from node.client import NodeCallError
 from orchestrator import apply as plans
 from orchestrator import scheduler
 from orchestrator.audit import AuditLog
+from orchestrator.delegation import Delegator, DelegationRefused, may_delegate
 from orchestrator.liveness import Liveness, Tracker
 from orchestrator.nodecalls import NodeCaller
 from orchestrator.state import ClusterState
-from protos import control_pb2, node_pb2, topology_pb2
+from orchestrator.tasks import Completion
+from protos import control_pb2, gateway_pb2, node_pb2, topology_pb2
 
 log = logging.getLogger("capstan.orchestrator")
 
 MAX_BACKOFF = 30.0
+
+
+RESTART_NAMES = {
+    topology_pb2.RESTART_POLICY_UNSPECIFIED: "always",
+    topology_pb2.RESTART_POLICY_ALWAYS: "always",
+    topology_pb2.RESTART_POLICY_ON_FAILURE: "on-failure",
+    topology_pb2.RESTART_POLICY_NEVER: "never",
+}
+
+
+def volume_name(w: control_pb2.Workload, volume: str) -> str:
+    """A node-local volume is per application, so a moved instance finds its data."""
+    return f"{w.app}.{volume}"
+
+
+def container_spec(w: control_pb2.Workload, service: topology_pb2.Service) -> node_pb2.ContainerSpec:
+    """The one translation of a workload into what a node runs (push and pull alike)."""
+    return node_pb2.ContainerSpec(
+        name=w.container,
+        workload_id=w.id,
+        image=service.image,
+        command=list(service.command),
+        env=[node_pb2.EnvVar(name=k, value=v) for k, v in sorted(service.env.items())],
+        cpu=service.resources.cpu,
+        memory=service.resources.memory,
+        volumes=[
+            node_pb2.VolumeMount(name=volume_name(w, v.name), path=v.path, read_only=v.read_only)
+            for v in service.volumes
+        ],
+        network="host" if service.network == topology_pb2.NETWORK_MODE_HOST else "none",
+        generation=w.generation,
+    )
 
 
 class Reconciler:
@@ -49,7 +83,9 @@ class Reconciler:
         self._clock = clock
         self.interval = interval
         self._wake = asyncio.Event()
-        self.fences: dict[str, set[str]] = {}  # node -> container names to fence
+        self.delegator: Delegator | None = None
+        # (node, kind, resource) -> request id of the delegated fetch under way
+        self.pending: dict[tuple[str, str, str], str] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -195,7 +231,44 @@ class Reconciler:
             return
         if node.state != "ready":
             return  # suspect: wait for the verdict
+        if node.mode == "pull":
+            await self._observe(w, node)
+            return
         await self._converge(w, node, app, service, in_flight)
+
+    async def _observe(self, w: control_pb2.Workload, node: control_pb2.NodeRecord) -> None:
+        """Pull-mode node: it converges itself; record what it reports."""
+        want = plans.container_name(w)
+        if w.container != want:
+            w.container = want
+            w.state = "pending"
+            await self._save(w)
+            return
+        current = self.tracker.containers(node.name).get(want)
+        state = current.state if current is not None else "pending"
+        restarts_seen = w.restarts
+        if state != w.state or restarts_seen != w.restarts:
+            w.state = state
+            await self._save(w)
+
+    def assignments(self, node: str) -> gateway_pb2.Assignments:
+        """What a pull-mode node must run: only its own workloads, nothing of others."""
+        out = gateway_pb2.Assignments()
+        for w in sorted(self.state.all_workloads(), key=lambda x: x.id):
+            if w.node != node or not w.container:
+                continue
+            spec = self._service_spec(w)
+            if spec is None:
+                continue
+            out.assignments.append(
+                gateway_pb2.Assignment(
+                    workload_id=w.id,
+                    spec=container_spec(w, spec[1]),
+                    desired=w.desired,
+                    restart=RESTART_NAMES[spec[1].restart],
+                )
+            )
+        return out
 
     async def _place(
         self,
@@ -218,7 +291,9 @@ class Reconciler:
             w.previous_nodes.append(moving_from)
         w.node = target
         w.container = plans.container_name(w)
-        w.state = "pending"
+        source = self.state.node(moving_from) if moving_from else None
+        # A workload with volumes leaving a live node takes its data along.
+        w.state = "migrating" if service.volumes and source is not None and source.state == "ready" else "pending"
         w.message = ""
         w.attempts = 0
         await self._save(w)
@@ -248,6 +323,8 @@ class Reconciler:
         if current is None:
             if not fresh and w.state in ("starting", "running", "replacing") and w.request_id == want:
                 return  # our create may not be in a report yet
+            if not await self._data_ready(w, node, service):
+                return
             await self._create_and_start(w, node, app, service)
             return
         if current.state == "running":
@@ -287,21 +364,7 @@ class Reconciler:
         app: topology_pb2.Application,
         service: topology_pb2.Service,
     ) -> None:
-        spec = node_pb2.ContainerSpec(
-            name=w.container,
-            workload_id=w.id,
-            image=service.image,
-            command=list(service.command),
-            env=[node_pb2.EnvVar(name=k, value=v) for k, v in sorted(service.env.items())],
-            cpu=service.resources.cpu,
-            memory=service.resources.memory,
-            volumes=[
-                node_pb2.VolumeMount(name=f"{w.app}.{v.name}", path=v.path, read_only=v.read_only)
-                for v in service.volumes
-            ],
-            network="host" if service.network == topology_pb2.NETWORK_MODE_HOST else "none",
-            generation=w.generation,
-        )
+        spec = container_spec(w, service)
         w.request_id = w.container
         try:
             await self.caller.call(node.address, node.id, "container.create", spec, why=f"workload {w.id}")
@@ -330,8 +393,9 @@ class Reconciler:
         node = self._node_usable(w.node) if w.node else None
         if node is not None:
             mine = [c for c in self.tracker.containers(node.name).values() if c.workload_id == w.id]
-            for c in mine:
-                await self._remove(node, c.name, why=f"retire {w.id}")
+            if node.mode != "pull":
+                for c in mine:
+                    await self._remove(node, c.name, why=f"retire {w.id}")
             if mine or self.tracker.report_at(node.name) <= w.updated_at:
                 return  # wait for a report that shows them gone
         async with self.state.lock:
@@ -351,7 +415,7 @@ class Reconciler:
         node a workload moved away from, and old versions after a replacement."""
         workloads = {w.id: w for w in self.state.all_workloads()}
         for node in self.state.all_nodes():
-            if node.state != "ready":
+            if node.state != "ready" or node.mode == "pull":
                 continue
             for c in list(self.tracker.containers(node.name).values()):
                 w = workloads.get(c.workload_id)
@@ -378,3 +442,82 @@ class Reconciler:
             async with self.state.lock:
                 await self.state.commit(delete_apps=[(rec.app.tenant, rec.app.name)])
             await self.audit.record("app.deleted", tenant=rec.app.tenant, app=rec.app.name)
+
+    # -- delegated fetches ------------------------------------------------------------
+
+    async def _data_ready(
+        self, w: control_pb2.Workload, node: control_pb2.NodeRecord, service: topology_pb2.Service
+    ) -> bool:
+        """Before a workload starts on a node: its image is there (else fetched from a
+        peer that has it) and, if it moved, its volumes came along from the old node."""
+        if self.delegator is None:
+            return True
+        if w.state == "migrating" and service.volumes:
+            source = self.state.node(w.previous_nodes[-1]) if w.previous_nodes else None
+            if source is None or source.state != "ready":
+                w.message = "previous node unreachable: volumes start empty"
+                w.state = "pending"
+                await self._save(w)
+            else:
+                if any(c.workload_id == w.id for c in self.tracker.containers(source.name).values()):
+                    return False  # the old copy must be stopped before its data is copied
+                for v in service.volumes:
+                    name = volume_name(w, v.name)
+                    if not await self._fetch(w, node, source, "volume.fetch", name):
+                        return False
+                w.state = "pending"
+                w.message = ""
+                await self._save(w)
+        has = self.tracker.has_image(node.name, service.image)
+        if has is None or has:
+            return True
+        sources = [
+            n
+            for n in self.state.all_nodes()
+            if n.state == "ready" and self.tracker.has_image(n.name, service.image) and may_delegate(node, n)
+        ]
+        if not sources:
+            return True  # nobody has it: the create fails with NOT_FOUND and backs off
+        sources.sort(key=lambda n: (n.pool != node.pool, n.name))
+        return await self._fetch(w, node, sources[0], "image.fetch", service.image)
+
+    async def _fetch(
+        self,
+        w: control_pb2.Workload,
+        node: control_pb2.NodeRecord,
+        source: control_pb2.NodeRecord,
+        kind: str,
+        resource: str,
+    ) -> bool:
+        """True when the resource is already fetched; else issue (once) and wait."""
+        key = (node.name, kind, resource)
+        if key in self.pending:
+            return False
+        if kind == "volume.fetch" and (node.name, kind, resource, w.generation) in self._fetched:
+            return True
+        assert self.delegator is not None  # noqa: S101
+        try:
+            task = await self.delegator.fetch(kind=kind, resource=resource, workload=w.id, target=node, source=source)
+        except DelegationRefused as exc:
+            await self._failed(w, str(exc))
+            return False
+        self.pending[key] = task.request_id
+        if w.state not in ("fetching", "migrating"):
+            w.state = "fetching"
+            await self._save(w)
+        return False
+
+    _fetched: set[tuple[str, str, str, int]] = set()
+
+    async def on_completion(self, done: Completion) -> None:
+        task = done.task
+        self.pending.pop((task.node, task.kind, task.resource), None)
+        w = self.state.workload(task.workload)
+        if done.ok:
+            if task.kind == "image.fetch":
+                self.tracker.add_image(task.node, task.resource)
+            elif w is not None:
+                self._fetched.add((task.node, task.kind, task.resource, w.generation))
+        elif w is not None:
+            await self._failed(w, f"{task.kind} of {task.resource} from {task.source} failed: {done.message}")
+        self.wake()

@@ -27,12 +27,14 @@ from node.client import client_credentials
 from orchestrator.audit import AuditLog
 from orchestrator.config import OrchestratorConfig
 from orchestrator.control import ControlService
+from orchestrator.delegation import Delegator
 from orchestrator.gateway import Gateway
 from orchestrator.liveness import Tracker
 from orchestrator.minter import Minter
 from orchestrator.nodecalls import NodeCaller
 from orchestrator.reconciler import Reconciler
 from orchestrator.state import ClusterState
+from orchestrator.tasks import TaskBook
 from orchestrator.store.sqlite import SqliteStore
 from pki.authority import Authority
 from pki.certs import thumbprint
@@ -109,6 +111,7 @@ async def start(config: OrchestratorConfig, *, clock: Callable[[], float] = time
         ttl=config.token_ttl,
     )
     reconciler = Reconciler(state, tracker, caller, audit, clock=clock, interval=config.reconcile_interval)
+    tasks = TaskBook(store, clock)
     gateway = Gateway(
         state=state,
         tracker=tracker,
@@ -121,7 +124,19 @@ async def start(config: OrchestratorConfig, *, clock: Callable[[], float] = time
         heartbeat=config.heartbeat,
         revoked=revoked,
         clock=clock,
+        tasks=tasks,
+        on_completion=reconciler.on_completion,
+        assignments=reconciler.assignments,
         on_report=reconciler.wake,
+    )
+    reconciler.delegator = Delegator(
+        minter=minter,
+        tasks=tasks,
+        tracker=tracker,
+        audit=audit,
+        send=gateway.send,
+        ttl=config.delegation_ttl,
+        clock=clock,
     )
     control = ControlService(
         state=state,
@@ -157,9 +172,9 @@ async def start(config: OrchestratorConfig, *, clock: Callable[[], float] = time
     for name in ("", *names[:2]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await audit.record("orchestrator.started", id=identity, epoch=config.epoch)
-    tasks = [asyncio.create_task(reconciler.run(), name="reconciler")]
+    background = [asyncio.create_task(reconciler.run(), name="reconciler")]
     log.info("orchestrator %s serving on %s, join on %s", identity, port, join_port)
-    return Orchestrator(config, server, store, state, reconciler, gateway, audit, identity, port, join_port, tasks)
+    return Orchestrator(config, server, store, state, reconciler, gateway, audit, identity, port, join_port, background)
 
 
 def run(config: OrchestratorConfig) -> None:

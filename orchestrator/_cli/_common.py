@@ -82,11 +82,14 @@ class Duration(click.ParamType):  # type: ignore[type-arg,unused-ignore]
 DURATION = Duration()
 
 
-def key_values(items: tuple[str, ...], what: str) -> dict[str, str]:
+def key_values(
+    _ctx: click.Context, param: click.Parameter, items: tuple[str, ...]
+) -> dict[str, str]:
+    """A click callback: repeated KEY=VALUE options as a mapping (checked before any call)."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"must be KEY=VALUE, got {item!r}", param_hint=what)
+            raise click.BadParameter(f"must be KEY=VALUE, got {item!r}", param=param)
         out[key] = value
     return out

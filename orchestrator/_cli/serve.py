@@ -104,14 +104,17 @@ def serve_cmd(
 @click.option("--name", default="", help="Bind the token to this node name.")
 @click.option("--ttl", type=DURATION, default="1h", show_default=True, help="Token lifetime.")
 @click.option("--pool", default="", help="Tenant pool the node joins (default: shared).")
-@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Node label.")
+@click.option(
+    "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=key_values,
+    help="Node label; repeatable.",
+)
 @context_option
 def join_token_cmd(
-    name: str, ttl: float, pool: str, labels: tuple[str, ...], context_name: str | None
+    name: str, ttl: float, pool: str, labels: dict[str, str], context_name: str | None
 ) -> None:
     """Create a one-time node join token (admin only); prints the token alone."""
     with connect(context_name) as client:
         reply = client.create_join_token(
-            name=name, ttl=ttl, pool=pool, labels=key_values(labels, "--label")
+            name=name, ttl=ttl, pool=pool, labels=labels
         )
     click.echo(reply.token)
