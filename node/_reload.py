@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from pki._files import read_file
 from pki.errors import CapstanError
 
 T = TypeVar("T")
@@ -39,8 +40,6 @@ class ReloadingFile(Generic[T]):
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _load_initial(self) -> T:
-        from pki._files import read_file
-
         stamp = self._stat()
         value = self._parse(read_file(self._path, self._what))
         self._stamp = stamp
@@ -56,6 +55,11 @@ class ReloadingFile(Generic[T]):
                     self._value = self._parse(self._path.read_bytes())
                     log.info("reloaded %s %s", self._what, self._path)
                 except (OSError, CapstanError, ValueError) as exc:
-                    log.error("keeping the previous %s: %s cannot be used: %s", self._what, self._path, exc)
+                    log.error(
+                        "keeping the previous %s: %s cannot be used: %s",
+                        self._what,
+                        self._path,
+                        exc,
+                    )
                 self._stamp = stamp
         return self._value

@@ -65,8 +65,7 @@ class EpochFloor:
         self.value = 0
 
     def observe(self, epoch: int) -> None:
-        if epoch > self.value:
-            self.value = epoch
+        self.value = max(self.value, epoch)
 
 
 class Authorizer:
@@ -93,11 +92,15 @@ class Authorizer:
         auth = context.auth_context()
         pems = auth.get("x509_pem_cert") or []
         if len(pems) != 1:
-            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "no client certificate", "no peer certificate")
+            raise Refused(
+                grpc.StatusCode.UNAUTHENTICATED, "no client certificate", "no peer certificate"
+            )
         try:
             peer = _parse_peer(bytes(pems[0]), self._trust_domain)
         except (ValueError, CapstanError) as exc:
-            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "bad client certificate", str(exc)) from None
+            raise Refused(
+                grpc.StatusCode.UNAUTHENTICATED, "bad client certificate", str(exc)
+            ) from None
         if peer.serial in self._revoked():
             raise Refused(
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -106,7 +109,9 @@ class Authorizer:
             )
         return peer
 
-    def authorize(self, operation: ops.Operation, request: Any, context: grpc.ServicerContext) -> Capability:
+    def authorize(
+        self, operation: ops.Operation, request: Any, context: grpc.ServicerContext
+    ) -> Capability:
         peer = self.peer(context)
         token = _bearer(context.invocation_metadata())
         try:
@@ -156,14 +161,16 @@ def _bearer(metadata: Any) -> str:
         )
     value = values[0]
     if not isinstance(value, str) or not value.lower().startswith(_BEARER):
-        raise Refused(grpc.StatusCode.UNAUTHENTICATED, "invalid", "authorization is not a Bearer token")
+        raise Refused(
+            grpc.StatusCode.UNAUTHENTICATED, "invalid", "authorization is not a Bearer token"
+        )
     return value[len(_BEARER) :].strip()
 
 
 def _peer_label(context: grpc.ServicerContext) -> str:
     try:
         return str(context.peer())
-    except Exception:  # noqa: BLE001 - only used to label a log line
+    except Exception:
         return "?"
 
 
@@ -257,19 +264,29 @@ def _peer_checked(authz: Authorizer, method: str, handler: Any) -> Any:
         return inner(request, context)
 
     return _rebuild(
-        handler, unary_unary=wrapped, unary_stream=wrapped, stream_unary=wrapped, stream_stream=wrapped
+        handler,
+        unary_unary=wrapped,
+        unary_stream=wrapped,
+        stream_unary=wrapped,
+        stream_stream=wrapped,
     )
 
 
 def _refuse_all(authz: Authorizer, method: str, handler: Any) -> Any:
     def refused(_request: Any, context: grpc.ServicerContext) -> Any:
         authz.refuse(
-            Refused(grpc.StatusCode.PERMISSION_DENIED, "unknown operation", f"{method} has no operation"),
+            Refused(
+                grpc.StatusCode.PERMISSION_DENIED, "unknown operation", f"{method} has no operation"
+            ),
             method,
             context,
             _peer_label(context),
         )
 
     return _rebuild(
-        handler, unary_unary=refused, unary_stream=refused, stream_unary=refused, stream_stream=refused
+        handler,
+        unary_unary=refused,
+        unary_stream=refused,
+        stream_unary=refused,
+        stream_stream=refused,
     )

@@ -28,7 +28,9 @@ class NodeCallError(CapstanError):
 
 
 def client_credentials(cert_chain: bytes, key: bytes, ca: bytes) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert_chain)
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert_chain
+    )
 
 
 CHANNEL_OPTIONS = [
@@ -69,7 +71,9 @@ class NodeClient:
         except grpc.RpcError as exc:
             raise _mapped(method, exc) from None
 
-    def stream(self, op: str, request: Any, token: str, *, timeout: float | None = None) -> Iterator[Any]:
+    def stream(
+        self, op: str, request: Any, token: str, *, timeout: float | None = None
+    ) -> Iterator[Any]:
         """A server-streaming call (logs, exports): yields response messages."""
         method = ops.BY_OP[op].method
         try:
@@ -77,11 +81,15 @@ class NodeClient:
         except grpc.RpcError as exc:
             raise _mapped(method, exc) from None
 
-    def upload(self, op: str, requests: Iterable[Any], token: str, *, timeout: float = 300.0) -> Any:
+    def upload(
+        self, op: str, requests: Iterable[Any], token: str, *, timeout: float = 300.0
+    ) -> Any:
         """A client-streaming call (imports); the first message names the resource."""
         method = ops.BY_OP[op].method
         try:
-            return getattr(self.stub, method)(iter(requests), metadata=_meta(token), timeout=timeout)
+            return getattr(self.stub, method)(
+                iter(requests), metadata=_meta(token), timeout=timeout
+            )
         except grpc.RpcError as exc:
             raise _mapped(method, exc) from None
 

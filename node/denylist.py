@@ -24,7 +24,9 @@ def parse_deny_list(data: bytes) -> frozenset[int]:
         try:
             serial = int(digits.replace(":", ""), 16)
         except ValueError:
-            raise ConfigError(f"deny list line {lineno}: {line!r} is not a hexadecimal serial") from None
+            raise ConfigError(
+                f"deny list line {lineno}: {line!r} is not a hexadecimal serial"
+            ) from None
         serials.add(serial)
     return frozenset(serials)
 

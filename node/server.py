@@ -16,15 +16,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from node._reload import ReloadingFile
 from node.audit import NodeAudit
-from node.authz import Authorizer, AuthorizationInterceptor
+from node.authz import AuthorizationInterceptor, Authorizer
 from node.config import NodeConfig
 from node.denylist import parse_deny_list
 from node.runtime import select_runtime
 from node.runtime.base import Runtime
 from node.service import NodeServicer
 from node.volumes import VolumeStore
-from node._reload import ReloadingFile
 from pki._files import read_file
 from pki.certs import identity_of, load_pem_chain
 from pki.errors import ConfigError
@@ -70,7 +70,10 @@ class TlsFiles:
         return tuple(out)
 
     def _config(self) -> grpc.ServerCertificateConfiguration:
-        cert, key, ca = (read_file(p, what) for p, what in zip(self._paths, ("certificate", "key", "trust bundle"), strict=True))
+        cert, key, ca = (
+            read_file(p, what)
+            for p, what in zip(self._paths, ("certificate", "key", "trust bundle"), strict=True)
+        )
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
@@ -139,7 +142,9 @@ def build_agent(
         clock=clock,
     )
     if runtime is None:
-        runtime = select_runtime(None if config.runtime == "auto" else config.runtime, identity.uri, config.state_dir)
+        runtime = select_runtime(
+            None if config.runtime == "auto" else config.runtime, identity.uri, config.state_dir
+        )
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="capstan-node"),
@@ -166,7 +171,9 @@ def build_agent(
     reflection.enable_server_reflection(services, server)
 
     tls = TlsFiles(config.cert, config.key, config.ca)
-    creds = grpc.dynamic_ssl_server_credentials(tls.initial, tls.fetch, require_client_authentication=True)
+    creds = grpc.dynamic_ssl_server_credentials(
+        tls.initial, tls.fetch, require_client_authentication=True
+    )
     port = server.add_secure_port(config.listen, creds)
     if port == 0:
         raise ConfigError(f"cannot listen on {config.listen}")

@@ -148,7 +148,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         self._version = version
 
     @_boundary
-    def CreateContainer(self, request: node_pb2.ContainerSpec, context: Any) -> node_pb2.ContainerStatus:
+    def CreateContainer(
+        self, request: node_pb2.ContainerSpec, context: Any
+    ) -> node_pb2.ContainerStatus:
         spec = spec_from_pb(request)
         validate_spec(spec)
         for mount in spec.volumes:
@@ -156,25 +158,35 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         return status_to_pb(self._runtime.create(spec))
 
     @_boundary
-    def StartContainer(self, request: node_pb2.ContainerRef, context: Any) -> node_pb2.ContainerStatus:
+    def StartContainer(
+        self, request: node_pb2.ContainerRef, context: Any
+    ) -> node_pb2.ContainerStatus:
         return status_to_pb(self._runtime.start(request.name))
 
     @_boundary
-    def StopContainer(self, request: node_pb2.StopRequest, context: Any) -> node_pb2.ContainerStatus:
+    def StopContainer(
+        self, request: node_pb2.StopRequest, context: Any
+    ) -> node_pb2.ContainerStatus:
         return status_to_pb(self._runtime.stop(request.name, _timeout(request.timeout)))
 
     @_boundary
-    def RestartContainer(self, request: node_pb2.StopRequest, context: Any) -> node_pb2.ContainerStatus:
+    def RestartContainer(
+        self, request: node_pb2.StopRequest, context: Any
+    ) -> node_pb2.ContainerStatus:
         return status_to_pb(self._runtime.restart(request.name, _timeout(request.timeout)))
 
     @_boundary
-    def RemoveContainer(self, request: node_pb2.RemoveRequest, context: Any) -> node_pb2.ContainerStatus:
+    def RemoveContainer(
+        self, request: node_pb2.RemoveRequest, context: Any
+    ) -> node_pb2.ContainerStatus:
         last = self._runtime.inspect(request.name)
         self._runtime.remove(request.name, force=request.force)
         return status_to_pb(last)
 
     @_boundary
-    def InspectContainer(self, request: node_pb2.ContainerRef, context: Any) -> node_pb2.ContainerStatus:
+    def InspectContainer(
+        self, request: node_pb2.ContainerRef, context: Any
+    ) -> node_pb2.ContainerStatus:
         return status_to_pb(self._runtime.inspect(request.name))
 
     @_boundary
@@ -182,7 +194,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         return node_pb2.ContainerList(containers=[status_to_pb(s) for s in self._runtime.list()])
 
     @_stream_boundary
-    def ContainerLogs(self, request: node_pb2.LogsRequest, context: Any) -> Iterator[node_pb2.LogChunk]:
+    def ContainerLogs(
+        self, request: node_pb2.LogsRequest, context: Any
+    ) -> Iterator[node_pb2.LogChunk]:
         if request.tail < 0:
             raise errors.InvalidArgument("tail", "must be >= 0")
         for chunk in self._runtime.logs(request.name, follow=request.follow, tail=request.tail):
@@ -192,7 +206,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
                 yield node_pb2.LogChunk(data=chunk)
 
     @_boundary
-    def GetContainerStats(self, request: node_pb2.ContainerRef, context: Any) -> node_pb2.ContainerStats:
+    def GetContainerStats(
+        self, request: node_pb2.ContainerRef, context: Any
+    ) -> node_pb2.ContainerStats:
         s = self._runtime.stats(request.name)
         return node_pb2.ContainerStats(
             name=s.name,
@@ -209,7 +225,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         yield from _chunks(self._runtime.image_export(request.ref))
 
     @_boundary
-    def ImportImage(self, request_iterator: Iterator[node_pb2.ImageImportChunk], context: Any) -> Any:
+    def ImportImage(
+        self, request_iterator: Iterator[node_pb2.ImageImportChunk], context: Any
+    ) -> Any:
         # Spooled and checked before loading: the archive must tag exactly the image the
         # token names, or one import could overwrite other images on this node.
         ref = ""
@@ -226,7 +244,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
                         raise errors.InvalidArgument("ref", "changes within the stream")
                     size += len(msg.data)
                     if size > MAX_IMAGE_BYTES:
-                        raise errors.InvalidArgument("data", f"image larger than {MAX_IMAGE_BYTES} bytes")
+                        raise errors.InvalidArgument(
+                            "data", f"image larger than {MAX_IMAGE_BYTES} bytes"
+                        )
                     fh.write(msg.data)
             tags = _image_tags(path)
             if tags != {ref}:
@@ -239,13 +259,17 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
             path.unlink(missing_ok=True)
 
     @_stream_boundary
-    def ExportVolume(self, request: node_pb2.VolumeRef, context: Any) -> Iterator[node_pb2.DataChunk]:
+    def ExportVolume(
+        self, request: node_pb2.VolumeRef, context: Any
+    ) -> Iterator[node_pb2.DataChunk]:
         if not self._volumes.exists(request.name):
             raise errors.NotFound(f"volume {request.name} not found")
         yield from _chunks(self._volumes.export(request.name))
 
     @_boundary
-    def ImportVolume(self, request_iterator: Iterator[node_pb2.VolumeImportChunk], context: Any) -> Any:
+    def ImportVolume(
+        self, request_iterator: Iterator[node_pb2.VolumeImportChunk], context: Any
+    ) -> Any:
         first = next(request_iterator)
         name = first.name
 
@@ -275,7 +299,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
 
 
 def _timeout(value: float) -> float:
-    if value < 0 or value != value or value > 3600:
+    if not 0 <= value <= 3600:  # NaN fails both comparisons
         raise errors.InvalidArgument("timeout", "must be between 0 and 3600 seconds")
     return value or 10.0
 

@@ -56,7 +56,9 @@ def validate(app: topology_pb2.Application) -> None:
         if not 0 <= s.resources.cpu <= _rules.MAX_CPU or s.resources.cpu != s.resources.cpu:
             problems.append(f"{p}.resources.cpu: must be between 0 and {_rules.MAX_CPU}")
         if s.resources.memory and not _rules.MIN_MEMORY <= s.resources.memory <= _rules.MAX_MEMORY:
-            problems.append(f"{p}.resources.memory: must be 0 or at least {_rules.MIN_MEMORY} bytes")
+            problems.append(
+                f"{p}.resources.memory: must be 0 or at least {_rules.MIN_MEMORY} bytes"
+            )
         for i, v in enumerate(s.volumes):
             check(f"{p}.volumes[{i}].name", _rules.check_dns_label(v.name))
             check(f"{p}.volumes[{i}].path", _rules.check_mount_path(v.path))
@@ -121,7 +123,9 @@ def plan(
             action = "scale"
         else:
             action = "unchanged"
-        changes.append(control_pb2.ServiceChange(service=s.name, action=action, replicas=n, spec_hash=h))
+        changes.append(
+            control_pb2.ServiceChange(service=s.name, action=action, replicas=n, spec_hash=h)
+        )
         for i in range(n):
             found = mine.get(i)
             if found is None:
@@ -160,7 +164,9 @@ def plan(
     return record, changes, writes
 
 
-def retire_all(workloads: Iterable[control_pb2.Workload], *, now: float) -> list[control_pb2.Workload]:
+def retire_all(
+    workloads: Iterable[control_pb2.Workload], *, now: float
+) -> list[control_pb2.Workload]:
     return [_retire(w, now) for w in workloads if w.desired != "removed"]
 
 

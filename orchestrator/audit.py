@@ -14,8 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from orchestrator.store import Compare, Put, Store
-from orchestrator.store import keys
+from orchestrator.store import Compare, Put, Store, keys
 
 GENESIS = "0" * 64
 _COUNTER = keys.counter("audit")
@@ -53,7 +52,13 @@ class AuditLog:
                 await self._load()
             for _ in range(5):
                 seq = self._seq + 1
-                entry = {"seq": seq, "at": round(self._clock(), 6), "event": event, **fields, "prev": self._prev}
+                entry = {
+                    "seq": seq,
+                    "at": round(self._clock(), 6),
+                    "event": event,
+                    **fields,
+                    "prev": self._prev,
+                }
                 data = _canonical(entry)
                 cmp = (
                     Compare.revision(_COUNTER, "==", self._counter_rev)
@@ -64,7 +69,11 @@ class AuditLog:
                     [cmp], [Put(keys.audit(seq), data), Put(_COUNTER, str(seq).encode())]
                 )
                 if result.succeeded:
-                    self._seq, self._prev, self._counter_rev = seq, hashlib.sha256(data).hexdigest(), result.revision
+                    self._seq, self._prev, self._counter_rev = (
+                        seq,
+                        hashlib.sha256(data).hexdigest(),
+                        result.revision,
+                    )
                     return seq
                 await self._load()  # another writer appended: continue from its tail
             raise RuntimeError("audit log: could not append after 5 attempts")
@@ -89,9 +98,15 @@ class AuditLog:
                 return False, f"entry at {e.key} is not valid JSON"
             seq = item.get("seq")
             if e.key != keys.audit(expected) or seq != expected:
-                return False, f"entry {expected} is missing or out of order (found {e.key}, seq {seq})"
+                return (
+                    False,
+                    f"entry {expected} is missing or out of order (found {e.key}, seq {seq})",
+                )
             if item.get("prev") != prev:
-                return False, f"entry {expected} does not follow entry {expected - 1} (edited or reordered)"
+                return (
+                    False,
+                    f"entry {expected} does not follow entry {expected - 1} (edited or reordered)",
+                )
             if _canonical(item) != e.value:
                 return False, f"entry {expected} is not in canonical form (edited)"
             prev = hashlib.sha256(e.value).hexdigest()
@@ -99,7 +114,8 @@ class AuditLog:
             count += 1
         counter = await self._store.get(_COUNTER)
         if counter is not None and int(counter.value) != expected - 1:
-            return False, f"the log ends at entry {expected - 1} but {int(counter.value)} were written (tail removed)"
+            last = int(counter.value)
+            return False, f"the log ends at entry {expected - 1} but {last} were written (tail removed)"
         return True, f"{count} entries, chain intact"
 
     async def follow(self, since: int = 0) -> AsyncIterator[dict[str, Any]]:

@@ -60,11 +60,16 @@ class CallerRefused(CapstanError):
 def _parse(pem: bytes) -> Caller:
     cert = x509.load_pem_x509_certificate(pem)
     ident = identity_of(cert)
-    return Caller(ident.uri, ident.kind, ident.name, role_of(cert), thumbprint(cert), cert.serial_number)
+    return Caller(
+        ident.uri, ident.kind, ident.name, role_of(cert), thumbprint(cert), cert.serial_number
+    )
 
 
 def caller_of(
-    context: grpc.aio.ServicerContext, *, trust_domain: str, revoked: Callable[[], set[int] | frozenset[int]]
+    context: grpc.aio.ServicerContext,
+    *,
+    trust_domain: str,
+    revoked: Callable[[], set[int] | frozenset[int]],
 ) -> Caller:
     pems = context.auth_context().get("x509_pem_cert") or []
     if len(pems) != 1:

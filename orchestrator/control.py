@@ -61,9 +61,13 @@ def _guard(access: Access) -> Callable[[F], F]:
                     raise Denied(f"{caller.uri} (role {caller.role}) may not {fn.__name__}")
                 return await fn(self, request, context, caller)
             except CapstanError as exc:
-                code = next((c for cls, c in _STATUS if isinstance(exc, cls)), grpc.StatusCode.INTERNAL)
+                code = next(
+                    (c for cls, c in _STATUS if isinstance(exc, cls)), grpc.StatusCode.INTERNAL
+                )
                 if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-                    await self._audit.record("control.refused", method=fn.__name__, peer=context.peer(), reason=str(exc))
+                    await self._audit.record(
+                        "control.refused", method=fn.__name__, peer=context.peer(), reason=str(exc)
+                    )
                     log.warning("refused %s: %s", fn.__name__, exc)
                 await context.abort(code, str(exc))
 
@@ -117,20 +121,28 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         app.CopyFrom(request.app)
         app.tenant = self._tenant(caller, app.tenant, Access.WRITE)
         plans.validate(app)
-        nodes = self._reconciler._views()  # noqa: SLF001 - same package, one source of node views
+        nodes = self._reconciler._views()
         if nodes:
             for s in app.services:
                 try:
                     scheduler.check_fits(scheduler.request_for(app, s), nodes)
                 except scheduler.Unschedulable as exc:
-                    raise plans.InvalidApplication(f"services.{s.name}.resources: fits no node ({exc})") from None
+                    raise plans.InvalidApplication(
+                        f"services.{s.name}.resources: fits no node ({exc})"
+                    ) from None
         async with self._state.lock:
             current = self._state.app(app.tenant, app.name)
-            mine = [w for w in self._state.all_workloads() if w.tenant == app.tenant and w.app == app.name]
+            mine = [
+                w
+                for w in self._state.all_workloads()
+                if w.tenant == app.tenant and w.app == app.name
+            ]
             record, changes, writes = plans.plan(app, current, mine, now=self._clock())
             if not request.dry_run:
                 await self._state.commit(apps=[record], workloads=writes)
-        if not request.dry_run and (writes or current is None or current.generation != record.generation):
+        if not request.dry_run and (
+            writes or current is None or current.generation != record.generation
+        ):
             await self._audit.record(
                 "app.applied",
                 by=caller.uri,
@@ -152,22 +164,34 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             if record is None:
                 raise NotFound(f"application {tenant}/{request.name} not found")
             record.deleting = True
-            mine = [w for w in self._state.all_workloads() if w.tenant == tenant and w.app == request.name]
-            await self._state.commit(apps=[record], workloads=plans.retire_all(mine, now=self._clock()))
+            mine = [
+                w
+                for w in self._state.all_workloads()
+                if w.tenant == tenant and w.app == request.name
+            ]
+            await self._state.commit(
+                apps=[record], workloads=plans.retire_all(mine, now=self._clock())
+            )
         await self._audit.record("app.deleting", by=caller.uri, tenant=tenant, app=request.name)
         self._reconciler.wake()
-        return control_pb2.ApplyResponse(tenant=tenant, app=request.name, generation=record.generation)
+        return control_pb2.ApplyResponse(
+            tenant=tenant, app=request.name, generation=record.generation
+        )
 
     def _summary(self, record: control_pb2.AppRecord) -> control_pb2.AppSummary:
         mine = [
-            w for w in self._state.all_workloads() if w.tenant == record.app.tenant and w.app == record.app.name
+            w
+            for w in self._state.all_workloads()
+            if w.tenant == record.app.tenant and w.app == record.app.name
         ]
         return control_pb2.AppSummary(
             tenant=record.app.tenant,
             name=record.app.name,
             generation=record.generation,
             services=len(record.app.services),
-            desired=sum(plans.replicas_of(s) for s in record.app.services) if not record.deleting else 0,
+            desired=sum(plans.replicas_of(s) for s in record.app.services)
+            if not record.deleting
+            else 0,
             running=sum(1 for w in mine if w.state == "running" and w.desired == "running"),
             updated_at=record.updated_at,
         )
@@ -179,30 +203,40 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         if record is None:
             raise NotFound(f"application {tenant}/{request.name} not found")
         workloads = sorted(
-            (w for w in self._state.all_workloads() if w.tenant == tenant and w.app == request.name),
+            (
+                w
+                for w in self._state.all_workloads()
+                if w.tenant == tenant and w.app == request.name
+            ),
             key=lambda w: (w.service, w.index),
         )
         events = [
             f"{e['event']} {e.get('workload', '')} {e.get('node', '')}".strip()
             for e in (await self._audit.entries())[-200:]
-            if e.get("app") == request.name or str(e.get("workload", "")).startswith(f"{tenant}.{request.name}.")
+            if e.get("app") == request.name
+            or str(e.get("workload", "")).startswith(f"{tenant}.{request.name}.")
         ][-20:]
         return control_pb2.AppDetail(
             record=record, summary=self._summary(record), workloads=workloads, events=events
         )
 
     @_guard(Access.READ)
-    async def ListApps(self, request: control_pb2.ListAppsRequest, context: Any, caller: Caller) -> Any:
+    async def ListApps(
+        self, request: control_pb2.ListAppsRequest, context: Any, caller: Caller
+    ) -> Any:
         apps = [
             self._summary(r)
             for r in self._state.all_apps()
-            if self._visible(caller, r.app.tenant) and (not request.tenant or r.app.tenant == request.tenant)
+            if self._visible(caller, r.app.tenant)
+            and (not request.tenant or r.app.tenant == request.tenant)
         ]
         apps.sort(key=lambda a: (a.tenant, a.name))
         return control_pb2.AppList(apps=apps)
 
     @_guard(Access.READ)
-    async def ListWorkloads(self, request: control_pb2.WorkloadFilter, context: Any, caller: Caller) -> Any:
+    async def ListWorkloads(
+        self, request: control_pb2.WorkloadFilter, context: Any, caller: Caller
+    ) -> Any:
         out = [
             w
             for w in self._state.all_workloads()
@@ -237,7 +271,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         return sorted(out, key=lambda n: n.name)
 
     @_guard(Access.READ)
-    async def ListNodes(self, request: control_pb2.ListNodesRequest, context: Any, caller: Caller) -> Any:
+    async def ListNodes(
+        self, request: control_pb2.ListNodesRequest, context: Any, caller: Caller
+    ) -> Any:
         if caller.tenant is not None:
             # Tenants see only their own pool and the shared nodes.
             nodes = [n for n in self._node_records() if n.pool in ("", caller.tenant)]
@@ -294,10 +330,14 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             ttl=self._ttl if not request.follow else max(self._ttl, 30.0),
             why=f"logs of {w.id}",
         )
-        return control_pb2.LogsGrant(node_address=node.address, node_id=node.id, container=w.container, token=token)
+        return control_pb2.LogsGrant(
+            node_address=node.address, node_id=node.id, container=w.container, token=token
+        )
 
     @_guard(Access.ADMIN)
-    async def CreateJoinToken(self, request: control_pb2.JoinTokenRequest, context: Any, caller: Caller) -> Any:
+    async def CreateJoinToken(
+        self, request: control_pb2.JoinTokenRequest, context: Any, caller: Caller
+    ) -> Any:
         ttl = request.ttl or 3600.0
         if not 0 < ttl <= 7 * 86400:
             raise plans.InvalidApplication("ttl: must be between 0 and 7 days")
@@ -310,6 +350,10 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         )
         token = await jointokens.create(self._state.store, grant, ca_pin=self._ca_pin)
         await self._audit.record(
-            "join_token.created", by=caller.uri, name=request.name, pool=request.pool, expires_at=grant.expires_at
+            "join_token.created",
+            by=caller.uri,
+            name=request.name,
+            pool=request.pool,
+            expires_at=grant.expires_at,
         )
         return control_pb2.JoinTokenResponse(token=token, expires_at=grant.expires_at)

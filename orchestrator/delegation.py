@@ -67,7 +67,11 @@ class Delegator:
             raise DelegationRefused(f"unknown task kind {kind!r}")
         if not may_delegate(target, source):
             await self._audit.record(
-                "delegation.refused", target=target.name, source=source.name, op=op, res=resource,
+                "delegation.refused",
+                target=target.name,
+                source=source.name,
+                op=op,
+                res=resource,
                 reason="pools of different tenants",
             )
             raise DelegationRefused(f"{target.name} may not call {source.name}")
@@ -84,7 +88,11 @@ class Delegator:
             why=f"delegation: {target.name} fetches {resource} from {source.name} for {workload}",
         )
         task = await self._tasks.issue(
-            node=target.name, kind=kind, resource=resource, workload=workload, source=source.name,
+            node=target.name,
+            kind=kind,
+            resource=resource,
+            workload=workload,
+            source=source.name,
             ttl=self._ttl + 60,
         )
         await self._audit.record(

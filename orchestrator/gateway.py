@@ -74,7 +74,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
 
     # -- join ---------------------------------------------------------------------
 
-    async def Join(self, request: gateway_pb2.JoinRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def Join(
+        self, request: gateway_pb2.JoinRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
         peer = context.peer()
         try:
             grant = await jointokens.consume(
@@ -91,13 +93,17 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             dns = list(request.dns)
             host, _, port = request.address.rpartition(":")
             if not port.isdigit() or not host or (host not in ips and host not in dns):
-                raise CapstanError(f"address {request.address!r} must be HOST:PORT with HOST among the node's SANs")
+                raise CapstanError(
+                    f"address {request.address!r} must be HOST:PORT with HOST among the node's SANs"
+                )
         except (CapstanError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         async with self._state.lock:
             existing = self._state.node(name)
             if existing is not None and not grant.rejoin:
-                await self._audit.record("join.refused", peer=peer, node=name, reason="name already joined")
+                await self._audit.record(
+                    "join.refused", peer=peer, node=name, reason="name already joined"
+                )
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "join refused")
             try:
                 issued = await asyncio.to_thread(
@@ -128,7 +134,12 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             record.ips.extend(ips)
             await self._state.save_node(record)
         await self._audit.record(
-            "node.joined", node=name, id=record.id, address=request.address, pool=grant.pool, peer=peer
+            "node.joined",
+            node=name,
+            id=record.id,
+            address=request.address,
+            pool=grant.pool,
+            peer=peer,
         )
         await self._audit.record("cert.issued", kind="node", name=name, serial=record.cert_serial)
         return gateway_pb2.JoinResponse(
@@ -165,21 +176,29 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         box.put_nowait(message)
         return True
 
-    async def _node_of(self, context: grpc.aio.ServicerContext, method: str) -> tuple[control_pb2.NodeRecord, Caller]:
+    async def _node_of(
+        self, context: grpc.aio.ServicerContext, method: str
+    ) -> tuple[control_pb2.NodeRecord, Caller]:
         try:
-            caller = caller_of(context, trust_domain=self._authority.trust_domain, revoked=self._revoked)
+            caller = caller_of(
+                context, trust_domain=self._authority.trust_domain, revoked=self._revoked
+            )
         except CallerRefused as exc:
             await self._audit.record(f"{method}.refused", peer=context.peer(), reason=str(exc))
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unusable client certificate")
         node = self._state.node(caller.name) if caller.kind is Kind.NODE else None
         if node is None or node.id != caller.uri or node.state == "revoked":
-            await self._audit.record(f"{method}.refused", peer=caller.uri, reason="not a joined node")
+            await self._audit.record(
+                f"{method}.refused", peer=caller.uri, reason="not a joined node"
+            )
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a joined node")
         assert node is not None  # abort raised  # noqa: S101
         return node, caller
 
     async def Report(
-        self, request_iterator: AsyncIterator[gateway_pb2.NodeStatus], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[gateway_pb2.NodeStatus],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[gateway_pb2.GatewayMessage]:
         node, caller = await self._node_of(context, "report")
         name = node.name
@@ -194,16 +213,27 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                     fence, refused = self._attribute(name, status)
                     if refused:
                         await self._audit.record(
-                            "report.refused", node=name, workloads=sorted(refused), reason="not assigned to this node"
+                            "report.refused",
+                            node=name,
+                            workloads=sorted(refused),
+                            reason="not assigned to this node",
                         )
-                        log.warning("node %s reported workloads of others: %s", name, sorted(refused))
-                        outbox.put_nowait(PermissionError(f"workloads not assigned to this node: {sorted(refused)}"))
+                        log.warning(
+                            "node %s reported workloads of others: %s", name, sorted(refused)
+                        )
+                        outbox.put_nowait(
+                            PermissionError(
+                                f"workloads not assigned to this node: {sorted(refused)}"
+                            )
+                        )
                         return
                     if fence:
-                        outbox.put_nowait(gateway_pb2.GatewayMessage(sent_at=self._clock(), fence=sorted(fence)))
+                        outbox.put_nowait(
+                            gateway_pb2.GatewayMessage(sent_at=self._clock(), fence=sorted(fence))
+                        )
                     self._on_report()
                 outbox.put_nowait(None)
-            except Exception as exc:  # noqa: BLE001 - the stream ended badly: end ours too
+            except Exception as exc:
                 outbox.put_nowait(exc)
 
         reader = asyncio.create_task(read())
@@ -229,7 +259,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             return set(), {"(too many containers)"}
         fence: set[str] = set()
         refused: set[str] = set()
-        accepted = gateway_pb2.NodeStatus(sent_at=status.sent_at, full=status.full, usage=status.usage)
+        accepted = gateway_pb2.NodeStatus(
+            sent_at=status.sent_at, full=status.full, usage=status.usage
+        )
         for c in status.containers:
             w = self._state.workload(c.workload_id)
             if w is None:
@@ -247,16 +279,25 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
 
     # -- tasks and pull mode ------------------------------------------------------------
 
-    async def Complete(self, request: gateway_pb2.TaskResult, context: grpc.aio.ServicerContext) -> Any:
+    async def Complete(
+        self, request: gateway_pb2.TaskResult, context: grpc.aio.ServicerContext
+    ) -> Any:
         node, _ = await self._node_of(context, "complete")
         try:
-            done = await self._tasks.complete(node.name, request.request_id, ok=request.ok, message=request.message)
+            done = await self._tasks.complete(
+                node.name, request.request_id, ok=request.ok, message=request.message
+            )
         except TaskRefused as exc:
             await self._audit.record(
-                "complete.refused", node=node.name, request_id=request.request_id[:64], reason=str(exc)
+                "complete.refused",
+                node=node.name,
+                request_id=request.request_id[:64],
+                reason=str(exc),
             )
             log.warning("completion refused from %s: %s", node.name, exc)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "no such outstanding task for this node")
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "no such outstanding task for this node"
+            )
         await self._audit.record(
             "task.completed",
             node=node.name,
@@ -276,7 +317,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         if request.node and request.node != node.name:
             await self._audit.record("watch.refused", node=node.name, asked_for=request.node[:128])
             log.warning("node %s asked for the assignments of %s", node.name, request.node)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a node may watch only its own assignments")
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "a node may watch only its own assignments"
+            )
         last = b""
         while True:
             current = self._assignments(node.name)

@@ -14,8 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.store import Store
-from orchestrator.store import keys
+from orchestrator.store import Store, keys
 
 PREFIX = "CJ1"
 

@@ -65,6 +65,13 @@ class Minter:
         )
         if audit:
             await self._audit.record(
-                "token.minted", sub=sub, aud=aud, op=op, res=res, ttl=ttl, why=why, kid=self._signer.kid
+                "token.minted",
+                sub=sub,
+                aud=aud,
+                op=op,
+                res=res,
+                ttl=ttl,
+                why=why,
+                kid=self._signer.kid,
             )
         return token

@@ -60,7 +60,14 @@ class NodeCaller:
         )
 
     async def call(
-        self, address: str, node_id: str, op_name: str, request: Any, *, timeout: float = 30.0, why: str = ""
+        self,
+        address: str,
+        node_id: str,
+        op_name: str,
+        request: Any,
+        *,
+        timeout: float = 30.0,
+        why: str = "",
     ) -> Any:
         op = ops.BY_OP[op_name]
         token = await self._token(node_id, op, request, why)
@@ -73,7 +80,13 @@ class NodeCaller:
             raise NodeCallError(op.method, exc.code(), exc.details() or "") from None
 
     async def stream(
-        self, address: str, node_id: str, op_name: str, request: Any, *, timeout: float | None = None
+        self,
+        address: str,
+        node_id: str,
+        op_name: str,
+        request: Any,
+        *,
+        timeout: float | None = None,
     ) -> AsyncIterator[Any]:
         op = ops.BY_OP[op_name]
         token = await self._token(node_id, op, request, "")

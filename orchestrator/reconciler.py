@@ -9,6 +9,7 @@ restart converges with no duplicate and no lost workload.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -21,7 +22,7 @@ from node.client import NodeCallError
 from orchestrator import apply as plans
 from orchestrator import scheduler
 from orchestrator.audit import AuditLog
-from orchestrator.delegation import Delegator, DelegationRefused, may_delegate
+from orchestrator.delegation import DelegationRefused, Delegator, may_delegate
 from orchestrator.liveness import Liveness, Tracker
 from orchestrator.nodecalls import NodeCaller
 from orchestrator.state import ClusterState
@@ -46,7 +47,9 @@ def volume_name(w: control_pb2.Workload, volume: str) -> str:
     return f"{w.app}.{volume}"
 
 
-def container_spec(w: control_pb2.Workload, service: topology_pb2.Service) -> node_pb2.ContainerSpec:
+def container_spec(
+    w: control_pb2.Workload, service: topology_pb2.Service
+) -> node_pb2.ContainerSpec:
     """The one translation of a workload into what a node runs (push and pull alike)."""
     return node_pb2.ContainerSpec(
         name=w.container,
@@ -96,13 +99,11 @@ class Reconciler:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - one bad tick must not stop reconciling
+            except Exception:
                 log.exception("reconcile tick failed")
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
-            except TimeoutError:
-                pass
 
     # -- one pass -----------------------------------------------------------------
 
@@ -184,7 +185,9 @@ class Reconciler:
             )
         return views
 
-    def _service_spec(self, w: control_pb2.Workload) -> tuple[topology_pb2.Application, topology_pb2.Service] | None:
+    def _service_spec(
+        self, w: control_pb2.Workload
+    ) -> tuple[topology_pb2.Application, topology_pb2.Service] | None:
         rec = self.state.app(w.tenant, w.app)
         if rec is None:
             return None
@@ -199,7 +202,11 @@ class Reconciler:
         w.updated_at = self._clock()
         async with self.state.lock:
             current = self.state.workload(w.id)
-            if current is None or current.generation != w.generation or current.desired != w.desired:
+            if (
+                current is None
+                or current.generation != w.generation
+                or current.desired != w.desired
+            ):
                 return False
             await self.state.save_workload(w)
         return True
@@ -293,11 +300,17 @@ class Reconciler:
         w.container = plans.container_name(w)
         source = self.state.node(moving_from) if moving_from else None
         # A workload with volumes leaving a live node takes its data along.
-        w.state = "migrating" if service.volumes and source is not None and source.state == "ready" else "pending"
+        w.state = (
+            "migrating"
+            if service.volumes and source is not None and source.state == "ready"
+            else "pending"
+        )
         w.message = ""
         w.attempts = 0
         await self._save(w)
-        await self.audit.record("workload.placed", workload=w.id, node=target, moved_from=moving_from or "")
+        await self.audit.record(
+            "workload.placed", workload=w.id, node=target, moved_from=moving_from or ""
+        )
 
     async def _converge(
         self,
@@ -321,7 +334,11 @@ class Reconciler:
         current = reported.get(want)
         fresh = self.tracker.report_at(node.name) > w.updated_at
         if current is None:
-            if not fresh and w.state in ("starting", "running", "replacing") and w.request_id == want:
+            if (
+                not fresh
+                and w.state in ("starting", "running", "replacing")
+                and w.request_id == want
+            ):
                 return  # our create may not be in a report yet
             if not await self._data_ready(w, node, service):
                 return
@@ -342,9 +359,10 @@ class Reconciler:
                 return
             policy = service.restart
             failed = not current.has_exit_code or current.exit_code != 0
-            restart = policy in (topology_pb2.RESTART_POLICY_UNSPECIFIED, topology_pb2.RESTART_POLICY_ALWAYS) or (
-                policy == topology_pb2.RESTART_POLICY_ON_FAILURE and failed
-            )
+            restart = policy in (
+                topology_pb2.RESTART_POLICY_UNSPECIFIED,
+                topology_pb2.RESTART_POLICY_ALWAYS,
+            ) or (policy == topology_pb2.RESTART_POLICY_ON_FAILURE and failed)
             if not restart:
                 final = "failed" if failed else "completed"
                 if w.state != final:
@@ -354,7 +372,9 @@ class Reconciler:
                 return
             w.restarts += 1
             w.exit_code = current.exit_code
-            await self.audit.record("workload.restarted", workload=w.id, node=node.name, exit_code=current.exit_code)
+            await self.audit.record(
+                "workload.restarted", workload=w.id, node=node.name, exit_code=current.exit_code
+            )
             await self._start(w, node)
 
     async def _create_and_start(
@@ -367,7 +387,9 @@ class Reconciler:
         spec = container_spec(w, service)
         w.request_id = w.container
         try:
-            await self.caller.call(node.address, node.id, "container.create", spec, why=f"workload {w.id}")
+            await self.caller.call(
+                node.address, node.id, "container.create", spec, why=f"workload {w.id}"
+            )
         except NodeCallError as exc:
             if exc.code != grpc.StatusCode.ALREADY_EXISTS:
                 raise
@@ -376,7 +398,11 @@ class Reconciler:
     async def _start(self, w: control_pb2.Workload, node: control_pb2.NodeRecord) -> None:
         try:
             st = await self.caller.call(
-                node.address, node.id, "container.start", node_pb2.ContainerRef(name=w.container), why=f"workload {w.id}"
+                node.address,
+                node.id,
+                "container.start",
+                node_pb2.ContainerRef(name=w.container),
+                why=f"workload {w.id}",
             )
         except NodeCallError as exc:
             if exc.code != grpc.StatusCode.FAILED_PRECONDITION:
@@ -422,14 +448,20 @@ class Reconciler:
                 stray = (
                     w is None
                     or w.node != node.name
-                    or (c.name != w.container and w.state == "running" and w.container in self.tracker.containers(node.name))
+                    or (
+                        c.name != w.container
+                        and w.state == "running"
+                        and w.container in self.tracker.containers(node.name)
+                    )
                 )
                 if not stray or (w is not None and w.desired == "removed"):
                     continue
                 try:
                     await self._remove(node, c.name, why="stray")
                     self.tracker.containers(node.name).pop(c.name, None)
-                    await self.audit.record("container.fenced", node=node.name, container=c.name, workload=c.workload_id)
+                    await self.audit.record(
+                        "container.fenced", node=node.name, container=c.name, workload=c.workload_id
+                    )
                 except NodeCallError as exc:
                     log.info("could not remove stray %s on %s: %s", c.name, node.name, exc)
 
@@ -437,7 +469,10 @@ class Reconciler:
         for rec in self.state.all_apps():
             if not rec.deleting:
                 continue
-            if any(w.tenant == rec.app.tenant and w.app == rec.app.name for w in self.state.all_workloads()):
+            if any(
+                w.tenant == rec.app.tenant and w.app == rec.app.name
+                for w in self.state.all_workloads()
+            ):
                 continue
             async with self.state.lock:
                 await self.state.commit(delete_apps=[(rec.app.tenant, rec.app.name)])
@@ -459,7 +494,9 @@ class Reconciler:
                 w.state = "pending"
                 await self._save(w)
             else:
-                if any(c.workload_id == w.id for c in self.tracker.containers(source.name).values()):
+                if any(
+                    c.workload_id == w.id for c in self.tracker.containers(source.name).values()
+                ):
                     return False  # the old copy must be stopped before its data is copied
                 for v in service.volumes:
                     name = volume_name(w, v.name)
@@ -474,7 +511,9 @@ class Reconciler:
         sources = [
             n
             for n in self.state.all_nodes()
-            if n.state == "ready" and self.tracker.has_image(n.name, service.image) and may_delegate(node, n)
+            if n.state == "ready"
+            and self.tracker.has_image(n.name, service.image)
+            and may_delegate(node, n)
         ]
         if not sources:
             return True  # nobody has it: the create fails with NOT_FOUND and backs off
@@ -497,7 +536,9 @@ class Reconciler:
             return True
         assert self.delegator is not None  # noqa: S101
         try:
-            task = await self.delegator.fetch(kind=kind, resource=resource, workload=w.id, target=node, source=source)
+            task = await self.delegator.fetch(
+                kind=kind, resource=resource, workload=w.id, target=node, source=source
+            )
         except DelegationRefused as exc:
             await self._failed(w, str(exc))
             return False
@@ -519,5 +560,7 @@ class Reconciler:
             elif w is not None:
                 self._fetched.add((task.node, task.kind, task.resource, w.generation))
         elif w is not None:
-            await self._failed(w, f"{task.kind} of {task.resource} from {task.source} failed: {done.message}")
+            await self._failed(
+                w, f"{task.kind} of {task.resource} from {task.source} failed: {done.message}"
+            )
         self.wake()

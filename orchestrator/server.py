@@ -34,8 +34,8 @@ from orchestrator.minter import Minter
 from orchestrator.nodecalls import NodeCaller
 from orchestrator.reconciler import Reconciler
 from orchestrator.state import ClusterState
-from orchestrator.tasks import TaskBook
 from orchestrator.store.sqlite import SqliteStore
+from orchestrator.tasks import TaskBook
 from pki.authority import Authority
 from pki.certs import thumbprint
 from pki.errors import ConfigError
@@ -80,7 +80,9 @@ class Orchestrator:
         await self.store.close()
 
 
-async def start(config: OrchestratorConfig, *, clock: Callable[[], float] = time.time) -> Orchestrator:
+async def start(
+    config: OrchestratorConfig, *, clock: Callable[[], float] = time.time
+) -> Orchestrator:
     authority = Authority.open(config.pki_dir)
     keys_path = config.pki_dir / "token-keys"
     token_keys = TokenKeyStore.open(keys_path)
@@ -102,7 +104,9 @@ async def start(config: OrchestratorConfig, *, clock: Callable[[], float] = time
     audit = AuditLog(store, clock)
     tracker = Tracker(heartbeat=config.heartbeat, grace=config.grace, clock=clock)
     tracker.started = clock()
-    minter = Minter(token_keys, issuer=identity, audit=audit, epoch=lambda: config.epoch, clock=clock)
+    minter = Minter(
+        token_keys, issuer=identity, audit=audit, epoch=lambda: config.epoch, clock=clock
+    )
     caller = NodeCaller(
         minter,
         identity=identity,
@@ -110,7 +114,9 @@ async def start(config: OrchestratorConfig, *, clock: Callable[[], float] = time
         credentials=client_credentials(own.chain_pem, own.key_pem, bundle),
         ttl=config.token_ttl,
     )
-    reconciler = Reconciler(state, tracker, caller, audit, clock=clock, interval=config.reconcile_interval)
+    reconciler = Reconciler(
+        state, tracker, caller, audit, clock=clock, interval=config.reconcile_interval
+    )
     tasks = TaskBook(store, clock)
     gateway = Gateway(
         state=state,
@@ -162,7 +168,9 @@ async def start(config: OrchestratorConfig, *, clock: Callable[[], float] = time
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, server)
-    mtls = grpc.ssl_server_credentials([(own.key_pem, own.chain_pem)], root_certificates=bundle, require_client_auth=True)
+    mtls = grpc.ssl_server_credentials(
+        [(own.key_pem, own.chain_pem)], root_certificates=bundle, require_client_auth=True
+    )
     tls = grpc.ssl_server_credentials([(own.key_pem, own.chain_pem)])
     port = server.add_secure_port(config.listen, mtls)
     join_port = server.add_secure_port(config.join_listen, tls)
@@ -174,7 +182,19 @@ async def start(config: OrchestratorConfig, *, clock: Callable[[], float] = time
     await audit.record("orchestrator.started", id=identity, epoch=config.epoch)
     background = [asyncio.create_task(reconciler.run(), name="reconciler")]
     log.info("orchestrator %s serving on %s, join on %s", identity, port, join_port)
-    return Orchestrator(config, server, store, state, reconciler, gateway, audit, identity, port, join_port, background)
+    return Orchestrator(
+        config,
+        server,
+        store,
+        state,
+        reconciler,
+        gateway,
+        audit,
+        identity,
+        port,
+        join_port,
+        background,
+    )
 
 
 def run(config: OrchestratorConfig) -> None:

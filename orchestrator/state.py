@@ -15,8 +15,7 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from orchestrator.errors import Conflict, OrchestratorError
-from orchestrator.store import Compare, Delete, Put, Store
-from orchestrator.store import keys
+from orchestrator.store import Compare, Delete, Put, Store, keys
 from protos import control_pb2
 
 M = TypeVar("M", bound=Message)
@@ -84,7 +83,9 @@ class ClusterState:
     async def save_node(self, node: control_pb2.NodeRecord) -> None:
         key = keys.node(node.name)
         slot = self.nodes.get(node.name)
-        rev = await self.store.put(key, node.SerializeToString(), expect_revision=slot.revision if slot else 0)
+        rev = await self.store.put(
+            key, node.SerializeToString(), expect_revision=slot.revision if slot else 0
+        )
         self.nodes[node.name] = _Slot(_copy(node), rev)
 
     async def save_workload(self, w: control_pb2.Workload) -> None:
@@ -118,7 +119,9 @@ class ClusterState:
         for a in apps:
             key = keys.app(a.app.tenant, a.app.name)
             slot = self.apps.get((a.app.tenant, a.app.name))
-            compares.append(Compare.revision(key, "==", slot.revision) if slot else Compare.absent(key))
+            compares.append(
+                Compare.revision(key, "==", slot.revision) if slot else Compare.absent(key)
+            )
             ops.append(Put(key, a.SerializeToString()))
         for t, n in delete_apps:
             key = keys.app(t, n)
@@ -129,7 +132,9 @@ class ClusterState:
         for w in workloads:
             key = keys.workload(w.id)
             wslot = self.workloads.get(w.id)
-            compares.append(Compare.revision(key, "==", wslot.revision) if wslot else Compare.absent(key))
+            compares.append(
+                Compare.revision(key, "==", wslot.revision) if wslot else Compare.absent(key)
+            )
             ops.append(Put(key, w.SerializeToString()))
         for wid in delete_workloads:
             key = keys.workload(wid)
@@ -163,6 +168,6 @@ def _parse(cls: type[M], data: bytes) -> M:
     msg = cls()
     try:
         msg.ParseFromString(data)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError or others
+    except Exception as exc:
         raise OrchestratorError(f"corrupted {cls.__name__} record in the store: {exc}") from None
     return msg

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from orchestrator.errors import Conflict, OrchestratorError
-from orchestrator.store import Store
-from orchestrator.store import keys
+from orchestrator.store import Store, keys
 
 
 class TaskRefused(OrchestratorError):
@@ -73,7 +72,9 @@ class TaskBook:
             raise TaskRefused("malformed request id")
         entry = await self._store.get(keys.task(request_id))
         if entry is None:
-            raise TaskRefused(f"request {request_id} is not outstanding (unknown, expired or completed)")
+            raise TaskRefused(
+                f"request {request_id} is not outstanding (unknown, expired or completed)"
+            )
         task = TaskRecord(**json.loads(entry.value))
         if task.node != node:
             raise TaskRefused(f"request {request_id} was given to {task.node}, not {node}")

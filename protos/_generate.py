@@ -37,7 +37,9 @@ def generate(out_root: Path) -> list[Path]:
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed")
     return sorted(
-        p for p in (out_root / "protos").iterdir() if p.name.endswith(("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"))
+        p
+        for p in (out_root / "protos").iterdir()
+        if p.name.endswith(("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"))
     )
 
 

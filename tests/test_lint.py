@@ -20,10 +20,14 @@ def _tool(name: str) -> str:
 
 
 def test_ruff_clean() -> None:
-    result = subprocess.run([_tool("ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [_tool("ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_strict_clean() -> None:
-    result = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True, check=False, timeout=600)
+    result = subprocess.run(
+        [_tool("mypy")], cwd=ROOT, capture_output=True, text=True, check=False, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr

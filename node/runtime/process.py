@@ -349,7 +349,8 @@ class ProcessRuntime:
                 # preexec_fn is unsafe in a threaded process (the gRPC server): a child
                 # can crash between fork and exec. prlimit(1) sets the limit, then execs.
                 if _PRLIMIT:
-                    argv, executable = [_PRLIMIT, f"--as={spec.memory}", "--", executable, *argv[1:]], _PRLIMIT
+                    limit = f"--as={spec.memory}"
+                    argv, executable = [_PRLIMIT, limit, "--", executable, *argv[1:]], _PRLIMIT
                 else:
                     preexec = _rlimits(spec.memory)
             log_fd = os.open(self.log_path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)

@@ -13,8 +13,8 @@ import pytest
 
 from node.client import client_credentials
 from node.config import NodeConfig
-from node.server import NodeAgent, build_agent
 from node.runtime import select_runtime
+from node.server import NodeAgent, build_agent
 from pki.authority import Authority, Issued
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint, request_digest
@@ -100,8 +100,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
         ("node", "node-b", None),
         ("user", "alice", "admin"),
     ):
-        issued = authority.issue(kind, name, dns=["localhost"] if kind != "user" else [],
-                                 ips=["127.0.0.1"] if kind != "user" else [], role=role)
+        issued = authority.issue(
+            kind,
+            name,
+            dns=["localhost"] if kind != "user" else [],
+            ips=["127.0.0.1"] if kind != "user" else [],
+            role=role,
+        )
         authority.write_issued(issued, root / "certs")
         c.ids[name] = issued
     c.write_jwks()
@@ -135,8 +140,12 @@ class Node:
         return self.cluster.token(caller, self.id, op, res, **kw)  # type: ignore[arg-type]
 
     def create_token(self, spec: object, caller: str = "orch") -> str:
-        return self.token("container.create", spec.name, caller,  # type: ignore[attr-defined]
-                          req=request_digest(ops.request_fields(spec)))  # type: ignore[arg-type]
+        return self.token(
+            "container.create",
+            spec.name,
+            caller,  # type: ignore[attr-defined]
+            req=request_digest(ops.request_fields(spec)),
+        )  # type: ignore[arg-type]
 
 
 def meta(token: str) -> tuple[tuple[str, str], ...]:

@@ -27,15 +27,21 @@ def web_spec(command: str = "sleep 30") -> node_pb2.ContainerSpec:
     )
 
 
-def create(node: Node, metadata: tuple[tuple[str, str], ...] | None, caller: str = "orch",
-           request: node_pb2.ContainerSpec | None = None) -> grpc.RpcError:
+def create(
+    node: Node,
+    metadata: tuple[tuple[str, str], ...] | None,
+    caller: str = "orch",
+    request: node_pb2.ContainerSpec | None = None,
+) -> grpc.RpcError:
     stub = node.stub(caller)
     with pytest.raises(grpc.RpcError) as err:
         stub.CreateContainer(request or web_spec(), metadata=metadata)
     return err.value
 
 
-def assert_refused(node: Node, err: grpc.RpcError, code: grpc.StatusCode, reason: str | None = None) -> None:
+def assert_refused(
+    node: Node, err: grpc.RpcError, code: grpc.StatusCode, reason: str | None = None
+) -> None:
     assert err.code() == code, err.details()
     if reason is not None:
         assert err.details() == reason
@@ -59,7 +65,9 @@ def test_bad_token(process_node: Node, header: str) -> None:
 
 def test_two_authorization_headers(process_node: Node) -> None:
     tok = process_node.create_token(web_spec())
-    err = create(process_node, (("authorization", f"Bearer {tok}"), ("authorization", f"Bearer {tok}")))
+    err = create(
+        process_node, (("authorization", f"Bearer {tok}"), ("authorization", f"Bearer {tok}"))
+    )
     assert_refused(process_node, err, UNAUTH)
 
 
@@ -68,8 +76,14 @@ def test_token_for_another_node(process_node: Node, cluster: Cluster) -> None:
     from protos import ops
 
     s = web_spec()
-    tok = cluster.token("orch", cluster.ids["node-b"].identity.uri, "container.create", "web",
-                        req=request_digest(ops.request_fields(s)), now=process_node.clock())
+    tok = cluster.token(
+        "orch",
+        cluster.ids["node-b"].identity.uri,
+        "container.create",
+        "web",
+        req=request_digest(ops.request_fields(s)),
+        now=process_node.clock(),
+    )
     assert_refused(process_node, create(process_node, meta(tok)), DENIED, "not for this node")
 
 
@@ -96,9 +110,15 @@ def test_token_of_another_certificate(process_node: Node) -> None:
     from pki.tokens import request_digest
     from protos import ops
 
-    tok = process_node.token("container.create", "web", caller="node-b",
-                             req=request_digest(ops.request_fields(web_spec())))
-    assert_refused(process_node, create(process_node, meta(tok), caller="orch"), DENIED, "not for this caller")
+    tok = process_node.token(
+        "container.create",
+        "web",
+        caller="node-b",
+        req=request_digest(ops.request_fields(web_spec())),
+    )
+    assert_refused(
+        process_node, create(process_node, meta(tok), caller="orch"), DENIED, "not for this caller"
+    )
 
 
 def test_replayed_token(process_node: Node) -> None:
@@ -122,14 +142,20 @@ def test_token_from_unknown_key(process_node: Node, cluster: Cluster, tmp_path: 
     from protos import ops
 
     rogue = TokenKeyStore.create(tmp_path / "rogue-keys")
-    tok = process_node.token("container.create", "web", req=request_digest(ops.request_fields(web_spec())),
-                             signer_store=rogue)
+    tok = process_node.token(
+        "container.create",
+        "web",
+        req=request_digest(ops.request_fields(web_spec())),
+        signer_store=rogue,
+    )
     assert_refused(process_node, create(process_node, meta(tok)), UNAUTH, "invalid")
 
 
 def test_stale_epoch(process_node: Node) -> None:
     stub = process_node.stub()
-    stub.GetNodeInfo(node_pb2.NodeInfoRequest(), metadata=meta(process_node.token("node.info", "*", epoch=5)))
+    stub.GetNodeInfo(
+        node_pb2.NodeInfoRequest(), metadata=meta(process_node.token("node.info", "*", epoch=5))
+    )
     tok = process_node.create_token(web_spec())  # epoch 0, from a deposed leader
     assert_refused(process_node, create(process_node, meta(tok)), DENIED, "stale epoch")
 
@@ -171,23 +197,50 @@ def test_no_client_certificate(process_node: Node, cluster: Cluster) -> None:
     assert process_node.agent.runtime.list() == []
 
 
-STREAM_CASES: list[tuple[str, Callable[[node_pb2_grpc.NodeServiceStub, tuple[tuple[str, str], ...]], object]]] = [
-    ("volume.import", lambda s, m: s.ImportVolume(iter([node_pb2.VolumeImportChunk(name="data", data=b"x" * 1024)]), metadata=m)),
-    ("image.import", lambda s, m: s.ImportImage(iter([node_pb2.ImageImportChunk(ref="local/evil:1", data=b"x" * 1024)]), metadata=m)),
-    ("volume.export", lambda s, m: list(s.ExportVolume(node_pb2.VolumeRef(name="data"), metadata=m))),
-    ("image.export", lambda s, m: list(s.ExportImage(node_pb2.ImageRef(ref="local/busybox:1"), metadata=m))),
-    ("container.logs", lambda s, m: list(s.ContainerLogs(node_pb2.LogsRequest(name="web"), metadata=m))),
+STREAM_CASES: list[
+    tuple[str, Callable[[node_pb2_grpc.NodeServiceStub, tuple[tuple[str, str], ...]], object]]
+] = [
+    (
+        "volume.import",
+        lambda s, m: s.ImportVolume(
+            iter([node_pb2.VolumeImportChunk(name="data", data=b"x" * 1024)]), metadata=m
+        ),
+    ),
+    (
+        "image.import",
+        lambda s, m: s.ImportImage(
+            iter([node_pb2.ImageImportChunk(ref="local/evil:1", data=b"x" * 1024)]), metadata=m
+        ),
+    ),
+    (
+        "volume.export",
+        lambda s, m: list(s.ExportVolume(node_pb2.VolumeRef(name="data"), metadata=m)),
+    ),
+    (
+        "image.export",
+        lambda s, m: list(s.ExportImage(node_pb2.ImageRef(ref="local/busybox:1"), metadata=m)),
+    ),
+    (
+        "container.logs",
+        lambda s, m: list(s.ContainerLogs(node_pb2.LogsRequest(name="web"), metadata=m)),
+    ),
 ]
 
 
 @pytest.mark.parametrize(("op", "call"), STREAM_CASES, ids=[c[0] for c in STREAM_CASES])
-def test_streaming_rpcs_refuse_a_token_for_another_operation(process_node: Node, op: str, call: Callable) -> None:  # type: ignore[type-arg]
+def test_streaming_rpcs_refuse_a_token_for_another_operation(
+    process_node: Node, op: str, call: Callable
+) -> None:  # type: ignore[type-arg]
     tok = process_node.token("node.info", "*")
     with pytest.raises(grpc.RpcError) as err:
         call(process_node.stub(), meta(tok))
     assert err.value.code() == DENIED
     assert not (process_node.agent.runtime.list())
-    volumes = Path(process_node.agent.runtime.state_dir if hasattr(process_node.agent.runtime, "state_dir") else ".")
+    volumes = Path(
+        process_node.agent.runtime.state_dir
+        if hasattr(process_node.agent.runtime, "state_dir")
+        else "."
+    )
     assert not (volumes / "volumes" / "data").exists()
 
 

@@ -45,9 +45,13 @@ def test_container_lifecycle(any_node: Node) -> None:
     s = spec("web", "sh", "-c", "echo hello; echo world; sleep 60")
     st = stub.CreateContainer(s, metadata=meta(any_node.create_token(s)))
     assert st.name == "web" and st.state == "created"
-    st = stub.StartContainer(node_pb2.ContainerRef(name="web"), metadata=meta(any_node.token("container.start", "web")))
+    st = stub.StartContainer(
+        node_pb2.ContainerRef(name="web"), metadata=meta(any_node.token("container.start", "web"))
+    )
     assert st.state == "running"
-    listed = stub.ListContainers(node_pb2.ListRequest(), metadata=meta(any_node.token("container.list", "*")))
+    listed = stub.ListContainers(
+        node_pb2.ListRequest(), metadata=meta(any_node.token("container.list", "*"))
+    )
     assert [c.name for c in listed.containers] == ["web"]
 
     deadline = time.monotonic() + 20
@@ -59,18 +63,31 @@ def test_container_lifecycle(any_node: Node) -> None:
         data = b"".join(c.data for c in chunks)
     assert b"hello" in data and b"world" in data
 
-    stats = stub.GetContainerStats(node_pb2.ContainerRef(name="web"), metadata=meta(any_node.token("container.stats", "web")))
+    stats = stub.GetContainerStats(
+        node_pb2.ContainerRef(name="web"), metadata=meta(any_node.token("container.stats", "web"))
+    )
     assert stats.name == "web" and stats.memory_bytes >= 0
 
-    st = stub.RestartContainer(node_pb2.StopRequest(name="web", timeout=1), metadata=meta(any_node.token("container.restart", "web")))
+    st = stub.RestartContainer(
+        node_pb2.StopRequest(name="web", timeout=1),
+        metadata=meta(any_node.token("container.restart", "web")),
+    )
     assert st.state == "running"
-    st = stub.StopContainer(node_pb2.StopRequest(name="web", timeout=1), metadata=meta(any_node.token("container.stop", "web")))
+    st = stub.StopContainer(
+        node_pb2.StopRequest(name="web", timeout=1),
+        metadata=meta(any_node.token("container.stop", "web")),
+    )
     assert st.state in ("exited", "dead")
     rm = node_pb2.RemoveRequest(name="web")
     from pki.tokens import request_digest
     from protos import ops
 
-    stub.RemoveContainer(rm, metadata=meta(any_node.token("container.remove", "web", req=request_digest(ops.request_fields(rm)))))
+    stub.RemoveContainer(
+        rm,
+        metadata=meta(
+            any_node.token("container.remove", "web", req=request_digest(ops.request_fields(rm)))
+        ),
+    )
     assert any_node.agent.runtime.list() == []
 
 
@@ -78,7 +95,10 @@ def test_logs_follow_ends_when_container_exits(any_node: Node) -> None:
     stub = any_node.stub()
     s = spec("counter", "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done")
     stub.CreateContainer(s, metadata=meta(any_node.create_token(s)))
-    stub.StartContainer(node_pb2.ContainerRef(name="counter"), metadata=meta(any_node.token("container.start", "counter")))
+    stub.StartContainer(
+        node_pb2.ContainerRef(name="counter"),
+        metadata=meta(any_node.token("container.start", "counter")),
+    )
     chunks = stub.ContainerLogs(
         node_pb2.LogsRequest(name="counter", follow=True),
         metadata=meta(any_node.token("container.logs", "counter")),
@@ -89,7 +109,9 @@ def test_logs_follow_ends_when_container_exits(any_node: Node) -> None:
 
 
 def test_node_info(any_node: Node) -> None:
-    info = any_node.stub().GetNodeInfo(node_pb2.NodeInfoRequest(), metadata=meta(any_node.token("node.info", "*")))
+    info = any_node.stub().GetNodeInfo(
+        node_pb2.NodeInfoRequest(), metadata=meta(any_node.token("node.info", "*"))
+    )
     assert info.node_id == any_node.id
     assert info.runtime == any_node.agent.runtime.name
     assert info.cpus > 0 and info.memory > 0
@@ -112,7 +134,10 @@ def test_volume_export_import_round_trip(any_node: Node) -> None:
     res = stub.ImportVolume(chunks(), metadata=meta(any_node.token("volume.import", "data")))
     assert res.files >= 1
     out = b"".join(
-        c.data for c in stub.ExportVolume(node_pb2.VolumeRef(name="data"), metadata=meta(any_node.token("volume.export", "data")))
+        c.data
+        for c in stub.ExportVolume(
+            node_pb2.VolumeRef(name="data"), metadata=meta(any_node.token("volume.export", "data"))
+        )
     )
     with tarfile.open(fileobj=io.BytesIO(out)) as tar:
         member = tar.extractfile("db/file.txt")
@@ -122,7 +147,11 @@ def test_volume_export_import_round_trip(any_node: Node) -> None:
 def test_image_export_then_import_on_same_node(any_node: Node) -> None:
     stub = any_node.stub()
     image = b"".join(
-        c.data for c in stub.ExportImage(node_pb2.ImageRef(ref="local/busybox:1"), metadata=meta(any_node.token("image.export", "local/busybox:1")))
+        c.data
+        for c in stub.ExportImage(
+            node_pb2.ImageRef(ref="local/busybox:1"),
+            metadata=meta(any_node.token("image.export", "local/busybox:1")),
+        )
     )
     assert len(image) > 100_000
 
@@ -131,16 +160,22 @@ def test_image_export_then_import_on_same_node(any_node: Node) -> None:
         for i in range(0, len(image), 200_000):
             yield node_pb2.ImageImportChunk(data=image[i : i + 200_000])
 
-    res = stub.ImportImage(chunks(), metadata=meta(any_node.token("image.import", "local/busybox:1")))
+    res = stub.ImportImage(
+        chunks(), metadata=meta(any_node.token("image.import", "local/busybox:1"))
+    )
     assert "local/busybox:1" in res.refs
 
 
 def test_health_and_reflection_answer_standard_tools(process_node: Node) -> None:
     channel = grpc.secure_channel(process_node.target, process_node.cluster.credentials("orch"))
-    resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="capstan.v1.NodeService"))
+    resp = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="capstan.v1.NodeService")
+    )
     assert resp.status == health_pb2.HealthCheckResponse.SERVING
     refl = reflection_pb2_grpc.ServerReflectionStub(channel)
-    answers = list(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    answers = list(
+        refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    )
     names = {s.name for s in answers[0].list_services_response.service}
     assert "capstan.v1.NodeService" in names
 
@@ -150,7 +185,9 @@ def test_bad_container_name_is_invalid_argument(process_node: Node, name: str) -
     s = spec(name or "x", "true")
     s.name = name
     with pytest.raises(grpc.RpcError) as err:
-        process_node.stub().CreateContainer(s, metadata=meta(process_node.create_token(s) if name else "x"))
+        process_node.stub().CreateContainer(
+            s, metadata=meta(process_node.create_token(s) if name else "x")
+        )
     assert err.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED)
     if name:
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -37,8 +37,12 @@ class Running:
         assert issued.key_pem is not None
         return client_credentials(issued.chain_pem, issued.key_pem, self.authority.trust_bundle())
 
-    def control(self, name: str = "admin", role: str = "admin") -> control_pb2_grpc.ControlServiceStub:
-        return control_pb2_grpc.ControlServiceStub(grpc.secure_channel(self.target, self.user(name, role)))
+    def control(
+        self, name: str = "admin", role: str = "admin"
+    ) -> control_pb2_grpc.ControlServiceStub:
+        return control_pb2_grpc.ControlServiceStub(
+            grpc.secure_channel(self.target, self.user(name, role))
+        )
 
     def join_stub(self) -> gateway_pb2_grpc.NodeGatewayStub:
         creds = grpc.ssl_channel_credentials(self.authority.trust_bundle())
@@ -51,8 +55,13 @@ def start_orchestrator(root: Path, *, pki: Path | None = None, port: int = 0) ->
         Authority.init(pki, TD)
     authority = Authority.open(pki)
     config = OrchestratorConfig(
-        pki_dir=pki, store=root / "store.db", listen=f"127.0.0.1:{port}", join_listen="127.0.0.1:0",
-        heartbeat=0.5, grace=2.0, reconcile_interval=0.2,
+        pki_dir=pki,
+        store=root / "store.db",
+        listen=f"127.0.0.1:{port}",
+        join_listen="127.0.0.1:0",
+        heartbeat=0.5,
+        grace=2.0,
+        reconcile_interval=0.2,
     )
     loop = asyncio.new_event_loop()
     ready: list[Orchestrator] = []
@@ -63,7 +72,7 @@ def start_orchestrator(root: Path, *, pki: Path | None = None, port: int = 0) ->
         asyncio.set_event_loop(loop)
         try:
             ready.append(loop.run_until_complete(start(config)))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             failed.append(exc)
         started.set()
         if ready:
@@ -74,7 +83,9 @@ def start_orchestrator(root: Path, *, pki: Path | None = None, port: int = 0) ->
     if failed:
         raise failed[0]
     orch = ready[0]
-    return Running(orch, loop, authority, root, f"127.0.0.1:{orch.port}", f"127.0.0.1:{orch.join_port}")
+    return Running(
+        orch, loop, authority, root, f"127.0.0.1:{orch.port}", f"127.0.0.1:{orch.join_port}"
+    )
 
 
 def stop_orchestrator(r: Running) -> None:

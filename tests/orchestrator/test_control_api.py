@@ -14,13 +14,18 @@ from protos import control_pb2, gateway_pb2, topology_pb2
 from .conftest import Running
 
 
-def app(replicas: int = 2, image: str = "local/busybox:1", tenant: str = "") -> topology_pb2.Application:
+def app(
+    replicas: int = 2, image: str = "local/busybox:1", tenant: str = ""
+) -> topology_pb2.Application:
     return topology_pb2.Application(
         name="shop",
         tenant=tenant,
         services=[
             topology_pb2.Service(
-                name="web", image=image, command=["sleep", "60"], replicas=replicas,
+                name="web",
+                image=image,
+                command=["sleep", "60"],
+                replicas=replicas,
                 resources=topology_pb2.Resources(cpu=0.1, memory=32 * 1024 * 1024),
             )
         ],
@@ -49,7 +54,10 @@ def test_admin_applies_and_apply_is_idempotent(orchestrator: Running) -> None:
 
 def test_viewer_cannot_apply_and_nothing_is_written(orchestrator: Running) -> None:
     viewer = orchestrator.control("vera", "viewer")
-    assert code_of(viewer.Apply, control_pb2.ApplyRequest(app=app())) == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        code_of(viewer.Apply, control_pb2.ApplyRequest(app=app()))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
     assert viewer.ListApps(control_pb2.ListAppsRequest()).apps == []
     events = orchestrator.run(orchestrator.orch.audit.entries())
     assert any(e["event"] == "control.refused" and e["method"] == "Apply" for e in events)  # type: ignore[union-attr]
@@ -61,11 +69,22 @@ def test_tenant_sees_and_changes_only_its_own_tenant(orchestrator: Running) -> N
     acme = orchestrator.control("alice", "tenant:acme")
     resp = acme.Apply(control_pb2.ApplyRequest(app=app()))
     assert resp.tenant == "acme"
-    assert code_of(acme.Apply, control_pb2.ApplyRequest(app=app(tenant="globex"))) == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        code_of(acme.Apply, control_pb2.ApplyRequest(app=app(tenant="globex")))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
     assert [a.tenant for a in acme.ListApps(control_pb2.ListAppsRequest()).apps] == ["acme"]
-    assert {w.tenant for w in acme.ListWorkloads(control_pb2.WorkloadFilter()).workloads} == {"acme"}
-    assert code_of(acme.GetApp, control_pb2.AppRef(tenant="globex", name="shop")) == grpc.StatusCode.PERMISSION_DENIED
-    assert code_of(acme.DeleteApp, control_pb2.AppRef(tenant="globex", name="shop")) == grpc.StatusCode.PERMISSION_DENIED
+    assert {w.tenant for w in acme.ListWorkloads(control_pb2.WorkloadFilter()).workloads} == {
+        "acme"
+    }
+    assert (
+        code_of(acme.GetApp, control_pb2.AppRef(tenant="globex", name="shop"))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    assert (
+        code_of(acme.DeleteApp, control_pb2.AppRef(tenant="globex", name="shop"))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
     assert code_of(acme.Cordon, control_pb2.NodeRef(name="n1")) == grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -85,11 +104,15 @@ def test_node_certificate_cannot_use_the_control_api(orchestrator: Running) -> N
 
     issued = orchestrator.authority.issue("node", "n1", ips=["127.0.0.1"])
     assert issued.key_pem is not None
-    creds = client_credentials(issued.chain_pem, issued.key_pem, orchestrator.authority.trust_bundle())
+    creds = client_credentials(
+        issued.chain_pem, issued.key_pem, orchestrator.authority.trust_bundle()
+    )
     from protos import control_pb2_grpc
 
     stub = control_pb2_grpc.ControlServiceStub(grpc.secure_channel(orchestrator.target, creds))
-    assert code_of(stub.ListApps, control_pb2.ListAppsRequest()) == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        code_of(stub.ListApps, control_pb2.ListAppsRequest()) == grpc.StatusCode.PERMISSION_DENIED
+    )
 
 
 def _csr() -> bytes:
@@ -106,14 +129,20 @@ def test_join_token_works_once(orchestrator: Running) -> None:
     token = orchestrator.control().CreateJoinToken(control_pb2.JoinTokenRequest(name="n1")).token
     join = orchestrator.join_stub()
     request = gateway_pb2.JoinRequest(
-        join_token=token, csr_pem=_csr(), name="ignored", ips=["127.0.0.1"], address="127.0.0.1:7001", cpus=2, memory=1 << 30
+        join_token=token,
+        csr_pem=_csr(),
+        name="ignored",
+        ips=["127.0.0.1"],
+        address="127.0.0.1:7001",
+        cpus=2,
+        memory=1 << 30,
     )
     resp = join.Join(request)
-    assert resp.node_id == f"spiffe://orch.test/node/n1" and resp.name == "n1"
+    assert resp.node_id == "spiffe://orch.test/node/n1" and resp.name == "n1"
     cert = x509.load_pem_x509_certificate(resp.certificate_chain)
-    assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.UniformResourceIdentifier
-    ) == ["spiffe://orch.test/node/n1"]
+    assert cert.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://orch.test/node/n1"]
     assert code_of(join.Join, request) == grpc.StatusCode.PERMISSION_DENIED
     nodes = orchestrator.control().ListNodes(control_pb2.ListNodesRequest()).nodes
     assert [n.name for n in nodes] == ["n1"]
@@ -122,7 +151,9 @@ def test_join_token_works_once(orchestrator: Running) -> None:
 def test_garbage_join_token_is_refused_and_audited(orchestrator: Running) -> None:
     join = orchestrator.join_stub()
     for token in ("", "garbage", "CJ1." + "A" * 43 + ".wrongpin"):
-        request = gateway_pb2.JoinRequest(join_token=token, csr_pem=_csr(), name="n9", ips=["127.0.0.1"], address="127.0.0.1:1")
+        request = gateway_pb2.JoinRequest(
+            join_token=token, csr_pem=_csr(), name="n9", ips=["127.0.0.1"], address="127.0.0.1:1"
+        )
         assert code_of(join.Join, request) == grpc.StatusCode.PERMISSION_DENIED
     assert orchestrator.control().ListNodes(control_pb2.ListNodesRequest()).nodes == []
     events = orchestrator.run(orchestrator.orch.audit.entries())
