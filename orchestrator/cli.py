@@ -17,9 +17,9 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported on first use: importing orchestrator.cli alone stays cheap.
-    from node.cli import node_group  # noqa: PLC0415
-    from orchestrator._cli import register  # noqa: PLC0415
-    from pki.cli import pki_group, token_group  # noqa: PLC0415
+    from node.cli import node_group
+    from orchestrator._cli import register
+    from pki.cli import pki_group, token_group
 
     cli.add_command(pki_group)
     cli.add_command(token_group)

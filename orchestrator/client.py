@@ -62,7 +62,7 @@ def _describe(code: str) -> str:
 
 def exit_code(exc: BaseException) -> int:
     """The process exit status for an error: 3 not found, 4 refused, 5 unreachable, else 1."""
-    from node.errors import NotFound  # noqa: PLC0415 - node errors reach the CLI via `run`
+    from node.errors import NotFound
 
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
@@ -180,8 +180,8 @@ class ControlClient:
     def stream_logs(self, grant: cpb.LogsGrant, *, follow: bool, tail: int) -> Iterator[bytes]:
         """Read the container's logs from its node directly, with the user's own
         certificate and the grant's single-use token (the orchestrator relays nothing)."""
-        from node.client import NodeClient, client_credentials  # noqa: PLC0415
-        from protos import node_pb2  # noqa: PLC0415
+        from node.client import NodeClient, client_credentials
+        from protos import node_pb2
 
         ca, cert, key = self.context.read_credentials()
         request = node_pb2.LogsRequest(name=grant.container, follow=follow, tail=tail)

@@ -293,7 +293,7 @@ class LocalCluster:
                 pass  # unreadable: issue a new one below
         issued = authority.issue(Kind.USER, "admin", role="admin", ttl=ADMIN_TTL)
         assert issued.key_pem is not None  # noqa: S101 - issue() always returns the key
-        from pki._files import atomic_write, write_private_key  # noqa: PLC0415
+        from pki._files import atomic_write, write_private_key
 
         self.admin_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private_key(self.admin_dir / "admin.key", issued.key_pem, overwrite=True)
@@ -306,7 +306,7 @@ class LocalCluster:
         """Fresh state directories, and the demo image on the nodes that should hold it.
         Images go in before the agents start: the process runtime's image store is
         locked by its agent while it runs."""
-        from node.runtime.images import busybox_binary  # noqa: PLC0415
+        from node.runtime.images import busybox_binary
 
         shutil.rmtree(self.directory / "nodes", ignore_errors=True)
         shutil.rmtree(self.directory / "orchestrator", ignore_errors=True)
@@ -320,13 +320,13 @@ class LocalCluster:
             self._echo("no busybox installed: local/busybox:1 not prepared")
             return
         if record.runtime == "docker":
-            from node.runtime.images import ensure_docker_busybox  # noqa: PLC0415
+            from node.runtime.images import ensure_docker_busybox
 
             if wanted:
                 ensure_docker_busybox()  # one engine shared by every node
             return
-        from node.runtime.images import ensure_image  # noqa: PLC0415
-        from node.runtime.process import ProcessRuntime  # noqa: PLC0415
+        from node.runtime.images import ensure_image
+        from node.runtime.process import ProcessRuntime
 
         for index in wanted:
             name = f"node-{index}"
@@ -568,7 +568,7 @@ def stop_processes(
 
 def remove_node_containers(runtime: str, node_id: str, state_dir: Path) -> int:
     """Remove every container of ``node_id`` (its agent must be stopped); how many."""
-    from node.runtime import select_runtime  # noqa: PLC0415
+    from node.runtime import select_runtime
 
     if runtime == "process" and not (state_dir / "state.db").exists():
         return 0
@@ -584,7 +584,7 @@ def remove_node_containers(runtime: str, node_id: str, state_dir: Path) -> int:
 
 def _resolve_runtime(kind: str) -> str:
     if kind == "auto":
-        from node.runtime import docker_available  # noqa: PLC0415
+        from node.runtime import docker_available
 
         return "docker" if docker_available() else "process"
     if kind not in ("docker", "process"):

@@ -84,9 +84,9 @@ def busybox_rootfs(busybox: Path | None = None) -> bytes:
 
 def ensure_docker_busybox(ref: str = BUSYBOX_IMAGE, *, busybox: Path | None = None) -> str:
     """``ref`` in the local Docker Engine, imported from the host's busybox when missing."""
-    import docker  # noqa: PLC0415 - only docker users pay for the SDK import
+    import docker  # imported here: only docker users pay for the SDK
 
-    from node.runtime._docker_errors import docker_errors  # noqa: PLC0415
+    from node.runtime._docker_errors import docker_errors
 
     with docker_errors(f"image {ref!r}", field="ref"):
         client = docker.from_env(timeout=60)
@@ -115,7 +115,7 @@ def ensure_image(runtime: Runtime, ref: str = BUSYBOX_IMAGE) -> str:
         raise NotFound(f"image {ref!r} is not present and cannot be built here (no registry)")
     if runtime.name == "docker":
         return ensure_docker_busybox(ref)
-    from node.runtime.process import ProcessRuntime, ensure_busybox_image  # noqa: PLC0415
+    from node.runtime.process import ProcessRuntime, ensure_busybox_image
 
     if not isinstance(runtime, ProcessRuntime):
         raise FailedPrecondition(f"cannot build {ref!r} for the {runtime.name} runtime")

@@ -6,14 +6,14 @@ import click
 
 
 def register(root: click.Group) -> None:
-    from orchestrator._cli.apply import apply_cmd, delete_cmd  # noqa: PLC0415
-    from orchestrator._cli.context import context_group  # noqa: PLC0415
-    from orchestrator._cli.get import describe_cmd, get_cmd  # noqa: PLC0415
-    from orchestrator._cli.local import down_cmd, status_cmd, up_cmd  # noqa: PLC0415
-    from orchestrator._cli.logs import logs_cmd  # noqa: PLC0415
-    from orchestrator._cli.nodes import cordon_cmd, drain_cmd, uncordon_cmd  # noqa: PLC0415
-    from orchestrator._cli.run import run_cmd  # noqa: PLC0415
-    from orchestrator._cli.serve import orchestrator_group  # noqa: PLC0415
+    from orchestrator._cli.apply import apply_cmd, delete_cmd
+    from orchestrator._cli.context import context_group
+    from orchestrator._cli.get import describe_cmd, get_cmd
+    from orchestrator._cli.local import down_cmd, status_cmd, up_cmd
+    from orchestrator._cli.logs import logs_cmd
+    from orchestrator._cli.nodes import cordon_cmd, drain_cmd, uncordon_cmd
+    from orchestrator._cli.run import run_cmd
+    from orchestrator._cli.serve import orchestrator_group
 
     for command in (
         apply_cmd,

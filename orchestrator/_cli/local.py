@@ -69,7 +69,7 @@ def up_cmd(
 
 
 def _demo(cluster: LocalCluster, record: ClusterRecord, timeout: float) -> None:
-    from orchestrator._cli.apply import wait_converged  # noqa: PLC0415
+    from orchestrator._cli.apply import wait_converged
 
     app = load_topology_file(DEMO_FILE)
     with ControlClient(cluster.context(record.endpoint)) as client:

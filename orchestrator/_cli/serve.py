@@ -80,8 +80,8 @@ def serve_cmd(
     verbose: bool,
 ) -> None:
     """Serve the control API, the node gateway and the join endpoint until SIGTERM."""
-    from orchestrator.config import OrchestratorConfig  # noqa: PLC0415
-    from orchestrator.server import run  # noqa: PLC0415
+    from orchestrator.config import OrchestratorConfig
+    from orchestrator.server import run
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

@@ -1,0 +1,189 @@
+"""``capstan up`` / ``down`` / ``status`` and the operator commands against a real
+local cluster: an orchestrator and node agents as processes on 127.0.0.x."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from node.runtime import _process_proc as proc
+from node.runtime.images import busybox_binary
+from orchestrator.context import ContextConfig
+from orchestrator.local import LocalCluster
+from tests.cli.conftest import Result, kill_mentioning, processes_mentioning
+
+Run = Callable[..., Result]
+
+APP = """\
+apiVersion: capstan/v1
+kind: Application
+name: shop
+services:
+  web:
+    image: local/busybox:1
+    command: ["sh", "-c", "echo web says hello; while true; do sleep 1; done"]
+    replicas: 2
+    resources: {cpu: 0.1, memory: 32Mi}
+    placement: {spread: node}
+"""
+
+
+def _free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port(nodes: int) -> int:
+    """A base port whose orchestrator, join and node ports are all free now."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 10)
+        hosts = [("127.0.0.1", base), ("127.0.0.1", base + 1)]
+        hosts += [(f"127.0.0.{i + 1}", base + 2) for i in range(1, nodes + 1)]
+        if all(_free(h, p) for h, p in hosts):
+            return base
+    raise AssertionError("no free base port found")
+
+
+def wait_until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def cluster_home(home: Path) -> Iterator[Path]:
+    yield home
+    LocalCluster(home / "local").down()
+    kill_mentioning(str(home))
+
+
+def test_busy_port_is_refused_before_anything_starts(
+    cluster_home: Path, capstan: Run
+) -> None:
+    base = free_base_port(1)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", base))
+        busy.listen(1)
+        r = capstan("up", "--nodes", "1", "--runtime", "process", "--base-port", str(base))
+    assert r.code == 1
+    assert f"cannot listen on 127.0.0.1:{base}" in r.err
+    assert "choose another --base-port" in r.err
+    assert not (cluster_home / "local" / "cluster.json").exists()
+    assert not (cluster_home / "local" / "pki").exists()
+    assert processes_mentioning(str(cluster_home)) == []
+
+
+def test_status_and_down_without_a_cluster(cluster_home: Path, capstan: Run) -> None:
+    r = capstan("status")
+    assert r.code == 0
+    assert "no local cluster in" in r.out
+    r = capstan("down")
+    assert r.code == 0
+    assert "no local cluster in" in r.out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(busybox_binary() is None, reason="needs a static busybox")
+def test_up_apply_logs_delete_down(cluster_home: Path, capstan: Run, tmp_path: Path) -> None:
+    home = cluster_home
+    base = free_base_port(2)
+    r = capstan("up", "--nodes", "2", "--runtime", "process", "--base-port", str(base))
+    assert r.code == 0, r.err
+    assert f"local cluster up: orchestrator 127.0.0.1:{base}, 2 nodes (process runtime)" in r.out
+    assert ContextConfig.load().current == "local"
+
+    r = capstan("up", "--nodes", "2", "--runtime", "process", "--base-port", str(base))
+    assert r.code == 0
+    assert "is already up" in r.out
+    record = LocalCluster(home / "local").load()
+    assert record is not None
+    assert len(record.processes) == 3  # no second cluster was started
+
+    r = capstan("status")
+    assert r.code == 0
+    assert r.out.count(" yes ") == 3
+    assert "nodes ready:   2/2" in r.out
+
+    r = capstan("get", "nodes", "-o", "json")
+    assert r.code == 0, r.err
+    nodes = json.loads(r.out)
+    assert [(n["name"], n["state"], n["address"]) for n in nodes] == [
+        ("node-1", "ready", f"127.0.0.2:{base + 2}"),
+        ("node-2", "ready", f"127.0.0.3:{base + 2}"),
+    ]
+
+    app = tmp_path / "shop.yaml"
+    app.write_text(APP)
+    r = capstan("apply", "-f", str(app), "--timeout", "90s")
+    assert r.code == 0, r.out + r.err
+    assert "web: create (replicas 2)" in r.out
+    assert "web 2/2 running" in r.out
+
+    r = capstan("get", "workloads", "--app", "shop", "-o", "json")
+    workloads = json.loads(r.out)
+    assert sorted(w["state"] for w in workloads) == ["running", "running"]
+    assert sorted(w["node"] for w in workloads) == ["node-1", "node-2"]  # spread
+
+    def logged() -> bool:
+        out = capstan("logs", "shop/web.0")
+        return out.code == 0 and "web says hello" in out.out
+
+    wait_until(logged, "the instance's output")
+    r = capstan("describe", "app", "shop")
+    assert r.code == 0
+    assert "Instances:" in r.out
+    assert "web.1" in r.out
+
+    r = capstan("delete", "app", "shop")
+    assert r.code == 0, r.err
+    wait_until(lambda: json.loads(capstan("get", "workloads", "-o", "json").out) == [],
+               "the workloads to be removed")
+    r = capstan("logs", "shop/web.0")
+    assert r.code == 3, r
+
+    pids = [(p.pid, p.start_ticks) for p in record.processes]
+    r = capstan("down")
+    assert r.code == 0, r.err
+    assert "is down (PKI kept" in r.out
+    assert not any(proc.is_same_alive(pid, ticks) for pid, ticks in pids)
+    assert processes_mentioning(str(home)) == []
+    assert not (home / "local" / "cluster.json").exists()
+    assert (home / "local" / "pki" / "state.json").exists()
+    r = capstan("get", "nodes")
+    assert r.code == 5  # the context is kept, its orchestrator is gone
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(busybox_binary() is None, reason="needs a static busybox")
+def test_down_removes_running_workloads_and_purge(
+    cluster_home: Path, capstan: Run, tmp_path: Path
+) -> None:
+    home = cluster_home
+    base = free_base_port(1)
+    r = capstan("up", "--nodes", "1", "--runtime", "process", "--base-port", str(base))
+    assert r.code == 0, r.err
+    app = tmp_path / "shop.yaml"
+    app.write_text(APP.replace("replicas: 2", "replicas: 1"))
+    r = capstan("apply", "-f", str(app), "--timeout", "90s")
+    assert r.code == 0, r.out + r.err
+    workload_dir = home / "local" / "nodes" / "node-1" / "containers"
+    assert processes_mentioning(str(workload_dir))  # the instance runs
+
+    r = capstan("down", "--purge")
+    assert r.code == 0, r.err
+    assert "is down and purged" in r.out
+    assert processes_mentioning(str(home)) == []
+    assert not (home / "local").exists()
+    assert "local" not in ContextConfig.load().contexts

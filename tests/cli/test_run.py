@@ -1,0 +1,157 @@
+"""``capstan run``: a topology file on the local process runtime, no daemon."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from node.runtime import _process_proc as proc
+from node.runtime.base import ContainerState
+from node.runtime.images import busybox_binary
+from node.runtime.process import ProcessRuntime
+from orchestrator.standalone import instances, start_order
+from orchestrator.topology import load_topology, load_topology_file
+from tests.cli.conftest import Result, kill_mentioning, processes_mentioning
+
+Run = Callable[..., Result]
+
+pytestmark = pytest.mark.skipif(busybox_binary() is None, reason="needs a static busybox")
+
+APP = """\
+apiVersion: capstan/v1
+kind: Application
+name: web
+tenant: acme
+services:
+  front:
+    image: local/busybox:1
+    command: ["sh", "-c", "echo front $CAPSTAN_VOLUME_SITE ready; while true; do sleep 1; done"]
+    replicas: 2
+    links: [store]
+    volumes: [{name: site, path: /site}]
+  store:
+    image: local/busybox:1
+    command: ["sh", "-c", "echo store ready; while true; do sleep 1; done"]
+"""
+
+
+@pytest.fixture
+def app_file(tmp_path: Path, home: Path) -> Iterator[Path]:
+    path = tmp_path / "web.yaml"
+    path.write_text(APP)
+    yield path
+    kill_mentioning(str(home))
+
+
+def _runtime(home: Path) -> ProcessRuntime:
+    """The runtime scope `capstan run` uses for tenant acme, app web (the CLI is not
+    running, so its lock is free)."""
+    return ProcessRuntime("spiffe://standalone.capstan/node/acme-web", home / "run" / "acme-web")
+
+
+def test_plan_names_instances_and_orders_links() -> None:
+    app = load_topology(APP)
+    assert [s.name for s in start_order(app)] == ["store", "front"]
+    planned = instances(app)
+    assert [i.spec.name for i in planned] == ["web-store-0", "web-front-0", "web-front-1"]
+    assert planned[1].spec.workload_id == "acme.web.front.0"
+    assert planned[1].spec.volumes[0].path == "/site"
+
+
+def test_detach_then_down(home: Path, capstan: Run, app_file: Path) -> None:
+    r = capstan("run", "-f", str(app_file), "--runtime", "process", "--detach")
+    assert r.code == 0, r.err
+    assert "web: 3 instances on the process runtime" in r.out
+    rt = _runtime(home)
+    try:
+        listed = {c.name: c for c in rt.list()}
+        assert sorted(listed) == ["web-front-0", "web-front-1", "web-store-0"]
+        assert all(c.state is ContainerState.RUNNING for c in listed.values())
+        pids = [(c.pid, rt.record(c.name).start_ticks) for c in listed.values()]
+        assert all(pid is not None for pid, _ in pids)
+    finally:
+        rt.close()
+
+    # Running it again replaces the instances instead of failing on the names.
+    r = capstan("run", "-f", str(app_file), "--runtime", "process", "-d")
+    assert r.code == 0, r.err
+
+    r = capstan("run", "--down", "-f", str(app_file), "--runtime", "process")
+    assert r.code == 0, r.err
+    assert "web: removed 3 instances" in r.out
+    assert processes_mentioning(str(home)) == []
+    # The first run's processes were replaced by the second's; none of them is left.
+    assert not any(proc.is_same_alive(pid, ticks) for pid, ticks in pids if pid is not None)
+    rt = _runtime(home)
+    try:
+        assert rt.list() == []
+    finally:
+        rt.close()
+
+
+def test_bad_file_starts_nothing(home: Path, capstan: Run, tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(APP.replace("replicas: 2", "replicas: many"))
+    r = capstan("run", "-f", str(path), "--runtime", "process")
+    assert r.code == 1
+    assert f"{path}:9: services.front.replicas: must be an integer, got string" in r.err
+    assert not (home / "run").exists()
+
+
+def test_missing_image_is_not_found_and_leaves_nothing(
+    home: Path, capstan: Run, tmp_path: Path
+) -> None:
+    path = tmp_path / "other.yaml"
+    path.write_text(APP.replace("image: local/busybox:1", "image: example/none:1", 1))
+    r = capstan("run", "-f", str(path), "--runtime", "process", "-d")
+    assert r.code == 3
+    assert "image 'example/none:1' is not present in the process runtime" in r.err
+    assert processes_mentioning(str(home)) == []
+
+
+def test_foreground_follows_logs_restarts_and_removes_on_sigint(
+    home: Path, app_file: Path
+) -> None:
+    text = APP + (
+        "  flaky:\n"
+        "    image: local/busybox:1\n"
+        "    command: [\"sh\", \"-c\", \"echo flaky; exit 3\"]\n"
+        "    restart: on-failure\n"
+    )
+    app_file.write_text(text)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "run", "-f", str(app_file),
+         "--runtime", "process"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    seen: list[str] = []
+    try:
+        assert child.stdout is not None
+        wanted = {"web-store-0 | store ready", "web-front-1 | front", "restarting"}
+        deadline = time.monotonic() + 60
+        while wanted and time.monotonic() < deadline:
+            line = child.stdout.readline()
+            if not line:
+                break
+            seen.append(line.rstrip("\n"))
+            wanted = {w for w in wanted if w not in line}
+        assert not wanted, seen
+        assert processes_mentioning(str(home / "run"))
+        child.send_signal(signal.SIGINT)
+        rest, _ = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, [*seen, rest]
+    assert "web: removed 4 instances" in rest
+    assert processes_mentioning(str(home)) == []
+    assert load_topology_file(app_file).name == "web"
