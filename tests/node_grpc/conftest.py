@@ -168,6 +168,8 @@ def start_node(cluster: Cluster, tmp: Path, runtime_kind: str, name: str = "node
     )
     clock = FakeClock()
     runtime = select_runtime(runtime_kind, cluster.ids[name].identity.uri, cfg.state_dir)
+    for leftover in runtime.list():  # a crashed earlier run on the shared engine
+        runtime.remove(leftover.name, force=True)
     if runtime_kind == "process":
         from node.runtime.process import ensure_busybox_image
 
