@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -48,7 +49,7 @@ from pki.identity import Identity, Kind
 __all__ = [
     "CONTEXT_NAME",
     "DEFAULT_BASE_PORT",
-    "TRUST_DOMAIN",
+    "TRUST_DOMAIN_SUFFIX",
     "ClusterRecord",
     "LocalCluster",
     "LocalClusterError",
@@ -57,7 +58,10 @@ __all__ = [
 ]
 
 CONTEXT_NAME = "local"
-TRUST_DOMAIN = "local.capstan"
+# Each local cluster gets its own trust domain, local-<random>.capstan: node ids
+# label containers on a Docker Engine that several clusters (and users) may share,
+# and one cluster must never see or remove another's.
+TRUST_DOMAIN_SUFFIX = "capstan"
 DEFAULT_BASE_PORT = 7300
 ADMIN_TTL = 30 * 86400.0  # the longest a user certificate may live; re-issued by `up`
 ADMIN_RENEW_BEFORE = 86400.0
@@ -248,7 +252,7 @@ class LocalCluster:
             kind = _resolve_runtime(runtime)
             record = ClusterRecord(
                 directory=str(self.directory),
-                trust_domain=TRUST_DOMAIN,
+                trust_domain="",
                 runtime=kind,
                 base_port=base_port,
                 nodes=nodes,
@@ -264,6 +268,7 @@ class LocalCluster:
                 ]
             )
             authority = self._authority()
+            record.trust_domain = authority.trust_domain
             self._admin_credentials(authority)
             self._prepare_nodes(record, image_nodes, require_image=require_image)
             try:
@@ -277,8 +282,9 @@ class LocalCluster:
     def _authority(self) -> Authority:
         if (self.pki_dir / "state.json").exists():
             return Authority.open(self.pki_dir)
-        self._echo(f"creating PKI for {TRUST_DOMAIN} in {self.pki_dir}")
-        return Authority.init(self.pki_dir, TRUST_DOMAIN)
+        domain = f"local-{secrets.token_hex(3)}.{TRUST_DOMAIN_SUFFIX}"
+        self._echo(f"creating PKI for {domain} in {self.pki_dir}")
+        return Authority.init(self.pki_dir, domain)
 
     def _admin_credentials(self, authority: Authority) -> None:
         """The admin user's certificate, issued again when missing or near its end."""
@@ -330,14 +336,11 @@ class LocalCluster:
 
         for index in wanted:
             name = f"node-{index}"
-            runtime = ProcessRuntime(self._node_id(name), self.node_dir(name))
+            runtime = ProcessRuntime(_node_id(record, name), self.node_dir(name))
             try:
                 ensure_image(runtime)
             finally:
                 runtime.close()
-
-    def _node_id(self, name: str) -> str:
-        return Identity(TRUST_DOMAIN, Kind.NODE, name).uri
 
     def _start(self, record: ClusterRecord, node_port: int) -> None:
         orch_dir = self.directory / "orchestrator"
@@ -400,7 +403,7 @@ class LocalCluster:
                             "-v",
                         ],
                         listen=listen,
-                        node_id=self._node_id(name),
+                        node_id=_node_id(record, name),
                         state_dir=str(state),
                         # In the environment, not argv: other local users can read argv.
                         env={"CAPSTAN_JOIN_TOKEN": token},
@@ -580,6 +583,10 @@ def remove_node_containers(runtime: str, node_id: str, state_dir: Path) -> int:
         return len(containers)
     finally:
         rt.close()
+
+
+def _node_id(record: ClusterRecord, name: str) -> str:
+    return Identity(record.trust_domain, Kind.NODE, name).uri
 
 
 def _resolve_runtime(kind: str) -> str:

@@ -5,16 +5,17 @@ The same file ``capstan apply`` takes; each replica becomes one container named
 else process), services started in link order. There is no orchestrator, no PKI
 and no token here: the CLI is the runtime's only caller.
 
-Each application gets its own runtime scope, node id
-``spiffe://standalone.capstan/node/<tenant>-<app>`` and state directory
-``$CAPSTAN_HOME/run/<tenant>-<app>``, so two files run side by side and
-``--down`` touches only its own containers. In the foreground the runner
-restarts instances as their restart policy says and removes everything on Ctrl-C
-or SIGTERM.
+Each application gets its own state directory ``$CAPSTAN_HOME/run/<tenant>-<app>``
+and runtime scope, node id ``spiffe://standalone.capstan/node/<tenant>-<app>-<h>``
+where ``<h>`` is derived from that directory: two files (or two users sharing one
+Docker Engine) run side by side, and ``--down`` touches only its own containers.
+In the foreground the runner restarts instances as their restart policy says and
+removes everything on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from orchestrator.context import capstan_home
 from pki.identity import Identity, Kind
 from protos import topology_pb2 as tpb
 
-__all__ = ["Instance", "Standalone", "instances", "start_order"]
+__all__ = ["Instance", "Standalone", "instances", "node_id", "start_order"]
 
 TRUST_DOMAIN = "standalone.capstan"
 _NETWORKS = {tpb.NETWORK_MODE_HOST: "host"}
@@ -48,6 +49,11 @@ class Instance:
 
 def scope(app: tpb.Application) -> str:
     return f"{app.tenant or 'default'}-{app.name}"
+
+
+def node_id(app: tpb.Application, state_dir: Path) -> str:
+    tag = hashlib.sha256(str(state_dir).encode()).hexdigest()[:8]
+    return Identity(TRUST_DOMAIN, Kind.NODE, f"{scope(app)}-{tag}").uri
 
 
 def start_order(app: tpb.Application) -> list[tpb.Service]:
@@ -108,8 +114,8 @@ class Standalone:
         echo: Callable[[str], None] = lambda _line: None,
     ) -> None:
         self.app = app
-        self.node_id = Identity(TRUST_DOMAIN, Kind.NODE, scope(app)).uri
-        self.state_dir = (home or capstan_home()) / "run" / scope(app)
+        self.state_dir = ((home or capstan_home()) / "run" / scope(app)).absolute()
+        self.node_id = node_id(app, self.state_dir)
         self._echo = echo
         self.runtime: Runtime = select_runtime(runtime, self.node_id, self.state_dir)
 

@@ -16,7 +16,7 @@ from node.runtime import _process_proc as proc
 from node.runtime.base import ContainerState
 from node.runtime.images import busybox_binary
 from node.runtime.process import ProcessRuntime
-from orchestrator.standalone import instances, start_order
+from orchestrator.standalone import instances, node_id, start_order
 from orchestrator.topology import load_topology, load_topology_file
 from tests.cli.conftest import Result, kill_mentioning, processes_mentioning
 
@@ -53,7 +53,8 @@ def app_file(tmp_path: Path, home: Path) -> Iterator[Path]:
 def _runtime(home: Path) -> ProcessRuntime:
     """The runtime scope `capstan run` uses for tenant acme, app web (the CLI is not
     running, so its lock is free)."""
-    return ProcessRuntime("spiffe://standalone.capstan/node/acme-web", home / "run" / "acme-web")
+    state = (home / "run" / "acme-web").absolute()
+    return ProcessRuntime(node_id(load_topology(APP), state), state)
 
 
 def test_plan_names_instances_and_orders_links() -> None:
