@@ -44,7 +44,7 @@ from ._support import (
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE", ""])
 @pytest.mark.parametrize("signature", ["", "AAAA"])
-def test_alg_none(  # noqa: PLR0917 - pytest fixtures are positional
+def test_alg_none(
     verifier: TokenVerifier,
     signer: TokenSigner,
     certs: CertPair,
@@ -83,7 +83,7 @@ def _public_secrets(store: TokenKeyStore) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("form", ["raw", "pem", "der", "jwk-json", "jwks-json", "x"])
 @pytest.mark.parametrize("alg", ["HS256", "EdDSA"])
-def test_hmac_with_the_public_key_as_secret(  # noqa: PLR0917
+def test_hmac_with_the_public_key_as_secret(
     verifier: TokenVerifier,
     store: TokenKeyStore,
     certs: CertPair,
