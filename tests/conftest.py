@@ -7,11 +7,7 @@ failure so a broken engine cannot pass silently.
 
 from __future__ import annotations
 
-import io
 import os
-import shutil
-import subprocess
-import tarfile
 from collections.abc import Iterator
 
 import docker
@@ -19,8 +15,7 @@ import docker.errors
 import pytest
 import requests.exceptions
 
-BUSYBOX_IMAGE = "local/busybox:1"
-BUSYBOX_BINARY = "/bin/busybox"  # Debian's busybox-static: no shared libraries needed
+from node.runtime.images import BUSYBOX_IMAGE, busybox_binary, ensure_docker_busybox
 
 
 def _docker_required() -> bool:
@@ -44,30 +39,6 @@ def docker_client() -> Iterator[docker.DockerClient]:
         client.close()
 
 
-def _busybox_rootfs() -> bytes:
-    """A tarball of /bin/busybox plus one symlink per applet, as ``docker import`` wants."""
-    busybox = shutil.which("busybox") or BUSYBOX_BINARY
-    applets = subprocess.run(
-        [busybox, "--list"], check=True, capture_output=True, text=True
-    ).stdout.split()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in sorted(set(applets)):
-            if applet == "busybox" or "/" in applet:
-                continue  # --list names busybox itself: a link to itself would loop
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type = tarfile.SYMTYPE
-            link.linkname = "busybox"
-            link.mode = 0o777
-            tar.addfile(link)
-        tmp = tarfile.TarInfo("tmp")
-        tmp.type = tarfile.DIRTYPE
-        tmp.mode = 0o1777
-        tar.addfile(tmp)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="session")
 def busybox_image(docker_client: docker.DockerClient) -> str:
     """``local/busybox:1``, built from the host's static busybox when missing."""
@@ -76,14 +47,9 @@ def busybox_image(docker_client: docker.DockerClient) -> str:
         return BUSYBOX_IMAGE
     except docker.errors.ImageNotFound:
         pass
-    if not (shutil.which("busybox") or os.path.exists(BUSYBOX_BINARY)):
+    if busybox_binary() is None:
         message = f"{BUSYBOX_IMAGE} is missing and no busybox binary is installed to build it"
         if _docker_required():
             pytest.fail(message)
         pytest.skip(message)
-    repository, tag = BUSYBOX_IMAGE.rsplit(":", 1)
-    docker_client.api.import_image_from_data(
-        _busybox_rootfs(), repository=repository, tag=tag, changes=["ENV PATH=/bin"]
-    )
-    docker_client.images.get(BUSYBOX_IMAGE)  # fails loudly if the import did not tag it
-    return BUSYBOX_IMAGE
+    return ensure_docker_busybox(BUSYBOX_IMAGE)

@@ -13,7 +13,8 @@ from node.errors import NotFound
 from orchestrator._cli.logs import parse_target
 from orchestrator.client import ControlError, exit_code
 from orchestrator.errors import TopologyError
-from tests.cli.conftest import Listener, Result, UserCreds, closed_port, write_config
+
+from .conftest import Listener, Result, UserCreds, closed_port, write_config
 
 Run = Callable[..., Result]
 

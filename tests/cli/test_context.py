@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.context import Context, ContextConfig, ContextError
-from tests.cli.conftest import Result, UserCreds, write_config
+
+from .conftest import Result, UserCreds, write_config
 
 Run = Callable[..., Result]
 

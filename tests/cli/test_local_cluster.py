@@ -10,13 +10,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
 from node.runtime import _process_proc as proc
 from node.runtime.images import busybox_binary
 from orchestrator.context import ContextConfig
 from orchestrator.local import LocalCluster
-from tests.cli.conftest import Result, kill_mentioning, processes_mentioning
+
+from .conftest import Result, kill_mentioning, processes_mentioning
 
 Run = Callable[..., Result]
 
@@ -187,3 +189,32 @@ def test_down_removes_running_workloads_and_purge(
     assert processes_mentioning(str(home)) == []
     assert not (home / "local").exists()
     assert "local" not in ContextConfig.load().contexts
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_docker_demo_up_and_down(
+    cluster_home: Path, capstan: Run, docker_client: docker.DockerClient, busybox_image: str
+) -> None:
+    home = cluster_home
+    base = free_base_port(2)
+    r = capstan("up", "--nodes", "2", "--runtime", "docker", "--base-port", str(base), "--demo")
+    assert r.code == 0, r.out + r.err
+    assert "hello 3/3 running" in r.out
+    record = LocalCluster(home / "local").load()
+    assert record is not None
+    assert record.trust_domain.startswith("local-")  # never shared with another cluster
+
+    def ours() -> list[str]:
+        found = docker_client.containers.list(all=True, filters={"label": "capstan.node"})
+        prefix = f"spiffe://{record.trust_domain}/node/"
+        return [c.name for c in found if c.labels["capstan.node"].startswith(prefix)]
+
+    assert len(ours()) == 3
+    r = capstan("get", "workloads", "-o", "json")
+    assert {w["node"] for w in json.loads(r.out)} == {"node-1", "node-2"}
+
+    r = capstan("down")
+    assert r.code == 0, r.err
+    assert ours() == []
+    assert processes_mentioning(str(home)) == []

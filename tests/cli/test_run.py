@@ -18,7 +18,8 @@ from node.runtime.images import busybox_binary
 from node.runtime.process import ProcessRuntime
 from orchestrator.standalone import instances, node_id, start_order
 from orchestrator.topology import load_topology, load_topology_file
-from tests.cli.conftest import Result, kill_mentioning, processes_mentioning
+
+from .conftest import Result, kill_mentioning, processes_mentioning
 
 Run = Callable[..., Result]
 
