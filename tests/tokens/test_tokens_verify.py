@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import threading
@@ -25,7 +26,15 @@ from pki.errors import (
     WrongResource,
 )
 from pki.tokenkeys import TokenKeyStore, TokenSigner
-from pki.tokens import Capability, ReplayCache, TokenVerifier, mint, request_digest
+from pki.tokens import (
+    Capability,
+    ReplayCache,
+    TokenVerifier,
+    check_signature,
+    decode_unverified,
+    mint,
+    request_digest,
+)
 
 from ._support import AUD, ISS, NOW, OP, RES, SUB, CertPair, assert_refused
 
@@ -430,3 +439,36 @@ def test_concurrent_use_of_one_token_succeeds_once(
     for t in threads:
         t.join()
     assert sorted(results) == ["ReplayedToken"] * 7 + ["ok"]
+
+
+def test_thumbprint_matches_the_certificate_module(certs: CertPair) -> None:
+    from cryptography import x509
+
+    from pki.certs import thumbprint
+    from pki.tokens import thumbprint_of_der
+
+    cert = x509.load_pem_x509_certificate(certs.caller.pem)
+    assert thumbprint_of_der(certs.caller.der) == thumbprint(cert) == certs.caller.thumbprint
+
+
+def test_capability_is_hashable_and_compares_by_claims(
+    verifier: TokenVerifier, token: str, call: dict[str, Any]
+) -> None:
+    cap = verifier.verify(token, **call)
+    assert hash(cap) == hash(dataclasses.replace(cap))
+    assert cap == dataclasses.replace(cap) != dataclasses.replace(cap, res="other")
+
+
+def test_check_signature_and_decode_unverified(
+    store: TokenKeyStore, token: str, signer: TokenSigner
+) -> None:
+    kid, claims = check_signature(token, store.keyset())
+    assert kid == signer.kid and claims["op"] == OP
+    _, header, unverified = decode_unverified(token)
+    assert header["kid"] == kid and unverified == claims
+    signing_input = token.rsplit(".", 1)[0]
+    with pytest.raises(InvalidToken):
+        check_signature(f"{signing_input}.{'A' * 86}", store.keyset())
+    with pytest.raises(InvalidToken):
+        decode_unverified("not.a.token")
+    assert not store.jwks()["keys"][0].get("d")
