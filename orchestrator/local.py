@@ -241,6 +241,8 @@ class LocalCluster:
             if existing is not None:
                 alive = [p for p in existing.processes if p.alive()]
                 if alive and len(alive) == len(existing.processes):
+                    # Still renew the admin certificate: `up` is what users re-run.
+                    self._admin_credentials(self._authority())
                     return existing, False
                 if alive:
                     raise LocalClusterError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,12 +150,19 @@ class Standalone:
 
     def down(self) -> list[str]:
         """Remove every container of this application (also ones a smaller file dropped)."""
-        removed: list[str] = []
-        for status in self.runtime.list():
-            self._remove(status.name)
-            removed.append(status.name)
-            self._echo(f"removed {status.name}")
-        return removed
+        names = [status.name for status in self.runtime.list()]
+        if not names:
+            return []
+
+        def remove(name: str) -> str:
+            self._remove(name)
+            self._echo(f"removed {name}")
+            return name
+
+        # In parallel: each stop may wait its whole grace period for a workload
+        # that ignores SIGTERM (a shell as PID 1 does), and Ctrl-C should not add them up.
+        with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
+            return list(pool.map(remove, names))
 
     def _remove(self, name: str) -> None:
         try:

@@ -35,4 +35,6 @@ def drain_cmd(node: str, context_name: str | None) -> None:
     """Cordon NODE and move its workloads to other nodes."""
     with connect(context_name) as client:
         record = client.drain(node)
-    click.echo(f"node {record.name} {node_schedule(record)} ({record.workloads} workloads left)")
+    left = record.workloads
+    click.echo(f"node {record.name} {node_schedule(record)} "
+               f"({left} workload{'s' if left != 1 else ''} left to move)")
