@@ -1,12 +1,14 @@
 """Capability token throughput against the raw Ed25519 operations it wraps.
 
-    python bench/bench_tokens.py [--n 2000] [--rounds 9]
+    python bench/bench_tokens.py [--n 500] [--rounds 31]
 
 Each round mints fresh tokens, then times, back to back: raw Ed25519 sign and
 verify over exactly those tokens' signing inputs (one distinct message per call,
 as in real use), mint, and full token verification (every check plus the replay
-cache). Rounds are interleaved so that frequency
-scaling or a noisy neighbour hits every series alike; the figures are medians.
+cache). Raw and wrapped series alternate within each round so that frequency
+scaling or a noisy neighbour hits both alike; times are medians over rounds and
+ratios medians of the per-round ratios. Python work between OpenSSL calls costs
+some cache warmth, so run on an idle machine: ratios rise with the load average.
 Goals: mint <= 1.5x a raw sign, verify <= 1.25x a raw verify.
 """
 
