@@ -266,6 +266,10 @@ class TokenKeyStore:
         path = Path(path)
         return cls(path, _read_index(path))
 
+    def reload(self) -> None:
+        """Re-read the index: picks up a rotation or retirement made by another process."""
+        self._entries = _read_index(self.path)
+
     # -- queries ------------------------------------------------------------------
 
     @property

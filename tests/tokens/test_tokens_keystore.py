@@ -98,6 +98,16 @@ def test_rotate_then_retire(store: TokenKeyStore) -> None:
         other.retire("nope")
 
 
+def test_reload_follows_another_process(store: TokenKeyStore) -> None:
+    other = TokenKeyStore.open(store.path)
+    old = other.signer().kid
+    new = store.rotate(now=NOW)
+    store.retire(old, now=NOW)
+    assert other.active_kid == old  # a stale view until reloaded
+    other.reload()
+    assert other.active_kid == new and other.signer().kid == new
+
+
 def test_jwks_members_are_public_only(store: TokenKeyStore) -> None:
     store.rotate(now=NOW)
     for jwk in store.jwks()["keys"]:
