@@ -274,7 +274,13 @@ def _pki_identities(directory: Path) -> tuple[str | None, list[str]]:
 )
 @click.option("--iss", help="Issuer (default: the PKI's only orchestrator identity).")
 @click.option("--ttl", default="60s", show_default=True, help="Lifetime, e.g. 60s, 5m.")
-@click.option("--epoch", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--epoch",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Orchestrator leadership epoch.",
+)
 @click.option("--req", "req", help="Request digest to bind (see --req-fields).")
 @click.option("--req-fields", help="JSON object of request fields; its digest is bound.")
 def mint_cmd(
