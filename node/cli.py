@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -28,10 +29,14 @@ def node_group() -> None:
 @click.option("--key", type=_path, help="Node private key (PEM).")
 @click.option("--ca", type=_path, help="Cluster trust bundle (PEM).")
 @click.option("--jwks", type=_path, help="Token verification keys (JWKS); re-read on change.")
-@click.option("--deny-list", type=_path, help="Revoked serials, one hex per line; re-read on change.")
+@click.option(
+    "--deny-list", type=_path, help="Revoked serials, one hex per line; re-read on change."
+)
 @click.option("--state-dir", type=_path, help="Where the agent keeps its state, volumes and audit.")
 @click.option("--runtime", type=click.Choice(RUNTIMES), help="Container runtime (default auto).")
-@click.option("--issuer", "issuers", multiple=True, help="Orchestrator SPIFFE id whose tokens are obeyed.")
+@click.option(
+    "--issuer", "issuers", multiple=True, help="Orchestrator SPIFFE id whose tokens are obeyed."
+)
 @click.option("--label", "labels", multiple=True, help="Node label KEY=VALUE.")
 @click.option("-v", "--verbose", is_flag=True)
 def serve(
@@ -77,7 +82,9 @@ def serve(
     )
     agent = build_agent(cfg)
     host = cfg.listen.rpartition(":")[0]
-    click.echo(f"node {agent.node_id} listening on {host}:{agent.port} runtime={agent.runtime.name}")
+    click.echo(
+        f"node {agent.node_id} listening on {host}:{agent.port} runtime={agent.runtime.name}"
+    )
     sys.stdout.flush()
     done = threading.Event()
 
@@ -91,7 +98,7 @@ def serve(
 
 
 def _labels(items: tuple[str, ...]) -> dict[str, str]:
-    from pki.errors import ConfigError  # noqa: PLC0415 - commands import lazily
+    from pki.errors import ConfigError
 
     labels: dict[str, str] = {}
     for item in items:
@@ -104,25 +111,43 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
 
 @node_group.command("join")
 @click.argument("address", required=False)
-@click.option("--token", envvar="CAPSTAN_JOIN_TOKEN", show_envvar=True,
-              help="One-time join token (CJ1....); not needed once the state dir has joined.")
-@click.option("--ca", "ca_file", type=_path,
-              help="Cluster CA file; one root in it must match the token's CA pin.")
+@click.option(
+    "--token",
+    envvar="CAPSTAN_JOIN_TOKEN",
+    show_envvar=True,
+    help="One-time join token (CJ1....); not needed once the state dir has joined.",
+)
+@click.option(
+    "--ca",
+    "ca_file",
+    type=_path,
+    help="Cluster CA file; one root in it must match the token's CA pin.",
+)
 @click.option("--name", default="", help="Requested node name (the token may bind another).")
 @click.option("--listen", help="HOST:PORT to serve on [default 127.0.0.1:0, a free port].")
 @click.option("--dns", "dns", multiple=True, help="DNS name for the node certificate.")
-@click.option("--ip", "ips", multiple=True,
-              help="IP address for the node certificate [default: the --listen host].")
-@click.option("--state-dir", type=_path, default=Path("node-state"), show_default=True,
-              help="Where the node keeps its key, certificate and state.")
+@click.option(
+    "--ip",
+    "ips",
+    multiple=True,
+    help="IP address for the node certificate [default: the --listen host].",
+)
+@click.option(
+    "--state-dir",
+    type=_path,
+    default=Path("node-state"),
+    show_default=True,
+    help="Where the node keeps its key, certificate and state.",
+)
 @click.option("--runtime", type=click.Choice(RUNTIMES), help="Container runtime [default auto].")
 @click.option("--label", "labels", multiple=True, help="Node label KEY=VALUE.")
 @click.option("--mode", type=click.Choice(("push", "pull")), default="push", show_default=True)
 @click.option("--cpus", type=float, default=0.0, help="CPUs offered [default: this host's].")
-@click.option("--memory", type=int, default=0,
-              help="Memory offered in bytes [default: this host's].")
+@click.option(
+    "--memory", type=int, default=0, help="Memory offered in bytes [default: this host's]."
+)
 @click.option("-v", "--verbose", is_flag=True)
-def join(  # noqa: PLR0917 - click passes every option positionally
+def join(
     address: str | None,
     token: str | None,
     ca_file: Path | None,
@@ -143,8 +168,8 @@ def join(  # noqa: PLR0917 - click passes every option positionally
     A state directory that already holds a joined node restarts it: no token is
     needed or sent.
     """
-    from node.agent import run_joined_node  # noqa: PLC0415 - commands import lazily
-    from node.join import JoinOptions, ensure_joined  # noqa: PLC0415
+    from node.agent import run_joined_node
+    from node.join import JoinOptions, ensure_joined
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -163,16 +188,35 @@ def join(  # noqa: PLR0917 - click passes every option positionally
     )
     joined, _reused = ensure_joined(state_dir, address, token, ca_file, options)
     node = run_joined_node(joined.state_dir, runtime_kind=runtime, listen=listen)
-    done = threading.Event()
+    try:
+        # Armed before the line below: a launcher may signal as soon as it reads it.
+        stop = _StopSignals()
+        runtime_name = node.agent.runtime.name
+        click.echo(f"node {node.node_id} listening on {node.listening} runtime={runtime_name}")
+        sys.stdout.flush()
+        stop.wait()
+    finally:
+        node.stop()
 
-    def _stop(_sig: int, _frame: FrameType | None) -> None:
-        done.set()
 
-    # Handlers first: a launcher may signal as soon as it has read the line below.
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    runtime_name = node.agent.runtime.name
-    click.echo(f"node {node.node_id} listening on {node.listening} runtime={runtime_name}")
-    sys.stdout.flush()
-    done.wait()
-    node.stop()
+class _StopSignals:
+    """Waits for SIGTERM or SIGINT without taking a lock in the signal handler.
+
+    A handler that sets a threading.Event can deadlock: it runs in the main thread,
+    possibly while that thread holds the Event's own lock inside ``wait()``. Here the
+    interpreter's C-level handler writes to a socket and the main thread reads it.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)
+        signal.set_wakeup_fd(self._write.fileno())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._ignore)
+
+    @staticmethod
+    def _ignore(_sig: int, _frame: FrameType | None) -> None:
+        """The wakeup byte does the work; a Python handler must exist for it to be sent."""
+
+    def wait(self) -> None:
+        self._read.recv(1)

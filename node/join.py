@@ -28,6 +28,7 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -77,6 +78,8 @@ DEFAULT_HEARTBEAT = 5.0
 MIN_HEARTBEAT, MAX_HEARTBEAT = 0.05, 3600.0
 JOINED_FILE = "joined.json"
 _WILDCARDS = ("0.0.0.0", "::", "[::]", "")  # noqa: S104 - names, not a bind
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_STABLE_PORT_MIN = 10000
 
 
 class JoinError(CapstanError):
@@ -185,10 +188,39 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _bindable(host: str, port: int) -> bool:
+    bare = _bare(host)
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bare, port))
+        except OSError:
+            return False
+        return True
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _free_port(host: str) -> int:
-    """A port free on ``host`` now. The orchestrator must be told a real port before the
-    server can start (it needs the certificate the join returns), so port 0 is resolved
-    here and remembered in the state directory."""
+    """A port free on ``host`` now, to be kept across restarts.
+
+    The orchestrator must be told a real port before the server can start (it needs
+    the certificate the join returns), so port 0 is resolved here and remembered. The
+    port is taken below the kernel's ephemeral range: a port from that range may be
+    the source port of some outgoing connection when the node restarts.
+    """
+    floor = _ephemeral_floor()
+    if floor > _STABLE_PORT_MIN:
+        for _ in range(64):
+            port = _STABLE_PORT_MIN + secrets.randbelow(floor - _STABLE_PORT_MIN)
+            if _bindable(host, port):
+                return port
     bare = _bare(host)
     family = socket.AF_INET6 if ":" in bare else socket.AF_INET
     try:
@@ -200,7 +232,7 @@ def _free_port(host: str) -> int:
 
 
 def _host_capacity() -> tuple[float, int]:
-    from node.runtime._process_proc import meminfo_total  # noqa: PLC0415
+    from node.runtime._process_proc import meminfo_total
 
     try:
         cpus = float(len(os.sched_getaffinity(0)))
@@ -218,7 +250,7 @@ def _resolve_runtime(kind: str) -> str:
         raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {kind!r}")
     if kind != "auto":
         return kind
-    from node.runtime import docker_available  # noqa: PLC0415
+    from node.runtime import docker_available
 
     return "docker" if docker_available() else "process"
 

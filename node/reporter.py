@@ -18,6 +18,7 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,8 @@ class Reporter:
         self.streams = 0  # streams opened
         self.messages = 0  # GatewayMessages received
         self.usage_rounds = 0  # completed usage measurements
-        self.fenced: list[str] = []  # containers stopped and removed on the orchestrator's word
+        # The latest containers stopped and removed on the orchestrator's word.
+        self.fenced: deque[str] = deque(maxlen=256)
 
     # -- lifecycle ----------------------------------------------------------------------
 

@@ -45,6 +45,12 @@ class Agent:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(30)
 
+    def why(self) -> str:
+        """Everything the agent said, for a failure message (stops it first)."""
+        self.kill()
+        assert self.proc.stderr is not None
+        return f"stdout: {self.first_line!r}; stderr: {self.proc.stderr.read()}"
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -70,7 +76,7 @@ def test_join_serve_report_stop_and_restart_without_token(
         first = Agent([servers.join_address, "--token", gw.mint(), *args])
         agents.append(first)
         match = LINE.match(first.line())
-        assert match, first.line()
+        assert match, first.why()
         node_id, address = match.groups()
         assert node_id == f"spiffe://{pki.authority.trust_domain}/node/cli-1"
         assert gw.joins[0].address == address
@@ -82,7 +88,8 @@ def test_join_serve_report_stop_and_restart_without_token(
         second = Agent(["--state-dir", str(state), "--listen", "127.0.0.1:0"])
         agents.append(second)
         again = LINE.match(second.line())
-        assert again and again.groups() == (node_id, address)
+        assert again, second.why()
+        assert again.groups() == (node_id, address)
         assert len(gw.joins) == 1
         wait_for(lambda: sum(1 for s in gw.streams if s.peer == node_id) >= 2,
                  what="a second Report stream")

@@ -47,6 +47,9 @@ def test_join_writes_the_state_dir(servers: GatewayServers, pki: Pki, tmp_path: 
     assert joined.runtime == "process"
     host, port = joined.listen.rsplit(":", 1)
     assert host == "127.0.0.1" and int(port) > 0  # port 0 resolved before joining
+    # ...below the ephemeral range, where no outgoing connection can hold it at restart.
+    floor = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert int(port) < floor
     assert joined.address == joined.listen
     assert load_joined(state) == joined
 
