@@ -11,6 +11,8 @@ from node.runtime.base import ContainerState, ContainerStats, ContainerStatus
 LABEL_NODE = "capstan.node"
 LABEL_WORKLOAD = "capstan.workload"
 LABEL_NAME = "capstan.name"
+# The ref the spec named: the container itself runs the node-scoped tag of it.
+LABEL_IMAGE = "capstan.image"
 
 _STATES = {
     "created": ContainerState.CREATED,
@@ -56,7 +58,7 @@ def status_from_inspect(attrs: dict[str, Any]) -> ContainerStatus:
     return ContainerStatus(
         name=labels.get(LABEL_NAME, ""),
         workload_id=labels.get(LABEL_WORKLOAD, ""),
-        image=str((attrs.get("Config") or {}).get("Image", "")),
+        image=labels.get(LABEL_IMAGE) or str((attrs.get("Config") or {}).get("Image", "")),
         state=state,
         runtime_id=str(attrs.get("Id", "")),
         exit_code=exit_code,

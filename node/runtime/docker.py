@@ -5,14 +5,21 @@ and a Docker name ``capstan-<node hash>-<name>``; every lookup checks the node l
 so an agent neither sees nor touches containers of another agent on the same engine.
 Containers never get bridge networking, privileges or new privileges; volumes are
 bind mounts of the node's VolumeStore directories.
+
+Images are per node too, though Docker's tags are global to the engine: this node
+has image ``R`` exactly when the engine holds the node-scoped tag
+``capstan-<node hash>/<R>`` (the mapping, reversible and collision-free, is in
+``_docker_names``). Containers run the node-scoped tag; exports carry the plain
+``R``; imports tag only the node's namespace (``_docker_archive`` strips the
+archive's names before ``docker load``). The engine's global tags are never
+consulted, except by ``adopt_image``, which seeds a node from them.
 """
 
 from __future__ import annotations
 
 import builtins
-import hashlib
+import itertools
 import math
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +27,12 @@ from typing import Any
 import docker
 import docker.types
 
-from node.errors import InvalidArgument, NodeError, NotFound
+from node.errors import InvalidArgument, NodeError, NotFound, RuntimeFailure
+from node.runtime._docker_archive import CHUNK, ImportedArchive, retag_export
 from node.runtime._docker_errors import docker_errors, mapped_stream
+from node.runtime._docker_names import namespace, node_hash, node_ref, ref_of, split_ref
 from node.runtime._docker_status import (
+    LABEL_IMAGE,
     LABEL_NAME,
     LABEL_NODE,
     LABEL_WORKLOAD,
@@ -36,7 +46,7 @@ from node.runtime.base import (
     ContainerStatus,
     RuntimeInfo,
 )
-from node.validation import validate_image_ref, validate_name, validate_spec
+from node.validation import IMAGE_ID_RE, validate_image_ref, validate_name, validate_spec
 from node.volumes import VolumeStore
 
 # Capabilities Docker grants by default that a workload of this orchestrator has no
@@ -48,13 +58,8 @@ PIDS_LIMIT = 4096
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILES = "3"
 MAX_STOP_TIMEOUT = 3600.0
-_CHUNK = 256 * 1024
-_LOADED_RE = re.compile(r"^Loaded image(?: ID)?: (.+)$")
 
-
-def node_hash(node_id: str) -> str:
-    """The short, name-safe tag of a node id used in Docker container names."""
-    return hashlib.sha256(node_id.encode("utf-8")).hexdigest()[:12]
+__all__ = ["DockerRuntime", "engine_available", "node_hash"]
 
 
 def _stop_seconds(timeout: float) -> int:
@@ -101,6 +106,7 @@ class DockerRuntime:
             self._client = client if client is not None else docker.from_env()
         self._api: Any = self._client.api
         self._prefix = f"capstan-{node_hash(node_id)}-"
+        self._images = namespace(node_id)
         self._capacity: tuple[float, int] | None = None
 
     # -- naming and lookup -------------------------------------------------------------
@@ -133,6 +139,7 @@ class DockerRuntime:
         if not self.image_exists(spec.image):
             # There is no registry to pull from: the image must have been imported.
             raise NotFound(f"image {spec.image!r} is not present on this node")
+        image = node_ref(self._images, spec.image)
         mounts = [
             docker.types.Mount(
                 target=mount.path,
@@ -145,7 +152,7 @@ class DockerRuntime:
         # Ours last: they cannot be overridden by the spec's own labels.
         labels = dict(spec.labels)
         labels.update({LABEL_NODE: self.node_id, LABEL_WORKLOAD: spec.workload_id,
-                       LABEL_NAME: spec.name})
+                       LABEL_NAME: spec.name, LABEL_IMAGE: spec.image})
         dropped = list(DROPPED_CAPABILITIES)
         if spec.network == "host":
             # On the host's network a low port is the host's low port.
@@ -167,7 +174,7 @@ class DockerRuntime:
                 ),
             )
             self._api.create_container(
-                image=spec.image,
+                image=image,
                 command=list(spec.command) or None,
                 name=self.docker_name(spec.name),
                 environment=[f"{key}={value}" for key, value in spec.env],
@@ -249,48 +256,125 @@ class DockerRuntime:
 
     # -- images ------------------------------------------------------------------------
 
+    def node_image(self, ref: str) -> str:
+        """The engine tag that holds image ``ref`` for this node (``capstan-<hash>/...``)."""
+        return node_ref(self._images, _plain_ref(ref))
+
+    def _node_tags(self) -> builtins.list[tuple[str, str]]:
+        """``(node-scoped tag, image id)`` of every image this node has."""
+        with docker_errors("images"):
+            summaries = self._api.images()
+        return [
+            (tag, str(summary.get("Id", "")))
+            for summary in summaries
+            for tag in summary.get("RepoTags") or ()
+            if isinstance(tag, str) and tag.startswith(self._images)
+        ]
+
+    def images(self) -> builtins.list[str]:
+        """The refs this node has, each with its tag (``busybox`` is ``busybox:latest``)."""
+        refs = {ref_of(self._images, tag) for tag, _ in self._node_tags()}
+        return sorted(ref for ref in refs if ref is not None)
+
     def image_exists(self, ref: str) -> bool:
         validate_image_ref("ref", ref, allow_id=True)
+        if IMAGE_ID_RE.fullmatch(ref):
+            return any(image_id == ref for _, image_id in self._node_tags())
+        if "@" in ref:
+            return False  # digests come from registries, and there is none
         try:
             with docker_errors(f"image {ref!r}", field="ref"):
-                self._api.inspect_image(ref)
+                self._api.inspect_image(node_ref(self._images, ref))
         except NotFound:
             return False
         return True
 
     def image_export(self, ref: str) -> Iterator[bytes]:
-        """``docker save`` of one image as a byte stream (its tag included when given)."""
-        validate_image_ref("ref", ref, allow_id=True)
+        """``docker save`` of one image as a byte stream, its archive naming ``ref`` alone
+        (an image id exports untagged)."""
+        if not self.image_exists(ref):
+            raise NotFound(f"image {ref!r} not found on this node")
         subject = f"image {ref!r}"
+        if IMAGE_ID_RE.fullmatch(ref):
+            with docker_errors(subject, field="ref"):
+                stream = self._api.get_image(ref, chunk_size=CHUNK)
+            return mapped_stream(stream, subject)
+        # Saved under the node's own tag, which only this node moves: another agent
+        # retagging the global ``ref`` meanwhile cannot change what is exported.
         with docker_errors(subject, field="ref"):
-            self._api.inspect_image(ref)  # NotFound now, not at the first chunk
-            stream = self._api.get_image(ref, chunk_size=_CHUNK)
-        return mapped_stream(stream, subject)
+            stream = self._api.get_image(node_ref(self._images, ref), chunk_size=CHUNK)
+        return retag_export(mapped_stream(stream, subject), ref)
 
     def image_import(self, chunks: Iterable[bytes]) -> builtins.list[str]:
-        """``docker load`` from a byte stream, sent on as it arrives; the refs loaded."""
-
-        def body() -> Iterator[bytes]:
-            for chunk in chunks:
-                if not isinstance(chunk, bytes | bytearray | memoryview):
-                    raise InvalidArgument("data", "image chunks must be bytes")
-                if chunk:
-                    yield bytes(chunk)
-
-        refs: builtins.list[str] = []
+        """``docker load`` from a byte stream, sent on as it arrives; the refs loaded, each
+        with its tag. Every image must be named; nothing is tagged unless all load."""
+        archive = ImportedArchive(chunks)
+        stream = archive.stream()
+        # The first chunk is read before the engine is called, so that what is not a
+        # tar archive at all is refused without an upload.
+        first = next(stream, b"")
         with docker_errors("image archive", field="data"):
-            for message in self._api.load_image(body(), quiet=True):
+            for message in self._api.load_image(itertools.chain([first], stream), quiet=True):
                 if "errorDetail" in message or "error" in message:
                     detail = message.get("errorDetail") or {}
                     text = detail.get("message") or message.get("error") or "load failed"
                     raise InvalidArgument("data", f"docker load refused the archive: {text}")
-                for line in str(message.get("stream", "")).splitlines():
-                    match = _LOADED_RE.match(line.strip())
-                    if match:
-                        refs.append(match.group(1))
-        if not refs:
+        # Every name is checked before the first tag: a refused archive tags nothing.
+        plan: dict[str, str] = {}  # ref -> image id
+        for image_id, names in archive.images():
+            if not names:
+                raise InvalidArgument("data", "the archive holds an image without a name")
+            for name in names:
+                validate_image_ref("data", name)
+                if "@" in name:
+                    raise InvalidArgument("data", f"{name[:80]!r}: an image is named by a digest")
+                try:
+                    node_ref(self._images, name)
+                except InvalidArgument as exc:
+                    raise InvalidArgument("data", exc.message) from None
+                plan[_with_tag(name)] = image_id
+        if not plan:
             raise InvalidArgument("data", "the archive held no image")
-        return refs
+        for image_id in set(plan.values()):
+            try:
+                with docker_errors(f"image {image_id}"):
+                    self._api.inspect_image(image_id)
+            except NotFound:
+                raise RuntimeFailure(
+                    f"docker load did not produce image {image_id} of the archive"
+                ) from None
+        with docker_errors("image archive", field="data"):
+            for ref, image_id in plan.items():
+                self._tag(image_id, ref)
+        return builtins.list(plan)
+
+    def adopt_image(self, ref: str) -> str:
+        """Give this node the image the engine itself tags ``ref`` (seeding a node with
+        an image built or loaded outside Capstan); returns ``ref``."""
+        _plain_ref(ref)
+        with docker_errors(f"image {ref!r} on the engine", field="ref"):
+            image_id = str(self._api.inspect_image(ref)["Id"])
+            self._tag(image_id, ref)
+        return ref
+
+    def forget_images(self) -> builtins.list[str]:
+        """Remove every image tag of this node from the engine (a node being retired);
+        the refs forgotten. Images other tags or containers still use stay."""
+        forgotten: builtins.list[str] = []
+        for tag, _ in self._node_tags():
+            with docker_errors(f"image {tag!r}"):
+                # force: untag even while a container uses the image (it then stays,
+                # untagged); an image without tags or containers left is deleted.
+                self._api.remove_image(tag, force=True, noprune=True)
+            ref = ref_of(self._images, tag)
+            if ref is not None:
+                forgotten.append(ref)
+        return sorted(forgotten)
+
+    def _tag(self, image_id: str, ref: str) -> None:
+        repository, tag = node_ref(self._images, ref).rsplit(":", 1)
+        if not self._api.tag(image_id, repository, tag, force=True):
+            raise RuntimeFailure(f"docker refused to tag {image_id} as {repository}:{tag}")
 
     # -- engine ------------------------------------------------------------------------
 
@@ -315,3 +399,16 @@ class DockerRuntime:
         if self._owns_client:
             with docker_errors("docker engine"):
                 self._client.close()
+
+
+def _plain_ref(ref: str) -> str:
+    """A reference that can name a node's image: no bare id, no digest."""
+    validate_image_ref("ref", ref)
+    if "@" in ref:
+        raise InvalidArgument("ref", "digest references need a registry; none exists here")
+    return ref
+
+
+def _with_tag(ref: str) -> str:
+    name, tag = split_ref(ref)
+    return f"{name}:{tag}"

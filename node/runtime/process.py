@@ -527,6 +527,11 @@ class ProcessRuntime:
         return self._images.exists(ref)
 
     @_mapped
+    def images(self) -> builtins.list[str]:
+        """The refs of the image index (each with its tag); one small file read."""
+        return sorted(self._images.refs())
+
+    @_mapped
     def image_export(self, ref: str) -> Iterator[bytes]:
         return _mapped_iter(self._images.export(ref))
 

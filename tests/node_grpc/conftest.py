@@ -174,6 +174,8 @@ def start_node(cluster: Cluster, tmp: Path, runtime_kind: str, name: str = "node
         from node.runtime.process import ensure_busybox_image
 
         ensure_busybox_image(runtime)  # type: ignore[arg-type]
+    else:
+        runtime.adopt_image("local/busybox:1")  # type: ignore[attr-defined]
     agent = build_agent(cfg, runtime=runtime, clock=clock)
     return Node(agent, clock, cluster, f"127.0.0.1:{agent.port}")
 

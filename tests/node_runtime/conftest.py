@@ -1,7 +1,8 @@
 """Fixtures for the runtime, volume and validation tests.
 
-Docker tests get runtimes with node ids unique to the test, and every container
-carrying one of those node ids is force-removed when the test ends.
+Docker tests get runtimes with node ids unique to the test, each given the busybox
+image; every container carrying one of those node ids is force-removed, and every
+image tag of those nodes dropped, when the test ends.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def make_runtime(
         node_id = f"{TEST_NODE_PREFIX}{run}-{suffix}"
         runtime = DockerRuntime(node_id, tmp_path / suffix, client=docker_client)
         made.append(runtime)
+        runtime.adopt_image(busybox_image)
         return runtime
 
     try:
@@ -49,6 +51,7 @@ def make_runtime(
     finally:
         for runtime in made:
             remove_node_containers(docker_client, runtime.node_id)
+            runtime.forget_images()
             runtime.close()
 
 
