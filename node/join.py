@@ -534,8 +534,7 @@ def _checked_response(
             raise JoinError(f"the certificate returned is for {identity.uri}, not a node")
         if response.node_id and response.node_id != identity.uri:
             raise JoinError(
-                f"the orchestrator named the node {response.node_id} "
-                f"but certified {identity.uri}"
+                f"the orchestrator named the node {response.node_id} but certified {identity.uri}"
             )
         issuers = tuple(response.issuers)
         if not issuers:
@@ -674,8 +673,9 @@ def ensure_joined(
     existing = load_joined(state_dir)
     if existing is not None:
         if token:
-            log.info("%s already joined as %s; the join token is not used", state_dir,
-                     existing.node_id)
+            log.info(
+                "%s already joined as %s; the join token is not used", state_dir, existing.node_id
+            )
         return existing, True
     if not orchestrator:
         raise ConfigError(f"{state_dir} holds no joined node: the orchestrator address is needed")

@@ -151,8 +151,9 @@ class Reporter:
         chain = read_file(self._cert, "node certificate")
         key = read_file(self._key, "node key")
         ca = read_file(self._ca, "trust bundle")
-        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
-                                            certificate_chain=chain)
+        return grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=chain
+        )
 
     def _run(self) -> None:
         failures = 0
@@ -169,8 +170,9 @@ class Reporter:
                 failures = 0
             delay = self._backoff.delay(failures, self._rng)
             failures += 1
-            log.warning("report stream to %s %s; reconnecting in %.1fs", self._address, reason,
-                        delay)
+            log.warning(
+                "report stream to %s %s; reconnecting in %.1fs", self._address, reason, delay
+            )
             self._stop.wait(delay)
 
     def _stream_once(self) -> tuple[bool, str]:
@@ -206,8 +208,9 @@ class Reporter:
                 self._call, self._wake = None, None
             channel.close()
 
-    def _statuses(self, ended: threading.Event, wake: threading.Event) -> Iterator[
-            gateway_pb2.NodeStatus]:
+    def _statuses(
+        self, ended: threading.Event, wake: threading.Event
+    ) -> Iterator[gateway_pb2.NodeStatus]:
         """The request side of one stream; gRPC pulls it from its own thread."""
         while not ended.is_set() and not self._stop.is_set():
             yield self._status()
@@ -246,8 +249,7 @@ class Reporter:
             # "forget every revocation". To clear the list, the orchestrator sends a
             # comment line.
             if message.trust.jwks:
-                self._replace(self._jwks, message.trust.jwks, "token keys (JWKS)",
-                              KeySet.from_jwks)
+                self._replace(self._jwks, message.trust.jwks, "token keys (JWKS)", KeySet.from_jwks)
             if message.trust.deny_list:
                 self._replace(self._deny, message.trust.deny_list, "deny list", parse_deny_list)
         if message.fence:

@@ -255,8 +255,9 @@ def start_gateway(pki: Pki, *, heartbeat: float = HEARTBEAT) -> GatewayServers:
     report_port = free_port()
     report_server = _report_server(gateway, report_port)
     gateway.gateway_address = f"127.0.0.1:{report_port}"
-    return GatewayServers(gateway, f"127.0.0.1:{join_port}", report_port, join_server,
-                          report_server)
+    return GatewayServers(
+        gateway, f"127.0.0.1:{join_port}", report_port, join_server, report_server
+    )
 
 
 def free_port() -> int:

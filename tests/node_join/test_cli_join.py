@@ -24,7 +24,10 @@ class Agent:
         env.pop("CAPSTAN_JOIN_TOKEN", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "node", "join", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         self.first_line = ""
         self._got = threading.Event()
@@ -36,8 +39,11 @@ class Agent:
         self._got.set()
 
     def line(self) -> str:
-        wait_for(lambda: self._got.is_set() or self.proc.poll() is not None, timeout=60,
-                 what="the agent's first line")
+        wait_for(
+            lambda: self._got.is_set() or self.proc.poll() is not None,
+            timeout=60,
+            what="the agent's first line",
+        )
         self._got.wait(5)
         return self.first_line
 
@@ -70,8 +76,20 @@ def test_join_serve_report_stop_and_restart_without_token(
 ) -> None:
     gw = servers.gateway
     state = tmp_path / "state"
-    args = ["--ca", str(pki.ca_file), "--name", "cli-1", "--listen", "127.0.0.1:0",
-            "--state-dir", str(state), "--runtime", "process", "--label", "zone=b"]
+    args = [
+        "--ca",
+        str(pki.ca_file),
+        "--name",
+        "cli-1",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        str(state),
+        "--runtime",
+        "process",
+        "--label",
+        "zone=b",
+    ]
     try:
         first = Agent([servers.join_address, "--token", gw.mint(), *args])
         agents.append(first)
@@ -80,8 +98,10 @@ def test_join_serve_report_stop_and_restart_without_token(
         node_id, address = match.groups()
         assert node_id == f"spiffe://{pki.authority.trust_domain}/node/cli-1"
         assert gw.joins[0].address == address
-        wait_for(lambda: any(s.peer == node_id and s.statuses for s in gw.streams),
-                 what="a heartbeat from the agent")
+        wait_for(
+            lambda: any(s.peer == node_id and s.statuses for s in gw.streams),
+            what="a heartbeat from the agent",
+        )
         assert first.terminate() == 0
 
         # Restart: no address, no token, same identity and address.
@@ -91,8 +111,10 @@ def test_join_serve_report_stop_and_restart_without_token(
         assert again, second.why()
         assert again.groups() == (node_id, address)
         assert len(gw.joins) == 1
-        wait_for(lambda: sum(1 for s in gw.streams if s.peer == node_id) >= 2,
-                 what="a second Report stream")
+        wait_for(
+            lambda: sum(1 for s in gw.streams if s.peer == node_id) >= 2,
+            what="a second Report stream",
+        )
         assert second.terminate() == 0
     finally:
         kill_recorded(state)
@@ -102,14 +124,27 @@ def test_a_refused_token_exits_1_with_one_line(
     servers: GatewayServers, pki: Pki, tmp_path: Path, agents: list[Agent]
 ) -> None:
     token = f"CJ1.{'A' * 43}.{pki.pin}"
-    agent = Agent([servers.join_address, "--token", token, "--ca", str(pki.ca_file),
-                   "--state-dir", str(tmp_path / "state"), "--runtime", "process"])
+    agent = Agent(
+        [
+            servers.join_address,
+            "--token",
+            token,
+            "--ca",
+            str(pki.ca_file),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--runtime",
+            "process",
+        ]
+    )
     agents.append(agent)
     assert agent.proc.wait(60) == 1
     assert agent.proc.stderr is not None
     err = agent.proc.stderr.read()
-    assert err == (f"error: orchestrator {servers.join_address} refused the join: "
-                   "join token is unknown or used\n")
+    assert err == (
+        f"error: orchestrator {servers.join_address} refused the join: "
+        "join token is unknown or used\n"
+    )
     assert token.split(".")[1] not in err
     assert not (tmp_path / "state").exists()
 
@@ -121,9 +156,24 @@ def test_a_token_from_the_environment_is_used(
     state = tmp_path / "state"
     env = dict(os.environ, CAPSTAN_JOIN_TOKEN=servers.gateway.mint(), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "node", "join", servers.join_address,
-         "--ca", str(pki.ca_file), "--state-dir", str(state), "--runtime", "process"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "node",
+            "join",
+            servers.join_address,
+            "--ca",
+            str(pki.ca_file),
+            "--state-dir",
+            str(state),
+            "--runtime",
+            "process",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert proc.stdout is not None
@@ -141,8 +191,17 @@ def test_a_token_from_the_environment_is_used(
 def test_pin_mismatch_exits_1_before_contacting_the_orchestrator(
     servers: GatewayServers, pki: Pki, evil_pki: Pki, tmp_path: Path, agents: list[Agent]
 ) -> None:
-    agent = Agent([servers.join_address, "--token", servers.gateway.mint(),
-                   "--ca", str(evil_pki.ca_file), "--state-dir", str(tmp_path / "state")])
+    agent = Agent(
+        [
+            servers.join_address,
+            "--token",
+            servers.gateway.mint(),
+            "--ca",
+            str(evil_pki.ca_file),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ]
+    )
     agents.append(agent)
     assert agent.proc.wait(60) == 1
     assert agent.proc.stderr is not None

@@ -54,7 +54,13 @@ def test_join_writes_the_state_dir(servers: GatewayServers, pki: Pki, tmp_path: 
     assert load_joined(state) == joined
 
     assert _files(state) == [
-        "ca.crt", "deny.txt", "joined.json", "jwks.json", "node.crt", "node.key", "node.yaml",
+        "ca.crt",
+        "deny.txt",
+        "joined.json",
+        "jwks.json",
+        "node.crt",
+        "node.key",
+        "node.yaml",
     ]
     assert stat.S_IMODE((state / "node.key").stat().st_mode) == 0o600
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
@@ -66,8 +72,12 @@ def test_join_writes_the_state_dir(servers: GatewayServers, pki: Pki, tmp_path: 
     key = serialization.load_pem_private_key((state / "node.key").read_bytes(), None)
     assert chain[0].public_key() == key.public_key()
     assert identity_of(chain[0]).uri == joined.node_id
-    assert [str(ip) for ip in chain[0].extensions.get_extension_for_class(
-        x509.SubjectAlternativeName).value.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert [
+        str(ip)
+        for ip in chain[0]
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value.get_values_for_type(x509.IPAddress)
+    ] == ["127.0.0.1"]
 
     cfg = NodeConfig.load(state / "node.yaml")
     assert cfg.listen == joined.listen
@@ -98,8 +108,9 @@ def test_the_orchestrator_sees_a_csr_and_never_the_key(
     assert csr.is_signature_valid and csr.public_key() == key.public_key()
     wire = request.SerializeToString()
     scalar = key.private_numbers().private_value.to_bytes(32, "big")  # type: ignore[union-attr]
-    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     assert scalar not in wire and der not in wire
     assert b"PRIVATE KEY" not in wire
 

@@ -74,9 +74,7 @@ def test_pinned_roots_picks_the_pinned_root_out_of_a_bundle(pki: Pki, evil_pki: 
     assert [ca_pin(r) for r in roots] == [pki.pin]
 
 
-def test_pinned_roots_refuses_a_bundle_without_the_pinned_root(
-    pki: Pki, evil_pki: Pki
-) -> None:
+def test_pinned_roots_refuses_a_bundle_without_the_pinned_root(pki: Pki, evil_pki: Pki) -> None:
     with pytest.raises(ConfigError, match="no certificate matching the join token's CA pin"):
         pinned_roots(evil_pki.authority.trust_bundle(), pki.pin)
     with pytest.raises(ConfigError, match="no readable PEM certificate"):

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from node.agent import JoinedNode, run_joined_node
@@ -35,8 +36,13 @@ FAST = Backoff(initial=0.05, maximum=0.2)
 @pytest.fixture
 def node(servers: GatewayServers, pki: Pki, tmp_path: Path) -> Iterator[JoinedNode]:
     state = tmp_path / "state"
-    join(state, servers.join_address, servers.gateway.mint(), pki.ca_file,
-         JoinOptions(name="rep", runtime="process"))
+    join(
+        state,
+        servers.join_address,
+        servers.gateway.mint(),
+        pki.ca_file,
+        JoinOptions(name="rep", runtime="process"),
+    )
     n = run_joined_node(state, backoff=FAST)
     add_busybox(n.agent.runtime)  # type: ignore[arg-type]
     yield n
@@ -59,13 +65,17 @@ def test_heartbeats_carry_the_container_list_and_usage(
 ) -> None:
     gw = servers.gateway
     _sleeper(node, "web-1")
-    node.agent.runtime.create(ContainerSpec(name="idle", workload_id="w", image=IMAGE,
-                                            command=("true",)))
+    node.agent.runtime.create(
+        ContainerSpec(name="idle", workload_id="w", image=IMAGE, command=("true",))
+    )
 
     def reported() -> gateway_pb2.NodeStatus | None:
         for s in reversed(gw.statuses()):
-            if s.full and _names(s) == {"web-1": "running", "idle": "created"} and any(
-                    u.name == "web-1" for u in s.usage):
+            if (
+                s.full
+                and _names(s) == {"web-1": "running", "idle": "created"}
+                and any(u.name == "web-1" for u in s.usage)
+            ):
                 return s
         return None
 
@@ -82,14 +92,23 @@ def test_heartbeats_carry_the_container_list_and_usage(
 
 def _node_info(node: JoinedNode, pki: Pki, keys: TokenKeyStore) -> tuple[grpc.StatusCode, str]:
     """GetNodeInfo as the orchestrator, with a token signed by ``keys``: status and reason."""
-    token = mint(keys.signer(), iss=pki.orchestrator_id, sub=pki.orchestrator_id,
-                 aud=node.node_id, op="node.info", res="*", cnf=pki.orch.thumbprint)
+    token = mint(
+        keys.signer(),
+        iss=pki.orchestrator_id,
+        sub=pki.orchestrator_id,
+        aud=node.node_id,
+        op="node.info",
+        res="*",
+        cnf=pki.orch.thumbprint,
+    )
     creds = client_credentials(pki.orch.chain_pem, pki.orch_key, pki.authority.trust_bundle())
     with grpc.secure_channel(node.listening, creds) as channel:
         try:
             node_pb2_grpc.NodeServiceStub(channel).GetNodeInfo(
-                node_pb2.NodeInfoRequest(), metadata=(("authorization", f"Bearer {token}"),),
-                timeout=10)
+                node_pb2.NodeInfoRequest(),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=10,
+            )
         except grpc.RpcError as exc:
             return exc.code(), exc.details()
     return grpc.StatusCode.OK, ""
@@ -106,8 +125,11 @@ def test_a_trust_update_rewrites_jwks_and_deny_list_and_the_agent_obeys_them(
     assert _node_info(node, pki, rolled)[0] == grpc.StatusCode.UNAUTHENTICATED
 
     new_jwks = json.dumps(rolled.jwks()).encode()
-    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(
-        jwks=new_jwks, deny_list=b"1F\nABCDEF\n")))
+    gw.push(
+        gateway_pb2.GatewayMessage(
+            trust=gateway_pb2.TrustUpdate(jwks=new_jwks, deny_list=b"1F\nABCDEF\n")
+        )
+    )
     wait_for(lambda: files.deny_list.read_bytes() == b"1F\nABCDEF\n", what="deny.txt rewritten")
     assert files.jwks.read_bytes() == new_jwks
     assert _node_info(node, pki, rolled) == ok
@@ -118,8 +140,7 @@ def test_a_trust_update_rewrites_jwks_and_deny_list_and_the_agent_obeys_them(
     gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(deny_list=deny)))
     wait_for(lambda: files.deny_list.read_bytes() == deny, what="the revocation")
     assert parse_deny_list(files.deny_list.read_bytes()) == {pki.orch.serial}
-    assert _node_info(node, pki, rolled) == (grpc.StatusCode.UNAUTHENTICATED,
-                                             "certificate revoked")
+    assert _node_info(node, pki, rolled) == (grpc.StatusCode.UNAUTHENTICATED, "certificate revoked")
     assert files.jwks.read_bytes() == new_jwks  # a deny-list-only update keeps the keys
 
 
@@ -129,8 +150,11 @@ def test_unusable_or_empty_trust_fields_leave_the_files_alone(
     gw = servers.gateway
     files = node.joined.files
     jwks_before = files.jwks.read_bytes()
-    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(
-        jwks=b'{"keys": []}', deny_list=b"not hex\n")))
+    gw.push(
+        gateway_pb2.GatewayMessage(
+            trust=gateway_pb2.TrustUpdate(jwks=b'{"keys": []}', deny_list=b"not hex\n")
+        )
+    )
     # Empty deny list: "unchanged", never "forget every revocation".
     gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(jwks=b"", deny_list=b"")))
     gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(deny_list=b"# none\n")))
@@ -140,9 +164,7 @@ def test_unusable_or_empty_trust_fields_leave_the_files_alone(
     assert gw.live() is not None  # the stream survived the bad update
 
 
-def test_a_fence_stops_and_removes_the_container(
-    node: JoinedNode, servers: GatewayServers
-) -> None:
+def test_a_fence_stops_and_removes_the_container(node: JoinedNode, servers: GatewayServers) -> None:
     gw = servers.gateway
     _sleeper(node, "web-1")
     _sleeper(node, "web-2")
@@ -154,35 +176,46 @@ def test_a_fence_stops_and_removes_the_container(
     assert pid is not None
     st = proc.read_stat(pid)
     assert st is None or st.gone  # the workload's process is dead, not merely forgotten
-    wait_for(lambda: any(_names(s) == {"web-2": "running"} for s in gw.statuses()[-3:]),
-             what="a heartbeat without web-1")
+    wait_for(
+        lambda: any(_names(s) == {"web-2": "running"} for s in gw.statuses()[-3:]),
+        what="a heartbeat without web-1",
+    )
 
 
 def test_the_stream_comes_back_after_the_gateway_restarts_with_a_renewed_cert(
     node: JoinedNode, servers: GatewayServers, pki: Pki
 ) -> None:
     gw = servers.gateway
-    wait_for(lambda: gw.live() is not None and len(gw.live().statuses) >= 2,  # type: ignore[union-attr]
-             what="a first stream")
+    wait_for(
+        lambda: gw.live() is not None and len(gw.live().statuses) >= 2,  # type: ignore[union-attr]
+        what="a first stream",
+    )
     first = gw.live()
     assert first is not None
 
     # Renew the node certificate on disk (same key, new serial), as renewal will.
     files = node.joined.files
     key = serialization.load_pem_private_key(files.key.read_bytes(), None)
-    csr = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rep")])
-    ).sign(key, hashes.SHA256())  # type: ignore[arg-type]
-    renewed = pki.authority.sign_csr(csr.public_bytes(serialization.Encoding.PEM), "node", "rep",
-                                     ips=["127.0.0.1"])
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rep")]))
+        .sign(key, hashes.SHA256())
+    )
+    renewed = pki.authority.sign_csr(
+        csr.public_bytes(serialization.Encoding.PEM), "node", "rep", ips=["127.0.0.1"]
+    )
     files.cert.write_bytes(renewed.chain_pem)
 
     servers.stop_report()
     wait_for(first.ended.is_set, what="the first stream to end")
     servers.start_report()
-    wait_for(lambda: gw.live() is not None and gw.live() is not first
-             and len(gw.live().statuses) >= 1,  # type: ignore[union-attr]
-             what="a heartbeat on the restarted gateway")
+
+    def restarted() -> bool:
+        live = gw.live()
+        return live is not None and live is not first and len(live.statuses) >= 1
+
+    wait_for(restarted, what="a heartbeat on the restarted gateway")
     second = gw.live()
     assert second is not None
     assert second.peer == node.node_id
@@ -223,9 +256,17 @@ def flaky(node: JoinedNode) -> Iterator[tuple[FlakyRuntime, Reporter]]:
     node.reporter.stop()
     rt = FlakyRuntime(node.agent.runtime)  # type: ignore[arg-type]
     files = node.joined.files
-    reporter = Reporter(rt, gateway_address=node.joined.gateway_address, cert=files.cert,  # type: ignore[arg-type]
-                        key=files.key, ca=files.ca, jwks=files.jwks, deny_list=files.deny_list,
-                        interval=node.joined.heartbeat_interval, backoff=FAST)
+    reporter = Reporter(
+        rt,  # type: ignore[arg-type]
+        gateway_address=node.joined.gateway_address,
+        cert=files.cert,
+        key=files.key,
+        ca=files.ca,
+        jwks=files.jwks,
+        deny_list=files.deny_list,
+        interval=node.joined.heartbeat_interval,
+        backoff=FAST,
+    )
     yield rt, reporter
     if rt.stats_gate is not None:
         rt.stats_gate.set()
@@ -240,8 +281,14 @@ def test_one_failing_container_does_not_stop_the_usage_report(
     _sleeper(node, "b")
     rt.stats_fail = {"a"}
     reporter.start()
-    wait_for(lambda: any([u.name for u in s.usage] == ["b"] for s in servers.gateway.statuses()
-                         if set(_names(s)) == {"a", "b"}), what="usage for b alone")
+    wait_for(
+        lambda: any(
+            [u.name for u in s.usage] == ["b"]
+            for s in servers.gateway.statuses()
+            if set(_names(s)) == {"a", "b"}
+        ),
+        what="usage for b alone",
+    )
 
 
 def test_a_failing_runtime_still_heartbeats_without_claiming_an_empty_node(
@@ -251,12 +298,16 @@ def test_a_failing_runtime_still_heartbeats_without_claiming_an_empty_node(
     _sleeper(node, "a")
     rt.list_fails = True
     reporter.start()
-    wait_for(lambda: sum(1 for s in servers.gateway.statuses() if not s.full) >= 3,
-             what="heartbeats while the runtime fails")
+    wait_for(
+        lambda: sum(1 for s in servers.gateway.statuses() if not s.full) >= 3,
+        what="heartbeats while the runtime fails",
+    )
     assert all(not s.containers for s in servers.gateway.statuses() if not s.full)
     rt.list_fails = False
-    wait_for(lambda: any(s.full and "a" in _names(s) for s in servers.gateway.statuses()),
-             what="a full list once the runtime answers again")
+    wait_for(
+        lambda: any(s.full and "a" in _names(s) for s in servers.gateway.statuses()),
+        what="a full list once the runtime answers again",
+    )
 
 
 def test_slow_stats_do_not_delay_heartbeats(
@@ -267,18 +318,20 @@ def test_slow_stats_do_not_delay_heartbeats(
     rt.stats_gate = threading.Event()  # stats hang until the test lets them go
     reporter.start()
     gw = servers.gateway
-    wait_for(lambda: sum(1 for s in gw.statuses() if s.full and "a" in _names(s)) >= 5,
-             what="heartbeats while stats hang")
+    wait_for(
+        lambda: sum(1 for s in gw.statuses() if s.full and "a" in _names(s)) >= 5,
+        what="heartbeats while stats hang",
+    )
     assert reporter.usage_rounds == 0
     assert all(not s.usage for s in gw.statuses() if "a" in _names(s))
     rt.stats_gate.set()
-    wait_for(lambda: any(u.name == "a" for s in gw.statuses() for u in s.usage),
-             what="usage once stats answer")
+    wait_for(
+        lambda: any(u.name == "a" for s in gw.statuses() for u in s.usage),
+        what="usage once stats answer",
+    )
 
 
-def test_stop_ends_the_stream_and_every_thread(
-    node: JoinedNode, servers: GatewayServers
-) -> None:
+def test_stop_ends_the_stream_and_every_thread(node: JoinedNode, servers: GatewayServers) -> None:
     gw = servers.gateway
     wait_for(gw.live, what="a stream")
     seen = gw.live()
@@ -298,8 +351,13 @@ def test_a_docker_node_reports_and_fences_its_containers(
 ) -> None:
     gw = servers.gateway
     state = tmp_path / "state"
-    join(state, servers.join_address, gw.mint(), pki.ca_file,
-         JoinOptions(name="dock", runtime="docker"))
+    join(
+        state,
+        servers.join_address,
+        gw.mint(),
+        pki.ca_file,
+        JoinOptions(name="dock", runtime="docker"),
+    )
     node = run_joined_node(state, backoff=FAST)
     rt = node.agent.runtime
     try:
@@ -310,12 +368,20 @@ def test_a_docker_node_reports_and_fences_its_containers(
             adopt(busybox_image)
         # PID 1 in a container ignores SIGTERM unless it traps it: trap, so the fence's
         # graceful stop ends it at once rather than after the kill timeout.
-        rt.create(ContainerSpec(name="web-1", workload_id="w", image=busybox_image,
-                                command=("sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait")))
+        rt.create(
+            ContainerSpec(
+                name="web-1",
+                workload_id="w",
+                image=busybox_image,
+                command=("sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"),
+            )
+        )
         rt.start("web-1")
-        wait_for(lambda: any(_names(s) == {"web-1": "running"} and s.usage
-                             for s in gw.statuses()), timeout=60,
-                 what="a heartbeat with web-1 and its usage")
+        wait_for(
+            lambda: any(_names(s) == {"web-1": "running"} and s.usage for s in gw.statuses()),
+            timeout=60,
+            what="a heartbeat with web-1 and its usage",
+        )
         gw.push(gateway_pb2.GatewayMessage(fence=["web-1"]))
         wait_for(lambda: "web-1" in node.reporter.fenced, timeout=60, what="web-1 fenced")
         assert rt.list() == []
