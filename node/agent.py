@@ -18,6 +18,7 @@ from node.server import NodeAgent, build_agent
 from pki._files import read_file
 from pki.certs import load_pem_chain
 from pki.errors import CertificateError, ConfigError
+from protos import gateway_pb2
 
 log = logging.getLogger("capstan.node")
 
@@ -81,12 +82,14 @@ def run_joined_node(
     max_workers: int = 32,
     backoff: Backoff | None = None,
     rng: random.Random | None = None,
+    on_tasks: Callable[[list[gateway_pb2.Task]], None] | None = None,
 ) -> JoinedNode:
     """Serve NodeService from a joined state directory and start reporting.
 
     ``runtime_kind`` and ``listen`` may only repeat what the node joined with (port 0
     meaning the joined port): the orchestrator knows the node by them. ``runtime``
-    injects a ready runtime (tests). Returns once the agent listens and the reporter
+    injects a ready runtime (tests); ``on_tasks`` receives the tasks the orchestrator
+    sends down the Report stream (see ``Reporter``). Returns once the agent listens and the reporter
     runs; ``JoinedNode.stop()`` ends both.
     """
     joined = load_joined(Path(state_dir))
@@ -114,6 +117,7 @@ def run_joined_node(
             deny_list=files.deny_list,
             interval=joined.heartbeat_interval,
             backoff=backoff or Backoff(),
+            on_tasks=on_tasks,
             clock=clock,
             rng=rng,
         )

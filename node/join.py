@@ -154,9 +154,12 @@ def pinned_roots(bundle: bytes, pin: str, what: str = "CA file") -> list[x509.Ce
 
 @dataclass(frozen=True)
 class JoinOptions:
-    """What the node asks for. Empty ``ips``/``dns`` default from the ``listen`` host;
-    zero ``cpus``/``memory`` are measured on this host; ``runtime="auto"`` picks docker
-    when an engine answers, else process."""
+    """What the node asks for.
+
+    The ``listen`` host (unless a wildcard) is always among the certificate's
+    ``ips``/``dns``; zero ``cpus``/``memory`` are measured on this host;
+    ``runtime="auto"`` picks docker when an engine answers, else process.
+    """
 
     name: str = ""
     listen: str = "127.0.0.1:0"
@@ -294,14 +297,17 @@ def _plan(options: JoinOptions) -> _Plan:
         advertised = f"[{advertised}]" if ":" in advertised else advertised
     else:
         advertised = host
-        if not ips and not dns:
-            if _is_ip(host):
-                ips = (str(parse_ip(_bare(host))),)
-            else:
-                try:
-                    dns = (validate_dns_name(host),)
-                except CertificateError as exc:
-                    raise ConfigError(f"listen host: {exc}") from None
+        # The orchestrator dials this host and checks it against the node certificate:
+        # it is always one of the certificate's names, whatever else was asked for.
+        if _is_ip(host):
+            ip = str(parse_ip(_bare(host)))
+            ips = ips if ip in ips else (ip, *ips)
+        else:
+            try:
+                host_name = validate_dns_name(host)
+            except CertificateError as exc:
+                raise ConfigError(f"listen host: {exc}") from None
+            dns = dns if host_name in dns else (host_name, *dns)
     if port == 0:
         port = _free_port(host)
     cpus, memory = options.cpus, options.memory

@@ -74,6 +74,7 @@ class Reporter:
         backoff: Backoff = Backoff(),
         healthy_after: float | None = None,
         fence_timeout: float = 10.0,
+        on_tasks: Callable[[list[gateway_pb2.Task]], None] | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -90,6 +91,9 @@ class Reporter:
         # the backoff over. (A stream refused at once must not reconnect in a hot loop.)
         self._healthy_after = healthy_after if healthy_after is not None else 3 * interval
         self._fence_timeout = fence_timeout
+        # Tasks (delegated fetches) are handed to whoever runs them; it must return
+        # quickly (queue the work), as it runs on the stream's reading thread.
+        self._on_tasks = on_tasks
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
 
@@ -105,6 +109,7 @@ class Reporter:
         # Counters for operators and tests; written by one thread each.
         self.heartbeats = 0  # statuses handed to the stream
         self.streams = 0  # streams opened
+        self.failures = 0  # stream ends since the last stream that lasted (sets the backoff)
         self.messages = 0  # GatewayMessages received
         self.usage_rounds = 0  # completed usage measurements
         # The latest containers stopped and removed on the orchestrator's word.
@@ -160,30 +165,33 @@ class Reporter:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                received, reason = self._stream_once()
+                reason = self._stream_once()
             except Exception as exc:  # a bug here must not end reporting for good
                 log.exception("report stream failed unexpectedly")
-                received, reason = False, f"failed: {exc}"
+                reason = f"failed: {exc}"
             if self._stop.is_set():
                 break
-            if received or time.monotonic() - started >= self._healthy_after:
+            # Only a stream that lasted counts as a success: the orchestrator answers a
+            # refused stream with a message or two before closing it, and that must not
+            # turn into a reconnect loop at the initial delay.
+            if time.monotonic() - started >= self._healthy_after:
                 failures = 0
             delay = self._backoff.delay(failures, self._rng)
             failures += 1
+            self.failures = failures
             log.warning(
                 "report stream to %s %s; reconnecting in %.1fs", self._address, reason, delay
             )
             self._stop.wait(delay)
 
-    def _stream_once(self) -> tuple[bool, str]:
-        """One Report stream, until it ends. Returns (received anything, why it ended)."""
+    def _stream_once(self) -> str:
+        """One Report stream, until it ends. Returns why it ended."""
         try:
             credentials = self._credentials()
         except CapstanError as exc:
-            return False, f"cannot start: {exc}"
+            return f"cannot start: {exc}"
         channel = grpc.secure_channel(self._address, credentials)
         ended, wake = threading.Event(), threading.Event()
-        received = False
         try:
             call = gateway_pb2_grpc.NodeGatewayStub(channel).Report(self._statuses(ended, wake))
             with self._lock:
@@ -192,15 +200,14 @@ class Reporter:
             if self._stop.is_set():  # stop() ran before the call was published
                 call.cancel()
             for message in call:
-                received = True
                 self.messages += 1
                 self._handle(message)
-            return received, "closed by the orchestrator"
+            return "closed by the orchestrator"
         except grpc.RpcError as exc:
             code = exc.code() if callable(getattr(exc, "code", None)) else None
             details = exc.details() if callable(getattr(exc, "details", None)) else ""
             name = code.name if code is not None else "UNKNOWN"
-            return received, f"broke: {name}: {' '.join(str(details).split())}"
+            return f"broke: {name}: {' '.join(str(details).split())}"
         finally:
             ended.set()
             wake.set()
@@ -221,17 +228,18 @@ class Reporter:
     def _status(self) -> gateway_pb2.NodeStatus:
         try:
             containers: list[ContainerStatus] = self._runtime.list()
+            images: list[str] = self._runtime.images()
             full = True
             if self._list_failing:
                 log.warning("runtime lists containers again")
                 self._list_failing = False
         except Exception as exc:  # a heartbeat must go out even when the runtime fails
-            # Still beat (the node is alive), but claim no container list: full=false
-            # with no entries says "no changes known", never "nothing runs here".
+            # Still beat (the node is alive), but claim no complete list: full=false says
+            # "these are changes", never "nothing else runs here" or "no images here".
             if not self._list_failing:
-                log.error("cannot list containers for the report: %s", exc)
+                log.error("cannot list containers and images for the report: %s", exc)
                 self._list_failing = True
-            containers, full = [], False
+            containers, images, full = [], [], False
         usage = self._usage
         running = sorted(c.name for c in containers if c.state is ContainerState.RUNNING)
         return gateway_pb2.NodeStatus(
@@ -239,6 +247,7 @@ class Reporter:
             containers=[status_to_pb(c) for c in containers],
             usage=[usage[name] for name in running if name in usage],
             full=full,
+            images=images,
         )
 
     # -- messages from the orchestrator ---------------------------------------------------
@@ -254,6 +263,16 @@ class Reporter:
                 self._replace(self._deny, message.trust.deny_list, "deny list", parse_deny_list)
         if message.fence:
             self._fences.put(list(message.fence))
+        if message.tasks:
+            if self._on_tasks is None:
+                log.warning(
+                    "ignoring %d task(s): this node runs no task executor", len(message.tasks)
+                )
+            else:
+                try:
+                    self._on_tasks(list(message.tasks))
+                except Exception as exc:  # the executor's failure must not end the stream
+                    log.error("task executor failed: %s", exc)
 
     @staticmethod
     def _replace(path: Path, data: bytes, what: str, check: Callable[[bytes], object]) -> None:

@@ -123,6 +123,9 @@ class FakeGateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         self.gateway_address = ""
         # Lets a test corrupt the answer (e.g. a certificate for another key).
         self.tamper: Callable[[gateway_pb2.JoinResponse], None] | None = None
+        # Refuse Report streams as the orchestrator refuses a node it will not hear:
+        # one message, then PERMISSION_DENIED.
+        self.refuse_reports = False
 
     def mint(self) -> str:
         secret = new_secret()
@@ -165,6 +168,10 @@ class FakeGateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         seen = Seen(identity_of(cert).uri, cert.serial_number)
         with self.lock:
             self.streams.append(seen)
+        if self.refuse_reports:
+            seen.ended.set()
+            yield gateway_pb2.GatewayMessage(sent_at=time.time())
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a joined node")
         context.add_callback(lambda: seen.outbox.put(None))
 
         def consume() -> None:

@@ -314,3 +314,19 @@ def test_the_node_config_is_yaml_that_serve_accepts(
     doc = yaml.safe_load((state / "node.yaml").read_text())
     assert doc["deny-list"] == str(state / "deny.txt")
     assert doc["runtime"] == "process"
+
+
+def test_the_listen_host_is_always_a_certificate_name(
+    servers: GatewayServers, pki: Pki, tmp_path: Path
+) -> None:
+    gw = servers.gateway
+    options = JoinOptions(name="n2", runtime="process", ips=("10.1.2.3",), dns=("n2.example",))
+    joined = join(tmp_path / "a", servers.join_address, gw.mint(), pki.ca_file, options)
+    assert list(gw.joins[-1].ips) == ["127.0.0.1", "10.1.2.3"]
+    assert list(gw.joins[-1].dns) == ["n2.example"]
+    assert joined.address.startswith("127.0.0.1:")
+
+    options = JoinOptions(name="n3", runtime="process", listen="localhost:0")
+    joined = join(tmp_path / "b", servers.join_address, gw.mint(), pki.ca_file, options)
+    assert list(gw.joins[-1].dns) == ["localhost"] and list(gw.joins[-1].ips) == []
+    assert joined.address.startswith("localhost:") and joined.listen == joined.address

@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -83,6 +84,7 @@ def test_heartbeats_carry_the_container_list_and_usage(
     status = reported()
     assert status is not None
     assert [u.name for u in status.usage] == ["web-1"]  # only running containers
+    assert list(status.images) == [IMAGE]
     assert status.usage[0].memory_bytes > 0
     assert status.sent_at > 0
     seen = gw.live()
@@ -246,6 +248,11 @@ class FlakyRuntime:
             raise RuntimeUnavailable(f"no stats for {name}")
         return self.real.stats(name)
 
+    def images(self) -> builtins.list[str]:
+        if self.list_fails:
+            raise RuntimeUnavailable("engine does not answer")
+        return self.real.images()
+
     def __getattr__(self, attr: str) -> object:
         return getattr(self.real, attr)
 
@@ -302,7 +309,7 @@ def test_a_failing_runtime_still_heartbeats_without_claiming_an_empty_node(
         lambda: sum(1 for s in servers.gateway.statuses() if not s.full) >= 3,
         what="heartbeats while the runtime fails",
     )
-    assert all(not s.containers for s in servers.gateway.statuses() if not s.full)
+    assert all(not s.containers and not s.images for s in servers.gateway.statuses() if not s.full)
     rt.list_fails = False
     wait_for(
         lambda: any(s.full and "a" in _names(s) for s in servers.gateway.statuses()),
@@ -392,3 +399,47 @@ def test_a_docker_node_reports_and_fences_its_containers(
         if forget is not None:
             forget()
         node.stop(0)
+
+
+def _reporter(node: JoinedNode, **kw: Any) -> Reporter:
+    files = node.joined.files
+    return Reporter(
+        node.agent.runtime,
+        gateway_address=node.joined.gateway_address,
+        cert=files.cert,
+        key=files.key,
+        ca=files.ca,
+        jwks=files.jwks,
+        deny_list=files.deny_list,
+        interval=node.joined.heartbeat_interval,
+        **kw,
+    )
+
+
+def test_tasks_go_to_the_executor_hook(node: JoinedNode, servers: GatewayServers) -> None:
+    node.reporter.stop()
+    got: list[str] = []
+    reporter = _reporter(node, on_tasks=lambda tasks: got.extend(t.request_id for t in tasks))
+    reporter.start()
+    try:
+        task = gateway_pb2.Task(request_id="r1", kind="image.fetch", resource=IMAGE)
+        servers.gateway.push(gateway_pb2.GatewayMessage(tasks=[task]))
+        wait_for(lambda: got == ["r1"], what="the task handed over")
+    finally:
+        reporter.stop()
+
+
+def test_a_refused_stream_backs_off_instead_of_looping(
+    node: JoinedNode, servers: GatewayServers
+) -> None:
+    """The orchestrator says something, then refuses: each retry waits longer."""
+    node.reporter.stop()
+    servers.gateway.refuse_reports = True
+    reporter = _reporter(node, backoff=Backoff(initial=0.01, maximum=0.05), healthy_after=600.0)
+    reporter.start()
+    try:
+        wait_for(lambda: reporter.failures >= 5, what="five refused streams")
+        assert reporter.messages >= 4  # each refused stream did deliver its message
+        assert reporter.failures >= reporter.streams - 1  # never reset by those messages
+    finally:
+        reporter.stop()
