@@ -145,6 +145,13 @@ def test_a_trust_update_rewrites_jwks_and_deny_list_and_the_agent_obeys_them(
     assert _node_info(node, pki, rolled) == (grpc.StatusCode.UNAUTHENTICATED, "certificate revoked")
     assert files.jwks.read_bytes() == new_jwks  # a deny-list-only update keeps the keys
 
+    # The same trust again (as at every stream start) leaves the files untouched.
+    stamp = files.jwks.stat().st_ino, files.jwks.stat().st_mtime_ns
+    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(jwks=new_jwks)))
+    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(deny_list=b"# marker\n")))
+    wait_for(lambda: files.deny_list.read_bytes() == b"# marker\n", what="the marker update")
+    assert (files.jwks.stat().st_ino, files.jwks.stat().st_mtime_ns) == stamp
+
 
 def test_unusable_or_empty_trust_fields_leave_the_files_alone(
     node: JoinedNode, servers: GatewayServers
