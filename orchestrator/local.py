@@ -327,18 +327,12 @@ class LocalCluster:
                 )
             self._echo("no busybox installed: local/busybox:1 not prepared")
             return
-        if record.runtime == "docker":
-            from node.runtime.images import ensure_docker_busybox
-
-            if wanted:
-                ensure_docker_busybox()  # one engine shared by every node
-            return
+        from node.runtime import select_runtime
         from node.runtime.images import ensure_image
-        from node.runtime.process import ProcessRuntime
 
         for index in wanted:
             name = f"node-{index}"
-            runtime = ProcessRuntime(_node_id(record, name), self.node_dir(name))
+            runtime = select_runtime(record.runtime, _node_id(record, name), self.node_dir(name))
             try:
                 ensure_image(runtime)
             finally:
@@ -528,16 +522,21 @@ class LocalCluster:
         stop_processes(ordered, clock=self._clock, sleep=self._sleep)
         problems: list[str] = []
         for entry in record.node_records():
-            if not entry.state_dir or not Path(entry.state_dir).exists():
+            if not entry.state_dir:
                 continue
             try:
-                remove_node_containers(record.runtime, entry.node_id, Path(entry.state_dir))
+                clean_node(record.runtime, entry.node_id, Path(entry.state_dir))
             except CapstanError as exc:
                 problems.append(f"{entry.name}: {exc}")
         with contextlib.suppress(FileNotFoundError):
             self.record_path.unlink()
-        shutil.rmtree(self.directory / "nodes", ignore_errors=True)
-        shutil.rmtree(self.directory / "orchestrator", ignore_errors=True)
+        # State goes; the logs stay (they say why a cluster died) until the next `up`.
+        for entry in record.node_records():
+            if entry.state_dir:
+                shutil.rmtree(entry.state_dir, ignore_errors=True)
+        for path in (self.directory / "orchestrator").glob("store.db*"):
+            with contextlib.suppress(OSError):
+                path.unlink()
         if problems:
             raise LocalClusterError("containers left behind: " + "; ".join(problems))
 
@@ -571,9 +570,11 @@ def stop_processes(
         _reap(entry.pid)
 
 
-def remove_node_containers(runtime: str, node_id: str, state_dir: Path) -> int:
-    """Remove every container of ``node_id`` (its agent must be stopped); how many."""
+def clean_node(runtime: str, node_id: str, state_dir: Path) -> int:
+    """Remove every container of ``node_id`` (its agent must be stopped), and on
+    docker its image tags too; how many containers there were."""
     from node.runtime import select_runtime
+    from node.runtime.docker import DockerRuntime
 
     if runtime == "process" and not (state_dir / "state.db").exists():
         return 0
@@ -582,6 +583,8 @@ def remove_node_containers(runtime: str, node_id: str, state_dir: Path) -> int:
         containers = rt.list()
         for c in containers:
             rt.remove(c.name, force=True)
+        if isinstance(rt, DockerRuntime):
+            rt.forget_images()
         return len(containers)
     finally:
         rt.close()
@@ -605,6 +608,9 @@ def _check_free(addresses: Sequence[str]) -> None:
     for address in addresses:
         host, _, port = address.rpartition(":")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the servers do: connections of a cluster just stopped (TIME_WAIT) do
+            # not hold the port, a listener does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, int(port)))
             except OSError as exc:

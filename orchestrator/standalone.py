@@ -25,7 +25,7 @@ from pathlib import Path
 from node.errors import NodeError, NotFound
 from node.runtime import select_runtime
 from node.runtime.base import ContainerSpec, ContainerState, ContainerStatus, Runtime, VolumeMount
-from node.runtime.images import BUSYBOX_IMAGE, ensure_image
+from node.runtime.images import ensure_image
 from node.volumes import VolumeStore
 from orchestrator.context import capstan_home
 from pki.identity import Identity, Kind
@@ -133,10 +133,7 @@ class Standalone:
         """Create and start every instance; an instance already there is replaced."""
         planned = instances(self.app)
         for image in dict.fromkeys(i.spec.image for i in planned):
-            if image == BUSYBOX_IMAGE:
-                ensure_image(self.runtime, image)
-            elif not self.runtime.image_exists(image):
-                raise NotFound(f"image {image!r} is not present in the {self.runtime.name} runtime")
+            ensure_image(self.runtime, image)
         volumes = VolumeStore.for_state_dir(self.state_dir)
         for name in dict.fromkeys(m.name for i in planned for m in i.spec.volumes):
             volumes.ensure(name)
@@ -150,19 +147,24 @@ class Standalone:
 
     def down(self) -> list[str]:
         """Remove every container of this application (also ones a smaller file dropped)."""
+        from node.runtime.docker import DockerRuntime
+
         names = [status.name for status in self.runtime.list()]
-        if not names:
-            return []
 
         def remove(name: str) -> str:
             self._remove(name)
             self._echo(f"removed {name}")
             return name
 
-        # In parallel: each stop may wait its whole grace period for a workload
-        # that ignores SIGTERM (a shell as PID 1 does), and Ctrl-C should not add them up.
-        with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
-            return list(pool.map(remove, names))
+        removed: list[str] = []
+        if names:
+            # In parallel: each stop may wait its whole grace period for a workload that
+            # ignores SIGTERM (a shell as PID 1 does); Ctrl-C should not add them up.
+            with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
+                removed = list(pool.map(remove, names))
+        if isinstance(self.runtime, DockerRuntime):
+            self.runtime.forget_images()  # this application's tags on the shared engine
+        return removed
 
     def _remove(self, name: str) -> None:
         try:

@@ -6,7 +6,8 @@ so the demo image is built locally from the host's static busybox: a tarball of
 runtime gets it with ``docker import``; the process runtime imports the same
 content into its image store (``node.runtime.process.ensure_busybox_image``).
 
-``ensure_image`` is per node on purpose: a caller chooses which nodes receive the
+``ensure_image`` is per node on purpose, on docker too (each node has its own
+image namespace on a shared engine): a caller chooses which nodes receive the
 image (all of them today; one of them once images travel peer-to-peer).
 """
 
@@ -107,16 +108,29 @@ def ensure_docker_busybox(ref: str = BUSYBOX_IMAGE, *, busybox: Path | None = No
 
 
 def ensure_image(runtime: Runtime, ref: str = BUSYBOX_IMAGE) -> str:
-    """Make ``ref`` present for ``runtime``. Only the busybox image can be built here;
-    any other missing image is NotFound (there is no registry to pull from)."""
+    """Make ``ref`` present for ``runtime`` (this node only).
+
+    Docker nodes have their own image namespace on a shared engine: they adopt the
+    engine's own ``ref``, which for the busybox image is imported first when
+    missing. Process nodes get the busybox image built into their store. Any other
+    image the node lacks is NotFound: there is no registry to pull from.
+    """
     if runtime.image_exists(ref):
         return ref
-    if ref != BUSYBOX_IMAGE:
-        raise NotFound(f"image {ref!r} is not present and cannot be built here (no registry)")
-    if runtime.name == "docker":
-        return ensure_docker_busybox(ref)
+    from node.runtime.docker import DockerRuntime
     from node.runtime.process import ProcessRuntime, ensure_busybox_image
 
+    if isinstance(runtime, DockerRuntime):
+        if ref == BUSYBOX_IMAGE:
+            ensure_docker_busybox(ref)
+        try:
+            return runtime.adopt_image(ref)
+        except NotFound:
+            raise NotFound(
+                f"image {ref!r} is in neither the node nor the engine (no registry)"
+            ) from None
+    if ref != BUSYBOX_IMAGE:
+        raise NotFound(f"image {ref!r} is not present and cannot be built here (no registry)")
     if not isinstance(runtime, ProcessRuntime):
         raise FailedPrecondition(f"cannot build {ref!r} for the {runtime.name} runtime")
     binary = busybox_binary()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -14,9 +15,11 @@ import docker
 import pytest
 
 from node.runtime import _process_proc as proc
+from node.runtime._docker_names import namespace
 from node.runtime.images import busybox_binary
-from orchestrator.context import ContextConfig
+from orchestrator.context import Context, ContextConfig
 from orchestrator.local import LocalCluster
+from pki.authority import Authority
 
 from .conftest import Result, kill_mentioning, processes_mentioning
 
@@ -138,6 +141,23 @@ def test_up_apply_logs_delete_down(cluster_home: Path, capstan: Run, tmp_path: P
     assert sorted(w["state"] for w in workloads) == ["running", "running"]
     assert sorted(w["node"] for w in workloads) == ["node-1", "node-2"]  # spread
 
+    # A viewer may read but not change: refused with exit 4, and nothing changed.
+    viewer = Authority.open(home / "local" / "pki").issue("user", "bob", role="viewer")
+    assert viewer.key_pem is not None
+    (home / "bob.crt").write_bytes(viewer.chain_pem)
+    (home / "bob.key").write_bytes(viewer.key_pem)
+    config = ContextConfig.load()
+    local = config.contexts["local"]
+    config.set(Context("viewer", local.endpoint, local.ca, home / "bob.crt", home / "bob.key"))
+    config.save()
+    app.write_text(APP.replace("replicas: 2", "replicas: 5"))
+    r = capstan("apply", "-f", str(app), "--context", "viewer", "--no-wait")
+    assert r.code == 4, r
+    assert r.err.startswith("error: Apply: permission denied:")
+    assert capstan("get", "nodes", "--context", "viewer").code == 0
+    (summary,) = json.loads(capstan("get", "apps", "-o", "json").out)
+    assert (summary["generation"], summary["desired"]) == ("1", 2)
+
     def logged() -> bool:
         out = capstan("logs", "shop/web.0")
         return out.code == 0 and "web says hello" in out.out
@@ -214,7 +234,39 @@ def test_docker_demo_up_and_down(
     r = capstan("get", "workloads", "-o", "json")
     assert {w["node"] for w in json.loads(r.out)} == {"node-1", "node-2"}
 
+    def our_tags() -> list[str]:
+        prefixes = tuple(namespace(p.node_id) for p in record.node_records())
+        tags = [t for image in docker_client.images.list() for t in image.tags]
+        return [t for t in tags if t.startswith(prefixes)]
+
+    assert len(our_tags()) == 2  # the demo image, adopted by each node
+
     r = capstan("down")
     assert r.code == 0, r.err
     assert ours() == []
+    assert our_tags() == []
     assert processes_mentioning(str(home)) == []
+
+
+@pytest.mark.slow
+def test_a_process_that_dies_is_reported_with_its_log_and_nothing_is_left(
+    cluster_home: Path, capstan: Run
+) -> None:
+    home = cluster_home
+    base = free_base_port(1)
+    r = capstan("up", "--nodes", "1", "--runtime", "process", "--base-port", str(base))
+    assert r.code == 0, r.err
+    assert capstan("down").code == 0
+    # The orchestrator cannot start without its token signing keys.
+    shutil.rmtree(home / "local" / "pki" / "token-keys")
+    r = capstan("up", "--nodes", "1", "--runtime", "process", "--base-port", str(base))
+    assert r.code == 1
+    first = r.err.splitlines()[0]
+    assert first == (
+        "error: orchestrator exited before it was ready; "
+        f"{home / 'local' / 'orchestrator' / 'orchestrator.log'} ends with:"
+    )
+    assert "token-keys" in r.err  # the log's own explanation is shown
+    assert "token-keys" in (home / "local" / "orchestrator" / "orchestrator.log").read_text()
+    assert processes_mentioning(str(home)) == []
+    assert not (home / "local" / "cluster.json").exists()

@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
 from node.runtime import _process_proc as proc
+from node.runtime._docker_names import namespace
 from node.runtime.base import ContainerState
 from node.runtime.images import busybox_binary
 from node.runtime.process import ProcessRuntime
@@ -114,7 +116,7 @@ def test_missing_image_is_not_found_and_leaves_nothing(
     path.write_text(APP.replace("image: local/busybox:1", "image: example/none:1", 1))
     r = capstan("run", "-f", str(path), "--runtime", "process", "-d")
     assert r.code == 3
-    assert "image 'example/none:1' is not present in the process runtime" in r.err
+    assert "image 'example/none:1' is not present and cannot be built here" in r.err
     assert processes_mentioning(str(home)) == []
 
 
@@ -157,3 +159,35 @@ def test_foreground_follows_logs_restarts_and_removes_on_sigint(
     assert "web: removed 4 instances" in rest
     assert processes_mentioning(str(home)) == []
     assert load_topology_file(app_file).name == "web"
+
+
+@pytest.mark.docker
+def test_docker_detach_then_down_leaves_nothing(
+    home: Path, capstan: Run, app_file: Path, docker_client: docker.DockerClient,
+    busybox_image: str,
+) -> None:
+    state = (home / "run" / "acme-web").absolute()
+    ident = node_id(load_topology(APP), state)
+
+    def containers() -> list[str]:
+        found = docker_client.containers.list(all=True, filters={"label": f"capstan.node={ident}"})
+        return sorted(c.labels["capstan.name"] for c in found)
+
+    def tags() -> list[str]:
+        return [t for i in docker_client.images.list() for t in i.tags
+                if t.startswith(namespace(ident))]
+
+    try:
+        r = capstan("run", "-f", str(app_file), "--runtime", "docker", "-d")
+        assert r.code == 0, r.err
+        assert containers() == ["web-front-0", "web-front-1", "web-store-0"]
+        assert len(tags()) == 1
+        r = capstan("run", "--down", "-f", str(app_file), "--runtime", "docker")
+        assert r.code == 0, r.err
+        assert "web: removed 3 instances" in r.out
+        assert containers() == []
+        assert tags() == []
+    finally:
+        label = {"label": f"capstan.node={ident}"}
+        for c in docker_client.containers.list(all=True, filters=label):
+            c.remove(force=True)
