@@ -68,6 +68,7 @@ __all__ = [
     "load_joined",
     "parse_join_token",
     "pinned_roots",
+    "split_host_port",
 ]
 
 TOKEN_PREFIX = "CJ1"  # noqa: S105 - a format tag, not a secret

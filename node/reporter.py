@@ -2,10 +2,12 @@
 
 One background thread keeps a ``NodeGateway.Report`` stream open over mTLS with the
 node's own certificate (re-read at every reconnect, so a renewed certificate is
-used), and sends a full ``NodeStatus`` every heartbeat interval. Container usage is
+used), and sends a full ``NodeStatus`` (containers, images, usage) every heartbeat
+interval, at once on connect and after a fence. Container usage is
 measured by a second thread: ``stats`` can take a second per container, and a loaded
 node must still heartbeat on time, so a heartbeat carries the last usage measured.
-Fences run on a third thread so a slow stop never delays reading trust updates.
+Fences run on a third thread so a slow stop never delays reading trust updates;
+tasks are handed to an ``on_tasks`` callback (a node without one logs and drops them).
 
 Nothing here may bring the agent down: every failure is logged and the stream is
 reopened with capped exponential backoff and jitter.
