@@ -32,4 +32,7 @@ def parse_deny_list(data: bytes) -> frozenset[int]:
 
 
 def format_deny_list(serials: set[int] | frozenset[int]) -> bytes:
-    return "".join(f"{s:X}\n" for s in sorted(serials)).encode("ascii")
+    # Never empty: receivers read an empty field as "unchanged", so an empty list
+    # must still say something to clear earlier revocations.
+    header = f"# capstan deny list: {len(serials)} revoked serial(s)\n"
+    return (header + "".join(f"{s:X}\n" for s in sorted(serials))).encode("ascii")

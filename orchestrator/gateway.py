@@ -54,7 +54,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         on_completion: Callable[[Completion], Awaitable[None]],
         assignments: Callable[[str], gateway_pb2.Assignments],
         on_report: Callable[[], None] = lambda: None,
+        reserved_sans: tuple[str, ...] = (),
     ) -> None:
+        self._reserved_sans = reserved_sans
         self._tasks = tasks
         self._on_completion = on_completion
         self._assignments = assignments
@@ -78,6 +80,25 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         self, request: gateway_pb2.JoinRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         peer = context.peer()
+        # The request is checked before the token is consumed: a typo in the
+        # addresses must not burn a one-time token.
+        try:
+            if request.name:
+                validate_name(request.name, "node name")
+            ips = [str(ipaddress.ip_address(i)) for i in request.ips]
+            dns = list(request.dns)
+            host, _, port = request.address.rpartition(":")
+            if not port.isdigit() or not host or (host not in ips and host not in dns):
+                raise CapstanError(
+                    f"address {request.address!r} must be HOST:PORT with HOST among the node's SANs"
+                )
+            # A node certificate naming one of the orchestrator's own addresses could
+            # impersonate the orchestrator to other nodes (clients check names only).
+            taken = set(self._reserved_sans) & (set(ips) | set(dns))
+            if taken:
+                raise CapstanError(f"SANs {sorted(taken)} belong to the orchestrator")
+        except (CapstanError, ValueError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             grant = await jointokens.consume(
                 self._state.store, request.join_token, ca_pin=self._ca_pin, now=self._clock()
@@ -87,17 +108,8 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             log.warning("join refused from %s: %s", peer, exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "join refused")
         name = grant.name or request.name
-        try:
-            validate_name(name, "node name")
-            ips = [str(ipaddress.ip_address(i)) for i in request.ips]
-            dns = list(request.dns)
-            host, _, port = request.address.rpartition(":")
-            if not port.isdigit() or not host or (host not in ips and host not in dns):
-                raise CapstanError(
-                    f"address {request.address!r} must be HOST:PORT with HOST among the node's SANs"
-                )
-        except (CapstanError, ValueError) as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if not name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name: required (the token binds none)")
         async with self._state.lock:
             existing = self._state.node(name)
             if existing is not None and not grant.rejoin:

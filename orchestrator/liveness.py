@@ -13,6 +13,12 @@ from enum import StrEnum
 from protos import gateway_pb2, node_pb2
 
 
+def with_tag(ref: str) -> str:
+    """Runtimes list refs with their tag: ``busybox`` is reported as ``busybox:latest``."""
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last or "@" in last else f"{ref}:latest"
+
+
 class Liveness(StrEnum):
     READY = "ready"
     SUSPECT = "suspect"
@@ -50,7 +56,7 @@ class Tracker:
         if status.usage:
             view.usage = {u.name: u for u in status.usage}
         if status.full:
-            view.images = set(status.images)
+            view.images = {with_tag(i) for i in status.images}
             view.images_known = True
 
     def identify(self, node: str, thumbprint: str) -> None:
@@ -65,10 +71,10 @@ class Tracker:
         view = self.nodes.get(node)
         if view is None or not view.images_known:
             return None
-        return ref in view.images
+        return with_tag(ref) in view.images
 
     def add_image(self, node: str, ref: str) -> None:
-        self.nodes.setdefault(node, NodeView()).images.add(ref)
+        self.nodes.setdefault(node, NodeView()).images.add(with_tag(ref))
 
     def forget(self, node: str) -> None:
         self.nodes.pop(node, None)

@@ -319,10 +319,11 @@ def test_image_export_then_import(runtime: DockerRuntime, docker_client: docker.
     repository, tag = ref.rsplit(":", 1)
     docker_client.api.tag("local/busybox:1", repository, tag)
     try:
+        runtime.adopt_image(ref)  # a node has only what it is given
         archive = b"".join(runtime.image_export(ref))
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             assert "manifest.json" in tar.getnames()
-        docker_client.api.remove_image(ref)
+        docker_client.api.remove_image(runtime.node_image(ref))
         assert not runtime.image_exists(ref)
 
         # Fed in small pieces from a generator: the import streams, it is not handed bytes.
@@ -330,6 +331,8 @@ def test_image_export_then_import(runtime: DockerRuntime, docker_client: docker.
         assert runtime.image_import(pieces) == [ref]
         assert runtime.image_exists(ref)
     finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.api.remove_image(runtime.node_image(ref))
         with contextlib.suppress(docker.errors.NotFound):
             docker_client.api.remove_image(ref)
 

@@ -132,8 +132,8 @@ def test_join_token_works_once(orchestrator: Running) -> None:
         join_token=token,
         csr_pem=_csr(),
         name="ignored",
-        ips=["127.0.0.1"],
-        address="127.0.0.1:7001",
+        ips=["127.0.0.5"],
+        address="127.0.0.5:7001",
         cpus=2,
         memory=1 << 30,
     )
@@ -152,9 +152,18 @@ def test_garbage_join_token_is_refused_and_audited(orchestrator: Running) -> Non
     join = orchestrator.join_stub()
     for token in ("", "garbage", "CJ1." + "A" * 43 + ".wrongpin"):
         request = gateway_pb2.JoinRequest(
-            join_token=token, csr_pem=_csr(), name="n9", ips=["127.0.0.1"], address="127.0.0.1:1"
+            join_token=token, csr_pem=_csr(), name="n9", ips=["127.0.0.9"], address="127.0.0.9:1"
         )
         assert code_of(join.Join, request) == grpc.StatusCode.PERMISSION_DENIED
     assert orchestrator.control().ListNodes(control_pb2.ListNodesRequest()).nodes == []
     events = orchestrator.run(orchestrator.orch.audit.entries())
     assert sum(e["event"] == "join.refused" for e in events) == 3  # type: ignore[union-attr]
+
+
+def test_join_refuses_node_sans_of_the_orchestrator(orchestrator: Running) -> None:
+    token = orchestrator.control().CreateJoinToken(control_pb2.JoinTokenRequest()).token
+    request = gateway_pb2.JoinRequest(
+        join_token=token, csr_pem=_csr(), name="n2", ips=["127.0.0.1"], address="127.0.0.1:7001"
+    )
+    assert code_of(orchestrator.join_stub().Join, request) == grpc.StatusCode.INVALID_ARGUMENT
+    assert orchestrator.control().ListNodes(control_pb2.ListNodesRequest()).nodes == []
