@@ -129,6 +129,47 @@ def _image_tags(path: Path) -> set[str]:
     return tags
 
 
+def import_image_checked(
+    runtime: Runtime,
+    ref: str,
+    chunks: Iterable[bytes],
+    spool_dir: Path,
+    *,
+    max_bytes: int = MAX_IMAGE_BYTES,
+) -> list[str]:
+    """Load a docker-save archive into ``runtime`` only if it tags exactly ``ref``.
+
+    The archive is spooled to ``spool_dir`` and checked before anything is loaded: an
+    archive naming other tags could otherwise overwrite other images on this node.
+    Used by ImportImage (a push from the orchestrator) and by delegated fetches.
+    """
+    try:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=spool_dir, prefix="image-", suffix=".tar")
+    except OSError as exc:
+        raise errors.RuntimeFailure(f"image spool {spool_dir}: {exc.strerror}") from None
+    path = Path(name)
+    try:
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise errors.InvalidArgument("data", f"image larger than {max_bytes} bytes")
+                    fh.write(chunk)
+        except OSError as exc:
+            raise errors.RuntimeFailure(f"image spool {spool_dir}: {exc.strerror}") from None
+        tags = _image_tags(path)
+        if tags != {ref}:
+            raise errors.InvalidArgument(
+                "data", f"archive tags {sorted(tags)} but the import is for {ref!r}"
+            )
+        return runtime.image_import(_read_chunks(path))
+    finally:
+        path.unlink(missing_ok=True)
+
+
 class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
@@ -228,35 +269,21 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     def ImportImage(
         self, request_iterator: Iterator[node_pb2.ImageImportChunk], context: Any
     ) -> Any:
-        # Spooled and checked before loading: the archive must tag exactly the image the
-        # token names, or one import could overwrite other images on this node.
-        ref = ""
-        self._spool.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self._spool, prefix="image-", suffix=".tar")
-        path = Path(name)
-        try:
-            size = 0
-            with os.fdopen(fd, "wb") as fh:
-                for i, msg in enumerate(request_iterator):
-                    if i == 0:
-                        ref = msg.ref
-                    elif msg.ref and msg.ref != ref:
-                        raise errors.InvalidArgument("ref", "changes within the stream")
-                    size += len(msg.data)
-                    if size > MAX_IMAGE_BYTES:
-                        raise errors.InvalidArgument(
-                            "data", f"image larger than {MAX_IMAGE_BYTES} bytes"
-                        )
-                    fh.write(msg.data)
-            tags = _image_tags(path)
-            if tags != {ref}:
-                raise errors.InvalidArgument(
-                    "data", f"archive tags {sorted(tags)} but the import is for {ref!r}"
-                )
-            refs = self._runtime.image_import(_read_chunks(path))
-            return node_pb2.ImageImportResult(refs=refs)
-        finally:
-            path.unlink(missing_ok=True)
+        messages = iter(request_iterator)
+        first = next(messages, None)
+        if first is None:
+            raise errors.InvalidArgument("ref", "empty import stream")
+        ref = first.ref
+
+        def data() -> Iterator[bytes]:
+            yield first.data
+            for msg in messages:
+                if msg.ref and msg.ref != ref:
+                    raise errors.InvalidArgument("ref", "changes within the stream")
+                yield msg.data
+
+        refs = import_image_checked(self._runtime, ref, data(), self._spool)
+        return node_pb2.ImageImportResult(refs=refs)
 
     @_stream_boundary
     def ExportVolume(
