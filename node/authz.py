@@ -46,6 +46,7 @@ class Refused(Exception):
         self.code = code
         self.reason = reason
         self.detail = detail
+        self.caller = ""  # the certificate's identity, once known
 
 
 @functools.lru_cache(maxsize=4096)
@@ -113,7 +114,11 @@ class Authorizer:
         self, operation: ops.Operation, request: Any, context: grpc.ServicerContext
     ) -> Capability:
         peer = self.peer(context)
-        token = _bearer(context.invocation_metadata())
+        try:
+            token = _bearer(context.invocation_metadata())
+        except Refused as exc:
+            exc.caller = peer.identity
+            raise
         try:
             res = operation.resource(request)
             req = request_digest(ops.request_fields(request)) if operation.binds_request else None
@@ -133,16 +138,20 @@ class Authorizer:
                 if isinstance(exc, TokenNotPermitted)
                 else grpc.StatusCode.UNAUTHENTICATED
             )
-            raise Refused(code, exc.reason, f"{peer.identity}: {exc.detail}") from None
+            refusal = Refused(code, exc.reason, exc.detail)
+            refusal.caller = peer.identity
+            raise refusal from None
         self.epochs.observe(cap.epoch)
         return cap
 
     def refuse(self, exc: Refused, method: str, context: grpc.ServicerContext, peer: str) -> None:
-        log.warning("refused %s from %s: %s (%s)", method, peer, exc.reason, exc.detail)
+        who = exc.caller or peer
+        log.warning("refused %s from %s: %s (%s)", method, who, exc.reason, exc.detail)
         self._audit.record(
             "refused",
             at=self._clock(),
             method=method,
+            caller=exc.caller,
             peer=peer,
             code=exc.code.name,
             reason=exc.reason,

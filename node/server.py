@@ -40,6 +40,10 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.so_reuseport", 0),
+    # Deterministic header limits: a token just over the 8 KiB cap reaches the
+    # verifier (and gets UNAUTHENTICATED); only absurd headers die in transport.
+    ("grpc.max_metadata_size", 16 * 1024),
+    ("grpc.absolute_max_metadata_size", 32 * 1024),
 ]
 
 

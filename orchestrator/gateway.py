@@ -67,7 +67,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         self._token_keys = token_keys
         self._issuer = issuer
         self._ca_pin = ca_pin
-        self._gateway_address = gateway_address
+        self.gateway_address = gateway_address
         self._heartbeat = heartbeat
         self._revoked = revoked
         self._clock = clock
@@ -109,7 +109,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "join refused")
         name = grant.name or request.name
         if not name:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name: required (the token binds none)")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "name: required (the token binds none)"
+            )
         async with self._state.lock:
             existing = self._state.node(name)
             if existing is not None and not grant.rejoin:
@@ -163,7 +165,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             issuers=[self._issuer],
             deny_list=format_deny_list(self._revoked()),
             heartbeat_interval=self._heartbeat,
-            gateway_address=self._gateway_address,
+            gateway_address=self.gateway_address,
         )
 
     # -- report ---------------------------------------------------------------------

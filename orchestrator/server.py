@@ -177,6 +177,8 @@ async def start(
     join_port = server.add_secure_port(config.join_listen, tls)
     if not port or not join_port:
         raise ConfigError(f"cannot listen on {config.listen} / {config.join_listen}")
+    # With port 0 the kernel chose: nodes must be told the port actually bound.
+    gateway.gateway_address = f"{config.host}:{port}"
     await server.start()
     for name in ("", *names[:2]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

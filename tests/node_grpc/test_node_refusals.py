@@ -56,7 +56,8 @@ def test_no_token(process_node: Node) -> None:
 
 @pytest.mark.parametrize(
     "header",
-    ["Bearer ", "Bearer garbage", "Bearer a.b.c", "Basic dXNlcjpwYXNz", "bearer" + "x" * 9000],
+    ["Bearer ", "Bearer garbage", "Bearer a.b.c", "Basic dXNlcjpwYXNz", "Bearer " + "x" * 9000],
+    ids=["empty", "garbage", "three-dots", "basic-auth", "oversize"],
 )
 def test_bad_token(process_node: Node, header: str) -> None:
     err = create(process_node, (("authorization", header),))
