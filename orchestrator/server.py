@@ -206,10 +206,8 @@ def run(config: OrchestratorConfig) -> None:
     async def main() -> None:
         orch = await start(config)
         host, join_host = config.listen.rpartition(":")[0], config.join_listen.rpartition(":")[0]
-        print(
-            f"orchestrator {orch.identity} listening on {host}:{orch.port} join on {join_host}:{orch.join_port}",
-            flush=True,
-        )
+        where = f"{host}:{orch.port} join on {join_host}:{orch.join_port}"
+        print(f"orchestrator {orch.identity} listening on {where}", flush=True)
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
