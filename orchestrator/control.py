@@ -8,6 +8,7 @@ Orchestrator errors become statuses in ``_guard`` and nowhere else.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -357,3 +358,67 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             expires_at=grant.expires_at,
         )
         return control_pb2.JoinTokenResponse(token=token, expires_at=grant.expires_at)
+
+    # -- audit, for security reviewers ---------------------------------------------------
+
+    def _reviewer(self, context: grpc.aio.ServicerContext) -> Caller:
+        caller = self._caller(context)
+        # The log spans every tenant: admins and viewers only.
+        if caller.tenant is not None or not caller.may(Access.READ):
+            raise Denied(f"{caller.uri} (role {caller.role}) may not read the audit log")
+        return caller
+
+    async def AuditTail(self, request: control_pb2.AuditRequest, context: Any) -> Any:
+        try:
+            self._reviewer(context)
+        except CapstanError as exc:
+            code = next((c for cls, c in _STATUS if isinstance(exc, cls)), grpc.StatusCode.INTERNAL)
+            await self._audit.record(
+                "control.refused", method="AuditTail", peer=context.peer(), reason=str(exc)
+            )
+            await context.abort(code, str(exc))
+        entries = await self._audit.entries(since=max(0, request.since))
+        if request.limit > 0:
+            entries = entries[-request.limit :]
+        last = -1
+        for item in entries:
+            last = item["seq"]
+            yield control_pb2.AuditEntry(seq=item["seq"], json=json.dumps(item, sort_keys=True))
+        if not request.follow:
+            return
+        async for item in self._audit.follow(since=last + 1):
+            yield control_pb2.AuditEntry(seq=item["seq"], json=json.dumps(item, sort_keys=True))
+
+    @_guard(Access.READ)
+    async def AuditVerify(
+        self, request: control_pb2.AuditVerifyRequest, context: Any, caller: Caller
+    ) -> Any:
+        self._reviewer(context)
+        ok, message = await self._audit.verify()
+        return control_pb2.AuditVerifyResponse(ok=ok, message=message)
+
+    @_guard(Access.READ)
+    async def WhoCan(self, request: control_pb2.WhoCanRequest, context: Any, caller: Caller) -> Any:
+        self._reviewer(context)
+        node = self._state.node(request.node)
+        if node is None:
+            raise NotFound(f"node {request.node} not found")
+        until = request.until or self._clock()
+        grants: dict[tuple[str, str, str], control_pb2.Capability] = {}
+        for e in await self._audit.entries():
+            if e.get("event") != "token.minted" or e.get("aud") != node.id:
+                continue
+            at = float(e.get("at", 0))
+            if at < request.since or at > until:
+                continue
+            key = (str(e.get("sub")), str(e.get("op")), str(e.get("res")))
+            cap = grants.get(key)
+            if cap is None:
+                cap = grants[key] = control_pb2.Capability(
+                    identity=key[0], op=key[1], resource=key[2], first=at
+                )
+            cap.tokens += 1
+            cap.last = at
+            cap.why = str(e.get("why", ""))
+        ordered = sorted(grants.values(), key=lambda c: (c.identity, c.op, c.resource))
+        return control_pb2.WhoCanResponse(node_id=node.id, capabilities=ordered)

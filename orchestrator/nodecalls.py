@@ -56,7 +56,6 @@ class NodeCaller:
             req=req,
             ttl=self._ttl,
             why=why,
-            audit=False,  # the orchestrator's own calls are audited as commands, not per token
         )
 
     async def call(

@@ -299,3 +299,69 @@ class JoinTokenResponse(_message.Message):
     token: str
     expires_at: float
     def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
+
+class AuditRequest(_message.Message):
+    __slots__ = ("since", "follow", "limit")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    since: int
+    follow: bool
+    limit: int
+    def __init__(self, since: _Optional[int] = ..., follow: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("seq", "json")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    json: str
+    def __init__(self, seq: _Optional[int] = ..., json: _Optional[str] = ...) -> None: ...
+
+class AuditVerifyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AuditVerifyResponse(_message.Message):
+    __slots__ = ("ok", "message")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    message: str
+    def __init__(self, ok: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class WhoCanRequest(_message.Message):
+    __slots__ = ("node", "since", "until")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    since: float
+    until: float
+    def __init__(self, node: _Optional[str] = ..., since: _Optional[float] = ..., until: _Optional[float] = ...) -> None: ...
+
+class Capability(_message.Message):
+    __slots__ = ("identity", "op", "resource", "tokens", "first", "last", "why")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    op: str
+    resource: str
+    tokens: int
+    first: float
+    last: float
+    why: str
+    def __init__(self, identity: _Optional[str] = ..., op: _Optional[str] = ..., resource: _Optional[str] = ..., tokens: _Optional[int] = ..., first: _Optional[float] = ..., last: _Optional[float] = ..., why: _Optional[str] = ...) -> None: ...
+
+class WhoCanResponse(_message.Message):
+    __slots__ = ("node_id", "capabilities")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    capabilities: _containers.RepeatedCompositeFieldContainer[Capability]
+    def __init__(self, node_id: _Optional[str] = ..., capabilities: _Optional[_Iterable[_Union[Capability, _Mapping]]] = ...) -> None: ...

@@ -89,6 +89,21 @@ class ControlServiceStub:
                 request_serializer=protos_dot_control__pb2.JoinTokenRequest.SerializeToString,
                 response_deserializer=protos_dot_control__pb2.JoinTokenResponse.FromString,
                 _registered_method=True)
+        self.AuditTail = channel.unary_stream(
+                '/capstan.v1.ControlService/AuditTail',
+                request_serializer=protos_dot_control__pb2.AuditRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.AuditEntry.FromString,
+                _registered_method=True)
+        self.AuditVerify = channel.unary_unary(
+                '/capstan.v1.ControlService/AuditVerify',
+                request_serializer=protos_dot_control__pb2.AuditVerifyRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.AuditVerifyResponse.FromString,
+                _registered_method=True)
+        self.WhoCan = channel.unary_unary(
+                '/capstan.v1.ControlService/WhoCan',
+                request_serializer=protos_dot_control__pb2.WhoCanRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.WhoCanResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServiceServicer:
@@ -160,6 +175,24 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuditTail(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuditVerify(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoCan(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +250,21 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.CreateJoinToken,
                     request_deserializer=protos_dot_control__pb2.JoinTokenRequest.FromString,
                     response_serializer=protos_dot_control__pb2.JoinTokenResponse.SerializeToString,
+            ),
+            'AuditTail': grpc.unary_stream_rpc_method_handler(
+                    servicer.AuditTail,
+                    request_deserializer=protos_dot_control__pb2.AuditRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.AuditEntry.SerializeToString,
+            ),
+            'AuditVerify': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditVerify,
+                    request_deserializer=protos_dot_control__pb2.AuditVerifyRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.AuditVerifyResponse.SerializeToString,
+            ),
+            'WhoCan': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoCan,
+                    request_deserializer=protos_dot_control__pb2.WhoCanRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.WhoCanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -516,6 +564,87 @@ class ControlService:
             '/capstan.v1.ControlService/CreateJoinToken',
             protos_dot_control__pb2.JoinTokenRequest.SerializeToString,
             protos_dot_control__pb2.JoinTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditTail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/capstan.v1.ControlService/AuditTail',
+            protos_dot_control__pb2.AuditRequest.SerializeToString,
+            protos_dot_control__pb2.AuditEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditVerify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/AuditVerify',
+            protos_dot_control__pb2.AuditVerifyRequest.SerializeToString,
+            protos_dot_control__pb2.AuditVerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoCan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/WhoCan',
+            protos_dot_control__pb2.WhoCanRequest.SerializeToString,
+            protos_dot_control__pb2.WhoCanResponse.FromString,
             options,
             channel_credentials,
             insecure,
