@@ -1,8 +1,10 @@
-"""A joined node at work: NodeService served from the state directory, plus the Report stream."""
+"""A joined node at work: NodeService served from the state directory, the Report stream,
+the runner of the orchestrator's tasks and, for a node joined in pull mode, the puller."""
 
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import random
 import time
@@ -10,11 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
+from node.client import client_credentials
 from node.config import NodeConfig
-from node.join import Joined, load_joined
+from node.join import Joined, StateFiles, load_joined
+from node.puller import Puller
 from node.reporter import Backoff, Reporter
 from node.runtime.base import Runtime
 from node.server import NodeAgent, build_agent
+from node.tasks import TaskRunner, check_source_identity
+from node.volumes import VolumeStore
 from pki._files import read_file
 from pki.certs import load_pem_chain
 from pki.errors import CertificateError, ConfigError
@@ -30,6 +38,8 @@ class JoinedNode:
     joined: Joined
     agent: NodeAgent
     reporter: Reporter
+    tasks: TaskRunner
+    puller: Puller | None = None  # only in pull mode
 
     @property
     def node_id(self) -> str:
@@ -49,7 +59,11 @@ class JoinedNode:
         return f"{self.host}:{self.agent.port}"
 
     def stop(self, grace: float | None = 1.0) -> None:
-        """Stop reporting, then serving. Workloads keep running (a restart re-attaches)."""
+        """Stop pulling, tasks and reporting, then serving. Workloads keep running (a
+        restart re-attaches)."""
+        if self.puller is not None:
+            self.puller.stop()
+        self.tasks.stop()
         self.reporter.stop()
         self.agent.stop(grace)
 
@@ -84,13 +98,15 @@ def run_joined_node(
     rng: random.Random | None = None,
     on_tasks: Callable[[list[gateway_pb2.Task]], None] | None = None,
 ) -> JoinedNode:
-    """Serve NodeService from a joined state directory and start reporting.
+    """Serve NodeService from a joined state directory, start reporting and running the
+    orchestrator's tasks, and, for a node joined in pull mode, start pulling.
 
     ``runtime_kind`` and ``listen`` may only repeat what the node joined with (port 0
     meaning the joined port): the orchestrator knows the node by them. ``runtime``
-    injects a ready runtime (tests); ``on_tasks`` receives the tasks the orchestrator
-    sends down the Report stream (see ``Reporter``). Returns once the agent listens and the reporter
-    runs; ``JoinedNode.stop()`` ends both.
+    injects a ready runtime (tests); ``on_tasks`` replaces the node's own task runner
+    as the receiver of the tasks sent down the Report stream (tests hand them on to
+    ``JoinedNode.tasks.submit`` themselves). Returns once the agent listens and the
+    reporter runs; ``JoinedNode.stop()`` ends everything.
     """
     joined = load_joined(Path(state_dir))
     if joined is None:
@@ -106,6 +122,28 @@ def run_joined_node(
             f"node certificate {files.cert} is for {agent.node_id}, "
             f"but {files.joined} records {joined.node_id}"
         )
+    volumes = VolumeStore(config.state_dir / "volumes")  # the directory NodeService uses
+    pokes: list[Callable[[], None]] = []
+
+    def poke_reporter() -> None:
+        for poke in pokes:
+            poke()
+
+    tasks = TaskRunner(
+        agent.runtime,
+        volumes,
+        own_credentials=functools.partial(_own_credentials, files),
+        gateway_channel=functools.partial(_gateway_channel, files, joined.gateway_address),
+        node_id=joined.node_id,
+        spool_dir=config.state_dir / "spool",
+        check_source=functools.partial(
+            check_source_identity, cert=files.cert, key=files.key, ca=files.ca
+        ),
+        on_image=poke_reporter,
+        clock=clock,
+    )
+    reporter: Reporter | None = None
+    puller: Puller | None = None
     try:
         reporter = Reporter(
             agent.runtime,
@@ -117,12 +155,47 @@ def run_joined_node(
             deny_list=files.deny_list,
             interval=joined.heartbeat_interval,
             backoff=backoff or Backoff(),
-            on_tasks=on_tasks,
+            on_tasks=on_tasks or tasks.submit,
             clock=clock,
             rng=rng,
         )
+        pokes.append(reporter.poke)
         reporter.start()
+        if joined.mode == "pull":
+            puller = Puller(
+                agent.runtime,
+                volumes,
+                gateway_address=joined.gateway_address,
+                cert=files.cert,
+                key=files.key,
+                ca=files.ca,
+                node_name=joined.name,
+                interval=joined.heartbeat_interval,
+                clock=clock,
+                backoff=backoff or Backoff(),
+                on_change=reporter.poke,
+                rng=rng,
+            )
+            puller.start()
     except BaseException:
+        if puller is not None:
+            puller.stop()
+        if reporter is not None:
+            reporter.stop()
+        tasks.stop()
         agent.stop(0)
         raise
-    return JoinedNode(joined, agent, reporter)
+    return JoinedNode(joined, agent, reporter, tasks, puller)
+
+
+def _own_credentials(files: StateFiles) -> grpc.ChannelCredentials:
+    """The node's current certificate, read again each time (it may have been renewed)."""
+    return client_credentials(
+        read_file(files.cert, "node certificate"),
+        read_file(files.key, "node key"),
+        read_file(files.ca, "trust bundle"),
+    )
+
+
+def _gateway_channel(files: StateFiles, address: str) -> grpc.Channel:
+    return grpc.secure_channel(address, _own_credentials(files))

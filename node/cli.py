@@ -141,7 +141,12 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--runtime", type=click.Choice(RUNTIMES), help="Container runtime [default auto].")
 @click.option("--label", "labels", multiple=True, help="Node label KEY=VALUE.")
-@click.option("--mode", type=click.Choice(("push", "pull")), default="push", show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(("push", "pull")),
+    help="push: the orchestrator calls the node; pull: the node watches its assignments "
+    "and converges itself [default push; fixed at join].",
+)
 @click.option("--cpus", type=float, default=0.0, help="CPUs offered [default: this host's].")
 @click.option(
     "--memory", type=int, default=0, help="Memory offered in bytes [default: this host's]."
@@ -158,7 +163,7 @@ def join(
     state_dir: Path,
     runtime: str | None,
     labels: tuple[str, ...],
-    mode: str,
+    mode: str | None,
     cpus: float,
     memory: int,
     verbose: bool,
@@ -166,10 +171,12 @@ def join(
     """Join the cluster at ADDRESS (its Join endpoint), then serve and report.
 
     A state directory that already holds a joined node restarts it: no token is
-    needed or sent.
+    needed or sent. A node joined with ``--mode pull`` converges to its own
+    assignments itself.
     """
     from node.agent import run_joined_node
     from node.join import JoinOptions, ensure_joined
+    from pki.errors import ConfigError
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -182,11 +189,17 @@ def join(
         ips=ips,
         labels=_labels(labels),
         runtime=runtime or "auto",
-        mode=mode,
+        mode=mode or "push",
         cpus=cpus,
         memory=memory,
     )
-    joined, _reused = ensure_joined(state_dir, address, token, ca_file, options)
+    joined, reused = ensure_joined(state_dir, address, token, ca_file, options)
+    if reused and mode and mode != joined.mode:
+        # The orchestrator recorded the mode at join and acts on it (push calls or not).
+        raise ConfigError(
+            f"this node joined in {joined.mode} mode, not {mode}; "
+            "join again from an empty state directory to change it"
+        )
     node = run_joined_node(joined.state_dir, runtime_kind=runtime, listen=listen)
     try:
         # Armed before the line below: a launcher may signal as soon as it reads it.

@@ -1,0 +1,342 @@
+"""Pull mode: the node watches its own assignments and converges to them itself.
+
+One thread keeps a ``NodeGateway.Watch`` stream open over mTLS with the node's own
+certificate (re-read at every reconnect) and keeps the latest ``Assignments``; the
+orchestrator sends the complete set for this node whenever it changes, and nothing of
+any other node. A second thread converges the local runtime to that set with
+``node.converge.plan`` every interval and at once when a new set arrives.
+
+Until the first set arrives nothing is touched: an empty view is not an empty
+desired set. When the stream breaks the node keeps converging to the last set it
+had (its workloads keep running while the orchestrator is away) and reconnects with
+the reporter's capped, jittered backoff.
+
+An assignment the node will not run (a spec that fails validation, an unknown
+policy) is logged and skipped, and a container it already has for that workload is
+left alone rather than removed. A container that keeps exiting is restarted with a
+growing delay (``RestartBackoff``), measured on the injected clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from node.converge import Action, Create, Desired, Nothing, Remove, Start, plan
+from node.errors import AlreadyExists, NotFound
+from node.reporter import Backoff
+from node.runtime.base import Runtime
+from node.service import spec_from_pb
+from node.validation import validate_spec
+from node.volumes import VolumeStore
+from pki._files import read_file
+from pki.errors import CapstanError
+from protos import gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger("capstan.node.puller")
+
+__all__ = ["Puller", "RestartBackoff"]
+
+
+@dataclass(frozen=True)
+class RestartBackoff:
+    """Delay before restarting a container that exited again: none for the first
+    restart, then ``initial * 2**(n-1)`` capped at ``maximum``; forgotten once the
+    container has run for ``reset_after`` seconds since its last restart."""
+
+    initial: float = 1.0
+    maximum: float = 60.0
+    reset_after: float = 60.0
+
+    def delay(self, restarts: int) -> float:
+        if restarts <= 0:
+            return 0.0
+        return float(min(self.maximum, self.initial * 2 ** min(restarts - 1, 32)))
+
+
+@dataclass
+class _Restarts:
+    count: int
+    last: float
+
+
+class Puller:
+    """Keeps the Watch stream open and converges until ``stop()``; see the module docstring."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        volumes: VolumeStore,
+        *,
+        gateway_address: str,
+        cert: Path,
+        key: Path,
+        ca: Path,
+        node_name: str,
+        interval: float,
+        clock: Callable[[], float] = time.time,
+        backoff: Backoff | None = None,
+        healthy_after: float | None = None,
+        restart_backoff: RestartBackoff | None = None,
+        stop_timeout: float = 10.0,
+        on_change: Callable[[], None] = lambda: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("converge interval must be positive")
+        self._runtime = runtime
+        self._volumes = volumes
+        self._address = gateway_address
+        self._cert, self._key, self._ca = Path(cert), Path(key), Path(ca)
+        self._name = node_name
+        self._interval = interval
+        self._clock = clock
+        self._backoff = backoff or Backoff()
+        self._healthy_after = healthy_after if healthy_after is not None else 3 * interval
+        self._restart_backoff = restart_backoff or RestartBackoff()
+        self._stop_timeout = stop_timeout
+        self._on_change = on_change
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # guards _call and _latest
+        self._call: grpc.Future | None = None
+        self._latest: gateway_pb2.Assignments | None = None
+        self._threads: list[threading.Thread] = []
+        self._restarts: dict[str, _Restarts] = {}
+        self._reported_bad: set[tuple[str, str]] = set()
+
+        # Counters for operators and tests; written by one thread each.
+        self.streams = 0  # Watch streams opened
+        self.received = 0  # Assignments messages received
+        self.converges = 0  # completed converge passes
+        self.last_error = ""  # why the last stream ended
+        self.last_actions: list[Action] = []  # the actions of the last pass that did something
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("puller already started")
+        for target, name in ((self._watch, "capstan-watch"), (self._converge, "capstan-pull")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the stream and end both threads; workloads keep running."""
+        self._stop.set()
+        with self._lock:
+            call = self._call
+        if call is not None:
+            call.cancel()
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def assignments(self) -> gateway_pb2.Assignments | None:
+        """The latest complete set received (None before the first)."""
+        with self._lock:
+            return self._latest
+
+    # -- the Watch stream ---------------------------------------------------------------
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=read_file(self._ca, "trust bundle"),
+            private_key=read_file(self._key, "node key"),
+            certificate_chain=read_file(self._cert, "node certificate"),
+        )
+
+    def _watch(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                reason = self._watch_once()
+            except Exception as exc:  # a bug here must not end pulling for good
+                log.exception("watch stream failed unexpectedly")
+                reason = f"failed: {exc}"
+            if self._stop.is_set():
+                break
+            self.last_error = reason
+            if time.monotonic() - started >= self._healthy_after:
+                failures = 0
+            delay = self._backoff.delay(failures, self._rng)
+            failures += 1
+            log.warning(
+                "watch stream to %s %s; reconnecting in %.1fs", self._address, reason, delay
+            )
+            self._stop.wait(delay)
+
+    def _watch_once(self) -> str:
+        try:
+            credentials = self._credentials()
+        except CapstanError as exc:
+            return f"cannot start: {exc}"
+        channel = grpc.secure_channel(self._address, credentials)
+        try:
+            call = gateway_pb2_grpc.NodeGatewayStub(channel).Watch(
+                gateway_pb2.WatchRequest(node=self._name)
+            )
+            with self._lock:
+                self._call = call
+            self.streams += 1
+            if self._stop.is_set():
+                call.cancel()
+            for assignments in call:
+                with self._lock:
+                    self._latest = assignments
+                self.received += 1
+                self._wake.set()
+            return "closed by the orchestrator"
+        except grpc.RpcError as exc:
+            code = exc.code() if callable(getattr(exc, "code", None)) else None
+            details = exc.details() if callable(getattr(exc, "details", None)) else ""
+            name = code.name if code is not None else "UNKNOWN"
+            return f"broke: {name}: {' '.join(str(details).split())}"
+        finally:
+            with self._lock:
+                self._call = None
+            channel.close()
+
+    # -- converging ---------------------------------------------------------------------
+
+    def _converge(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.converge_once()
+            except Exception:  # one bad pass must not end converging
+                log.exception("converge pass failed")
+
+    def converge_once(self) -> list[Action]:
+        """One pass against the latest assignments; returns the actions carried out
+        (empty before the first assignments arrive or when the runtime cannot list)."""
+        assignments = self.assignments
+        if assignments is None:
+            return []
+        desired, keep = self._desired(assignments)
+        try:
+            actual = self._runtime.list()
+        except CapstanError as exc:
+            log.error("cannot list containers to converge: %s", exc)
+            return []
+        done: list[Action] = []
+        failed: set[str] = set()
+        for action in plan(desired, actual):
+            if isinstance(action, Nothing):
+                self._settle(action)
+                continue
+            if isinstance(action, Remove) and (action.workload_id in keep or action.name in keep):
+                continue  # its assignment is unusable: leave what runs alone
+            if action.name in failed:
+                continue  # the create failed: no start
+            if self._apply(action):
+                done.append(action)
+            elif isinstance(action, Create):
+                failed.add(action.name)
+        self.converges += 1
+        if done:
+            self.last_actions = done
+            try:
+                self._on_change()
+            except Exception as exc:
+                log.warning("after converging: %s", exc)
+        return done
+
+    def _desired(self, assignments: gateway_pb2.Assignments) -> tuple[list[Desired], set[str]]:
+        """The usable assignments, and the workload ids and names of the unusable ones."""
+        desired: list[Desired] = []
+        keep: set[str] = set()
+        for a in assignments.assignments:
+            try:
+                spec = spec_from_pb(a.spec)
+                if spec.workload_id != a.workload_id:
+                    raise ValueError(
+                        f"spec is for workload {spec.workload_id!r}, not {a.workload_id!r}"
+                    )
+                entry = Desired(a.workload_id, spec, a.desired, a.restart or "always")
+                if entry.desired == "running":
+                    validate_spec(spec)
+            except (CapstanError, ValueError) as exc:
+                keep.update(x for x in (a.workload_id, a.spec.name) if x)
+                key = (a.workload_id, str(exc))
+                if key not in self._reported_bad:
+                    self._reported_bad.add(key)
+                    log.error("skipping assignment %s: %s", a.workload_id[:128], exc)
+                continue
+            desired.append(entry)
+        return desired, keep
+
+    def _apply(self, action: Action) -> bool:
+        """Carry out one action; False when it failed (logged) or must wait."""
+        try:
+            if isinstance(action, Create):
+                for mount in action.spec.volumes:
+                    self._volumes.ensure(mount.name)
+                # AlreadyExists: a create of an earlier pass that the listing missed.
+                with contextlib.suppress(AlreadyExists):
+                    self._runtime.create(action.spec)
+                log.info("created %s for %s", action.name, action.workload_id)
+            elif isinstance(action, Start):
+                if action.restart and not self._restart_due(action.name):
+                    return False
+                self._runtime.start(action.name)
+                if action.restart:
+                    log.warning(
+                        "restarted %s (exit code %s)",
+                        action.name,
+                        "unknown" if action.exit_code is None else action.exit_code,
+                    )
+            elif isinstance(action, Remove):
+                self._remove(action.name)
+                self._restarts.pop(action.name, None)
+                log.info("removed %s (%s)", action.name, action.why)
+            return True
+        except CapstanError as exc:
+            log.error("%s %s failed: %s", type(action).__name__.lower(), action.name, exc)
+            return False
+
+    def _remove(self, name: str) -> None:
+        try:
+            self._runtime.stop(name, timeout=self._stop_timeout)
+        except NotFound:
+            return
+        except CapstanError as exc:  # removed by force below
+            log.warning("stop %s failed: %s", name, exc)
+        with contextlib.suppress(NotFound):
+            self._runtime.remove(name, force=True)
+
+    def _restart_due(self, name: str) -> bool:
+        now = self._clock()
+        entry = self._restarts.get(name)
+        count = entry.count if entry else 0
+        if entry is not None and now < entry.last + self._restart_backoff.delay(count):
+            return False
+        self._restarts[name] = _Restarts(count + 1, now)
+        return True
+
+    def _settle(self, action: Nothing) -> None:
+        """A container that has run long enough since its last restart starts over."""
+        entry = self._restarts.get(action.name)
+        if (
+            entry is not None
+            and action.why == "running"
+            and self._clock() - entry.last >= self._restart_backoff.reset_after
+        ):
+            del self._restarts[action.name]
