@@ -102,8 +102,11 @@ class Reconciler:
             except Exception:
                 log.exception("reconcile tick failed")
             self._wake.clear()
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
+            # cancellation that races with the event, and the loop would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
 
     # -- one pass -----------------------------------------------------------------
 
