@@ -115,7 +115,7 @@ class AuditLog:
         counter = await self._store.get(_COUNTER)
         if counter is not None and int(counter.value) != expected - 1:
             last = int(counter.value)
-            return False, f"the log ends at entry {expected - 1} but {last} were written (tail removed)"
+            return False, f"the log ends at entry {expected - 1}, the counter at {last} (tail removed)"
         return True, f"{count} entries, chain intact"
 
     async def follow(self, since: int = 0) -> AsyncIterator[dict[str, Any]]:

@@ -188,3 +188,21 @@ class ControlClient:
         with NodeClient(grant.node_address, credentials=client_credentials(cert, key, ca)) as node:
             for chunk in node.stream("container.logs", request, grant.token):
                 yield bytes(chunk.data)
+
+    # -- audit --------------------------------------------------------------------------
+
+    def audit_tail(
+        self, *, since: int = 0, limit: int = 0, follow: bool = False
+    ) -> Iterator[cpb.AuditEntry]:
+        request = cpb.AuditRequest(since=since, limit=limit, follow=follow)
+        try:
+            yield from self._stub.AuditTail(request, timeout=None if follow else self.timeout)
+        except grpc.RpcError as exc:
+            raise _mapped("AuditTail", exc) from None
+
+    def audit_verify(self) -> cpb.AuditVerifyResponse:
+        return self._call("AuditVerify", cpb.AuditVerifyRequest())  # type: ignore[no-any-return]
+
+    def who_can(self, node: str, *, since: float = 0.0, until: float = 0.0) -> cpb.WhoCanResponse:
+        request = cpb.WhoCanRequest(node=node, since=since, until=until)
+        return self._call("WhoCan", request)  # type: ignore[no-any-return]

@@ -26,7 +26,7 @@ from orchestrator.delegation import DelegationRefused, Delegator, may_delegate
 from orchestrator.liveness import Liveness, Tracker
 from orchestrator.nodecalls import NodeCaller
 from orchestrator.state import ClusterState
-from orchestrator.tasks import Completion
+from orchestrator.tasks import Completion, TaskBook
 from protos import control_pb2, gateway_pb2, node_pb2, topology_pb2
 
 log = logging.getLogger("capstan.orchestrator")
@@ -87,6 +87,7 @@ class Reconciler:
         self.interval = interval
         self._wake = asyncio.Event()
         self.delegator: Delegator | None = None
+        self.tasks: TaskBook | None = None
         # (node, kind, resource) -> request id of the delegated fetch under way
         self.pending: dict[tuple[str, str, str], str] = {}
 
@@ -125,6 +126,20 @@ class Reconciler:
                 await self._failed(w, f"{exc.code.name}: {exc.details}")
         await self._remove_strays()
         await self._finish_deletes()
+        await self._expire_tasks()
+
+    async def _expire_tasks(self) -> None:
+        """A delegated fetch nobody completed in time: forget it and let the workload retry."""
+        if self.tasks is None or not self.pending:
+            return
+        for task in await self.tasks.expire():
+            self.pending.pop((task.node, task.kind, task.resource), None)
+            await self.audit.record(
+                "task.expired", node=task.node, request_id=task.request_id, kind=task.kind
+            )
+            w = self.state.workload(task.workload)
+            if w is not None:
+                await self._failed(w, f"{task.kind} of {task.resource} on {task.node} timed out")
 
     async def _update_liveness(self) -> None:
         for node in self.state.all_nodes():

@@ -136,6 +136,7 @@ async def start(
         on_report=reconciler.wake,
         reserved_sans=tuple(a for a in (*dns, *ips) if a != "localhost"),
     )
+    reconciler.tasks = tasks
     reconciler.delegator = Delegator(
         minter=minter,
         tasks=tasks,

@@ -7,6 +7,7 @@ import click
 
 def register(root: click.Group) -> None:
     from orchestrator._cli.apply import apply_cmd, delete_cmd
+    from orchestrator._cli.audit import audit_group
     from orchestrator._cli.context import context_group
     from orchestrator._cli.get import describe_cmd, get_cmd
     from orchestrator._cli.local import down_cmd, status_cmd, up_cmd
@@ -30,5 +31,6 @@ def register(root: click.Group) -> None:
         run_cmd,
         context_group,
         orchestrator_group,
+        audit_group,
     ):
         root.add_command(command)

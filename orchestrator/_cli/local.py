@@ -50,7 +50,13 @@ def up_cmd(
     """Start a local cluster: an orchestrator and N nodes on loopback; select context `local`."""
     cluster = LocalCluster(directory, echo=click.echo)
     record, started = cluster.up(
-        nodes=nodes, runtime=runtime, base_port=base_port, require_image=demo
+        nodes=nodes,
+        runtime=runtime,
+        base_port=base_port,
+        require_image=demo,
+        # The demo image starts on node-1 only: the others fetch it from a peer,
+        # each fetch authorized by a single-use delegation token.
+        image_nodes=[1] if demo else None,
     )
     if not started:
         click.echo(
@@ -84,8 +90,34 @@ def _demo(cluster: LocalCluster, record: ClusterRecord, timeout: float) -> None:
             key=lambda w: (w.service, w.index),
         ):
             rows.append([f"{w.service}.{w.index}", w.node or "-", w.state])
+        entries = [e.json for e in client.audit_tail()]
     click.echo(table(rows))
+    _print_delegations(entries)
     click.echo(f"logs: capstan logs {reply.app}/{app.services[0].name}.0")
+    click.echo("audit: capstan audit tail --event delegation.issued --event task.completed")
+
+
+def _print_delegations(entries: list[str]) -> None:
+    import json
+
+    from orchestrator._cli.audit import format_entry
+
+    wanted = ("delegation.issued", "token.minted", "task.completed")
+    shown = [
+        raw
+        for raw in entries
+        if json.loads(raw)["event"] in wanted
+        and (
+            json.loads(raw)["event"] != "token.minted"
+            or json.loads(raw).get("op") == "image.export"
+        )
+    ]
+    if not shown:
+        click.echo("peer-to-peer: every node already had the image (no delegation needed)")
+        return
+    click.echo("peer-to-peer image distribution, from the audit log:")
+    for raw in shown:
+        click.echo("  " + format_entry(raw))
 
 
 @click.command("down", cls=OperatorCommand)
