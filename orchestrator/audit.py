@@ -115,7 +115,8 @@ class AuditLog:
         counter = await self._store.get(_COUNTER)
         if counter is not None and int(counter.value) != expected - 1:
             last = int(counter.value)
-            return False, f"the log ends at entry {expected - 1}, the counter at {last} (tail removed)"
+            message = f"the log ends at entry {expected - 1}, the counter at {last} (tail removed)"
+            return False, message
         return True, f"{count} entries, chain intact"
 
     async def follow(self, since: int = 0) -> AsyncIterator[dict[str, Any]]:
