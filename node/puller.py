@@ -144,6 +144,12 @@ class Puller:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    def update(self, assignments: gateway_pb2.Assignments) -> None:
+        """Take a new complete set (from the Watch stream) and converge to it at once."""
+        with self._lock:
+            self._latest = assignments
+        self._wake.set()
+
     @property
     def assignments(self) -> gateway_pb2.Assignments | None:
         """The latest complete set received (None before the first)."""
@@ -196,10 +202,8 @@ class Puller:
             if self._stop.is_set():
                 call.cancel()
             for assignments in call:
-                with self._lock:
-                    self._latest = assignments
                 self.received += 1
-                self._wake.set()
+                self.update(assignments)
             return "closed by the orchestrator"
         except grpc.RpcError as exc:
             code = exc.code() if callable(getattr(exc, "code", None)) else None
