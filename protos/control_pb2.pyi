@@ -48,7 +48,7 @@ class AppRef(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class AppRecord(_message.Message):
-    __slots__ = ("app", "generation", "created_at", "updated_at", "spec_hashes", "deleting")
+    __slots__ = ("app", "generation", "created_at", "updated_at", "spec_hashes", "deleting", "autoscaled")
     class SpecHashesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,19 +56,28 @@ class AppRecord(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class AutoscaledEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     APP_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     SPEC_HASHES_FIELD_NUMBER: _ClassVar[int]
     DELETING_FIELD_NUMBER: _ClassVar[int]
+    AUTOSCALED_FIELD_NUMBER: _ClassVar[int]
     app: _topology_pb2.Application
     generation: int
     created_at: float
     updated_at: float
     spec_hashes: _containers.ScalarMap[str, str]
     deleting: bool
-    def __init__(self, app: _Optional[_Union[_topology_pb2.Application, _Mapping]] = ..., generation: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., spec_hashes: _Optional[_Mapping[str, str]] = ..., deleting: _Optional[bool] = ...) -> None: ...
+    autoscaled: _containers.ScalarMap[str, int]
+    def __init__(self, app: _Optional[_Union[_topology_pb2.Application, _Mapping]] = ..., generation: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., spec_hashes: _Optional[_Mapping[str, str]] = ..., deleting: _Optional[bool] = ..., autoscaled: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class AppSummary(_message.Message):
     __slots__ = ("tenant", "name", "generation", "services", "desired", "running", "updated_at")
@@ -365,3 +374,31 @@ class WhoCanResponse(_message.Message):
     node_id: str
     capabilities: _containers.RepeatedCompositeFieldContainer[Capability]
     def __init__(self, node_id: _Optional[str] = ..., capabilities: _Optional[_Iterable[_Union[Capability, _Mapping]]] = ...) -> None: ...
+
+class RebalanceRequest(_message.Message):
+    __slots__ = ("dry_run",)
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
+
+class RebalanceMove(_message.Message):
+    __slots__ = ("workload", "from_node", "to_node", "reason")
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    workload: str
+    from_node: str
+    to_node: str
+    reason: str
+    def __init__(self, workload: _Optional[str] = ..., from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RebalancePlan(_message.Message):
+    __slots__ = ("moves", "applied", "summary")
+    MOVES_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    moves: _containers.RepeatedCompositeFieldContainer[RebalanceMove]
+    applied: bool
+    summary: str
+    def __init__(self, moves: _Optional[_Iterable[_Union[RebalanceMove, _Mapping]]] = ..., applied: _Optional[bool] = ..., summary: _Optional[str] = ...) -> None: ...

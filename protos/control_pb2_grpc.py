@@ -104,6 +104,11 @@ class ControlServiceStub:
                 request_serializer=protos_dot_control__pb2.WhoCanRequest.SerializeToString,
                 response_deserializer=protos_dot_control__pb2.WhoCanResponse.FromString,
                 _registered_method=True)
+        self.Rebalance = channel.unary_unary(
+                '/capstan.v1.ControlService/Rebalance',
+                request_serializer=protos_dot_control__pb2.RebalanceRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.RebalancePlan.FromString,
+                _registered_method=True)
 
 
 class ControlServiceServicer:
@@ -193,6 +198,12 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rebalance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +276,11 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.WhoCan,
                     request_deserializer=protos_dot_control__pb2.WhoCanRequest.FromString,
                     response_serializer=protos_dot_control__pb2.WhoCanResponse.SerializeToString,
+            ),
+            'Rebalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rebalance,
+                    request_deserializer=protos_dot_control__pb2.RebalanceRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.RebalancePlan.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -645,6 +661,33 @@ class ControlService:
             '/capstan.v1.ControlService/WhoCan',
             protos_dot_control__pb2.WhoCanRequest.SerializeToString,
             protos_dot_control__pb2.WhoCanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rebalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/Rebalance',
+            protos_dot_control__pb2.RebalanceRequest.SerializeToString,
+            protos_dot_control__pb2.RebalancePlan.FromString,
             options,
             channel_credentials,
             insecure,
