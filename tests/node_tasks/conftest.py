@@ -115,6 +115,16 @@ class Cluster:
 
         wait_for(ready, what=f"nodes {names} ready")
 
+    def wait_image_known(self, name: str) -> None:
+        """Delegation starts from the images nodes report: wait until the orchestrator
+        has recorded ``name``'s."""
+        tracker = self.orch.orch.reconciler.tracker
+        wait_for(
+            lambda: tracker.has_image(name, IMAGE),
+            timeout=5.0,
+            what=f"the orchestrator to record the image {name} reports (NodeStatus.images)",
+        )
+
     def audit(self) -> list[dict[str, Any]]:
         return self.orch.run(self.orch.orch.audit.entries())  # type: ignore[return-value]
 

@@ -18,6 +18,7 @@ def test_image_spreads_peer_to_peer_and_every_step_is_audited(cluster: Cluster) 
     n3 = cluster.join("node-3", "127.0.0.4")
     assert not n2.runtime.image_exists(IMAGE) and not n3.runtime.image_exists(IMAGE)
     cluster.wait_ready("node-1", "node-2", "node-3")
+    cluster.wait_image_known("node-1")
 
     cluster.orch.control().Apply(control_pb2.ApplyRequest(app=application(3)))
 
@@ -77,6 +78,7 @@ def test_delegation_token_works_once_and_only_from_the_source_it_names(
     n2 = cluster.join("node-2", "127.0.0.3", labels={"role": "target"}, on_tasks=tap)
     n3 = cluster.join("node-3", "127.0.0.4", image=True, labels={"role": "bystander"})
     cluster.wait_ready("node-1", "node-2", "node-3")
+    cluster.wait_image_known("node-1")
     cluster.orch.control().Apply(
         control_pb2.ApplyRequest(app=application(1, constraints={"role": "target"}))
     )

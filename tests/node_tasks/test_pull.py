@@ -16,7 +16,7 @@ from .conftest import Cluster, Member, application, wait_for
 def _code(fn: object, *args: object) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as err:
         fn(*args)  # type: ignore[operator]
-    return err.value.code()  # type: ignore[no-any-return]
+    return err.value.code()
 
 
 def test_pull_node_converges_without_ever_being_called(cluster: Cluster) -> None:
@@ -90,6 +90,7 @@ def _capture(cluster: Cluster) -> tuple[Member, Member, list[gateway_pb2.Task]]:
     n1 = cluster.join("node-1", "127.0.0.2", image=True, labels={"role": "source"})
     n2 = cluster.join("node-2", "127.0.0.3", labels={"role": "target"}, on_tasks=hold)
     cluster.wait_ready("node-1", "node-2")
+    cluster.wait_image_known("node-1")
     cluster.orch.control().Apply(
         control_pb2.ApplyRequest(app=application(1, constraints={"role": "target"}))
     )
