@@ -61,7 +61,10 @@ def _plain_server(runtime: ProcessRuntime, root: Path, node_id: str) -> tuple[gr
     certs = root / "certs"
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=SERVER_OPTIONS)
     servicer = NodeServicer(
-        node_id=node_id, runtime=runtime, volumes=VolumeStore(root / "plain-volumes"), spool_dir=root / "spool"
+        node_id=node_id,
+        runtime=runtime,
+        volumes=VolumeStore(root / "plain-volumes"),
+        spool_dir=root / "spool",
     )
     node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, server)
     creds = grpc.ssl_server_credentials(
@@ -74,7 +77,9 @@ def _plain_server(runtime: ProcessRuntime, root: Path, node_id: str) -> tuple[gr
     return server, port
 
 
-def _calls(stub: node_pb2_grpc.NodeServiceStub, tokens: list[str] | None, n: int, threads: int) -> tuple[list[float], float]:
+def _calls(
+    stub: node_pb2_grpc.NodeServiceStub, tokens: list[str] | None, n: int, threads: int
+) -> tuple[list[float], float]:
     request = node_pb2.NodeInfoRequest()
     latencies: list[float] = []
 
@@ -99,28 +104,51 @@ def _pct(values: list[float], p: float) -> float:
 
 
 def latency_bench(args: argparse.Namespace, root: Path) -> None:
-    authority, keys, issued = _setup(root)
+    _, keys, issued = _setup(root)
     certs = root / "certs"
     node_id = issued["node-1"].identity.uri  # type: ignore[attr-defined]
     orch = issued["orch"]
     runtime = ProcessRuntime(node_id, root / "state")
     cfg = NodeConfig.load(
-        None, listen="127.0.0.1:0", cert=certs / "node-1.crt", key=certs / "node-1.key", ca=certs / "ca.crt",
-        jwks=root / "jwks.json", state_dir=root / "state", runtime="process",
+        None,
+        listen="127.0.0.1:0",
+        cert=certs / "node-1.crt",
+        key=certs / "node-1.key",
+        ca=certs / "ca.crt",
+        jwks=root / "jwks.json",
+        state_dir=root / "state",
+        runtime="process",
         issuers=[orch.identity.uri],  # type: ignore[attr-defined]
     )
     agent = build_agent(cfg, runtime=runtime)
     plain, plain_port = _plain_server(runtime, root, node_id)
-    creds = client_credentials((certs / "orch.crt").read_bytes(), (certs / "orch.key").read_bytes(), (certs / "ca.crt").read_bytes())
-    authed_stub = node_pb2_grpc.NodeServiceStub(grpc.secure_channel(f"127.0.0.1:{agent.port}", creds))
-    plain_stub = node_pb2_grpc.NodeServiceStub(grpc.secure_channel(f"127.0.0.1:{plain_port}", creds))
+    creds = client_credentials(
+        (certs / "orch.crt").read_bytes(),
+        (certs / "orch.key").read_bytes(),
+        (certs / "ca.crt").read_bytes(),
+    )
+    authed_stub = node_pb2_grpc.NodeServiceStub(
+        grpc.secure_channel(f"127.0.0.1:{agent.port}", creds)
+    )
+    plain_stub = node_pb2_grpc.NodeServiceStub(
+        grpc.secure_channel(f"127.0.0.1:{plain_port}", creds)
+    )
     signer = keys.signer()
 
     def tokens(n: int) -> list[str]:
         now = time.time()
         return [
-            mint(signer, iss=orch.identity.uri, sub=orch.identity.uri, aud=node_id, op="node.info",  # type: ignore[attr-defined]
-                 res=ops.NODE_RESOURCE, cnf=orch.thumbprint, ttl=120, now=now)  # type: ignore[attr-defined]
+            mint(
+                signer,
+                iss=orch.identity.uri,
+                sub=orch.identity.uri,
+                aud=node_id,
+                op="node.info",  # type: ignore[attr-defined]
+                res=ops.NODE_RESOURCE,
+                cnf=orch.thumbprint,
+                ttl=120,
+                now=now,
+            )  # type: ignore[attr-defined]
             for _ in range(n)
         ]
 
@@ -157,7 +185,7 @@ def latency_bench(args: argparse.Namespace, root: Path) -> None:
 
 
 def memory_bench(args: argparse.Namespace, root: Path) -> None:
-    authority, keys, issued = _setup(root)
+    _, keys, issued = _setup(root)
     certs = root / "certs"
     orch = issued["orch"]
     node_id = issued["node-1"].identity.uri  # type: ignore[attr-defined]
@@ -166,33 +194,86 @@ def memory_bench(args: argparse.Namespace, root: Path) -> None:
     ensure_busybox_image(seed)
     seed.close()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "node", "serve", "--listen", "127.0.0.1:0",
-         "--cert", str(certs / "node-1.crt"), "--key", str(certs / "node-1.key"), "--ca", str(certs / "ca.crt"),
-         "--jwks", str(root / "jwks.json"), "--state-dir", str(state), "--runtime", "process",
-         "--issuer", orch.identity.uri],  # type: ignore[attr-defined]
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "node",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            str(certs / "node-1.crt"),
+            "--key",
+            str(certs / "node-1.key"),
+            "--ca",
+            str(certs / "ca.crt"),
+            "--jwks",
+            str(root / "jwks.json"),
+            "--state-dir",
+            str(state),
+            "--runtime",
+            "process",
+            "--issuer",
+            orch.identity.uri,
+        ],  # type: ignore[attr-defined]
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         port = int(line.rsplit(":", 1)[1].split()[0])
-        creds = client_credentials((certs / "orch.crt").read_bytes(), (certs / "orch.key").read_bytes(), (certs / "ca.crt").read_bytes())
+        creds = client_credentials(
+            (certs / "orch.crt").read_bytes(),
+            (certs / "orch.key").read_bytes(),
+            (certs / "ca.crt").read_bytes(),
+        )
         stub = node_pb2_grpc.NodeServiceStub(grpc.secure_channel(f"127.0.0.1:{port}", creds))
         signer = keys.signer()
 
         def tok(op: str, res: str, req: str | None = None) -> tuple[tuple[str, str]]:
-            t = mint(signer, iss=orch.identity.uri, sub=orch.identity.uri, aud=node_id, op=op, res=res,  # type: ignore[attr-defined]
-                     cnf=orch.thumbprint, req=req, ttl=60, now=time.time())  # type: ignore[attr-defined]
+            t = mint(
+                signer,
+                iss=orch.identity.uri,
+                sub=orch.identity.uri,
+                aud=node_id,
+                op=op,
+                res=res,  # type: ignore[attr-defined]
+                cnf=orch.thumbprint,
+                req=req,
+                ttl=60,
+                now=time.time(),
+            )  # type: ignore[attr-defined]
             return (("authorization", f"Bearer {t}"),)
 
         for i in range(args.containers):
-            spec = node_pb2.ContainerSpec(name=f"idle-{i}", workload_id=f"wl-{i}", image="local/busybox:1", command=["sleep", "3600"])
-            stub.CreateContainer(spec, metadata=tok("container.create", spec.name, request_digest(ops.request_fields(spec))))
-            stub.StartContainer(node_pb2.ContainerRef(name=spec.name), metadata=tok("container.start", spec.name))
+            spec = node_pb2.ContainerSpec(
+                name=f"idle-{i}",
+                workload_id=f"wl-{i}",
+                image="local/busybox:1",
+                command=["sleep", "3600"],
+            )
+            stub.CreateContainer(
+                spec,
+                metadata=tok(
+                    "container.create", spec.name, request_digest(ops.request_fields(spec))
+                ),
+            )
+            stub.StartContainer(
+                node_pb2.ContainerRef(name=spec.name), metadata=tok("container.start", spec.name)
+            )
         stub.ListContainers(node_pb2.ListRequest(), metadata=tok("container.list", "*"))
         time.sleep(2)  # idle: let the server settle before reading its RSS
-        rss_kb = int(next(ln for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if ln.startswith("VmRSS")).split()[1])
+        rss_kb = int(
+            next(
+                ln
+                for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                if ln.startswith("VmRSS")
+            ).split()[1]
+        )
         verdict = "ok" if rss_kb < 60 * 1024 else "ABOVE GOAL"
-        print(f"agent RSS idle with {args.containers} running containers (process runtime): {rss_kb / 1024:.1f} MB (goal < 60 MB: {verdict})")
+        what = f"agent RSS idle with {args.containers} running containers (process runtime)"
+        print(f"{what}: {rss_kb / 1024:.1f} MB (goal < 60 MB: {verdict})")
     finally:
         proc.terminate()
         proc.wait(10)
@@ -203,7 +284,9 @@ def memory_bench(args: argparse.Namespace, root: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)

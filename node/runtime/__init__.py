@@ -19,7 +19,7 @@ PROBE_TIMEOUT = 1.0  # seconds; an engine slower than this to ping is treated as
 def docker_available(timeout: float = PROBE_TIMEOUT) -> bool:
     """True when a Docker Engine (DOCKER_HOST or the default socket) answers within
     ``timeout`` seconds."""
-    from node.runtime.docker import engine_available  # noqa: PLC0415
+    from node.runtime.docker import engine_available
 
     return engine_available(timeout)
 
@@ -29,11 +29,11 @@ def select_runtime(kind: str | None, node_id: str, state_dir: Path) -> Runtime:
     if kind is None:
         kind = "docker" if docker_available() else "process"
     if kind == "docker":
-        from node.runtime.docker import DockerRuntime  # noqa: PLC0415
+        from node.runtime.docker import DockerRuntime
 
         return DockerRuntime(node_id, state_dir)
     if kind == "process":
-        from node.runtime.process import ProcessRuntime  # noqa: PLC0415
+        from node.runtime.process import ProcessRuntime
 
         return ProcessRuntime(node_id, state_dir)
     raise ConfigError(f"unknown runtime {kind!r} (one of: {', '.join(RUNTIME_KINDS)})")

@@ -91,7 +91,7 @@ def test_init_force_replaces_everything(authority: Authority, pki_dir: Path, now
 
 
 @pytest.mark.parametrize("fail_at", [1, 7, 8, 14])
-def test_failed_forced_init_keeps_the_old_pki(  # noqa: PLR0917 - pytest fixtures
+def test_failed_forced_init_keeps_the_old_pki(
     authority: Authority, pki_dir: Path, now: float, snapshot: Snapshot,
     monkeypatch: pytest.MonkeyPatch, fail_at: int,
 ) -> None:
@@ -307,7 +307,7 @@ def test_issue_ttl(authority: Authority, now: float) -> None:
         ("user", "u", {"role": "admin", "ttl": 31 * 86400}, PKIError, "at most 30d"),
     ],
 )
-def test_issue_refusals_record_nothing(  # noqa: PLR0917 - pytest passes fixtures positionally
+def test_issue_refusals_record_nothing(
     authority: Authority, now: float, kind: str, name: str, kwargs: dict[str, object],
     error: type[Exception], reason: str,
 ) -> None:

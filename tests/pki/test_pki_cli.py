@@ -175,7 +175,7 @@ def test_init_refusals(run: Run, pki: Path, tmp_path: Path, snapshot: Snapshot) 
         (["node", "n", "--dns", "a b"], "invalid DNS name 'a b'"),
     ],
 )
-def test_issue_refusals(  # noqa: PLR0917 - pytest passes fixtures positionally
+def test_issue_refusals(
     run: Run, pki: Path, out: Path, snapshot: Snapshot, args: list[str], message: str
 ) -> None:
     before = snapshot(pki)
