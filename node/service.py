@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import grpc
 
 from node import errors
+from node._generations import GenerationBook
 from node.runtime.base import ContainerSpec, ContainerStatus, Runtime, VolumeMount
 from node.validation import validate_spec
 from node.volumes import VolumeStore
@@ -187,6 +188,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         self._spool = spool_dir
         self._labels = labels or {}
         self._version = version
+        self._generations = GenerationBook(self._holds)
+
+    def _holds(self, name: str) -> bool:
+        try:
+            self._runtime.inspect(name)
+        except errors.NotFound:
+            return False
+        return True
 
     @_boundary
     def CreateContainer(
@@ -194,14 +203,18 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> node_pb2.ContainerStatus:
         spec = spec_from_pb(request)
         validate_spec(spec)
+        self._generations.check(spec.name, spec.workload_id, request.generation)
         for mount in spec.volumes:
             self._volumes.ensure(mount.name)
-        return status_to_pb(self._runtime.create(spec))
+        created = status_to_pb(self._runtime.create(spec))
+        self._generations.record(spec.name, spec.workload_id, request.generation)
+        return created
 
     @_boundary
     def StartContainer(
         self, request: node_pb2.ContainerRef, context: Any
     ) -> node_pb2.ContainerStatus:
+        self._generations.check_start(request.name)
         return status_to_pb(self._runtime.start(request.name))
 
     @_boundary
@@ -222,6 +235,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> node_pb2.ContainerStatus:
         last = self._runtime.inspect(request.name)
         self._runtime.remove(request.name, force=request.force)
+        self._generations.forget(request.name)
         return status_to_pb(last)
 
     @_boundary

@@ -18,10 +18,13 @@ import grpc
 
 from orchestrator import apply as plans
 from orchestrator import jointokens, scheduler
+from orchestrator._events import event_line
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, Caller, CallerRefused, caller_of
+from orchestrator.autoscale import keep_autoscaled
 from orchestrator.errors import Conflict, OrchestratorError
 from orchestrator.minter import Minter
+from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
 from orchestrator.state import ClusterState
 from pki.errors import CapstanError
@@ -78,6 +81,8 @@ def _guard(access: Access) -> Callable[[F], F]:
 
 
 class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[misc]
+    rebalancer: Rebalancer | None = None  # set by the server once built
+
     def __init__(
         self,
         *,
@@ -138,7 +143,12 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
                 for w in self._state.all_workloads()
                 if w.tenant == app.tenant and w.app == app.name
             ]
+            # Autoscaled services keep the autoscaler's count: re-applying the file
+            # must not undo it.
+            kept = keep_autoscaled(app, current)
             record, changes, writes = plans.plan(app, current, mine, now=self._clock())
+            record.autoscaled.clear()
+            record.autoscaled.update(kept)
             if not request.dry_run:
                 await self._state.commit(apps=[record], workloads=writes)
         if not request.dry_run and (
@@ -212,7 +222,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             key=lambda w: (w.service, w.index),
         )
         events = [
-            f"{e['event']} {e.get('workload', '')} {e.get('node', '')}".strip()
+            event_line(e)
             for e in (await self._audit.entries())[-200:]
             if e.get("app") == request.name
             or str(e.get("workload", "")).startswith(f"{tenant}.{request.name}.")
@@ -358,6 +368,23 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             expires_at=grant.expires_at,
         )
         return control_pb2.JoinTokenResponse(token=token, expires_at=grant.expires_at)
+
+    # -- rebalancing ----------------------------------------------------------------------
+
+    @_guard(Access.ADMIN)
+    async def Rebalance(
+        self, request: control_pb2.RebalanceRequest, context: Any, caller: Caller
+    ) -> Any:
+        if self.rebalancer is None:
+            raise OrchestratorError("rebalancing is not enabled on this orchestrator")
+        moves, summary = await self.rebalancer.rebalance(dry_run=request.dry_run, by=caller.uri)
+        if not request.dry_run:
+            await self._audit.record(
+                "rebalance.requested", by=caller.uri, moves=len(moves), summary=summary
+            )
+        return control_pb2.RebalancePlan(
+            moves=[m.to_pb() for m in moves], applied=not request.dry_run, summary=summary
+        )
 
     # -- audit, for security reviewers ---------------------------------------------------
 

@@ -25,13 +25,16 @@ from grpc_reflection.v1alpha import reflection
 
 from node.client import client_credentials
 from orchestrator.audit import AuditLog
+from orchestrator.autoscale import Autoscaler
 from orchestrator.config import OrchestratorConfig
 from orchestrator.control import ControlService
 from orchestrator.delegation import Delegator
+from orchestrator.failover import LivenessWatch
 from orchestrator.gateway import Gateway
 from orchestrator.liveness import Tracker
 from orchestrator.minter import Minter
 from orchestrator.nodecalls import NodeCaller
+from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
 from orchestrator.state import ClusterState
 from orchestrator.store.sqlite import SqliteStore
@@ -68,6 +71,11 @@ class Orchestrator:
     port: int
     join_port: int
     tasks: list[asyncio.Task[None]]
+    # Failure detection, automatic rebalancing and autoscaling (their settings may be
+    # replaced while running: tests shorten windows).
+    liveness: LivenessWatch | None = None
+    rebalancer: Rebalancer | None = None
+    autoscaler: Autoscaler | None = None
 
     async def stop(self, grace: float = 1.0) -> None:
         for task in self.tasks:
@@ -158,6 +166,11 @@ async def start(
         clock=clock,
     )
 
+    liveness = LivenessWatch(reconciler)
+    rebalancer = Rebalancer(reconciler, audit, clock=clock)
+    autoscaler = Autoscaler(reconciler, audit, clock=clock)
+    control.rebalancer = rebalancer
+
     server = grpc.aio.server(options=OPTIONS)
     control_pb2_grpc.add_ControlServiceServicer_to_server(control, server)
     gateway_pb2_grpc.add_NodeGatewayServicer_to_server(gateway, server)
@@ -184,7 +197,12 @@ async def start(
     for name in ("", *names[:2]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await audit.record("orchestrator.started", id=identity, epoch=config.epoch)
-    background = [asyncio.create_task(reconciler.run(), name="reconciler")]
+    background = [
+        asyncio.create_task(reconciler.run(), name="reconciler"),
+        asyncio.create_task(liveness.run(), name="liveness"),
+        asyncio.create_task(rebalancer.run(), name="rebalancer"),
+        asyncio.create_task(autoscaler.run(), name="autoscaler"),
+    ]
     log.info("orchestrator %s serving on %s, join on %s", identity, port, join_port)
     return Orchestrator(
         config,
@@ -198,6 +216,9 @@ async def start(
         port,
         join_port,
         background,
+        liveness,
+        rebalancer,
+        autoscaler,
     )
 
 

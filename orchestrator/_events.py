@@ -1,0 +1,16 @@
+"""One line per audit event for ``capstan describe app``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def event_line(e: dict[str, Any]) -> str:
+    """``event subject node``, then a replica change and the reason when the event has them
+    (an autoscale decision must say why)."""
+    line = f"{e['event']} {e.get('workload', e.get('service', ''))} {e.get('node', '')}".strip()
+    if "replicas_to" in e:
+        line += f" {e.get('replicas_from', '?')} -> {e['replicas_to']}"
+    if e.get("why"):
+        line += f": {e['why']}"
+    return line

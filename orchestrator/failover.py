@@ -1,0 +1,57 @@
+"""Failure detection on a timer of its own.
+
+The reconciler evaluates liveness at the start of each tick, but a tick can be long
+(it awaits node calls one after the other, each with its own deadline), and a node
+that died must be declared dead ``grace`` seconds after its last heartbeat, not when
+the tick happens to end. This watch re-evaluates every node's lease a few times per
+heartbeat interval, independently of reports arriving (a dead node sends none), and
+wakes the reconciler as soon as a verdict changes so the workloads of a dead node
+are placed elsewhere on the very next tick.
+
+Heartbeats themselves never touch the store (the gateway only updates the in-memory
+Tracker): a store write happens only when a node's state changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from orchestrator.reconciler import Reconciler
+
+log = logging.getLogger("capstan.orchestrator")
+
+__all__ = ["LivenessWatch"]
+
+
+class LivenessWatch:
+    def __init__(self, reconciler: Reconciler, *, period: float | None = None) -> None:
+        self._reconciler = reconciler
+        # A quarter of a heartbeat (at most 0.1 s): the verdict lags the lease by no
+        # more than that, and an evaluation is a dictionary walk, not I/O.
+        self.period = period if period is not None else min(0.1, reconciler.tracker.heartbeat / 4)
+
+    async def check(self) -> dict[str, tuple[str, str]]:
+        """Evaluate every lease once; return the nodes whose state changed (old, new)."""
+        state = self._reconciler.state
+        before = {n.name: n.state for n in state.all_nodes()}
+        async with state.lock:
+            await self._reconciler._update_liveness()
+        changed = {
+            n.name: (before.get(n.name, ""), n.state)
+            for n in state.all_nodes()
+            if before.get(n.name) != n.state
+        }
+        if changed:
+            self._reconciler.wake()
+        return changed
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("liveness check failed")
+            await asyncio.sleep(self.period)
