@@ -156,6 +156,9 @@ class ControlClient:
     def drain(self, name: str) -> cpb.NodeRecord:
         return self._call("Drain", cpb.NodeRef(name=name))  # type: ignore[no-any-return]
 
+    def rebalance(self, *, dry_run: bool = False) -> cpb.RebalancePlan:
+        return self._call("Rebalance", cpb.RebalanceRequest(dry_run=dry_run))  # type: ignore[no-any-return]
+
     def create_join_token(
         self,
         *,

@@ -13,6 +13,7 @@ def register(root: click.Group) -> None:
     from orchestrator._cli.local import down_cmd, status_cmd, up_cmd
     from orchestrator._cli.logs import logs_cmd
     from orchestrator._cli.nodes import cordon_cmd, drain_cmd, uncordon_cmd
+    from orchestrator._cli.rebalance import rebalance_cmd
     from orchestrator._cli.run import run_cmd
     from orchestrator._cli.serve import orchestrator_group
 
@@ -25,6 +26,7 @@ def register(root: click.Group) -> None:
         cordon_cmd,
         uncordon_cmd,
         drain_cmd,
+        rebalance_cmd,
         up_cmd,
         down_cmd,
         status_cmd,
