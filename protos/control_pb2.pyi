@@ -402,3 +402,51 @@ class RebalancePlan(_message.Message):
     applied: bool
     summary: str
     def __init__(self, moves: _Optional[_Iterable[_Union[RebalanceMove, _Mapping]]] = ..., applied: _Optional[bool] = ..., summary: _Optional[str] = ...) -> None: ...
+
+class RevokeNodeRequest(_message.Message):
+    __slots__ = ("name", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PkiStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CertStatus(_message.Message):
+    __slots__ = ("kind", "name", "serial", "issuer_ca", "not_before", "not_after", "renewal", "node_state")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_CA_FIELD_NUMBER: _ClassVar[int]
+    NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    RENEWAL_FIELD_NUMBER: _ClassVar[int]
+    NODE_STATE_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    serial: str
+    issuer_ca: str
+    not_before: float
+    not_after: float
+    renewal: str
+    node_state: str
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., serial: _Optional[str] = ..., issuer_ca: _Optional[str] = ..., not_before: _Optional[float] = ..., not_after: _Optional[float] = ..., renewal: _Optional[str] = ..., node_state: _Optional[str] = ...) -> None: ...
+
+class PkiStatusResponse(_message.Message):
+    __slots__ = ("signing_ca", "trusted_roots", "rotation", "certificates", "token_keys", "warnings")
+    SIGNING_CA_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_ROOTS_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_KEYS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    signing_ca: str
+    trusted_roots: _containers.RepeatedScalarFieldContainer[str]
+    rotation: str
+    certificates: _containers.RepeatedCompositeFieldContainer[CertStatus]
+    token_keys: _containers.RepeatedScalarFieldContainer[str]
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, signing_ca: _Optional[str] = ..., trusted_roots: _Optional[_Iterable[str]] = ..., rotation: _Optional[str] = ..., certificates: _Optional[_Iterable[_Union[CertStatus, _Mapping]]] = ..., token_keys: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...

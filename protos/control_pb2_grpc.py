@@ -109,6 +109,16 @@ class ControlServiceStub:
                 request_serializer=protos_dot_control__pb2.RebalanceRequest.SerializeToString,
                 response_deserializer=protos_dot_control__pb2.RebalancePlan.FromString,
                 _registered_method=True)
+        self.RevokeNode = channel.unary_unary(
+                '/capstan.v1.ControlService/RevokeNode',
+                request_serializer=protos_dot_control__pb2.RevokeNodeRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.NodeRecord.FromString,
+                _registered_method=True)
+        self.PkiStatus = channel.unary_unary(
+                '/capstan.v1.ControlService/PkiStatus',
+                request_serializer=protos_dot_control__pb2.PkiStatusRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.PkiStatusResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServiceServicer:
@@ -204,6 +214,18 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PkiStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -281,6 +303,16 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.Rebalance,
                     request_deserializer=protos_dot_control__pb2.RebalanceRequest.FromString,
                     response_serializer=protos_dot_control__pb2.RebalancePlan.SerializeToString,
+            ),
+            'RevokeNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeNode,
+                    request_deserializer=protos_dot_control__pb2.RevokeNodeRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.NodeRecord.SerializeToString,
+            ),
+            'PkiStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.PkiStatus,
+                    request_deserializer=protos_dot_control__pb2.PkiStatusRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.PkiStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -688,6 +720,60 @@ class ControlService:
             '/capstan.v1.ControlService/Rebalance',
             protos_dot_control__pb2.RebalanceRequest.SerializeToString,
             protos_dot_control__pb2.RebalancePlan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/RevokeNode',
+            protos_dot_control__pb2.RevokeNodeRequest.SerializeToString,
+            protos_dot_control__pb2.NodeRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PkiStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/PkiStatus',
+            protos_dot_control__pb2.PkiStatusRequest.SerializeToString,
+            protos_dot_control__pb2.PkiStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -73,26 +73,30 @@ class ContainerUsage(_message.Message):
     def __init__(self, name: _Optional[str] = ..., cpu_fraction: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("sent_at", "containers", "usage", "full", "images")
+    __slots__ = ("sent_at", "containers", "usage", "full", "images", "trust_digest")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    TRUST_DIGEST_FIELD_NUMBER: _ClassVar[int]
     sent_at: float
     containers: _containers.RepeatedCompositeFieldContainer[_node_pb2.ContainerStatus]
     usage: _containers.RepeatedCompositeFieldContainer[ContainerUsage]
     full: bool
     images: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, sent_at: _Optional[float] = ..., containers: _Optional[_Iterable[_Union[_node_pb2.ContainerStatus, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[ContainerUsage, _Mapping]]] = ..., full: _Optional[bool] = ..., images: _Optional[_Iterable[str]] = ...) -> None: ...
+    trust_digest: str
+    def __init__(self, sent_at: _Optional[float] = ..., containers: _Optional[_Iterable[_Union[_node_pb2.ContainerStatus, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[ContainerUsage, _Mapping]]] = ..., full: _Optional[bool] = ..., images: _Optional[_Iterable[str]] = ..., trust_digest: _Optional[str] = ...) -> None: ...
 
 class TrustUpdate(_message.Message):
-    __slots__ = ("jwks", "deny_list")
+    __slots__ = ("jwks", "deny_list", "trust_bundle")
     JWKS_FIELD_NUMBER: _ClassVar[int]
     DENY_LIST_FIELD_NUMBER: _ClassVar[int]
+    TRUST_BUNDLE_FIELD_NUMBER: _ClassVar[int]
     jwks: bytes
     deny_list: bytes
-    def __init__(self, jwks: _Optional[bytes] = ..., deny_list: _Optional[bytes] = ...) -> None: ...
+    trust_bundle: bytes
+    def __init__(self, jwks: _Optional[bytes] = ..., deny_list: _Optional[bytes] = ..., trust_bundle: _Optional[bytes] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("request_id", "kind", "resource", "source_address", "source_id", "token", "expires_at")
@@ -113,16 +117,18 @@ class Task(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., kind: _Optional[str] = ..., resource: _Optional[str] = ..., source_address: _Optional[str] = ..., source_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
 
 class GatewayMessage(_message.Message):
-    __slots__ = ("sent_at", "trust", "fence", "tasks")
+    __slots__ = ("sent_at", "trust", "fence", "tasks", "renew_now")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     TRUST_FIELD_NUMBER: _ClassVar[int]
     FENCE_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    RENEW_NOW_FIELD_NUMBER: _ClassVar[int]
     sent_at: float
     trust: TrustUpdate
     fence: _containers.RepeatedScalarFieldContainer[str]
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
-    def __init__(self, sent_at: _Optional[float] = ..., trust: _Optional[_Union[TrustUpdate, _Mapping]] = ..., fence: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
+    renew_now: bool
+    def __init__(self, sent_at: _Optional[float] = ..., trust: _Optional[_Union[TrustUpdate, _Mapping]] = ..., fence: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., renew_now: _Optional[bool] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("request_id", "ok", "message")
@@ -137,6 +143,22 @@ class TaskResult(_message.Message):
 class TaskAck(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class RenewRequest(_message.Message):
+    __slots__ = ("csr_pem",)
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    csr_pem: bytes
+    def __init__(self, csr_pem: _Optional[bytes] = ...) -> None: ...
+
+class RenewResponse(_message.Message):
+    __slots__ = ("certificate_chain", "trust_bundle", "not_after")
+    CERTIFICATE_CHAIN_FIELD_NUMBER: _ClassVar[int]
+    TRUST_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    certificate_chain: bytes
+    trust_bundle: bytes
+    not_after: float
+    def __init__(self, certificate_chain: _Optional[bytes] = ..., trust_bundle: _Optional[bytes] = ..., not_after: _Optional[float] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("node",)

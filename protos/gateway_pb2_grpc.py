@@ -54,6 +54,11 @@ class NodeGatewayStub:
                 request_serializer=protos_dot_gateway__pb2.WatchRequest.SerializeToString,
                 response_deserializer=protos_dot_gateway__pb2.Assignments.FromString,
                 _registered_method=True)
+        self.Renew = channel.unary_unary(
+                '/capstan.v1.NodeGateway/Renew',
+                request_serializer=protos_dot_gateway__pb2.RenewRequest.SerializeToString,
+                response_deserializer=protos_dot_gateway__pb2.RenewResponse.FromString,
+                _registered_method=True)
 
 
 class NodeGatewayServicer:
@@ -84,6 +89,13 @@ class NodeGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Renew(self, request, context):
+        """Renews the calling node's own certificate (never another's; never a revoked node's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +118,11 @@ def add_NodeGatewayServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=protos_dot_gateway__pb2.WatchRequest.FromString,
                     response_serializer=protos_dot_gateway__pb2.Assignments.SerializeToString,
+            ),
+            'Renew': grpc.unary_unary_rpc_method_handler(
+                    servicer.Renew,
+                    request_deserializer=protos_dot_gateway__pb2.RenewRequest.FromString,
+                    response_serializer=protos_dot_gateway__pb2.RenewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +233,33 @@ class NodeGateway:
             '/capstan.v1.NodeGateway/Watch',
             protos_dot_gateway__pb2.WatchRequest.SerializeToString,
             protos_dot_gateway__pb2.Assignments.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Renew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.NodeGateway/Renew',
+            protos_dot_gateway__pb2.RenewRequest.SerializeToString,
+            protos_dot_gateway__pb2.RenewResponse.FromString,
             options,
             channel_credentials,
             insecure,
