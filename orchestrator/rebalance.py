@@ -139,8 +139,9 @@ def _one_move(
     threshold: int,
 ) -> Move | None:
     by_load = sorted(count, key=lambda n: (-count[n], n))
+    idlest = sorted(count, key=lambda n: (count[n], n))
     for src in by_load:
-        for dst in reversed(by_load):
+        for dst in idlest:
             if count[src] - count[dst] <= threshold:
                 break
             candidates = []

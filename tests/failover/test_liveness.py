@@ -1,0 +1,53 @@
+"""Leases on an injected clock: suspect after a missed heartbeat, dead after the grace,
+evaluated by the timer even when no report arrives; heartbeats write nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from orchestrator.failover import LivenessWatch
+from protos import gateway_pb2
+from tests.failover._local import local
+
+
+def test_silent_node_is_suspect_then_dead_on_the_timer_alone(tmp_path: Path) -> None:
+    async def main() -> None:
+        lo = await local(tmp_path, heartbeat=1.0, grace=3.0)
+        await lo.add_node("n1")
+        watch = LivenessWatch(lo.reconciler)
+        assert watch.period <= 0.25  # several evaluations per heartbeat
+        lo.tracker.seen("n1", gateway_pb2.NodeStatus(full=True))
+        assert await watch.check() == {}
+        lo.clock.advance(1.9)  # one lease missed: suspect, which moves nothing
+        assert lo.tracker.liveness("n1").value == "suspect"
+        assert await watch.check() == {}
+        assert lo.state.node("n1").state == "ready"  # type: ignore[union-attr]
+        lo.clock.advance(1.0)  # 2.9 s: still within the grace
+        assert await watch.check() == {}
+        lo.clock.advance(0.2)  # 3.1 s of silence, and no report arrived to trigger anything
+        assert await watch.check() == {"n1": ("ready", "dead")}
+        assert [e["node"] for e in await lo.events("node.dead")] == ["n1"]
+        # A heartbeat brings it back at the next evaluation.
+        lo.tracker.seen("n1", gateway_pb2.NodeStatus(full=True))
+        assert await watch.check() == {"n1": ("dead", "ready")}
+        assert [e["node"] for e in await lo.events("node.back")] == ["n1"]
+        await lo.store.close()
+
+    asyncio.run(main())
+
+
+def test_heartbeats_of_a_live_node_write_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        lo = await local(tmp_path, heartbeat=1.0, grace=3.0)
+        await lo.add_node("n1")
+        watch = LivenessWatch(lo.reconciler)
+        revision = lo.state.nodes["n1"].revision
+        for _ in range(100):  # 100 s of heartbeats, a little late each time
+            lo.clock.advance(1.05)
+            lo.tracker.seen("n1", gateway_pb2.NodeStatus(full=True))
+            assert await watch.check() == {}
+        assert lo.state.nodes["n1"].revision == revision
+        await lo.store.close()
+
+    asyncio.run(main())
