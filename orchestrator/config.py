@@ -22,6 +22,8 @@ class OrchestratorConfig:
     delegation_ttl: float = 10.0  # lifetime of node-to-node and user tokens
     reconcile_interval: float = 0.5
     epoch: int = 1
+    node_cert_ttl: float | None = None  # node certificates; None: the PKI default (24 h)
+    cert_ttl: float | None = None  # the orchestrator's own certificate; None: 24 h
 
     def __post_init__(self) -> None:
         self.pki_dir = Path(self.pki_dir)

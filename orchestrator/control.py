@@ -82,6 +82,7 @@ def _guard(access: Access) -> Callable[[F], F]:
 
 class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[misc]
     rebalancer: Rebalancer | None = None  # set by the server once built
+    lifecycle: Any = None  # orchestrator.lifecycle.Lifecycle, set by the server once built
 
     def __init__(
         self,
@@ -368,6 +369,32 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             expires_at=grant.expires_at,
         )
         return control_pb2.JoinTokenResponse(token=token, expires_at=grant.expires_at)
+
+    def set_ca_pin(self, pin: str) -> None:
+        """Join tokens pin this root from now on (after a CA rotation)."""
+        self._ca_pin = pin
+
+    # -- certificate lifecycle ------------------------------------------------------------
+
+    @_guard(Access.ADMIN)
+    async def RevokeNode(
+        self, request: control_pb2.RevokeNodeRequest, context: Any, caller: Caller
+    ) -> Any:
+        if self.lifecycle is None:
+            raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
+        return await self.lifecycle.revoke_node(
+            request.name, by=caller.uri, reason=request.reason or "key-compromise"
+        )
+
+    @_guard(Access.READ)
+    async def PkiStatus(
+        self, request: control_pb2.PkiStatusRequest, context: Any, caller: Caller
+    ) -> Any:
+        if caller.tenant is not None:
+            raise Denied(f"{caller.uri} (role {caller.role}) may not read the PKI status")
+        if self.lifecycle is None:
+            raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
+        return self.lifecycle.status()
 
     # -- rebalancing ----------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from orchestrator.liveness import Tracker
 from orchestrator.state import ClusterState
 from orchestrator.tasks import Completion, TaskBook, TaskRefused
 from pki.authority import Authority
+from pki.certs import thumbprint
 from pki.errors import CapstanError
 from pki.identity import Kind, validate_name
 from pki.tokenkeys import TokenKeyStore
@@ -73,6 +74,16 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         self._clock = clock
         self._on_report = on_report
         self.outboxes: dict[str, asyncio.Queue[gateway_pb2.GatewayMessage]] = {}
+        # Certificate lifecycle (orchestrator/lifecycle.py): what each node last said it
+        # trusts, the renewal service, the lifetime of node certificates.
+        self.trust_digests: dict[str, str] = {}
+        self.renewals: Any = None
+        self.node_cert_ttl: float | None = None
+
+    def set_authority(self, authority: Authority) -> None:
+        """Sign with a re-opened authority (after a CA rotation); tokens pin its newest root."""
+        self._authority = authority
+        self._ca_pin = thumbprint(authority.trust_roots()[-1])
 
     # -- join ---------------------------------------------------------------------
 
@@ -121,7 +132,13 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "join refused")
             try:
                 issued = await asyncio.to_thread(
-                    self._authority.sign_csr, request.csr_pem, Kind.NODE, name, dns=dns, ips=ips
+                    self._authority.sign_csr,
+                    request.csr_pem,
+                    Kind.NODE,
+                    name,
+                    dns=dns,
+                    ips=ips,
+                    ttl=self.node_cert_ttl,
                 )
             except CapstanError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem: {exc}")
@@ -142,6 +159,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             record.joined_at = self._clock()
             record.cert_expiry = issued.not_after
             record.cert_serial = f"{issued.serial:X}"
+            record.issuer_ca = thumbprint(self._authority.intermediate)
             del record.dns[:]
             record.dns.extend(dns)
             del record.ips[:]
@@ -176,6 +194,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             trust=gateway_pb2.TrustUpdate(
                 jwks=json.dumps(self._token_keys().jwks()).encode(),
                 deny_list=format_deny_list(self._revoked()),
+                trust_bundle=self._authority.trust_bundle(),
             ),
         )
 
@@ -224,6 +243,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         async def read() -> None:
             try:
                 async for status in request_iterator:
+                    self.trust_digests[name] = status.trust_digest
                     fence, refused = self._attribute(name, status)
                     if refused:
                         await self._audit.record(
@@ -290,6 +310,14 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         if not refused:
             self._tracker.seen(name, accepted)
         return fence, refused
+
+    async def Renew(
+        self, request: gateway_pb2.RenewRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        node, caller = await self._node_of(context, "renew")
+        if self.renewals is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "renewal is not enabled")
+        return await self.renewals.renew_node(node, caller, request, context)
 
     # -- tasks and pull mode ------------------------------------------------------------
 

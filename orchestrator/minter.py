@@ -31,6 +31,11 @@ class Minter:
         self._epoch = epoch
         self._clock = clock
 
+    @property
+    def kid(self) -> str:
+        """The kid of the key signing now (it changes only through ``reload``)."""
+        return self._signer.kid
+
     def reload(self) -> None:
         """Pick up a rotated signing key."""
         self._keys = type(self._keys).open(self._keys.path)

@@ -45,11 +45,13 @@ class NodeCaller:
             self._channels[address] = channel
         return node_pb2_grpc.NodeServiceStub(channel)
 
-    async def _token(self, node_id: str, op: ops.Operation, request: Any, why: str) -> str:
+    async def _token(
+        self, node_id: str, op: ops.Operation, request: Any, why: str, cnf: str
+    ) -> str:
         req = request_digest(ops.request_fields(request)) if op.binds_request else None
         return await self._minter.mint(
             sub=self.identity,
-            cnf=self._thumbprint,
+            cnf=cnf,
             aud=node_id,
             op=op.op,
             res=op.resource(request),
@@ -69,8 +71,10 @@ class NodeCaller:
         why: str = "",
     ) -> Any:
         op = ops.BY_OP[op_name]
-        token = await self._token(node_id, op, request, why)
-        stub = self._stub(address)
+        # Channel and thumbprint taken together, before the await: a certificate
+        # renewal meanwhile must not pair a token for one certificate with the other.
+        stub, cnf = self._stub(address), self._thumbprint
+        token = await self._token(node_id, op, request, why, cnf)
         try:
             return await getattr(stub, op.method)(
                 request, metadata=(("authorization", f"Bearer {token}"),), timeout=timeout
@@ -88,8 +92,8 @@ class NodeCaller:
         timeout: float | None = None,
     ) -> AsyncIterator[Any]:
         op = ops.BY_OP[op_name]
-        token = await self._token(node_id, op, request, "")
-        stub = self._stub(address)
+        stub, cnf = self._stub(address), self._thumbprint
+        token = await self._token(node_id, op, request, "", cnf)
         try:
             async for msg in getattr(stub, op.method)(
                 request, metadata=(("authorization", f"Bearer {token}"),), timeout=timeout

@@ -23,7 +23,6 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node.client import client_credentials
 from orchestrator.audit import AuditLog
 from orchestrator.autoscale import Autoscaler
 from orchestrator.config import OrchestratorConfig
@@ -31,6 +30,7 @@ from orchestrator.control import ControlService
 from orchestrator.delegation import Delegator
 from orchestrator.failover import LivenessWatch
 from orchestrator.gateway import Gateway
+from orchestrator.lifecycle import Lifecycle, LifecycleSettings, OwnCertificate, RevocationCache
 from orchestrator.liveness import Tracker
 from orchestrator.minter import Minter
 from orchestrator.nodecalls import NodeCaller
@@ -42,7 +42,6 @@ from orchestrator.tasks import TaskBook
 from pki.authority import Authority
 from pki.certs import thumbprint
 from pki.errors import ConfigError
-from pki.identity import Kind
 from pki.tokenkeys import TokenKeyStore
 from protos import control_pb2, control_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 
@@ -76,6 +75,7 @@ class Orchestrator:
     liveness: LivenessWatch | None = None
     rebalancer: Rebalancer | None = None
     autoscaler: Autoscaler | None = None
+    lifecycle: Lifecycle | None = None
 
     async def stop(self, grace: float = 1.0) -> None:
         for task in self.tasks:
@@ -95,15 +95,13 @@ async def start(
     keys_path = config.pki_dir / "token-keys"
     token_keys = TokenKeyStore.open(keys_path)
     dns, ips = config.server_sans()
-    own = authority.issue(Kind.ORCHESTRATOR, config.name, dns=dns, ips=ips)
-    if own.key_pem is None:
-        raise ConfigError("orchestrator certificate has no key")
+    own_cert = OwnCertificate(authority, config.name, dns=dns, ips=ips, ttl=config.cert_ttl)
+    own = own_cert.issued
     identity = own.identity.uri
-    bundle = authority.trust_bundle()
-    ca_pin = thumbprint(authority.trust_roots()[0])
-
-    def revoked() -> frozenset[int]:
-        return frozenset(authority.revoked_serials())
+    # The newest root: during a CA rotation the one that stays.
+    ca_pin = thumbprint(authority.trust_roots()[-1])
+    # Re-read within a call of any revocation, also one made by `capstan pki revoke`.
+    revoked = RevocationCache(config.pki_dir)
 
     store = SqliteStore(config.store, clock=clock)
     await store.open()
@@ -119,7 +117,7 @@ async def start(
         minter,
         identity=identity,
         thumbprint=own.thumbprint,
-        credentials=client_credentials(own.chain_pem, own.key_pem, bundle),
+        credentials=own_cert.client_credentials(),
         ttl=config.token_ttl,
     )
     reconciler = Reconciler(
@@ -183,10 +181,32 @@ async def start(
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, server)
-    mtls = grpc.ssl_server_credentials(
-        [(own.key_pem, own.chain_pem)], root_certificates=bundle, require_client_auth=True
+    lifecycle = Lifecycle(
+        pki_dir=config.pki_dir,
+        authority=authority,
+        own=own_cert,
+        gateway=gateway,
+        state=state,
+        audit=audit,
+        minter=minter,
+        caller=caller,
+        reconciler=reconciler,
+        revocations=revoked,
+        settings=LifecycleSettings(
+            node_cert_ttl=config.node_cert_ttl,
+            token_lifetime=max(config.token_ttl, config.delegation_ttl, 30.0),
+        ),
+        clock=clock,
     )
-    tls = grpc.ssl_server_credentials([(own.key_pem, own.chain_pem)])
+    lifecycle.on_authority.append(gateway.set_authority)
+    lifecycle.on_authority.append(lambda a: control.set_ca_pin(thumbprint(a.trust_roots()[-1])))
+    gateway.renewals = lifecycle
+    gateway.node_cert_ttl = config.node_cert_ttl
+    control.lifecycle = lifecycle
+    # Dynamic credentials: a renewed certificate or a new trust bundle is served from
+    # the next handshake on, without a restart and without dropping a call.
+    mtls = own_cert.server_credentials(client_auth=True)
+    tls = own_cert.server_credentials(client_auth=False)
     port = server.add_secure_port(config.listen, mtls)
     join_port = server.add_secure_port(config.join_listen, tls)
     if not port or not join_port:
@@ -202,6 +222,7 @@ async def start(
         asyncio.create_task(liveness.run(), name="liveness"),
         asyncio.create_task(rebalancer.run(), name="rebalancer"),
         asyncio.create_task(autoscaler.run(), name="autoscaler"),
+        asyncio.create_task(lifecycle.run(), name="lifecycle"),
     ]
     log.info("orchestrator %s serving on %s, join on %s", identity, port, join_port)
     return Orchestrator(
@@ -219,6 +240,7 @@ async def start(
         liveness,
         rebalancer,
         autoscaler,
+        lifecycle,
     )
 
 
