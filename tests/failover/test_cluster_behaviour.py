@@ -81,7 +81,10 @@ def test_a_joining_node_gets_a_bounded_rebalance(cluster: Cluster) -> None:
     c = cluster
     app = sleeper_app("shop", 6, max_unavailable=2)
     c.admin().Apply(control_pb2.ApplyRequest(app=app))
-    running = lambda: [w for w in workloads(c.orch) if w.state == "running"]  # noqa: E731
+
+    def running() -> list[control_pb2.Workload]:
+        return [w for w in workloads(c.orch) if w.state == "running"]
+
     wait_until(lambda: len(running()) == 6, 30, "six running instances")
     assert sorted(w.node for w in running()) == ["node-1"] * 3 + ["node-2"] * 3
     # At most one automatic move per minute: the bound shows.
@@ -152,7 +155,7 @@ def test_cpu_burning_service_scales_up_then_down(cluster: Cluster, tmp_path: Pat
     admin.Apply(control_pb2.ApplyRequest(app=app))
 
     def replicas() -> int:
-        return admin.GetApp(control_pb2.AppRef(name="burn")).record.app.services[0].replicas
+        return int(admin.GetApp(control_pb2.AppRef(name="burn")).record.app.services[0].replicas)
 
     def running() -> int:
         return sum(1 for w in workloads(c.orch) if w.state == "running" and w.desired == "running")
