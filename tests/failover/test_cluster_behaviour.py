@@ -4,6 +4,7 @@ bounded rebalance, a CPU-burning service scales up and back down."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import grpc
 import pytest
 
 from node.client import NodeCallError
+from node.errors import NotFound
 from orchestrator.autoscale import AutoscaleSettings
 from orchestrator.rebalance import RebalanceSettings
 from protos import control_pb2, node_pb2, topology_pb2
@@ -29,11 +31,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         wait_until(lambda: _ready(c) == ["node-1", "node-2"], 20, "two ready nodes")
         yield c
     finally:
+        stop_orchestrator(orch)  # first: it would keep removing and creating meanwhile
         for node in c.nodes.values():
             for ct in node.agent.runtime.list():
-                node.agent.runtime.remove(ct.name, force=True)
+                with contextlib.suppress(NotFound):
+                    node.agent.runtime.remove(ct.name, force=True)
             node.stop(0)
-        stop_orchestrator(orch)
 
 
 def _ready(c: Cluster) -> list[str]:
