@@ -294,7 +294,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         fence: set[str] = set()
         refused: set[str] = set()
         accepted = gateway_pb2.NodeStatus(
-            sent_at=status.sent_at, full=status.full, usage=status.usage
+            sent_at=status.sent_at, full=status.full, usage=status.usage, images=status.images
         )
         for c in status.containers:
             w = self._state.workload(c.workload_id)
