@@ -18,6 +18,7 @@ from node.client import client_credentials
 from node.config import NodeConfig
 from node.join import Joined, StateFiles, load_joined
 from node.puller import Puller
+from node.renewal import Renewer, credentials_for_token, read_pair, recover
 from node.reporter import Backoff, Reporter
 from node.runtime.base import Runtime
 from node.server import NodeAgent, build_agent
@@ -40,6 +41,7 @@ class JoinedNode:
     reporter: Reporter
     tasks: TaskRunner
     puller: Puller | None = None  # only in pull mode
+    renewer: Renewer | None = None  # renews the node certificate (node/renewal.py)
 
     @property
     def node_id(self) -> str:
@@ -61,6 +63,8 @@ class JoinedNode:
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop pulling, tasks and reporting, then serving. Workloads keep running (a
         restart re-attaches)."""
+        if self.renewer is not None:
+            self.renewer.stop()
         if self.puller is not None:
             self.puller.stop()
         self.tasks.stop()
@@ -113,6 +117,7 @@ def run_joined_node(
         raise ConfigError(f"{state_dir} holds no joined node; join with a token first")
     joined.check_overrides(listen=listen, runtime=runtime_kind)
     files = joined.files
+    recover(files.cert, files.key)  # a renewal a crash interrupted
     _check_certificate(files.cert, clock())
     config = NodeConfig.load(files.config)
     agent = build_agent(config, runtime=runtime, clock=clock, max_workers=max_workers)
@@ -142,8 +147,12 @@ def run_joined_node(
         on_image=poke_reporter,
         clock=clock,
     )
+    tasks.credentials_for = functools.partial(
+        credentials_for_token, files.cert, files.key, files.ca
+    )
     reporter: Reporter | None = None
     puller: Puller | None = None
+    renewer: Renewer | None = None
     try:
         reporter = Reporter(
             agent.runtime,
@@ -160,7 +169,18 @@ def run_joined_node(
             rng=rng,
         )
         pokes.append(reporter.poke)
+        renewer = Renewer(
+            cert=files.cert,
+            key=files.key,
+            ca=files.ca,
+            gateway_address=joined.gateway_address,
+            on_renewed=reporter.reconnect,  # the orchestrator learns the new certificate
+            clock=clock,
+            rng=rng,
+        )
+        reporter.on_renew = renewer.renew_now
         reporter.start()
+        renewer.start()
         if joined.mode == "pull":
             puller = Puller(
                 agent.runtime,
@@ -178,6 +198,8 @@ def run_joined_node(
             )
             puller.start()
     except BaseException:
+        if renewer is not None:
+            renewer.stop()
         if puller is not None:
             puller.stop()
         if reporter is not None:
@@ -185,16 +207,13 @@ def run_joined_node(
         tasks.stop()
         agent.stop(0)
         raise
-    return JoinedNode(joined, agent, reporter, tasks, puller)
+    return JoinedNode(joined, agent, reporter, tasks, puller, renewer)
 
 
 def _own_credentials(files: StateFiles) -> grpc.ChannelCredentials:
     """The node's current certificate, read again each time (it may have been renewed)."""
-    return client_credentials(
-        read_file(files.cert, "node certificate"),
-        read_file(files.key, "node key"),
-        read_file(files.ca, "trust bundle"),
-    )
+    chain, key = read_pair(files.cert, files.key)
+    return client_credentials(chain, key, read_file(files.ca, "trust bundle"))
 
 
 def _gateway_channel(files: StateFiles, address: str) -> grpc.Channel:

@@ -18,6 +18,11 @@ the readers are designed together:
 A crash between the renames leaves ``node.crt.new``; ``recover`` (run at start)
 finishes the swap when the pair matches and discards leftovers otherwise.
 
+The replaced pair is kept as ``node.crt.prev``/``node.key.prev`` for a few minutes:
+a delegation token is bound to the certificate the orchestrator knew when it minted
+it, and a renewal may land between minting and use. ``credentials_for_token`` picks
+the pair the token is bound to (its ``cnf``), so such a call still succeeds.
+
 The renewal point is computed from the certificate's own validity: issued at
 ``notBefore`` plus the backdating every Capstan leaf carries, renewed at a uniformly
 jittered point in [2/3 - 5 %, 2/3 + 5 %] of its life, so nodes joined together do not
@@ -45,8 +50,9 @@ from cryptography.x509.oid import NameOID
 
 from pki._build import CLOCK_SKEW
 from pki._files import atomic_write, read_file, write_private_key
-from pki.certs import identity_of, load_pem_chain
+from pki.certs import identity_of, load_pem_chain, thumbprint
 from pki.errors import CapstanError, CertificateError, ConfigError
+from pki.tokens import CNF_MEMBER, decode_unverified
 from protos import gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger("capstan.node.renewal")
@@ -65,6 +71,8 @@ __all__ = [
 FRACTION = 2.0 / 3.0
 JITTER = 0.05  # of the life, either side of FRACTION
 NEW_SUFFIX = ".new"
+PREV_SUFFIX = ".prev"
+KEEP_PREVIOUS = 300.0  # seconds the replaced pair stays for tokens minted before a renewal
 
 
 class RenewalError(CapstanError):
@@ -116,11 +124,21 @@ def _new(path: Path) -> Path:
     return path.with_name(path.name + NEW_SUFFIX)
 
 
-def install(cert: Path, key: Path, chain_pem: bytes, key_pem: bytes) -> None:
+def _prev(path: Path) -> Path:
+    return path.with_name(path.name + PREV_SUFFIX)
+
+
+def install(
+    cert: Path, key: Path, chain_pem: bytes, key_pem: bytes, *, keep_previous: bool = True
+) -> None:
     """Replace the node's key and certificate in the order the module docstring gives."""
     if _public_of_chain(chain_pem) != _public_of_key(key_pem):
         raise RenewalError("the renewed certificate is not for the new key")
     try:
+        if keep_previous and cert.exists() and key.exists():
+            old_chain, old_key = read_pair(cert, key, attempts=1)
+            write_private_key(_prev(key), old_key, overwrite=True)
+            atomic_write(_prev(cert), old_chain)
         write_private_key(_new(key), key_pem, overwrite=True)
         atomic_write(_new(cert), chain_pem)
         os.replace(_new(key), key)
@@ -152,6 +170,49 @@ def recover(cert: Path, key: Path) -> str:
     if done:
         log.warning("%s (%s)", done, cert)
     return done
+
+
+def discard_previous(cert: Path, key: Path) -> None:
+    """Delete the replaced pair (key first: a certificate alone is public)."""
+    for path in (_prev(key), _prev(cert)):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _cnf_of(token: str) -> str:
+    # Not verified: it only chooses which of our own certificates to present; the
+    # receiving node verifies everything.
+    try:
+        _, _, claims = decode_unverified(token)
+    except CapstanError:
+        return ""
+    cnf = claims.get("cnf")
+    value = cnf.get(CNF_MEMBER) if isinstance(cnf, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def credentials_for_token(cert: Path, key: Path, ca: Path, token: str) -> grpc.ChannelCredentials:
+    """The node's own mTLS credentials for presenting ``token``: the current pair, or
+    the previous one when the token was minted for it (just before a renewal)."""
+    chain, pem = read_pair(cert, key)
+    want = _cnf_of(token)
+    if want and _thumbprint_of(chain) != want and _prev(cert).exists():
+        try:
+            old_chain, old_pem = read_pair(_prev(cert), _prev(key), attempts=1)
+            if _thumbprint_of(old_chain) == want:
+                chain, pem = old_chain, old_pem
+        except CapstanError:
+            pass
+    return grpc.ssl_channel_credentials(
+        root_certificates=read_file(ca, "trust bundle"), private_key=pem, certificate_chain=chain
+    )
+
+
+def _thumbprint_of(chain: bytes) -> str:
+    try:
+        return thumbprint(load_pem_chain(chain, "node certificate")[0])
+    except CertificateError:
+        return ""
 
 
 # -- trust acknowledgement ---------------------------------------------------------------
@@ -228,6 +289,8 @@ class Renewer:
         self._failures = 0
         self._thread: threading.Thread | None = None
         self._renew_at = self._compute_point()
+        self._discard_at: float | None = None
+        self.keep_previous = KEEP_PREVIOUS
         self.renewals = 0
         self.last_error = ""
 
@@ -256,6 +319,9 @@ class Renewer:
         next attempt is then scheduled with backoff.
         """
         ts = self._clock() if now is None else now
+        if self._discard_at is not None and ts >= self._discard_at:
+            discard_previous(self._cert, self._key)
+            self._discard_at = None
         if not self._asked and ts < self._renew_at:
             return None
         self._asked = False
@@ -292,6 +358,7 @@ class Renewer:
             if response.trust_bundle:
                 self._write_bundle(response.trust_bundle)
             install(self._cert, self._key, response.certificate_chain, key_pem)
+            self._discard_at = (self._clock() if now is None else now) + self.keep_previous
             self.renewals += 1
             self._renew_at = renewal_point(chain[0], self._rng)
         log.info(

@@ -29,9 +29,11 @@ import grpc
 
 from node.denylist import parse_deny_list
 from node.errors import NotFound
+from node.renewal import read_pair, trust_digest_of_files
 from node.runtime.base import ContainerState, ContainerStatus, Runtime
 from node.service import status_to_pb
 from pki._files import atomic_write, read_file
+from pki.certs import load_pem_chain
 from pki.errors import CapstanError
 from pki.tokenkeys import KeySet
 from protos import gateway_pb2, gateway_pb2_grpc
@@ -107,6 +109,9 @@ class Reporter:
         self._fences: queue.Queue[list[str] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._list_failing = False
+        self._reconnect = threading.Event()
+        # Certificate lifecycle: asked to renew now (CA rotation), set by the agent.
+        self.on_renew: Callable[[], None] | None = None
 
         # Counters for operators and tests; written by one thread each.
         self.heartbeats = 0  # statuses handed to the stream
@@ -145,6 +150,14 @@ class Reporter:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    def reconnect(self) -> None:
+        """Reopen the stream at once with the certificate on disk (after a renewal)."""
+        self._reconnect.set()
+        with self._lock:
+            call = self._call
+        if call is not None:
+            call.cancel()
+
     def poke(self) -> None:
         """Send a status now rather than at the next heartbeat (after a local change)."""
         with self._lock:
@@ -155,8 +168,7 @@ class Reporter:
     # -- the stream ---------------------------------------------------------------------
 
     def _credentials(self) -> grpc.ChannelCredentials:
-        chain = read_file(self._cert, "node certificate")
-        key = read_file(self._key, "node key")
+        chain, key = read_pair(self._cert, self._key)
         ca = read_file(self._ca, "trust bundle")
         return grpc.ssl_channel_credentials(
             root_certificates=ca, private_key=key, certificate_chain=chain
@@ -173,6 +185,10 @@ class Reporter:
                 reason = f"failed: {exc}"
             if self._stop.is_set():
                 break
+            if self._reconnect.is_set():  # a renewed certificate: reconnect at once
+                self._reconnect.clear()
+                failures = 0
+                continue
             # Only a stream that lasted counts as a success: the orchestrator answers a
             # refused stream with a message or two before closing it, and that must not
             # turn into a reconnect loop at the initial delay.
@@ -250,6 +266,7 @@ class Reporter:
             usage=[usage[name] for name in running if name in usage],
             full=full,
             images=images,
+            trust_digest=trust_digest_of_files(self._jwks, self._ca),
         )
 
     # -- messages from the orchestrator ---------------------------------------------------
@@ -263,6 +280,11 @@ class Reporter:
                 self._replace(self._jwks, message.trust.jwks, "token keys (JWKS)", KeySet.from_jwks)
             if message.trust.deny_list:
                 self._replace(self._deny, message.trust.deny_list, "deny list", parse_deny_list)
+            if message.trust.trust_bundle:
+                self._replace(self._ca, message.trust.trust_bundle, "trust bundle", load_pem_chain)
+            self.poke()  # the next status acknowledges what the node now trusts
+        if message.renew_now and self.on_renew is not None:
+            self.on_renew()
         if message.fence:
             self._fences.put(list(message.fence))
         if message.tasks:

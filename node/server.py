@@ -21,6 +21,7 @@ from node.audit import NodeAudit
 from node.authz import AuthorizationInterceptor, Authorizer
 from node.config import NodeConfig
 from node.denylist import parse_deny_list
+from node.renewal import read_pair
 from node.runtime import select_runtime
 from node.runtime.base import Runtime
 from node.service import NodeServicer
@@ -74,10 +75,10 @@ class TlsFiles:
         return tuple(out)
 
     def _config(self) -> grpc.ServerCertificateConfiguration:
-        cert, key, ca = (
-            read_file(p, what)
-            for p, what in zip(self._paths, ("certificate", "key", "trust bundle"), strict=True)
-        )
+        # A pair that does not match (a renewal between the two reads, see
+        # node/renewal.py) raises: fetch() keeps the current credentials and retries.
+        cert, key = read_pair(self._paths[0], self._paths[1], attempts=1)
+        ca = read_file(self._paths[2], "trust bundle")
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:

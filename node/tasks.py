@@ -166,6 +166,7 @@ class TaskRunner:
         self._stop = threading.Event()
         self.outcomes: deque[TaskOutcome] = deque(maxlen=256)
         self.ignored = 0  # tasks dropped as repeats or after stop()
+        self.credentials_for: Callable[[str], grpc.ChannelCredentials] | None = None
 
     # -- intake -------------------------------------------------------------------------
 
@@ -244,7 +245,14 @@ class TaskRunner:
     def _source(self, task: gateway_pb2.Task) -> NodeClient:
         if self._check_source is not None:
             self._check_source(task.source_address, task.source_id)
-        return NodeClient(task.source_address, credentials=self._credentials())
+        # With ``credentials_for`` (node/renewal.py), the pair the token is bound to:
+        # a token minted just before a certificate renewal still works.
+        credentials = (
+            self.credentials_for(task.token)
+            if self.credentials_for is not None
+            else self._credentials()
+        )
+        return NodeClient(task.source_address, credentials=credentials)
 
     def _fetch_image(self, task: gateway_pb2.Task) -> str:
         ref = task.resource
