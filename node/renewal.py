@@ -242,7 +242,7 @@ def renewal_point(leaf: x509.Certificate, rng: random.Random) -> float:
     """Unix time at which to renew ``leaf``: a jittered point around 2/3 of its life."""
     not_before = leaf.not_valid_before_utc.timestamp()
     not_after = leaf.not_valid_after_utc.timestamp()
-    issued = not_before + CLOCK_SKEW if not_after - not_before > 2 * CLOCK_SKEW else not_before
+    issued = not_before + CLOCK_SKEW if not_after - not_before > CLOCK_SKEW else not_before
     life = not_after - issued
     return issued + life * rng.uniform(FRACTION - JITTER, FRACTION + JITTER)
 

@@ -41,6 +41,7 @@ import grpc.aio
 
 from node.client import client_credentials
 from node.renewal import trust_digest
+from orchestrator.apply import InvalidApplication
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Caller
 from orchestrator.control import NotFound
@@ -51,11 +52,11 @@ from orchestrator.reconciler import Reconciler
 from orchestrator.state import ClusterState
 from pki._build import CLOCK_SKEW
 from pki._state import CertRecord, load_state
-from pki.authority import Authority, Issued
+from pki.authority import REVOCATION_REASONS, Authority, Issued
 from pki.certs import thumbprint
 from pki.errors import CapstanError, PKIError
 from pki.identity import Kind
-from pki.rotation import finish_rotation, rotation_status, write_crls
+from pki.rotation import CROSS_CERT, finish_rotation, rotation_status, write_crls
 from pki.tokenkeys import TokenKeyStore
 from protos import control_pb2, gateway_pb2
 
@@ -117,7 +118,7 @@ class RevocationCache:
 
 
 def _renew_point(not_before: float, not_after: float, rng: random.Random) -> float:
-    issued = not_before + CLOCK_SKEW if not_after - not_before > 2 * CLOCK_SKEW else not_before
+    issued = not_before + CLOCK_SKEW if not_after - not_before > CLOCK_SKEW else not_before
     return issued + (not_after - issued) * rng.uniform(FRACTION - 0.05, FRACTION + 0.05)
 
 
@@ -143,6 +144,7 @@ class OwnCertificate:
         self._name, self._dns, self._ips, self._ttl = name, dns, ips, ttl
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self._generation = 0
+        self._cross: bytes | None = None
         self.issued = self._issue(authority, now)
         self.bundle = authority.trust_bundle()
         self.renew_at = self._point()
@@ -166,8 +168,22 @@ class OwnCertificate:
         assert self.issued.key_pem is not None  # noqa: S101 - _issue checked it
         return self.issued.key_pem
 
+    @property
+    def chain_pem(self) -> bytes:
+        """What the orchestrator presents: during a CA rotation, its leaf with the new
+        intermediate cross-signed by the old root, so clients that hold only the old root
+        (operators' contexts) still verify it; peers with both roots verify it too."""
+        if self._cross is not None:
+            return self.issued.cert_pem + self._cross
+        return self.issued.chain_pem
+
+    def present_cross(self, cross: bytes | None) -> None:
+        if cross != self._cross:
+            self._cross = cross
+            self._generation += 1
+
     def _config(self, client_auth: bool) -> grpc.ServerCertificateConfiguration:
-        pairs = [(self.key_pem, self.issued.chain_pem)]
+        pairs = [(self.key_pem, self.chain_pem)]
         if client_auth:
             return grpc.ssl_server_certificate_configuration(pairs, root_certificates=self.bundle)
         return grpc.ssl_server_certificate_configuration(pairs)
@@ -188,7 +204,7 @@ class OwnCertificate:
         )
 
     def client_credentials(self) -> grpc.ChannelCredentials:
-        return client_credentials(self.issued.chain_pem, self.key_pem, self.bundle)
+        return client_credentials(self.chain_pem, self.key_pem, self.bundle)
 
     def renew(self, authority: Authority, *, now: float | None = None) -> Issued:
         """A new key and certificate from ``authority``, served from the next handshake."""
@@ -212,7 +228,7 @@ def renewal_state(not_before: float, not_after: float, now: float) -> str:
     """ok, due (past 2/3 of its life), overdue (past 4/5: renewal is failing), expired."""
     if now >= not_after:
         return "expired"
-    issued = not_before + CLOCK_SKEW if not_after - not_before > 2 * CLOCK_SKEW else not_before
+    issued = not_before + CLOCK_SKEW if not_after - not_before > CLOCK_SKEW else not_before
     life = max(1.0, not_after - issued)
     used = (now - issued) / life
     if used >= OVERDUE:
@@ -274,6 +290,8 @@ class Lifecycle:
         self._bundle = authority.trust_bundle()
         self._retire: dict[str, float] = {}  # token kid -> when its last token expired
         self._reissue: asyncio.Task[None] | None = None
+        self._finish_at = 0.0
+        self._blocked = ""
         self._lock = asyncio.Lock()  # one step at a time
         self.events: list[tuple[str, float]] = []  # (what, seconds it took), for operators
         # Called with the re-opened authority after a CA change (the gateway signs with
@@ -350,6 +368,10 @@ class Lifecycle:
         self, name: str, *, by: str, reason: str = "key-compromise"
     ) -> control_pb2.NodeRecord:
         """Revoke every live certificate of node ``name`` and act on it everywhere."""
+        if reason not in REVOCATION_REASONS:
+            raise InvalidApplication(
+                f"reason: {reason!r} is not one of {', '.join(REVOCATION_REASONS)}"
+            )
         node = self._state.node(name)
         if node is None:
             raise NotFound(f"node {name} not found")
@@ -463,6 +485,12 @@ class Lifecycle:
         for hook in self.on_authority:
             hook(authority)
         self._bundle = bundle
+        rotation = rotation_status(self.pki_dir)
+        cross = self.pki_dir / CROSS_CERT
+        # The old root is about to go: present the plain chain before nodes drop it.
+        self.own.present_cross(
+            cross.read_bytes() if rotation is not None and cross.exists() else None
+        )
         # Nodes first: none may meet a leaf of the new CA before it trusts the new root.
         missing = await self.push_trust()
         self.own.trust(bundle)
@@ -471,13 +499,8 @@ class Lifecycle:
             "trust_bundle.pushed", roots=len(authority.trust_roots()), unacked=missing
         )
         self.events.append(("trust bundle pushed", time.monotonic() - started))
-        issuer = thumbprint(authority.intermediate)
-        if self._issuer_of_own() != issuer:
-            await self.renew_self(now=now)
-        if rotation_status(self.pki_dir) is not None and (
-            self._reissue is None or self._reissue.done()
-        ):
-            self._reissue = asyncio.create_task(self.reissue_nodes(issuer), name="ca-reissue")
+        if self._issuer_of_own() != thumbprint(authority.intermediate):
+            await self.renew_self()
 
     def _issuer_of_own(self) -> str:
         for rec in self.authority.list():
@@ -514,13 +537,38 @@ class Lifecycle:
                 log.warning("CA rotation: %s did not renew in time", ", ".join(left))
         self.events.append(("nodes re-issued", time.monotonic() - started))
         await self._audit.record("ca.reissued", nodes=len(pending))
+
+    async def _ca_progress(self) -> None:
+        """During a CA rotation: re-issue nodes still on the old CA, then finish it as
+        soon as nothing in use depends on the old CA (retried every few seconds)."""
+        if self._reissue is not None and not self._reissue.done():
+            return
+        rotation = rotation_status(self.pki_dir)
+        if rotation is None or self._bundle != (self.pki_dir / "ca.crt").read_bytes():
+            return
+        issuer = rotation.new_intermediate
+        pending = [
+            n.name
+            for n in self._state.all_nodes()
+            if n.state not in ("revoked", "dead") and n.issuer_ca != issuer
+        ]
+        if pending:
+            self._reissue = asyncio.create_task(self.reissue_nodes(issuer), name="ca-reissue")
+            return
+        if time.monotonic() < self._finish_at:
+            return
+        self._finish_at = time.monotonic() + 5.0
         try:
             await asyncio.to_thread(finish_rotation, self.pki_dir)
         except PKIError as exc:
-            log.warning("the old CA stays trusted: %s", exc)
+            if str(exc) != self._blocked:
+                log.warning("the old CA stays trusted: %s", exc)
+                self._blocked = str(exc)
             return
+        self._reissue = None
+        self._blocked = ""
         await self._audit.record("ca.rotation_finished")
-        # The next step sees the one-root bundle and pushes it.
+        # The next step sees the one-root bundle, presents the plain chain, pushes it.
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -530,8 +578,10 @@ class Lifecycle:
         async with self._lock:
             await self._apply_revocations()
             await self._trust_bundle(ts)
+            await self._ca_progress()
             if ts >= self.own.renew_at:
-                await self.renew_self(now=ts)
+                # ``now`` decides whether it is due; the certificate starts at real time.
+                await self.renew_self()
             await self._token_keys(ts)
 
     async def run(self) -> None:
