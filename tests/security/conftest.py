@@ -64,22 +64,32 @@ class Cluster:
         return list(self.admin().ListWorkloads(control_pb2.WorkloadFilter()).workloads)
 
 
-def join_node(c: Cluster, name: str, ip: str, *, mode: str = "push", pool: str = "") -> JoinedNode:
+def join_node(
+    c: Cluster, name: str, ip: str, *, mode: str = "push", pool: str = "", runtime: str = "process"
+) -> JoinedNode:
     state = c.root / name
     token = c.admin().CreateJoinToken(control_pb2.JoinTokenRequest(name=name, pool=pool)).token
     ca_file = c.root / "cluster-ca.crt"
     ca_file.write_bytes(c.orch.authority.trust_bundle())
-    seed = ProcessRuntime(f"spiffe://orch.test/node/{name}", state)
-    ensure_busybox_image(seed)
-    seed.close()
+    node_id = f"spiffe://orch.test/node/{name}"
+    if runtime == "docker":
+        from node.runtime.docker import DockerRuntime
+
+        docker_rt = DockerRuntime(node_id, state)
+        docker_rt.adopt_image("local/busybox:1")
+        docker_rt.close()
+    else:
+        seed = ProcessRuntime(node_id, state)
+        ensure_busybox_image(seed)
+        seed.close()
     ensure_joined(
         state,
         c.orch.join_target,
         token,
         ca_file,
-        JoinOptions(name=name, listen=f"{ip}:0", ips=(ip,), runtime="process", mode=mode),
+        JoinOptions(name=name, listen=f"{ip}:0", ips=(ip,), runtime=runtime, mode=mode),
     )
-    node = run_joined_node(state, runtime_kind="process")
+    node = run_joined_node(state, runtime_kind=runtime)
     c.nodes[name] = node
     return node
 
