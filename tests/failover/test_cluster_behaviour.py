@@ -173,6 +173,7 @@ def test_cpu_burning_service_scales_up_then_down(cluster: Cluster, tmp_path: Pat
     wait_until(lambda: replicas() == 1 and running() == 1, 40, "scaled back down to 1")
     events = list(admin.GetApp(control_pb2.AppRef(name="burn")).events)
     ups = [e for e in events if e.startswith("autoscale cpu") and "-> 3" in e]
-    downs = [e for e in events if e.startswith("autoscale cpu") and "3 -> 1" in e]
+    # Down in one step or two: a usage sample taken across the stop may ask for 2 first.
+    downs = [e for e in events if e.startswith("autoscale cpu 3 -> ") and "below target" in e]
     assert ups and downs, events
-    assert "target 50%" in ups[0] and "below target for 2s" in downs[0]
+    assert "target 50%" in ups[0] and downs[0].endswith("below target for 2s")
