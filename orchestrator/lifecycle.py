@@ -38,6 +38,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from cryptography.hazmat.primitives import serialization
 
 from node.client import client_credentials
 from node.renewal import trust_digest
@@ -53,7 +54,7 @@ from orchestrator.state import ClusterState
 from pki._build import CLOCK_SKEW
 from pki._state import CertRecord, load_state
 from pki.authority import REVOCATION_REASONS, Authority, Issued
-from pki.certs import thumbprint
+from pki.certs import load_pem_chain, thumbprint
 from pki.errors import CapstanError, PKIError
 from pki.identity import Kind
 from pki.rotation import CROSS_CERT, finish_rotation, rotation_status, write_crls
@@ -122,6 +123,13 @@ def _renew_point(not_before: float, not_after: float, rng: random.Random) -> flo
     return issued + (not_after - issued) * rng.uniform(FRACTION - 0.05, FRACTION + 0.05)
 
 
+def _public_key_of(pem: bytes) -> bytes:
+    cert = load_pem_chain(pem, "CA certificate")[0]
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 class OwnCertificate:
     """The orchestrator's serving and client certificate, renewable while serving.
 
@@ -145,6 +153,8 @@ class OwnCertificate:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self._generation = 0
         self._cross: bytes | None = None
+        self._cross_key = b""
+        self._issuer_key = b""
         self.issued = self._issue(authority, now)
         self.bundle = authority.trust_bundle()
         self.renew_at = self._point()
@@ -155,6 +165,7 @@ class OwnCertificate:
         )
         if issued.key_pem is None:
             raise OrchestratorError("orchestrator certificate has no key")
+        self._issuer_key = _public_key_of(authority.intermediate_pem())
         return issued
 
     def _point(self) -> float:
@@ -173,13 +184,16 @@ class OwnCertificate:
         """What the orchestrator presents: during a CA rotation, its leaf with the new
         intermediate cross-signed by the old root, so clients that hold only the old root
         (operators' contexts) still verify it; peers with both roots verify it too."""
-        if self._cross is not None:
+        if self._cross is not None and self._cross_key == self._issuer_key:
             return self.issued.cert_pem + self._cross
         return self.issued.chain_pem
 
     def present_cross(self, cross: bytes | None) -> None:
+        """Present ``cross`` (the new intermediate cross-signed by the old root) with a
+        leaf of that intermediate; ignored for a leaf of another CA."""
         if cross != self._cross:
             self._cross = cross
+            self._cross_key = _public_key_of(cross) if cross is not None else b""
             self._generation += 1
 
     def _config(self, client_auth: bool) -> grpc.ServerCertificateConfiguration:
@@ -487,14 +501,16 @@ class Lifecycle:
         self._bundle = bundle
         rotation = rotation_status(self.pki_dir)
         cross = self.pki_dir / CROSS_CERT
-        # The old root is about to go: present the plain chain before nodes drop it.
+        # The orchestrator first: trusting a new root early is harmless, and when the
+        # old root goes, nothing it presents may still need it (the plain chain).
         self.own.present_cross(
             cross.read_bytes() if rotation is not None and cross.exists() else None
         )
-        # Nodes first: none may meet a leaf of the new CA before it trusts the new root.
-        missing = await self.push_trust()
         self.own.trust(bundle)
         self._caller.set_credentials(self.own.client_credentials(), self.own.issued.thumbprint)
+        # Then the nodes: none may meet a leaf of the new CA before it trusts the new
+        # root (the orchestrator's own renewal below waits for this).
+        missing = await self.push_trust()
         await self._audit.record(
             "trust_bundle.pushed", roots=len(authority.trust_roots()), unacked=missing
         )
