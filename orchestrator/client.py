@@ -156,6 +156,12 @@ class ControlClient:
     def drain(self, name: str) -> cpb.NodeRecord:
         return self._call("Drain", cpb.NodeRef(name=name))  # type: ignore[no-any-return]
 
+    def revoke_node(self, name: str, reason: str = "") -> cpb.NodeRecord:
+        return self._call("RevokeNode", cpb.RevokeNodeRequest(name=name, reason=reason))  # type: ignore[no-any-return]
+
+    def pki_status(self) -> cpb.PkiStatusResponse:
+        return self._call("PkiStatus", cpb.PkiStatusRequest())  # type: ignore[no-any-return]
+
     def rebalance(self, *, dry_run: bool = False) -> cpb.RebalancePlan:
         return self._call("Rebalance", cpb.RebalanceRequest(dry_run=dry_run))  # type: ignore[no-any-return]
 

@@ -13,10 +13,12 @@ def register(root: click.Group) -> None:
     from orchestrator._cli.local import down_cmd, status_cmd, up_cmd
     from orchestrator._cli.logs import logs_cmd
     from orchestrator._cli.nodes import cordon_cmd, drain_cmd, uncordon_cmd
+    from orchestrator._cli.pki_lifecycle import register_lifecycle
     from orchestrator._cli.rebalance import rebalance_cmd
     from orchestrator._cli.run import run_cmd
     from orchestrator._cli.serve import orchestrator_group
 
+    register_lifecycle(root)
     for command in (
         apply_cmd,
         get_cmd,

@@ -67,6 +67,20 @@ def orchestrator_group() -> None:
     show_default=True,
     help="Seconds of silence after which a node is declared dead.",
 )
+@click.option(
+    "--node-cert-ttl",
+    type=DURATION,
+    default="24h",
+    show_default=True,
+    help="Lifetime of node certificates (renewed by the nodes at about 2/3 of it).",
+)
+@click.option(
+    "--cert-ttl",
+    type=DURATION,
+    default="24h",
+    show_default=True,
+    help="Lifetime of the orchestrator's own certificate (renewed at about 2/3 of it).",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def serve_cmd(
     *,
@@ -77,6 +91,8 @@ def serve_cmd(
     name: str,
     heartbeat: float,
     grace: float,
+    node_cert_ttl: float,
+    cert_ttl: float,
     verbose: bool,
 ) -> None:
     """Serve the control API, the node gateway and the join endpoint until SIGTERM."""
@@ -96,6 +112,8 @@ def serve_cmd(
             name=name,
             heartbeat=heartbeat,
             grace=grace,
+            node_cert_ttl=node_cert_ttl,
+            cert_ttl=cert_ttl,
         )
     )
 
