@@ -191,9 +191,9 @@ def _cnf_of(token: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def credentials_for_token(cert: Path, key: Path, ca: Path, token: str) -> grpc.ChannelCredentials:
-    """The node's own mTLS credentials for presenting ``token``: the current pair, or
-    the previous one when the token was minted for it (just before a renewal)."""
+def pair_for_token(cert: Path, key: Path, token: str) -> tuple[bytes, bytes]:
+    """The node's own pair to present ``token`` with: the current one, or the previous
+    one when the token was minted for it (just before a renewal)."""
     chain, pem = read_pair(cert, key)
     want = _cnf_of(token)
     if want and _thumbprint_of(chain) != want and _prev(cert).exists():
@@ -203,6 +203,12 @@ def credentials_for_token(cert: Path, key: Path, ca: Path, token: str) -> grpc.C
                 chain, pem = old_chain, old_pem
         except CapstanError:
             pass
+    return chain, pem
+
+
+def credentials_for_token(cert: Path, key: Path, ca: Path, token: str) -> grpc.ChannelCredentials:
+    """mTLS credentials from ``pair_for_token``."""
+    chain, pem = pair_for_token(cert, key, token)
     return grpc.ssl_channel_credentials(
         root_certificates=read_file(ca, "trust bundle"), private_key=pem, certificate_chain=chain
     )
