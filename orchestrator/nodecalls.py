@@ -67,7 +67,7 @@ class NodeCaller:
         op_name: str,
         request: Any,
         *,
-        timeout: float = 30.0,
+        timeout: float = 10.0,
         why: str = "",
     ) -> Any:
         op = ops.BY_OP[op_name]

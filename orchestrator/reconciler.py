@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -87,6 +87,7 @@ class Reconciler:
         self.interval = interval
         self._wake = asyncio.Event()
         self.delegator: Delegator | None = None
+        self.concurrency = 16  # node commands in flight at once
         self.tasks: TaskBook | None = None
         # (node, kind, resource) -> request id of the delegated fetch under way
         self.pending: dict[tuple[str, str, str], str] = {}
@@ -117,13 +118,22 @@ class Reconciler:
         now = self._clock()
         workloads = sorted(self.state.all_workloads(), key=lambda w: (w.desired != "removed", w.id))
         in_flight = self._services_in_transition(workloads)
-        for w in workloads:
-            if w.next_attempt_at > now:
+        due = [w for w in workloads if w.next_attempt_at <= now]
+        # Placement first, one at a time: each decision must see the previous one's
+        # allocation. Then node commands run concurrently (bounded), since a node
+        # call is mostly waiting on the node's runtime.
+        rest = []
+        for w in due:
+            if await self._guarded(self._place_if_needed(w)):
                 continue
-            try:
-                await self._step(w, in_flight)
-            except NodeCallError as exc:
-                await self._failed(w, f"{exc.code.name}: {exc.details}")
+            rest.append(w)
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(w: control_pb2.Workload) -> None:
+            async with limit:
+                await self._guarded(self._step(w, in_flight), w)
+
+        await asyncio.gather(*(one(w) for w in rest))
         await self._remove_strays()
         await self._finish_deletes()
         await self._expire_tasks()
@@ -241,6 +251,29 @@ class Reconciler:
         await self._save(current)
 
     # -- one workload ---------------------------------------------------------------
+
+    async def _guarded(
+        self, step: Awaitable[bool | None], w: control_pb2.Workload | None = None
+    ) -> bool:
+        try:
+            return bool(await step)
+        except NodeCallError as exc:
+            if w is not None:
+                await self._failed(w, f"{exc.code.name}: {exc.details}")
+            return False
+
+    async def _place_if_needed(self, w: control_pb2.Workload) -> bool:
+        """Place a workload that has no usable node; True when this step handled it."""
+        if w.desired == "removed":
+            return False
+        spec = self._service_spec(w)
+        if spec is None:
+            return True
+        node = self._node_usable(w.node) if w.node else None
+        if node is not None and not node.draining:
+            return False
+        await self._place(w, spec[0], spec[1], moving_from=w.node if w.node else None)
+        return True
 
     async def _step(self, w: control_pb2.Workload, in_flight: Counter[str]) -> None:
         if w.desired == "removed":
