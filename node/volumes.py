@@ -43,6 +43,10 @@ class ImportResult:
     files: int  # regular files, symlinks and hardlinks written (directories not counted)
 
 
+_LOCKS_GUARD = threading.Lock()
+_SWAP_LOCKS: dict[str, threading.Lock] = {}
+
+
 class VolumeStore:
     """Volumes of one node, each a directory ``<root>/<name>``."""
 
@@ -54,7 +58,10 @@ class VolumeStore:
         except OSError as exc:
             raise RuntimeFailure(f"volume store {root}: {exc.strerror}") from None
         # Serializes the rename dances of import and remove (the gRPC server is threaded).
-        self._swap_lock = threading.Lock()
+        # One lock per directory, shared by every store object on it (the service, the
+        # runtime and the task runner each hold one).
+        with _LOCKS_GUARD:
+            self._swap_lock = _SWAP_LOCKS.setdefault(str(self.root), threading.Lock())
 
     @classmethod
     def for_state_dir(cls, state_dir: Path) -> VolumeStore:
