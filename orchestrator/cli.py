@@ -31,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: map every CapstanError to a one-line message and a non-zero exit."""
     _register()
     try:
-        cli.main(args=argv, prog_name="capstan", standalone_mode=False)
+        # Without standalone mode click returns ctx.exit()'s status instead of raising.
+        status = cli.main(args=argv, prog_name="capstan", standalone_mode=False)
+        if isinstance(status, int):
+            return status
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -15,26 +15,17 @@ from pki.errors import CapstanError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Failure(click.ClickException):
-    """A CapstanError on its way out: one ``error: ...`` line and its exit status."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.exit_code = code
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True, file=file)
-
-
 class OperatorCommand(click.Command):
     """The one place an operator command's CapstanError becomes an exit status
-    (3 not found, 4 permission denied, 5 unavailable, 1 anything else)."""
+    (3 not found, 4 permission denied, 5 unavailable, 1 anything else): one
+    ``error: ...`` line on stderr, then click's own exit with that status."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CapstanError as exc:
-            raise Failure(str(exc), exit_code(exc)) from None
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exit_code(exc))
 
 
 class OperatorGroup(click.Group):
