@@ -193,18 +193,28 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, authorizer: Authorizer) -> None:
         self._authz = authorizer
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = continuation(details)
         if handler is None:
             return None
         method: str = details.method
+        # The server hands out one handler object per method: wrap each once, not
+        # on every call (this sits on the hot path of every RPC).
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         operation = ops.BY_METHOD.get(method)
         if operation is None:
             if method.startswith(f"/{ops.SERVICE}/"):
-                return _refuse_all(self._authz, method, handler)
-            return _peer_checked(self._authz, method, handler)
-        return _token_checked(self._authz, operation, method, handler)
+                wrapped = _refuse_all(self._authz, method, handler)
+            else:
+                wrapped = _peer_checked(self._authz, method, handler)
+        else:
+            wrapped = _token_checked(self._authz, operation, method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 def _rebuild(handler: Any, **fns: Any) -> Any:
