@@ -14,11 +14,10 @@ from pathlib import Path
 
 import grpc
 
-from node.client import client_credentials
 from node.config import NodeConfig
 from node.join import Joined, StateFiles, load_joined
 from node.puller import Puller
-from node.renewal import Renewer, credentials_for_token, read_pair, recover
+from node.renewal import Renewer, credentials_for_token, own_credentials, recover
 from node.reporter import Backoff, Reporter
 from node.runtime.base import Runtime
 from node.server import NodeAgent, build_agent
@@ -212,8 +211,7 @@ def run_joined_node(
 
 def _own_credentials(files: StateFiles) -> grpc.ChannelCredentials:
     """The node's current certificate, read again each time (it may have been renewed)."""
-    chain, key = read_pair(files.cert, files.key)
-    return client_credentials(chain, key, read_file(files.ca, "trust bundle"))
+    return own_credentials(files.cert, files.key, files.ca)
 
 
 def _gateway_channel(files: StateFiles, address: str) -> grpc.Channel:

@@ -32,12 +32,12 @@ import grpc
 
 from node.converge import Action, Create, Desired, Nothing, Remove, Start, plan
 from node.errors import AlreadyExists, NotFound
+from node.renewal import own_credentials
 from node.reporter import Backoff
 from node.runtime.base import Runtime
 from node.service import spec_from_pb
 from node.validation import validate_spec
 from node.volumes import VolumeStore
-from pki._files import read_file
 from pki.errors import CapstanError
 from protos import gateway_pb2, gateway_pb2_grpc
 
@@ -159,11 +159,9 @@ class Puller:
     # -- the Watch stream ---------------------------------------------------------------
 
     def _credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(
-            root_certificates=read_file(self._ca, "trust bundle"),
-            private_key=read_file(self._key, "node key"),
-            certificate_chain=read_file(self._cert, "node certificate"),
-        )
+        # A renewal may swap the pair at any moment: read it as one (regression: the
+        # key and certificate were read separately and could mismatch for a reconnect).
+        return own_credentials(self._cert, self._key, self._ca)
 
     def _watch(self) -> None:
         failures = 0

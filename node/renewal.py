@@ -206,6 +206,15 @@ def pair_for_token(cert: Path, key: Path, token: str) -> tuple[bytes, bytes]:
     return chain, pem
 
 
+def own_credentials(cert: Path, key: Path, ca: Path) -> grpc.ChannelCredentials:
+    """The node's current mTLS credentials, read again each time: a renewal may have
+    swapped the pair, and ``read_pair`` never returns a mismatched one."""
+    chain, pem = read_pair(cert, key)
+    return grpc.ssl_channel_credentials(
+        root_certificates=read_file(ca, "trust bundle"), private_key=pem, certificate_chain=chain
+    )
+
+
 def credentials_for_token(cert: Path, key: Path, ca: Path, token: str) -> grpc.ChannelCredentials:
     """mTLS credentials from ``pair_for_token``."""
     chain, pem = pair_for_token(cert, key, token)

@@ -29,10 +29,10 @@ import grpc
 
 from node.denylist import parse_deny_list
 from node.errors import NotFound
-from node.renewal import read_pair, trust_digest_of_files
+from node.renewal import own_credentials, trust_digest_of_files
 from node.runtime.base import ContainerState, ContainerStatus, Runtime
 from node.service import status_to_pb
-from pki._files import atomic_write, read_file
+from pki._files import atomic_write
 from pki.certs import load_pem_chain
 from pki.errors import CapstanError
 from pki.tokenkeys import KeySet
@@ -168,11 +168,7 @@ class Reporter:
     # -- the stream ---------------------------------------------------------------------
 
     def _credentials(self) -> grpc.ChannelCredentials:
-        chain, key = read_pair(self._cert, self._key)
-        ca = read_file(self._ca, "trust bundle")
-        return grpc.ssl_channel_credentials(
-            root_certificates=ca, private_key=key, certificate_chain=chain
-        )
+        return own_credentials(self._cert, self._key, self._ca)
 
     def _run(self) -> None:
         failures = 0
