@@ -3,6 +3,7 @@ that call, over an mTLS channel per node. grpc errors become ``NodeCallError`` h
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,8 @@ from node.client import CHANNEL_OPTIONS, NodeCallError
 from orchestrator.minter import Minter
 from pki.tokens import request_digest
 from protos import node_pb2_grpc, ops
+
+CHANNEL_GRACE = 60.0  # seconds an old channel may finish its calls after a renewal
 
 
 class NodeCaller:
@@ -31,12 +34,24 @@ class NodeCaller:
         self._credentials = credentials
         self._ttl = ttl
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def set_credentials(self, credentials: grpc.ChannelCredentials, thumbprint: str) -> None:
-        """New client certificate (renewal): new channels use it, old ones are closed lazily."""
+        """New client certificate (renewal): new channels use it; the old ones are
+        closed after a grace period, once calls already on them have finished."""
         self._credentials = credentials
         self._thumbprint = thumbprint
+        old = list(self._channels.values())
         self._channels.clear()
+        if old:
+            task = asyncio.get_running_loop().create_task(self._close_later(old))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _close_later(self, channels: list[grpc.aio.Channel]) -> None:
+        await asyncio.sleep(CHANNEL_GRACE)
+        for channel in channels:
+            await channel.close()
 
     def _stub(self, address: str) -> Any:
         channel = self._channels.get(address)
@@ -103,6 +118,8 @@ class NodeCaller:
             raise NodeCallError(op.method, exc.code(), exc.details() or "") from None
 
     async def close(self) -> None:
+        for task in list(self._closing):
+            task.cancel()
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
