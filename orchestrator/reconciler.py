@@ -545,10 +545,19 @@ class Reconciler:
                 w.state = "pending"
                 await self._save(w)
             else:
-                if any(
-                    c.workload_id == w.id for c in self.tracker.containers(source.name).values()
-                ):
-                    return False  # the old copy must be stopped before its data is copied
+                old = [
+                    c
+                    for c in self.tracker.containers(source.name).values()
+                    if c.workload_id == w.id
+                ]
+                # The old copy must be gone before its data is copied, as shown by a
+                # report newer than the move: an older report may simply predate it
+                # (regression: data was copied while the old copy still ran).
+                if old or self.tracker.report_at(source.name) <= w.updated_at:
+                    if source.mode != "pull":
+                        for c in old:
+                            await self._remove(source, c.name, why=f"migrate {w.id}")
+                    return False
                 for v in service.volumes:
                     name = volume_name(w, v.name)
                     if not await self._fetch(w, node, source, "volume.fetch", name):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from protos import control_pb2, topology_pb2
-from tests.orchestrator.conftest import start_orchestrator, stop_orchestrator
+from tests.control_api.conftest import start_orchestrator, stop_orchestrator
 from tests.security.conftest import Cluster, join_node, wait_for
 
 pytestmark = pytest.mark.docker
@@ -97,5 +97,16 @@ def test_drain_moves_the_volume_with_its_data(docker_cluster: tuple[Cluster, lis
     assert any(
         e["event"] == "task.completed" and e["ok"] and e["kind"] == "volume.fetch" for e in events
     )
-    # The old copy is gone from the drained node.
+    # The old copy is gone from the drained node (it was removed before the copy).
     assert c.nodes[first].agent.runtime.list() == []
+    removed = next(
+        i
+        for i, e in enumerate(events)
+        if e["event"] == "token.minted" and e["op"] == "container.remove"
+    )
+    copied = next(
+        i
+        for i, e in enumerate(events)
+        if e["event"] == "delegation.issued" and e["op"] == "volume.export"
+    )
+    assert removed < copied

@@ -25,7 +25,7 @@ from orchestrator.config import OrchestratorConfig
 from orchestrator.server import Orchestrator, start
 from pki.authority import Authority
 from protos import control_pb2, topology_pb2
-from tests.orchestrator.conftest import TD, Running
+from tests.control_api.conftest import TD, Running
 
 IMAGE = "local/busybox:1"
 T = TypeVar("T")

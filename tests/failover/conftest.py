@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.failover._agents import Agent, join_agent, node_states, start_orch, wait_until
-from tests.orchestrator.conftest import Running, stop_orchestrator
+from tests.control_api.conftest import Running, stop_orchestrator
 
 HEARTBEAT = 0.5
 GRACE = 2.0

@@ -18,7 +18,7 @@ from node.renewal import credentials_for_token
 from orchestrator.lifecycle import Lifecycle
 from pki.authority import Authority
 from protos import control_pb2, node_pb2
-from tests.orchestrator.conftest import Running, start_orchestrator, stop_orchestrator
+from tests.control_api.conftest import Running, start_orchestrator, stop_orchestrator
 from tests.security.conftest import Cluster, join_node, wait_for
 
 NODE_TTL = 60.0

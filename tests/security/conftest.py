@@ -17,7 +17,7 @@ from node.client import client_credentials
 from node.join import JoinOptions, ensure_joined
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from protos import control_pb2, control_pb2_grpc, gateway_pb2_grpc, node_pb2_grpc
-from tests.orchestrator.conftest import Running, start_orchestrator, stop_orchestrator
+from tests.control_api.conftest import Running, start_orchestrator, stop_orchestrator
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
