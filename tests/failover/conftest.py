@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.failover._agents import Agent, join_agent, node_states, start_orch, wait_until
 from tests.control_api.conftest import Running, stop_orchestrator
+from tests.failover._agents import Agent, join_agent, node_states, start_orch, wait_until
 
 HEARTBEAT = 0.5
 GRACE = 2.0

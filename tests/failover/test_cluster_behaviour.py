@@ -16,8 +16,8 @@ from node.errors import NotFound
 from orchestrator.autoscale import AutoscaleSettings
 from orchestrator.rebalance import RebalanceSettings
 from protos import control_pb2, node_pb2, topology_pb2
-from tests.failover._agents import IMAGE, audit, on_loop, sleeper_app, wait_until, workloads
 from tests.control_api.conftest import start_orchestrator, stop_orchestrator
+from tests.failover._agents import IMAGE, audit, on_loop, sleeper_app, wait_until, workloads
 from tests.security.conftest import Cluster, join_node
 
 

@@ -117,4 +117,4 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             for ct in node.agent.runtime.list():
                 node.agent.runtime.remove(ct.name, force=True)
             node.stop(0)
-        stop_orchestrator(orch)
+        stop_orchestrator(c.orch)  # a test may have restarted it
