@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from protos import control_pb2
+from tests.control_api.conftest import Running, stop_orchestrator
 from tests.failover._agents import (
     Agent,
     audit,
@@ -42,7 +43,6 @@ from tests.failover._agents import (
     wait_until,
     workloads,
 )
-from tests.orchestrator.conftest import Running, stop_orchestrator
 
 
 def _running_elsewhere(orch: Running, ids: set[str], victim: str) -> bool:

@@ -29,8 +29,8 @@ from pki.certs import load_pem_chain, thumbprint
 from pki.rotation import rotate_ca, rotation_status
 from pki.tokenkeys import KeySet, TokenKeyStore
 from protos import control_pb2, gateway_pb2, node_pb2
+from tests.control_api.conftest import start_orchestrator, stop_orchestrator
 from tests.lifecycle.conftest import Load, refresh_admin
-from tests.orchestrator.conftest import start_orchestrator, stop_orchestrator
 from tests.security.conftest import Cluster, join_node
 
 
