@@ -97,16 +97,27 @@ class Agent:
     state_dir: Path
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    runtime: str = "process"
+
+    @property
+    def node_id(self) -> str:
+        return f"spiffe://{TD}/node/{self.name}"
 
     def start(self, join_target: str, ca_file: Path, token: str | None = None) -> None:
         """Join (with ``token``) or restart (without) and wait for the ready line."""
-        if token is not None:
-            seed = ProcessRuntime(f"spiffe://{TD}/node/{self.name}", self.state_dir)
+        if token is not None and self.runtime == "docker":
+            from node.runtime.docker import DockerRuntime
+
+            docker_rt = DockerRuntime(self.node_id, self.state_dir)
+            docker_rt.adopt_image(IMAGE)
+            docker_rt.close()
+        elif token is not None:
+            seed = ProcessRuntime(self.node_id, self.state_dir)
             ensure_busybox_image(seed)
             seed.close()
         args = [sys.executable, "-m", "orchestrator.cli", "node", "join", join_target]
         args += ["--ca", str(ca_file), "--name", self.name, "--listen", f"{self.ip}:0"]
-        args += ["--state-dir", str(self.state_dir), "--runtime", "process"]
+        args += ["--state-dir", str(self.state_dir), "--runtime", self.runtime]
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
         env.pop("CAPSTAN_JOIN_TOKEN", None)
         if token is not None:
@@ -181,13 +192,13 @@ class Agent:
                 state.close()
 
 
-def join_agent(orch: Running, root: Path, name: str, ip: str) -> Agent:
+def join_agent(orch: Running, root: Path, name: str, ip: str, runtime: str = "process") -> Agent:
     token = orch.control().CreateJoinToken(control_pb2.JoinTokenRequest(name=name)).token
     ca_file = root / "cluster-ca.crt"
     ca_file.write_bytes(orch.authority.trust_bundle())
     state = root / name
     state.mkdir(parents=True, exist_ok=True)
-    agent = Agent(name, ip, state, root / f"{name}.log")
+    agent = Agent(name, ip, state, root / f"{name}.log", runtime=runtime)
     agent.start(orch.join_target, ca_file, token)
     return agent
 

@@ -28,7 +28,10 @@ class ProcCluster:
         stop_orchestrator(self.orch)
 
     def join(self, name: str, ip: str) -> Agent:
-        agent = join_agent(self.orch, self.root, name, ip)
+        return self.join_runtime(name, ip, "process")
+
+    def join_runtime(self, name: str, ip: str, runtime: str) -> Agent:
+        agent = join_agent(self.orch, self.root, name, ip, runtime)
         self.agents[name] = agent
         return agent
 
