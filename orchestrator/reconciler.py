@@ -91,6 +91,9 @@ class Reconciler:
         self.tasks: TaskBook | None = None
         # (node, kind, resource) -> request id of the delegated fetch under way
         self.pending: dict[tuple[str, str, str], str] = {}
+        # (node, kind, resource, generation) of volume copies already made: per
+        # instance (a class-level set would be shared by every orchestrator in a process)
+        self._fetched: set[tuple[str, str, str, int]] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -607,8 +610,6 @@ class Reconciler:
             w.state = "fetching"
             await self._save(w)
         return False
-
-    _fetched: set[tuple[str, str, str, int]] = set()
 
     async def on_completion(self, done: Completion) -> None:
         task = done.task

@@ -166,6 +166,7 @@ class ProcessRuntime:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._samples: dict[str, tuple[float, float]] = {}
         self._table_lock = threading.Lock()  # guards the dicts and the per-name lock table
+        self._refresh_lock = threading.Lock()  # one process-table refresh at a time
         self._name_locks: dict[str, threading.Lock] = {}
         self._closed = False
 
@@ -198,27 +199,41 @@ class ProcessRuntime:
         """Bring a started, unfinished record up to date with the process table."""
         if rec.pid is None or rec.started_at is None or rec.finished_at is not None:
             return rec
+        # One refresher at a time, working from a fresh record: otherwise an observer
+        # that read the record before another thread reaped the child finds no child,
+        # records "exit status unknown" and the real exit code is lost (regression:
+        # a stop under concurrent list() calls reported DEAD instead of 143).
+        with self._refresh_lock:
+            try:
+                rec = self._state.get(rec.name)
+            except NotFound:
+                return rec
+            if rec.pid is None or rec.started_at is None or rec.finished_at is not None:
+                return rec
+            return self._refresh_locked(rec, rec.pid)
+
+    def _refresh_locked(self, rec: ContainerRecord, pid: int) -> ContainerRecord:
         child = self._child(rec.name)
         code: int | None
-        if child is not None and child.pid == rec.pid:
+        if child is not None and child.pid == pid:
             rc = child.poll()  # also reaps it: our children never linger as zombies
             if rc is None:
                 return rec
             code = _exit_code(rc)
-        elif proc.is_same_alive(rec.pid, rec.start_ticks):
+        elif proc.is_same_alive(pid, rec.start_ticks):
             return rec
         else:
             code = None  # not our child: its exit status went to someone else
         # The first process is gone: take down anything it left in its session. While a
         # session has members the kernel keeps its number reserved, so a pid now held by
         # a process of another start time means our session is empty: never signal it.
-        now_holder = proc.read_stat(rec.pid)
+        now_holder = proc.read_stat(pid)
         if now_holder is None or now_holder.start_ticks == rec.start_ticks:
-            proc.signal_session(rec.pid, signal.SIGKILL)
+            proc.signal_session(pid, signal.SIGKILL)
         with self._table_lock:
             self._children.pop(rec.name, None)
             self._samples.pop(rec.name, None)
-        return self._state.record_exited(rec.name, code, self._clock(), pid=rec.pid)
+        return self._state.record_exited(rec.name, code, self._clock(), pid=pid)
 
     def _status(self, rec: ContainerRecord) -> ContainerStatus:
         rec = self._refresh(rec)
