@@ -283,20 +283,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     def ImportImage(
         self, request_iterator: Iterator[node_pb2.ImageImportChunk], context: Any
     ) -> Any:
-        messages = iter(request_iterator)
-        first = next(messages, None)
-        if first is None:
-            raise errors.InvalidArgument("ref", "empty import stream")
-        ref = first.ref
-
-        def data() -> Iterator[bytes]:
-            yield first.data
-            for msg in messages:
-                if msg.ref and msg.ref != ref:
-                    raise errors.InvalidArgument("ref", "changes within the stream")
-                yield msg.data
-
-        refs = import_image_checked(self._runtime, ref, data(), self._spool)
+        ref, data = _named_upload(request_iterator, "ref")
+        refs = import_image_checked(self._runtime, ref, data, self._spool)
         return node_pb2.ImageImportResult(refs=refs)
 
     @_stream_boundary
@@ -311,17 +299,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     def ImportVolume(
         self, request_iterator: Iterator[node_pb2.VolumeImportChunk], context: Any
     ) -> Any:
-        first = next(request_iterator)
-        name = first.name
-
-        def data() -> Iterator[bytes]:
-            yield first.data
-            for msg in request_iterator:
-                if msg.name and msg.name != name:
-                    raise errors.InvalidArgument("name", "changes within the stream")
-                yield msg.data
-
-        result = self._volumes.import_(name, data(), max_bytes=MAX_VOLUME_BYTES)
+        name, data = _named_upload(request_iterator, "name")
+        result = self._volumes.import_(name, data, max_bytes=MAX_VOLUME_BYTES)
         return node_pb2.VolumeImportResult(name=name, bytes=result.bytes, files=result.files)
 
     @_boundary
@@ -337,6 +316,25 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
             containers=len(self._runtime.list()),
             labels=self._labels,
         )
+
+
+def _named_upload(messages: Iterable[Any], field: str) -> tuple[str, Iterator[bytes]]:
+    """A client stream whose first message names the object (the token's res) and
+    whose messages carry data; a later message may repeat the name, never change it."""
+    stream = iter(messages)
+    first = next(stream, None)
+    if first is None:
+        raise errors.InvalidArgument(field, "empty upload stream")
+    name: str = getattr(first, field)
+
+    def data() -> Iterator[bytes]:
+        yield first.data
+        for msg in stream:
+            if getattr(msg, field) not in ("", name):
+                raise errors.InvalidArgument(field, "changes within the stream")
+            yield msg.data
+
+    return name, data()
 
 
 def _timeout(value: float) -> float:

@@ -22,7 +22,6 @@ re-apply of the same file does not undo it) and every decision is audited as
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 
 from orchestrator import apply as plans
 from orchestrator import scheduler
+from orchestrator._periodic import every
 from orchestrator.audit import AuditLog
 from orchestrator.reconciler import Reconciler
 from protos import control_pb2, topology_pb2
@@ -222,11 +222,4 @@ class Autoscaler:
         return True
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.evaluate()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("autoscale pass failed")
-            await asyncio.sleep(self.settings.interval)
+        await every(self.settings.interval, self.evaluate, "autoscale pass")

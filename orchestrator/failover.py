@@ -14,9 +14,9 @@ Tracker): a store write happens only when a node's state changes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
+from orchestrator._periodic import every
 from orchestrator.reconciler import Reconciler
 
 log = logging.getLogger("capstan.orchestrator")
@@ -47,11 +47,4 @@ class LivenessWatch:
         return changed
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("liveness check failed")
-            await asyncio.sleep(self.period)
+        await every(self.period, self.check, "liveness check")

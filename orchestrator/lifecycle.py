@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import serialization
 
 from node.client import client_credentials
 from node.renewal import trust_digest
+from orchestrator._periodic import every
 from orchestrator.apply import InvalidApplication
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Caller
@@ -601,14 +602,7 @@ class Lifecycle:
             await self._token_keys(ts)
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("certificate lifecycle check failed")
-            await asyncio.sleep(self.settings.period)
+        await every(self.settings.period, self.step, "certificate lifecycle check")
 
     async def close(self) -> None:
         if self._reissue is not None:

@@ -20,7 +20,6 @@ asks for one with ``capstan rebalance`` (``--dry-run`` shows the plan only).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 
 from orchestrator import apply as plans
 from orchestrator import scheduler
+from orchestrator._periodic import every
 from orchestrator.audit import AuditLog
 from orchestrator.reconciler import Reconciler
 from protos import control_pb2, topology_pb2
@@ -298,11 +298,4 @@ class Rebalancer:
         )
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("rebalance round failed")
-            await asyncio.sleep(self.settings.period)
+        await every(self.settings.period, self.step, "rebalance round")
