@@ -94,6 +94,8 @@ class Reconciler:
         # (node, kind, resource, generation) of volume copies already made: per
         # instance (a class-level set would be shared by every orchestrator in a process)
         self._fetched: set[tuple[str, str, str, int]] = set()
+        # (workload, generation, source) whose old copy a push node confirmed removed
+        self._cleared: set[tuple[str, int, str]] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -548,18 +550,23 @@ class Reconciler:
                 w.state = "pending"
                 await self._save(w)
             else:
-                old = [
-                    c
+                # The old copy must be gone before its data is copied (regression:
+                # data was copied while the old copy still ran). A push node is told
+                # to remove it, by name and by whatever a report shows, and the call's
+                # answer is the proof; a report may predate the copy's creation. A pull
+                # node removes it itself: wait for a report newer than the move.
+                old = {
+                    c.name
                     for c in self.tracker.containers(source.name).values()
                     if c.workload_id == w.id
-                ]
-                # The old copy must be gone before its data is copied, as shown by a
-                # report newer than the move: an older report may simply predate it
-                # (regression: data was copied while the old copy still ran).
-                if old or self.tracker.report_at(source.name) <= w.updated_at:
-                    if source.mode != "pull":
-                        for c in old:
-                            await self._remove(source, c.name, why=f"migrate {w.id}")
+                }
+                cleared = (w.id, w.generation, source.name)
+                if source.mode != "pull":
+                    if old or cleared not in self._cleared:
+                        for name in sorted(old | {w.container}):
+                            await self._remove(source, name, why=f"migrate {w.id}")
+                        self._cleared.add(cleared)
+                elif old or self.tracker.report_at(source.name) <= w.updated_at:
                     return False
                 for v in service.volumes:
                     name = volume_name(w, v.name)

@@ -89,7 +89,8 @@ def test_scale_update_restart_policy_delete(cluster: Cluster) -> None:
 
     admin.DeleteApp(control_pb2.AppRef(name="shop"))
     wait_for(lambda: cluster.workloads() == [] and not containers(cluster), what="deleted")
-    assert admin.ListApps(control_pb2.ListAppsRequest()).apps == []
+    # The app record goes last, once the reconciler saw every instance gone.
+    wait_for(lambda: not admin.ListApps(control_pb2.ListAppsRequest()).apps, what="app record gone")
 
 
 def test_orchestrator_restart_mid_apply_converges_without_duplicates(cluster: Cluster) -> None:
