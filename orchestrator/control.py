@@ -18,7 +18,7 @@ import grpc
 
 from orchestrator import apply as plans
 from orchestrator import jointokens, scheduler
-from orchestrator._events import event_line
+from orchestrator._events import event_line, of_app
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, Caller, CallerRefused, caller_of
 from orchestrator.autoscale import keep_autoscaled
@@ -225,8 +225,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         events = [
             event_line(e)
             for e in (await self._audit.entries())[-200:]
-            if e.get("app") == request.name
-            or str(e.get("workload", "")).startswith(f"{tenant}.{request.name}.")
+            if of_app(e, tenant, request.name)
         ][-20:]
         return control_pb2.AppDetail(
             record=record, summary=self._summary(record), workloads=workloads, events=events
