@@ -161,8 +161,12 @@ class ControlClient:
         ttl: float = 0.0,
         pool: str = "",
         labels: Mapping[str, str] | None = None,
+        cpus: float = 0.0,
+        memory: int = 0,
     ) -> cpb.JoinTokenResponse:
-        request = cpb.JoinTokenRequest(name=name, ttl=ttl, pool=pool, labels=dict(labels or {}))
+        request = cpb.JoinTokenRequest(
+            name=name, ttl=ttl, pool=pool, labels=dict(labels or {}), cpus=cpus, memory=memory
+        )
         return self._call("CreateJoinToken", request)  # type: ignore[no-any-return]
 
     # -- logs -------------------------------------------------------------------------

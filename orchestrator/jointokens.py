@@ -27,6 +27,9 @@ class JoinGrant:
     pool: str
     labels: dict[str, str] = field(default_factory=dict)
     expires_at: float = 0.0
+    # Capacity the admin recorded; a node reporting more gets this (0 = no cap).
+    cpus: float = 0.0
+    memory: int = 0
     rejoin: bool = False  # lets an existing node name join again (expired-node recovery)
 
 
