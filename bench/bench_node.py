@@ -30,7 +30,6 @@ from pathlib import Path
 
 import grpc
 
-from node.client import client_credentials
 from node.config import NodeConfig
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from node.server import SERVER_OPTIONS, build_agent
@@ -40,6 +39,7 @@ from pki.authority import Authority
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint, request_digest
 from protos import node_pb2, node_pb2_grpc, ops
+from protos.wire.channel import client_credentials
 
 TD = "bench.capstan"
 
