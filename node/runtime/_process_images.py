@@ -429,6 +429,22 @@ def _remove_path(path: str) -> None:
         os.unlink(path)
 
 
+def _whiteout_target(root: Path, parent_path: str, raw: str, hidden: str) -> str:
+    """The path a whiteout ``.wh.<hidden>`` deletes: one entry of its own directory.
+
+    ``hidden`` is what follows ``.wh.``; ``..`` or ``.`` would name the directory's
+    parent or the directory itself (regression: ``.wh...`` at the top of a layer
+    removed the staging root's parent and ended in INTERNAL)."""
+    if hidden in ("", ".", "..") or "/" in hidden or "\x00" in hidden:
+        raise InvalidArgument("image", f"whiteout {raw[:200]!r} names no entry of its directory")
+    target = os.path.join(parent_path, hidden)
+    if not _inside(root, os.path.dirname(target)) or os.path.realpath(target) == os.path.realpath(
+        root
+    ):
+        raise InvalidArgument("image", f"whiteout {raw[:200]!r} escapes the root")
+    return target
+
+
 def _apply_layer(layer: Path, root: Path) -> None:
     """Apply one uncompressed layer tar onto ``root`` (whiteouts included)."""
     try:
@@ -444,13 +460,13 @@ def _apply_layer(layer: Path, root: Path) -> None:
                 if base.startswith(".wh."):
                     # Whiteouts: delete what lower layers put here, never outside the root.
                     if not _inside(root, parent_path):
-                        raise InvalidArgument("image", f"whiteout {member.name} escapes the root")
+                        raise InvalidArgument("image", f"whiteout {member.name!r} escapes the root")
                     if base == ".wh..wh..opq":
                         if os.path.isdir(parent_path):
                             for entry in os.listdir(parent_path):
                                 _remove_path(os.path.join(parent_path, entry))
                     else:
-                        _remove_path(os.path.join(parent_path, base[4:]))
+                        _remove_path(_whiteout_target(root, parent_path, member.name, base[4:]))
                     continue
                 if member.ischr() or member.isblk() or member.isfifo():
                     continue  # device nodes are meaningless without a chroot
