@@ -39,4 +39,6 @@ fi
 
 python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test]'
+# Tests that run the `capstan` console script find this venv's first.
+export PATH="$PWD/.venv/bin:$PATH"
 exec .venv/bin/python -m pytest -q "$@"

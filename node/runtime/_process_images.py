@@ -456,6 +456,22 @@ def _layer_name(raw: str) -> str:
     return "" if name == "." else name
 
 
+def _whiteout_target(root: Path, parent_path: str, raw: str, hidden: str) -> str:
+    """The path a whiteout ``.wh.<hidden>`` deletes: one entry of its own directory.
+
+    ``hidden`` is what follows ``.wh.``; ``..`` or ``.`` would name the directory's
+    parent or the directory itself (regression: ``.wh...`` at the top of a layer
+    removed the staging root's parent and ended in INTERNAL)."""
+    if hidden in ("", ".", "..") or "/" in hidden or "\x00" in hidden:
+        raise InvalidArgument("image", f"whiteout {raw[:200]!r} names no entry of its directory")
+    target = os.path.join(parent_path, hidden)
+    if not _inside(root, os.path.dirname(target)) or os.path.realpath(target) == os.path.realpath(
+        root
+    ):
+        raise InvalidArgument("image", f"whiteout {raw[:200]!r} escapes the root")
+    return target
+
+
 def _apply_whiteout(root: Path, parent: str, base: str, raw: str) -> None:
     parent_path = os.path.join(root, parent)
     if not _inside(root, parent_path):
@@ -465,12 +481,7 @@ def _apply_whiteout(root: Path, parent: str, base: str, raw: str) -> None:
             for entry in os.listdir(parent_path):
                 _remove_path(os.path.join(parent_path, entry))
         return
-    hidden = base[len(".wh.") :]
-    # A whiteout hides exactly one entry of its own directory: "", "." and ".." would
-    # act on the directory itself or on the one above it.
-    if hidden in ("", ".", "..") or "/" in hidden:
-        raise InvalidArgument("image", f"whiteout {raw!r} names no entry of its directory")
-    _remove_path(os.path.join(parent_path, hidden))
+    _remove_path(_whiteout_target(root, parent_path, raw, base[len(".wh.") :]))
 
 
 def _apply_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path) -> None:
