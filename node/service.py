@@ -21,7 +21,7 @@ import grpc
 from node import errors
 from node._generations import GenerationBook
 from node.runtime.base import ContainerSpec, ContainerStatus, Runtime, VolumeMount
-from node.validation import validate_spec
+from node.validation import check_owner, validate_spec
 from node.volumes import VolumeStore
 from pki.errors import CapstanError
 from protos import node_pb2, node_pb2_grpc
@@ -37,6 +37,7 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.NotOwned, grpc.StatusCode.PERMISSION_DENIED),
     (errors.RuntimeUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
@@ -203,6 +204,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> node_pb2.ContainerStatus:
         spec = spec_from_pb(request)
         validate_spec(spec)
+        check_owner(spec)
         self._generations.check(spec.name, spec.workload_id, request.generation)
         for mount in spec.volumes:
             self._volumes.ensure(mount.name)

@@ -27,7 +27,7 @@ from orchestrator.liveness import Liveness, Tracker
 from orchestrator.nodecalls import NodeCaller
 from orchestrator.state import ClusterState
 from orchestrator.tasks import Completion, TaskBook
-from protos import control_pb2, gateway_pb2, node_pb2, topology_pb2
+from protos import control_pb2, gateway_pb2, names, node_pb2, topology_pb2
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -43,8 +43,9 @@ RESTART_NAMES = {
 
 
 def volume_name(w: control_pb2.Workload, volume: str) -> str:
-    """A node-local volume is per application, so a moved instance finds its data."""
-    return f"{w.app}.{volume}"
+    """A node-local volume is per tenant and application (``protos.names``): a moved
+    instance finds its data, another tenant's same-named application never does."""
+    return names.volume_name(w.tenant, w.app, volume)
 
 
 def container_spec(
