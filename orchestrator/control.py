@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from orchestrator import _rules, jointokens, scheduler
 from orchestrator import apply as plans
+from orchestrator import jointokens, quantities, scheduler
 from orchestrator._events import event_line, of_app
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, Caller, CallerRefused, caller_of
@@ -352,8 +352,8 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         ttl = request.ttl or 3600.0
         if not 0 < ttl <= 7 * 86400:
             raise plans.InvalidApplication("ttl: must be between 0 and 7 days")
-        if not (0 <= request.cpus <= _rules.MAX_CPU):  # NaN fails both
-            raise plans.InvalidApplication(f"cpus: must be between 0 and {_rules.MAX_CPU}")
+        if not (0 <= request.cpus <= quantities.MAX_CPU):  # NaN fails both
+            raise plans.InvalidApplication(f"cpus: must be between 0 and {quantities.MAX_CPU}")
         if request.memory < 0:
             raise plans.InvalidApplication("memory: must not be negative")
         grant = jointokens.JoinGrant(

@@ -18,7 +18,6 @@ from typing import Any
 
 import grpc
 
-from node.denylist import format_deny_list
 from orchestrator import jointokens
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Caller, CallerRefused, caller_of
@@ -31,6 +30,7 @@ from pki.errors import CapstanError
 from pki.identity import Kind, validate_name
 from pki.tokenkeys import TokenKeyStore
 from protos import control_pb2, gateway_pb2, gateway_pb2_grpc
+from protos.wire.trust import format_deny_list
 
 log = logging.getLogger("capstan.orchestrator")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator import _rules
+from orchestrator import quantities
 from orchestrator._cli._common import (
     DURATION,
     OperatorCommand,
@@ -149,7 +149,7 @@ def join_token_cmd(
 
     The node's labels, pool and capacity cap are the ones given here: what the node
     says of itself at join is not believed."""
-    size, problem = (0, None) if memory == "0" else _rules.parse_memory(memory)
+    size, problem = (0, None) if memory == "0" else quantities.parse_memory(memory)
     if size is None:
         raise click.BadParameter(problem or "invalid size", param_hint="--memory")
     with connect(context_name) as client:

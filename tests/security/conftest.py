@@ -13,10 +13,10 @@ import grpc
 import pytest
 
 from node.agent import JoinedNode, run_joined_node
-from node.client import client_credentials
 from node.join import JoinOptions, ensure_joined
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from protos import control_pb2, control_pb2_grpc, gateway_pb2_grpc, node_pb2_grpc
+from protos.wire.channel import client_credentials
 from tests.control_api.conftest import Running, start_orchestrator, stop_orchestrator
 
 

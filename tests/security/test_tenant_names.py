@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography import x509
-
 from node.client import client_credentials
+
 from pki.certs import thumbprint
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint, request_digest
