@@ -8,12 +8,12 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography import x509
-from node.client import client_credentials
 
 from pki.certs import thumbprint
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint, request_digest
 from protos import control_pb2, node_pb2, node_pb2_grpc, ops, topology_pb2
+from protos.wire.channel import client_credentials
 
 from .conftest import Cluster, wait_for
 
