@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from node._reload import ReloadingFile
 from node.audit import NodeAudit
-from node.authz import AuthorizationInterceptor, Authorizer
+from node.authz import AuthorizationInterceptor, Authorizer, PeerLimits
 from node.config import NodeConfig
 from node.denylist import parse_deny_list
 from node.renewal import read_pair
@@ -32,6 +32,7 @@ from pki.errors import ConfigError
 from pki.tokenkeys import KeySet
 from pki.tokens import ReplayCache, TokenVerifier
 from protos import node_pb2, node_pb2_grpc
+from protos.grants import Reaper
 
 log = logging.getLogger("capstan.node")
 
@@ -104,10 +105,13 @@ class NodeAgent:
     authorizer: Authorizer
     audit: NodeAudit
     health: health.HealthServicer
+    reaper: Reaper
+    limits: PeerLimits
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        self.reaper.stop()
         self.runtime.close()
 
 
@@ -151,9 +155,12 @@ def build_agent(
             None if config.runtime == "auto" else config.runtime, identity.uri, config.state_dir
         )
 
+    reaper = Reaper(clock=clock, revoked=revoked)
+    # A quarter of the threads per peer: three busy peers still leave room for a fourth.
+    limits = PeerLimits(streams_per_peer=max(1, max_workers // 4))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="capstan-node"),
-        interceptors=[AuthorizationInterceptor(authorizer)],
+        interceptors=[AuthorizationInterceptor(authorizer, reaper=reaper, limits=limits)],
         options=SERVER_OPTIONS,
         maximum_concurrent_rpcs=max_workers * 4,
     )
@@ -186,4 +193,6 @@ def build_agent(
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(services[0], health_pb2.HealthCheckResponse.SERVING)
     log.info("node %s serving on %s (runtime %s)", identity.uri, port, runtime.name)
-    return NodeAgent(server, port, identity.uri, runtime, authorizer, audit, health_servicer)
+    return NodeAgent(
+        server, port, identity.uri, runtime, authorizer, audit, health_servicer, reaper, limits
+    )
