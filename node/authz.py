@@ -10,7 +10,7 @@ stream's token is checked (signature, lifetime, audience, caller, operation, unu
 before its first message is read; that message, which names the resource, must then
 arrive within ``FIRST_MESSAGE_WITHIN`` seconds. Each peer may hold at most
 ``streams_per_peer`` streams at once, and every stream is held by its grant
-(protos.grants): it ends when its token expires (logs follow) or its peer's
+(protos.wire.grants): it ends when its token expires (logs follow) or its peer's
 certificate is revoked or expires.
 """
 
@@ -32,7 +32,7 @@ from pki.certs import identity_of, thumbprint
 from pki.errors import CapstanError, TokenError, TokenNotPermitted
 from pki.tokens import Capability, TokenVerifier, request_digest
 from protos import ops
-from protos.grants import Grant, Reaper
+from protos.wire.grants import Grant, Reaper
 
 log = logging.getLogger("capstan.node")
 

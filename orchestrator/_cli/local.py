@@ -10,10 +10,18 @@ from orchestrator._cli._common import DURATION, OperatorCommand
 from orchestrator._cli._output import table
 from orchestrator.client import ControlClient, ControlError
 from orchestrator.local import DEFAULT_BASE_PORT, ClusterRecord, LocalCluster
-from orchestrator.topology import load_topology_file
+from orchestrator.topology import load_topology
 
-# The demo application ships beside the package in a source checkout.
-DEMO_FILE = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
+# The demo application is package data (an installed capstan has no examples/
+# folder); examples/demo.yaml is the same file for readers of the repository.
+DEMO_NAME = "demo.yaml"
+
+
+def demo_text() -> str:
+    """The demo topology file shipped inside the package."""
+    from importlib.resources import files
+
+    return files("orchestrator._cli").joinpath(DEMO_NAME).read_text(encoding="utf-8")
 
 _dir_option = click.option(
     "--dir",
@@ -29,7 +37,7 @@ _dir_option = click.option(
 @click.option(
     "--runtime", type=click.Choice(("auto", "docker", "process")), default="auto", show_default=True
 )
-@click.option("--demo", is_flag=True, help=f"Then apply the demo application ({DEMO_FILE.name}).")
+@click.option("--demo", is_flag=True, help=f"Then apply the demo application ({DEMO_NAME}).")
 @click.option(
     "--base-port",
     type=click.IntRange(1024, 65533),
@@ -77,11 +85,11 @@ def up_cmd(
 def _demo(cluster: LocalCluster, record: ClusterRecord, timeout: float) -> None:
     from orchestrator._cli.apply import wait_converged
 
-    app = load_topology_file(DEMO_FILE)
+    app = load_topology(demo_text(), source=DEMO_NAME)
     with ControlClient(cluster.context(record.endpoint)) as client:
         reply = client.apply(app)
         click.echo(
-            f"applied {DEMO_FILE.name}: {reply.tenant}/{reply.app} generation {reply.generation}"
+            f"applied {DEMO_NAME}: {reply.tenant}/{reply.app} generation {reply.generation}"
         )
         wait_converged(client, reply, timeout=timeout, echo=click.echo)
         rows = [["INSTANCE", "NODE", "STATE"]]
