@@ -3,6 +3,7 @@ health and reflection."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from node._reload import ReloadingFile
 from node.audit import NodeAudit
 from node.authz import AuthorizationInterceptor, Authorizer, PeerLimits
 from node.config import NodeConfig
+from node.links import LinkManager, PeerInfo, tunnel_channel
 from node.renewal import read_pair
 from node.runtime import select_runtime
 from node.runtime.base import Runtime
@@ -94,11 +96,13 @@ class NodeAgent:
     authorizer: Authorizer
     audit: NodeAudit
     health: health.HealthServicer
+    links: LinkManager
     reaper: Reaper
     limits: PeerLimits
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.health.enter_graceful_shutdown()
+        self.links.stop()
         self.server.stop(grace).wait()
         self.reaper.stop()
         self.runtime.close()
@@ -153,6 +157,20 @@ def build_agent(
         options=NODE_SERVER_OPTIONS,
         maximum_concurrent_rpcs=max_workers * 4,
     )
+    links = LinkManager(
+        runtime,
+        node_id=identity.uri,
+        publish_host=config.listen.rpartition(":")[0].strip("[]") or "0.0.0.0",  # noqa: S104
+        audit=audit,
+        revoked=revoked,
+        channel_for=functools.partial(tunnel_channel, config.cert, config.key, config.ca),
+        clock=clock,
+    )
+
+    def peer_of(context: grpc.ServicerContext) -> PeerInfo:
+        peer = authorizer.peer(context)
+        return PeerInfo(peer.identity, peer.serial)
+
     servicer = NodeServicer(
         node_id=identity.uri,
         runtime=runtime,
@@ -160,6 +178,8 @@ def build_agent(
         spool_dir=config.state_dir / "spool",
         labels=dict(config.labels),
         version=_capstan_version(),
+        links=links,
+        peer_of=peer_of,
     )
     node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
@@ -179,9 +199,19 @@ def build_agent(
     if port == 0:
         raise ConfigError(f"cannot listen on {config.listen}")
     server.start()
+    links.start()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(services[0], health_pb2.HealthCheckResponse.SERVING)
     log.info("node %s serving on %s (runtime %s)", identity.uri, port, runtime.name)
     return NodeAgent(
-        server, port, identity.uri, runtime, authorizer, audit, health_servicer, reaper, limits
+        server,
+        port,
+        identity.uri,
+        runtime,
+        authorizer,
+        audit,
+        health_servicer,
+        links,
+        reaper,
+        limits,
     )
