@@ -6,6 +6,7 @@ runs. Node errors become gRPC statuses at one boundary (``_status_of``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -29,7 +30,7 @@ from node.runtime.base import (
     Runtime,
     VolumeMount,
 )
-from node.validation import validate_spec
+from node.validation import check_owner, validate_spec
 from node.volumes import VolumeStore
 from pki.errors import CapstanError
 from protos import node_pb2, node_pb2_grpc
@@ -45,6 +46,7 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.NotOwned, grpc.StatusCode.PERMISSION_DENIED),
     (errors.RuntimeUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
@@ -220,6 +222,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> node_pb2.ContainerStatus:
         spec = spec_from_pb(request)
         validate_spec(spec)
+        check_owner(spec)
         self._generations.check(spec.name, spec.workload_id, request.generation)
         for mount in spec.volumes:
             self._volumes.ensure(mount.name)
@@ -271,7 +274,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> Iterator[node_pb2.LogChunk]:
         if request.tail < 0:
             raise errors.InvalidArgument("tail", "must be >= 0")
-        for chunk in self._runtime.logs(request.name, follow=request.follow, tail=request.tail):
+        chunks = self._runtime.logs(request.name, follow=request.follow, tail=request.tail)
+        # A call ended from outside (its grant is over, the caller left) must free this
+        # thread even while the runtime waits for output: closing the runtime's stream
+        # wakes a blocked read; a polling one yields b"" and sees the call inactive.
+        context.add_callback(functools.partial(_close_quietly, chunks))
+        for chunk in chunks:
             if not context.is_active():
                 return
             if chunk:
@@ -378,3 +386,11 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
             yield chunk
+
+
+def _close_quietly(chunks: Iterator[bytes]) -> None:
+    close = getattr(chunks, "close", None)
+    if callable(close):
+        # A generator running in another thread refuses: it stops at its next poll.
+        with contextlib.suppress(ValueError, RuntimeError):
+            close()

@@ -27,6 +27,7 @@ from orchestrator.nodecalls import NodeCaller
 from orchestrator.state import ClusterState
 from orchestrator.tasks import Completion, TaskBook
 from protos import control_pb2, gateway_pb2, node_pb2, topology_pb2
+from protos.wire import names
 from protos.wire.errors import NodeCallError
 from protos.wire.tasks import IMAGE_FETCH, VOLUME_FETCH
 
@@ -56,8 +57,9 @@ def _copy(w: control_pb2.Workload) -> control_pb2.Workload:
 
 
 def volume_name(w: control_pb2.Workload, volume: str) -> str:
-    """A node-local volume is per application, so a moved instance finds its data."""
-    return f"{w.app}.{volume}"
+    """A node-local volume is per tenant and application (``protos.wire.names``): a moved
+    instance finds its data, another tenant's same-named application never does."""
+    return names.volume_name(w.tenant, w.app, volume)
 
 
 def container_spec(
