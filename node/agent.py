@@ -194,6 +194,7 @@ def run_joined_node(
                 backoff=backoff or Backoff(),
                 on_change=reporter.poke,
                 rng=rng,
+                epochs=agent.authorizer.epochs,
             )
             puller.start()
     except BaseException:

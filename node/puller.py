@@ -7,7 +7,12 @@ any other node. A second thread converges the local runtime to that set with
 ``node.converge.plan`` every interval and at once when a new set arrives.
 
 Until the first set arrives nothing is touched: an empty view is not an empty
-desired set. When the stream breaks the node keeps converging to the last set it
+desired set. A set is taken only if it is not older than what the node has seen:
+its leadership epoch must not be below the highest epoch the node has accepted (in
+a token or a set: one ``EpochFloor`` with the authorizer), and within one epoch its
+store revision must not go back. A deposed leader's stale view is refused.
+
+When the stream breaks the node keeps converging to the last set it
 had (its workloads keep running while the orchestrator is away) and reconnects with
 the reporter's capped, jittered backoff.
 
@@ -30,6 +35,7 @@ from pathlib import Path
 
 import grpc
 
+from node.authz import EpochFloor
 from node.converge import Action, Create, Desired, Nothing, Remove, Start, plan
 from node.errors import AlreadyExists, NotFound
 from node.renewal import own_credentials
@@ -90,6 +96,7 @@ class Puller:
         stop_timeout: float = 10.0,
         on_change: Callable[[], None] = lambda: None,
         rng: random.Random | None = None,
+        epochs: EpochFloor | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("converge interval must be positive")
@@ -106,6 +113,7 @@ class Puller:
         self._stop_timeout = stop_timeout
         self._on_change = on_change
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self._epochs = epochs or EpochFloor()
 
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -120,6 +128,7 @@ class Puller:
         self.streams = 0  # Watch streams opened
         self.received = 0  # Assignments messages received
         self.converges = 0  # completed converge passes
+        self.refused = 0  # sets refused as older than one already seen
         self.last_error = ""  # why the last stream ended
         self.last_actions: list[Action] = []  # the actions of the last pass that did something
 
@@ -145,11 +154,29 @@ class Puller:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def update(self, assignments: gateway_pb2.Assignments) -> None:
-        """Take a new complete set (from the Watch stream) and converge to it at once."""
+    def update(self, assignments: gateway_pb2.Assignments) -> bool:
+        """Take a new complete set (from the Watch stream) and converge to it at once;
+        False (and nothing changes) when it is older than what the node has seen."""
         with self._lock:
+            latest = self._latest
+            stale = assignments.epoch < self._epochs.value or (
+                latest is not None
+                and (assignments.epoch, assignments.revision) < (latest.epoch, latest.revision)
+            )
+            if stale:
+                self.refused += 1
+                log.warning(
+                    "refused assignments of epoch %d revision %d: seen epoch %d%s",
+                    assignments.epoch,
+                    assignments.revision,
+                    self._epochs.value,
+                    "" if latest is None else f" revision {latest.revision}",
+                )
+                return False
+            self._epochs.observe(assignments.epoch)
             self._latest = assignments
         self._wake.set()
+        return True
 
     @property
     def assignments(self) -> gateway_pb2.Assignments | None:
@@ -202,7 +229,9 @@ class Puller:
                 call.cancel()
             for assignments in call:
                 self.received += 1
-                self.update(assignments)
+                if not self.update(assignments):
+                    call.cancel()  # a stale orchestrator: look for the leader
+                    return "sent an older epoch or revision than seen"
             return "closed by the orchestrator"
         except grpc.RpcError as exc:
             return f"broke: {status_of(exc).one_line()}"

@@ -14,8 +14,10 @@
   transaction. A deposed leader's write can therefore never commit, however late
   it arrives: its transaction fails and it gets ``NotLeader``.
 
-On SQLite (one orchestrator, the file locked by one process) the campaign also
-removes a ``/leader`` left by the previous process: nobody else can hold it.
+On SQLite (``exclusive``: one orchestrator, the file locked by one process) there
+is nobody to compete with: the campaign replaces a ``/leader`` left by the previous
+process, takes no lease (a test's fake clock must not depose it) and holds forever;
+the epoch still grows by one per start.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -63,15 +66,17 @@ class LeaderInfo:
     """Who leads, as recorded in the store."""
 
     identity: str
-    address: str
-    epoch: int
+    address: str  # mTLS: ControlService and NodeGateway
+    epoch: int  # 0 in an orchestrator's membership record
     since: float
+    join_address: str = ""
 
     def encode(self) -> bytes:
         return json.dumps(
             {
                 "id": self.identity,
                 "address": self.address,
+                "join": self.join_address,
                 "epoch": self.epoch,
                 "since": self.since,
             },
@@ -82,14 +87,29 @@ class LeaderInfo:
     def decode(cls, data: bytes) -> LeaderInfo:
         try:
             raw = json.loads(data)
-            return cls(str(raw["id"]), str(raw["address"]), int(raw["epoch"]), float(raw["since"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"unreadable {keys.LEADER} record: {exc}") from None
+            return cls(
+                str(raw["id"]),
+                str(raw["address"]),
+                int(raw["epoch"]),
+                float(raw["since"]),
+                str(raw.get("join", "")),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StoreError(f"unreadable orchestrator record: {exc}") from None
 
 
 async def current_leader(store: Store) -> LeaderInfo | None:
     entry = await store.get(keys.LEADER)
     return None if entry is None else LeaderInfo.decode(entry.value)
+
+
+async def orchestrators(store: Store) -> list[LeaderInfo]:
+    """Every orchestrator that is up (its membership lease alive), by name."""
+    out = []
+    for entry in await store.range(keys.ORCHESTRATORS):
+        with contextlib.suppress(StoreError):
+            out.append(LeaderInfo.decode(entry.value))
+    return out
 
 
 class Leadership:
@@ -111,6 +131,7 @@ class Leadership:
         self.store = store
         self.identity = identity
         self.address = address
+        self.join_address = ""
         self.ttl = ttl
         self._exclusive = exclusive
         self._clock = clock
@@ -157,9 +178,9 @@ class Leadership:
         previous = int(counter.value) if counter else 0
         self.highest_seen = max(self.highest_seen, previous)
         epoch = previous + 1
-        lease = await self.store.grant_lease(self.ttl)
+        lease = None if self._exclusive else await self.store.grant_lease(self.ttl)
         sent = self._monotonic()
-        info = LeaderInfo(self.identity, self.address, epoch, self._clock())
+        info = LeaderInfo(self.identity, self.address, epoch, self._clock(), self.join_address)
         counter_cmp = (
             Compare.revision(EPOCH_COUNTER, "==", counter.revision)
             if counter
@@ -170,25 +191,28 @@ class Leadership:
                 [Compare.absent(keys.LEADER), counter_cmp],
                 [
                     Put(EPOCH_COUNTER, str(epoch).encode()),
-                    Put(keys.LEADER, info.encode(), lease.id),
+                    Put(keys.LEADER, info.encode(), lease.id if lease else None),
                 ],
             )
         except BaseException:
-            with contextlib.suppress(StoreError):
-                await self.store.revoke(lease.id)
+            await self._drop(lease)
             raise
         if not result.succeeded:
-            with contextlib.suppress(StoreError):
-                await self.store.revoke(lease.id)
+            await self._drop(lease)
             return 0
         self._lease = lease
         self.epoch = epoch
         self.highest_seen = epoch
         self._leader_revision = result.revision
-        self._valid_until = sent + self.ttl * (1 - _MARGIN)
+        self._valid_until = math.inf if lease is None else sent + self.ttl * (1 - _MARGIN)
         self.lost.clear()
         log.info("%s leads with epoch %d", self.identity, epoch)
         return epoch
+
+    async def _drop(self, lease: Lease | None) -> None:
+        if lease is not None:
+            with contextlib.suppress(StoreError):
+                await self.store.revoke(lease.id)
 
     async def _wait_vacant(self) -> None:
         """Until ``/leader`` is deleted (or at most one ttl, then look again)."""
@@ -213,8 +237,13 @@ class Leadership:
 
     async def hold(self) -> None:
         """Keep the lease alive; returns when leadership is lost (and says so in ``lost``)."""
-        assert self._lease is not None  # noqa: S101 - only after campaign()
         lease = self._lease
+        if lease is None:  # exclusive: nobody can take it
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self._step_down()
+        assert lease is not None  # noqa: S101 - the wait above never returns
         try:
             while self._leader_revision:
                 await asyncio.sleep(self.ttl / 3)
@@ -238,6 +267,37 @@ class Leadership:
         self._leader_revision = 0
         self._valid_until = 0.0
         self.lost.set()
+
+    async def leader(self) -> LeaderInfo | None:
+        info = await current_leader(self.store)
+        if info is not None:
+            self.highest_seen = max(self.highest_seen, info.epoch)
+        return info
+
+    async def register(self) -> None:
+        """Keep this orchestrator's membership record (its addresses) in the store
+        while it runs, leader or not, so nodes and clients can find every orchestrator.
+        It is not leader state: written outside the fence, under a lease of its own."""
+        name = self.identity.rpartition("/")[2] or self.identity
+        key = keys.orchestrator(name)
+        while True:
+            lease: Lease | None = None
+            try:
+                info = LeaderInfo(self.identity, self.address, 0, self._clock(), self.join_address)
+                if self._exclusive:
+                    await self.store.put(key, info.encode())
+                    await asyncio.Event().wait()
+                lease = await self.store.grant_lease(self.ttl * 3)
+                await self.store.put(key, info.encode(), lease=lease.id)
+                while True:
+                    await asyncio.sleep(self.ttl)
+                    await self.store.keepalive(lease.id)
+            except StoreError as exc:
+                log.warning("membership record: %s; retrying", exc)
+                await asyncio.sleep(self.ttl / 2)
+            except asyncio.CancelledError:
+                await self._drop(lease)
+                raise
 
     async def resign(self) -> None:
         """Give leadership up at once (a clean shutdown): the next leader need not wait."""
@@ -382,5 +442,6 @@ __all__ = [
     "LeaderInfo",
     "Leadership",
     "current_leader",
+    "orchestrators",
     "run_as_leader",
 ]

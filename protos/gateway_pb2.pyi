@@ -179,9 +179,11 @@ class Assignment(_message.Message):
     def __init__(self, workload_id: _Optional[str] = ..., spec: _Optional[_Union[_node_pb2.ContainerSpec, _Mapping]] = ..., desired: _Optional[str] = ..., restart: _Optional[str] = ...) -> None: ...
 
 class Assignments(_message.Message):
-    __slots__ = ("assignments", "revision")
+    __slots__ = ("assignments", "revision", "epoch")
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     assignments: _containers.RepeatedCompositeFieldContainer[Assignment]
     revision: int
-    def __init__(self, assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+    epoch: int
+    def __init__(self, assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., revision: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
