@@ -109,7 +109,7 @@ async def start(
     # Nodes and clients are told the addresses actually bound (port 0: the kernel chose).
     leadership = Leadership(
         raw,
-        identity=identity,
+        identity=config.member,
         address=config.listen,
         ttl=config.leader_ttl,
         exclusive=not config.etcd,
@@ -264,7 +264,7 @@ async def start(
         tracker.nodes.clear()
         tracker.started = clock()  # every node gets one grace period to reconnect
         reconciler.pending.clear()
-        await audit.record("orchestrator.elected", id=identity, epoch=epoch)
+        await audit.record("orchestrator.elected", id=identity, member=config.member, epoch=epoch)
         orch.duties = [
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(liveness.run(), name="liveness"),
