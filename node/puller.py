@@ -47,6 +47,7 @@ from node.volumes import VolumeStore
 from pki.errors import CapstanError
 from protos import gateway_pb2, gateway_pb2_grpc
 from protos.wire.errors import status_of
+from protos.wire.leader import Endpoints, endpoints_of, leader_of
 
 log = logging.getLogger("capstan.node.puller")
 
@@ -83,7 +84,7 @@ class Puller:
         runtime: Runtime,
         volumes: VolumeStore,
         *,
-        gateway_address: str,
+        gateway_address: str | Endpoints,
         cert: Path,
         key: Path,
         ca: Path,
@@ -102,7 +103,7 @@ class Puller:
             raise ValueError("converge interval must be positive")
         self._runtime = runtime
         self._volumes = volumes
-        self._address = gateway_address
+        self._endpoints = endpoints_of(gateway_address)
         self._cert, self._key, self._ca = Path(cert), Path(key), Path(ca)
         self._name = node_name
         self._interval = interval
@@ -208,7 +209,10 @@ class Puller:
             delay = self._backoff.delay(failures, self._rng)
             failures += 1
             log.warning(
-                "watch stream to %s %s; reconnecting in %.1fs", self._address, reason, delay
+                "watch stream to %s %s; reconnecting in %.1fs",
+                self._endpoints.current(),
+                reason,
+                delay,
             )
             self._stop.wait(delay)
 
@@ -217,7 +221,8 @@ class Puller:
             credentials = self._credentials()
         except CapstanError as exc:
             return f"cannot start: {exc}"
-        channel = grpc.secure_channel(self._address, credentials)
+        address = self._endpoints.current()
+        channel = grpc.secure_channel(address, credentials)
         try:
             call = gateway_pb2_grpc.NodeGatewayStub(channel).Watch(
                 gateway_pb2.WatchRequest(node=self._name)
@@ -231,9 +236,11 @@ class Puller:
                 self.received += 1
                 if not self.update(assignments):
                     call.cancel()  # a stale orchestrator: look for the leader
+                    self._endpoints.failed(address)
                     return "sent an older epoch or revision than seen"
             return "closed by the orchestrator"
         except grpc.RpcError as exc:
+            self._endpoints.failed(address, leader_of(exc))
             return f"broke: {status_of(exc).one_line()}"
         finally:
             with self._lock:

@@ -17,9 +17,7 @@ import grpc
 import grpc.aio
 
 from protos import control_pb2, gateway_pb2
-
-LEADER_METADATA = "capstan-leader"
-NOT_LEADER = "not the leader"
+from protos.wire.leader import LEADER_METADATA, NOT_LEADER
 
 _GATED = (
     "/" + control_pb2.DESCRIPTOR.services_by_name["ControlService"].full_name + "/",
@@ -74,13 +72,3 @@ def _refusal(handler: grpc.RpcMethodHandler, leader: str) -> grpc.RpcMethodHandl
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
-
-
-def leader_of(error: grpc.RpcError) -> str:
-    """The leader address a follower's refusal names, or ``""``."""
-    if not isinstance(error, grpc.Call) or error.code() != grpc.StatusCode.UNAVAILABLE:
-        return ""
-    for key, value in error.trailing_metadata() or ():
-        if key == LEADER_METADATA:
-            return str(value)
-    return ""

@@ -83,6 +83,8 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         # The leadership epoch to stamp on pull-mode assignments; raises NotLeader
         # once this orchestrator no longer leads (set by the server).
         self.epoch: Callable[[], int] = lambda: 0
+        # Every orchestrator's NodeGateway address (HA), told to joining nodes.
+        self.peer_addresses: Callable[[], list[str]] = lambda: []
         self.node_cert_ttl: float | None = None
 
     def set_authority(self, authority: Authority) -> None:
@@ -189,6 +191,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             deny_list=format_deny_list(self._revoked()),
             heartbeat_interval=self._heartbeat,
             gateway_address=self.gateway_address,
+            gateway_addresses=self.peer_addresses(),
         )
 
     # -- report ---------------------------------------------------------------------
