@@ -42,7 +42,7 @@ from node.renewal import own_credentials
 from node.reporter import Backoff
 from node.runtime.base import Runtime
 from node.service import spec_from_pb
-from node.validation import validate_spec
+from node.validation import check_owner, validate_spec
 from node.volumes import VolumeStore
 from pki.errors import CapstanError
 from protos import gateway_pb2, gateway_pb2_grpc
@@ -309,6 +309,7 @@ class Puller:
                 entry = Desired(a.workload_id, spec, a.desired, a.restart or "always")
                 if entry.desired == "running":
                     validate_spec(spec)
+                    check_owner(spec)
             except (CapstanError, ValueError) as exc:
                 keep.update(x for x in (a.workload_id, a.spec.name) if x)
                 key = (a.workload_id, str(exc))

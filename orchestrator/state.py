@@ -82,6 +82,33 @@ class ClusterState:
     def all_nodes(self) -> list[control_pb2.NodeRecord]:
         return [_copy(s.record) for s in self.nodes.values()]  # type: ignore[misc]
 
+    # -- read-only views (no copy) ---------------------------------------------------
+    # For loops that only look: every heartbeat of every node, every reconcile tick.
+    # Copying every record there is what made the orchestrator's idle cost grow with
+    # nodes x instances. The message returned is the stored one: never mutate it
+    # (take a copy with workload()/node() to change and save a record).
+
+    def peek_workload(self, wid: str) -> control_pb2.Workload | None:
+        slot = self.workloads.get(wid)
+        return slot.record if slot else None  # type: ignore[return-value]
+
+    def peek_workloads(self) -> list[control_pb2.Workload]:
+        return [s.record for s in self.workloads.values()]  # type: ignore[misc]
+
+    def peek_node(self, name: str) -> control_pb2.NodeRecord | None:
+        slot = self.nodes.get(name)
+        return slot.record if slot else None  # type: ignore[return-value]
+
+    def peek_nodes(self) -> list[control_pb2.NodeRecord]:
+        return [s.record for s in self.nodes.values()]  # type: ignore[misc]
+
+    def peek_app(self, tenant: str, name: str) -> control_pb2.AppRecord | None:
+        slot = self.apps.get((tenant, name))
+        return slot.record if slot else None  # type: ignore[return-value]
+
+    def peek_apps(self) -> list[control_pb2.AppRecord]:
+        return [s.record for s in self.apps.values()]  # type: ignore[misc]
+
     # -- writes ---------------------------------------------------------------------
 
     async def save_node(self, node: control_pb2.NodeRecord) -> None:

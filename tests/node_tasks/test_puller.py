@@ -108,7 +108,7 @@ def test_converges_and_a_second_pass_does_nothing(
     runtime.create(STRAY)
     puller.update(
         gateway_pb2.Assignments(
-            assignments=[assignment(0), assignment(1, volume="shop.data")], revision=1
+            assignments=[assignment(0), assignment(1, volume="default.shop.data")], revision=1
         )
     )
     done = puller.converge_once()
@@ -123,7 +123,7 @@ def test_converges_and_a_second_pass_does_nothing(
         ("default.shop.web.0.abc", ContainerState.RUNNING),
         ("default.shop.web.1.abc", ContainerState.RUNNING),
     ]
-    assert (tmp_path / "state" / "volumes" / "shop.data").is_dir()
+    assert (tmp_path / "state" / "volumes" / "default.shop.data").is_dir()
     assert puller.converge_once() == []
 
     # Desired removed: gone; the other one stays.
