@@ -21,6 +21,7 @@ import grpc
 from orchestrator import jointokens
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Caller, CallerRefused, caller_of
+from orchestrator.errors import NotLeader
 from orchestrator.liveness import Tracker
 from orchestrator.state import ClusterState
 from orchestrator.tasks import Completion, TaskBook, TaskRefused
@@ -79,6 +80,11 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         # trusts, the renewal service, the lifetime of node certificates.
         self.trust_digests: dict[str, str] = {}
         self.renewals: Any = None
+        # The leadership epoch to stamp on pull-mode assignments; raises NotLeader
+        # once this orchestrator no longer leads (set by the server).
+        self.epoch: Callable[[], int] = lambda: 0
+        # Every orchestrator's NodeGateway address (HA), told to joining nodes.
+        self.peer_addresses: Callable[[], list[str]] = lambda: []
         self.node_cert_ttl: float | None = None
 
     def set_authority(self, authority: Authority) -> None:
@@ -185,6 +191,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             deny_list=format_deny_list(self._revoked()),
             heartbeat_interval=self._heartbeat,
             gateway_address=self.gateway_address,
+            gateway_addresses=self.peer_addresses(),
         )
 
     # -- report ---------------------------------------------------------------------
@@ -372,12 +379,23 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             )
         last = b""
         while True:
+            try:
+                epoch = self.epoch()
+            except NotLeader:
+                return  # deposed: the node reconnects and is sent to the leader
             current = self._assignments(node.name)
+            current.epoch = epoch
+            current.revision = self._state.revision
             data = current.SerializeToString(deterministic=True)
             if data != last:
                 last = data
                 yield current
             await asyncio.sleep(self._heartbeat / 2)
+
+    def close_streams(self) -> None:
+        """End every node's Report stream (leadership lost: they reconnect elsewhere)."""
+        for box in list(self.outboxes.values()):
+            box.put_nowait(ConnectionAbortedError("leadership ended"))  # type: ignore[arg-type]
 
 
 def capped_capacity(
