@@ -22,7 +22,7 @@ from orchestrator.topology import load_topology_file
 from pki.errors import CapstanError
 from protos import control_pb2 as cpb
 
-POLL_INTERVAL = 1.0
+POLL_INTERVAL = 0.25
 
 
 class WaitTimeout(CapstanError):
