@@ -31,6 +31,7 @@ from orchestrator.delegation import Delegator
 from orchestrator.failover import LivenessWatch
 from orchestrator.gateway import Gateway
 from orchestrator.lifecycle import Lifecycle, LifecycleSettings, OwnCertificate, RevocationCache
+from orchestrator.links import LinkPlanner
 from orchestrator.liveness import Tracker
 from orchestrator.minter import Minter
 from orchestrator.nodecalls import NodeCaller
@@ -143,6 +144,15 @@ async def start(
         audit=audit,
         send=gateway.send,
         ttl=config.delegation_ttl,
+        clock=clock,
+    )
+    reconciler.links = LinkPlanner(
+        state=state,
+        tracker=tracker,
+        minter=minter,
+        audit=audit,
+        send=gateway.send,
+        stream_of=gateway.outboxes.get,
         clock=clock,
     )
     control = ControlService(
