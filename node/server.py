@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from node._reload import ReloadingFile
 from node.audit import NodeAudit
-from node.authz import AuthorizationInterceptor, Authorizer
+from node.authz import AuthorizationInterceptor, Authorizer, PeerLimits
 from node.config import NodeConfig
 from node.links import LinkManager, PeerInfo, tunnel_channel
 from node.renewal import read_pair
@@ -34,6 +34,7 @@ from pki.tokenkeys import KeySet
 from pki.tokens import ReplayCache, TokenVerifier
 from protos import node_pb2, node_pb2_grpc
 from protos.wire.channel import NODE_SERVER_OPTIONS
+from protos.wire.grants import Reaper
 from protos.wire.trust import parse_deny_list
 
 log = logging.getLogger("capstan.node")
@@ -96,11 +97,14 @@ class NodeAgent:
     audit: NodeAudit
     health: health.HealthServicer
     links: LinkManager
+    reaper: Reaper
+    limits: PeerLimits
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.health.enter_graceful_shutdown()
         self.links.stop()
         self.server.stop(grace).wait()
+        self.reaper.stop()
         self.runtime.close()
 
 
@@ -144,9 +148,12 @@ def build_agent(
             None if config.runtime == "auto" else config.runtime, identity.uri, config.state_dir
         )
 
+    reaper = Reaper(clock=clock, revoked=revoked)
+    # A quarter of the threads per peer: three busy peers still leave room for a fourth.
+    limits = PeerLimits(streams_per_peer=max(1, max_workers // 4))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="capstan-node"),
-        interceptors=[AuthorizationInterceptor(authorizer)],
+        interceptors=[AuthorizationInterceptor(authorizer, reaper=reaper, limits=limits)],
         options=NODE_SERVER_OPTIONS,
         maximum_concurrent_rpcs=max_workers * 4,
     )
@@ -197,6 +204,14 @@ def build_agent(
     health_servicer.set(services[0], health_pb2.HealthCheckResponse.SERVING)
     log.info("node %s serving on %s (runtime %s)", identity.uri, port, runtime.name)
     return NodeAgent(
-        server, port, identity.uri, runtime, authorizer, audit, health_servicer, links
+        server,
+        port,
+        identity.uri,
+        runtime,
+        authorizer,
+        audit,
+        health_servicer,
+        links,
+        reaper,
+        limits,
     )
-

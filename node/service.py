@@ -6,6 +6,7 @@ runs. Node errors become gRPC statuses at one boundary (``_status_of``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -271,7 +272,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> Iterator[node_pb2.LogChunk]:
         if request.tail < 0:
             raise errors.InvalidArgument("tail", "must be >= 0")
-        for chunk in self._runtime.logs(request.name, follow=request.follow, tail=request.tail):
+        chunks = self._runtime.logs(request.name, follow=request.follow, tail=request.tail)
+        # A call ended from outside (its grant is over, the caller left) must free this
+        # thread even while the runtime waits for output: closing the runtime's stream
+        # wakes a blocked read; a polling one yields b"" and sees the call inactive.
+        context.add_callback(functools.partial(_close_quietly, chunks))
+        for chunk in chunks:
             if not context.is_active():
                 return
             if chunk:
@@ -378,3 +384,11 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
             yield chunk
+
+
+def _close_quietly(chunks: Iterator[bytes]) -> None:
+    close = getattr(chunks, "close", None)
+    if callable(close):
+        # A generator running in another thread refuses: it stops at its next poll.
+        with contextlib.suppress(ValueError, RuntimeError):
+            close()

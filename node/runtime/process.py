@@ -537,6 +537,9 @@ class ProcessRuntime:
                         yield chunk
                     return
                 time.sleep(_POLL * 2)
+                # Nothing new: an empty chunk hands control back to the reader, which
+                # may have been told to stop (its call ended) while nothing was logged.
+                yield b""
 
     @_mapped
     def stats(self, name: str) -> ContainerStats:
