@@ -74,11 +74,26 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_FAILURE
 
 
-def _mapped(method: str, exc: grpc.RpcError) -> ControlError:
+def _mapped(method: str, exc: grpc.RpcError, context: Context | None = None) -> ControlError:
     status = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
     name = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+    if context is not None and name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+        # gRPC's own text names neither the context nor what to do: say both.
+        what = "cannot reach" if name == "UNAVAILABLE" else "no answer in time from"
+        return ControlError(
+            method,
+            name,
+            f"{what} the orchestrator of context {context.name!r} at {context.endpoint} "
+            f"({_first_line(details)}); is it running? `capstan status` checks a local "
+            "cluster (`capstan up` restarts it); `capstan context list` shows the others",
+        )
     return ControlError(method, name, details or "")
+
+
+def _first_line(text: str | None) -> str:
+    line = " ".join((text or "").split())
+    return line if len(line) <= 120 else line[:117] + "..."
 
 
 class ControlClient:
@@ -122,7 +137,7 @@ class ControlClient:
         try:
             return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
-            raise _mapped(method, exc) from None
+            raise _mapped(method, exc, self.context) from None
 
     # -- applications -----------------------------------------------------------------
 
@@ -161,6 +176,9 @@ class ControlClient:
 
     def pki_status(self) -> cpb.PkiStatusResponse:
         return self._call("PkiStatus", cpb.PkiStatusRequest())  # type: ignore[no-any-return]
+
+    def version(self) -> cpb.VersionInfo:
+        return self._call("Version", cpb.VersionRequest())  # type: ignore[no-any-return]
 
     def rebalance(self, *, dry_run: bool = False) -> cpb.RebalancePlan:
         return self._call("Rebalance", cpb.RebalanceRequest(dry_run=dry_run))  # type: ignore[no-any-return]
@@ -207,7 +225,7 @@ class ControlClient:
         try:
             yield from self._stub.AuditTail(request, timeout=None if follow else self.timeout)
         except grpc.RpcError as exc:
-            raise _mapped("AuditTail", exc) from None
+            raise _mapped("AuditTail", exc, self.context) from None
 
     def audit_verify(self) -> cpb.AuditVerifyResponse:
         return self._call("AuditVerify", cpb.AuditVerifyRequest())  # type: ignore[no-any-return]
