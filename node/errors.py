@@ -21,6 +21,9 @@ class InvalidArgument(NodeError):
 class NotFound(NodeError):
     """The named container, image or volume does not exist on this node (NOT_FOUND)."""
 
+    # Read by the CLI's exit status (3), which does not import the node.
+    code = "NOT_FOUND"
+
 
 class AlreadyExists(NodeError):
     """A container or volume with that name already exists on this node (ALREADY_EXISTS)."""

@@ -40,6 +40,7 @@ from node.validation import validate_spec
 from node.volumes import VolumeStore
 from pki.errors import CapstanError
 from protos import gateway_pb2, gateway_pb2_grpc
+from protos.wire.errors import status_of
 
 log = logging.getLogger("capstan.node.puller")
 
@@ -204,10 +205,7 @@ class Puller:
                 self.update(assignments)
             return "closed by the orchestrator"
         except grpc.RpcError as exc:
-            code = exc.code() if callable(getattr(exc, "code", None)) else None
-            details = exc.details() if callable(getattr(exc, "details", None)) else ""
-            name = code.name if code is not None else "UNKNOWN"
-            return f"broke: {name}: {' '.join(str(details).split())}"
+            return f"broke: {status_of(exc).one_line()}"
         finally:
             with self._lock:
                 self._call = None

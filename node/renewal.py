@@ -32,7 +32,6 @@ renew together. A failed renewal is retried with capped backoff.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import random
@@ -54,6 +53,8 @@ from pki.certs import identity_of, load_pem_chain, thumbprint
 from pki.errors import CapstanError, CertificateError, ConfigError
 from pki.tokens import CNF_MEMBER, decode_unverified
 from protos import gateway_pb2, gateway_pb2_grpc
+from protos.wire.errors import status_of
+from protos.wire.trust import trust_digest
 
 log = logging.getLogger("capstan.node.renewal")
 
@@ -64,7 +65,6 @@ __all__ = [
     "read_pair",
     "recover",
     "renewal_point",
-    "trust_digest",
     "trust_digest_of_files",
 ]
 
@@ -231,15 +231,6 @@ def _thumbprint_of(chain: bytes) -> str:
 
 
 # -- trust acknowledgement ---------------------------------------------------------------
-
-
-def trust_digest(jwks: bytes, bundle: bytes) -> str:
-    """What a node reports to acknowledge the token keys and trust roots it holds."""
-    h = hashlib.sha256()
-    for part in (jwks, bundle):
-        h.update(len(part).to_bytes(8, "big"))
-        h.update(part)
-    return h.hexdigest()[:32]
 
 
 def trust_digest_of_files(jwks: Path, bundle: Path) -> str:
@@ -412,10 +403,8 @@ class Renewer:
             ).Renew(gateway_pb2.RenewRequest(csr_pem=csr_pem), timeout=self._timeout)
             return response
         except grpc.RpcError as exc:
-            code = exc.code() if callable(getattr(exc, "code", None)) else None
-            details = exc.details() if callable(getattr(exc, "details", None)) else ""
-            name = code.name if code is not None else "UNKNOWN"
-            raise RenewalError(f"renewal refused: {name}: {details}") from None
+            status = status_of(exc)
+            raise RenewalError(f"renewal refused: {status.name}: {status.details}") from None
         finally:
             channel.close()
 

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import grpc
 
-from node.denylist import parse_deny_list
 from node.errors import NotFound
 from node.renewal import own_credentials, trust_digest_of_files
 from node.runtime.base import ContainerState, ContainerStatus, Runtime
@@ -37,6 +36,8 @@ from pki.certs import load_pem_chain
 from pki.errors import CapstanError
 from pki.tokenkeys import KeySet
 from protos import gateway_pb2, gateway_pb2_grpc
+from protos.wire.errors import status_of
+from protos.wire.trust import parse_deny_list
 
 log = logging.getLogger("capstan.node.reporter")
 
@@ -218,10 +219,7 @@ class Reporter:
                 self._handle(message)
             return "closed by the orchestrator"
         except grpc.RpcError as exc:
-            code = exc.code() if callable(getattr(exc, "code", None)) else None
-            details = exc.details() if callable(getattr(exc, "details", None)) else ""
-            name = code.name if code is not None else "UNKNOWN"
-            return f"broke: {name}: {' '.join(str(details).split())}"
+            return f"broke: {status_of(exc).one_line()}"
         finally:
             ended.set()
             wake.set()

@@ -20,7 +20,6 @@ from node._reload import ReloadingFile
 from node.audit import NodeAudit
 from node.authz import AuthorizationInterceptor, Authorizer
 from node.config import NodeConfig
-from node.denylist import parse_deny_list
 from node.renewal import read_pair
 from node.runtime import select_runtime
 from node.runtime.base import Runtime
@@ -32,20 +31,10 @@ from pki.errors import ConfigError
 from pki.tokenkeys import KeySet
 from pki.tokens import ReplayCache, TokenVerifier
 from protos import node_pb2, node_pb2_grpc
+from protos.wire.channel import NODE_SERVER_OPTIONS
+from protos.wire.trust import parse_deny_list
 
 log = logging.getLogger("capstan.node")
-
-MAX_MESSAGE = 1024 * 1024  # large data moves in streams of 256 KiB chunks
-
-SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.so_reuseport", 0),
-    # Deterministic header limits: a token just over the 8 KiB cap reaches the
-    # verifier (and gets UNAUTHENTICATED); only absurd headers die in transport.
-    ("grpc.max_metadata_size", 16 * 1024),
-    ("grpc.absolute_max_metadata_size", 32 * 1024),
-]
 
 
 def _capstan_version() -> str:
@@ -154,7 +143,7 @@ def build_agent(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="capstan-node"),
         interceptors=[AuthorizationInterceptor(authorizer)],
-        options=SERVER_OPTIONS,
+        options=NODE_SERVER_OPTIONS,
         maximum_concurrent_rpcs=max_workers * 4,
     )
     servicer = NodeServicer(

@@ -20,3 +20,12 @@ def event_line(e: dict[str, Any]) -> str:
     if e.get("why"):
         line += f": {e['why']}"
     return f"{event_time(e)} {line}"
+
+
+def of_app(e: dict[str, Any], tenant: str, app: str) -> bool:
+    """Whether an audit event is about application ``tenant/app``: by tenant AND name
+    (regression: another tenant's same-named application showed up), or by a
+    workload id ``tenant.app.`` (tenant and app are DNS labels: no dot inside)."""
+    if e.get("app") == app and e.get("tenant") == tenant:
+        return True
+    return str(e.get("workload", "")).startswith(f"{tenant}.{app}.")

@@ -15,6 +15,8 @@ from orchestrator.context import Context
 from pki.errors import CapstanError
 from protos import control_pb2 as cpb
 from protos import control_pb2_grpc, topology_pb2
+from protos.wire.channel import CONTROL_CHANNEL_OPTIONS, client_credentials
+from protos.wire.errors import status_of
 
 __all__ = [
     "EXIT_FAILURE",
@@ -41,7 +43,6 @@ _EXIT_BY_CODE = {
     "DEADLINE_EXCEEDED": EXIT_UNAVAILABLE,
 }
 DEFAULT_TIMEOUT = 30.0
-_MAX_MESSAGE = 64 * 1024 * 1024
 
 
 class ControlError(CapstanError):
@@ -62,10 +63,6 @@ def _describe(code: str) -> str:
 
 def exit_code(exc: BaseException) -> int:
     """The process exit status for an error: 3 not found, 4 refused, 5 unreachable, else 1."""
-    from node.errors import NotFound
-
-    if isinstance(exc, NotFound):
-        return EXIT_NOT_FOUND
     code = getattr(exc, "code", None)
     if isinstance(code, grpc.StatusCode):
         code = code.name
@@ -75,20 +72,18 @@ def exit_code(exc: BaseException) -> int:
 
 
 def _mapped(method: str, exc: grpc.RpcError, context: Context | None = None) -> ControlError:
-    status = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    name = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
-    if context is not None and name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+    status = status_of(exc)
+    if context is not None and status.name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
         # gRPC's own text names neither the context nor what to do: say both.
-        what = "cannot reach" if name == "UNAVAILABLE" else "no answer in time from"
+        what = "cannot reach" if status.name == "UNAVAILABLE" else "no answer in time from"
         return ControlError(
             method,
-            name,
+            status.name,
             f"{what} the orchestrator of context {context.name!r} at {context.endpoint} "
-            f"({_first_line(details)}); is it running? `capstan status` checks a local "
+            f"({_first_line(status.details)}); is it running? `capstan status` checks a local "
             "cluster (`capstan up` restarts it); `capstan context list` shows the others",
         )
-    return ControlError(method, name, details or "")
+    return ControlError(method, status.name, status.details)
 
 
 def _first_line(text: str | None) -> str:
@@ -110,16 +105,10 @@ class ControlClient:
         self.timeout = timeout
         if channel is None:
             ca, cert, key = context.read_credentials()
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=ca, private_key=key, certificate_chain=cert
-            )
             channel = grpc.secure_channel(
                 context.endpoint,
-                creds,
-                options=[
-                    ("grpc.max_receive_message_length", _MAX_MESSAGE),
-                    ("grpc.max_send_message_length", _MAX_MESSAGE),
-                ],
+                client_credentials(cert, key, ca),
+                options=CONTROL_CHANNEL_OPTIONS,
             )
         self.channel = channel
         self._stub: Any = control_pb2_grpc.ControlServiceStub(channel)
@@ -190,8 +179,12 @@ class ControlClient:
         ttl: float = 0.0,
         pool: str = "",
         labels: Mapping[str, str] | None = None,
+        cpus: float = 0.0,
+        memory: int = 0,
     ) -> cpb.JoinTokenResponse:
-        request = cpb.JoinTokenRequest(name=name, ttl=ttl, pool=pool, labels=dict(labels or {}))
+        request = cpb.JoinTokenRequest(
+            name=name, ttl=ttl, pool=pool, labels=dict(labels or {}), cpus=cpus, memory=memory
+        )
         return self._call("CreateJoinToken", request)  # type: ignore[no-any-return]
 
     # -- logs -------------------------------------------------------------------------
@@ -207,8 +200,9 @@ class ControlClient:
     def stream_logs(self, grant: cpb.LogsGrant, *, follow: bool, tail: int) -> Iterator[bytes]:
         """Read the container's logs from its node directly, with the user's own
         certificate and the grant's single-use token (the orchestrator relays nothing)."""
-        from node.client import NodeClient, client_credentials
         from protos import node_pb2
+        from protos.wire.channel import client_credentials
+        from protos.wire.nodeclient import NodeClient
 
         ca, cert, key = self.context.read_credentials()
         request = node_pb2.LogsRequest(name=grant.container, follow=follow, tail=tail)

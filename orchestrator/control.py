@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import grpc
 
 from orchestrator import apply as plans
-from orchestrator import jointokens, scheduler
-from orchestrator._events import event_line
+from orchestrator import jointokens, quantities, scheduler
+from orchestrator._events import event_line, of_app
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, Caller, CallerRefused, caller_of
 from orchestrator.autoscale import keep_autoscaled
@@ -225,8 +225,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         events = [
             event_line(e)
             for e in (await self._audit.entries())[-200:]
-            if e.get("app") == request.name
-            or str(e.get("workload", "")).startswith(f"{tenant}.{request.name}.")
+            if of_app(e, tenant, request.name)
         ][-20:]
         return control_pb2.AppDetail(
             record=record, summary=self._summary(record), workloads=workloads, events=events
@@ -364,11 +363,17 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         ttl = request.ttl or 3600.0
         if not 0 < ttl <= 7 * 86400:
             raise plans.InvalidApplication("ttl: must be between 0 and 7 days")
+        if not (0 <= request.cpus <= quantities.MAX_CPU):  # NaN fails both
+            raise plans.InvalidApplication(f"cpus: must be between 0 and {quantities.MAX_CPU}")
+        if request.memory < 0:
+            raise plans.InvalidApplication("memory: must not be negative")
         grant = jointokens.JoinGrant(
             name=request.name,
             pool=request.pool,
             labels=dict(request.labels),
             expires_at=self._clock() + ttl,
+            cpus=request.cpus,
+            memory=request.memory,
             rejoin=bool(request.name) and self._state.node(request.name) is not None,
         )
         token = await jointokens.create(self._state.store, grant, ca_pin=self._ca_pin)

@@ -12,12 +12,12 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from node.denylist import format_deny_list
 from orchestrator import jointokens
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Caller, CallerRefused, caller_of
@@ -30,6 +30,7 @@ from pki.errors import CapstanError
 from pki.identity import Kind, validate_name
 from pki.tokenkeys import TokenKeyStore
 from protos import control_pb2, gateway_pb2, gateway_pb2_grpc
+from protos.wire.trust import format_deny_list
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -142,16 +143,16 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 )
             except CapstanError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem: {exc}")
-            labels = dict(request.labels)
-            labels.update(grant.labels)  # the operator's labels win over the node's own
             record = existing or control_pb2.NodeRecord()
             record.name = name
             record.id = issued.identity.uri
             record.address = request.address
-            record.cpus = request.cpus
-            record.memory = request.memory
-            record.labels.clear()
-            record.labels.update(labels)
+            # Node facts come from the admin's join token, never from the node: a node
+            # choosing its own labels or capacity could attract workloads (regression).
+            record.cpus, record.memory = capped_capacity(request, grant)
+            if grant.labels or existing is None:
+                record.labels.clear()
+                record.labels.update(grant.labels)
             record.pool = grant.pool
             record.runtime = request.runtime
             record.mode = request.mode or "push"
@@ -370,3 +371,18 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 last = data
                 yield current
             await asyncio.sleep(self._heartbeat / 2)
+
+
+def capped_capacity(
+    request: gateway_pb2.JoinRequest, grant: jointokens.JoinGrant
+) -> tuple[float, int]:
+    """What a joining node may offer: its claim, never more than the admin recorded.
+
+    A claim that is not a finite, non-negative number counts as nothing."""
+    cpus = request.cpus if math.isfinite(request.cpus) and request.cpus > 0 else 0.0
+    memory = max(0, request.memory)
+    if grant.cpus > 0:
+        cpus = min(cpus, grant.cpus)
+    if grant.memory > 0:
+        memory = min(memory, grant.memory)
+    return cpus, memory

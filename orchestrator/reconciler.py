@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from node.client import NodeCallError
 from orchestrator import apply as plans
 from orchestrator import scheduler
 from orchestrator.audit import AuditLog
@@ -28,6 +27,8 @@ from orchestrator.nodecalls import NodeCaller
 from orchestrator.state import ClusterState
 from orchestrator.tasks import Completion, TaskBook
 from protos import control_pb2, gateway_pb2, node_pb2, topology_pb2
+from protos.wire.errors import NodeCallError
+from protos.wire.tasks import IMAGE_FETCH, VOLUME_FETCH
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -570,7 +571,7 @@ class Reconciler:
                     return False
                 for v in service.volumes:
                     name = volume_name(w, v.name)
-                    if not await self._fetch(w, node, source, "volume.fetch", name):
+                    if not await self._fetch(w, node, source, VOLUME_FETCH, name):
                         return False
                 w.state = "pending"
                 w.message = ""
@@ -588,7 +589,7 @@ class Reconciler:
         if not sources:
             return True  # nobody has it: the create fails with NOT_FOUND and backs off
         sources.sort(key=lambda n: (n.pool != node.pool, n.name))
-        return await self._fetch(w, node, sources[0], "image.fetch", service.image)
+        return await self._fetch(w, node, sources[0], IMAGE_FETCH, service.image)
 
     async def _fetch(
         self,
@@ -602,7 +603,7 @@ class Reconciler:
         key = (node.name, kind, resource)
         if key in self.pending:
             return False
-        if kind == "volume.fetch" and (node.name, kind, resource, w.generation) in self._fetched:
+        if kind == VOLUME_FETCH and (node.name, kind, resource, w.generation) in self._fetched:
             return True
         assert self.delegator is not None  # noqa: S101
         try:
@@ -623,7 +624,7 @@ class Reconciler:
         self.pending.pop((task.node, task.kind, task.resource), None)
         w = self.state.workload(task.workload)
         if done.ok:
-            if task.kind == "image.fetch":
+            if task.kind == IMAGE_FETCH:
                 self.tracker.add_image(task.node, task.resource)
             elif w is not None:
                 self._fetched.add((task.node, task.kind, task.resource, w.generation))

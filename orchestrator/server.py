@@ -44,17 +44,10 @@ from pki.certs import thumbprint
 from pki.errors import ConfigError
 from pki.tokenkeys import TokenKeyStore
 from protos import control_pb2, control_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from protos.wire.channel import ORCHESTRATOR_SERVER_OPTIONS
 
 log = logging.getLogger("capstan.orchestrator")
 
-MAX_MESSAGE = 4 * 1024 * 1024
-OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.so_reuseport", 0),
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-]
 
 
 @dataclass
@@ -169,7 +162,7 @@ async def start(
     autoscaler = Autoscaler(reconciler, audit, clock=clock)
     control.rebalancer = rebalancer
 
-    server = grpc.aio.server(options=OPTIONS)
+    server = grpc.aio.server(options=ORCHESTRATOR_SERVER_OPTIONS)
     control_pb2_grpc.add_ControlServiceServicer_to_server(control, server)
     gateway_pb2_grpc.add_NodeGatewayServicer_to_server(gateway, server)
     health_servicer = health.aio.HealthServicer()

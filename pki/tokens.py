@@ -27,8 +27,8 @@ from json.encoder import encode_basestring_ascii
 from types import MappingProxyType
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from pki._jose import (
     b64url_decode,
@@ -369,9 +369,9 @@ def _parse_header(segment: bytes) -> str:
 
 
 def _authenticated_claims(
-    key: Ed25519PublicKey, kid: str, segments: tuple[bytes, bytes, bytes, bytes]
+    key: VerifyKey, kid: str, segments: tuple[bytes, bytes, bytes, bytes]
 ) -> dict[str, Any]:
-    """Verify the Ed25519 signature, then (only then) parse the claims object."""
+    """Verify the Ed25519 signature (libsodium), then (only then) parse the claims object."""
     raw, header_seg, payload_seg, sig_seg = segments
     if len(sig_seg) != _SIG_B64URL_LEN:
         raise InvalidToken("signature has the wrong length")
@@ -380,8 +380,10 @@ def _authenticated_claims(
     except ValueError as exc:
         raise InvalidToken(f"malformed signature: {exc}") from None
     try:
-        key.verify(signature, raw[: len(header_seg) + 1 + len(payload_seg)])
-    except InvalidSignature:
+        # libsodium is the stricter verifier too: it also refuses non-canonical
+        # signatures and small-order keys, which OpenSSL accepts.
+        key.verify(raw[: len(header_seg) + 1 + len(payload_seg)], signature)
+    except BadSignatureError:
         raise InvalidToken(f"bad signature (kid {kid})") from None
     try:
         return json_segment_object(b64url_decode(payload_seg))
@@ -429,7 +431,7 @@ def check_signature(token: str | bytes, keys: KeySet) -> tuple[str, dict[str, An
     try:
         segments = _segments(token)
         kid = _parse_header(segments[1])
-        key = keys.get(kid)
+        key = keys.verify_key(kid)
         if key is None:
             raise InvalidToken(f"kid {kid!r} is not a trusted token key")
         return kid, _authenticated_claims(key, kid, segments)
@@ -518,7 +520,7 @@ class TokenVerifier:
             t = self.clock() if now is None else now
             segments = _segments(token)
             kid = self._header_kid(segments[1])
-            key = self._keyset().get(kid)
+            key = self._keyset().verify_key(kid)
             if key is None:
                 raise InvalidToken(f"kid {kid!r} is not a trusted token key")
             claims = _authenticated_claims(key, kid, segments)

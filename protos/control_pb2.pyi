@@ -289,7 +289,7 @@ class LogsGrant(_message.Message):
     def __init__(self, node_address: _Optional[str] = ..., node_id: _Optional[str] = ..., container: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class JoinTokenRequest(_message.Message):
-    __slots__ = ("name", "ttl", "pool", "labels")
+    __slots__ = ("name", "ttl", "pool", "labels", "cpus", "memory")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -301,11 +301,15 @@ class JoinTokenRequest(_message.Message):
     TTL_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
     name: str
     ttl: float
     pool: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., ttl: _Optional[float] = ..., pool: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    cpus: float
+    memory: int
+    def __init__(self, name: _Optional[str] = ..., ttl: _Optional[float] = ..., pool: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ...) -> None: ...
 
 class JoinTokenResponse(_message.Message):
     __slots__ = ("token", "expires_at")

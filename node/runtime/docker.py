@@ -46,8 +46,9 @@ from node.runtime.base import (
     ContainerStatus,
     RuntimeInfo,
 )
-from node.validation import IMAGE_ID_RE, validate_image_ref, validate_name, validate_spec
+from node.validation import validate_image_ref, validate_name, validate_spec
 from node.volumes import VolumeStore
+from protos.wire.rules import IMAGE_ID_RE
 
 # Capabilities Docker grants by default that a workload of this orchestrator has no
 # business with: raw sockets (spoofing), device nodes, audit log writes, chroot

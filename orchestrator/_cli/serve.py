@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from orchestrator import quantities
 from orchestrator._cli._common import (
     DURATION,
     OperatorCommand,
@@ -126,13 +127,33 @@ def serve_cmd(
     "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=key_values,
     help="Node label; repeatable.",
 )
+@click.option(
+    "--cpus", type=click.FloatRange(min=0), default=0.0,
+    help="Cores the node may offer at most (default: what it reports).",
+)
+@click.option(
+    "--memory", default="0", metavar="SIZE",
+    help="Memory the node may offer at most, e.g. 8Gi (default: what it reports).",
+)
 @context_option
 def join_token_cmd(
-    name: str, ttl: float, pool: str, labels: dict[str, str], context_name: str | None
+    name: str,
+    ttl: float,
+    pool: str,
+    labels: dict[str, str],
+    cpus: float,
+    memory: str,
+    context_name: str | None,
 ) -> None:
-    """Create a one-time node join token (admin only); prints the token alone."""
+    """Create a one-time node join token (admin only); prints the token alone.
+
+    The node's labels, pool and capacity cap are the ones given here: what the node
+    says of itself at join is not believed."""
+    size, problem = (0, None) if memory == "0" else quantities.parse_memory(memory)
+    if size is None:
+        raise click.BadParameter(problem or "invalid size", param_hint="--memory")
     with connect(context_name) as client:
         reply = client.create_join_token(
-            name=name, ttl=ttl, pool=pool, labels=labels
+            name=name, ttl=ttl, pool=pool, labels=labels, cpus=cpus, memory=size
         )
     click.echo(reply.token)

@@ -11,11 +11,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.client import NodeCallError
 from node.errors import NotFound
 from orchestrator.autoscale import AutoscaleSettings
 from orchestrator.rebalance import RebalanceSettings
 from protos import control_pb2, node_pb2, topology_pb2
+from protos.wire.errors import NodeCallError
 from tests.control_api.conftest import start_orchestrator, stop_orchestrator
 from tests.failover._agents import IMAGE, audit, on_loop, sleeper_app, wait_until, workloads
 from tests.security.conftest import Cluster, join_node

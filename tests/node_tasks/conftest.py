@@ -17,10 +17,10 @@ import grpc
 import pytest
 
 from node.agent import JoinedNode, run_joined_node
-from node.client import client_credentials
 from node.join import JoinOptions, ensure_joined
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from protos import control_pb2, gateway_pb2, gateway_pb2_grpc, topology_pb2
+from protos.wire.channel import client_credentials
 from tests.control_api.conftest import Running, start_orchestrator, stop_orchestrator
 from tests.node_process.conftest import kill_recorded
 
