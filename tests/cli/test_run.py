@@ -42,6 +42,7 @@ services:
   store:
     image: local/busybox:1
     command: ["sh", "-c", "echo store ready; while true; do sleep 1; done"]
+    ports: [{port: 6379}]  # a link reaches a service's ports
 """
 
 
