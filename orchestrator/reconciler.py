@@ -109,6 +109,7 @@ class Reconciler:
         self.interval = interval
         self._wake = asyncio.Event()
         self.delegator: Delegator | None = None
+        self.links: links.LinkPlanner | None = None  # the nodes' link plans
         # Node commands in flight at once: a node call mostly waits on its runtime, and
         # an engine creates many containers at once (bench/bench_deploy.py).
         self.concurrency = 64
@@ -180,6 +181,8 @@ class Reconciler:
         await self._remove_strays()
         await self._finish_deletes()
         await self._expire_tasks()
+        if self.links is not None:
+            await self.links.publish()
 
     async def _expire_tasks(self) -> None:
         """A delegated fetch nobody completed in time: forget it and let the workload retry."""
