@@ -99,6 +99,10 @@ def spec_to_json(spec: ContainerSpec) -> str:
         ],
         "network": spec.network,
         "labels": [list(kv) for kv in spec.labels],
+        "user": spec.user,
+        "seccomp": spec.seccomp,
+        "cap_add": list(spec.cap_add),
+        "low_ports": spec.low_ports,
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
@@ -119,6 +123,11 @@ def spec_from_json(text: str) -> ContainerSpec:
         ),
         network=str(doc["network"]),
         labels=tuple((str(k), str(v)) for k, v in doc["labels"]),
+        # Absent in records written before the sandbox existed: the defaults.
+        user=str(doc.get("user", "")),
+        seccomp=str(doc.get("seccomp", "")),
+        cap_add=tuple(str(c) for c in doc.get("cap_add", ())),
+        low_ports=bool(doc.get("low_ports", False)),
     )
 
 

@@ -53,6 +53,19 @@ NETWORKS = frozenset({"none", "host"})
 # Mounting over these would hand the workload (or hide from it) kernel interfaces.
 FORBIDDEN_MOUNT_ROOTS = ("/proc", "/sys", "/dev")
 RESERVED_LABEL_PREFIX = "capstan."
+USER_RE = re.compile(r"^(\d{1,10})(?::(\d{1,10}))?$")
+MAX_ID = (1 << 31) - 2  # below (uid_t)-1 and what tools reading a signed int accept
+# "" is the engine's default profile; the others ship with Capstan (node/seccomp/).
+SECCOMP_PROFILES = frozenset({"", "default", "strict"})
+# Capabilities a pool may hand back (Linux names without CAP_). The ones that make a
+# workload the node's equal (SYS_ADMIN, SYS_MODULE, SYS_PTRACE, DAC_READ_SEARCH...)
+# are not on the list at all: no policy can grant them.
+GRANTABLE_CAPABILITIES = frozenset({
+    "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "NET_BIND_SERVICE", "NET_RAW", "SYS_CHROOT", "MKNOD", "AUDIT_WRITE", "SETFCAP",
+    "NET_ADMIN", "IPC_LOCK", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
+})
+MAX_CAP_ADD = 16
 
 
 def _require_str(field: str, value: object) -> str:
@@ -251,6 +264,46 @@ def validate_volumes(field: str, value: Iterable[object]) -> None:
             raise InvalidArgument(f"{field}[{i}].read_only", "must be a boolean")
 
 
+def validate_user(field: str, value: object) -> tuple[int, int] | None:
+    """``"UID"`` or ``"UID:GID"`` in numbers (an image's user names mean nothing to the
+    process runtime); ``""`` = the tenant's own non-root uid. Returns ``(uid, gid)``."""
+    text = _require_str(field, value)
+    if text == "":
+        return None
+    match = USER_RE.fullmatch(text)
+    if match is None:
+        raise InvalidArgument(field, f"{text[:40]!r} is not UID or UID:GID (numbers)")
+    uid = int(match.group(1))
+    gid = int(match.group(2)) if match.group(2) is not None else uid
+    if uid > MAX_ID or gid > MAX_ID:
+        raise InvalidArgument(field, f"ids above {MAX_ID} are not allowed")
+    return uid, gid
+
+
+def validate_seccomp(field: str, value: object) -> str:
+    name = _require_str(field, value)
+    if name not in SECCOMP_PROFILES:
+        raise InvalidArgument(
+            field, f"{name[:40]!r} is not a profile (one of: default, strict)"
+        )
+    return name
+
+
+def validate_cap_add(field: str, value: Iterable[object]) -> tuple[str, ...]:
+    caps = tuple(value)
+    if len(caps) > MAX_CAP_ADD:
+        raise InvalidArgument(field, f"more than {MAX_CAP_ADD} capabilities")
+    seen: set[str] = set()
+    for i, cap in enumerate(caps):
+        name = _require_str(f"{field}[{i}]", cap)
+        if name not in GRANTABLE_CAPABILITIES:
+            raise InvalidArgument(f"{field}[{i}]", f"{name[:40]!r} is not a grantable capability")
+        if name in seen:
+            raise InvalidArgument(f"{field}[{i}]", f"{name!r} is named twice")
+        seen.add(name)
+    return tuple(str(c) for c in caps)
+
+
 def validate_spec(
     spec: ContainerSpec, *, max_cpus: float | None = None, max_memory: int | None = None
 ) -> None:
@@ -270,3 +323,8 @@ def validate_spec(
     validate_volumes("volumes", spec.volumes)
     validate_network("network", spec.network)
     validate_labels("labels", spec.labels)
+    validate_user("user", spec.user)
+    validate_seccomp("seccomp", spec.seccomp)
+    validate_cap_add("cap_add", spec.cap_add)
+    if not isinstance(spec.low_ports, bool):
+        raise InvalidArgument("low_ports", "must be a boolean")

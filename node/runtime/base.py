@@ -43,6 +43,11 @@ class ContainerSpec:
     volumes: tuple[VolumeMount, ...] = ()
     network: str = "none"  # "none" or "host"; no bridge networking
     labels: tuple[tuple[str, str], ...] = ()
+    # The sandbox's knobs (docs/sandbox.md); each default is the strictest setting.
+    user: str = ""  # "UID" or "UID:GID"; "" = the tenant's own non-root uid
+    seccomp: str = ""  # "" = the engine's default profile, or a stricter one of Capstan's
+    cap_add: tuple[str, ...] = ()  # capabilities given back (all are dropped otherwise)
+    low_ports: bool = False  # may bind ports below 1024 in its own network namespace
 
 
 @dataclass(frozen=True)
