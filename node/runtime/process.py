@@ -523,7 +523,8 @@ class ProcessRuntime:
                     stdin=subprocess.DEVNULL,
                     stdout=log_fd,
                     stderr=log_fd,
-                    cwd="/",
+                    # Names the instance in /proc/<pid>/cwd for an operator.
+                    cwd=self._dir(name),
                     env={"PATH": _sandbox.DEFAULT_PATH},
                     start_new_session=True,
                     close_fds=True,
