@@ -1,6 +1,7 @@
 """A token-authorized NodeService call against a plain mTLS call, same run.
 
     python bench/bench_node.py [--calls 2000] [--threads 8] [--rounds 5] [--containers 20]
+                                [--skip-memory]
 
 Two servers are built the same way (grpc thread-pool server, the same NodeServicer,
 runtime and TLS credentials): one with the authorization interceptor, one without.
@@ -29,16 +30,16 @@ from pathlib import Path
 
 import grpc
 
-from node.client import client_credentials
 from node.config import NodeConfig
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
-from node.server import SERVER_OPTIONS, build_agent
+from node.server import build_agent
 from node.service import NodeServicer
 from node.volumes import VolumeStore
 from pki.authority import Authority
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint, request_digest
 from protos import node_pb2, node_pb2_grpc, ops
+from protos.wire.channel import NODE_SERVER_OPTIONS, client_credentials
 
 TD = "bench.capstan"
 
@@ -59,7 +60,7 @@ def _setup(root: Path) -> tuple[Authority, TokenKeyStore, dict[str, object]]:
 
 def _plain_server(runtime: ProcessRuntime, root: Path, node_id: str) -> tuple[grpc.Server, int]:
     certs = root / "certs"
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=SERVER_OPTIONS)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=NODE_SERVER_OPTIONS)
     servicer = NodeServicer(
         node_id=node_id,
         runtime=runtime,
@@ -103,8 +104,69 @@ def _pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p * len(values)))]
 
 
+def _client(spec: dict[str, object]) -> None:
+    """The calling side, in its own process (as the orchestrator is): the node's
+    server threads do not share a GIL with the client's. Prints the series as JSON."""
+    root = Path(str(spec["root"]))
+    certs = root / "certs"
+    keys = TokenKeyStore.open(root / "pki" / "token-keys")
+    signer = keys.signer()
+    orch_id, orch_cnf, node_id = str(spec["orch_id"]), str(spec["orch_cnf"]), str(spec["node_id"])
+    creds = client_credentials(
+        (certs / "orch.crt").read_bytes(),
+        (certs / "orch.key").read_bytes(),
+        (certs / "ca.crt").read_bytes(),
+    )
+    authed_stub = node_pb2_grpc.NodeServiceStub(
+        grpc.secure_channel(f"127.0.0.1:{spec['authed_port']}", creds)
+    )
+    plain_stub = node_pb2_grpc.NodeServiceStub(
+        grpc.secure_channel(f"127.0.0.1:{spec['plain_port']}", creds)
+    )
+
+    def tokens(n: int) -> list[str]:
+        now = time.time()
+        return [
+            mint(
+                signer,
+                iss=orch_id,
+                sub=orch_id,
+                aud=node_id,
+                op="node.info",
+                res=ops.NODE_RESOURCE,
+                cnf=orch_cnf,
+                ttl=120,
+                now=now,
+            )
+            for _ in range(n)
+        ]
+
+    calls, rounds = int(str(spec["calls"])), int(str(spec["rounds"]))
+    # Warm both channels (TLS handshakes, HTTP/2 windows, thread pools).
+    _calls(plain_stub, None, 200, 4)
+    _calls(authed_stub, tokens(200), 200, 4)
+    out: dict[str, dict[str, list[float]]] = {}
+    for threads in (1, int(str(spec["threads"]))):
+        series: dict[str, list[float]] = {
+            "plain": [],
+            "authed": [],
+            "plain_tp": [],
+            "authed_tp": [],
+        }
+        for _ in range(rounds):
+            toks = tokens(calls)
+            lat, tp = _calls(plain_stub, None, calls, threads)
+            series["plain"] += lat
+            series["plain_tp"].append(tp)
+            lat, tp = _calls(authed_stub, toks, calls, threads)
+            series["authed"] += lat
+            series["authed_tp"].append(tp)
+        out[str(threads)] = series
+    print(json.dumps(out))
+
+
 def latency_bench(args: argparse.Namespace, root: Path) -> None:
-    _, keys, issued = _setup(root)
+    _, _keys, issued = _setup(root)
     certs = root / "certs"
     node_id = issued["node-1"].identity.uri  # type: ignore[attr-defined]
     orch = issued["orch"]
@@ -122,57 +184,38 @@ def latency_bench(args: argparse.Namespace, root: Path) -> None:
     )
     agent = build_agent(cfg, runtime=runtime)
     plain, plain_port = _plain_server(runtime, root, node_id)
-    creds = client_credentials(
-        (certs / "orch.crt").read_bytes(),
-        (certs / "orch.key").read_bytes(),
-        (certs / "ca.crt").read_bytes(),
+    spec = {
+        "root": str(root),
+        "orch_id": orch.identity.uri,  # type: ignore[attr-defined]
+        "orch_cnf": orch.thumbprint,  # type: ignore[attr-defined]
+        "node_id": node_id,
+        "authed_port": agent.port,
+        "plain_port": plain_port,
+        "calls": args.calls,
+        "rounds": args.rounds,
+        "threads": args.threads,
+    }
+    try:
+        result = subprocess.run(
+            [sys.executable, __file__, "--client", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        plain.stop(0)
+        agent.stop(0)  # closes the runtime too; nothing was started on it
+    out = json.loads(result.stdout)
+    print(
+        f"NodeService GetNodeInfo over mTLS, {args.calls} calls per series, {args.rounds} rounds, "
+        f"client in its own process; load average {os.getloadavg()[0]:.2f}"
     )
-    authed_stub = node_pb2_grpc.NodeServiceStub(
-        grpc.secure_channel(f"127.0.0.1:{agent.port}", creds)
-    )
-    plain_stub = node_pb2_grpc.NodeServiceStub(
-        grpc.secure_channel(f"127.0.0.1:{plain_port}", creds)
-    )
-    signer = keys.signer()
-
-    def tokens(n: int) -> list[str]:
-        now = time.time()
-        return [
-            mint(
-                signer,
-                iss=orch.identity.uri,
-                sub=orch.identity.uri,
-                aud=node_id,
-                op="node.info",  # type: ignore[attr-defined]
-                res=ops.NODE_RESOURCE,
-                cnf=orch.thumbprint,
-                ttl=120,
-                now=now,
-            )  # type: ignore[attr-defined]
-            for _ in range(n)
-        ]
-
-    # Warm both channels (TLS handshakes, HTTP/2 windows, thread pools).
-    _calls(plain_stub, None, 200, 4)
-    _calls(authed_stub, tokens(200), 200, 4)
-    print(f"NodeService GetNodeInfo over mTLS, {args.calls} calls per series, {args.rounds} rounds")
-    for threads in (1, args.threads):
-        plain_lat: list[float] = []
-        authed_lat: list[float] = []
-        plain_tp: list[float] = []
-        authed_tp: list[float] = []
-        for _ in range(args.rounds):
-            toks = tokens(args.calls)
-            lat, tp = _calls(plain_stub, None, args.calls, threads)
-            plain_lat += lat
-            plain_tp.append(tp)
-            lat, tp = _calls(authed_stub, toks, args.calls, threads)
-            authed_lat += lat
-            authed_tp.append(tp)
-        label = "sequential" if threads == 1 else f"{threads} threads"
+    for threads, series in out.items():
+        plain_lat, authed_lat = series["plain"], series["authed"]
+        label = "sequential" if threads == "1" else f"{threads} threads"
         p50p, p99p = _pct(plain_lat, 0.5) * 1e6, _pct(plain_lat, 0.99) * 1e6
         p50a, p99a = _pct(authed_lat, 0.5) * 1e6, _pct(authed_lat, 0.99) * 1e6
-        tpp, tpa = statistics.median(plain_tp), statistics.median(authed_tp)
+        tpp, tpa = statistics.median(series["plain_tp"]), statistics.median(series["authed_tp"])
         print(f"  {label:>11}: plain    p50 {p50p:7.0f} us  p99 {p99p:7.0f} us  {tpp:8.0f} calls/s")
         print(f"  {label:>11}: token    p50 {p50a:7.0f} us  p99 {p99a:7.0f} us  {tpa:8.0f} calls/s")
         verdict = "ok" if p50a / p50p <= 1.3 else "ABOVE GOAL"
@@ -180,8 +223,6 @@ def latency_bench(args: argparse.Namespace, root: Path) -> None:
             f"  {label:>11}: ratio    p50 {p50a / p50p:5.2f}x (goal <= 1.3x: {verdict})  "
             f"p99 {p99a / p99p:5.2f}x  throughput {tpa / tpp:5.2f}x"
         )
-    plain.stop(0)
-    agent.stop(0)  # closes the runtime too; nothing was started on it
 
 
 def memory_bench(args: argparse.Namespace, root: Path) -> None:
@@ -291,11 +332,17 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--containers", type=int, default=20)
+    parser.add_argument("--client", help=argparse.SUPPRESS)  # internal: the calling process
+    parser.add_argument("--skip-memory", action="store_true", help="latency only")
     args = parser.parse_args()
+    if args.client:
+        _client(json.loads(args.client))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         latency_bench(args, Path(tmp) / "latency")
-    with tempfile.TemporaryDirectory() as tmp:
-        memory_bench(args, Path(tmp) / "memory")
+    if not args.skip_memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            memory_bench(args, Path(tmp) / "memory")
     return 0
 
 

@@ -24,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc
 from cryptography import x509
 
-from node.client import NodeCallError, NodeClient
 from pki.certs import load_pem_chain, thumbprint
 from pki.rotation import rotate_ca, rotation_status
 from pki.tokenkeys import KeySet, TokenKeyStore
 from protos import control_pb2, gateway_pb2, node_pb2
+from protos.wire.errors import NodeCallError
+from protos.wire.nodeclient import NodeClient
 from tests.control_api.conftest import start_orchestrator, stop_orchestrator
 from tests.lifecycle.conftest import Load, refresh_admin
 from tests.security.conftest import Cluster, join_node

@@ -5,11 +5,13 @@
 Each round mints fresh tokens, then times, back to back: raw Ed25519 sign and
 verify over exactly those tokens' signing inputs (one distinct message per call,
 as in real use), mint, and full token verification (every check plus the replay
-cache). Raw and wrapped series alternate within each round so that frequency
+cache; the signature through libsodium). The raw baselines are OpenSSL's (through
+``cryptography``): the verify ratio says what the whole check costs against the bare
+OpenSSL verify it replaced. Raw and wrapped series alternate within each round so that frequency
 scaling or a noisy neighbour hits both alike; times are medians over rounds and
 ratios medians of the per-round ratios. Python work between OpenSSL calls costs
 some cache warmth, so run on an idle machine: ratios rise with the load average.
-Goals: mint <= 1.5x a raw sign, verify <= 1.25x a raw verify.
+Goals: mint <= 1.5x a raw sign, full verification <= 0.75x a raw OpenSSL verify.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ AUD = "spiffe://bench.test/node/node-2"
 OP = "container.start"
 RES = "c-0123456789abcdef"
 MINT_GOAL = 1.5
-VERIFY_GOAL = 1.25
+VERIFY_GOAL = 0.75
 
 
 def _timed(body: Callable[[int], object], first: int, stop: int) -> float:
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"raw Ed25519 sign    {1 / med['sign']:10.0f}/s  {med['sign'] * 1e6:7.1f} us")
     print(f"mint                {1 / med['mint']:10.0f}/s  {med['mint'] * 1e6:7.1f} us")
-    print(f"raw Ed25519 verify  {1 / med['verify']:10.0f}/s  {med['verify'] * 1e6:7.1f} us")
+    print(f"raw OpenSSL verify  {1 / med['verify']:10.0f}/s  {med['verify'] * 1e6:7.1f} us")
     print(f"verify (all checks) {1 / med['check']:10.0f}/s  {med['check'] * 1e6:7.1f} us")
     ok_mint = mint_ratio <= MINT_GOAL
     ok_verify = verify_ratio <= VERIFY_GOAL

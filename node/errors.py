@@ -21,6 +21,9 @@ class InvalidArgument(NodeError):
 class NotFound(NodeError):
     """The named container, image or volume does not exist on this node (NOT_FOUND)."""
 
+    # Read by the CLI's exit status (3), which does not import the node.
+    code = "NOT_FOUND"
+
 
 class AlreadyExists(NodeError):
     """A container or volume with that name already exists on this node (ALREADY_EXISTS)."""
@@ -28,6 +31,15 @@ class AlreadyExists(NodeError):
 
 class FailedPrecondition(NodeError):
     """The object is in a state that does not allow the operation (FAILED_PRECONDITION)."""
+
+
+class NotOwned(NodeError):
+    """The request names an object of another tenant or application than the one the
+    token's resource belongs to (PERMISSION_DENIED); ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
 
 
 class RuntimeUnavailable(NodeError):

@@ -22,7 +22,6 @@ orchestrator sees a CSR only. A joined state directory holds::
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hmac
 import json
@@ -44,34 +43,32 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from node.config import RUNTIMES
-from node.denylist import parse_deny_list
 from pki._files import atomic_write, read_file, write_private_key
-from pki.certs import ChainVerifier, identity_of, load_pem_chain, thumbprint
+from pki.certs import ChainVerifier, identity_of, load_pem_chain
 from pki.errors import CapstanError, CertificateError, ConfigError
 from pki.identity import Identity, Kind, parse_ip, validate_dns_name, validate_name
+from pki.jointoken import ca_pin, parse_join_token
 from pki.tokenkeys import KeySet
 from protos import gateway_pb2, gateway_pb2_grpc
+from protos.wire.errors import status_of
+from protos.wire.trust import parse_deny_list
 
 log = logging.getLogger("capstan.node")
 
 __all__ = [
     "JOINED_FILE",
     "MODES",
-    "TOKEN_PREFIX",
     "JoinError",
     "JoinOptions",
     "Joined",
     "StateFiles",
-    "ca_pin",
     "ensure_joined",
     "join",
     "load_joined",
-    "parse_join_token",
     "pinned_roots",
     "split_host_port",
 ]
 
-TOKEN_PREFIX = "CJ1"  # noqa: S105 - a format tag, not a secret
 MODES = ("push", "pull")
 JOIN_TIMEOUT = 15.0  # seconds for the whole Join call, connection included
 DEFAULT_HEARTBEAT = 5.0
@@ -96,43 +93,6 @@ class JoinError(CapstanError):
 
 
 # -- token and pin ----------------------------------------------------------------------
-
-
-def _b64url_32(value: str) -> bytes | None:
-    """The 32 bytes that ``value`` is the canonical unpadded base64url of, else None."""
-    if len(value) != 43 or not value.isascii():
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(value + "=")
-    except ValueError:
-        return None
-    # The decoder ignores stray bits and characters; only the canonical form is accepted.
-    if len(raw) != 32 or base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != value:
-        return None
-    return raw
-
-
-def parse_join_token(token: str) -> tuple[str, str]:
-    """Split ``CJ1.<secret>.<capin>`` into ``(secret, ca_pin)``; ConfigError otherwise.
-
-    Error messages never repeat the token: it is a credential.
-    """
-    if not isinstance(token, str):
-        raise ConfigError("join token must be a string")
-    parts = token.strip().split(".")
-    if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
-        raise ConfigError(f"join token is malformed: expected {TOKEN_PREFIX}.<secret>.<ca pin>")
-    secret, pin = parts[1], parts[2]
-    if _b64url_32(secret) is None:
-        raise ConfigError("join token secret is malformed: expected 43 base64url characters")
-    if _b64url_32(pin) is None:
-        raise ConfigError("join token CA pin is malformed: expected 43 base64url characters")
-    return secret, pin
-
-
-def ca_pin(cert: x509.Certificate) -> str:
-    """The pin a join token carries for ``cert``: base64url(SHA-256(DER)), unpadded."""
-    return thumbprint(cert)
 
 
 def pinned_roots(bundle: bytes, pin: str, what: str = "CA file") -> list[x509.Certificate]:
@@ -382,6 +342,8 @@ class Joined:
     address: str  # what the orchestrator was told
     runtime: str
     mode: str
+    # Every orchestrator's gateway (several orchestrators on etcd); empty for one.
+    gateway_addresses: tuple[str, ...] = ()
 
     @property
     def files(self) -> StateFiles:
@@ -391,6 +353,7 @@ class Joined:
         doc = asdict(self)
         del doc["state_dir"]
         doc["issuers"] = list(self.issuers)
+        doc["gateway_addresses"] = list(self.gateway_addresses)
         return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
     def check_overrides(self, *, listen: str | None = None, runtime: str | None = None) -> None:
@@ -437,8 +400,14 @@ def load_joined(state_dir: Path) -> Joined | None:
         doc: Any = json.loads(read_file(path, "joined node record"))
     except (ValueError, UnicodeDecodeError):
         raise ConfigError(f"joined node record {path} is not valid JSON") from None
-    if not isinstance(doc, dict) or set(doc) != set(_JOINED_FIELDS):
+    if not isinstance(doc, dict):
         raise ConfigError(f"joined node record {path} is malformed")
+    addresses = doc.pop("gateway_addresses", [])  # absent in records of one orchestrator
+    if set(doc) != set(_JOINED_FIELDS) or not isinstance(addresses, list):
+        raise ConfigError(f"joined node record {path} is malformed")
+    if not all(isinstance(a, str) for a in addresses):
+        raise ConfigError(f"joined node record {path}: gateway_addresses is malformed")
+    doc["gateway_addresses"] = tuple(addresses)
     for key, kind in _JOINED_FIELDS.items():
         value = doc[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -497,7 +466,7 @@ def _one_line(text: str) -> str:
 def _call_join(
     orchestrator: str, roots_pem: bytes, request: gateway_pb2.JoinRequest, timeout: float
 ) -> gateway_pb2.JoinResponse:
-    """The Join RPC; grpc.RpcError becomes JoinError here and nowhere else."""
+    """The Join RPC; a failure becomes JoinError saying what the node should do."""
     credentials = grpc.ssl_channel_credentials(root_certificates=roots_pem)
     channel = grpc.secure_channel(orchestrator, credentials)
     try:
@@ -506,9 +475,8 @@ def _call_join(
         )
         return response
     except grpc.RpcError as exc:
-        code = exc.code() if callable(getattr(exc, "code", None)) else None
-        details = _one_line(exc.details() if callable(getattr(exc, "details", None)) else "")
-        name = code.name if code is not None else "UNKNOWN"
+        status = status_of(exc)
+        code, name, details = status.code, status.name, _one_line(status.details)
         if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
             message = f"orchestrator {orchestrator} refused the join: {details}"
             raise JoinError(message, name) from None
@@ -552,6 +520,8 @@ def _checked_response(
         KeySet.from_jwks(response.jwks)
         parse_deny_list(response.deny_list)
         split_host_port(response.gateway_address, "gateway address")
+        for address in response.gateway_addresses:
+            split_host_port(address, "gateway address")
     except JoinError:
         raise
     except CapstanError as exc:
@@ -643,6 +613,7 @@ def join(
             address=plan.address,
             runtime=plan.runtime,
             mode=plan.mode,
+            gateway_addresses=tuple(response.gateway_addresses),
         )
         try:
             atomic_write(files.ca, response.trust_bundle)

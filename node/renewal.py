@@ -32,7 +32,6 @@ renew together. A failed renewal is retried with capped backoff.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import random
@@ -54,6 +53,9 @@ from pki.certs import identity_of, load_pem_chain, thumbprint
 from pki.errors import CapstanError, CertificateError, ConfigError
 from pki.tokens import CNF_MEMBER, decode_unverified
 from protos import gateway_pb2, gateway_pb2_grpc
+from protos.wire.errors import status_of
+from protos.wire.leader import Endpoints, endpoints_of, leader_of
+from protos.wire.trust import trust_digest
 
 log = logging.getLogger("capstan.node.renewal")
 
@@ -64,7 +66,6 @@ __all__ = [
     "read_pair",
     "recover",
     "renewal_point",
-    "trust_digest",
     "trust_digest_of_files",
 ]
 
@@ -233,15 +234,6 @@ def _thumbprint_of(chain: bytes) -> str:
 # -- trust acknowledgement ---------------------------------------------------------------
 
 
-def trust_digest(jwks: bytes, bundle: bytes) -> str:
-    """What a node reports to acknowledge the token keys and trust roots it holds."""
-    h = hashlib.sha256()
-    for part in (jwks, bundle):
-        h.update(len(part).to_bytes(8, "big"))
-        h.update(part)
-    return h.hexdigest()[:32]
-
-
 def trust_digest_of_files(jwks: Path, bundle: Path) -> str:
     """``trust_digest`` of the node's files; "" when one cannot be read."""
     try:
@@ -283,7 +275,7 @@ class Renewer:
         cert: Path,
         key: Path,
         ca: Path,
-        gateway_address: str,
+        gateway_address: str | Endpoints,
         on_renewed: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -292,7 +284,7 @@ class Renewer:
         timeout: float = 10.0,
     ) -> None:
         self._cert, self._key, self._ca = Path(cert), Path(key), Path(ca)
-        self._address = gateway_address
+        self._endpoints = endpoints_of(gateway_address)
         self._on_renewed = on_renewed
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
@@ -405,17 +397,17 @@ class Renewer:
             private_key=key,
             certificate_chain=chain,
         )
-        channel = grpc.secure_channel(self._address, credentials)
+        address = self._endpoints.current()
+        channel = grpc.secure_channel(address, credentials)
         try:
             response: gateway_pb2.RenewResponse = gateway_pb2_grpc.NodeGatewayStub(
                 channel
             ).Renew(gateway_pb2.RenewRequest(csr_pem=csr_pem), timeout=self._timeout)
             return response
         except grpc.RpcError as exc:
-            code = exc.code() if callable(getattr(exc, "code", None)) else None
-            details = exc.details() if callable(getattr(exc, "details", None)) else ""
-            name = code.name if code is not None else "UNKNOWN"
-            raise RenewalError(f"renewal refused: {name}: {details}") from None
+            self._endpoints.failed(address, leader_of(exc))
+            status = status_of(exc)
+            raise RenewalError(f"renewal refused: {status.name}: {status.details}") from None
         finally:
             channel.close()
 

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import grpc
 
-from node.denylist import parse_deny_list
 from node.errors import NotFound
 from node.renewal import own_credentials, trust_digest_of_files
 from node.runtime.base import ContainerState, ContainerStatus, Runtime
@@ -37,6 +36,9 @@ from pki.certs import load_pem_chain
 from pki.errors import CapstanError
 from pki.tokenkeys import KeySet
 from protos import gateway_pb2, gateway_pb2_grpc
+from protos.wire.errors import status_of
+from protos.wire.leader import Endpoints, endpoints_of, leader_of
+from protos.wire.trust import parse_deny_list
 
 log = logging.getLogger("capstan.node.reporter")
 
@@ -67,7 +69,7 @@ class Reporter:
         self,
         runtime: Runtime,
         *,
-        gateway_address: str,
+        gateway_address: str | Endpoints,
         cert: Path,
         key: Path,
         ca: Path,
@@ -79,13 +81,15 @@ class Reporter:
         healthy_after: float | None = None,
         fence_timeout: float = 10.0,
         on_tasks: Callable[[list[gateway_pb2.Task]], None] | None = None,
+        on_links: Callable[[gateway_pb2.LinkPlan], None] | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("heartbeat interval must be positive")
         self._runtime = runtime
-        self._address = gateway_address
+        # Every orchestrator the node knows; a follower's refusal names the leader.
+        self._endpoints = endpoints_of(gateway_address)
         self._cert, self._key, self._ca = Path(cert), Path(key), Path(ca)
         self._jwks, self._deny = Path(jwks), Path(deny_list)
         self._interval = interval
@@ -98,6 +102,7 @@ class Reporter:
         # Tasks (delegated fetches) are handed to whoever runs them; it must return
         # quickly (queue the work), as it runs on the stream's reading thread.
         self._on_tasks = on_tasks
+        self._on_links = on_links  # the data plane's new link plan (node/links)
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
 
@@ -194,7 +199,10 @@ class Reporter:
             failures += 1
             self.failures = failures
             log.warning(
-                "report stream to %s %s; reconnecting in %.1fs", self._address, reason, delay
+                "report stream to %s %s; reconnecting in %.1fs",
+                self._endpoints.current(),
+                reason,
+                delay,
             )
             self._stop.wait(delay)
 
@@ -204,7 +212,8 @@ class Reporter:
             credentials = self._credentials()
         except CapstanError as exc:
             return f"cannot start: {exc}"
-        channel = grpc.secure_channel(self._address, credentials)
+        address = self._endpoints.current()
+        channel = grpc.secure_channel(address, credentials)
         ended, wake = threading.Event(), threading.Event()
         try:
             call = gateway_pb2_grpc.NodeGatewayStub(channel).Report(self._statuses(ended, wake))
@@ -218,10 +227,8 @@ class Reporter:
                 self._handle(message)
             return "closed by the orchestrator"
         except grpc.RpcError as exc:
-            code = exc.code() if callable(getattr(exc, "code", None)) else None
-            details = exc.details() if callable(getattr(exc, "details", None)) else ""
-            name = code.name if code is not None else "UNKNOWN"
-            return f"broke: {name}: {' '.join(str(details).split())}"
+            self._endpoints.failed(address, leader_of(exc))
+            return f"broke: {status_of(exc).one_line()}"
         finally:
             ended.set()
             wake.set()
@@ -243,6 +250,7 @@ class Reporter:
         try:
             containers: list[ContainerStatus] = self._runtime.list()
             images: list[str] = self._runtime.images()
+            digests = [f"{ref}@{image_id}" for ref, image_id in self._runtime.image_ids().items()]
             full = True
             if self._list_failing:
                 log.warning("runtime lists containers again")
@@ -253,7 +261,7 @@ class Reporter:
             if not self._list_failing:
                 log.error("cannot list containers and images for the report: %s", exc)
                 self._list_failing = True
-            containers, images, full = [], [], False
+            containers, images, digests, full = [], [], [], False
         usage = self._usage
         running = sorted(c.name for c in containers if c.state is ContainerState.RUNNING)
         return gateway_pb2.NodeStatus(
@@ -262,6 +270,7 @@ class Reporter:
             usage=[usage[name] for name in running if name in usage],
             full=full,
             images=images,
+            image_digests=sorted(digests),
             trust_digest=trust_digest_of_files(self._jwks, self._ca),
         )
 
@@ -281,6 +290,11 @@ class Reporter:
             self.poke()  # the next status acknowledges what the node now trusts
         if message.renew_now and self.on_renew is not None:
             self.on_renew()
+        if message.HasField("links") and self._on_links is not None:
+            try:
+                self._on_links(message.links)
+            except Exception as exc:  # must not end the stream either
+                log.error("link plan not applied: %s", exc)
         if message.fence:
             self._fences.put(list(message.fence))
         if message.tasks:

@@ -6,7 +6,9 @@ runs. Node errors become gRPC statuses at one boundary (``_status_of``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -18,11 +20,19 @@ from typing import Any, TypeVar
 
 import grpc
 
-from node import errors
+from node import errors, pinned
 from node._generations import GenerationBook
-from node.runtime.base import ContainerSpec, ContainerStatus, Runtime, VolumeMount
-from node.validation import validate_spec
-from node.volumes import VolumeStore
+from node.links import LinkManager, LinkRefused, PeerInfo
+from node.runtime.base import (
+    ContainerSpec,
+    ContainerStatus,
+    LinkSpec,
+    PortSpec,
+    Runtime,
+    VolumeMount,
+)
+from node.validation import check_owner, validate_spec
+from node.volumes import VolumeStore, digest_checked
 from pki.errors import CapstanError
 from protos import node_pb2, node_pb2_grpc
 
@@ -37,6 +47,7 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.NotOwned, grpc.StatusCode.PERMISSION_DENIED),
     (errors.RuntimeUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
@@ -99,6 +110,11 @@ def spec_from_pb(pb: node_pb2.ContainerSpec) -> ContainerSpec:
         memory=pb.memory,
         volumes=tuple(VolumeMount(v.name, v.path, v.read_only) for v in pb.volumes),
         network=pb.network or "none",
+        service=pb.service,
+        ports=tuple(PortSpec(p.port, p.publish) for p in pb.ports),
+        links=tuple(
+            LinkSpec(x.service, x.address, tuple(x.ports), x.target) for x in pb.links
+        ),
     )
 
 
@@ -141,9 +157,12 @@ def import_image_checked(
     """Load a docker-save archive into ``runtime`` only if it tags exactly ``ref``.
 
     The archive is spooled to ``spool_dir`` and checked before anything is loaded: an
-    archive naming other tags could otherwise overwrite other images on this node.
+    archive naming other tags could otherwise overwrite other images on this node. A
+    pinned ``ref`` (``name@sha256:...``) loads only an archive of exactly that content
+    (``node.pinned.verify_archive``), tagged ``name``.
     Used by ImportImage (a push from the orchestrator) and by delegated fetches.
     """
+    ref, digest = pinned.split(ref)
     try:
         spool_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=spool_dir, prefix="image-", suffix=".tar")
@@ -166,6 +185,8 @@ def import_image_checked(
             raise errors.InvalidArgument(
                 "data", f"archive tags {sorted(tags)} but the import is for {ref!r}"
             )
+        if digest is not None:
+            pinned.verify_archive(path, digest)
         return runtime.image_import(_read_chunks(path))
     finally:
         path.unlink(missing_ok=True)
@@ -181,7 +202,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         spool_dir: Path,
         labels: dict[str, str] | None = None,
         version: str = "",
+        links: LinkManager | None = None,
+        peer_of: Callable[[Any], PeerInfo] | None = None,
     ) -> None:
+        self._links = links
+        self._peer_of = peer_of
         self._node_id = node_id
         self._runtime = runtime
         self._volumes = volumes
@@ -203,6 +228,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> node_pb2.ContainerStatus:
         spec = spec_from_pb(request)
         validate_spec(spec)
+        check_owner(spec)
+        spec = pinned.runnable(self._runtime, spec)
         self._generations.check(spec.name, spec.workload_id, request.generation)
         for mount in spec.volumes:
             self._volumes.ensure(mount.name)
@@ -254,7 +281,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> Iterator[node_pb2.LogChunk]:
         if request.tail < 0:
             raise errors.InvalidArgument("tail", "must be >= 0")
-        for chunk in self._runtime.logs(request.name, follow=request.follow, tail=request.tail):
+        chunks = self._runtime.logs(request.name, follow=request.follow, tail=request.tail)
+        # A call ended from outside (its grant is over, the caller left) must free this
+        # thread even while the runtime waits for output: closing the runtime's stream
+        # wakes a blocked read; a polling one yields b"" and sees the call inactive.
+        context.add_callback(functools.partial(_close_quietly, chunks))
+        for chunk in chunks:
             if not context.is_active():
                 return
             if chunk:
@@ -275,9 +307,10 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
 
     @_stream_boundary
     def ExportImage(self, request: node_pb2.ImageRef, context: Any) -> Iterator[node_pb2.DataChunk]:
-        if not self._runtime.image_exists(request.ref):
+        ref = pinned.require_local(self._runtime, request.ref)  # a pin: only that content
+        if not self._runtime.image_exists(ref):
             raise errors.NotFound(f"image {request.ref} not found")
-        yield from _chunks(self._runtime.image_export(request.ref))
+        yield from _chunks(self._runtime.image_export(ref))
 
     @_boundary
     def ImportImage(
@@ -293,17 +326,37 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> Iterator[node_pb2.DataChunk]:
         if not self._volumes.exists(request.name):
             raise errors.NotFound(f"volume {request.name} not found")
-        yield from _chunks(self._volumes.export(request.name))
+        digest = hashlib.sha256()
+        for chunk in _chunks(self._volumes.export(request.name)):
+            digest.update(chunk.data)
+            yield chunk
+        # The receiver replaces its copy only when every byte it got matches this.
+        yield node_pb2.DataChunk(digest="sha256:" + digest.hexdigest())
 
     @_boundary
     def ImportVolume(
         self, request_iterator: Iterator[node_pb2.VolumeImportChunk], context: Any
     ) -> Any:
-        name, data = _named_upload(request_iterator, "name")
+        name, messages = _named_messages(request_iterator, "name")
+        data = digest_checked(messages, required=False)
         result = self._volumes.import_(name, data, max_bytes=MAX_VOLUME_BYTES)
         return node_pb2.VolumeImportResult(name=name, bytes=result.bytes, files=result.files)
 
     @_boundary
+    def Tunnel(
+        self, request_iterator: Iterator[node_pb2.TunnelFrame], context: Any
+    ) -> Iterator[node_pb2.TunnelFrame]:
+        """A delegated link's tunnel; the interceptor has checked the token against the
+        first frame's res. Everything else is the data plane's (node/links)."""
+        if self._links is None or self._peer_of is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this node carries no links")
+            return
+        peer = self._peer_of(context)
+        try:
+            yield from self._links.serve_tunnel(peer, request_iterator, context)
+        except LinkRefused as exc:
+            context.abort(exc.code, exc.reason)
+
     def GetNodeInfo(self, request: node_pb2.NodeInfoRequest, context: Any) -> node_pb2.NodeInfo:
         info = self._runtime.info()
         return node_pb2.NodeInfo(
@@ -321,20 +374,25 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
 def _named_upload(messages: Iterable[Any], field: str) -> tuple[str, Iterator[bytes]]:
     """A client stream whose first message names the object (the token's res) and
     whose messages carry data; a later message may repeat the name, never change it."""
+    name, stream = _named_messages(messages, field)
+    return name, (msg.data for msg in stream)
+
+
+def _named_messages(messages: Iterable[Any], field: str) -> tuple[str, Iterator[Any]]:
     stream = iter(messages)
     first = next(stream, None)
     if first is None:
         raise errors.InvalidArgument(field, "empty upload stream")
     name: str = getattr(first, field)
 
-    def data() -> Iterator[bytes]:
-        yield first.data
+    def checked() -> Iterator[Any]:
+        yield first
         for msg in stream:
             if getattr(msg, field) not in ("", name):
                 raise errors.InvalidArgument(field, "changes within the stream")
-            yield msg.data
+            yield msg
 
-    return name, data()
+    return name, checked()
 
 
 def _timeout(value: float) -> float:
@@ -347,3 +405,11 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
             yield chunk
+
+
+def _close_quietly(chunks: Iterator[bytes]) -> None:
+    close = getattr(chunks, "close", None)
+    if callable(close):
+        # A generator running in another thread refuses: it stops at its next poll.
+        with contextlib.suppress(ValueError, RuntimeError):
+            close()

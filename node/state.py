@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import AlreadyExists, FailedPrecondition, NotFound, RuntimeFailure
+from node.runtime._netspec import net_from_json, net_to_json
 from node.runtime.base import ContainerSpec, VolumeMount
 
 _SCHEMA = """
@@ -104,11 +105,13 @@ def spec_to_json(spec: ContainerSpec) -> str:
         "cap_add": list(spec.cap_add),
         "low_ports": spec.low_ports,
     }
+    doc.update(net_to_json(spec.service, spec.ports, spec.links))
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
 def spec_from_json(text: str) -> ContainerSpec:
     doc = json.loads(text)
+    service, ports, links = net_from_json(doc)
     return ContainerSpec(
         name=str(doc["name"]),
         workload_id=str(doc["workload_id"]),
@@ -123,6 +126,9 @@ def spec_from_json(text: str) -> ContainerSpec:
         ),
         network=str(doc["network"]),
         labels=tuple((str(k), str(v)) for k, v in doc["labels"]),
+        service=service,
+        ports=ports,
+        links=links,
         # Absent in records written before the sandbox existed: the defaults.
         user=str(doc.get("user", "")),
         seccomp=str(doc.get("seccomp", "")),

@@ -35,28 +35,27 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 
-from node.client import NodeClient
+from node import pinned
 from node.errors import InvalidArgument
 from node.runtime.base import Runtime
 from node.service import MAX_IMAGE_BYTES, MAX_VOLUME_BYTES, import_image_checked
-from node.volumes import VolumeStore
+from node.volumes import VolumeStore, digest_checked
 from pki.certs import identity_of
 from pki.errors import CapstanError, CertificateError
 from protos import gateway_pb2, gateway_pb2_grpc, node_pb2
+from protos.wire.errors import status_of
+from protos.wire.nodeclient import NodeClient
+from protos.wire.tasks import IMAGE_FETCH, KINDS
 
 log = logging.getLogger("capstan.node.tasks")
 
 __all__ = [
-    "IMAGE_FETCH",
-    "VOLUME_FETCH",
     "SourceMismatch",
     "TaskOutcome",
     "TaskRunner",
     "check_source_identity",
 ]
 
-IMAGE_FETCH = "image.fetch"
-VOLUME_FETCH = "volume.fetch"
 MAX_MESSAGE = 500  # characters of a completion message
 _REMEMBERED_IDS = 4096
 _MAX_FIELD = 512
@@ -222,7 +221,7 @@ class TaskRunner:
     def _execute(self, task: gateway_pb2.Task) -> tuple[bool, str]:
         if task.expires_at < self._clock():
             return False, "task expired before it ran; nothing was fetched"
-        if task.kind not in (IMAGE_FETCH, VOLUME_FETCH):
+        if task.kind not in KINDS:
             return False, f"unknown task kind {task.kind[:64]!r}"
         try:
             self._check_fields(task)
@@ -256,7 +255,13 @@ class TaskRunner:
 
     def _fetch_image(self, task: gateway_pb2.Task) -> str:
         ref = task.resource
-        if self._runtime.image_exists(ref):
+        plain, digest = pinned.split(ref)
+        # A pinned image counts as present only with that digest; an unpinned one by tag.
+        if (
+            pinned.local_digest(self._runtime, plain) == digest
+            if digest is not None
+            else self._runtime.image_exists(ref)
+        ):
             return f"image {ref} already present; not fetched"
         with self._source(task) as client:
             stream = client.stream(
@@ -280,7 +285,10 @@ class TaskRunner:
                 task.token,
                 timeout=self._fetch_timeout,
             )
-            result = self._volumes.import_(name, _data(stream), max_bytes=self._max_volume)
+            # The source's digest of what it exported is required and checked before
+            # the volume is replaced: a cut or altered stream leaves it as it was.
+            data = digest_checked(stream, required=True)
+            result = self._volumes.import_(name, data, max_bytes=self._max_volume)
         return (
             f"volume {name} fetched from {task.source_id} "
             f"({result.files} files, {result.bytes} bytes)"
@@ -300,16 +308,17 @@ class TaskRunner:
                 gateway_pb2_grpc.NodeGatewayStub(channel).Complete(result, timeout=10.0)
                 return True
             except grpc.RpcError as exc:
-                code = exc.code() if callable(getattr(exc, "code", None)) else None
-                details = exc.details() if callable(getattr(exc, "details", None)) else ""
+                status = status_of(exc)
+                code, details = status.code, status.details
                 if code is grpc.StatusCode.PERMISSION_DENIED:
                     log.error(
                         "the orchestrator refused completing task %s: %s", request_id, details
                     )
                     return False
                 if code is not grpc.StatusCode.UNAVAILABLE or attempt + 1 == self._attempts:
-                    name = code.name if code is not None else "UNKNOWN"
-                    log.error("completing task %s failed: %s: %s", request_id, name, details)
+                    log.error(
+                        "completing task %s failed: %s: %s", request_id, status.name, details
+                    )
                     return False
                 log.info("gateway unavailable completing task %s; retrying", request_id)
             finally:

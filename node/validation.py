@@ -1,5 +1,6 @@
-"""Input rules for everything a caller can put into a node: one place, used by both
-runtimes and the gRPC layer.
+"""Input rules for everything a caller can put into a node, used by both runtimes and
+the gRPC layer. The rules themselves are the contract's (``protos.wire.rules``): the
+orchestrator checks topologies with the same functions.
 
 Each check raises ``InvalidArgument(field, message)`` with ``field`` naming the exact
 request field (``env[3].name``, ``volumes[0].path``) so a caller can fix its input.
@@ -9,63 +10,19 @@ in container names, labels, bind mounts and file paths on the host.
 
 from __future__ import annotations
 
+import ipaddress
 import math
-import posixpath
 import re
 from collections.abc import Iterable
 
-from node.errors import InvalidArgument
+from node.errors import InvalidArgument, NotOwned
 from node.runtime.base import ContainerSpec, VolumeMount
+from protos.wire import names, rules
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-# Workload ids come from the orchestrator (e.g. ``acme/shop/web``); they only travel
-# in labels, so a slightly wider alphabet than names is fine.
-WORKLOAD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-LABEL_KEY_RE = re.compile(r"^[a-z0-9]([a-z0-9._/-]{0,126}[a-z0-9])?$")
 
-# Docker's reference grammar (distribution/reference), restricted to sha256 digests.
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-# Like Docker's normalization: the first component is a registry only when it has a dot
-# or a port or is "localhost"; otherwise it is part of the (lower-case) repository path.
-_REGISTRY = rf"(?:localhost(?::[0-9]{{1,5}})?|{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})+" \
-    rf"(?::[0-9]{{1,5}})?|{_DOMAIN_COMPONENT}:[0-9]{{1,5}})"
-_NAME = rf"(?:{_REGISTRY}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-IMAGE_REF_RE = re.compile(
-    rf"^(?P<name>{_NAME})(?::(?P<tag>[\w][\w.-]{{0,127}}))?(?:@(?P<digest>sha256:[0-9a-f]{{64}}))?$"
-)
-IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-MAX_IMAGE_REF = 512
-MAX_IMAGE_NAME = 255  # docker's own cap on the name part
-MAX_COMMAND_ARGS = 256
-MAX_COMMAND_BYTES = 64 * 1024
-MAX_ENV_VARS = 256
-MAX_ENV_BYTES = 32 * 1024
-MAX_LABELS = 64
-MAX_LABEL_VALUE = 1024
-MAX_VOLUMES = 32
-MAX_MOUNT_PATH = 1024
-MIN_MEMORY = 4 * 1024 * 1024  # below this Docker (and most programs) cannot start at all
-MAX_MEMORY = 1 << 50  # 1 PiB: a sanity cap where the node's own total is unknown
-NETWORKS = frozenset({"none", "host"})
-# Mounting over these would hand the workload (or hide from it) kernel interfaces.
-FORBIDDEN_MOUNT_ROOTS = ("/proc", "/sys", "/dev")
-RESERVED_LABEL_PREFIX = "capstan."
-USER_RE = re.compile(r"^(\d{1,10})(?::(\d{1,10}))?$")
-MAX_ID = (1 << 31) - 2  # below (uid_t)-1 and what tools reading a signed int accept
-# "" is the engine's default profile; the others ship with Capstan (node/seccomp/).
-SECCOMP_PROFILES = frozenset({"", "default", "strict"})
-# Capabilities a pool may hand back (Linux names without CAP_). The ones that make a
-# workload the node's equal (SYS_ADMIN, SYS_MODULE, SYS_PTRACE, DAC_READ_SEARCH...)
-# are not on the list at all: no policy can grant them.
-GRANTABLE_CAPABILITIES = frozenset({
-    "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
-    "NET_BIND_SERVICE", "NET_RAW", "SYS_CHROOT", "MKNOD", "AUDIT_WRITE", "SETFCAP",
-    "NET_ADMIN", "IPC_LOCK", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
-})
-MAX_CAP_ADD = 16
+def _check(field: str, problem: str | None) -> None:
+    if problem is not None:
+        raise InvalidArgument(field, problem)
 
 
 def _require_str(field: str, value: object) -> str:
@@ -75,28 +32,19 @@ def _require_str(field: str, value: object) -> str:
 
 
 def _no_nul(field: str, value: str) -> None:
-    if "\x00" in value:
-        raise InvalidArgument(field, "must not contain NUL characters")
+    _check(field, rules.check_no_nul(value))
 
 
 def validate_name(field: str, value: object) -> str:
     """A container or volume name: lower-case, 1-63 characters, ``^[a-z0-9][a-z0-9_.-]*$``."""
     name = _require_str(field, value)
-    if not NAME_RE.fullmatch(name):
-        raise InvalidArgument(
-            field,
-            f"{name[:80]!r} is not a valid name (1-63 characters of a-z 0-9 _ . -, "
-            "starting with a letter or digit)",
-        )
+    _check(field, rules.check_name(name))
     return name
 
 
 def validate_workload_id(field: str, value: object) -> str:
     wid = _require_str(field, value)
-    if not WORKLOAD_ID_RE.fullmatch(wid):
-        raise InvalidArgument(
-            field, f"{wid[:80]!r} is not a valid workload id (1-128 of A-Z a-z 0-9 _ . : / @ -)"
-        )
+    _check(field, rules.check_workload_id(wid))
     return wid
 
 
@@ -104,61 +52,41 @@ def validate_image_ref(field: str, value: object, *, allow_id: bool = False) -> 
     """An image reference ``[registry/]repo[:tag][@sha256:...]``; with ``allow_id`` also a
     bare image id ``sha256:<64 hex>`` (what ``docker load`` reports for untagged images)."""
     ref = _require_str(field, value)
-    if not ref:
-        raise InvalidArgument(field, "must not be empty")
-    if len(ref) > MAX_IMAGE_REF:
-        raise InvalidArgument(field, f"longer than {MAX_IMAGE_REF} characters")
-    if allow_id and IMAGE_ID_RE.fullmatch(ref):
-        return ref
-    match = IMAGE_REF_RE.fullmatch(ref)
-    if match is None:
-        raise InvalidArgument(field, f"{ref[:80]!r} is not a valid image reference")
-    if match.group("name") == "sha256" or re.fullmatch(r"[0-9a-f]{64}", match.group("name")):
-        # Docker would read these as image ids, not names: one meaning per string.
-        raise InvalidArgument(field, f"{ref[:80]!r} is ambiguous with an image id")
-    if len(match.group("name")) > MAX_IMAGE_NAME:
-        raise InvalidArgument(field, f"repository name longer than {MAX_IMAGE_NAME} characters")
+    _check(field, rules.check_image_ref(ref, allow_id=allow_id))
     return ref
 
 
 def validate_command(field: str, value: Iterable[object]) -> tuple[str, ...]:
     args = tuple(value)
-    if len(args) > MAX_COMMAND_ARGS:
-        raise InvalidArgument(field, f"more than {MAX_COMMAND_ARGS} arguments")
+    if len(args) > rules.MAX_COMMAND_ARGS:
+        raise InvalidArgument(field, f"more than {rules.MAX_COMMAND_ARGS} arguments")
     checked: list[str] = []
-    total = 0
     for i, arg in enumerate(args):
         text = _require_str(f"{field}[{i}]", arg)
         _no_nul(f"{field}[{i}]", text)
-        total += len(text.encode("utf-8", "surrogatepass")) + 1
-        if total > MAX_COMMAND_BYTES:
-            raise InvalidArgument(field, f"longer than {MAX_COMMAND_BYTES} bytes in total")
         checked.append(text)
+    _check(field, rules.check_command(checked))
     return tuple(checked)
 
 
 def validate_env(field: str, value: Iterable[tuple[object, object]]) -> None:
     pairs = tuple(value)
-    if len(pairs) > MAX_ENV_VARS:
-        raise InvalidArgument(field, f"more than {MAX_ENV_VARS} variables")
+    if len(pairs) > rules.MAX_ENV_VARS:
+        raise InvalidArgument(field, f"more than {rules.MAX_ENV_VARS} variables")
     seen: set[str] = set()
-    total = 0
+    checked: list[tuple[str, str]] = []
     for i, pair in enumerate(pairs):
         if not isinstance(pair, tuple) or len(pair) != 2:
             raise InvalidArgument(f"{field}[{i}]", "must be a (name, value) pair")
         name = _require_str(f"{field}[{i}].name", pair[0])
         val = _require_str(f"{field}[{i}].value", pair[1])
-        if not ENV_NAME_RE.fullmatch(name):
-            raise InvalidArgument(
-                f"{field}[{i}].name", f"{name[:80]!r} is not a valid variable name"
-            )
+        _check(f"{field}[{i}].name", rules.check_env_name(name))
         if name in seen:
             raise InvalidArgument(f"{field}[{i}].name", f"{name!r} is set twice")
         seen.add(name)
         _no_nul(f"{field}[{i}].value", val)
-        total += len(name) + len(val.encode("utf-8", "surrogatepass")) + 2
-        if total > MAX_ENV_BYTES:
-            raise InvalidArgument(field, f"larger than {MAX_ENV_BYTES} bytes in total")
+        checked.append((name, val))
+    _check(field, rules.check_env_total(checked))
 
 
 def validate_cpu(field: str, value: object, *, max_cpus: float | None = None) -> float:
@@ -172,9 +100,9 @@ def validate_cpu(field: str, value: object, *, max_cpus: float | None = None) ->
         raise InvalidArgument(field, "must not be negative")
     if max_cpus is not None and cpu > max_cpus:
         raise InvalidArgument(field, f"{cpu:g} cores asked, the node has {max_cpus:g}")
-    if 0 < cpu < 0.001:
+    if 0 < cpu < rules.MIN_CPU:
         # Docker's nano_cpus granularity makes smaller limits meaningless (and refused).
-        raise InvalidArgument(field, "must be 0 (unlimited) or at least 0.001 cores")
+        raise InvalidArgument(field, f"must be 0 (unlimited) or at least {rules.MIN_CPU} cores")
     return cpu
 
 
@@ -184,9 +112,11 @@ def validate_memory(field: str, value: object, *, max_memory: int | None = None)
         raise InvalidArgument(field, "must be an integer number of bytes")
     if value < 0:
         raise InvalidArgument(field, "must not be negative")
-    if 0 < value < MIN_MEMORY:
-        raise InvalidArgument(field, f"must be 0 (unlimited) or at least {MIN_MEMORY} bytes")
-    cap = MAX_MEMORY if max_memory is None else max_memory
+    if 0 < value < rules.MIN_MEMORY:
+        raise InvalidArgument(
+            field, f"must be 0 (unlimited) or at least {rules.MIN_MEMORY} bytes"
+        )
+    cap = rules.MAX_MEMORY if max_memory is None else max_memory
     if value > cap:
         raise InvalidArgument(field, f"{value} bytes asked, at most {cap} allowed")
     return value
@@ -195,62 +125,42 @@ def validate_memory(field: str, value: object, *, max_memory: int | None = None)
 def validate_mount_path(field: str, value: object) -> str:
     """An absolute, normalized path inside the workload, away from kernel filesystems."""
     path = _require_str(field, value)
-    _no_nul(field, path)
-    if not path.startswith("/"):
-        raise InvalidArgument(field, f"{path[:80]!r} is not an absolute path")
-    if len(path) > MAX_MOUNT_PATH:
-        raise InvalidArgument(field, f"longer than {MAX_MOUNT_PATH} characters")
-    if ".." in path.split("/"):
-        raise InvalidArgument(field, f"{path[:80]!r} contains '..'")
-    if posixpath.normpath(path) != path or path.startswith("//"):
-        raise InvalidArgument(field, f"{path[:80]!r} is not normalized")
-    if path == "/":
-        raise InvalidArgument(field, "must not be the root directory")
-    for root in FORBIDDEN_MOUNT_ROOTS:
-        if path == root or path.startswith(root + "/"):
-            raise InvalidArgument(field, f"must not be under {root}")
-    if ":" in path or "," in path:
-        # Docker's mount syntax splits on these; refuse rather than rely on quoting.
-        raise InvalidArgument(field, "must not contain ':' or ','")
+    _check(field, rules.check_mount_path(path))
     return path
 
 
 def validate_network(field: str, value: object) -> str:
     net = _require_str(field, value)
-    if net not in NETWORKS:
-        raise InvalidArgument(field, f"{net[:40]!r} is not allowed (one of: none, host)")
+    _check(field, rules.check_network(net))
     return net
 
 
 def validate_labels(field: str, value: Iterable[tuple[object, object]]) -> None:
     pairs = tuple(value)
-    if len(pairs) > MAX_LABELS:
-        raise InvalidArgument(field, f"more than {MAX_LABELS} labels")
+    if len(pairs) > rules.MAX_LABELS:
+        raise InvalidArgument(field, f"more than {rules.MAX_LABELS} labels")
     seen: set[str] = set()
     for i, pair in enumerate(pairs):
         if not isinstance(pair, tuple) or len(pair) != 2:
             raise InvalidArgument(f"{field}[{i}]", "must be a (key, value) pair")
         key = _require_str(f"{field}[{i}].key", pair[0])
         val = _require_str(f"{field}[{i}].value", pair[1])
-        if not LABEL_KEY_RE.fullmatch(key):
-            raise InvalidArgument(f"{field}[{i}].key", f"{key[:80]!r} is not a valid label key")
-        if key.startswith(RESERVED_LABEL_PREFIX):
+        _check(f"{field}[{i}].key", rules.check_label_key(key))
+        if key.startswith(rules.RESERVED_LABEL_PREFIX):
             # The node's own labels are what scopes containers to it; no overriding.
             raise InvalidArgument(
-                f"{field}[{i}].key", f"the {RESERVED_LABEL_PREFIX!r} prefix is reserved"
+                f"{field}[{i}].key", f"the {rules.RESERVED_LABEL_PREFIX!r} prefix is reserved"
             )
         if key in seen:
             raise InvalidArgument(f"{field}[{i}].key", f"{key!r} is set twice")
         seen.add(key)
-        _no_nul(f"{field}[{i}].value", val)
-        if len(val) > MAX_LABEL_VALUE:
-            raise InvalidArgument(f"{field}[{i}].value", f"longer than {MAX_LABEL_VALUE}")
+        _check(f"{field}[{i}].value", rules.check_label_value(val))
 
 
 def validate_volumes(field: str, value: Iterable[object]) -> None:
     mounts = tuple(value)
-    if len(mounts) > MAX_VOLUMES:
-        raise InvalidArgument(field, f"more than {MAX_VOLUMES} volumes")
+    if len(mounts) > rules.MAX_VOLUMES:
+        raise InvalidArgument(field, f"more than {rules.MAX_VOLUMES} volumes")
     targets: set[str] = set()
     for i, mount in enumerate(mounts):
         if not isinstance(mount, VolumeMount):
@@ -265,43 +175,123 @@ def validate_volumes(field: str, value: Iterable[object]) -> None:
 
 
 def validate_user(field: str, value: object) -> tuple[int, int] | None:
-    """``"UID"`` or ``"UID:GID"`` in numbers (an image's user names mean nothing to the
-    process runtime); ``""`` = the tenant's own non-root uid. Returns ``(uid, gid)``."""
+    """``"UID"`` or ``"UID:GID"`` in numbers; ``""`` = the tenant's own non-root uid.
+    Returns ``(uid, gid)``, None for the default."""
     text = _require_str(field, value)
-    if text == "":
-        return None
-    match = USER_RE.fullmatch(text)
-    if match is None:
-        raise InvalidArgument(field, f"{text[:40]!r} is not UID or UID:GID (numbers)")
-    uid = int(match.group(1))
-    gid = int(match.group(2)) if match.group(2) is not None else uid
-    if uid > MAX_ID or gid > MAX_ID:
-        raise InvalidArgument(field, f"ids above {MAX_ID} are not allowed")
-    return uid, gid
+    _check(field, rules.check_user(text))
+    return rules.parse_user(text)
 
 
 def validate_seccomp(field: str, value: object) -> str:
     name = _require_str(field, value)
-    if name not in SECCOMP_PROFILES:
-        raise InvalidArgument(
-            field, f"{name[:40]!r} is not a profile (one of: default, strict)"
-        )
+    _check(field, rules.check_seccomp(name))
     return name
 
 
 def validate_cap_add(field: str, value: Iterable[object]) -> tuple[str, ...]:
     caps = tuple(value)
-    if len(caps) > MAX_CAP_ADD:
-        raise InvalidArgument(field, f"more than {MAX_CAP_ADD} capabilities")
+    if len(caps) > rules.MAX_CAP_ADD:
+        raise InvalidArgument(field, f"more than {rules.MAX_CAP_ADD} capabilities")
     seen: set[str] = set()
     for i, cap in enumerate(caps):
         name = _require_str(f"{field}[{i}]", cap)
-        if name not in GRANTABLE_CAPABILITIES:
-            raise InvalidArgument(f"{field}[{i}]", f"{name[:40]!r} is not a grantable capability")
+        _check(f"{field}[{i}]", rules.check_capability(name))
         if name in seen:
             raise InvalidArgument(f"{field}[{i}]", f"{name!r} is named twice")
         seen.add(name)
     return tuple(str(c) for c in caps)
+
+
+def check_owner(spec: ContainerSpec) -> None:
+    """Every volume a container mounts belongs to the container's own tenant and
+    application: its name starts with the same ``<tenant>.<app>.`` (``protos.wire.names``).
+
+    The container's name is the token's ``res``, so this ties what the spec touches on
+    the node to what the orchestrator authorized (regression: two tenants'
+    same-named applications shared a volume). Raises ``NotOwned``."""
+    if not spec.volumes:
+        return
+    owner = names.owner_of(spec.name)
+    if owner is None:
+        raise NotOwned("name", "a container that mounts volumes is named <tenant>.<app>.<...>")
+    for i, mount in enumerate(spec.volumes):
+        if names.owner_of(mount.name) != owner:
+            raise NotOwned(
+                f"volumes[{i}].name",
+                f"{mount.name[:80]!r} is not a volume of {owner!r}",
+            )
+
+
+SERVICE_REF_RE = re.compile(
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(/[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?){2}$"
+)
+MAX_LINKS = 64
+
+
+def validate_port(field: str, value: object, *, allow_zero: bool = False) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgument(field, "must be an integer")
+    if not (0 if allow_zero else 1) <= value <= 65535:
+        raise InvalidArgument(field, f"must be a port number, got {value}")
+    return value
+
+
+def validate_service_ref(field: str, value: object) -> str:
+    """tenant/app/service, three DNS labels."""
+    text = _require_str(field, value)
+    if not SERVICE_REF_RE.fullmatch(text):
+        raise InvalidArgument(field, "must be tenant/app/service (three DNS labels)")
+    return text
+
+
+def validate_link_address(field: str, value: object) -> str:
+    """A loopback address of the workload's own namespace, never 127.0.0.1 (its own)."""
+    text = _require_str(field, value)
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise InvalidArgument(field, "must be an IPv4 address") from None
+    if not address.is_loopback or str(address) != text or text == "127.0.0.1":
+        raise InvalidArgument(field, "must be a loopback address other than 127.0.0.1")
+    return text
+
+
+def validate_net(spec: ContainerSpec) -> None:
+    """The data-plane fields: service, declared ports, links."""
+    if spec.service:
+        validate_service_ref("service", spec.service)
+    seen: set[int] = set()
+    published: set[int] = set()
+    for i, p in enumerate(spec.ports):
+        validate_port(f"ports[{i}].port", p.port)
+        validate_port(f"ports[{i}].publish", p.publish, allow_zero=True)
+        if p.port in seen or (p.publish and p.publish in published):
+            raise InvalidArgument(f"ports[{i}]", "listed twice")
+        seen.add(p.port)
+        if p.publish:
+            published.add(p.publish)
+    if len(spec.links) > MAX_LINKS:
+        raise InvalidArgument("links", f"more than {MAX_LINKS}")
+    if spec.links and (spec.network != "none" or not spec.service):
+        raise InvalidArgument("links", "only for a service's instance with network none")
+    addresses: set[str] = set()
+    for i, link in enumerate(spec.links):
+        label = link.service
+        if not isinstance(label, str) or not re.fullmatch(
+            r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", label
+        ):
+            raise InvalidArgument(f"links[{i}].service", "must be a DNS label")
+        validate_link_address(f"links[{i}].address", link.address)
+        target = validate_service_ref(f"links[{i}].target", link.target)
+        if target.rsplit("/", 1)[0] != spec.service.rsplit("/", 1)[0]:
+            raise InvalidArgument(f"links[{i}].target", "must be a service of the same application")
+        if link.address in addresses:
+            raise InvalidArgument(f"links[{i}].address", "used twice")
+        addresses.add(link.address)
+        if not link.ports or len(link.ports) > MAX_LINKS:
+            raise InvalidArgument(f"links[{i}].ports", f"must name 1 to {MAX_LINKS} ports")
+        for j, port in enumerate(link.ports):
+            validate_port(f"links[{i}].ports[{j}]", port)
 
 
 def validate_spec(
@@ -323,6 +313,7 @@ def validate_spec(
     validate_volumes("volumes", spec.volumes)
     validate_network("network", spec.network)
     validate_labels("labels", spec.labels)
+    validate_net(spec)
     validate_user("user", spec.user)
     validate_seccomp("seccomp", spec.seccomp)
     validate_cap_add("cap_add", spec.cap_add)

@@ -8,15 +8,13 @@ all of its instances. Nothing is written until the whole plan is known.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
-from orchestrator import _rules
+from orchestrator import quantities
 from orchestrator.errors import OrchestratorError
 from orchestrator.topology import template_hash
 from protos import control_pb2, topology_pb2
-
-MAX_CONTAINER_NAME = 63
+from protos.wire import names, rules
 
 
 class InvalidApplication(OrchestratorError):
@@ -32,36 +30,36 @@ def validate(app: topology_pb2.Application) -> None:
         if message:
             problems.append(f"{path}: {message}")
 
-    check("name", _rules.check_dns_label(app.name))
-    check("tenant", _rules.check_dns_label(app.tenant))
+    check("name", rules.check_dns_label(app.name))
+    check("tenant", rules.check_dns_label(app.tenant))
     if not app.services:
         problems.append("services: at least one service is required")
-    if len(app.services) > _rules.MAX_SERVICES:
-        problems.append(f"services: at most {_rules.MAX_SERVICES}")
+    if len(app.services) > quantities.MAX_SERVICES:
+        problems.append(f"services: at most {quantities.MAX_SERVICES}")
     seen: set[str] = set()
     for s in app.services:
         p = f"services.{s.name or '?'}"
-        check(f"{p}.name", _rules.check_dns_label(s.name))
+        check(f"{p}.name", rules.check_dns_label(s.name))
         if s.name in seen:
             problems.append(f"{p}: duplicate service name")
         seen.add(s.name)
-        check(f"{p}.image", _rules.check_image_ref(s.image))
-        check(f"{p}.command", _rules.check_command(list(s.command)))
+        check(f"{p}.image", rules.check_image_ref(s.image))
+        check(f"{p}.command", rules.check_command(list(s.command)))
         for k in s.env:
-            check(f"{p}.env.{k}", _rules.check_env_name(k))
-        check(f"{p}.env", _rules.check_env_total(dict(s.env)))
+            check(f"{p}.env.{k}", rules.check_env_name(k))
+        check(f"{p}.env", rules.check_env_total(s.env.items()))
         replicas = s.replicas if s.HasField("replicas") else 1
-        if not 0 <= replicas <= _rules.MAX_REPLICAS:
-            problems.append(f"{p}.replicas: must be between 0 and {_rules.MAX_REPLICAS}")
-        if not 0 <= s.resources.cpu <= _rules.MAX_CPU or s.resources.cpu != s.resources.cpu:
-            problems.append(f"{p}.resources.cpu: must be between 0 and {_rules.MAX_CPU}")
-        if s.resources.memory and not _rules.MIN_MEMORY <= s.resources.memory <= _rules.MAX_MEMORY:
+        if not 0 <= replicas <= quantities.MAX_REPLICAS:
+            problems.append(f"{p}.replicas: must be between 0 and {quantities.MAX_REPLICAS}")
+        if not 0 <= s.resources.cpu <= quantities.MAX_CPU or s.resources.cpu != s.resources.cpu:
+            problems.append(f"{p}.resources.cpu: must be between 0 and {quantities.MAX_CPU}")
+        if s.resources.memory and not rules.MIN_MEMORY <= s.resources.memory <= rules.MAX_MEMORY:
             problems.append(
-                f"{p}.resources.memory: must be 0 or at least {_rules.MIN_MEMORY} bytes"
+                f"{p}.resources.memory: must be 0 or at least {rules.MIN_MEMORY} bytes"
             )
         for i, v in enumerate(s.volumes):
-            check(f"{p}.volumes[{i}].name", _rules.check_dns_label(v.name))
-            check(f"{p}.volumes[{i}].path", _rules.check_mount_path(v.path))
+            check(f"{p}.volumes[{i}].name", rules.check_dns_label(v.name))
+            check(f"{p}.volumes[{i}].path", rules.check_mount_path(v.path))
         for link in s.links:
             if link not in {x.name for x in app.services}:
                 problems.append(f"{p}.links: unknown service {link!r}")
@@ -79,12 +77,9 @@ def workload_id(tenant: str, app: str, service: str, index: int) -> str:
 
 def container_name(w: control_pb2.Workload) -> str:
     """Node-unique and deterministic: the same workload and spec always get the same
-    name, so a repeated create after a crash is ALREADY_EXISTS, never a duplicate."""
-    short = w.spec_hash.removeprefix("sha256:")[:10]
-    name = f"{w.tenant}.{w.app}.{w.service}.{w.index}.{short}"
-    if len(name) > MAX_CONTAINER_NAME:
-        name = f"w{hashlib.sha256(w.id.encode()).hexdigest()[:40]}.{short}"
-    return name
+    name, so a repeated create after a crash is ALREADY_EXISTS, never a duplicate.
+    It starts with the tenant and application (``protos.wire.names``)."""
+    return names.container_name(w.tenant, w.app, w.service, w.index, w.spec_hash)
 
 
 def plan(
@@ -136,6 +131,7 @@ def plan(
                     service=s.name,
                     index=i,
                     state="pending",
+                    created_at=now,
                 )
             elif found.desired == "running" and found.spec_hash == h and found.image == s.image:
                 continue

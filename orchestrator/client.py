@@ -15,6 +15,8 @@ from orchestrator.context import Context
 from pki.errors import CapstanError
 from protos import control_pb2 as cpb
 from protos import control_pb2_grpc, topology_pb2
+from protos.wire.channel import CONTROL_CHANNEL_OPTIONS, client_credentials
+from protos.wire.errors import status_of
 
 __all__ = [
     "EXIT_FAILURE",
@@ -41,7 +43,6 @@ _EXIT_BY_CODE = {
     "DEADLINE_EXCEEDED": EXIT_UNAVAILABLE,
 }
 DEFAULT_TIMEOUT = 30.0
-_MAX_MESSAGE = 64 * 1024 * 1024
 
 
 class ControlError(CapstanError):
@@ -62,10 +63,6 @@ def _describe(code: str) -> str:
 
 def exit_code(exc: BaseException) -> int:
     """The process exit status for an error: 3 not found, 4 refused, 5 unreachable, else 1."""
-    from node.errors import NotFound
-
-    if isinstance(exc, NotFound):
-        return EXIT_NOT_FOUND
     code = getattr(exc, "code", None)
     if isinstance(code, grpc.StatusCode):
         code = code.name
@@ -74,11 +71,24 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_FAILURE
 
 
-def _mapped(method: str, exc: grpc.RpcError) -> ControlError:
-    status = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    name = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
-    return ControlError(method, name, details or "")
+def _mapped(method: str, exc: grpc.RpcError, context: Context | None = None) -> ControlError:
+    status = status_of(exc)
+    if context is not None and status.name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+        # gRPC's own text names neither the context nor what to do: say both.
+        what = "cannot reach" if status.name == "UNAVAILABLE" else "no answer in time from"
+        return ControlError(
+            method,
+            status.name,
+            f"{what} the orchestrator of context {context.name!r} at {context.endpoint} "
+            f"({_first_line(status.details)}); is it running? `capstan status` checks a local "
+            "cluster (`capstan up` restarts it); `capstan context list` shows the others",
+        )
+    return ControlError(method, status.name, status.details)
+
+
+def _first_line(text: str | None) -> str:
+    line = " ".join((text or "").split())
+    return line if len(line) <= 120 else line[:117] + "..."
 
 
 class ControlClient:
@@ -95,16 +105,10 @@ class ControlClient:
         self.timeout = timeout
         if channel is None:
             ca, cert, key = context.read_credentials()
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=ca, private_key=key, certificate_chain=cert
-            )
             channel = grpc.secure_channel(
                 context.endpoint,
-                creds,
-                options=[
-                    ("grpc.max_receive_message_length", _MAX_MESSAGE),
-                    ("grpc.max_send_message_length", _MAX_MESSAGE),
-                ],
+                client_credentials(cert, key, ca),
+                options=CONTROL_CHANNEL_OPTIONS,
             )
         self.channel = channel
         self._stub: Any = control_pb2_grpc.ControlServiceStub(channel)
@@ -122,7 +126,7 @@ class ControlClient:
         try:
             return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
-            raise _mapped(method, exc) from None
+            raise _mapped(method, exc, self.context) from None
 
     # -- applications -----------------------------------------------------------------
 
@@ -162,6 +166,9 @@ class ControlClient:
     def pki_status(self) -> cpb.PkiStatusResponse:
         return self._call("PkiStatus", cpb.PkiStatusRequest())  # type: ignore[no-any-return]
 
+    def version(self) -> cpb.VersionInfo:
+        return self._call("Version", cpb.VersionRequest())  # type: ignore[no-any-return]
+
     def rebalance(self, *, dry_run: bool = False) -> cpb.RebalancePlan:
         return self._call("Rebalance", cpb.RebalanceRequest(dry_run=dry_run))  # type: ignore[no-any-return]
 
@@ -172,8 +179,12 @@ class ControlClient:
         ttl: float = 0.0,
         pool: str = "",
         labels: Mapping[str, str] | None = None,
+        cpus: float = 0.0,
+        memory: int = 0,
     ) -> cpb.JoinTokenResponse:
-        request = cpb.JoinTokenRequest(name=name, ttl=ttl, pool=pool, labels=dict(labels or {}))
+        request = cpb.JoinTokenRequest(
+            name=name, ttl=ttl, pool=pool, labels=dict(labels or {}), cpus=cpus, memory=memory
+        )
         return self._call("CreateJoinToken", request)  # type: ignore[no-any-return]
 
     # -- logs -------------------------------------------------------------------------
@@ -189,8 +200,9 @@ class ControlClient:
     def stream_logs(self, grant: cpb.LogsGrant, *, follow: bool, tail: int) -> Iterator[bytes]:
         """Read the container's logs from its node directly, with the user's own
         certificate and the grant's single-use token (the orchestrator relays nothing)."""
-        from node.client import NodeClient, client_credentials
         from protos import node_pb2
+        from protos.wire.channel import client_credentials
+        from protos.wire.nodeclient import NodeClient
 
         ca, cert, key = self.context.read_credentials()
         request = node_pb2.LogsRequest(name=grant.container, follow=follow, tail=tail)
@@ -207,7 +219,7 @@ class ControlClient:
         try:
             yield from self._stub.AuditTail(request, timeout=None if follow else self.timeout)
         except grpc.RpcError as exc:
-            raise _mapped("AuditTail", exc) from None
+            raise _mapped("AuditTail", exc, self.context) from None
 
     def audit_verify(self) -> cpb.AuditVerifyResponse:
         return self._call("AuditVerify", cpb.AuditVerifyRequest())  # type: ignore[no-any-return]

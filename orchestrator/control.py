@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import grpc
 
 from orchestrator import apply as plans
-from orchestrator import jointokens, scheduler
-from orchestrator._events import event_line
+from orchestrator import jointokens, quantities, scheduler
+from orchestrator._events import event_line, of_app
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, Caller, CallerRefused, caller_of
 from orchestrator.autoscale import keep_autoscaled
@@ -225,8 +225,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         events = [
             event_line(e)
             for e in (await self._audit.entries())[-200:]
-            if e.get("app") == request.name
-            or str(e.get("workload", "")).startswith(f"{tenant}.{request.name}.")
+            if of_app(e, tenant, request.name)
         ][-20:]
         return control_pb2.AppDetail(
             record=record, summary=self._summary(record), workloads=workloads, events=events
@@ -258,7 +257,18 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             and (not request.node or w.node == request.node)
         ]
         out.sort(key=lambda w: (w.tenant, w.app, w.service, w.index))
-        return control_pb2.WorkloadList(workloads=out)
+        return control_pb2.WorkloadList(workloads=[self._with_usage(w) for w in out])
+
+    def _with_usage(self, w: control_pb2.Workload) -> control_pb2.Workload:
+        """A copy carrying the node's last reported use (kept in memory, never stored)."""
+        out = control_pb2.Workload()
+        out.CopyFrom(w)
+        view = self._reconciler.tracker.nodes.get(w.node) if w.node else None
+        sample = view.usage.get(w.container) if view is not None and w.container else None
+        if sample is not None and w.state == "running":
+            out.cpu_used = sample.cpu_fraction
+            out.memory_used = sample.memory_bytes
+        return out
 
     # -- nodes ------------------------------------------------------------------------
 
@@ -353,11 +363,17 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         ttl = request.ttl or 3600.0
         if not 0 < ttl <= 7 * 86400:
             raise plans.InvalidApplication("ttl: must be between 0 and 7 days")
+        if not (0 <= request.cpus <= quantities.MAX_CPU):  # NaN fails both
+            raise plans.InvalidApplication(f"cpus: must be between 0 and {quantities.MAX_CPU}")
+        if request.memory < 0:
+            raise plans.InvalidApplication("memory: must not be negative")
         grant = jointokens.JoinGrant(
             name=request.name,
             pool=request.pool,
             labels=dict(request.labels),
             expires_at=self._clock() + ttl,
+            cpus=request.cpus,
+            memory=request.memory,
             rejoin=bool(request.name) and self._state.node(request.name) is not None,
         )
         token = await jointokens.create(self._state.store, grant, ca_pin=self._ca_pin)
@@ -395,6 +411,47 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         if self.lifecycle is None:
             raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
         return self.lifecycle.status()
+
+    @_guard(Access.READ)
+    async def Version(
+        self, request: control_pb2.VersionRequest, context: Any, caller: Caller
+    ) -> Any:
+        import asyncio
+        from importlib.metadata import PackageNotFoundError, version
+
+        from protos import node_pb2
+
+        try:
+            own = version("capstan")
+        except PackageNotFoundError:
+            own = "unknown"
+        nodes = [
+            n
+            for n in self._node_records()
+            if n.state in ("ready", "suspect")
+            and (caller.tenant is None or n.pool in ("", caller.tenant))
+        ]
+
+        async def ask(n: control_pb2.NodeRecord) -> control_pb2.NodeVersion:
+            # The node answers for itself (node.info, with a token like any call).
+            out = control_pb2.NodeVersion(name=n.name, id=n.id, runtime=n.runtime)
+            try:
+                info = await self._reconciler.caller.call(
+                    n.address, n.id, "node.info", node_pb2.NodeInfoRequest(), timeout=5.0,
+                    why="version",
+                )
+            except Exception as exc:  # one silent node must not fail the answer
+                out.error = " ".join(str(exc).split())[:200] or type(exc).__name__
+                return out
+            out.version = info.capstan_version
+            out.runtime = info.runtime or n.runtime
+            out.runtime_version = info.runtime_version
+            return out
+
+        answers = await asyncio.gather(*(ask(n) for n in nodes))
+        return control_pb2.VersionInfo(
+            version=own, id=self._minter.issuer, epoch=self._minter.epoch, nodes=answers
+        )
 
     # -- rebalancing ----------------------------------------------------------------------
 
@@ -460,7 +517,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         until = request.until or self._clock()
         grants: dict[tuple[str, str, str], control_pb2.Capability] = {}
         for e in await self._audit.entries():
-            if e.get("event") != "token.minted" or e.get("aud") != node.id:
+            # Link grants count as capabilities too: tunnel tokens are minted for them
+            # every few seconds, unaudited one by one (orchestrator/links.py).
+            if e.get("event") not in ("token.minted", "link.granted") or e.get("aud") != node.id:
                 continue
             at = float(e.get("at", 0))
             if at < request.since or at > until:

@@ -18,8 +18,7 @@ from orchestrator.liveness import Tracker
 from orchestrator.minter import Minter
 from orchestrator.tasks import TaskBook, TaskRecord
 from protos import control_pb2, gateway_pb2
-
-EXPORT_OP = {"image.fetch": "image.export", "volume.fetch": "volume.export"}
+from protos.wire.tasks import EXPORT_OP
 
 
 class DelegationRefused(OrchestratorError):

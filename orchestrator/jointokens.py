@@ -1,4 +1,4 @@
-"""One-time join tokens: ``CJ1.<secret>.<ca-pin>``.
+"""Issuing and consuming one-time join tokens (format: ``pki.jointoken``).
 
 Only the SHA-256 of the secret is stored; a token is consumed by deleting its record
 in a compare-and-swap, so two nodes racing with one token cannot both join.
@@ -6,17 +6,15 @@ in a compare-and-swap, so two nodes racing with one token cannot both join.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
-import secrets
 from dataclasses import dataclass, field
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.store import Store, keys
-
-PREFIX = "CJ1"
+from pki.errors import ConfigError
+from pki.jointoken import new_join_token, parse_join_token
 
 
 class JoinRefused(OrchestratorError):
@@ -29,11 +27,10 @@ class JoinGrant:
     pool: str
     labels: dict[str, str] = field(default_factory=dict)
     expires_at: float = 0.0
+    # Capacity the admin recorded; a node reporting more gets this (0 = no cap).
+    cpus: float = 0.0
+    memory: int = 0
     rejoin: bool = False  # lets an existing node name join again (expired-node recovery)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _digest(secret: str) -> str:
@@ -41,19 +38,20 @@ def _digest(secret: str) -> str:
 
 
 async def create(store: Store, grant: JoinGrant, *, ca_pin: str) -> str:
-    secret = _b64(secrets.token_bytes(32))
+    token = new_join_token(ca_pin)
     body = json.dumps(grant.__dict__, sort_keys=True).encode()
-    await store.put(keys.join_token(_digest(secret)), body, expect_revision=0)
-    return f"{PREFIX}.{secret}.{ca_pin}"
+    await store.put(keys.join_token(_digest(token.secret)), body, expect_revision=0)
+    return str(token)
 
 
 async def consume(store: Store, token: str, *, ca_pin: str, now: float) -> JoinGrant:
-    parts = token.split(".")
-    if len(parts) != 3 or parts[0] != PREFIX or len(parts[1]) != 43:
-        raise JoinRefused("malformed join token")
-    if not hmac.compare_digest(parts[2], ca_pin):
+    try:
+        parsed = parse_join_token(token)
+    except ConfigError:
+        raise JoinRefused("malformed join token") from None
+    if not hmac.compare_digest(parsed.ca_pin, ca_pin):
         raise JoinRefused("join token pins another cluster CA")
-    key = keys.join_token(_digest(parts[1]))
+    key = keys.join_token(_digest(parsed.secret))
     entry = await store.get(key)
     if entry is None:
         raise JoinRefused("unknown or already used join token")

@@ -40,8 +40,6 @@ import grpc
 import grpc.aio
 from cryptography.hazmat.primitives import serialization
 
-from node.client import client_credentials
-from node.renewal import trust_digest
 from orchestrator._periodic import every
 from orchestrator.apply import InvalidApplication
 from orchestrator.audit import AuditLog
@@ -61,6 +59,8 @@ from pki.identity import Kind
 from pki.rotation import CROSS_CERT, finish_rotation, rotation_status, write_crls
 from pki.tokenkeys import TokenKeyStore
 from protos import control_pb2, gateway_pb2
+from protos.wire.channel import client_credentials
+from protos.wire.trust import trust_digest
 
 log = logging.getLogger("capstan.orchestrator.lifecycle")
 

@@ -1,5 +1,5 @@
 """The orchestrator's calls to nodes (push): one token per call, minted for exactly
-that call, over an mTLS channel per node. grpc errors become ``NodeCallError`` here."""
+that call, over an mTLS channel per node. Failures raise ``NodeCallError``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from node.client import CHANNEL_OPTIONS, NodeCallError
 from orchestrator.minter import Minter
 from pki.tokens import request_digest
 from protos import node_pb2_grpc, ops
+from protos.wire.channel import NODE_CHANNEL_OPTIONS
+from protos.wire.errors import NodeCallError
+from protos.wire.nodeclient import token_metadata
 
 CHANNEL_GRACE = 60.0  # seconds an old channel may finish its calls after a renewal
 
@@ -56,7 +58,9 @@ class NodeCaller:
     def _stub(self, address: str) -> Any:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.secure_channel(address, self._credentials, options=CHANNEL_OPTIONS)
+            channel = grpc.aio.secure_channel(
+                address, self._credentials, options=NODE_CHANNEL_OPTIONS
+            )
             self._channels[address] = channel
         return node_pb2_grpc.NodeServiceStub(channel)
 
@@ -92,10 +96,10 @@ class NodeCaller:
         token = await self._token(node_id, op, request, why, cnf)
         try:
             return await getattr(stub, op.method)(
-                request, metadata=(("authorization", f"Bearer {token}"),), timeout=timeout
+                request, metadata=token_metadata(token), timeout=timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise NodeCallError(op.method, exc.code(), exc.details() or "") from None
+            raise NodeCallError.of(op.method, exc) from None
 
     async def stream(
         self,
@@ -111,11 +115,11 @@ class NodeCaller:
         token = await self._token(node_id, op, request, "", cnf)
         try:
             async for msg in getattr(stub, op.method)(
-                request, metadata=(("authorization", f"Bearer {token}"),), timeout=timeout
+                request, metadata=token_metadata(token), timeout=timeout
             ):
                 yield msg
         except grpc.aio.AioRpcError as exc:
-            raise NodeCallError(op.method, exc.code(), exc.details() or "") from None
+            raise NodeCallError.of(op.method, exc) from None
 
     async def close(self) -> None:
         for task in list(self._closing):

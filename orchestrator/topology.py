@@ -26,10 +26,18 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from orchestrator import _rules
 from orchestrator._yaml_lines import MAX_DOCUMENT_BYTES, RefusedInput, compose, line_of, scalar
 from orchestrator.errors import Problem, TopologyError
+from orchestrator.quantities import (
+    MAX_CONSTRAINTS,
+    MAX_PORTS,
+    MAX_REPLICAS,
+    MAX_SERVICES,
+    parse_cpu,
+    parse_memory,
+)
 from protos import topology_pb2 as pb
+from protos.wire import rules
 
 __all__ = [
     "API_VERSION",
@@ -156,7 +164,7 @@ class _Reader:
     def string(self, node: Node, path: str) -> str | None:
         value = self._typed(node, path, "string", lambda v: isinstance(v, str))
         if isinstance(value, str):
-            problem = _rules.check_no_nul(value)
+            problem = rules.check_no_nul(value)
             if problem:
                 self.report(node, path, problem)
                 return None
@@ -222,6 +230,8 @@ class _Links:
 
     service: str
     targets: list[tuple[str, Node]]
+    spec: pb.Service
+    node: Node  # the service's mapping (where problems about the whole service go)
 
 
 def load_topology(text: str | bytes, *, source: str = "<input>") -> pb.Application:
@@ -281,19 +291,20 @@ def _application(r: _Reader, root: Node) -> pb.Application | None:
         return app
     if not top["services"].value:
         r.report(top["services"], "services", "must name at least one service")
-    if len(services) > _rules.MAX_SERVICES:
-        r.report(top["services"], "services", f"more than {_rules.MAX_SERVICES} services")
+    if len(services) > MAX_SERVICES:
+        r.report(top["services"], "services", f"more than {MAX_SERVICES} services")
     links: list[_Links] = []
     for name, key_node, value_node in services:
         path = _join("services", name)
-        problem = _rules.check_dns_label(name)
+        problem = rules.check_dns_label(name)
         if problem:
             r.report(key_node, path, problem)
         service, service_links = _service(r, value_node, path)
         service.name = name
         app.services.append(service)
-        links.append(_Links(name, service_links))
+        links.append(_Links(name, service_links, service, value_node))
     _check_links(r, links)
+    _check_published(r, links)
     return app
 
 
@@ -301,7 +312,7 @@ def _dns_label(r: _Reader, node: Node, path: str) -> str | None:
     value = r.string(node, path)
     if value is None:
         return None
-    return r.checked(node, path, value, _rules.check_dns_label(value))
+    return r.checked(node, path, value, rules.check_dns_label(value))
 
 
 def _service(r: _Reader, node: Node, path: str) -> tuple[pb.Service, list[tuple[str, Node]]]:
@@ -319,7 +330,7 @@ def _service(r: _Reader, node: Node, path: str) -> tuple[pb.Service, list[tuple[
         image = r.string(f["image"], _join(path, "image"))
         if image is not None:
             svc.image = (
-                r.checked(f["image"], _join(path, "image"), image, _rules.check_image_ref(image))
+                r.checked(f["image"], _join(path, "image"), image, rules.check_image_ref(image))
                 or ""
             )
     if "command" in f:
@@ -336,16 +347,14 @@ def _service(r: _Reader, node: Node, path: str) -> tuple[pb.Service, list[tuple[
         svc.network = r.choice(f["network"], _join(path, "network"), _NETWORKS) or svc.network
     if "maxUnavailable" in f:
         value = r.integer(
-            f["maxUnavailable"], _join(path, "maxUnavailable"), 1, _rules.MAX_REPLICAS
+            f["maxUnavailable"], _join(path, "maxUnavailable"), 1, MAX_REPLICAS
         )
         if value is not None:
             svc.max_unavailable = value
     if "volumes" in f:
         svc.volumes.extend(_volumes(r, f["volumes"], _join(path, "volumes")))
     if "ports" in f:
-        svc.ports.extend(_ports(r, f["ports"], _join(path, "ports")))
-        if svc.ports and svc.network != pb.NETWORK_MODE_HOST:
-            r.report(f["ports"], _join(path, "ports"), "only allowed with network: host")
+        svc.ports.extend(_ports(r, f["ports"], _join(path, "ports"), svc.network))
     _scale(r, f, path, svc)
     links: list[tuple[str, Node]] = []
     if "links" in f:
@@ -366,7 +375,7 @@ def _command(r: _Reader, node: Node, path: str) -> list[str]:
         arg = r.string(item, f"{path}[{i}]")
         if arg is not None:
             args.append(arg)
-    r.checked(node, path, None, _rules.check_command(args))
+    r.checked(node, path, None, rules.check_command(args))
     return args
 
 
@@ -374,14 +383,14 @@ def _env(r: _Reader, node: Node, path: str) -> dict[str, str]:
     env: dict[str, str] = {}
     for name, key_node, value_node in r.entries(node, path) or []:
         sub = _join(path, name)
-        problem = _rules.check_env_name(name)
+        problem = rules.check_env_name(name)
         if problem:
             r.report(key_node, sub, problem)
             continue
         value = r.string(value_node, sub)
         if value is not None:
             env[name] = value
-    r.checked(node, path, None, _rules.check_env_total(env))
+    r.checked(node, path, None, rules.check_env_total(env.items()))
     return env
 
 
@@ -393,7 +402,7 @@ def _resources(r: _Reader, node: Node, path: str, out: pb.Resources) -> None:
         cpu_path = _join(path, "cpu")
         value = r.number(f["cpu"], cpu_path)
         if value is not None:
-            cpu, problem = _rules.parse_cpu(value)
+            cpu, problem = parse_cpu(value)
             out.cpu = r.checked(f["cpu"], cpu_path, cpu, problem) or 0.0
     if "memory" in f:
         mem_path = _join(path, "memory")
@@ -401,7 +410,7 @@ def _resources(r: _Reader, node: Node, path: str, out: pb.Resources) -> None:
         if isinstance(raw, bool) or not isinstance(raw, int | str):
             r.report(f["memory"], mem_path, f"must be an integer or a size like 64Mi, got {kind}")
             return
-        memory, problem = _rules.parse_memory(raw)
+        memory, problem = parse_memory(raw)
         out.memory = r.checked(f["memory"], mem_path, memory, problem) or 0
 
 
@@ -423,26 +432,26 @@ def _placement(r: _Reader, node: Node, path: str, out: pb.Placement) -> None:
     if "constraints" in f:
         c_path = _join(path, "constraints")
         entries = r.entries(f["constraints"], c_path) or []
-        if len(entries) > _rules.MAX_CONSTRAINTS:
-            r.report(f["constraints"], c_path, f"more than {_rules.MAX_CONSTRAINTS} constraints")
+        if len(entries) > MAX_CONSTRAINTS:
+            r.report(f["constraints"], c_path, f"more than {MAX_CONSTRAINTS} constraints")
         for key, key_node, value_node in entries:
             sub = _join(c_path, key)
-            problem = _rules.check_label_key(key)
+            problem = rules.check_label_key(key)
             if problem:
                 r.report(key_node, sub, problem)
                 continue
             value = r.string(value_node, sub)
             if (
                 value is not None
-                and r.checked(value_node, sub, value, _rules.check_label_value(value)) is not None
+                and r.checked(value_node, sub, value, rules.check_label_value(value)) is not None
             ):
                 out.constraints[key] = value
 
 
 def _volumes(r: _Reader, node: Node, path: str) -> list[pb.ServiceVolume]:
     items = r.items(node, path) or []
-    if len(items) > _rules.MAX_VOLUMES:
-        r.report(node, path, f"more than {_rules.MAX_VOLUMES} volumes")
+    if len(items) > rules.MAX_VOLUMES:
+        r.report(node, path, f"more than {rules.MAX_VOLUMES} volumes")
     out: list[pb.ServiceVolume] = []
     names: dict[str, int] = {}
     paths: dict[str, int] = {}
@@ -467,7 +476,7 @@ def _volumes(r: _Reader, node: Node, path: str) -> list[pb.ServiceVolume]:
             p_path = _join(sub, "path")
             mount = r.string(f["path"], p_path)
             if mount is not None:
-                mount = r.checked(f["path"], p_path, mount, _rules.check_mount_path(mount))
+                mount = r.checked(f["path"], p_path, mount, rules.check_mount_path(mount))
             if mount is not None and mount in paths:
                 r.report(
                     f["path"], p_path, f"{mount!r} is mounted twice (first at line {paths[mount]})"
@@ -481,21 +490,43 @@ def _volumes(r: _Reader, node: Node, path: str) -> list[pb.ServiceVolume]:
     return out
 
 
-def _ports(r: _Reader, node: Node, path: str) -> list[pb.ServicePort]:
+def _ports(r: _Reader, node: Node, path: str, network: int) -> list[pb.ServicePort]:
     out: list[pb.ServicePort] = []
     seen: dict[tuple[int, int], int] = {}
+    published: dict[int, int] = {}
     items = r.items(node, path) or []
-    if len(items) > _rules.MAX_PORTS:
-        r.report(node, path, f"more than {_rules.MAX_PORTS} ports")
+    if len(items) > MAX_PORTS:
+        r.report(node, path, f"more than {MAX_PORTS} ports")
     for i, item in enumerate(items):
         sub = f"{path}[{i}]"
-        f = r.fields(item, sub, ("port", "protocol"), required=("port",))
+        f = r.fields(item, sub, ("port", "protocol", "publish"), required=("port",))
         if f is None or "port" not in f:
             continue
         number = r.integer(f["port"], _join(sub, "port"), 1, 65535)
         protocol = pb.PROTOCOL_TCP
         if "protocol" in f:
             protocol = r.choice(f["protocol"], _join(sub, "protocol"), _PROTOCOLS) or protocol
+        publish = 0
+        if "publish" in f:
+            p_path = _join(sub, "publish")
+            publish = r.integer(f["publish"], p_path, 1, 65535) or 0
+            if publish and protocol != pb.PROTOCOL_TCP:
+                r.report(f["publish"], p_path, "only TCP ports can be published (UDP: not yet)")
+                publish = 0
+            elif publish and network == pb.NETWORK_MODE_HOST:
+                r.report(
+                    f["publish"], p_path, "not with network: host (the port is the host's already)"
+                )
+                publish = 0
+            elif publish and publish in published:
+                r.report(
+                    f["publish"],
+                    p_path,
+                    f"port {publish} is published twice (first at line {published[publish]})",
+                )
+                publish = 0
+            elif publish:
+                published[publish] = line_of(f["publish"])
         if number is None:
             continue
         if (number, protocol) in seen:
@@ -504,7 +535,7 @@ def _ports(r: _Reader, node: Node, path: str) -> list[pb.ServicePort]:
             )
             continue
         seen[number, protocol] = line_of(item)
-        out.append(pb.ServicePort(port=number, protocol=protocol))
+        out.append(pb.ServicePort(port=number, protocol=protocol, publish=publish))
     return out
 
 
@@ -512,7 +543,7 @@ def _scale(r: _Reader, f: dict[str, Node], path: str, svc: pb.Service) -> None:
     """replicas and autoscale, checked against each other."""
     replicas = None
     if "replicas" in f:
-        replicas = r.integer(f["replicas"], _join(path, "replicas"), 0, _rules.MAX_REPLICAS)
+        replicas = r.integer(f["replicas"], _join(path, "replicas"), 0, MAX_REPLICAS)
     if "autoscale" not in f:
         svc.replicas = 1 if replicas is None else replicas
         return
@@ -522,8 +553,8 @@ def _scale(r: _Reader, f: dict[str, Node], path: str, svc: pb.Service) -> None:
     )
     if a is None:
         return
-    low = r.integer(a["min"], _join(a_path, "min"), 1, _rules.MAX_REPLICAS) if "min" in a else None
-    high = r.integer(a["max"], _join(a_path, "max"), 1, _rules.MAX_REPLICAS) if "max" in a else None
+    low = r.integer(a["min"], _join(a_path, "min"), 1, MAX_REPLICAS) if "min" in a else None
+    high = r.integer(a["max"], _join(a_path, "max"), 1, MAX_REPLICAS) if "max" in a else None
     target = r.number(a["targetCpu"], _join(a_path, "targetCpu")) if "targetCpu" in a else None
     if target is not None and not 0 < target <= 1:
         r.report(a["targetCpu"], _join(a_path, "targetCpu"), f"must be in (0, 1], got {target:g}")
@@ -551,7 +582,7 @@ def _scale(r: _Reader, f: dict[str, Node], path: str, svc: pb.Service) -> None:
 
 
 def _check_links(r: _Reader, services: list[_Links]) -> None:
-    known = {s.service for s in services}
+    known = {s.service: s.spec for s in services}
     graph: dict[str, list[str]] = {}
     for s in services:
         seen: set[str] = set()
@@ -571,6 +602,7 @@ def _check_links(r: _Reader, services: list[_Links]) -> None:
             else:
                 seen.add(target)
                 graph[s.service].append(target)
+                _check_link_target(r, node, path, s.spec, target, known[target])
     cycle = _find_cycle(graph)
     if cycle:
         first = next(s for s in services if s.service == cycle[0])
@@ -580,6 +612,43 @@ def _check_links(r: _Reader, services: list[_Links]) -> None:
             _join(_join("services", cycle[0]), "links"),
             "links form a cycle: " + " -> ".join(cycle),
         )
+
+
+def _check_link_target(
+    r: _Reader, node: Node, path: str, source: pb.Service, name: str, target: pb.Service
+) -> None:
+    """A link is a route into the target's own network namespace, to its TCP ports."""
+    if source.network == pb.NETWORK_MODE_HOST:
+        r.report(
+            node, path, "links need network: none (a host-network service has no own loopback)"
+        )
+    elif target.network == pb.NETWORK_MODE_HOST:
+        r.report(
+            node, path, f"{name!r} uses network: host; a linked service must use network: none"
+        )
+    elif not any(p.protocol == pb.PROTOCOL_TCP for p in target.ports):
+        r.report(node, path, f"{name!r} declares no TCP ports (a link reaches a service's ports)")
+
+
+def _check_published(r: _Reader, services: list[_Links]) -> None:
+    """Two services publishing one port cannot share a node: refuse it where they must
+    (the same non-empty placement constraints send both to the same nodes)."""
+    first: dict[tuple[int, tuple[tuple[str, str], ...]], str] = {}
+    for s in services:
+        pinned = tuple(sorted(s.spec.placement.constraints.items()))
+        if not pinned:
+            continue
+        for port in s.spec.ports:
+            if not port.publish:
+                continue
+            other = first.setdefault((port.publish, pinned), s.service)
+            if other != s.service:
+                r.report(
+                    s.node,
+                    _join(_join("services", s.service), "ports"),
+                    f"port {port.publish} is also published by {other!r} and both are "
+                    "constrained to the same nodes",
+                )
 
 
 def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:

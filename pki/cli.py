@@ -102,7 +102,7 @@ def init_cmd(directory: Path, trust_domain: str, force: bool) -> None:
     "outdir",
     required=True,
     type=click.Path(path_type=Path, file_okay=False),
-    help="Directory receiving NAME.crt, NAME.key and ca.crt.",
+    help="Directory receiving NAME.crt, NAME.key and ca.crt (created 0700 if missing).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing NAME.key in --out.")
 def issue_cmd(
@@ -121,8 +121,15 @@ def issue_cmd(
     lifetime = _ttl(ttl)
     authority = Authority.open(directory)
     # Refuse before issuing: a certificate nobody received should not be recorded.
+    if outdir.exists() and not outdir.is_dir():
+        raise ConfigError(f"output path {outdir} is not a directory")
     if not outdir.is_dir():
-        raise ConfigError(f"output directory {outdir} does not exist")
+        # It will hold a private key: only its owner may list or enter it.
+        try:
+            outdir.mkdir(mode=0o700, parents=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {outdir}: {exc.strerror}") from None
+        outdir.chmod(0o700)  # mkdir's mode is masked by the umask
     key_path = outdir / f"{validate_name(name, f'{kind} name')}.key"
     if key_path.exists() and not force:
         raise PKIExistsError(f"{key_path} already exists; refusing to overwrite it (--force)")

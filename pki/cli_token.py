@@ -141,7 +141,8 @@ def _render_value(name: str, value: object, now: float) -> str:
 def inspect_cmd(*, token: str, jwks: Path | None, output: str, now: float | None) -> None:
     """Decode and explain TOKEN ('-' reads it from stdin).
 
-    Exits non-zero when --jwks is given and the signature does not verify.
+    Exits non-zero when every node would refuse it for its shape (header or lifetime
+    claims), and when --jwks is given and the signature does not verify.
     """
     at = time.time() if now is None else now
     text = _read_token(token)
@@ -193,6 +194,12 @@ def inspect_cmd(*, token: str, jwks: Path | None, output: str, now: float | None
         )
     if signature["valid"] is False:
         raise InvalidToken(str(signature["detail"]))
+    # A token every node refuses whatever the call is a failure scripts must see;
+    # an expired token is only old (its status says so), not refused for its shape.
+    if header_problem is not None:
+        raise InvalidToken(header_problem)
+    if status == "malformed":
+        raise InvalidToken(f"malformed: {explanation}")
 
 
 def _print_text(
@@ -276,10 +283,11 @@ def _pki_identities(directory: Path) -> tuple[str | None, list[str]]:
 @click.option("--ttl", default="60s", show_default=True, help="Lifetime, e.g. 60s, 5m.")
 @click.option(
     "--epoch",
-    type=click.IntRange(min=0),
-    default=0,
+    type=click.IntRange(min=1),
+    default=1,
     show_default=True,
-    help="Orchestrator leadership epoch.",
+    help="Orchestrator leadership epoch (a single orchestrator runs at 1; "
+    "`capstan version` shows the live one).",
 )
 @click.option("--req", "req", help="Request digest to bind (see --req-fields).")
 @click.option("--req-fields", help="JSON object of request fields; its digest is bound.")
@@ -340,3 +348,9 @@ def mint_cmd(
         epoch=epoch,
     )
     click.echo(token)
+    # stderr: stdout stays the token alone, for $(capstan token mint ...).
+    click.echo(
+        f"epoch {epoch}: nodes refuse a token whose epoch is older than the newest they "
+        "have seen",
+        err=True,
+    )

@@ -27,8 +27,8 @@ from json.encoder import encode_basestring_ascii
 from types import MappingProxyType
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from pki._jose import (
     b64url_decode,
@@ -42,6 +42,7 @@ from pki.errors import (
     ExpiredToken,
     InvalidToken,
     PKIError,
+    ReplayedToken,
     StaleEpoch,
     TokenError,
     WrongAudience,
@@ -369,9 +370,9 @@ def _parse_header(segment: bytes) -> str:
 
 
 def _authenticated_claims(
-    key: Ed25519PublicKey, kid: str, segments: tuple[bytes, bytes, bytes, bytes]
+    key: VerifyKey, kid: str, segments: tuple[bytes, bytes, bytes, bytes]
 ) -> dict[str, Any]:
-    """Verify the Ed25519 signature, then (only then) parse the claims object."""
+    """Verify the Ed25519 signature (libsodium), then (only then) parse the claims object."""
     raw, header_seg, payload_seg, sig_seg = segments
     if len(sig_seg) != _SIG_B64URL_LEN:
         raise InvalidToken("signature has the wrong length")
@@ -380,8 +381,10 @@ def _authenticated_claims(
     except ValueError as exc:
         raise InvalidToken(f"malformed signature: {exc}") from None
     try:
-        key.verify(signature, raw[: len(header_seg) + 1 + len(payload_seg)])
-    except InvalidSignature:
+        # libsodium is the stricter verifier too: it also refuses non-canonical
+        # signatures and small-order keys, which OpenSSL accepts.
+        key.verify(raw[: len(header_seg) + 1 + len(payload_seg)], signature)
+    except BadSignatureError:
         raise InvalidToken(f"bad signature (kid {kid})") from None
     try:
         return json_segment_object(b64url_decode(payload_seg))
@@ -429,7 +432,7 @@ def check_signature(token: str | bytes, keys: KeySet) -> tuple[str, dict[str, An
     try:
         segments = _segments(token)
         kid = _parse_header(segments[1])
-        key = keys.get(kid)
+        key = keys.verify_key(kid)
         if key is None:
             raise InvalidToken(f"kid {kid!r} is not a trusted token key")
         return kid, _authenticated_claims(key, kid, segments)
@@ -512,13 +515,49 @@ class TokenVerifier:
         (PERMISSION_DENIED); never anything else. The jti is consumed only when
         every other check has passed.
         """
+        return self._verify(token, peer_id, peer_thumbprint, op, res, req, min_epoch, now)
+
+    def precheck(
+        self,
+        token: str | bytes,
+        *,
+        peer_id: str,
+        peer_thumbprint: str,
+        op: str,
+        min_epoch: int = 0,
+        now: float | None = None,
+    ) -> Capability:
+        """Every check of ``verify`` that needs no request: form, signature, lifetime,
+        issuer, audience, caller, operation, epoch, and that the jti is still unused.
+
+        For streams whose resource arrives with the first message: this runs at call
+        start, before anything waits for that message; ``verify`` follows on the
+        message and consumes the token. Nothing is consumed here.
+        """
+        cap = self._verify(token, peer_id, peer_thumbprint, op, None, None, min_epoch, now)
+        if cap.jti in self.replay:
+            raise ReplayedToken(f"jti {cap.jti} was already used")
+        return cap
+
+    def _verify(
+        self,
+        token: str | bytes,
+        peer_id: str,
+        peer_thumbprint: str,
+        op: str,
+        res: str | None,
+        req: str | None,
+        min_epoch: int,
+        now: float | None,
+    ) -> Capability:
+        # res None: a precheck; the resource, request digest and replay wait for verify.
         # One function on purpose: this runs on every RPC, and the checks are
         # cheaper inline than spread over calls (see bench/bench_tokens.py).
         try:
             t = self.clock() if now is None else now
             segments = _segments(token)
             kid = self._header_kid(segments[1])
-            key = self._keyset().get(kid)
+            key = self._keyset().verify_key(kid)
             if key is None:
                 raise InvalidToken(f"kid {kid!r} is not a trusted token key")
             claims = _authenticated_claims(key, kid, segments)
@@ -572,13 +611,17 @@ class TokenVerifier:
                 raise WrongCaller("token is bound to another certificate (cnf)")
             if tok_op != op:
                 raise WrongOperation(f"token allows {tok_op!r}, call is {op!r}")
-            if tok_res != res:
+            if res is not None and tok_res != res:
                 raise WrongResource(f"token is for resource {tok_res!r}, call is for {res!r}")
             # A token binding parameters the call did not check is refused too: fail closed.
-            if (req is not None or tok_req is not None) and (
-                tok_req is None
-                or req is None
-                or not hmac.compare_digest(tok_req.encode(), str(req).encode())
+            if (
+                res is not None
+                and (req is not None or tok_req is not None)
+                and (
+                    tok_req is None
+                    or req is None
+                    or not hmac.compare_digest(tok_req.encode(), str(req).encode())
+                )
             ):
                 raise WrongResource("request parameters do not match the token's req")
             if epoch < min_epoch:
@@ -587,7 +630,8 @@ class TokenVerifier:
             known = len(claims) == _KNOWN_CLAIMS - (tok_req is None)
             extra = _NO_EXTRA if known else _extra_claims(claims)
             # Last, so that a refused call cannot burn someone else's token.
-            self.replay.check_and_add(jti, exp + self.leeway, t)
+            if res is not None:
+                self.replay.check_and_add(jti, exp + self.leeway, t)
             return _new_capability(
                 {
                     "iss": iss,

@@ -41,7 +41,7 @@ class JoinRequest(_message.Message):
     def __init__(self, join_token: _Optional[str] = ..., csr_pem: _Optional[bytes] = ..., name: _Optional[str] = ..., dns: _Optional[_Iterable[str]] = ..., ips: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtime: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("node_id", "name", "certificate_chain", "trust_bundle", "jwks", "issuers", "deny_list", "heartbeat_interval", "gateway_address")
+    __slots__ = ("node_id", "name", "certificate_chain", "trust_bundle", "jwks", "issuers", "deny_list", "heartbeat_interval", "gateway_address", "gateway_addresses")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_CHAIN_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class JoinResponse(_message.Message):
     DENY_LIST_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     name: str
     certificate_chain: bytes
@@ -60,7 +61,8 @@ class JoinResponse(_message.Message):
     deny_list: bytes
     heartbeat_interval: float
     gateway_address: str
-    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., certificate_chain: _Optional[bytes] = ..., trust_bundle: _Optional[bytes] = ..., jwks: _Optional[bytes] = ..., issuers: _Optional[_Iterable[str]] = ..., deny_list: _Optional[bytes] = ..., heartbeat_interval: _Optional[float] = ..., gateway_address: _Optional[str] = ...) -> None: ...
+    gateway_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., certificate_chain: _Optional[bytes] = ..., trust_bundle: _Optional[bytes] = ..., jwks: _Optional[bytes] = ..., issuers: _Optional[_Iterable[str]] = ..., deny_list: _Optional[bytes] = ..., heartbeat_interval: _Optional[float] = ..., gateway_address: _Optional[str] = ..., gateway_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ContainerUsage(_message.Message):
     __slots__ = ("name", "cpu_fraction", "memory_bytes")
@@ -73,20 +75,22 @@ class ContainerUsage(_message.Message):
     def __init__(self, name: _Optional[str] = ..., cpu_fraction: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("sent_at", "containers", "usage", "full", "images", "trust_digest")
+    __slots__ = ("sent_at", "containers", "usage", "full", "images", "trust_digest", "image_digests")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TRUST_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     sent_at: float
     containers: _containers.RepeatedCompositeFieldContainer[_node_pb2.ContainerStatus]
     usage: _containers.RepeatedCompositeFieldContainer[ContainerUsage]
     full: bool
     images: _containers.RepeatedScalarFieldContainer[str]
     trust_digest: str
-    def __init__(self, sent_at: _Optional[float] = ..., containers: _Optional[_Iterable[_Union[_node_pb2.ContainerStatus, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[ContainerUsage, _Mapping]]] = ..., full: _Optional[bool] = ..., images: _Optional[_Iterable[str]] = ..., trust_digest: _Optional[str] = ...) -> None: ...
+    image_digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sent_at: _Optional[float] = ..., containers: _Optional[_Iterable[_Union[_node_pb2.ContainerStatus, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[ContainerUsage, _Mapping]]] = ..., full: _Optional[bool] = ..., images: _Optional[_Iterable[str]] = ..., trust_digest: _Optional[str] = ..., image_digests: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrustUpdate(_message.Message):
     __slots__ = ("jwks", "deny_list", "trust_bundle")
@@ -116,19 +120,59 @@ class Task(_message.Message):
     expires_at: float
     def __init__(self, request_id: _Optional[str] = ..., kind: _Optional[str] = ..., resource: _Optional[str] = ..., source_address: _Optional[str] = ..., source_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
 
+class LinkEndpoint(_message.Message):
+    __slots__ = ("node_id", "address", "token", "token_expires_at")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    token: str
+    token_expires_at: float
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., token: _Optional[str] = ..., token_expires_at: _Optional[float] = ...) -> None: ...
+
+class LinkRoute(_message.Message):
+    __slots__ = ("res", "endpoints")
+    RES_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    res: str
+    endpoints: _containers.RepeatedCompositeFieldContainer[LinkEndpoint]
+    def __init__(self, res: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[LinkEndpoint, _Mapping]]] = ...) -> None: ...
+
+class LinkGrant(_message.Message):
+    __slots__ = ("source_id", "res")
+    SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    RES_FIELD_NUMBER: _ClassVar[int]
+    source_id: str
+    res: str
+    def __init__(self, source_id: _Optional[str] = ..., res: _Optional[str] = ...) -> None: ...
+
+class LinkPlan(_message.Message):
+    __slots__ = ("routes", "grants", "valid_until")
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    routes: _containers.RepeatedCompositeFieldContainer[LinkRoute]
+    grants: _containers.RepeatedCompositeFieldContainer[LinkGrant]
+    valid_until: float
+    def __init__(self, routes: _Optional[_Iterable[_Union[LinkRoute, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[LinkGrant, _Mapping]]] = ..., valid_until: _Optional[float] = ...) -> None: ...
+
 class GatewayMessage(_message.Message):
-    __slots__ = ("sent_at", "trust", "fence", "tasks", "renew_now")
+    __slots__ = ("sent_at", "trust", "fence", "tasks", "renew_now", "links")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     TRUST_FIELD_NUMBER: _ClassVar[int]
     FENCE_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     RENEW_NOW_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
     sent_at: float
     trust: TrustUpdate
     fence: _containers.RepeatedScalarFieldContainer[str]
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
     renew_now: bool
-    def __init__(self, sent_at: _Optional[float] = ..., trust: _Optional[_Union[TrustUpdate, _Mapping]] = ..., fence: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., renew_now: _Optional[bool] = ...) -> None: ...
+    links: LinkPlan
+    def __init__(self, sent_at: _Optional[float] = ..., trust: _Optional[_Union[TrustUpdate, _Mapping]] = ..., fence: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., renew_now: _Optional[bool] = ..., links: _Optional[_Union[LinkPlan, _Mapping]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("request_id", "ok", "message")
@@ -179,9 +223,11 @@ class Assignment(_message.Message):
     def __init__(self, workload_id: _Optional[str] = ..., spec: _Optional[_Union[_node_pb2.ContainerSpec, _Mapping]] = ..., desired: _Optional[str] = ..., restart: _Optional[str] = ...) -> None: ...
 
 class Assignments(_message.Message):
-    __slots__ = ("assignments", "revision")
+    __slots__ = ("assignments", "revision", "epoch")
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     assignments: _containers.RepeatedCompositeFieldContainer[Assignment]
     revision: int
-    def __init__(self, assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+    epoch: int
+    def __init__(self, assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., revision: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...

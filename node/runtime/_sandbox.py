@@ -76,6 +76,7 @@ class Plan:
     cgroup_procs: tuple[str, ...]
     rlimits: tuple[tuple[str, int], ...]
     low_ports: bool = False
+    host_network: bool = False  # share the node's network namespace (a pool allowed it)
 
 
 def launch(container_dir: Path, plan: Plan, ready_fd: int) -> tuple[list[str], int]:
@@ -110,6 +111,7 @@ def launch(container_dir: Path, plan: Plan, ready_fd: int) -> tuple[list[str], i
         "cgroup_procs": list(plan.cgroup_procs),
         "rlimits": [list(r) for r in plan.rlimits],
         "low_ports": plan.low_ports,
+        "host_network": plan.host_network,
         "tmp_bytes": TMP_BYTES,
         "ready_fd": ready_fd,
     }
@@ -121,8 +123,9 @@ def launch(container_dir: Path, plan: Plan, ready_fd: int) -> tuple[list[str], i
         os.close(fd)
         raise
     assert UNSHARE is not None  # noqa: S101 - callers check unavailable() first
+    namespaces = [n for n in NAMESPACES if not (plan.host_network and n == "--net")]
     argv = [
-        UNSHARE, *NAMESPACES, "--fork", "--kill-child", "--propagation", "private", "--",
+        UNSHARE, *namespaces, "--fork", "--kill-child", "--propagation", "private", "--",
         sys.executable, "-I", "-S", str(INIT_SCRIPT), str(fd),
     ]
     return argv, fd

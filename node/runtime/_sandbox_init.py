@@ -190,6 +190,8 @@ def build_root(plan: dict[str, Any]) -> str:
 def network(plan: dict[str, Any]) -> None:
     name = plan["hostname"].encode()
     _check(_libc.sethostname(name, len(name)), "sethostname")
+    if plan["host_network"]:
+        return  # the node's own namespace: nothing of it is ours to change
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         req = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, req))[1]

@@ -70,6 +70,7 @@ from node.errors import (
 from node.runtime import _process_proc as proc
 from node.runtime import _sandbox
 from node.runtime._cgroups import Cgroups, Limits
+from node.runtime._netns import in_new_network
 from node.runtime._process_images import ImageConfig, ImageStore
 from node.runtime._users import TenantUids, tenant_of
 from node.runtime.base import (
@@ -77,6 +78,7 @@ from node.runtime.base import (
     ContainerState,
     ContainerStats,
     ContainerStatus,
+    NetSpec,
     RuntimeInfo,
 )
 from node.state import ContainerRecord, NodeState
@@ -189,6 +191,8 @@ class ProcessRuntime:
         self._refresh_lock = threading.Lock()  # one process-table refresh at a time
         self._name_locks: dict[str, threading.Lock] = {}
         self._closed = False
+        # As root, each instance with network none gets a network namespace of its own.
+        self.isolates_network = os.geteuid() == 0
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -210,6 +214,10 @@ class ProcessRuntime:
 
     def work_dir(self, name: str) -> Path:
         return self._dir(name) / "work"
+
+    def hosts_path(self, name: str) -> Path:
+        """The instance's hosts file (its links' names); the sandbox shows it as /etc/hosts."""
+        return self._dir(name) / "hosts"
 
     def _child(self, name: str) -> subprocess.Popen[bytes] | None:
         with self._table_lock:
@@ -366,6 +374,7 @@ class ProcessRuntime:
             shutil.rmtree(self._dir(spec.name), ignore_errors=True)
             rec = self._state.record_created(spec, "proc-" + secrets.token_hex(8), generation)
             self.work_dir(spec.name).mkdir(parents=True, exist_ok=True)
+            self.hosts_path(spec.name).write_text(hosts_file(spec))
             return self._status(rec)
 
     @_mapped
@@ -397,18 +406,25 @@ class ProcessRuntime:
                     preexec = _rlimits(spec.memory)
             log_fd = os.open(self.log_path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
-                child = subprocess.Popen(
-                    argv,
-                    executable=executable,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_fd,
-                    stderr=log_fd,
-                    cwd=work,
-                    env=env,
-                    start_new_session=True,
-                    close_fds=True,
-                    preexec_fn=preexec,  # noqa: PLW1509 - only calls setrlimit
-                )
+                def popen() -> subprocess.Popen[bytes]:
+                    return subprocess.Popen(
+                        argv,
+                        executable=executable,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log_fd,
+                        stderr=log_fd,
+                        cwd=work,
+                        env=env,
+                        start_new_session=True,
+                        close_fds=True,
+                        preexec_fn=preexec,  # noqa: PLW1509 - only calls setrlimit
+                    )
+
+                if spec.network == "none" and self.isolates_network:
+                    # Its own network namespace with only lo (node/links reaches in).
+                    child = in_new_network(popen)
+                else:
+                    child = popen()
             except OSError as exc:
                 raise RuntimeFailure(f"cannot start {name}: {exc.strerror or exc}") from None
             finally:
@@ -507,6 +523,7 @@ class ProcessRuntime:
             cgroup_procs=tuple(procs),
             rlimits=tuple(rlimits),
             low_ports=spec.low_ports,
+            host_network=spec.network == "host",
         )
         ready_r, ready_w = os.pipe()
         try:
@@ -554,9 +571,6 @@ class ProcessRuntime:
             lines = []
         return lines[-1] if lines else "the sandbox did not start"
 
-    def hosts_path(self, name: str) -> Path:
-        """A hosts file the agent may write for ``name``: mounted read-only at
-        ``/etc/hosts`` when the instance starts (service links name their peers there)."""
         return self._dir(validate_name("name", name)) / "hosts"
 
     @_mapped
@@ -628,6 +642,18 @@ class ProcessRuntime:
                 statuses.append(self._status(rec))
         return statuses
 
+    def net_spec(self, name: str) -> NetSpec | None:
+        rec = self._refresh(self._get(name))
+        if rec.pid is None or rec.started_at is None or rec.finished_at is not None:
+            return None
+        netns = f"/proc/{rec.pid}/ns/net"
+        try:
+            isolated = os.stat(netns).st_ino != os.stat("/proc/self/ns/net").st_ino
+        except OSError:
+            return None  # exited meanwhile
+        spec = rec.spec
+        return NetSpec(netns, isolated, spec.service, spec.ports, spec.links)
+
     def record(self, name: str) -> ContainerRecord:
         """The durable record of a container (desired state, generation, spec)."""
         return self._refresh(self._get(name))
@@ -674,6 +700,9 @@ class ProcessRuntime:
                         yield chunk
                     return
                 time.sleep(_POLL * 2)
+                # Nothing new: an empty chunk hands control back to the reader, which
+                # may have been told to stop (its call ended) while nothing was logged.
+                yield b""
 
     @_mapped
     def stats(self, name: str) -> ContainerStats:
@@ -712,6 +741,11 @@ class ProcessRuntime:
     def images(self) -> builtins.list[str]:
         """The refs of the image index (each with its tag); one small file read."""
         return sorted(self._images.refs())
+
+    @_mapped
+    def image_ids(self) -> dict[str, str]:
+        """``{ref: image id}`` from the image index (one small file read)."""
+        return self._images.refs()
 
     @_mapped
     def image_export(self, ref: str) -> Iterator[bytes]:
@@ -789,6 +823,12 @@ def _kill_and_reap(child: subprocess.Popen[bytes]) -> None:
         os.killpg(child.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         child.wait(timeout=_KILL_GRACE)
+
+
+def hosts_file(spec: ContainerSpec) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost"]
+    lines += [f"{link.address}\t{link.service}" for link in spec.links]
+    return "\n".join(lines) + "\n"
 
 
 def _rlimits(memory: int) -> Callable[[], None]:

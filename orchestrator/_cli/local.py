@@ -9,11 +9,19 @@ import click
 from orchestrator._cli._common import DURATION, OperatorCommand
 from orchestrator._cli._output import table
 from orchestrator.client import ControlClient, ControlError
-from orchestrator.local import DEFAULT_BASE_PORT, ClusterRecord, LocalCluster
-from orchestrator.topology import load_topology_file
+from orchestrator.local import DEFAULT_BASE_PORT, ClusterRecord, LocalCluster, LocalClusterError
+from orchestrator.topology import load_topology
 
-# The demo application ships beside the package in a source checkout.
-DEMO_FILE = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
+# The demo application is package data (an installed capstan has no examples/
+# folder); examples/demo.yaml is the same file for readers of the repository.
+DEMO_NAME = "demo.yaml"
+
+
+def demo_text() -> str:
+    """The demo topology file shipped inside the package."""
+    from importlib.resources import files
+
+    return files("orchestrator._cli").joinpath(DEMO_NAME).read_text(encoding="utf-8")
 
 _dir_option = click.option(
     "--dir",
@@ -29,7 +37,7 @@ _dir_option = click.option(
 @click.option(
     "--runtime", type=click.Choice(("auto", "docker", "process")), default="auto", show_default=True
 )
-@click.option("--demo", is_flag=True, help=f"Then apply the demo application ({DEMO_FILE.name}).")
+@click.option("--demo", is_flag=True, help=f"Then apply the demo application ({DEMO_NAME}).")
 @click.option(
     "--base-port",
     type=click.IntRange(1024, 65533),
@@ -58,7 +66,12 @@ def up_cmd(
         # each fetch authorized by a single-use delegation token.
         image_nodes=[1] if demo else None,
     )
-    if not started:
+    if cluster.resumed:
+        click.echo(
+            f"local cluster resumed: restarted {', '.join(cluster.resumed)}; "
+            "the store and the running workloads were kept"
+        )
+    elif not started:
         click.echo(
             f"the local cluster in {record.directory} is already up "
             f"({record.nodes} nodes, {record.runtime} runtime, orchestrator {record.endpoint})"
@@ -70,18 +83,18 @@ def up_cmd(
         )
     if demo:
         _demo(cluster, record, timeout)
-    if started:
+    if started and not cluster.resumed:
         click.echo("try: capstan get nodes; capstan apply -f examples/demo.yaml; capstan down")
 
 
 def _demo(cluster: LocalCluster, record: ClusterRecord, timeout: float) -> None:
     from orchestrator._cli.apply import wait_converged
 
-    app = load_topology_file(DEMO_FILE)
+    app = load_topology(demo_text(), source=DEMO_NAME)
     with ControlClient(cluster.context(record.endpoint)) as client:
         reply = client.apply(app)
         click.echo(
-            f"applied {DEMO_FILE.name}: {reply.tenant}/{reply.app} generation {reply.generation}"
+            f"applied {DEMO_NAME}: {reply.tenant}/{reply.app} generation {reply.generation}"
         )
         wait_converged(client, reply, timeout=timeout, echo=click.echo)
         rows = [["INSTANCE", "NODE", "STATE"]]
@@ -162,7 +175,13 @@ def status_cmd(directory: Path | None) -> None:
         with ControlClient(cluster.context(record.endpoint), timeout=5.0) as client:
             nodes = client.list_nodes()
     except ControlError as exc:
-        click.echo(f"orchestrator does not answer: {exc}")
-        return
+        click.echo("orchestrator does not answer: `capstan up` restarts what died, "
+                   "keeping the workloads")
+        raise exc from None  # exit 5 (unavailable), 4 (refused)...
     ready = sum(1 for n in nodes if n.state == "ready")
     click.echo(f"nodes ready:   {ready}/{len(nodes)}")
+    dead = [p.name for p in record.processes if not p.alive()]
+    if dead:
+        raise LocalClusterError(
+            f"not running: {', '.join(dead)} (`capstan up` restarts them)"
+        )

@@ -8,11 +8,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.client import NodeCallError
 from node.errors import NotFound
 from orchestrator._cli.logs import parse_target
 from orchestrator.client import ControlError, exit_code
 from orchestrator.errors import TopologyError
+from protos.wire.errors import NodeCallError
 
 from .conftest import Listener, Result, UserCreds, closed_port, write_config
 

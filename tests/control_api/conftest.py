@@ -11,11 +11,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.client import client_credentials
 from orchestrator.config import OrchestratorConfig
 from orchestrator.server import Orchestrator, start
 from pki.authority import Authority
 from protos import control_pb2_grpc, gateway_pb2_grpc
+from protos.wire.channel import client_credentials
 
 TD = "orch.test"
 

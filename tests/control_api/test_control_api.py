@@ -100,7 +100,7 @@ def test_invalid_application_is_refused_whole(orchestrator: Running) -> None:
 
 
 def test_node_certificate_cannot_use_the_control_api(orchestrator: Running) -> None:
-    from node.client import client_credentials
+    from protos.wire.channel import client_credentials
 
     issued = orchestrator.authority.issue("node", "n1", ips=["127.0.0.1"])
     assert issued.key_pem is not None

@@ -11,11 +11,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.client import NodeCallError
 from node.errors import NotFound
 from orchestrator.autoscale import AutoscaleSettings
 from orchestrator.rebalance import RebalanceSettings
 from protos import control_pb2, node_pb2, topology_pb2
+from protos.wire.errors import NodeCallError
 from tests.control_api.conftest import start_orchestrator, stop_orchestrator
 from tests.failover._agents import IMAGE, audit, on_loop, sleeper_app, wait_until, workloads
 from tests.security.conftest import Cluster, join_node
@@ -171,7 +171,8 @@ def test_cpu_burning_service_scales_up_then_down(cluster: Cluster, tmp_path: Pat
 
     stop.touch()
     wait_until(lambda: replicas() == 1 and running() == 1, 40, "scaled back down to 1")
-    events = list(admin.GetApp(control_pb2.AppRef(name="burn")).events)
+    # Each event line starts with its UTC time: compare what follows it.
+    events = [e.split(" ", 1)[1] for e in admin.GetApp(control_pb2.AppRef(name="burn")).events]
     ups = [e for e in events if e.startswith("autoscale cpu") and "-> 3" in e]
     # Down in one step or two: a usage sample taken across the stop may ask for 2 first.
     downs = [e for e in events if e.startswith("autoscale cpu 3 -> ") and "below target" in e]

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from node.client import NodeClient
 from node.renewal import credentials_for_token
 from orchestrator.lifecycle import Lifecycle
 from pki.authority import Authority
 from protos import control_pb2, node_pb2
+from protos.wire.nodeclient import NodeClient
 from tests.control_api.conftest import Running, start_orchestrator, stop_orchestrator
 from tests.security.conftest import Cluster, join_node, wait_for
 

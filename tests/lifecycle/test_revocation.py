@@ -10,9 +10,10 @@ import grpc
 import pytest
 from cryptography import x509
 
-from node.client import NodeCallError, NodeClient
 from pki.authority import Authority
 from protos import control_pb2, gateway_pb2, node_pb2, topology_pb2
+from protos.wire.errors import NodeCallError
+from protos.wire.nodeclient import NodeClient
 from tests.security.conftest import Cluster
 
 from .conftest import audit_events, lifecycle_of, wait_for

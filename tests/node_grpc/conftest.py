@@ -11,7 +11,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.client import client_credentials
 from node.config import NodeConfig
 from node.runtime import select_runtime
 from node.server import NodeAgent, build_agent
@@ -19,6 +18,7 @@ from pki.authority import Authority, Issued
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint, request_digest
 from protos import node_pb2_grpc, ops
+from protos.wire.channel import client_credentials
 
 TD = "test.capstan"
 

@@ -9,9 +9,10 @@ import random
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from node.join import ca_pin, parse_join_token, pinned_roots
+from node.join import pinned_roots
 from node.reporter import Backoff
 from pki.errors import ConfigError
+from pki.jointoken import ca_pin, parse_join_token
 
 from .conftest import Pki, new_secret
 

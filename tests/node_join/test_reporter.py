@@ -17,8 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from node.agent import JoinedNode, run_joined_node
-from node.client import client_credentials
-from node.denylist import parse_deny_list
 from node.errors import RuntimeUnavailable
 from node.join import JoinOptions, join
 from node.reporter import Backoff, Reporter
@@ -28,6 +26,8 @@ from node.runtime.process import ProcessRuntime
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint
 from protos import gateway_pb2, node_pb2, node_pb2_grpc
+from protos.wire.channel import client_credentials
+from protos.wire.trust import parse_deny_list
 
 from .conftest import IMAGE, GatewayServers, Pki, add_busybox, kill_recorded, wait_for
 

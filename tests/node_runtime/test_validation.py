@@ -11,9 +11,6 @@ import pytest
 from node.errors import InvalidArgument
 from node.runtime.base import ContainerSpec, VolumeMount
 from node.validation import (
-    MAX_COMMAND_ARGS,
-    MAX_ENV_BYTES,
-    MIN_MEMORY,
     validate_cpu,
     validate_image_ref,
     validate_memory,
@@ -21,6 +18,7 @@ from node.validation import (
     validate_name,
     validate_spec,
 )
+from protos.wire.rules import MAX_COMMAND_ARGS, MAX_ENV_BYTES, MIN_MEMORY
 
 GOOD = ContainerSpec(
     name="web-1",

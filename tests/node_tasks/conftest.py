@@ -17,10 +17,10 @@ import grpc
 import pytest
 
 from node.agent import JoinedNode, run_joined_node
-from node.client import client_credentials
 from node.join import JoinOptions, ensure_joined
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from protos import control_pb2, gateway_pb2, gateway_pb2_grpc, topology_pb2
+from protos.wire.channel import client_credentials
 from tests.control_api.conftest import Running, start_orchestrator, stop_orchestrator
 from tests.node_process.conftest import kill_recorded
 
@@ -87,7 +87,12 @@ class Cluster:
         labels: dict[str, str] | None = None,
         on_tasks: Callable[[list[gateway_pb2.Task]], None] | None = None,
     ) -> Member:
-        token = self.orch.control().CreateJoinToken(control_pb2.JoinTokenRequest(name=name)).token
+        # Labels are the admin's word, given with the join token (not by the node).
+        token = (
+            self.orch.control()
+            .CreateJoinToken(control_pb2.JoinTokenRequest(name=name, labels=labels or {}))
+            .token
+        )
         state_dir = self.root / name
         options = JoinOptions(
             name=name,
@@ -96,7 +101,6 @@ class Cluster:
             mode=mode,
             cpus=4,
             memory=4 << 30,
-            labels=labels or {},
         )
         joined, _ = ensure_joined(state_dir, self.orch.join_target, token, self.ca_file, options)
         runtime = ProcessRuntime(joined.node_id, state_dir)

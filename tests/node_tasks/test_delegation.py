@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
-from node.client import NodeCallError, NodeClient
 from protos import control_pb2, gateway_pb2, node_pb2
+from protos.wire.errors import NodeCallError
+from protos.wire.nodeclient import NodeClient
 
 from .conftest import IMAGE, Cluster, application, wait_for
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.client import client_credentials
 from node.runtime.process import ProcessRuntime
 from node.tasks import TaskRunner
 from node.volumes import VolumeStore
 from protos import gateway_pb2
+from protos.wire.channel import client_credentials
 from tests.node_process.conftest import kill_recorded
 
 from .conftest import Cluster, wait_for

@@ -13,10 +13,10 @@ import grpc
 import pytest
 
 from node.agent import JoinedNode, run_joined_node
-from node.client import client_credentials
 from node.join import JoinOptions, ensure_joined
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from protos import control_pb2, control_pb2_grpc, gateway_pb2_grpc, node_pb2_grpc
+from protos.wire.channel import client_credentials
 from tests.control_api.conftest import Running, start_orchestrator, stop_orchestrator
 
 
@@ -65,10 +65,23 @@ class Cluster:
 
 
 def join_node(
-    c: Cluster, name: str, ip: str, *, mode: str = "push", pool: str = "", runtime: str = "process"
+    c: Cluster,
+    name: str,
+    ip: str,
+    *,
+    mode: str = "push",
+    pool: str = "",
+    runtime: str = "process",
+    grant: control_pb2.JoinTokenRequest | None = None,
+    claims: dict[str, Any] | None = None,
 ) -> JoinedNode:
+    """Join node ``name``; ``grant`` adds to the admin's join token, ``claims`` to what
+    the node says of itself (JoinOptions fields such as labels and cpus)."""
     state = c.root / name
-    token = c.admin().CreateJoinToken(control_pb2.JoinTokenRequest(name=name, pool=pool)).token
+    request = control_pb2.JoinTokenRequest(name=name, pool=pool)
+    if grant is not None:
+        request.MergeFrom(grant)
+    token = c.admin().CreateJoinToken(request).token
     ca_file = c.root / "cluster-ca.crt"
     ca_file.write_bytes(c.orch.authority.trust_bundle())
     node_id = f"spiffe://orch.test/node/{name}"
@@ -87,7 +100,9 @@ def join_node(
         c.orch.join_target,
         token,
         ca_file,
-        JoinOptions(name=name, listen=f"{ip}:0", ips=(ip,), runtime=runtime, mode=mode),
+        JoinOptions(
+            name=name, listen=f"{ip}:0", ips=(ip,), runtime=runtime, mode=mode, **(claims or {})
+        ),
     )
     node = run_joined_node(state, runtime_kind=runtime)
     c.nodes[name] = node

@@ -100,6 +100,32 @@ def test_inspect_flags_a_forged_header(
     assert code == 1 and err.strip() == "error: invalid: header member 'jku' is not accepted"
 
 
+@pytest.mark.parametrize(
+    ("header", "claims", "reason"),
+    [
+        ({"alg": "none"}, {"sub": "x"}, "error: invalid: alg 'none' is not EdDSA"),
+        (
+            {"alg": "EdDSA", "typ": "cap+jwt", "kid": "k"},
+            {"sub": "x", "exp": "soon"},
+            "error: invalid: malformed: nbf/exp missing or not integers",
+        ),
+    ],
+    ids=["alg-none", "no-lifetime"],
+)
+def test_inspect_of_a_token_every_node_refuses_exits_non_zero(
+    capsys: pytest.CaptureFixture[str], header: dict[str, str], claims: dict[str, str], reason: str
+) -> None:
+    import base64
+
+    def seg(doc: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
+    code, out, err = run(capsys, "token", "inspect", f"{seg(header)}.{seg(claims)}.")
+    assert code == 1
+    assert "claims" in out  # still explained
+    assert err.startswith(reason) and err.count("\n") == 1
+
+
 def test_inspect_bad_signature_exits_non_zero(
     capsys: pytest.CaptureFixture[str], token: str, jwks_file: Path
 ) -> None:
@@ -201,6 +227,27 @@ def test_mint_produces_a_token_the_node_accepts(
         min_epoch=2,
     )
     assert (cap.iss, cap.sub, cap.exp - cap.iat, cap.epoch) == (ISS, SUB, 30, 2)
+    assert err.startswith("epoch 2: ")
+
+
+def test_mint_defaults_to_the_first_live_epoch(
+    capsys: pytest.CaptureFixture[str], pki_dir: Path
+) -> None:
+    cert = pki_dir.parent / "out" / "node-1.crt"
+    code, out, err = run(
+        capsys, "token", "mint", "--dir", str(pki_dir), "--aud", "node/node-2",
+        "--op", OP, "--res", RES, "--cnf-cert", str(cert),
+    )
+    assert code == 0, err
+    claims = json.loads(_b64(out.strip().split(".")[1]))
+    assert claims["epoch"] == 1  # an orchestrator's first epoch; 0 is refused by live nodes
+    assert err.startswith("epoch 1: nodes refuse")
+
+
+def _b64(seg: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4))
 
 
 @pytest.mark.parametrize(

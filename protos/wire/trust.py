@@ -1,11 +1,16 @@
-"""The revoked-serial deny list a node enforces on every call.
+"""Formats of the trust material the orchestrator pushes and a node acknowledges.
 
-File format: one certificate serial per line, hexadecimal (as ``openssl x509 -serial``
-prints it, optional ``0x``) ; ``#`` starts a comment. The orchestrator pushes this file
-to every node; the node re-reads it when it changes.
+Deny list: one revoked certificate serial per line, hexadecimal (as ``openssl x509
+-serial`` prints it, optional ``0x``); ``#`` starts a comment. The orchestrator
+writes it, every node parses it and refuses those serials on every call.
+
+Trust digest: what a node reports to acknowledge the token keys (JWKS) and trust
+roots it holds, so the orchestrator knows when a rotation has reached every node.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from pki.errors import ConfigError
 
@@ -36,3 +41,12 @@ def format_deny_list(serials: set[int] | frozenset[int]) -> bytes:
     # must still say something to clear earlier revocations.
     header = f"# capstan deny list: {len(serials)} revoked serial(s)\n"
     return (header + "".join(f"{s:X}\n" for s in sorted(serials))).encode("ascii")
+
+
+def trust_digest(jwks: bytes, bundle: bytes) -> str:
+    """What a node reports to acknowledge the token keys and trust roots it holds."""
+    h = hashlib.sha256()
+    for part in (jwks, bundle):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()[:32]

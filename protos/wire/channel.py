@@ -1,0 +1,54 @@
+"""Message limits and channel options of both services, so a client and its server
+agree on what fits in one message."""
+
+from __future__ import annotations
+
+import grpc
+
+#: NodeService: large data (images, volumes, logs) moves in streams of 256 KiB chunks.
+NODE_MAX_MESSAGE = 1024 * 1024
+
+#: ControlService and NodeGateway on the orchestrator.
+ORCHESTRATOR_MAX_MESSAGE = 4 * 1024 * 1024
+
+#: The CLI's ControlService channel: it reads whatever the orchestrator sends (the
+#: server's own limit is what bounds a message).
+CONTROL_CLIENT_MAX_MESSAGE = 64 * 1024 * 1024
+
+Options = list[tuple[str, int]]
+
+
+def _limits(size: int) -> Options:
+    return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)]
+
+
+#: A channel to a node's NodeService.
+NODE_CHANNEL_OPTIONS: Options = _limits(NODE_MAX_MESSAGE)
+
+#: A node's server.
+NODE_SERVER_OPTIONS: Options = [
+    *_limits(NODE_MAX_MESSAGE),
+    ("grpc.so_reuseport", 0),
+    # Deterministic header limits: a token just over the 8 KiB cap reaches the
+    # verifier (and gets UNAUTHENTICATED); only absurd headers die in transport.
+    ("grpc.max_metadata_size", 16 * 1024),
+    ("grpc.absolute_max_metadata_size", 32 * 1024),
+]
+
+#: The orchestrator's server (ControlService and NodeGateway).
+ORCHESTRATOR_SERVER_OPTIONS: Options = [
+    *_limits(ORCHESTRATOR_MAX_MESSAGE),
+    ("grpc.so_reuseport", 0),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+]
+
+#: The CLI's channel to ControlService.
+CONTROL_CHANNEL_OPTIONS: Options = _limits(CONTROL_CLIENT_MAX_MESSAGE)
+
+
+def client_credentials(cert_chain: bytes, key: bytes, ca: bytes) -> grpc.ChannelCredentials:
+    """mTLS channel credentials from PEM bytes: our chain and key, the roots we trust."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert_chain
+    )
