@@ -8,34 +8,22 @@ reason; the precise reason goes to the log and to the node's audit trail.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from cryptography import x509
 
 from node.audit import NodeAudit
-from pki.certs import identity_of, thumbprint
-from pki.errors import CapstanError, TokenError, TokenNotPermitted
+from pki.errors import TokenError, TokenNotPermitted
+from pki.peers import Peer, PeerRefused, authenticate
 from pki.tokens import Capability, TokenVerifier, request_digest
 from protos import ops
 
 log = logging.getLogger("capstan.node")
 
 _BEARER = "bearer "
-
-
-@dataclass(frozen=True)
-class Peer:
-    """The authenticated caller, as its TLS certificate says."""
-
-    identity: str  # SPIFFE URI
-    thumbprint: str  # x5t#S256
-    serial: int
 
 
 class Refused(Exception):
@@ -47,16 +35,6 @@ class Refused(Exception):
         self.reason = reason
         self.detail = detail
         self.caller = ""  # the certificate's identity, once known
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_peer(pem: bytes, trust_domain: str) -> Peer:
-    # Cached by the PEM bytes: certificate parsing must not sit on the per-call path.
-    cert = x509.load_pem_x509_certificate(pem)
-    identity = identity_of(cert)
-    if identity.trust_domain != trust_domain:
-        raise ValueError(f"peer identity {identity.uri} is outside trust domain {trust_domain}")
-    return Peer(identity.uri, thumbprint(cert), cert.serial_number)
 
 
 class EpochFloor:
@@ -90,25 +68,14 @@ class Authorizer:
         self.epochs = epochs or EpochFloor()
 
     def peer(self, context: grpc.ServicerContext) -> Peer:
-        auth = context.auth_context()
-        pems = auth.get("x509_pem_cert") or []
-        if len(pems) != 1:
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED, "no client certificate", "no peer certificate"
-            )
         try:
-            peer = _parse_peer(bytes(pems[0]), self._trust_domain)
-        except (ValueError, CapstanError) as exc:
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED, "bad client certificate", str(exc)
-            ) from None
-        if peer.serial in self._revoked():
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "certificate revoked",
-                f"certificate serial {peer.serial:X} of {peer.identity} is revoked",
+            return authenticate(
+                context.auth_context().get("x509_pem_cert") or [],
+                trust_domain=self._trust_domain,
+                revoked=self._revoked,
             )
-        return peer
+        except PeerRefused as exc:
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, exc.reason, exc.detail) from None
 
     def authorize(
         self, operation: ops.Operation, request: Any, context: grpc.ServicerContext
@@ -117,14 +84,14 @@ class Authorizer:
         try:
             token = _bearer(context.invocation_metadata())
         except Refused as exc:
-            exc.caller = peer.identity
+            exc.caller = peer.uri
             raise
         try:
             res = operation.resource(request)
             req = request_digest(ops.request_fields(request)) if operation.binds_request else None
             cap = self._verifier.verify(
                 token,
-                peer_id=peer.identity,
+                peer_id=peer.uri,
                 peer_thumbprint=peer.thumbprint,
                 op=operation.op,
                 res=res,
@@ -139,7 +106,7 @@ class Authorizer:
                 else grpc.StatusCode.UNAUTHENTICATED
             )
             refusal = Refused(code, exc.reason, exc.detail)
-            refusal.caller = peer.identity
+            refusal.caller = peer.uri
             raise refusal from None
         self.epochs.observe(cap.epoch)
         return cap

@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from orchestrator.audit import AuditLog
+from orchestrator.authz import AuthorizationInterceptor, Gate
 from orchestrator.autoscale import Autoscaler
 from orchestrator.config import OrchestratorConfig
 from orchestrator.control import ControlService
@@ -47,7 +48,6 @@ from protos import control_pb2, control_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from protos.wire.channel import ORCHESTRATOR_SERVER_OPTIONS
 
 log = logging.getLogger("capstan.orchestrator")
-
 
 
 @dataclass
@@ -150,8 +150,6 @@ async def start(
         reconciler=reconciler,
         audit=audit,
         minter=minter,
-        trust_domain=authority.trust_domain,
-        revoked=revoked,
         ca_pin=ca_pin,
         delegation_ttl=config.delegation_ttl,
         clock=clock,
@@ -162,7 +160,10 @@ async def start(
     autoscaler = Autoscaler(reconciler, audit, clock=clock)
     control.rebalancer = rebalancer
 
-    server = grpc.aio.server(options=ORCHESTRATOR_SERVER_OPTIONS)
+    gate = Gate(trust_domain=authority.trust_domain, revoked=revoked, nodes=state.node, audit=audit)
+    server = grpc.aio.server(
+        options=ORCHESTRATOR_SERVER_OPTIONS, interceptors=[AuthorizationInterceptor(gate)]
+    )
     control_pb2_grpc.add_ControlServiceServicer_to_server(control, server)
     gateway_pb2_grpc.add_NodeGatewayServicer_to_server(gateway, server)
     health_servicer = health.aio.HealthServicer()
