@@ -32,14 +32,14 @@ import grpc
 
 from node.config import NodeConfig
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
-from node.server import SERVER_OPTIONS, build_agent
+from node.server import build_agent
 from node.service import NodeServicer
 from node.volumes import VolumeStore
 from pki.authority import Authority
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint, request_digest
 from protos import node_pb2, node_pb2_grpc, ops
-from protos.wire.channel import client_credentials
+from protos.wire.channel import NODE_SERVER_OPTIONS, client_credentials
 
 TD = "bench.capstan"
 
@@ -60,7 +60,7 @@ def _setup(root: Path) -> tuple[Authority, TokenKeyStore, dict[str, object]]:
 
 def _plain_server(runtime: ProcessRuntime, root: Path, node_id: str) -> tuple[grpc.Server, int]:
     certs = root / "certs"
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=SERVER_OPTIONS)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=NODE_SERVER_OPTIONS)
     servicer = NodeServicer(
         node_id=node_id,
         runtime=runtime,

@@ -4,14 +4,24 @@ Order of checks: the caller's certificate (present, not revoked, a Capstan ident
 this trust domain), then the capability token against exactly this call. Nothing of
 the handler runs before both pass. A refusal tells the caller the status and a coarse
 reason; the precise reason goes to the log and to the node's audit trail.
+
+Everything is decided at call start, before any thread waits for a message: a client
+stream's token is checked (signature, lifetime, audience, caller, operation, unused)
+before its first message is read; that message, which names the resource, must then
+arrive within ``FIRST_MESSAGE_WITHIN`` seconds. Each peer may hold at most
+``streams_per_peer`` streams at once, and every stream is held by its grant
+(protos.wire.grants): it ends when its token expires (logs follow) or its peer's
+certificate is revoked or expires.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import grpc
 
@@ -20,10 +30,20 @@ from pki.errors import TokenError, TokenNotPermitted
 from pki.peers import Peer, PeerRefused, authenticate
 from pki.tokens import Capability, TokenVerifier, request_digest
 from protos import ops
+from protos.wire.grants import Grant, Reaper
 
 log = logging.getLogger("capstan.node")
 
 _BEARER = "bearer "
+
+#: Seconds a client stream may take to send the message that names its resource.
+FIRST_MESSAGE_WITHIN = 5.0
+#: Streams one peer (one SPIFFE identity) may hold at once.
+STREAMS_PER_PEER = 8
+#: Operations whose stream lasts as long as the caller wants (``logs -f``): they end
+#: with their token. Transfers (exports, imports) end with their data, or when the
+#: peer's certificate is revoked.
+HELD_BY_TOKEN = frozenset({"container.logs"})
 
 
 class Refused(Exception):
@@ -67,6 +87,9 @@ class Authorizer:
         self._clock = clock
         self.epochs = epochs or EpochFloor()
 
+    def now(self) -> float:
+        return self._clock()
+
     def peer(self, context: grpc.ServicerContext) -> Peer:
         try:
             return authenticate(
@@ -81,11 +104,17 @@ class Authorizer:
         self, operation: ops.Operation, request: Any, context: grpc.ServicerContext
     ) -> Capability:
         peer = self.peer(context)
-        try:
-            token = _bearer(context.invocation_metadata())
-        except Refused as exc:
-            exc.caller = peer.uri
-            raise
+        return self.verify(operation, request, context, peer)
+
+    def verify(
+        self,
+        operation: ops.Operation,
+        request: Any,
+        context: grpc.ServicerContext,
+        peer: Peer,
+    ) -> Capability:
+        """The token against this call, ``request`` naming its resource; consumes it."""
+        token = self._token(context, peer)
         try:
             res = operation.resource(request)
             req = request_digest(ops.request_fields(request)) if operation.binds_request else None
@@ -100,18 +129,37 @@ class Authorizer:
                 now=self._clock(),
             )
         except TokenError as exc:
-            code = (
-                grpc.StatusCode.PERMISSION_DENIED
-                if isinstance(exc, TokenNotPermitted)
-                else grpc.StatusCode.UNAUTHENTICATED
-            )
-            refusal = Refused(code, exc.reason, exc.detail)
-            refusal.caller = peer.uri
-            raise refusal from None
+            raise _refusal(exc, peer) from None
         self.epochs.observe(cap.epoch)
         return cap
 
-    def refuse(self, exc: Refused, method: str, context: grpc.ServicerContext, peer: str) -> None:
+    def precheck(self, operation: ops.Operation, context: grpc.ServicerContext) -> Peer:
+        """Everything but the resource, at the start of a client stream (nothing read yet)."""
+        peer = self.peer(context)
+        token = self._token(context, peer)
+        try:
+            self._verifier.precheck(
+                token,
+                peer_id=peer.uri,
+                peer_thumbprint=peer.thumbprint,
+                op=operation.op,
+                min_epoch=self.epochs.value,
+                now=self._clock(),
+            )
+        except TokenError as exc:
+            raise _refusal(exc, peer) from None
+        return peer
+
+    def _token(self, context: grpc.ServicerContext, peer: Peer) -> str:
+        try:
+            return _bearer(context.invocation_metadata())
+        except Refused as exc:
+            exc.caller = peer.uri
+            raise
+
+    def refuse(
+        self, exc: Refused, method: str, context: grpc.ServicerContext, peer: str
+    ) -> NoReturn:
         who = exc.caller or peer
         log.warning("refused %s from %s: %s (%s)", method, who, exc.reason, exc.detail)
         self._audit.record(
@@ -125,6 +173,59 @@ class Authorizer:
             detail=exc.detail,
         )
         context.abort(exc.code, exc.reason)
+        raise AssertionError("context.abort returned")  # it always raises
+
+
+def _refusal(exc: TokenError, peer: Peer) -> Refused:
+    code = (
+        grpc.StatusCode.PERMISSION_DENIED
+        if isinstance(exc, TokenNotPermitted)
+        else grpc.StatusCode.UNAUTHENTICATED
+    )
+    refusal = Refused(code, exc.reason, exc.detail)
+    refusal.caller = peer.uri
+    return refusal
+
+
+class PeerLimits:
+    """Streams in flight per peer identity: one certificate cannot hold every thread."""
+
+    def __init__(self, streams_per_peer: int = STREAMS_PER_PEER) -> None:
+        self.streams_per_peer = streams_per_peer
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, peer: Peer) -> Callable[[], None]:
+        """Count one stream of ``peer``; return its release (call once). Raises Refused."""
+        with self._lock:
+            n = self._open.get(peer.uri, 0)
+            if n >= self.streams_per_peer:
+                refusal = Refused(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "too many streams",
+                    f"{peer.uri} already holds {n} streams",
+                )
+                refusal.caller = peer.uri
+                raise refusal
+            self._open[peer.uri] = n + 1
+        done = threading.Event()
+
+        def release() -> None:
+            if done.is_set():
+                return
+            done.set()
+            with self._lock:
+                left = self._open.get(peer.uri, 1) - 1
+                if left > 0:
+                    self._open[peer.uri] = left
+                else:
+                    self._open.pop(peer.uri, None)
+
+        return release
+
+    def open(self, identity: str) -> int:
+        with self._lock:
+            return self._open.get(identity, 0)
 
 
 def _bearer(metadata: Any) -> str:
@@ -155,11 +256,14 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     Methods of NodeService missing from the operation table are refused outright
     (fail closed). Health and reflection need no token but still a valid,
-    unrevoked certificate of this trust domain.
+    unrevoked certificate of this trust domain; their streams count against the
+    peer's limit and end with its certificate.
     """
 
-    def __init__(self, authorizer: Authorizer) -> None:
-        self._authz = authorizer
+    def __init__(
+        self, authorizer: Authorizer, *, reaper: Reaper, limits: PeerLimits | None = None
+    ) -> None:
+        self._gate = _Gate(authorizer, reaper, limits or PeerLimits())
         self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
@@ -175,13 +279,54 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         operation = ops.BY_METHOD.get(method)
         if operation is None:
             if method.startswith(f"/{ops.SERVICE}/"):
-                wrapped = _refuse_all(self._authz, method, handler)
+                wrapped = _refuse_all(self._gate.authz, method, handler)
             else:
-                wrapped = _peer_checked(self._authz, method, handler)
+                wrapped = _peer_checked(self._gate, method, handler)
         else:
-            wrapped = _token_checked(self._authz, operation, method, handler)
+            wrapped = _token_checked(self._gate, operation, method, handler)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
+
+
+@dataclass(frozen=True)
+class _Gate:
+    authz: Authorizer
+    reaper: Reaper
+    limits: PeerLimits
+
+    def open_stream(self, context: grpc.ServicerContext, peer: Peer, expires_at: float) -> None:
+        """Count the stream against ``peer``'s limit and hold it by its grant until it ends."""
+        release = self.limits.acquire(peer)
+        _when_done(context, release)
+        lease = self.reaper.hold(context, Grant(expires_at, peer.serial))
+        _when_done(context, lease.release)
+
+    def first_message(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        """The first message of a client stream, or the call ends (the reaper aborts it)."""
+        wait = self.reaper.hold(
+            context,
+            Grant(
+                self.authz.now() + FIRST_MESSAGE_WITHIN,
+                code=grpc.StatusCode.DEADLINE_EXCEEDED,
+                expired="no first message in time",
+            ),
+        )
+        try:
+            first = next(request_iterator, None)
+        except grpc.RpcError:
+            first = None
+        finally:
+            wait.release()
+        if wait.ended.is_set():
+            context.abort(wait.code or grpc.StatusCode.DEADLINE_EXCEEDED, wait.reason)
+        if first is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty request stream")
+        return first
+
+
+def _when_done(context: grpc.ServicerContext, fn: Callable[[], None]) -> None:
+    if not context.add_callback(fn):
+        fn()  # the call is already over
 
 
 def _rebuild(handler: Any, **fns: Any) -> Any:
@@ -210,41 +355,62 @@ def _inner(handler: Any) -> Any:
     )
 
 
-def _token_checked(authz: Authorizer, operation: ops.Operation, method: str, handler: Any) -> Any:
+def _token_checked(gate: _Gate, operation: ops.Operation, method: str, handler: Any) -> Any:
     inner = _inner(handler)
+    authz = gate.authz
+    held_by_token = operation.op in HELD_BY_TOKEN
 
-    def check(request: Any, context: grpc.ServicerContext) -> None:
+    if handler.request_streaming:
+
+        def client_stream(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            # Token checked before anything is read; the first message then names the
+            # resource and consumes the token. No data is written before both pass.
+            try:
+                peer = authz.precheck(operation, context)
+                gate.open_stream(context, peer, peer.not_after)
+            except Refused as exc:
+                authz.refuse(exc, method, context, _peer_label(context))
+            first = gate.first_message(request_iterator, context)
+            try:
+                authz.verify(operation, first, context, peer)
+            except Refused as exc:
+                authz.refuse(exc, method, context, _peer_label(context))
+            return inner(itertools.chain([first], request_iterator), context)
+
+        return _rebuild(handler, stream_unary=client_stream, stream_stream=client_stream)
+
+    def unary(request: Any, context: grpc.ServicerContext) -> Any:
         try:
             authz.authorize(operation, request, context)
         except Refused as exc:
             authz.refuse(exc, method, context, _peer_label(context))
-
-    if handler.request_streaming:
-
-        def first_then_rest(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
-            # The resource is named by the first message; nothing reaches the handler
-            # (and no data is written) before that message's token check passes.
-            first = next(request_iterator, None)
-            if first is None:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty request stream")
-            check(first, context)
-            return inner(itertools.chain([first], request_iterator), context)
-
-        return _rebuild(handler, stream_unary=first_then_rest, stream_stream=first_then_rest)
-
-    def unary(request: Any, context: grpc.ServicerContext) -> Any:
-        check(request, context)
         return inner(request, context)
 
-    return _rebuild(handler, unary_unary=unary, unary_stream=unary)
+    def server_stream(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            peer = authz.peer(context)
+            cap = authz.verify(operation, request, context, peer)
+            end = min(cap.exp, peer.not_after) if held_by_token else peer.not_after
+            gate.open_stream(context, peer, end)
+        except Refused as exc:
+            authz.refuse(exc, method, context, _peer_label(context))
+        return inner(request, context)
+
+    return _rebuild(handler, unary_unary=unary, unary_stream=server_stream)
 
 
-def _peer_checked(authz: Authorizer, method: str, handler: Any) -> Any:
+def _peer_checked(gate: _Gate, method: str, handler: Any) -> Any:
     inner = _inner(handler)
+    authz = gate.authz
+    streaming = handler.request_streaming or handler.response_streaming
 
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            authz.peer(context)
+            peer = authz.peer(context)
+            if streaming:
+                # Health Watch and reflection hold a thread each: counted per peer,
+                # and never longer than the peer's certificate is good.
+                gate.open_stream(context, peer, peer.not_after)
         except Refused as exc:
             authz.refuse(exc, method, context, _peer_label(context))
         return inner(request, context)

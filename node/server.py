@@ -3,6 +3,7 @@ health and reflection."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -18,8 +19,9 @@ from grpc_reflection.v1alpha import reflection
 
 from node._reload import ReloadingFile
 from node.audit import NodeAudit
-from node.authz import AuthorizationInterceptor, Authorizer
+from node.authz import AuthorizationInterceptor, Authorizer, PeerLimits
 from node.config import NodeConfig
+from node.links import LinkManager, PeerInfo, tunnel_channel
 from node.renewal import read_pair
 from node.runtime import select_runtime
 from node.runtime.base import Runtime
@@ -32,6 +34,7 @@ from pki.tokenkeys import KeySet
 from pki.tokens import ReplayCache, TokenVerifier
 from protos import node_pb2, node_pb2_grpc
 from protos.wire.channel import NODE_SERVER_OPTIONS
+from protos.wire.grants import Reaper
 from protos.wire.trust import parse_deny_list
 
 log = logging.getLogger("capstan.node")
@@ -93,10 +96,15 @@ class NodeAgent:
     authorizer: Authorizer
     audit: NodeAudit
     health: health.HealthServicer
+    links: LinkManager
+    reaper: Reaper
+    limits: PeerLimits
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.health.enter_graceful_shutdown()
+        self.links.stop()
         self.server.stop(grace).wait()
+        self.reaper.stop()
         self.runtime.close()
 
 
@@ -140,12 +148,29 @@ def build_agent(
             None if config.runtime == "auto" else config.runtime, identity.uri, config.state_dir
         )
 
+    reaper = Reaper(clock=clock, revoked=revoked)
+    # A quarter of the threads per peer: three busy peers still leave room for a fourth.
+    limits = PeerLimits(streams_per_peer=max(1, max_workers // 4))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="capstan-node"),
-        interceptors=[AuthorizationInterceptor(authorizer)],
+        interceptors=[AuthorizationInterceptor(authorizer, reaper=reaper, limits=limits)],
         options=NODE_SERVER_OPTIONS,
         maximum_concurrent_rpcs=max_workers * 4,
     )
+    links = LinkManager(
+        runtime,
+        node_id=identity.uri,
+        publish_host=config.listen.rpartition(":")[0].strip("[]") or "0.0.0.0",  # noqa: S104
+        audit=audit,
+        revoked=revoked,
+        channel_for=functools.partial(tunnel_channel, config.cert, config.key, config.ca),
+        clock=clock,
+    )
+
+    def peer_of(context: grpc.ServicerContext) -> PeerInfo:
+        peer = authorizer.peer(context)
+        return PeerInfo(peer.identity, peer.serial)
+
     servicer = NodeServicer(
         node_id=identity.uri,
         runtime=runtime,
@@ -153,6 +178,8 @@ def build_agent(
         spool_dir=config.state_dir / "spool",
         labels=dict(config.labels),
         version=_capstan_version(),
+        links=links,
+        peer_of=peer_of,
     )
     node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
@@ -172,7 +199,19 @@ def build_agent(
     if port == 0:
         raise ConfigError(f"cannot listen on {config.listen}")
     server.start()
+    links.start()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(services[0], health_pb2.HealthCheckResponse.SERVING)
     log.info("node %s serving on %s (runtime %s)", identity.uri, port, runtime.name)
-    return NodeAgent(server, port, identity.uri, runtime, authorizer, audit, health_servicer)
+    return NodeAgent(
+        server,
+        port,
+        identity.uri,
+        runtime,
+        authorizer,
+        audit,
+        health_servicer,
+        links,
+        reaper,
+        limits,
+    )

@@ -6,6 +6,7 @@ runs. Node errors become gRPC statuses at one boundary (``_status_of``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -20,7 +21,15 @@ import grpc
 
 from node import errors
 from node._generations import GenerationBook
-from node.runtime.base import ContainerSpec, ContainerStatus, Runtime, VolumeMount
+from node.links import LinkManager, LinkRefused, PeerInfo
+from node.runtime.base import (
+    ContainerSpec,
+    ContainerStatus,
+    LinkSpec,
+    PortSpec,
+    Runtime,
+    VolumeMount,
+)
 from node.validation import validate_spec
 from node.volumes import VolumeStore
 from pki.errors import CapstanError
@@ -99,6 +108,11 @@ def spec_from_pb(pb: node_pb2.ContainerSpec) -> ContainerSpec:
         memory=pb.memory,
         volumes=tuple(VolumeMount(v.name, v.path, v.read_only) for v in pb.volumes),
         network=pb.network or "none",
+        service=pb.service,
+        ports=tuple(PortSpec(p.port, p.publish) for p in pb.ports),
+        links=tuple(
+            LinkSpec(x.service, x.address, tuple(x.ports), x.target) for x in pb.links
+        ),
     )
 
 
@@ -181,7 +195,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         spool_dir: Path,
         labels: dict[str, str] | None = None,
         version: str = "",
+        links: LinkManager | None = None,
+        peer_of: Callable[[Any], PeerInfo] | None = None,
     ) -> None:
+        self._links = links
+        self._peer_of = peer_of
         self._node_id = node_id
         self._runtime = runtime
         self._volumes = volumes
@@ -254,7 +272,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> Iterator[node_pb2.LogChunk]:
         if request.tail < 0:
             raise errors.InvalidArgument("tail", "must be >= 0")
-        for chunk in self._runtime.logs(request.name, follow=request.follow, tail=request.tail):
+        chunks = self._runtime.logs(request.name, follow=request.follow, tail=request.tail)
+        # A call ended from outside (its grant is over, the caller left) must free this
+        # thread even while the runtime waits for output: closing the runtime's stream
+        # wakes a blocked read; a polling one yields b"" and sees the call inactive.
+        context.add_callback(functools.partial(_close_quietly, chunks))
+        for chunk in chunks:
             if not context.is_active():
                 return
             if chunk:
@@ -304,6 +327,20 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         return node_pb2.VolumeImportResult(name=name, bytes=result.bytes, files=result.files)
 
     @_boundary
+    def Tunnel(
+        self, request_iterator: Iterator[node_pb2.TunnelFrame], context: Any
+    ) -> Iterator[node_pb2.TunnelFrame]:
+        """A delegated link's tunnel; the interceptor has checked the token against the
+        first frame's res. Everything else is the data plane's (node/links)."""
+        if self._links is None or self._peer_of is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this node carries no links")
+            return
+        peer = self._peer_of(context)
+        try:
+            yield from self._links.serve_tunnel(peer, request_iterator, context)
+        except LinkRefused as exc:
+            context.abort(exc.code, exc.reason)
+
     def GetNodeInfo(self, request: node_pb2.NodeInfoRequest, context: Any) -> node_pb2.NodeInfo:
         info = self._runtime.info()
         return node_pb2.NodeInfo(
@@ -347,3 +384,11 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
             yield chunk
+
+
+def _close_quietly(chunks: Iterator[bytes]) -> None:
+    close = getattr(chunks, "close", None)
+    if callable(close):
+        # A generator running in another thread refuses: it stops at its next poll.
+        with contextlib.suppress(ValueError, RuntimeError):
+            close()

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import AlreadyExists, FailedPrecondition, NotFound, RuntimeFailure
+from node.runtime._netspec import net_from_json, net_to_json
 from node.runtime.base import ContainerSpec, VolumeMount
 
 _SCHEMA = """
@@ -100,11 +101,13 @@ def spec_to_json(spec: ContainerSpec) -> str:
         "network": spec.network,
         "labels": [list(kv) for kv in spec.labels],
     }
+    doc.update(net_to_json(spec.service, spec.ports, spec.links))
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
 def spec_from_json(text: str) -> ContainerSpec:
     doc = json.loads(text)
+    service, ports, links = net_from_json(doc)
     return ContainerSpec(
         name=str(doc["name"]),
         workload_id=str(doc["workload_id"]),
@@ -119,6 +122,9 @@ def spec_from_json(text: str) -> ContainerSpec:
         ),
         network=str(doc["network"]),
         labels=tuple((str(k), str(v)) for k, v in doc["labels"]),
+        service=service,
+        ports=ports,
+        links=links,
     )
 
 

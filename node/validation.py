@@ -10,7 +10,9 @@ in container names, labels, bind mounts and file paths on the host.
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 from collections.abc import Iterable
 
 from node.errors import InvalidArgument
@@ -172,6 +174,78 @@ def validate_volumes(field: str, value: Iterable[object]) -> None:
             raise InvalidArgument(f"{field}[{i}].read_only", "must be a boolean")
 
 
+SERVICE_REF_RE = re.compile(
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(/[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?){2}$"
+)
+MAX_LINKS = 64
+
+
+def validate_port(field: str, value: object, *, allow_zero: bool = False) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgument(field, "must be an integer")
+    if not (0 if allow_zero else 1) <= value <= 65535:
+        raise InvalidArgument(field, f"must be a port number, got {value}")
+    return value
+
+
+def validate_service_ref(field: str, value: object) -> str:
+    """tenant/app/service, three DNS labels."""
+    text = _require_str(field, value)
+    if not SERVICE_REF_RE.fullmatch(text):
+        raise InvalidArgument(field, "must be tenant/app/service (three DNS labels)")
+    return text
+
+
+def validate_link_address(field: str, value: object) -> str:
+    """A loopback address of the workload's own namespace, never 127.0.0.1 (its own)."""
+    text = _require_str(field, value)
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise InvalidArgument(field, "must be an IPv4 address") from None
+    if not address.is_loopback or str(address) != text or text == "127.0.0.1":
+        raise InvalidArgument(field, "must be a loopback address other than 127.0.0.1")
+    return text
+
+
+def validate_net(spec: ContainerSpec) -> None:
+    """The data-plane fields: service, declared ports, links."""
+    if spec.service:
+        validate_service_ref("service", spec.service)
+    seen: set[int] = set()
+    published: set[int] = set()
+    for i, p in enumerate(spec.ports):
+        validate_port(f"ports[{i}].port", p.port)
+        validate_port(f"ports[{i}].publish", p.publish, allow_zero=True)
+        if p.port in seen or (p.publish and p.publish in published):
+            raise InvalidArgument(f"ports[{i}]", "listed twice")
+        seen.add(p.port)
+        if p.publish:
+            published.add(p.publish)
+    if len(spec.links) > MAX_LINKS:
+        raise InvalidArgument("links", f"more than {MAX_LINKS}")
+    if spec.links and (spec.network != "none" or not spec.service):
+        raise InvalidArgument("links", "only for a service's instance with network none")
+    addresses: set[str] = set()
+    for i, link in enumerate(spec.links):
+        label = link.service
+        if not isinstance(label, str) or not re.fullmatch(
+            r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", label
+        ):
+            raise InvalidArgument(f"links[{i}].service", "must be a DNS label")
+        validate_link_address(f"links[{i}].address", link.address)
+        target = validate_service_ref(f"links[{i}].target", link.target)
+        if target.rsplit("/", 1)[0] != spec.service.rsplit("/", 1)[0]:
+            raise InvalidArgument(f"links[{i}].target", "must be a service of the same application")
+        if link.address in addresses:
+            raise InvalidArgument(f"links[{i}].address", "used twice")
+        addresses.add(link.address)
+        if not link.ports or len(link.ports) > MAX_LINKS:
+            raise InvalidArgument(f"links[{i}].ports", f"must name 1 to {MAX_LINKS} ports")
+        for j, port in enumerate(link.ports):
+            validate_port(f"links[{i}].ports[{j}]", port)
+
+
 def validate_spec(
     spec: ContainerSpec, *, max_cpus: float | None = None, max_memory: int | None = None
 ) -> None:
@@ -191,3 +265,4 @@ def validate_spec(
     validate_volumes("volumes", spec.volumes)
     validate_network("network", spec.network)
     validate_labels("labels", spec.labels)
+    validate_net(spec)

@@ -72,6 +72,21 @@ class Compacted(StoreError):
         self.compact_revision = compact_revision
 
 
+class StoreUnavailable(StoreError):
+    """The store did not answer in time or has lost quorum; a write's outcome is unknown."""
+
+
+class NotLeader(OrchestratorError):
+    """This orchestrator does not lead (or no longer does); it wrote nothing.
+
+    ``leader`` is the address of the leader when one is known, else ``""``."""
+
+    def __init__(self, message: str, *, leader: str = "", epoch: int = 0) -> None:
+        super().__init__(message)
+        self.leader = leader
+        self.epoch = epoch
+
+
 class Unschedulable(OrchestratorError):
     """No node passes the filters; ``reasons`` counts the nodes refused per filter."""
 

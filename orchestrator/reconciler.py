@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from orchestrator import apply as plans
-from orchestrator import scheduler
+from orchestrator import links, scheduler
 from orchestrator.audit import AuditLog
 from orchestrator.delegation import DelegationRefused, Delegator, may_delegate
 from orchestrator.liveness import Liveness, Tracker
@@ -49,15 +49,22 @@ def volume_name(w: control_pb2.Workload, volume: str) -> str:
 
 
 def container_spec(
-    w: control_pb2.Workload, service: topology_pb2.Service
+    w: control_pb2.Workload, app: topology_pb2.Application, service: topology_pb2.Service
 ) -> node_pb2.ContainerSpec:
     """The one translation of a workload into what a node runs (push and pull alike)."""
+    ref, ports, link_specs = links.net_fields(w, app, service)
+    # The service's own env wins over a link's S_HOST/S_PORT of the same name.
+    env = {e.name: e.value for e in links.link_env(link_specs)}
+    env.update(service.env)
     return node_pb2.ContainerSpec(
         name=w.container,
         workload_id=w.id,
         image=service.image,
         command=list(service.command),
-        env=[node_pb2.EnvVar(name=k, value=v) for k, v in sorted(service.env.items())],
+        env=[node_pb2.EnvVar(name=k, value=v) for k, v in sorted(env.items())],
+        service=ref,
+        ports=ports,
+        links=link_specs,
         cpu=service.resources.cpu,
         memory=service.resources.memory,
         volumes=[
@@ -327,7 +334,7 @@ class Reconciler:
             out.assignments.append(
                 gateway_pb2.Assignment(
                     workload_id=w.id,
-                    spec=container_spec(w, spec[1]),
+                    spec=container_spec(w, spec[0], spec[1]),
                     desired=w.desired,
                     restart=RESTART_NAMES[spec[1].restart],
                 )
@@ -441,7 +448,7 @@ class Reconciler:
         app: topology_pb2.Application,
         service: topology_pb2.Service,
     ) -> None:
-        spec = container_spec(w, service)
+        spec = container_spec(w, app, service)
         w.request_id = w.container
         try:
             await self.caller.call(

@@ -230,6 +230,8 @@ class _Links:
 
     service: str
     targets: list[tuple[str, Node]]
+    spec: pb.Service
+    node: Node  # the service's mapping (where problems about the whole service go)
 
 
 def load_topology(text: str | bytes, *, source: str = "<input>") -> pb.Application:
@@ -300,8 +302,9 @@ def _application(r: _Reader, root: Node) -> pb.Application | None:
         service, service_links = _service(r, value_node, path)
         service.name = name
         app.services.append(service)
-        links.append(_Links(name, service_links))
+        links.append(_Links(name, service_links, service, value_node))
     _check_links(r, links)
+    _check_published(r, links)
     return app
 
 
@@ -351,9 +354,7 @@ def _service(r: _Reader, node: Node, path: str) -> tuple[pb.Service, list[tuple[
     if "volumes" in f:
         svc.volumes.extend(_volumes(r, f["volumes"], _join(path, "volumes")))
     if "ports" in f:
-        svc.ports.extend(_ports(r, f["ports"], _join(path, "ports")))
-        if svc.ports and svc.network != pb.NETWORK_MODE_HOST:
-            r.report(f["ports"], _join(path, "ports"), "only allowed with network: host")
+        svc.ports.extend(_ports(r, f["ports"], _join(path, "ports"), svc.network))
     _scale(r, f, path, svc)
     links: list[tuple[str, Node]] = []
     if "links" in f:
@@ -489,21 +490,43 @@ def _volumes(r: _Reader, node: Node, path: str) -> list[pb.ServiceVolume]:
     return out
 
 
-def _ports(r: _Reader, node: Node, path: str) -> list[pb.ServicePort]:
+def _ports(r: _Reader, node: Node, path: str, network: int) -> list[pb.ServicePort]:
     out: list[pb.ServicePort] = []
     seen: dict[tuple[int, int], int] = {}
+    published: dict[int, int] = {}
     items = r.items(node, path) or []
     if len(items) > MAX_PORTS:
         r.report(node, path, f"more than {MAX_PORTS} ports")
     for i, item in enumerate(items):
         sub = f"{path}[{i}]"
-        f = r.fields(item, sub, ("port", "protocol"), required=("port",))
+        f = r.fields(item, sub, ("port", "protocol", "publish"), required=("port",))
         if f is None or "port" not in f:
             continue
         number = r.integer(f["port"], _join(sub, "port"), 1, 65535)
         protocol = pb.PROTOCOL_TCP
         if "protocol" in f:
             protocol = r.choice(f["protocol"], _join(sub, "protocol"), _PROTOCOLS) or protocol
+        publish = 0
+        if "publish" in f:
+            p_path = _join(sub, "publish")
+            publish = r.integer(f["publish"], p_path, 1, 65535) or 0
+            if publish and protocol != pb.PROTOCOL_TCP:
+                r.report(f["publish"], p_path, "only TCP ports can be published (UDP: not yet)")
+                publish = 0
+            elif publish and network == pb.NETWORK_MODE_HOST:
+                r.report(
+                    f["publish"], p_path, "not with network: host (the port is the host's already)"
+                )
+                publish = 0
+            elif publish and publish in published:
+                r.report(
+                    f["publish"],
+                    p_path,
+                    f"port {publish} is published twice (first at line {published[publish]})",
+                )
+                publish = 0
+            elif publish:
+                published[publish] = line_of(f["publish"])
         if number is None:
             continue
         if (number, protocol) in seen:
@@ -512,7 +535,7 @@ def _ports(r: _Reader, node: Node, path: str) -> list[pb.ServicePort]:
             )
             continue
         seen[number, protocol] = line_of(item)
-        out.append(pb.ServicePort(port=number, protocol=protocol))
+        out.append(pb.ServicePort(port=number, protocol=protocol, publish=publish))
     return out
 
 
@@ -559,7 +582,7 @@ def _scale(r: _Reader, f: dict[str, Node], path: str, svc: pb.Service) -> None:
 
 
 def _check_links(r: _Reader, services: list[_Links]) -> None:
-    known = {s.service for s in services}
+    known = {s.service: s.spec for s in services}
     graph: dict[str, list[str]] = {}
     for s in services:
         seen: set[str] = set()
@@ -579,6 +602,7 @@ def _check_links(r: _Reader, services: list[_Links]) -> None:
             else:
                 seen.add(target)
                 graph[s.service].append(target)
+                _check_link_target(r, node, path, s.spec, target, known[target])
     cycle = _find_cycle(graph)
     if cycle:
         first = next(s for s in services if s.service == cycle[0])
@@ -588,6 +612,43 @@ def _check_links(r: _Reader, services: list[_Links]) -> None:
             _join(_join("services", cycle[0]), "links"),
             "links form a cycle: " + " -> ".join(cycle),
         )
+
+
+def _check_link_target(
+    r: _Reader, node: Node, path: str, source: pb.Service, name: str, target: pb.Service
+) -> None:
+    """A link is a route into the target's own network namespace, to its TCP ports."""
+    if source.network == pb.NETWORK_MODE_HOST:
+        r.report(
+            node, path, "links need network: none (a host-network service has no own loopback)"
+        )
+    elif target.network == pb.NETWORK_MODE_HOST:
+        r.report(
+            node, path, f"{name!r} uses network: host; a linked service must use network: none"
+        )
+    elif not any(p.protocol == pb.PROTOCOL_TCP for p in target.ports):
+        r.report(node, path, f"{name!r} declares no TCP ports (a link reaches a service's ports)")
+
+
+def _check_published(r: _Reader, services: list[_Links]) -> None:
+    """Two services publishing one port cannot share a node: refuse it where they must
+    (the same non-empty placement constraints send both to the same nodes)."""
+    first: dict[tuple[int, tuple[tuple[str, str], ...]], str] = {}
+    for s in services:
+        pinned = tuple(sorted(s.spec.placement.constraints.items()))
+        if not pinned:
+            continue
+        for port in s.spec.ports:
+            if not port.publish:
+                continue
+            other = first.setdefault((port.publish, pinned), s.service)
+            if other != s.service:
+                r.report(
+                    s.node,
+                    _join(_join("services", s.service), "ports"),
+                    f"port {port.publish} is also published by {other!r} and both are "
+                    "constrained to the same nodes",
+                )
 
 
 def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:

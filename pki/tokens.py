@@ -42,6 +42,7 @@ from pki.errors import (
     ExpiredToken,
     InvalidToken,
     PKIError,
+    ReplayedToken,
     StaleEpoch,
     TokenError,
     WrongAudience,
@@ -514,6 +515,42 @@ class TokenVerifier:
         (PERMISSION_DENIED); never anything else. The jti is consumed only when
         every other check has passed.
         """
+        return self._verify(token, peer_id, peer_thumbprint, op, res, req, min_epoch, now)
+
+    def precheck(
+        self,
+        token: str | bytes,
+        *,
+        peer_id: str,
+        peer_thumbprint: str,
+        op: str,
+        min_epoch: int = 0,
+        now: float | None = None,
+    ) -> Capability:
+        """Every check of ``verify`` that needs no request: form, signature, lifetime,
+        issuer, audience, caller, operation, epoch, and that the jti is still unused.
+
+        For streams whose resource arrives with the first message: this runs at call
+        start, before anything waits for that message; ``verify`` follows on the
+        message and consumes the token. Nothing is consumed here.
+        """
+        cap = self._verify(token, peer_id, peer_thumbprint, op, None, None, min_epoch, now)
+        if cap.jti in self.replay:
+            raise ReplayedToken(f"jti {cap.jti} was already used")
+        return cap
+
+    def _verify(
+        self,
+        token: str | bytes,
+        peer_id: str,
+        peer_thumbprint: str,
+        op: str,
+        res: str | None,
+        req: str | None,
+        min_epoch: int,
+        now: float | None,
+    ) -> Capability:
+        # res None: a precheck; the resource, request digest and replay wait for verify.
         # One function on purpose: this runs on every RPC, and the checks are
         # cheaper inline than spread over calls (see bench/bench_tokens.py).
         try:
@@ -574,13 +611,17 @@ class TokenVerifier:
                 raise WrongCaller("token is bound to another certificate (cnf)")
             if tok_op != op:
                 raise WrongOperation(f"token allows {tok_op!r}, call is {op!r}")
-            if tok_res != res:
+            if res is not None and tok_res != res:
                 raise WrongResource(f"token is for resource {tok_res!r}, call is for {res!r}")
             # A token binding parameters the call did not check is refused too: fail closed.
-            if (req is not None or tok_req is not None) and (
-                tok_req is None
-                or req is None
-                or not hmac.compare_digest(tok_req.encode(), str(req).encode())
+            if (
+                res is not None
+                and (req is not None or tok_req is not None)
+                and (
+                    tok_req is None
+                    or req is None
+                    or not hmac.compare_digest(tok_req.encode(), str(req).encode())
+                )
             ):
                 raise WrongResource("request parameters do not match the token's req")
             if epoch < min_epoch:
@@ -589,7 +630,8 @@ class TokenVerifier:
             known = len(claims) == _KNOWN_CLAIMS - (tok_req is None)
             extra = _NO_EXTRA if known else _extra_claims(claims)
             # Last, so that a refused call cannot burn someone else's token.
-            self.replay.check_and_add(jti, exp + self.leeway, t)
+            if res is not None:
+                self.replay.check_and_add(jti, exp + self.leeway, t)
             return _new_capability(
                 {
                     "iss": iss,

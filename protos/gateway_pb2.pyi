@@ -116,19 +116,59 @@ class Task(_message.Message):
     expires_at: float
     def __init__(self, request_id: _Optional[str] = ..., kind: _Optional[str] = ..., resource: _Optional[str] = ..., source_address: _Optional[str] = ..., source_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
 
+class LinkEndpoint(_message.Message):
+    __slots__ = ("node_id", "address", "token", "token_expires_at")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    token: str
+    token_expires_at: float
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., token: _Optional[str] = ..., token_expires_at: _Optional[float] = ...) -> None: ...
+
+class LinkRoute(_message.Message):
+    __slots__ = ("res", "endpoints")
+    RES_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    res: str
+    endpoints: _containers.RepeatedCompositeFieldContainer[LinkEndpoint]
+    def __init__(self, res: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[LinkEndpoint, _Mapping]]] = ...) -> None: ...
+
+class LinkGrant(_message.Message):
+    __slots__ = ("source_id", "res")
+    SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    RES_FIELD_NUMBER: _ClassVar[int]
+    source_id: str
+    res: str
+    def __init__(self, source_id: _Optional[str] = ..., res: _Optional[str] = ...) -> None: ...
+
+class LinkPlan(_message.Message):
+    __slots__ = ("routes", "grants", "valid_until")
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    routes: _containers.RepeatedCompositeFieldContainer[LinkRoute]
+    grants: _containers.RepeatedCompositeFieldContainer[LinkGrant]
+    valid_until: float
+    def __init__(self, routes: _Optional[_Iterable[_Union[LinkRoute, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[LinkGrant, _Mapping]]] = ..., valid_until: _Optional[float] = ...) -> None: ...
+
 class GatewayMessage(_message.Message):
-    __slots__ = ("sent_at", "trust", "fence", "tasks", "renew_now")
+    __slots__ = ("sent_at", "trust", "fence", "tasks", "renew_now", "links")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     TRUST_FIELD_NUMBER: _ClassVar[int]
     FENCE_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     RENEW_NOW_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
     sent_at: float
     trust: TrustUpdate
     fence: _containers.RepeatedScalarFieldContainer[str]
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
     renew_now: bool
-    def __init__(self, sent_at: _Optional[float] = ..., trust: _Optional[_Union[TrustUpdate, _Mapping]] = ..., fence: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., renew_now: _Optional[bool] = ...) -> None: ...
+    links: LinkPlan
+    def __init__(self, sent_at: _Optional[float] = ..., trust: _Optional[_Union[TrustUpdate, _Mapping]] = ..., fence: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., renew_now: _Optional[bool] = ..., links: _Optional[_Union[LinkPlan, _Mapping]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("request_id", "ok", "message")

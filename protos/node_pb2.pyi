@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -24,8 +25,28 @@ class EnvVar(_message.Message):
     value: str
     def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
+class PortSpec(_message.Message):
+    __slots__ = ("port", "publish")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    publish: int
+    def __init__(self, port: _Optional[int] = ..., publish: _Optional[int] = ...) -> None: ...
+
+class LinkSpec(_message.Message):
+    __slots__ = ("service", "address", "ports", "target")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    address: str
+    ports: _containers.RepeatedScalarFieldContainer[int]
+    target: str
+    def __init__(self, service: _Optional[str] = ..., address: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., target: _Optional[str] = ...) -> None: ...
+
 class ContainerSpec(_message.Message):
-    __slots__ = ("name", "workload_id", "image", "command", "env", "cpu", "memory", "volumes", "network", "generation")
+    __slots__ = ("name", "workload_id", "image", "command", "env", "cpu", "memory", "volumes", "network", "generation", "service", "ports", "links")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +57,9 @@ class ContainerSpec(_message.Message):
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
     name: str
     workload_id: str
     image: str
@@ -46,7 +70,10 @@ class ContainerSpec(_message.Message):
     volumes: _containers.RepeatedCompositeFieldContainer[VolumeMount]
     network: str
     generation: int
-    def __init__(self, name: _Optional[str] = ..., workload_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., network: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
+    service: str
+    ports: _containers.RepeatedCompositeFieldContainer[PortSpec]
+    links: _containers.RepeatedCompositeFieldContainer[LinkSpec]
+    def __init__(self, name: _Optional[str] = ..., workload_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., network: _Optional[str] = ..., generation: _Optional[int] = ..., service: _Optional[str] = ..., ports: _Optional[_Iterable[_Union[PortSpec, _Mapping]]] = ..., links: _Optional[_Iterable[_Union[LinkSpec, _Mapping]]] = ...) -> None: ...
 
 class ContainerStatus(_message.Message):
     __slots__ = ("name", "workload_id", "image", "state", "runtime_id", "has_exit_code", "exit_code", "started_at", "finished_at", "generation")
@@ -214,3 +241,25 @@ class NodeInfo(_message.Message):
     containers: int
     labels: _containers.ScalarMap[str, str]
     def __init__(self, node_id: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., capstan_version: _Optional[str] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., containers: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class TunnelFrame(_message.Message):
+    __slots__ = ("res", "conn", "kind", "data")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        DATA: _ClassVar[TunnelFrame.Kind]
+        OPEN: _ClassVar[TunnelFrame.Kind]
+        EOF: _ClassVar[TunnelFrame.Kind]
+        RESET: _ClassVar[TunnelFrame.Kind]
+    DATA: TunnelFrame.Kind
+    OPEN: TunnelFrame.Kind
+    EOF: TunnelFrame.Kind
+    RESET: TunnelFrame.Kind
+    RES_FIELD_NUMBER: _ClassVar[int]
+    CONN_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    res: str
+    conn: int
+    kind: TunnelFrame.Kind
+    data: bytes
+    def __init__(self, res: _Optional[str] = ..., conn: _Optional[int] = ..., kind: _Optional[_Union[TunnelFrame.Kind, str]] = ..., data: _Optional[bytes] = ...) -> None: ...

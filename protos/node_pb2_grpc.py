@@ -104,6 +104,11 @@ class NodeServiceStub:
                 request_serializer=protos_dot_node__pb2.NodeInfoRequest.SerializeToString,
                 response_deserializer=protos_dot_node__pb2.NodeInfo.FromString,
                 _registered_method=True)
+        self.Tunnel = channel.stream_stream(
+                '/capstan.v1.NodeService/Tunnel',
+                request_serializer=protos_dot_node__pb2.TunnelFrame.SerializeToString,
+                response_deserializer=protos_dot_node__pb2.TunnelFrame.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -207,6 +212,13 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Tunnel(self, request_iterator, context):
+        """op link.open, res tenant/app/service:port
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -279,6 +291,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.GetNodeInfo,
                     request_deserializer=protos_dot_node__pb2.NodeInfoRequest.FromString,
                     response_serializer=protos_dot_node__pb2.NodeInfo.SerializeToString,
+            ),
+            'Tunnel': grpc.stream_stream_rpc_method_handler(
+                    servicer.Tunnel,
+                    request_deserializer=protos_dot_node__pb2.TunnelFrame.FromString,
+                    response_serializer=protos_dot_node__pb2.TunnelFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -659,6 +676,33 @@ class NodeService:
             '/capstan.v1.NodeService/GetNodeInfo',
             protos_dot_node__pb2.NodeInfoRequest.SerializeToString,
             protos_dot_node__pb2.NodeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Tunnel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/capstan.v1.NodeService/Tunnel',
+            protos_dot_node__pb2.TunnelFrame.SerializeToString,
+            protos_dot_node__pb2.TunnelFrame.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ def _ref(msg: Any) -> str:
     return str(msg.ref)
 
 
+def _res(msg: Any) -> str:
+    return str(msg.res)
+
+
 def _node(_msg: Any) -> str:
     return NODE_RESOURCE
 
@@ -62,6 +66,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("volume.export", "ExportVolume", _name),
     Operation("volume.import", "ImportVolume", _name, client_stream=True),
     Operation("node.info", "GetNodeInfo", _node),
+    # A tunnel of a delegated link (node/links): res is tenant/app/service:port.
+    Operation("link.open", "Tunnel", _res, client_stream=True),
 )
 
 BY_METHOD: Mapping[str, Operation] = {f"/{SERVICE}/{o.method}": o for o in OPERATIONS}

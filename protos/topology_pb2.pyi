@@ -102,12 +102,14 @@ class ServiceVolume(_message.Message):
     def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., read_only: _Optional[bool] = ...) -> None: ...
 
 class ServicePort(_message.Message):
-    __slots__ = ("port", "protocol")
+    __slots__ = ("port", "protocol", "publish")
     PORT_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
     port: int
     protocol: Protocol
-    def __init__(self, port: _Optional[int] = ..., protocol: _Optional[_Union[Protocol, str]] = ...) -> None: ...
+    publish: int
+    def __init__(self, port: _Optional[int] = ..., protocol: _Optional[_Union[Protocol, str]] = ..., publish: _Optional[int] = ...) -> None: ...
 
 class Service(_message.Message):
     __slots__ = ("name", "image", "command", "env", "replicas", "resources", "placement", "autoscale", "volumes", "restart", "max_unavailable", "links", "network", "ports")

@@ -1,13 +1,17 @@
-"""Session fixtures shared by the whole suite: the Docker Engine and the busybox image.
+"""Session fixtures shared by the whole suite: the Docker Engine, the busybox image,
+and the etcd on loopback.
 
 Without a Docker Engine the tests that need one are skipped, unless
 CAPSTAN_REQUIRE_DOCKER=1 (CI on a machine that has one), which turns the skip into a
-failure so a broken engine cannot pass silently.
+failure so a broken engine cannot pass silently. The same holds for etcd
+(CAPSTAN_ETCD_ENDPOINTS, default 127.0.0.1:2379) with CAPSTAN_REQUIRE_ETCD=1.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 from collections.abc import Iterator
 
 import docker
@@ -16,6 +20,8 @@ import pytest
 import requests.exceptions
 
 from node.runtime.images import BUSYBOX_IMAGE, busybox_binary, ensure_docker_busybox
+from orchestrator import etcdproc
+from orchestrator.etcdproc import Member
 
 
 def _docker_required() -> bool:
@@ -53,3 +59,37 @@ def busybox_image(docker_client: docker.DockerClient) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return ensure_docker_busybox(BUSYBOX_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def etcd_endpoints() -> str:
+    """The shared etcd's client endpoints; each test keeps to its own key namespace."""
+    endpoints = os.environ.get("CAPSTAN_ETCD_ENDPOINTS", "127.0.0.1:2379")
+    host, _, port = endpoints.split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError as exc:
+        message = f"no etcd answers at {endpoints}: {exc}"
+        if os.environ.get("CAPSTAN_REQUIRE_ETCD", "") == "1":
+            pytest.fail(message + " (CAPSTAN_REQUIRE_ETCD=1)")
+        pytest.skip(message)
+    return endpoints
+
+
+@pytest.fixture
+def private_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Member]:
+    """An etcd of this test's own on loopback, to kill or restart without disturbing
+    the shared one."""
+    if shutil.which("etcd") is None:
+        message = "the etcd binary is not installed"
+        if os.environ.get("CAPSTAN_REQUIRE_ETCD", "") == "1":
+            pytest.fail(message + " (CAPSTAN_REQUIRE_ETCD=1)")
+        pytest.skip(message)
+    root = tmp_path_factory.mktemp("etcd")
+    (member,) = etcdproc.cluster(root, 1)
+    member.start([member])
+    try:
+        member.wait_listening()
+        yield member
+    finally:
+        member.kill()

@@ -34,7 +34,9 @@ if command -v etcd >/dev/null && ! (exec 3<>/dev/tcp/127.0.0.1/2379) 2>/dev/null
     etcd --data-dir "$logs/etcd-data" \
         --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
         --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-        --initial-cluster default=http://127.0.0.1:2380 >"$logs/etcd.log" 2>&1 &
+        --initial-cluster default=http://127.0.0.1:2380 --max-txn-ops 10000 \
+        >"$logs/etcd.log" 2>&1 &
+    for _ in $(seq 60); do (exec 3<>/dev/tcp/127.0.0.1/2379) 2>/dev/null && break; sleep 0.5; done
 fi
 
 python3 -m venv .venv

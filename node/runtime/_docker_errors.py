@@ -66,15 +66,40 @@ def docker_errors(subject: str, *, field: str = "request") -> Iterator[None]:
         raise RuntimeUnavailable(f"docker engine connection failed: {exc}") from None
 
 
-def mapped_stream(chunks: Iterable[bytes], subject: str) -> Iterator[bytes]:
-    """Iterate an SDK byte stream with errors mapped; closes the stream when abandoned."""
-    try:
-        with docker_errors(subject):
-            for chunk in chunks:
-                if chunk:
-                    yield chunk
-    finally:
-        close = getattr(chunks, "close", None)
+class MappedStream:
+    """An SDK byte stream with errors mapped. ``close`` may be called from another
+    thread (the call it serves ended): it closes the engine's response, which wakes a
+    read blocked on it; the stream also closes when exhausted or abandoned."""
+
+    def __init__(self, chunks: Iterable[bytes], subject: str) -> None:
+        self._chunks = chunks
+        self._subject = subject
+        self._iter = iter(chunks)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            with docker_errors(self._subject):
+                while True:
+                    chunk = next(self._iter)
+                    if chunk:
+                        return chunk
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
         if callable(close):
             with contextlib.suppress(Exception):
                 close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def mapped_stream(chunks: Iterable[bytes], subject: str) -> Iterator[bytes]:
+    """Iterate an SDK byte stream with errors mapped; closes the stream when abandoned."""
+    return MappedStream(chunks, subject)

@@ -13,6 +13,8 @@ LABEL_WORKLOAD = "capstan.workload"
 LABEL_NAME = "capstan.name"
 # The ref the spec named: the container itself runs the node-scoped tag of it.
 LABEL_IMAGE = "capstan.image"
+# The data-plane fields of the spec (service, ports, links) as JSON (runtime/_netspec).
+LABEL_NET = "capstan.net"
 
 _STATES = {
     "created": ContainerState.CREATED,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import errno
 import gzip
 import hashlib
 import io
@@ -38,6 +39,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,6 +306,19 @@ class ImageStore:
 
     def import_archive(self, chunks: Iterable[bytes]) -> list[str]:
         """Import a docker-save archive; returns the refs it registered."""
+        try:
+            return self._import_archive(chunks)
+        except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            # Truncated or corrupt members surface while reading, not at open.
+            raise InvalidArgument("image", f"malformed archive: {exc}") from None
+        except OSError as exc:
+            # The decompressors (gzip, bz2) report corrupt data as an OSError without an
+            # errno; an OSError with one came from a system call on the node's own disk.
+            if exc.errno is not None:
+                raise
+            raise InvalidArgument("image", f"malformed archive: {exc}") from None
+
+    def _import_archive(self, chunks: Iterable[bytes]) -> list[str]:
         with tempfile.TemporaryDirectory(dir=self.root / "tmp") as tmp:
             tmpdir = Path(tmp)
             upload = self._spool(chunks, tmpdir)
@@ -429,6 +444,18 @@ def _remove_path(path: str) -> None:
         os.unlink(path)
 
 
+# Errors of the node's own disk, not of the archive: reported as such, never blamed on input.
+_HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM})
+
+
+def _layer_name(raw: str) -> str:
+    """The member's path relative to the root; refuses any path that climbs out of it."""
+    name = os.path.normpath(raw.lstrip("/"))
+    if name == ".." or name.startswith("../"):
+        raise InvalidArgument("image", f"{raw!r} escapes the root")
+    return "" if name == "." else name
+
+
 def _whiteout_target(root: Path, parent_path: str, raw: str, hidden: str) -> str:
     """The path a whiteout ``.wh.<hidden>`` deletes: one entry of its own directory.
 
@@ -445,45 +472,66 @@ def _whiteout_target(root: Path, parent_path: str, raw: str, hidden: str) -> str
     return target
 
 
+def _apply_whiteout(root: Path, parent: str, base: str, raw: str) -> None:
+    parent_path = os.path.join(root, parent)
+    if not _inside(root, parent_path):
+        raise InvalidArgument("image", f"whiteout {raw!r} escapes the root")
+    if base == ".wh..wh..opq":
+        if os.path.isdir(parent_path) and not os.path.islink(parent_path):
+            for entry in os.listdir(parent_path):
+                _remove_path(os.path.join(parent_path, entry))
+        return
+    _remove_path(_whiteout_target(root, parent_path, raw, base[len(".wh.") :]))
+
+
+def _apply_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path) -> None:
+    name = _layer_name(member.name)
+    if not name:
+        return
+    parent, base = os.path.split(name)
+    if base.startswith(".wh."):
+        _apply_whiteout(root, parent, base, member.name)
+        return
+    if member.ischr() or member.isblk() or member.isfifo():
+        return  # device nodes are meaningless without a chroot
+    if member.issym() and os.path.isabs(member.linkname):
+        inside = os.path.relpath(
+            os.path.join("/", member.linkname.lstrip("/")), os.path.join("/", parent)
+        )
+        member = member.replace(linkname=inside, deep=False)
+    member = member.replace(name=name, deep=False)
+    parent_path = os.path.join(root, parent)
+    if not _inside(root, parent_path):
+        raise InvalidArgument("image", f"{member.name} escapes the root")
+    target = os.path.join(root, name)
+    if os.path.lexists(target) and not (
+        member.isdir() and os.path.isdir(target) and not os.path.islink(target)
+    ):
+        _remove_path(target)
+    tar.extract(member, root, set_attrs=True, filter="data")
+
+
 def _apply_layer(layer: Path, root: Path) -> None:
-    """Apply one uncompressed layer tar onto ``root`` (whiteouts included)."""
+    """Apply one uncompressed layer tar onto ``root`` (whiteouts included).
+
+    Every failure the layer's content can cause is INVALID_ARGUMENT naming the member;
+    only the node's own disk failing is not the archive's fault.
+    """
     try:
         with tarfile.open(layer, "r:") as tar:
             for member in tar:
-                name = os.path.normpath(member.name.lstrip("/"))
-                if name in (".", ""):
-                    continue
-                if name == ".." or name.startswith("../"):
-                    raise InvalidArgument("image", f"{member.name!r} escapes the root")
-                parent, base = os.path.split(name)
-                parent_path = os.path.join(root, parent)
-                if base.startswith(".wh."):
-                    # Whiteouts: delete what lower layers put here, never outside the root.
-                    if not _inside(root, parent_path):
-                        raise InvalidArgument("image", f"whiteout {member.name!r} escapes the root")
-                    if base == ".wh..wh..opq":
-                        if os.path.isdir(parent_path):
-                            for entry in os.listdir(parent_path):
-                                _remove_path(os.path.join(parent_path, entry))
-                    else:
-                        _remove_path(_whiteout_target(root, parent_path, member.name, base[4:]))
-                    continue
-                if member.ischr() or member.isblk() or member.isfifo():
-                    continue  # device nodes are meaningless without a chroot
-                if member.issym() and os.path.isabs(member.linkname):
-                    inside = os.path.relpath(
-                        os.path.join("/", member.linkname.lstrip("/")), os.path.join("/", parent)
-                    )
-                    member = member.replace(linkname=inside, deep=False)  # noqa: PLW2901
-                member = member.replace(name=name, deep=False)  # noqa: PLW2901
-                target = os.path.join(root, name)
-                if not _inside(root, parent_path):
-                    raise InvalidArgument("image", f"{member.name} escapes the root")
-                if os.path.lexists(target) and not (
-                    member.isdir() and os.path.isdir(target) and not os.path.islink(target)
-                ):
-                    _remove_path(target)
-                tar.extract(member, root, set_attrs=True, filter="data")
+                try:
+                    _apply_member(tar, member, root)
+                except KeyError as exc:  # a hardlink to a member the layer lacks
+                    raise InvalidArgument(
+                        "image", f"{member.name!r} links to a missing member: {exc}"
+                    ) from None
+                except OSError as exc:
+                    if exc.errno in _HOST_ERRNOS:
+                        raise
+                    raise InvalidArgument(
+                        "image", f"{member.name!r} cannot be applied: {exc.strerror}"
+                    ) from None
     except tarfile.FilterError as exc:
         raise InvalidArgument("image", f"unsafe layer member: {exc}") from None
     except tarfile.TarError as exc:

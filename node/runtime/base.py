@@ -30,6 +30,36 @@ class VolumeMount:
 
 
 @dataclass(frozen=True)
+class PortSpec:
+    """A TCP port the workload listens on in its own network namespace."""
+
+    port: int
+    publish: int = 0  # > 0: the agent listens on the node's address here and forwards
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """A linked service as the workload sees it: ``service`` resolves to ``address``
+    (loopback), where each of ``ports`` leads to an instance of ``target``."""
+
+    service: str  # the name the workload uses (hosts entry)
+    address: str  # 127.0.0.0/8, never 127.0.0.1
+    ports: tuple[int, ...]
+    target: str  # tenant/app/service
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """What the data plane needs to know of one running instance."""
+
+    netns: str  # /proc/<pid>/ns/net of its first process
+    isolated: bool  # its own namespace (False: it shares the node's)
+    service: str  # tenant/app/service ("" for a container outside any application)
+    ports: tuple[PortSpec, ...]
+    links: tuple[LinkSpec, ...]
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """What the orchestrator asks a node to run. ``name`` is the node-unique container name."""
 
@@ -43,6 +73,9 @@ class ContainerSpec:
     volumes: tuple[VolumeMount, ...] = ()
     network: str = "none"  # "none" or "host"; no bridge networking
     labels: tuple[tuple[str, str], ...] = ()
+    service: str = ""  # tenant/app/service: what a link tunnel's res may name
+    ports: tuple[PortSpec, ...] = ()
+    links: tuple[LinkSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,4 +132,9 @@ class Runtime(Protocol):
     def image_export(self, ref: str) -> Iterator[bytes]: ...
     def image_import(self, chunks: Iterable[bytes]) -> builtins.list[str]: ...
     def info(self) -> RuntimeInfo: ...
+    # The data plane (node/links): the network namespace and link spec of a running
+    # instance, None when it does not run. One implementation per runtime, shared with
+    # the sandbox: docker gives the container's State.Pid, the process runtime its
+    # first process; both as /proc/<pid>/ns/net.
+    def net_spec(self, name: str) -> NetSpec | None: ...
     def close(self) -> None: ...

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import itertools
+import json
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -34,16 +35,19 @@ from node.runtime._docker_names import namespace, node_hash, node_ref, ref_of, s
 from node.runtime._docker_status import (
     LABEL_IMAGE,
     LABEL_NAME,
+    LABEL_NET,
     LABEL_NODE,
     LABEL_WORKLOAD,
     labels_of,
     stats_from_sample,
     status_from_inspect,
 )
+from node.runtime._netspec import net_from_json, net_to_json
 from node.runtime.base import (
     ContainerSpec,
     ContainerStats,
     ContainerStatus,
+    NetSpec,
     RuntimeInfo,
 )
 from node.validation import validate_image_ref, validate_name, validate_spec
@@ -153,7 +157,9 @@ class DockerRuntime:
         # Ours last: they cannot be overridden by the spec's own labels.
         labels = dict(spec.labels)
         labels.update({LABEL_NODE: self.node_id, LABEL_WORKLOAD: spec.workload_id,
-                       LABEL_NAME: spec.name, LABEL_IMAGE: spec.image})
+                       LABEL_NAME: spec.name, LABEL_IMAGE: spec.image,
+                       LABEL_NET: json.dumps(net_to_json(spec.service, spec.ports, spec.links),
+                                             sort_keys=True, separators=(",", ":"))})
         dropped = list(DROPPED_CAPABILITIES)
         if spec.network == "host":
             # On the host's network a low port is the host's low port.
@@ -161,6 +167,9 @@ class DockerRuntime:
         with docker_errors(f"container {spec.name!r}", field="spec"):
             host_config = self._api.create_host_config(
                 network_mode=spec.network,
+                # A linked service's name resolves to its loopback address inside the
+                # container, where the node agent listens (node/links).
+                extra_hosts={link.service: link.address for link in spec.links} or None,
                 nano_cpus=round(spec.cpu * 1e9) if spec.cpu else None,
                 mem_limit=spec.memory or None,
                 # Same as the memory limit: no swap beyond it.
@@ -184,6 +193,26 @@ class DockerRuntime:
                 detach=True,
             )
         return self.inspect(spec.name)
+
+    def net_spec(self, name: str) -> NetSpec | None:
+        attrs = self._lookup(name)
+        state = attrs.get("State") or {}
+        pid = int(state.get("Pid") or 0)
+        if not state.get("Running") or pid <= 0:
+            return None
+        try:
+            doc = json.loads(labels_of(attrs).get(LABEL_NET) or "{}")
+            service, ports, links = net_from_json(doc)
+        except (ValueError, KeyError, TypeError):
+            raise RuntimeFailure(f"container {name!r} has a malformed {LABEL_NET} label") from None
+        mode = str((attrs.get("HostConfig") or {}).get("NetworkMode", ""))
+        return NetSpec(
+            netns=f"/proc/{pid}/ns/net",
+            isolated=mode != "host",
+            service=service,
+            ports=ports,
+            links=links,
+        )
 
     def start(self, name: str) -> ContainerStatus:
         cid = self._lookup(name)["Id"]

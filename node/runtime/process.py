@@ -68,6 +68,7 @@ from node.runtime.base import (
     ContainerState,
     ContainerStats,
     ContainerStatus,
+    NetSpec,
     RuntimeInfo,
 )
 from node.state import ContainerRecord, NodeState
@@ -190,6 +191,10 @@ class ProcessRuntime:
 
     def work_dir(self, name: str) -> Path:
         return self._dir(name) / "work"
+
+    def hosts_path(self, name: str) -> Path:
+        """The instance's hosts file (its links' names); the sandbox shows it as /etc/hosts."""
+        return self._dir(name) / "hosts"
 
     def _child(self, name: str) -> subprocess.Popen[bytes] | None:
         with self._table_lock:
@@ -341,6 +346,7 @@ class ProcessRuntime:
             shutil.rmtree(self._dir(spec.name), ignore_errors=True)
             rec = self._state.record_created(spec, "proc-" + secrets.token_hex(8), generation)
             self.work_dir(spec.name).mkdir(parents=True, exist_ok=True)
+            self.hosts_path(spec.name).write_text(hosts_file(spec))
             return self._status(rec)
 
     @_mapped
@@ -461,6 +467,18 @@ class ProcessRuntime:
                 statuses.append(self._status(rec))
         return statuses
 
+    def net_spec(self, name: str) -> NetSpec | None:
+        rec = self._refresh(self._get(name))
+        if rec.pid is None or rec.started_at is None or rec.finished_at is not None:
+            return None
+        netns = f"/proc/{rec.pid}/ns/net"
+        try:
+            isolated = os.stat(netns).st_ino != os.stat("/proc/self/ns/net").st_ino
+        except OSError:
+            return None  # exited meanwhile
+        spec = rec.spec
+        return NetSpec(netns, isolated, spec.service, spec.ports, spec.links)
+
     def record(self, name: str) -> ContainerRecord:
         """The durable record of a container (desired state, generation, spec)."""
         return self._refresh(self._get(name))
@@ -507,6 +525,9 @@ class ProcessRuntime:
                         yield chunk
                     return
                 time.sleep(_POLL * 2)
+                # Nothing new: an empty chunk hands control back to the reader, which
+                # may have been told to stop (its call ended) while nothing was logged.
+                yield b""
 
     @_mapped
     def stats(self, name: str) -> ContainerStats:
@@ -601,6 +622,12 @@ class ProcessRuntime:
 
 
 _PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin")
+
+
+def hosts_file(spec: ContainerSpec) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost"]
+    lines += [f"{link.address}\t{link.service}" for link in spec.links]
+    return "\n".join(lines) + "\n"
 
 
 def _rlimits(memory: int) -> Callable[[], None]:

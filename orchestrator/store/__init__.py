@@ -1,11 +1,14 @@
 """The orchestrator's store: one interface, shaped like etcd's key-value API.
 
-Every implementation (``sqlite`` now, ``etcd`` later) offers the same semantics, and
+Every implementation (``sqlite``, ``etcd``) offers the same semantics, and
 one conformance suite runs against each:
 
 - a global **revision** counter: every committed write (a put, a delete, a whole
-  transaction, a lease expiry) bumps it by exactly one, and every key records the
-  revision that last changed it (``Entry.revision``) and created it;
+  transaction, a lease expiry) gets a new revision greater than every earlier one,
+  and every key records the revision that last changed it (``Entry.revision``) and
+  created it. A store that is the only writer of its counter (SQLite) bumps it by
+  exactly one; on etcd the counter is the cluster's, so writes under other
+  namespaces show as gaps;
 - **compare-and-swap**: ``put``/``delete`` take ``expect_revision`` (0 = the key must
   not exist) and raise ``Conflict`` without writing anything when it does not hold;
 - **transactions**: ``txn(compares, success, failure)`` evaluates every compare and

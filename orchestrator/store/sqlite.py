@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import sqlite3
 import threading
@@ -39,7 +38,6 @@ from orchestrator.store import (
     Entry,
     Event,
     EventType,
-    Get,
     Lease,
     Put,
     RangeResult,
@@ -47,14 +45,12 @@ from orchestrator.store import (
     TxnResponse,
     TxnResult,
 )
+from orchestrator.store._checks import check_put, check_ttl, check_txn
 from orchestrator.store.keys import check_key, prefix_end
 
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
-# etcd's default request size limit: values above it would work here and fail there.
-MAX_VALUE = 1536 * 1024
-MAX_LEASE_TTL = 7 * 24 * 3600.0
 DEFAULT_HISTORY = 10_000
 _WATCH_BATCH = 256
 DEFAULT_WATCH_BUFFER = 10_000
@@ -382,7 +378,7 @@ class SqliteStore:
         expect_revision: int | None = None,
         lease: int | None = None,
     ) -> int:
-        _check_put(key, value, lease)
+        check_put(key, value, lease)
         if expect_revision is not None and expect_revision < 0:
             raise StoreError("expect_revision must be >= 0")
 
@@ -453,10 +449,7 @@ class SqliteStore:
         success: Sequence[TxnOp],
         failure: Sequence[TxnOp] = (),
     ) -> TxnResult:
-        for compare in compares:
-            _check_compare(compare)
-        for branch in (success, failure):
-            _check_branch(branch)
+        check_txn(compares, success, failure)
 
         def run(w: _Write) -> TxnResult:
             ok = all(_holds(w.db, c) for c in compares)
@@ -479,10 +472,7 @@ class SqliteStore:
     # -- leases ------------------------------------------------------------------
 
     async def grant_lease(self, ttl: float) -> Lease:
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-            raise StoreError("ttl must be a number of seconds")
-        if not math.isfinite(ttl) or not 0 < ttl <= MAX_LEASE_TTL:
-            raise StoreError(f"ttl must be in (0, {MAX_LEASE_TTL:g}] seconds, got {ttl!r}")
+        ttl = check_ttl(ttl)
 
         def run(w: _Write) -> Lease:
             db = w.db
@@ -630,54 +620,6 @@ def _entry(row: tuple[Any, ...]) -> Entry:
 def _mod_revision(db: sqlite3.Connection, key: str) -> int:
     row = db.execute("SELECT mod_revision FROM kv WHERE key = ?", (key,)).fetchone()
     return 0 if row is None else int(row[0])
-
-
-def _check_put(key: str, value: bytes, lease: int | None) -> None:
-    check_key(key)
-    if not isinstance(value, bytes):
-        raise StoreError(f"{key}: values are bytes, got {type(value).__name__}")
-    if len(value) > MAX_VALUE:
-        raise StoreError(f"{key}: value of {len(value)} bytes exceeds {MAX_VALUE}")
-    if lease is not None and (isinstance(lease, bool) or not isinstance(lease, int)):
-        raise StoreError(f"{key}: lease must be a lease id")
-
-
-def _check_compare(compare: Compare) -> None:
-    check_key(compare.key)
-    if compare.op not in ("==", "!=", "<", ">"):
-        raise StoreError(f"unknown compare operator {compare.op!r}")
-    if compare.target == "value":
-        if not isinstance(compare.operand, bytes):
-            raise StoreError("a value compare needs bytes")
-    elif compare.target in ("revision", "create_revision", "version", "lease"):
-        if isinstance(compare.operand, bool) or not isinstance(compare.operand, int):
-            raise StoreError(f"a {compare.target} compare needs an int")
-    else:
-        raise StoreError(f"unknown compare target {compare.target!r}")
-
-
-def _check_branch(ops: Sequence[TxnOp]) -> None:
-    """etcd refuses a txn that writes one key twice; so do we, to stay interchangeable."""
-    written: list[tuple[str, bool]] = []
-    for op in ops:
-        if isinstance(op, Put):
-            _check_put(op.key, op.value, op.lease)
-            written.append((op.key, False))
-        elif isinstance(op, Delete):
-            check_key(op.key)
-            written.append((op.key, op.prefix))
-        elif isinstance(op, Get):
-            check_key(op.key)
-        else:
-            raise StoreError(f"unknown transaction operation {op!r}")
-    for i, (key, prefix) in enumerate(written):
-        for other, other_prefix in written[i + 1 :]:
-            if (
-                key == other
-                or (prefix and other.startswith(key))
-                or (other_prefix and key.startswith(other))
-            ):
-                raise StoreError(f"a transaction writes {key!r} more than once")
 
 
 def _holds(db: sqlite3.Connection, compare: Compare) -> bool:

@@ -7,6 +7,7 @@ import and neither owns.
 - ``tasks``: the task kinds a node carries out for the orchestrator;
 - ``rules``: the input rules a node applies to what it is asked to run;
 - ``nodeclient``: calling a node's NodeService with a capability token.
+- ``grants``: long-lived streams end with their grant (token expiry, revocation).
 
 Operation names and their token fields are in ``protos.ops``.
 """

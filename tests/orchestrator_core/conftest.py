@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from orchestrator.store import Store
+from orchestrator.store.etcd import EtcdStore
 from orchestrator.store.sqlite import SqliteStore
 
 from ._harness import FakeClock, StoreHarness
@@ -29,22 +30,39 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     return True
 
 
-def _sqlite(tmp_path: Path, clock: FakeClock) -> Callable[[], Store]:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> StoreHarness:
     path = tmp_path / "capstan.db"
-    return lambda: SqliteStore(path, clock=clock)
+    return StoreHarness("sqlite", clock, lambda: SqliteStore(path, clock=clock))
 
 
-# Every implementation of orchestrator.store.Store; the etcd store joins this table.
-STORE_IMPLEMENTATIONS: dict[str, Callable[[Path, FakeClock], Callable[[], Store]]] = {
-    "sqlite": _sqlite,
-}
+def _etcd(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> StoreHarness:
+    endpoints: str = request.getfixturevalue("etcd_endpoints")
+    namespace = test_namespace()
+    return StoreHarness(
+        "etcd",
+        clock,
+        lambda: EtcdStore(endpoints, namespace=namespace, clock=clock),
+        exclusive=False,
+        clock_leases=False,
+    )
+
+
+def test_namespace() -> str:
+    """A key namespace of its own for one test: parallel runs share one etcd."""
+    return f"/test-{uuid.uuid4().hex}"
+
+
+test_namespace.__test__ = False  # type: ignore[attr-defined]
+
+# Every implementation of orchestrator.store.Store.
+STORE_IMPLEMENTATIONS: dict[
+    str, Callable[[pytest.FixtureRequest, Path, FakeClock], StoreHarness]
+] = {"sqlite": _sqlite, "etcd": _etcd}
 
 
 @pytest.fixture(params=sorted(STORE_IMPLEMENTATIONS))
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> StoreHarness:
-    clock = FakeClock()
-    kind: str = request.param
-    return StoreHarness(kind, clock, STORE_IMPLEMENTATIONS[kind](tmp_path, clock))
+    return STORE_IMPLEMENTATIONS[request.param](request, tmp_path, FakeClock())
 
 
 @pytest.fixture

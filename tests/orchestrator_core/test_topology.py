@@ -94,17 +94,20 @@ def test_every_field_maps() -> None:
     restart: on-failure
     maxUnavailable: 2
     links: [db]
-    network: host
-    ports: [{port: 8080}, {port: 53, protocol: udp}]
+    ports: [{port: 8080, publish: 18080}, {port: 53, protocol: udp}]
   db:
     image: registry.example:5000/team/db@sha256:"""
         + "a" * 64
         + """
     resources: {cpu: 0.5}
     autoscale: {min: 2, max: 4, targetCpu: 1}
+    ports: [{port: 5432}]
+  probe:
+    image: local/busybox:1
+    network: host
 """
     )
-    web, db = app.services
+    web, db, probe = app.services
     assert dict(web.env) == {"A": "1", "B": "2"}
     assert web.replicas == 0
     assert (web.resources.cpu, web.resources.memory) == (2.0, 10**9)
@@ -117,11 +120,13 @@ def test_every_field_maps() -> None:
     assert web.restart == pb.RESTART_POLICY_ON_FAILURE
     assert web.max_unavailable == 2
     assert list(web.links) == ["db"]
-    assert web.network == pb.NETWORK_MODE_HOST
-    assert [(p.port, p.protocol) for p in web.ports] == [
-        (8080, pb.PROTOCOL_TCP),
-        (53, pb.PROTOCOL_UDP),
+    assert web.network == pb.NETWORK_MODE_NONE
+    assert probe.network == pb.NETWORK_MODE_HOST
+    assert [(p.port, p.protocol, p.publish) for p in web.ports] == [
+        (8080, pb.PROTOCOL_TCP, 18080),
+        (53, pb.PROTOCOL_UDP, 0),
     ]
+    assert [(p.port, p.publish) for p in db.ports] == [(5432, 0)]
     assert db.replicas == 2, "autoscale without replicas starts at min"
     assert db.autoscale == pb.Autoscale(min=2, max=4, target_cpu=1.0)
 
