@@ -54,6 +54,7 @@ from pki.errors import CapstanError, CertificateError, ConfigError
 from pki.tokens import CNF_MEMBER, decode_unverified
 from protos import gateway_pb2, gateway_pb2_grpc
 from protos.wire.errors import status_of
+from protos.wire.leader import Endpoints, endpoints_of, leader_of
 from protos.wire.trust import trust_digest
 
 log = logging.getLogger("capstan.node.renewal")
@@ -274,7 +275,7 @@ class Renewer:
         cert: Path,
         key: Path,
         ca: Path,
-        gateway_address: str,
+        gateway_address: str | Endpoints,
         on_renewed: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -283,7 +284,7 @@ class Renewer:
         timeout: float = 10.0,
     ) -> None:
         self._cert, self._key, self._ca = Path(cert), Path(key), Path(ca)
-        self._address = gateway_address
+        self._endpoints = endpoints_of(gateway_address)
         self._on_renewed = on_renewed
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
@@ -396,13 +397,15 @@ class Renewer:
             private_key=key,
             certificate_chain=chain,
         )
-        channel = grpc.secure_channel(self._address, credentials)
+        address = self._endpoints.current()
+        channel = grpc.secure_channel(address, credentials)
         try:
             response: gateway_pb2.RenewResponse = gateway_pb2_grpc.NodeGatewayStub(
                 channel
             ).Renew(gateway_pb2.RenewRequest(csr_pem=csr_pem), timeout=self._timeout)
             return response
         except grpc.RpcError as exc:
+            self._endpoints.failed(address, leader_of(exc))
             status = status_of(exc)
             raise RenewalError(f"renewal refused: {status.name}: {status.details}") from None
         finally:

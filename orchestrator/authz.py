@@ -149,6 +149,7 @@ TABLE: Mapping[str, Rule] = {
             "Rebalance": Rule(Access.ADMIN),
             "RevokeNode": Rule(Access.ADMIN),
             "PkiStatus": Rule(Access.REVIEW),
+            "Version": Rule(Access.READ),
         }.items()
     },
     **{
