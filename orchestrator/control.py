@@ -240,7 +240,19 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         if sample is not None and w.state == "running":
             out.cpu_used = sample.cpu_fraction
             out.memory_used = sample.memory_bytes
+        out.endpoints.extend(self._endpoints(w))
         return out
+
+    def _endpoints(self, w: control_pb2.Workload) -> list[str]:
+        """The node's address at each port the instance publishes, while it runs."""
+        node = self._state.node(w.node) if w.node and w.state == "running" else None
+        rec = self._state.app(w.tenant, w.app) if node is not None else None
+        if node is None or rec is None:
+            return []
+        host = node.address.rpartition(":")[0]
+        service = next((s for s in rec.app.services if s.name == w.service), None)
+        ports = service.ports if service is not None else []
+        return [f"{host}:{p.publish}" for p in ports if p.publish]
 
     # -- nodes ------------------------------------------------------------------------
 
@@ -479,7 +491,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         until = request.until or self._clock()
         grants: dict[tuple[str, str, str], control_pb2.Capability] = {}
         for e in await self._audit.entries():
-            if e.get("event") != "token.minted" or e.get("aud") != node.id:
+            # Link grants count as capabilities too: tunnel tokens are minted for them
+            # every few seconds, unaudited one by one (orchestrator/links.py).
+            if e.get("event") not in ("token.minted", "link.granted") or e.get("aud") != node.id:
                 continue
             at = float(e.get("at", 0))
             if at < request.since or at > until:
