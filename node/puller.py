@@ -32,7 +32,7 @@ import grpc
 
 from node.converge import Action, Create, Desired, Nothing, Remove, Start, plan
 from node.errors import AlreadyExists, NotFound
-from node.renewal import own_credentials
+from node.renewal import gateway_channel, own_credentials
 from node.reporter import Backoff
 from node.runtime.base import Runtime
 from node.service import spec_from_pb
@@ -190,7 +190,7 @@ class Puller:
             credentials = self._credentials()
         except CapstanError as exc:
             return f"cannot start: {exc}"
-        channel = grpc.secure_channel(self._address, credentials)
+        channel = gateway_channel(self._address, credentials, self._cert)
         try:
             call = gateway_pb2_grpc.NodeGatewayStub(channel).Watch(
                 gateway_pb2.WatchRequest(node=self._name)

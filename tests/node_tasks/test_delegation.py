@@ -113,7 +113,7 @@ def test_delegation_token_works_once_and_only_from_the_source_it_names(
     # Replaying the token, with the very certificate it is bound to, is refused.
     before = (source.runtime.images(), source.names())
     with (
-        NodeClient(source.address, credentials=n2.credentials()) as client,
+        NodeClient(source.address, credentials=n2.credentials(), expect=source.node_id) as client,
         pytest.raises(NodeCallError) as err,
     ):
         list(client.stream("image.export", node_pb2.ImageRef(ref=IMAGE), task.token))
