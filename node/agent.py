@@ -27,6 +27,7 @@ from pki._files import read_file
 from pki.certs import load_pem_chain
 from pki.errors import CertificateError, ConfigError
 from protos import gateway_pb2
+from protos.wire.leader import Endpoints
 
 log = logging.getLogger("capstan.node")
 
@@ -127,6 +128,8 @@ def run_joined_node(
             f"but {files.joined} records {joined.node_id}"
         )
     volumes = VolumeStore(config.state_dir / "volumes")  # the directory NodeService uses
+    # The gateway joined through first, then every other orchestrator (HA).
+    gateways = Endpoints([joined.gateway_address, *joined.gateway_addresses])
     pokes: list[Callable[[], None]] = []
 
     def poke_reporter() -> None:
@@ -137,7 +140,7 @@ def run_joined_node(
         agent.runtime,
         volumes,
         own_credentials=functools.partial(_own_credentials, files),
-        gateway_channel=functools.partial(_gateway_channel, files, joined.gateway_address),
+        gateway_channel=functools.partial(_gateway_channel, files, gateways),
         node_id=joined.node_id,
         spool_dir=config.state_dir / "spool",
         on_image=poke_reporter,
@@ -152,7 +155,7 @@ def run_joined_node(
     try:
         reporter = Reporter(
             agent.runtime,
-            gateway_address=joined.gateway_address,
+            gateway_address=gateways,
             cert=files.cert,
             key=files.key,
             ca=files.ca,
@@ -169,7 +172,7 @@ def run_joined_node(
             cert=files.cert,
             key=files.key,
             ca=files.ca,
-            gateway_address=joined.gateway_address,
+            gateway_address=gateways,
             on_renewed=reporter.reconnect,  # the orchestrator learns the new certificate
             clock=clock,
             rng=rng,
@@ -181,7 +184,7 @@ def run_joined_node(
             puller = Puller(
                 agent.runtime,
                 volumes,
-                gateway_address=joined.gateway_address,
+                gateway_address=gateways,
                 cert=files.cert,
                 key=files.key,
                 ca=files.ca,
@@ -191,6 +194,7 @@ def run_joined_node(
                 backoff=backoff or Backoff(),
                 on_change=reporter.poke,
                 rng=rng,
+                epochs=agent.authorizer.epochs,
             )
             puller.start()
     except BaseException:
@@ -211,5 +215,5 @@ def _own_credentials(files: StateFiles) -> grpc.ChannelCredentials:
     return own_credentials(files.cert, files.key, files.ca)
 
 
-def _gateway_channel(files: StateFiles, address: str) -> grpc.Channel:
-    return gateway_channel(address, _own_credentials(files), files.cert)
+def _gateway_channel(files: StateFiles, gateways: Endpoints) -> grpc.Channel:
+    return gateway_channel(gateways.current(), _own_credentials(files), files.cert)

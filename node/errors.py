@@ -33,6 +33,15 @@ class FailedPrecondition(NodeError):
     """The object is in a state that does not allow the operation (FAILED_PRECONDITION)."""
 
 
+class NotOwned(NodeError):
+    """The request names an object of another tenant or application than the one the
+    token's resource belongs to (PERMISSION_DENIED); ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
 class RuntimeUnavailable(NodeError):
     """The container runtime does not answer (UNAVAILABLE)."""
 

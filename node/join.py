@@ -343,6 +343,8 @@ class Joined:
     address: str  # what the orchestrator was told
     runtime: str
     mode: str
+    # Every orchestrator's gateway (several orchestrators on etcd); empty for one.
+    gateway_addresses: tuple[str, ...] = ()
 
     @property
     def files(self) -> StateFiles:
@@ -352,6 +354,7 @@ class Joined:
         doc = asdict(self)
         del doc["state_dir"]
         doc["issuers"] = list(self.issuers)
+        doc["gateway_addresses"] = list(self.gateway_addresses)
         return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
     def check_overrides(self, *, listen: str | None = None, runtime: str | None = None) -> None:
@@ -398,8 +401,14 @@ def load_joined(state_dir: Path) -> Joined | None:
         doc: Any = json.loads(read_file(path, "joined node record"))
     except (ValueError, UnicodeDecodeError):
         raise ConfigError(f"joined node record {path} is not valid JSON") from None
-    if not isinstance(doc, dict) or set(doc) != set(_JOINED_FIELDS):
+    if not isinstance(doc, dict):
         raise ConfigError(f"joined node record {path} is malformed")
+    addresses = doc.pop("gateway_addresses", [])  # absent in records of one orchestrator
+    if set(doc) != set(_JOINED_FIELDS) or not isinstance(addresses, list):
+        raise ConfigError(f"joined node record {path} is malformed")
+    if not all(isinstance(a, str) for a in addresses):
+        raise ConfigError(f"joined node record {path}: gateway_addresses is malformed")
+    doc["gateway_addresses"] = tuple(addresses)
     for key, kind in _JOINED_FIELDS.items():
         value = doc[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -523,6 +532,8 @@ def _checked_response(
         KeySet.from_jwks(response.jwks)
         parse_deny_list(response.deny_list)
         split_host_port(response.gateway_address, "gateway address")
+        for address in response.gateway_addresses:
+            split_host_port(address, "gateway address")
     except JoinError:
         raise
     except CapstanError as exc:
@@ -619,6 +630,7 @@ def join(
             address=plan.address,
             runtime=plan.runtime,
             mode=plan.mode,
+            gateway_addresses=tuple(response.gateway_addresses),
         )
         try:
             atomic_write(files.ca, response.trust_bundle)

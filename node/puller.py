@@ -7,7 +7,12 @@ any other node. A second thread converges the local runtime to that set with
 ``node.converge.plan`` every interval and at once when a new set arrives.
 
 Until the first set arrives nothing is touched: an empty view is not an empty
-desired set. When the stream breaks the node keeps converging to the last set it
+desired set. A set is taken only if it is not older than what the node has seen:
+its leadership epoch must not be below the highest epoch the node has accepted (in
+a token or a set: one ``EpochFloor`` with the authorizer), and within one epoch its
+store revision must not go back. A deposed leader's stale view is refused.
+
+When the stream breaks the node keeps converging to the last set it
 had (its workloads keep running while the orchestrator is away) and reconnects with
 the reporter's capped, jittered backoff.
 
@@ -30,17 +35,19 @@ from pathlib import Path
 
 import grpc
 
+from node.authz import EpochFloor
 from node.converge import Action, Create, Desired, Nothing, Remove, Start, plan
 from node.errors import AlreadyExists, NotFound
 from node.renewal import gateway_channel, own_credentials
 from node.reporter import Backoff
 from node.runtime.base import Runtime
 from node.service import spec_from_pb
-from node.validation import validate_spec
+from node.validation import check_owner, validate_spec
 from node.volumes import VolumeStore
 from pki.errors import CapstanError
 from protos import gateway_pb2, gateway_pb2_grpc
 from protos.wire.errors import status_of
+from protos.wire.leader import Endpoints, endpoints_of, leader_of
 
 log = logging.getLogger("capstan.node.puller")
 
@@ -77,7 +84,7 @@ class Puller:
         runtime: Runtime,
         volumes: VolumeStore,
         *,
-        gateway_address: str,
+        gateway_address: str | Endpoints,
         cert: Path,
         key: Path,
         ca: Path,
@@ -90,12 +97,13 @@ class Puller:
         stop_timeout: float = 10.0,
         on_change: Callable[[], None] = lambda: None,
         rng: random.Random | None = None,
+        epochs: EpochFloor | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("converge interval must be positive")
         self._runtime = runtime
         self._volumes = volumes
-        self._address = gateway_address
+        self._endpoints = endpoints_of(gateway_address)
         self._cert, self._key, self._ca = Path(cert), Path(key), Path(ca)
         self._name = node_name
         self._interval = interval
@@ -106,6 +114,7 @@ class Puller:
         self._stop_timeout = stop_timeout
         self._on_change = on_change
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self._epochs = epochs or EpochFloor()
 
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -120,6 +129,7 @@ class Puller:
         self.streams = 0  # Watch streams opened
         self.received = 0  # Assignments messages received
         self.converges = 0  # completed converge passes
+        self.refused = 0  # sets refused as older than one already seen
         self.last_error = ""  # why the last stream ended
         self.last_actions: list[Action] = []  # the actions of the last pass that did something
 
@@ -145,11 +155,29 @@ class Puller:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def update(self, assignments: gateway_pb2.Assignments) -> None:
-        """Take a new complete set (from the Watch stream) and converge to it at once."""
+    def update(self, assignments: gateway_pb2.Assignments) -> bool:
+        """Take a new complete set (from the Watch stream) and converge to it at once;
+        False (and nothing changes) when it is older than what the node has seen."""
         with self._lock:
+            latest = self._latest
+            stale = assignments.epoch < self._epochs.value or (
+                latest is not None
+                and (assignments.epoch, assignments.revision) < (latest.epoch, latest.revision)
+            )
+            if stale:
+                self.refused += 1
+                log.warning(
+                    "refused assignments of epoch %d revision %d: seen epoch %d%s",
+                    assignments.epoch,
+                    assignments.revision,
+                    self._epochs.value,
+                    "" if latest is None else f" revision {latest.revision}",
+                )
+                return False
+            self._epochs.observe(assignments.epoch)
             self._latest = assignments
         self._wake.set()
+        return True
 
     @property
     def assignments(self) -> gateway_pb2.Assignments | None:
@@ -181,7 +209,10 @@ class Puller:
             delay = self._backoff.delay(failures, self._rng)
             failures += 1
             log.warning(
-                "watch stream to %s %s; reconnecting in %.1fs", self._address, reason, delay
+                "watch stream to %s %s; reconnecting in %.1fs",
+                self._endpoints.current(),
+                reason,
+                delay,
             )
             self._stop.wait(delay)
 
@@ -190,7 +221,8 @@ class Puller:
             credentials = self._credentials()
         except CapstanError as exc:
             return f"cannot start: {exc}"
-        channel = gateway_channel(self._address, credentials, self._cert)
+        address = self._endpoints.current()
+        channel = gateway_channel(address, credentials, self._cert)
         try:
             call = gateway_pb2_grpc.NodeGatewayStub(channel).Watch(
                 gateway_pb2.WatchRequest(node=self._name)
@@ -202,9 +234,13 @@ class Puller:
                 call.cancel()
             for assignments in call:
                 self.received += 1
-                self.update(assignments)
+                if not self.update(assignments):
+                    call.cancel()  # a stale orchestrator: look for the leader
+                    self._endpoints.failed(address)
+                    return "sent an older epoch or revision than seen"
             return "closed by the orchestrator"
         except grpc.RpcError as exc:
+            self._endpoints.failed(address, leader_of(exc))
             return f"broke: {status_of(exc).one_line()}"
         finally:
             with self._lock:
@@ -273,6 +309,7 @@ class Puller:
                 entry = Desired(a.workload_id, spec, a.desired, a.restart or "always")
                 if entry.desired == "running":
                     validate_spec(spec)
+                    check_owner(spec)
             except (CapstanError, ValueError) as exc:
                 keep.update(x for x in (a.workload_id, a.spec.name) if x)
                 key = (a.workload_id, str(exc))

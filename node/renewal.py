@@ -55,6 +55,7 @@ from pki.tokens import CNF_MEMBER, decode_unverified
 from protos import gateway_pb2, gateway_pb2_grpc
 from protos.wire.channel import any_orchestrator, expecting
 from protos.wire.errors import status_of
+from protos.wire.leader import Endpoints, endpoints_of, leader_of
 from protos.wire.trust import trust_digest
 
 log = logging.getLogger("capstan.node.renewal")
@@ -288,7 +289,7 @@ class Renewer:
         cert: Path,
         key: Path,
         ca: Path,
-        gateway_address: str,
+        gateway_address: str | Endpoints,
         on_renewed: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -297,7 +298,7 @@ class Renewer:
         timeout: float = 10.0,
     ) -> None:
         self._cert, self._key, self._ca = Path(cert), Path(key), Path(ca)
-        self._address = gateway_address
+        self._endpoints = endpoints_of(gateway_address)
         self._on_renewed = on_renewed
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
@@ -410,13 +411,15 @@ class Renewer:
             private_key=key,
             certificate_chain=chain,
         )
-        channel = gateway_channel(self._address, credentials, self._cert)
+        address = self._endpoints.current()
+        channel = gateway_channel(address, credentials, self._cert)
         try:
             response: gateway_pb2.RenewResponse = gateway_pb2_grpc.NodeGatewayStub(
                 channel
             ).Renew(gateway_pb2.RenewRequest(csr_pem=csr_pem), timeout=self._timeout)
             return response
         except grpc.RpcError as exc:
+            self._endpoints.failed(address, leader_of(exc))
             status = status_of(exc)
             raise RenewalError(f"renewal refused: {status.name}: {status.details}") from None
         finally:

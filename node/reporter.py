@@ -37,6 +37,7 @@ from pki.errors import CapstanError
 from pki.tokenkeys import KeySet
 from protos import gateway_pb2, gateway_pb2_grpc
 from protos.wire.errors import status_of
+from protos.wire.leader import Endpoints, endpoints_of, leader_of
 from protos.wire.trust import parse_deny_list
 
 log = logging.getLogger("capstan.node.reporter")
@@ -68,7 +69,7 @@ class Reporter:
         self,
         runtime: Runtime,
         *,
-        gateway_address: str,
+        gateway_address: str | Endpoints,
         cert: Path,
         key: Path,
         ca: Path,
@@ -86,7 +87,8 @@ class Reporter:
         if interval <= 0:
             raise ValueError("heartbeat interval must be positive")
         self._runtime = runtime
-        self._address = gateway_address
+        # Every orchestrator the node knows; a follower's refusal names the leader.
+        self._endpoints = endpoints_of(gateway_address)
         self._cert, self._key, self._ca = Path(cert), Path(key), Path(ca)
         self._jwks, self._deny = Path(jwks), Path(deny_list)
         self._interval = interval
@@ -195,7 +197,10 @@ class Reporter:
             failures += 1
             self.failures = failures
             log.warning(
-                "report stream to %s %s; reconnecting in %.1fs", self._address, reason, delay
+                "report stream to %s %s; reconnecting in %.1fs",
+                self._endpoints.current(),
+                reason,
+                delay,
             )
             self._stop.wait(delay)
 
@@ -205,7 +210,8 @@ class Reporter:
             credentials = self._credentials()
         except CapstanError as exc:
             return f"cannot start: {exc}"
-        channel = gateway_channel(self._address, credentials, self._cert)
+        address = self._endpoints.current()
+        channel = gateway_channel(address, credentials, self._cert)
         ended, wake = threading.Event(), threading.Event()
         try:
             call = gateway_pb2_grpc.NodeGatewayStub(channel).Report(self._statuses(ended, wake))
@@ -219,6 +225,7 @@ class Reporter:
                 self._handle(message)
             return "closed by the orchestrator"
         except grpc.RpcError as exc:
+            self._endpoints.failed(address, leader_of(exc))
             return f"broke: {status_of(exc).one_line()}"
         finally:
             ended.set()

@@ -30,7 +30,7 @@ from node.runtime.base import (
     Runtime,
     VolumeMount,
 )
-from node.validation import validate_spec
+from node.validation import check_owner, validate_spec
 from node.volumes import VolumeStore
 from pki.errors import CapstanError
 from protos import node_pb2, node_pb2_grpc
@@ -46,6 +46,7 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.NotOwned, grpc.StatusCode.PERMISSION_DENIED),
     (errors.RuntimeUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
@@ -221,6 +222,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> node_pb2.ContainerStatus:
         spec = spec_from_pb(request)
         validate_spec(spec)
+        check_owner(spec)
         self._generations.check(spec.name, spec.workload_id, request.generation)
         for mount in spec.volumes:
             self._volumes.ensure(mount.name)

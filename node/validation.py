@@ -15,9 +15,9 @@ import math
 import re
 from collections.abc import Iterable
 
-from node.errors import InvalidArgument
+from node.errors import InvalidArgument, NotOwned
 from node.runtime.base import ContainerSpec, VolumeMount
-from protos.wire import rules
+from protos.wire import names, rules
 
 
 def _check(field: str, problem: str | None) -> None:
@@ -172,6 +172,26 @@ def validate_volumes(field: str, value: Iterable[object]) -> None:
         targets.add(path)
         if not isinstance(mount.read_only, bool):
             raise InvalidArgument(f"{field}[{i}].read_only", "must be a boolean")
+
+
+def check_owner(spec: ContainerSpec) -> None:
+    """Every volume a container mounts belongs to the container's own tenant and
+    application: its name starts with the same ``<tenant>.<app>.`` (``protos.wire.names``).
+
+    The container's name is the token's ``res``, so this ties what the spec touches on
+    the node to what the orchestrator authorized (regression: two tenants'
+    same-named applications shared a volume). Raises ``NotOwned``."""
+    if not spec.volumes:
+        return
+    owner = names.owner_of(spec.name)
+    if owner is None:
+        raise NotOwned("name", "a container that mounts volumes is named <tenant>.<app>.<...>")
+    for i, mount in enumerate(spec.volumes):
+        if names.owner_of(mount.name) != owner:
+            raise NotOwned(
+                f"volumes[{i}].name",
+                f"{mount.name[:80]!r} is not a volume of {owner!r}",
+            )
 
 
 SERVICE_REF_RE = re.compile(

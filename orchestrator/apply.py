@@ -8,16 +8,13 @@ all of its instances. Nothing is written until the whole plan is known.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 from orchestrator import quantities
 from orchestrator.errors import OrchestratorError
 from orchestrator.topology import template_hash
 from protos import control_pb2, topology_pb2
-from protos.wire import rules
-
-MAX_CONTAINER_NAME = 63
+from protos.wire import names, rules
 
 
 class InvalidApplication(OrchestratorError):
@@ -80,12 +77,9 @@ def workload_id(tenant: str, app: str, service: str, index: int) -> str:
 
 def container_name(w: control_pb2.Workload) -> str:
     """Node-unique and deterministic: the same workload and spec always get the same
-    name, so a repeated create after a crash is ALREADY_EXISTS, never a duplicate."""
-    short = w.spec_hash.removeprefix("sha256:")[:10]
-    name = f"{w.tenant}.{w.app}.{w.service}.{w.index}.{short}"
-    if len(name) > MAX_CONTAINER_NAME:
-        name = f"w{hashlib.sha256(w.id.encode()).hexdigest()[:40]}.{short}"
-    return name
+    name, so a repeated create after a crash is ALREADY_EXISTS, never a duplicate.
+    It starts with the tenant and application (``protos.wire.names``)."""
+    return names.container_name(w.tenant, w.app, w.service, w.index, w.spec_hash)
 
 
 def plan(
@@ -137,6 +131,7 @@ def plan(
                     service=s.name,
                     index=i,
                     state="pending",
+                    created_at=now,
                 )
             elif found.desired == "running" and found.spec_hash == h and found.image == s.image:
                 continue

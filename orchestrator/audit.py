@@ -66,6 +66,11 @@ class AuditLog:
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # transactions written (for benchmarks: entries / batches)
 
+    def reload(self) -> None:
+        """Read the chain's head from the store again before the next append (a new
+        leader: another orchestrator may have appended since this one last did)."""
+        self._loaded = False
+
     async def _load(self) -> None:
         entry = await self._store.get(_COUNTER)
         if entry is None:

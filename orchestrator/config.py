@@ -21,11 +21,20 @@ class OrchestratorConfig:
     token_ttl: float = 60.0  # lifetime of tokens the orchestrator mints for itself
     delegation_ttl: float = 10.0  # lifetime of node-to-node and user tokens
     reconcile_interval: float = 0.5
-    epoch: int = 1
+    # The replicated store: etcd client endpoints (HOST:PORT,...); "" keeps SQLite at
+    # ``store``. With etcd several orchestrators run and one leads.
+    etcd: str = ""
+    etcd_namespace: str = "/capstan"
+    etcd_tls: tuple[Path, Path, Path] | None = None  # CA, client certificate, key
+    leader_ttl: float = 2.0  # seconds a silent leader keeps leadership
+    # This orchestrator among several: they share one identity (nodes obey one issuer
+    # and check one server id) and are told apart by member name and address.
+    member: str = ""
     node_cert_ttl: float | None = None  # node certificates; None: the PKI default (24 h)
     cert_ttl: float | None = None  # the orchestrator's own certificate; None: 24 h
 
     def __post_init__(self) -> None:
+        self.member = self.member or self.name
         self.pki_dir = Path(self.pki_dir)
         self.store = Path(self.store)
         for what in ("listen", "join_listen"):

@@ -21,6 +21,7 @@ import grpc
 from orchestrator import jointokens
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Caller, CallerRefused, caller_of
+from orchestrator.errors import NotLeader
 from orchestrator.liveness import Tracker
 from orchestrator.state import ClusterState
 from orchestrator.tasks import Completion, TaskBook, TaskRefused
@@ -29,7 +30,7 @@ from pki.certs import thumbprint
 from pki.errors import CapstanError
 from pki.identity import Kind, validate_name
 from pki.tokenkeys import TokenKeyStore
-from protos import control_pb2, gateway_pb2, gateway_pb2_grpc
+from protos import control_pb2, gateway_pb2, gateway_pb2_grpc, node_pb2
 from protos.wire.trust import format_deny_list
 
 log = logging.getLogger("capstan.orchestrator")
@@ -79,6 +80,11 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         # trusts, the renewal service, the lifetime of node certificates.
         self.trust_digests: dict[str, str] = {}
         self.renewals: Any = None
+        # The leadership epoch to stamp on pull-mode assignments; raises NotLeader
+        # once this orchestrator no longer leads (set by the server).
+        self.epoch: Callable[[], int] = lambda: 0
+        # Every orchestrator's NodeGateway address (HA), told to joining nodes.
+        self.peer_addresses: Callable[[], list[str]] = lambda: []
         self.node_cert_ttl: float | None = None
 
     def set_authority(self, authority: Authority) -> None:
@@ -185,6 +191,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             deny_list=format_deny_list(self._revoked()),
             heartbeat_interval=self._heartbeat,
             gateway_address=self.gateway_address,
+            gateway_addresses=self.peer_addresses(),
         )
 
     # -- report ---------------------------------------------------------------------
@@ -245,7 +252,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             try:
                 async for status in request_iterator:
                     self.trust_digests[name] = status.trust_digest
-                    fence, refused = self._attribute(name, status)
+                    fence, refused, changed = self._attribute(name, status)
                     if refused:
                         await self._audit.record(
                             "report.refused",
@@ -266,7 +273,11 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                         outbox.put_nowait(
                             gateway_pb2.GatewayMessage(sent_at=self._clock(), fence=sorted(fence))
                         )
-                    self._on_report()
+                    if changed:
+                        # Only a report that changes something is worth a reconcile
+                        # pass: at 1 Hz from every node, waking on each would keep the
+                        # reconciler running back to back.
+                        self._on_report()
                 outbox.put_nowait(None)
             except Exception as exc:
                 outbox.put_nowait(exc)
@@ -287,18 +298,20 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             if self.outboxes.get(name) is outbox:
                 del self.outboxes[name]
 
-    def _attribute(self, name: str, status: gateway_pb2.NodeStatus) -> tuple[set[str], set[str]]:
+    def _attribute(
+        self, name: str, status: gateway_pb2.NodeStatus
+    ) -> tuple[set[str], set[str], bool]:
         """Accept only containers of workloads assigned to this node. Copies of workloads
-        that moved away are fenced; claims on any other node's workload are refused."""
+        that moved away are fenced; claims on any other node's workload are refused.
+        The third value: whether the accepted report changed what the node runs."""
         if len(status.containers) > MAX_REPORTED_CONTAINERS:
-            return set(), {"(too many containers)"}
+            return set(), {"(too many containers)"}, False
         fence: set[str] = set()
         refused: set[str] = set()
-        accepted = gateway_pb2.NodeStatus(
-            sent_at=status.sent_at, full=status.full, usage=status.usage, images=status.images
-        )
+        accepted: list[node_pb2.ContainerStatus] = []
         for c in status.containers:
-            w = self._state.workload(c.workload_id)
+            # Looks, not copies: this runs for every container of every heartbeat.
+            w = self._state.peek_workload(c.workload_id)
             if w is None:
                 fence.add(c.name)
             elif w.node != name:
@@ -307,10 +320,11 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 else:
                     refused.add(c.workload_id)
             else:
-                accepted.containers.append(c)
-        if not refused:
-            self._tracker.seen(name, accepted)
-        return fence, refused
+                accepted.append(c)
+        if refused:
+            return fence, refused, False
+        changed = self._tracker.seen(name, status, accepted)
+        return fence, refused, changed
 
     async def Renew(
         self, request: gateway_pb2.RenewRequest, context: grpc.aio.ServicerContext
@@ -365,12 +379,23 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             )
         last = b""
         while True:
+            try:
+                epoch = self.epoch()
+            except NotLeader:
+                return  # deposed: the node reconnects and is sent to the leader
             current = self._assignments(node.name)
+            current.epoch = epoch
+            current.revision = self._state.revision
             data = current.SerializeToString(deterministic=True)
             if data != last:
                 last = data
                 yield current
             await asyncio.sleep(self._heartbeat / 2)
+
+    def close_streams(self) -> None:
+        """End every node's Report stream (leadership lost: they reconnect elsewhere)."""
+        for box in list(self.outboxes.values()):
+            box.put_nowait(ConnectionAbortedError("leadership ended"))  # type: ignore[arg-type]
 
 
 def capped_capacity(

@@ -6,7 +6,7 @@ persisted record is updated only when its liveness state changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -43,21 +43,44 @@ class Tracker:
         self._clock = clock
         self.nodes: dict[str, NodeView] = {}
 
-    def seen(self, node: str, status: gateway_pb2.NodeStatus) -> None:
+    def seen(
+        self,
+        node: str,
+        status: gateway_pb2.NodeStatus,
+        containers: Sequence[node_pb2.ContainerStatus] | None = None,
+    ) -> bool:
+        """Record a heartbeat; ``containers`` (default: the status's own) are the ones
+        accepted. True when what the node runs changed since its last report (a
+        reconcile pass is worth it); a heartbeat that repeats the last report is not."""
         now = self._clock()
         view = self.nodes.setdefault(node, NodeView())
+        first = view.last_seen == 0.0
         view.last_seen = now
+        listed = status.containers if containers is None else containers
+        changed = first
         if status.full:
-            view.containers = {c.name: c for c in status.containers}
+            current = {c.name: c for c in listed}
+            old = view.containers
+            if not changed and (
+                len(current) != len(old) or any(old.get(k) != c for k, c in current.items())
+            ):
+                changed = True
+            view.containers = current
             view.report_at = now
         else:
-            for c in status.containers:
+            for c in listed:
+                if view.containers.get(c.name) != c:
+                    changed = True
                 view.containers[c.name] = c
         if status.usage:
             view.usage = {u.name: u for u in status.usage}
         if status.full:
-            view.images = {with_tag(i) for i in status.images}
+            images = {with_tag(i) for i in status.images}
+            if images != view.images or not view.images_known:
+                changed = True
+            view.images = images
             view.images_known = True
+        return changed
 
     def identify(self, node: str, thumbprint: str) -> None:
         self.nodes.setdefault(node, NodeView()).thumbprint = thumbprint

@@ -27,12 +27,19 @@ from orchestrator.nodecalls import NodeCaller
 from orchestrator.state import ClusterState
 from orchestrator.tasks import Completion, TaskBook
 from protos import control_pb2, gateway_pb2, node_pb2, topology_pb2
+from protos.wire import names
 from protos.wire.errors import NodeCallError
 from protos.wire.tasks import IMAGE_FETCH, VOLUME_FETCH
 
 log = logging.getLogger("capstan.orchestrator")
 
 MAX_BACKOFF = 30.0
+# Placement scores at most this many feasible nodes per instance, from a cursor
+# that moves on after each decision (Kubernetes' percentageOfNodesToScore, in
+# spirit): exact on clusters up to this size, O(sample) per instance beyond.
+PLACEMENT_SAMPLE = 64
+# Placed records written per store transaction (within etcd's 128 operations).
+PLACEMENT_BATCH = 100
 
 
 RESTART_NAMES = {
@@ -43,9 +50,16 @@ RESTART_NAMES = {
 }
 
 
+def _copy(w: control_pb2.Workload) -> control_pb2.Workload:
+    out = control_pb2.Workload()
+    out.CopyFrom(w)
+    return out
+
+
 def volume_name(w: control_pb2.Workload, volume: str) -> str:
-    """A node-local volume is per application, so a moved instance finds its data."""
-    return f"{w.app}.{volume}"
+    """A node-local volume is per tenant and application (``protos.wire.names``): a moved
+    instance finds its data, another tenant's same-named application never does."""
+    return names.volume_name(w.tenant, w.app, volume)
 
 
 def container_spec(
@@ -104,6 +118,7 @@ class Reconciler:
         self._fetched: set[tuple[str, str, str, int]] = set()
         # (workload, generation, source) whose old copy a push node confirmed removed
         self._cleared: set[tuple[str, int, str]] = set()
+        self._cursor = 0  # where the next placement starts looking (see PLACEMENT_SAMPLE)
 
     def wake(self) -> None:
         self._wake.set()
@@ -129,17 +144,30 @@ class Reconciler:
         async with self.state.lock:
             await self._update_liveness()
         now = self._clock()
-        workloads = sorted(self.state.all_workloads(), key=lambda w: (w.desired != "removed", w.id))
+        # Settled instances (running where they should, as reported) are skipped from
+        # a look at the stored records: only the others are copied and worked on, so
+        # a quiet cluster's tick costs a scan, not a copy of every record.
+        workloads = sorted(
+            (_copy(w) for w in self.state.peek_workloads() if not self._settled(w)),
+            key=lambda w: (w.desired != "removed", w.id),
+        )
         in_flight = self._services_in_transition(workloads)
         due = [w for w in workloads if w.next_attempt_at <= now]
         # Placement first, one at a time: each decision must see the previous one's
-        # allocation. Then node commands run concurrently (bounded), since a node
-        # call is mostly waiting on the node's runtime.
+        # allocation (kept in ``views``, built once per tick). The records are then
+        # written together (one store transaction per batch). Then node commands run
+        # concurrently (bounded), since a node call is mostly waiting on the node.
         rest = []
+        views: dict[str, scheduler.NodeView] | None = None
+        placed: list[tuple[control_pb2.Workload, str | None]] = []
         for w in due:
-            if await self._guarded(self._place_if_needed(w)):
+            if self._needs_placement(w):
+                if views is None:
+                    views = {v.id: v for v in self._views()}
+                await self._guarded(self._place_batched(w, views, placed))
                 continue
             rest.append(w)
+        await self._commit_placements(placed)
         limit = asyncio.Semaphore(self.concurrency)
 
         async def one(w: control_pb2.Workload) -> None:
@@ -165,13 +193,16 @@ class Reconciler:
                 await self._failed(w, f"{task.kind} of {task.resource} on {task.node} timed out")
 
     async def _update_liveness(self) -> None:
-        for node in self.state.all_nodes():
-            if node.state == "revoked":
+        for stored in self.state.peek_nodes():
+            if stored.state == "revoked":
                 continue
-            live = self.tracker.liveness(node.name, joined_at=node.joined_at).value
-            if live == Liveness.SUSPECT and node.state == "ready":
+            live = self.tracker.liveness(stored.name, joined_at=stored.joined_at).value
+            if live == Liveness.SUSPECT and stored.state == "ready":
                 continue  # suspicion alone moves nothing; keep the record quiet
-            if node.state != live and not (live == Liveness.SUSPECT and node.state == "dead"):
+            if stored.state == live or (live == Liveness.SUSPECT and stored.state == "dead"):
+                continue
+            node = self.state.node(stored.name)  # a copy, to change and save
+            if node is not None:
                 if live == Liveness.DEAD:
                     await self.audit.record("node.dead", node=node.name)
                     log.warning("node %s declared dead", node.name)
@@ -202,13 +233,13 @@ class Reconciler:
         alloc_cpu: Counter[str] = Counter()
         alloc_mem: Counter[str] = Counter()
         per_service: dict[str, Counter[str]] = {}
-        for w in self.state.all_workloads():
+        for w in self.state.peek_workloads():
             if w.node and w.desired != "removed":
                 alloc_cpu[w.node] += w.cpu  # type: ignore[assignment]
                 alloc_mem[w.node] += w.memory
                 per_service.setdefault(w.node, Counter())[f"{w.tenant}/{w.app}/{w.service}"] += 1
         views = []
-        for n in self.state.all_nodes():
+        for n in self.state.peek_nodes():
             views.append(
                 scheduler.NodeView(
                     id=n.name,
@@ -229,7 +260,7 @@ class Reconciler:
     def _service_spec(
         self, w: control_pb2.Workload
     ) -> tuple[topology_pb2.Application, topology_pb2.Service] | None:
-        rec = self.state.app(w.tenant, w.app)
+        rec = self.state.peek_app(w.tenant, w.app)  # read only: callers never change it
         if rec is None:
             return None
         for s in rec.app.services:
@@ -275,18 +306,84 @@ class Reconciler:
                 await self._failed(w, f"{exc.code.name}: {exc.details}")
             return False
 
-    async def _place_if_needed(self, w: control_pb2.Workload) -> bool:
-        """Place a workload that has no usable node; True when this step handled it."""
+    def _settled(self, w: control_pb2.Workload) -> bool:
+        """Nothing to do for ``w`` (a stored record, not mutated): it should run, runs,
+        on a ready push node that reported its current container running. Exactly the
+        case where a full step would change nothing."""
+        if w.desired != "running" or w.state != "running" or not w.node:
+            return False
+        node = self.state.peek_node(w.node)
+        if node is None or node.state != "ready" or node.draining or node.mode == "pull":
+            return False
+        if w.container != plans.container_name(w):
+            return False
+        current = self.tracker.containers(node.name).get(w.container)
+        return current is not None and current.state == "running"
+
+    def _needs_placement(self, w: control_pb2.Workload) -> bool:
         if w.desired == "removed":
             return False
+        node = self._node_usable(w.node) if w.node else None
+        return node is None or node.draining
+
+    async def _place_batched(
+        self,
+        w: control_pb2.Workload,
+        views: dict[str, scheduler.NodeView],
+        placed: list[tuple[control_pb2.Workload, str | None]],
+    ) -> None:
         spec = self._service_spec(w)
         if spec is None:
-            return True
-        node = self._node_usable(w.node) if w.node else None
-        if node is not None and not node.draining:
-            return False
-        await self._place(w, spec[0], spec[1], moving_from=w.node if w.node else None)
-        return True
+            return
+        moving_from = w.node if w.node else None
+        request = scheduler.request_for(spec[0], spec[1])
+        candidates = [v for v in views.values() if v.id != moving_from]
+        try:
+            target = scheduler.place(
+                request, candidates, sample=PLACEMENT_SAMPLE, start=self._cursor
+            )
+        except scheduler.Unschedulable as exc:
+            if w.state != "unschedulable" or w.message != str(exc):
+                w.state = "unschedulable"
+                w.message = str(exc)
+                await self._save(w)
+            return
+        # The next decision looks at the next nodes first: spread over the cluster
+        # without scoring every node for every instance.
+        self._cursor += PLACEMENT_SAMPLE
+        views[target] = scheduler.assign(views[target], request)
+        self._assign(w, spec[1], target, moving_from)
+        placed.append((w, moving_from))
+
+    async def _commit_placements(
+        self, placed: list[tuple[control_pb2.Workload, str | None]]
+    ) -> None:
+        """Write placed records in batches (one store transaction each), then audit them
+        (concurrently: the audit log commits them together)."""
+        for first in range(0, len(placed), PLACEMENT_BATCH):
+            batch = placed[first : first + PLACEMENT_BATCH]
+            now = self._clock()
+            async with self.state.lock:
+                # Unless an apply or delete changed the record meanwhile (as in _save).
+                kept = []
+                for w, moved in batch:
+                    current = self.state.peek_workload(w.id)
+                    if (
+                        current is not None
+                        and current.generation == w.generation
+                        and current.desired == w.desired
+                    ):
+                        w.updated_at = now
+                        kept.append((w, moved))
+                await self.state.commit(workloads=[w for w, _ in kept])
+            await asyncio.gather(
+                *(
+                    self.audit.record(
+                        "workload.placed", workload=w.id, node=w.node, moved_from=moved or ""
+                    )
+                    for w, moved in kept
+                )
+            )
 
     async def _step(self, w: control_pb2.Workload, in_flight: Counter[str]) -> None:
         if w.desired == "removed":
@@ -358,11 +455,25 @@ class Reconciler:
                 w.message = str(exc)
                 await self._save(w)
             return
+        self._assign(w, service, target, moving_from)
+        await self._save(w)
+        await self.audit.record(
+            "workload.placed", workload=w.id, node=target, moved_from=moving_from or ""
+        )
+
+    def _assign(
+        self,
+        w: control_pb2.Workload,
+        service: topology_pb2.Service,
+        target: str,
+        moving_from: str | None,
+    ) -> None:
+        """The record of ``w`` placed on ``target`` (not saved)."""
         if moving_from and moving_from not in w.previous_nodes:
             w.previous_nodes.append(moving_from)
         w.node = target
         w.container = plans.container_name(w)
-        source = self.state.node(moving_from) if moving_from else None
+        source = self.state.peek_node(moving_from) if moving_from else None
         # A workload with volumes leaving a live node takes its data along.
         w.state = (
             "migrating"
@@ -371,10 +482,6 @@ class Reconciler:
         )
         w.message = ""
         w.attempts = 0
-        await self._save(w)
-        await self.audit.record(
-            "workload.placed", workload=w.id, node=target, moved_from=moving_from or ""
-        )
 
     async def _converge(
         self,
@@ -503,8 +610,8 @@ class Reconciler:
     async def _remove_strays(self) -> None:
         """Containers a live node runs that no workload wants there: copies left on a
         node a workload moved away from, and old versions after a replacement."""
-        workloads = {w.id: w for w in self.state.all_workloads()}
-        for node in self.state.all_nodes():
+        workloads = {w.id: w for w in self.state.peek_workloads()}
+        for node in self.state.peek_nodes():
             if node.state != "ready" or node.mode == "pull":
                 continue
             for c in list(self.tracker.containers(node.name).values()):
@@ -530,12 +637,12 @@ class Reconciler:
                     log.info("could not remove stray %s on %s: %s", c.name, node.name, exc)
 
     async def _finish_deletes(self) -> None:
-        for rec in self.state.all_apps():
+        for rec in self.state.peek_apps():
             if not rec.deleting:
                 continue
             if any(
                 w.tenant == rec.app.tenant and w.app == rec.app.name
-                for w in self.state.all_workloads()
+                for w in self.state.peek_workloads()
             ):
                 continue
             async with self.state.lock:

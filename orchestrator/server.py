@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
@@ -29,7 +29,9 @@ from orchestrator.config import OrchestratorConfig
 from orchestrator.control import ControlService
 from orchestrator.delegation import Delegator
 from orchestrator.failover import LivenessWatch
+from orchestrator.following import LeaderGate
 from orchestrator.gateway import Gateway
+from orchestrator.leader import FencedStore, Leadership, run_as_leader
 from orchestrator.lifecycle import Lifecycle, LifecycleSettings, OwnCertificate, RevocationCache
 from orchestrator.liveness import Tracker
 from orchestrator.minter import Minter
@@ -37,6 +39,8 @@ from orchestrator.nodecalls import NodeCaller
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
 from orchestrator.state import ClusterState
+from orchestrator.store import Store
+from orchestrator.store.etcd import EtcdStore, EtcdTLS
 from orchestrator.store.sqlite import SqliteStore
 from orchestrator.tasks import TaskBook
 from pki.authority import Authority
@@ -49,12 +53,11 @@ from protos.wire.channel import ORCHESTRATOR_SERVER_OPTIONS
 log = logging.getLogger("capstan.orchestrator")
 
 
-
 @dataclass
 class Orchestrator:
     config: OrchestratorConfig
     server: grpc.aio.Server
-    store: SqliteStore
+    store: FencedStore
     state: ClusterState
     reconciler: Reconciler
     gateway: Gateway
@@ -69,6 +72,9 @@ class Orchestrator:
     rebalancer: Rebalancer | None = None
     autoscaler: Autoscaler | None = None
     lifecycle: Lifecycle | None = None
+    leadership: Leadership | None = None
+    # The leader's duties (reconciler, liveness, ...): running only while leading.
+    duties: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float = 1.0) -> None:
         for task in self.tasks:
@@ -78,6 +84,8 @@ class Orchestrator:
                 await task
         await self.server.stop(grace)
         await self.reconciler.caller.close()
+        if self.leadership is not None:
+            await self.leadership.resign()
         await self.store.close()
 
 
@@ -96,15 +104,25 @@ async def start(
     # Re-read within a call of any revocation, also one made by `capstan pki revoke`.
     revoked = RevocationCache(config.pki_dir)
 
-    store = SqliteStore(config.store, clock=clock)
-    await store.open()
+    raw = _open_store(config, clock)
+    await raw.open()
+    # Nodes and clients are told the addresses actually bound (port 0: the kernel chose).
+    leadership = Leadership(
+        raw,
+        identity=config.member,
+        address=config.listen,
+        ttl=config.leader_ttl,
+        exclusive=not config.etcd,
+        clock=clock,
+    )
+    store = FencedStore(raw, leadership)
     state = ClusterState(store)
     await state.load()
     audit = AuditLog(store, clock)
     tracker = Tracker(heartbeat=config.heartbeat, grace=config.grace, clock=clock)
     tracker.started = clock()
     minter = Minter(
-        token_keys, issuer=identity, audit=audit, epoch=lambda: config.epoch, clock=clock
+        token_keys, issuer=identity, audit=audit, epoch=leadership.current_epoch, clock=clock
     )
     caller = NodeCaller(
         minter,
@@ -162,7 +180,12 @@ async def start(
     autoscaler = Autoscaler(reconciler, audit, clock=clock)
     control.rebalancer = rebalancer
 
-    server = grpc.aio.server(options=ORCHESTRATOR_SERVER_OPTIONS)
+    leader_seen: dict[str, str] = {}  # the last leader read from the store, for redirects
+    gate = LeaderGate(
+        lambda: leadership.leading,
+        lambda method: leader_seen.get("join" if method.endswith("/Join") else "address", ""),
+    )
+    server = grpc.aio.server(options=ORCHESTRATOR_SERVER_OPTIONS, interceptors=[gate])
     control_pb2_grpc.add_ControlServiceServicer_to_server(control, server)
     gateway_pb2_grpc.add_NodeGatewayServicer_to_server(gateway, server)
     health_servicer = health.aio.HealthServicer()
@@ -206,19 +229,15 @@ async def start(
         raise ConfigError(f"cannot listen on {config.listen} / {config.join_listen}")
     # With port 0 the kernel chose: nodes must be told the port actually bound.
     gateway.gateway_address = f"{config.host}:{port}"
+    gateway.epoch = leadership.current_epoch
+    leadership.address = gateway.gateway_address
+    join_address = f"{config.join_listen.rpartition(':')[0]}:{join_port}"
+    leadership.join_address = join_address
     await server.start()
     for name in ("", *names[:2]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    await audit.record("orchestrator.started", id=identity, epoch=config.epoch)
-    background = [
-        asyncio.create_task(reconciler.run(), name="reconciler"),
-        asyncio.create_task(liveness.run(), name="liveness"),
-        asyncio.create_task(rebalancer.run(), name="rebalancer"),
-        asyncio.create_task(autoscaler.run(), name="autoscaler"),
-        asyncio.create_task(lifecycle.run(), name="lifecycle"),
-    ]
-    log.info("orchestrator %s serving on %s, join on %s", identity, port, join_port)
-    return Orchestrator(
+
+    orch = Orchestrator(
         config,
         server,
         store,
@@ -229,12 +248,86 @@ async def start(
         identity,
         port,
         join_port,
-        background,
+        [],
         liveness,
         rebalancer,
         autoscaler,
         lifecycle,
+        leadership,
     )
+
+    async def elected(epoch: int) -> None:
+        # Everything the previous leader may have changed is read back from the
+        # store; what only it held in memory is rebuilt (docs/high-availability.md).
+        await state.load()
+        audit.reload()
+        tracker.nodes.clear()
+        tracker.started = clock()  # every node gets one grace period to reconnect
+        reconciler.pending.clear()
+        await audit.record("orchestrator.elected", id=identity, member=config.member, epoch=epoch)
+        orch.duties = [
+            asyncio.create_task(reconciler.run(), name="reconciler"),
+            asyncio.create_task(liveness.run(), name="liveness"),
+            asyncio.create_task(rebalancer.run(), name="rebalancer"),
+            asyncio.create_task(autoscaler.run(), name="autoscaler"),
+            asyncio.create_task(lifecycle.run(), name="lifecycle"),
+        ]
+        log.info("orchestrator %s leads (epoch %d)", identity, epoch)
+
+    async def lost() -> None:
+        duties, orch.duties = orch.duties, []
+        for task in duties:
+            task.cancel()
+        for task in duties:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        gateway.close_streams()
+        log.warning("orchestrator %s no longer leads (epoch %d)", identity, leadership.epoch)
+
+    first = asyncio.Event()
+
+    async def on_elected(epoch: int) -> None:
+        try:
+            await elected(epoch)
+        finally:
+            first.set()
+
+    async def watch_leader() -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                info = await leadership.leader()
+                if info is not None:
+                    leader_seen.update(address=info.address, join=info.join_address)
+            await asyncio.sleep(leadership.ttl / 2)
+
+    orch.tasks = [
+        asyncio.create_task(run_as_leader(leadership, on_elected, lost), name="leadership"),
+        asyncio.create_task(leadership.register(), name="membership"),
+        asyncio.create_task(watch_leader(), name="leader-watch"),
+    ]
+    orch.tasks.append(asyncio.create_task(_cancel_duties_on_stop(orch), name="duties"))
+    if not config.etcd:
+        await first.wait()  # alone on its file: it leads at once
+    log.info("orchestrator %s serving on %s, join on %s", identity, port, join_port)
+    return orch
+
+
+async def _cancel_duties_on_stop(orch: Orchestrator) -> None:
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for task in orch.duties:
+            task.cancel()
+        for task in orch.duties:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _open_store(config: OrchestratorConfig, clock: Callable[[], float]) -> Store:
+    if not config.etcd:
+        return SqliteStore(config.store, clock=clock)
+    tls = EtcdTLS(*config.etcd_tls) if config.etcd_tls else None
+    return EtcdStore(config.etcd, namespace=config.etcd_namespace, tls=tls, clock=clock)
 
 
 def run(config: OrchestratorConfig) -> None:

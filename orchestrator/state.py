@@ -34,11 +34,15 @@ class ClusterState:
     workloads: dict[str, _Slot] = field(default_factory=dict)
     nodes: dict[str, _Slot] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The highest store revision loaded or written: the generation of what this
+    # orchestrator hands out (pull-mode nodes refuse an older one).
+    revision: int = 0
 
     async def load(self) -> None:
         self.apps.clear()
         self.workloads.clear()
         self.nodes.clear()
+        self.revision = await self.store.revision()
         for e in await self.store.range(keys.APPS):
             rec = _parse(control_pb2.AppRecord, e.value)
             self.apps[(rec.app.tenant, rec.app.name)] = _Slot(rec, e.revision)
@@ -78,6 +82,33 @@ class ClusterState:
     def all_nodes(self) -> list[control_pb2.NodeRecord]:
         return [_copy(s.record) for s in self.nodes.values()]  # type: ignore[misc]
 
+    # -- read-only views (no copy) ---------------------------------------------------
+    # For loops that only look: every heartbeat of every node, every reconcile tick.
+    # Copying every record there is what made the orchestrator's idle cost grow with
+    # nodes x instances. The message returned is the stored one: never mutate it
+    # (take a copy with workload()/node() to change and save a record).
+
+    def peek_workload(self, wid: str) -> control_pb2.Workload | None:
+        slot = self.workloads.get(wid)
+        return slot.record if slot else None  # type: ignore[return-value]
+
+    def peek_workloads(self) -> list[control_pb2.Workload]:
+        return [s.record for s in self.workloads.values()]  # type: ignore[misc]
+
+    def peek_node(self, name: str) -> control_pb2.NodeRecord | None:
+        slot = self.nodes.get(name)
+        return slot.record if slot else None  # type: ignore[return-value]
+
+    def peek_nodes(self) -> list[control_pb2.NodeRecord]:
+        return [s.record for s in self.nodes.values()]  # type: ignore[misc]
+
+    def peek_app(self, tenant: str, name: str) -> control_pb2.AppRecord | None:
+        slot = self.apps.get((tenant, name))
+        return slot.record if slot else None  # type: ignore[return-value]
+
+    def peek_apps(self) -> list[control_pb2.AppRecord]:
+        return [s.record for s in self.apps.values()]  # type: ignore[misc]
+
     # -- writes ---------------------------------------------------------------------
 
     async def save_node(self, node: control_pb2.NodeRecord) -> None:
@@ -87,6 +118,7 @@ class ClusterState:
             key, node.SerializeToString(), expect_revision=slot.revision if slot else 0
         )
         self.nodes[node.name] = _Slot(_copy(node), rev)
+        self.revision = max(self.revision, rev)
 
     async def save_workload(self, w: control_pb2.Workload) -> None:
         slot = self.workloads.get(w.id)
@@ -94,13 +126,15 @@ class ClusterState:
             keys.workload(w.id), w.SerializeToString(), expect_revision=slot.revision if slot else 0
         )
         self.workloads[w.id] = _Slot(_copy(w), rev)
+        self.revision = max(self.revision, rev)
 
     async def delete_workload(self, wid: str) -> None:
         slot = self.workloads.get(wid)
         if slot is None:
             return
-        await self.store.delete(keys.workload(wid), expect_revision=slot.revision)
+        rev = await self.store.delete(keys.workload(wid), expect_revision=slot.revision)
         del self.workloads[wid]
+        self.revision = max(self.revision, rev or 0)
 
     async def commit(
         self,
@@ -148,6 +182,7 @@ class ClusterState:
         if not result.succeeded:
             raise Conflict("apply", 0, result.revision)
         rev = result.revision
+        self.revision = max(self.revision, rev)
         for a in apps:
             self.apps[(a.app.tenant, a.app.name)] = _Slot(_copy(a), rev)
         for t, n in delete_apps:

@@ -41,7 +41,7 @@ class JoinRequest(_message.Message):
     def __init__(self, join_token: _Optional[str] = ..., csr_pem: _Optional[bytes] = ..., name: _Optional[str] = ..., dns: _Optional[_Iterable[str]] = ..., ips: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtime: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("node_id", "name", "certificate_chain", "trust_bundle", "jwks", "issuers", "deny_list", "heartbeat_interval", "gateway_address")
+    __slots__ = ("node_id", "name", "certificate_chain", "trust_bundle", "jwks", "issuers", "deny_list", "heartbeat_interval", "gateway_address", "gateway_addresses")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_CHAIN_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class JoinResponse(_message.Message):
     DENY_LIST_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     name: str
     certificate_chain: bytes
@@ -60,7 +61,8 @@ class JoinResponse(_message.Message):
     deny_list: bytes
     heartbeat_interval: float
     gateway_address: str
-    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., certificate_chain: _Optional[bytes] = ..., trust_bundle: _Optional[bytes] = ..., jwks: _Optional[bytes] = ..., issuers: _Optional[_Iterable[str]] = ..., deny_list: _Optional[bytes] = ..., heartbeat_interval: _Optional[float] = ..., gateway_address: _Optional[str] = ...) -> None: ...
+    gateway_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., certificate_chain: _Optional[bytes] = ..., trust_bundle: _Optional[bytes] = ..., jwks: _Optional[bytes] = ..., issuers: _Optional[_Iterable[str]] = ..., deny_list: _Optional[bytes] = ..., heartbeat_interval: _Optional[float] = ..., gateway_address: _Optional[str] = ..., gateway_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ContainerUsage(_message.Message):
     __slots__ = ("name", "cpu_fraction", "memory_bytes")
@@ -219,9 +221,11 @@ class Assignment(_message.Message):
     def __init__(self, workload_id: _Optional[str] = ..., spec: _Optional[_Union[_node_pb2.ContainerSpec, _Mapping]] = ..., desired: _Optional[str] = ..., restart: _Optional[str] = ...) -> None: ...
 
 class Assignments(_message.Message):
-    __slots__ = ("assignments", "revision")
+    __slots__ = ("assignments", "revision", "epoch")
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     assignments: _containers.RepeatedCompositeFieldContainer[Assignment]
     revision: int
-    def __init__(self, assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+    epoch: int
+    def __init__(self, assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., revision: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...

@@ -44,9 +44,47 @@ def orchestrator_group() -> None:
 )
 @click.option(
     "--store",
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
-    help="SQLite store file.",
+    help="SQLite store file (one orchestrator). Required unless --etcd is given.",
+)
+@click.option(
+    "--etcd",
+    default="",
+    metavar="HOST:PORT,...",
+    help="etcd client endpoints: the replicated store, for several orchestrators.",
+)
+@click.option(
+    "--etcd-namespace",
+    default="/capstan",
+    show_default=True,
+    help="Key prefix of this cluster in etcd.",
+)
+@click.option(
+    "--etcd-ca",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="CA bundle etcd's server certificate must chain to (capstan pki etcd).",
+)
+@click.option(
+    "--etcd-cert",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Client certificate for etcd (mTLS).",
+)
+@click.option(
+    "--etcd-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Key of the etcd client certificate.",
+)
+@click.option(
+    "--member",
+    default="",
+    help="This orchestrator's member name among several (default: --name).",
+)
+@click.option(
+    "--leader-ttl",
+    type=click.FloatRange(min=1.0, max=60.0),
+    default=2.0,
+    show_default=True,
+    help="Seconds a silent leader keeps leadership (etcd).",
 )
 @click.option(
     "--name",
@@ -88,7 +126,14 @@ def serve_cmd(
     pki_dir: Path,
     listen: str,
     join_listen: str,
-    store: Path,
+    store: Path | None,
+    etcd: str,
+    etcd_namespace: str,
+    etcd_ca: Path | None,
+    etcd_cert: Path | None,
+    etcd_key: Path | None,
+    member: str,
+    leader_ttl: float,
     name: str,
     heartbeat: float,
     grace: float,
@@ -104,10 +149,20 @@ def serve_cmd(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if not etcd and store is None:
+        raise click.UsageError("give --store FILE (SQLite) or --etcd ENDPOINTS")
+    tls_files = (etcd_ca, etcd_cert, etcd_key)
+    if any(tls_files) and not all(tls_files):
+        raise click.UsageError("--etcd-ca, --etcd-cert and --etcd-key go together")
     run(
         OrchestratorConfig(
             pki_dir=pki_dir,
-            store=store,
+            store=store or Path("capstan.db"),
+            etcd=etcd,
+            etcd_namespace=etcd_namespace,
+            etcd_tls=(etcd_ca, etcd_cert, etcd_key) if etcd_ca and etcd_cert and etcd_key else None,
+            member=member,
+            leader_ttl=leader_ttl,
             listen=listen,
             join_listen=join_listen,
             name=name,

@@ -13,7 +13,8 @@ key                             value
 /audit/<seq>                    the hash-chained audit log; seq zero-padded to 20 digits
 /counters/<name>                monotonic counters (e.g. audit seq, leader epoch)
 /jointokens/<sha256>            an unused join token, by the SHA-256 of its secret
-/leader                         the current leader and its epoch
+/leader                         the current leader and its epoch (leased)
+/orchestrators/<name>           an orchestrator's addresses (leased: gone = down)
 ==============================  =====================================================
 
 Each ``<...>`` part is percent-encoded (``quote(part, safe="")``): a SPIFFE id such as
@@ -41,6 +42,7 @@ TASKS = "/tasks/"
 AUDIT = "/audit/"
 COUNTERS = "/counters/"
 LEADER = "/leader"
+ORCHESTRATORS = "/orchestrators/"
 JOIN_TOKENS = "/jointokens/"
 
 
@@ -113,6 +115,10 @@ def audit(seq: int) -> str:
 
 def counter(name: str) -> str:
     return f"{COUNTERS}{part(name)}"
+
+
+def orchestrator(name: str) -> str:
+    return f"{ORCHESTRATORS}{part(name)}"
 
 
 def join_token(digest: str) -> str:

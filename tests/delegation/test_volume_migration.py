@@ -53,7 +53,7 @@ def docker_cluster(tmp_path: Path, busybox_image: str) -> Iterator[tuple[Cluster
 
 
 def _volume(c: Cluster, node: str) -> Path:
-    return c.root / node / "volumes" / "db.data"
+    return c.root / node / "volumes" / "default.db.data"
 
 
 def test_drain_moves_the_volume_with_its_data(docker_cluster: tuple[Cluster, list[str]]) -> None:

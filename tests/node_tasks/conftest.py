@@ -87,7 +87,12 @@ class Cluster:
         labels: dict[str, str] | None = None,
         on_tasks: Callable[[list[gateway_pb2.Task]], None] | None = None,
     ) -> Member:
-        token = self.orch.control().CreateJoinToken(control_pb2.JoinTokenRequest(name=name)).token
+        # Labels are the admin's word, given with the join token (not by the node).
+        token = (
+            self.orch.control()
+            .CreateJoinToken(control_pb2.JoinTokenRequest(name=name, labels=labels or {}))
+            .token
+        )
         state_dir = self.root / name
         options = JoinOptions(
             name=name,
@@ -96,7 +101,6 @@ class Cluster:
             mode=mode,
             cpus=4,
             memory=4 << 30,
-            labels=labels or {},
         )
         joined, _ = ensure_joined(state_dir, self.orch.join_target, token, self.ca_file, options)
         runtime = ProcessRuntime(joined.node_id, state_dir)

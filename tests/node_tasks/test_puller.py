@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from node.authz import EpochFloor
 from node.converge import Action
 from node.puller import Puller, RestartBackoff
 from node.runtime.base import ContainerSpec, ContainerState
@@ -107,7 +108,7 @@ def test_converges_and_a_second_pass_does_nothing(
     runtime.create(STRAY)
     puller.update(
         gateway_pb2.Assignments(
-            assignments=[assignment(0), assignment(1, volume="shop.data")], revision=1
+            assignments=[assignment(0), assignment(1, volume="default.shop.data")], revision=1
         )
     )
     done = puller.converge_once()
@@ -122,7 +123,7 @@ def test_converges_and_a_second_pass_does_nothing(
         ("default.shop.web.0.abc", ContainerState.RUNNING),
         ("default.shop.web.1.abc", ContainerState.RUNNING),
     ]
-    assert (tmp_path / "state" / "volumes" / "shop.data").is_dir()
+    assert (tmp_path / "state" / "volumes" / "default.shop.data").is_dir()
     assert puller.converge_once() == []
 
     # Desired removed: gone; the other one stays.
@@ -200,3 +201,41 @@ def test_restart_policies_and_backoff_on_the_injected_clock(
     clock.now += 5.0
     assert kinds(puller.converge_once()) == [("Start", crash)]
     assert runtime.inspect(done).exit_code == 0 and runtime.inspect(fails).exit_code == 4
+
+
+def test_assignments_from_an_older_epoch_are_refused(
+    runtime: ProcessRuntime, tmp_path: Path, clock: Clock
+) -> None:
+    """Regression (pull mode had no epoch check): once a node has seen a newer
+    leadership, a deposed leader's view changes nothing on it."""
+    floor = EpochFloor()
+    puller = Puller(
+        runtime,
+        VolumeStore.for_state_dir(tmp_path / "state"),
+        gateway_address="127.0.0.1:1",
+        cert=tmp_path / "n.crt",
+        key=tmp_path / "n.key",
+        ca=tmp_path / "ca.crt",
+        node_name="n1",
+        interval=0.05,
+        clock=clock,
+        epochs=floor,
+    )
+    new = gateway_pb2.Assignments(assignments=[assignment(0)], epoch=7, revision=40)
+    assert puller.update(new)
+    assert floor.value == 7, "the epoch seen in a set raises the floor tokens are checked against"
+    # The old leader (epoch 6) still holds an older view with workload 0 removed.
+    stale = gateway_pb2.Assignments(assignments=[assignment(0, desired="removed")], epoch=6)
+    stale.revision = 99
+    assert not puller.update(stale)
+    # Same epoch, but an older revision: a stream that fell behind.
+    behind = gateway_pb2.Assignments(assignments=[], epoch=7, revision=39)
+    assert not puller.update(behind)
+    assert puller.refused == 2
+    assert puller.assignments == new
+    puller.converge_once()
+    assert state(runtime, "default.shop.web.0.abc") is ContainerState.RUNNING
+    # A token of epoch 8 seen by the authorizer also ends epoch 7's sets.
+    floor.observe(8)
+    assert not puller.update(gateway_pb2.Assignments(assignments=[], epoch=7, revision=41))
+    assert puller.update(gateway_pb2.Assignments(assignments=[assignment(0)], epoch=8, revision=2))

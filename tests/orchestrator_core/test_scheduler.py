@@ -306,3 +306,39 @@ services:
         pool=PoolPolicy.DEDICATED,
         ports=frozenset({("tcp", 8080), ("udp", 53)}),
     )
+
+
+# -- sampled scoring (large clusters) ---------------------------------------------------
+
+
+def _many(n: int) -> list[NodeView]:
+    return [NodeView(id=f"n{i:03d}", cpu=4, memory=8 * 2**30) for i in range(n)]
+
+
+def test_sampled_placement_is_exact_on_a_cluster_no_larger_than_the_sample() -> None:
+    nodes = _many(10)
+    nodes[7] = NodeView(id="n007", cpu=4, memory=8 * 2**30, allocated_cpu=0.0)
+    busy = [NodeView(id=n.id, cpu=4, memory=8 * 2**30, allocated_cpu=3.0) for n in nodes]
+    busy[7] = nodes[7]
+    request = PlacementRequest(service="t/a/s", cpu=0.5)
+    for start in range(12):
+        assert place(request, busy, sample=10, start=start) == place(request, busy) == "n007"
+
+
+def test_sampled_placement_never_misses_the_one_node_that_fits() -> None:
+    nodes = [NodeView(id=f"n{i:03d}", cpu=1, memory=2**30, cordoned=i != 90) for i in range(100)]
+    request = PlacementRequest(service="t/a/s", cpu=0.5)
+    assert place(request, nodes, sample=8, start=0) == "n090"
+    with pytest.raises(Unschedulable) as info:
+        place(request, [n for n in nodes if n.id != "n090"], sample=8, start=3)
+    assert info.value.reasons == {"cordoned": 99}
+
+
+def test_sampled_placement_scores_only_the_window_from_its_start() -> None:
+    nodes = _many(100)
+    request = PlacementRequest(service="t/a/s", cpu=0.1)
+    # Every node is equal: the first node of the window wins the tie by id order
+    # within the window, so the cursor decides where instances go.
+    assert place(request, nodes, sample=4, start=0) == "n000"
+    assert place(request, nodes, sample=4, start=50) == "n050"
+    assert place(request, nodes, sample=4, start=98) == "n000"  # wraps: n098 n099 n000 n001
