@@ -134,6 +134,22 @@ def _bounded(name: str) -> str:
     return name
 
 
+def canonical_host(value: str) -> str:
+    """One spelling per host, for every comparison of names and addresses: an IP
+    address in its compressed form (an IPv4-mapped IPv6 address as the IPv4 one), a
+    DNS name lowercased without a trailing dot. Raises CertificateError."""
+    if not isinstance(value, str):
+        raise CertificateError(f"invalid host {value!r}")
+    text = value.strip().strip("[]")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return validate_dns_name(text.rstrip("."))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
 def parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """Parse an IPv4 or IPv6 address or raise CertificateError."""
     try:
