@@ -81,6 +81,7 @@ class Reporter:
         healthy_after: float | None = None,
         fence_timeout: float = 10.0,
         on_tasks: Callable[[list[gateway_pb2.Task]], None] | None = None,
+        on_links: Callable[[gateway_pb2.LinkPlan], None] | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -101,6 +102,7 @@ class Reporter:
         # Tasks (delegated fetches) are handed to whoever runs them; it must return
         # quickly (queue the work), as it runs on the stream's reading thread.
         self._on_tasks = on_tasks
+        self._on_links = on_links  # the data plane's new link plan (node/links)
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
 
@@ -248,6 +250,7 @@ class Reporter:
         try:
             containers: list[ContainerStatus] = self._runtime.list()
             images: list[str] = self._runtime.images()
+            digests = [f"{ref}@{image_id}" for ref, image_id in self._runtime.image_ids().items()]
             full = True
             if self._list_failing:
                 log.warning("runtime lists containers again")
@@ -258,7 +261,7 @@ class Reporter:
             if not self._list_failing:
                 log.error("cannot list containers and images for the report: %s", exc)
                 self._list_failing = True
-            containers, images, full = [], [], False
+            containers, images, digests, full = [], [], [], False
         usage = self._usage
         running = sorted(c.name for c in containers if c.state is ContainerState.RUNNING)
         return gateway_pb2.NodeStatus(
@@ -267,6 +270,7 @@ class Reporter:
             usage=[usage[name] for name in running if name in usage],
             full=full,
             images=images,
+            image_digests=sorted(digests),
             trust_digest=trust_digest_of_files(self._jwks, self._ca),
         )
 
@@ -286,6 +290,11 @@ class Reporter:
             self.poke()  # the next status acknowledges what the node now trusts
         if message.renew_now and self.on_renew is not None:
             self.on_renew()
+        if message.HasField("links") and self._on_links is not None:
+            try:
+                self._on_links(message.links)
+            except Exception as exc:  # must not end the stream either
+                log.error("link plan not applied: %s", exc)
         if message.fence:
             self._fences.put(list(message.fence))
         if message.tasks:

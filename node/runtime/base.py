@@ -76,6 +76,11 @@ class ContainerSpec:
     service: str = ""  # tenant/app/service: what a link tunnel's res may name
     ports: tuple[PortSpec, ...] = ()
     links: tuple[LinkSpec, ...] = ()
+    # The sandbox's knobs (docs/sandbox.md); each default is the strictest setting.
+    user: str = ""  # "UID" or "UID:GID"; "" = the tenant's own non-root uid
+    seccomp: str = ""  # "" = the engine's default profile, or a stricter one of Capstan's
+    cap_add: tuple[str, ...] = ()  # capabilities given back (all are dropped otherwise)
+    low_ports: bool = False  # may bind ports below 1024 in its own network namespace
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,9 @@ class Runtime(Protocol):
     # The refs this node has (each one ``image_exists`` says yes to), each with its tag;
     # cheap enough to call on every heartbeat.
     def images(self) -> builtins.list[str]: ...
+    # ``{ref with its tag: image id}`` of every ref ``images`` lists; the id is the
+    # SHA-256 of the image's config, the digest an orchestrator pins.
+    def image_ids(self) -> dict[str, str]: ...
     def image_export(self, ref: str) -> Iterator[bytes]: ...
     def image_import(self, chunks: Iterable[bytes]) -> builtins.list[str]: ...
     def info(self) -> RuntimeInfo: ...
