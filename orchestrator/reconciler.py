@@ -113,7 +113,9 @@ class Reconciler:
         self._wake = asyncio.Event()
         self.delegator: Delegator | None = None
         self.links: links.LinkPlanner | None = None  # the nodes' link plans
-        self.concurrency = 16  # node commands in flight at once
+        # Node commands in flight at once: a node call mostly waits on its runtime, and
+        # an engine creates many containers at once (bench/bench_deploy.py).
+        self.concurrency = 64
         self.tasks: TaskBook | None = None
         self.images = Catalog(state.store)
         # (node, kind, resource) -> request id of the delegated fetch under way
