@@ -31,7 +31,7 @@ from orchestrator.delegation import Delegator
 from orchestrator.failover import LivenessWatch
 from orchestrator.following import LeaderGate
 from orchestrator.gateway import Gateway
-from orchestrator.leader import FencedStore, Leadership, run_as_leader
+from orchestrator.leader import FencedStore, Leadership, orchestrators, run_as_leader
 from orchestrator.lifecycle import Lifecycle, LifecycleSettings, OwnCertificate, RevocationCache
 from orchestrator.liveness import Tracker
 from orchestrator.minter import Minter
@@ -292,13 +292,19 @@ async def start(
         finally:
             first.set()
 
+    peers: list[str] = []
+
     async def watch_leader() -> None:
+        # What followers redirect to, and the addresses joining nodes are given.
         while True:
             with contextlib.suppress(Exception):
                 info = await leadership.leader()
                 if info is not None:
                     leader_seen.update(address=info.address, join=info.join_address)
+                peers[:] = sorted(m.address for m in await orchestrators(raw))
             await asyncio.sleep(leadership.ttl / 2)
+
+    gateway.peer_addresses = lambda: [a for a in peers if a != gateway.gateway_address]
 
     orch.tasks = [
         asyncio.create_task(run_as_leader(leadership, on_elected, lost), name="leadership"),
