@@ -70,6 +70,7 @@ from pki.tokenkeys import KeySet
 from pki.tokens import ReplayCache, TokenVerifier
 from protos import gateway_pb2, gateway_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.wire.channel import NODE_SERVER_OPTIONS
+from protos.wire.grants import Reaper
 from protos.wire.trust import parse_deny_list, trust_digest
 
 log = logging.getLogger("capstan.hollow")
@@ -153,6 +154,9 @@ class RecordingRuntime:
 
     def images(self) -> builtins.list[str]:
         return [IMAGE]
+
+    def image_ids(self) -> dict[str, str]:
+        return {IMAGE: "sha256:" + "0" * 64}
 
     def image_export(self, ref: str) -> Iterator[bytes]:
         raise NotFound(f"image {ref} not found")
@@ -289,7 +293,11 @@ def join_one(
     )
     server = grpc.server(
         pool,
-        interceptors=[AuthorizationInterceptor(authorizer)],
+        interceptors=[
+            AuthorizationInterceptor(
+                authorizer, reaper=Reaper(clock=time.time, revoked=lambda: node_box[0].revoked)
+            )
+        ],
         options=NODE_SERVER_OPTIONS,
     )
     servicer = NodeServicer(

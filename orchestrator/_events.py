@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 
+def event_time(e: dict[str, Any]) -> str:
+    """The entry's time, UTC to the second (``2026-11-30T20:41:02Z``)."""
+    return datetime.fromtimestamp(float(e.get("at", 0)), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def event_line(e: dict[str, Any]) -> str:
-    """``event subject node``, then a replica change and the reason when the event has them
-    (an autoscale decision must say why)."""
+    """``time event subject node``, then a replica change and the reason when the event has
+    them (an autoscale decision must say why)."""
     line = f"{e['event']} {e.get('workload', e.get('service', ''))} {e.get('node', '')}".strip()
     if "replicas_to" in e:
         line += f" {e.get('replicas_from', '?')} -> {e['replicas_to']}"
     if e.get("why"):
         line += f": {e['why']}"
-    return line
+    return f"{event_time(e)} {line}"
 
 
 def of_app(e: dict[str, Any], tenant: str, app: str) -> bool:

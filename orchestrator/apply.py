@@ -131,6 +131,7 @@ def plan(
                     service=s.name,
                     index=i,
                     state="pending",
+                    created_at=now,
                 )
             elif found.desired == "running" and found.spec_hash == h and found.image == s.image:
                 continue

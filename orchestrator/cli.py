@@ -8,11 +8,23 @@ import click
 
 from pki.errors import CapstanError
 
+GLOBAL_CONTEXT = "capstan.context"
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="capstan")
-def cli() -> None:
+@click.option(
+    "--context",
+    "context_name",
+    metavar="NAME",
+    help="Context for every operator command (before or after the subcommand).",
+)
+@click.pass_context
+def cli(ctx: click.Context, context_name: str | None) -> None:
     """Capstan: a container orchestrator for hosts that may be compromised."""
+    # meta is shared by every nested click context: subcommands find it there.
+    if context_name:
+        ctx.meta[GLOBAL_CONTEXT] = context_name
 
 
 def _register() -> None:

@@ -71,9 +71,24 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_FAILURE
 
 
-def _mapped(method: str, exc: grpc.RpcError) -> ControlError:
+def _mapped(method: str, exc: grpc.RpcError, context: Context | None = None) -> ControlError:
     status = status_of(exc)
+    if context is not None and status.name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+        # gRPC's own text names neither the context nor what to do: say both.
+        what = "cannot reach" if status.name == "UNAVAILABLE" else "no answer in time from"
+        return ControlError(
+            method,
+            status.name,
+            f"{what} the orchestrator of context {context.name!r} at {context.endpoint} "
+            f"({_first_line(status.details)}); is it running? `capstan status` checks a local "
+            "cluster (`capstan up` restarts it); `capstan context list` shows the others",
+        )
     return ControlError(method, status.name, status.details)
+
+
+def _first_line(text: str | None) -> str:
+    line = " ".join((text or "").split())
+    return line if len(line) <= 120 else line[:117] + "..."
 
 
 class ControlClient:
@@ -111,7 +126,7 @@ class ControlClient:
         try:
             return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
-            raise _mapped(method, exc) from None
+            raise _mapped(method, exc, self.context) from None
 
     # -- applications -----------------------------------------------------------------
 
@@ -150,6 +165,9 @@ class ControlClient:
 
     def pki_status(self) -> cpb.PkiStatusResponse:
         return self._call("PkiStatus", cpb.PkiStatusRequest())  # type: ignore[no-any-return]
+
+    def version(self) -> cpb.VersionInfo:
+        return self._call("Version", cpb.VersionRequest())  # type: ignore[no-any-return]
 
     def rebalance(self, *, dry_run: bool = False) -> cpb.RebalancePlan:
         return self._call("Rebalance", cpb.RebalanceRequest(dry_run=dry_run))  # type: ignore[no-any-return]
@@ -201,7 +219,7 @@ class ControlClient:
         try:
             yield from self._stub.AuditTail(request, timeout=None if follow else self.timeout)
         except grpc.RpcError as exc:
-            raise _mapped("AuditTail", exc) from None
+            raise _mapped("AuditTail", exc, self.context) from None
 
     def audit_verify(self) -> cpb.AuditVerifyResponse:
         return self._call("AuditVerify", cpb.AuditVerifyRequest())  # type: ignore[no-any-return]

@@ -36,6 +36,7 @@ __all__ = [
     "ContextError",
     "capstan_home",
     "config_path",
+    "parse_endpoint",
 ]
 
 ENV_HOME = "CAPSTAN_HOME"
@@ -184,6 +185,14 @@ class ContextConfig:
             raise ContextError(f"{self.path}: cannot be written: {exc.strerror or exc}") from None
 
 
+def parse_endpoint(value: str, where: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); anything else is a ContextError naming ``where``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ContextError(f"{where}: must be HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
 def _context(path: Path, name: str, body: object) -> Context:
     where = f"{path}: contexts.{name}"
     if not isinstance(body, Mapping):
@@ -197,9 +206,7 @@ def _context(path: Path, name: str, body: object) -> Context:
         if not isinstance(value, str) or not value:
             raise ContextError(f"{where}.{key}: required (a non-empty string)")
         values[key] = value
-    host, sep, port = values["endpoint"].rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ContextError(f"{where}.endpoint: must be HOST:PORT, got {values['endpoint']!r}")
+    parse_endpoint(values["endpoint"], f"{where}.endpoint")
     base = path.parent
 
     def file(key: str) -> Path:

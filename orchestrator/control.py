@@ -257,7 +257,18 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             and (not request.node or w.node == request.node)
         ]
         out.sort(key=lambda w: (w.tenant, w.app, w.service, w.index))
-        return control_pb2.WorkloadList(workloads=out)
+        return control_pb2.WorkloadList(workloads=[self._with_usage(w) for w in out])
+
+    def _with_usage(self, w: control_pb2.Workload) -> control_pb2.Workload:
+        """A copy carrying the node's last reported use (kept in memory, never stored)."""
+        out = control_pb2.Workload()
+        out.CopyFrom(w)
+        view = self._reconciler.tracker.nodes.get(w.node) if w.node else None
+        sample = view.usage.get(w.container) if view is not None and w.container else None
+        if sample is not None and w.state == "running":
+            out.cpu_used = sample.cpu_fraction
+            out.memory_used = sample.memory_bytes
+        return out
 
     # -- nodes ------------------------------------------------------------------------
 
@@ -400,6 +411,47 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         if self.lifecycle is None:
             raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
         return self.lifecycle.status()
+
+    @_guard(Access.READ)
+    async def Version(
+        self, request: control_pb2.VersionRequest, context: Any, caller: Caller
+    ) -> Any:
+        import asyncio
+        from importlib.metadata import PackageNotFoundError, version
+
+        from protos import node_pb2
+
+        try:
+            own = version("capstan")
+        except PackageNotFoundError:
+            own = "unknown"
+        nodes = [
+            n
+            for n in self._node_records()
+            if n.state in ("ready", "suspect")
+            and (caller.tenant is None or n.pool in ("", caller.tenant))
+        ]
+
+        async def ask(n: control_pb2.NodeRecord) -> control_pb2.NodeVersion:
+            # The node answers for itself (node.info, with a token like any call).
+            out = control_pb2.NodeVersion(name=n.name, id=n.id, runtime=n.runtime)
+            try:
+                info = await self._reconciler.caller.call(
+                    n.address, n.id, "node.info", node_pb2.NodeInfoRequest(), timeout=5.0,
+                    why="version",
+                )
+            except Exception as exc:  # one silent node must not fail the answer
+                out.error = " ".join(str(exc).split())[:200] or type(exc).__name__
+                return out
+            out.version = info.capstan_version
+            out.runtime = info.runtime or n.runtime
+            out.runtime_version = info.runtime_version
+            return out
+
+        answers = await asyncio.gather(*(ask(n) for n in nodes))
+        return control_pb2.VersionInfo(
+            version=own, id=self._minter.issuer, epoch=self._minter.epoch, nodes=answers
+        )
 
     # -- rebalancing ----------------------------------------------------------------------
 

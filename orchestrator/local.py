@@ -95,6 +95,7 @@ class ProcessRecord:
     listen: str
     node_id: str = ""
     state_dir: str = ""
+    log_offset: int = 0  # where this run's output starts in ``log``
 
     def alive(self) -> bool:
         return proc.is_same_alive(self.pid, self.start_ticks)
@@ -155,6 +156,7 @@ class LocalCluster:
         self._clock = clock
         self._sleep = sleep
         self._echo = echo
+        self.resumed: list[str] = []  # what the last `up` restarted in a partly running cluster
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -245,11 +247,9 @@ class LocalCluster:
                     self._admin_credentials(self._authority())
                     return existing, False
                 if alive:
-                    raise LocalClusterError(
-                        f"the local cluster in {self.directory} is partly running "
-                        f"({len(alive)} of {len(existing.processes)} processes); "
-                        "run `capstan down` first"
-                    )
+                    self._admin_credentials(self._authority())
+                    self.resumed = self._resume(existing)
+                    return existing, True
                 self._teardown(existing)  # a stale record: containers may still be there
             kind = _resolve_runtime(runtime)
             record = ClusterRecord(
@@ -339,6 +339,18 @@ class LocalCluster:
                 runtime.close()
 
     def _start(self, record: ClusterRecord, node_port: int) -> None:
+        self._start_orchestrator(record)
+        with ControlClient(self.context(record.endpoint)) as client:
+            started: list[ProcessRecord] = []
+            for index in range(1, record.nodes + 1):
+                name = f"node-{index}"
+                token = client.create_join_token(name=name, ttl=JOIN_TOKEN_TTL).token
+                started.append(self._start_node(record, index, node_port, token))
+            for node in started:
+                self._wait_line(node, _NODE_READY)
+            self._wait_ready(client, record)
+
+    def _start_orchestrator(self, record: ClusterRecord) -> None:
         orch_dir = self.directory / "orchestrator"
         orch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._echo(f"starting orchestrator on {record.endpoint}")
@@ -367,47 +379,69 @@ class LocalCluster:
         match = self._wait_line(orch, _ORCH_READY)
         record.orchestrator_id = match.group(1)
         self._save(record)
+
+    def _start_node(
+        self, record: ClusterRecord, index: int, node_port: int, token: str | None
+    ) -> ProcessRecord:
+        """Node ``index``'s agent; without a token it restarts the node its state holds."""
+        name = f"node-{index}"
+        state = self.node_dir(name)
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        listen = node_address(index, node_port)
+        self._echo(f"starting {name} on {listen}")
+        return self._spawn(
+            record,
+            "node",
+            name,
+            state.parent / f"{name}.log",
+            [
+                "node",
+                "join",
+                record.join_endpoint,
+                "--ca",
+                str(self.admin_dir / "ca.crt"),
+                "--name",
+                name,
+                "--listen",
+                listen,
+                "--state-dir",
+                str(state),
+                "--runtime",
+                record.runtime,
+                "-v",
+            ],
+            listen=listen,
+            node_id=_node_id(record, name),
+            state_dir=str(state),
+            # In the environment, not argv: other local users can read argv.
+            env={"CAPSTAN_JOIN_TOKEN": token} if token else None,
+        )
+
+    def _resume(self, record: ClusterRecord) -> list[str]:
+        """Restart the recorded processes that died, keeping the store and the node
+        state: the orchestrator finds its applications again, restarted agents rejoin
+        with their certificates, and what runs on live nodes keeps running."""
+        dead = [p for p in record.processes if not p.alive()]
+        record.processes = [p for p in record.processes if p.alive()]
+        self._save(record)
+        restarted: list[str] = []
+        if any(p.role == "orchestrator" for p in dead):
+            self._start_orchestrator(record)
+            restarted.append("orchestrator")
+        node_port = record.base_port + 2
+        started = []
+        for entry in dead:
+            if entry.role != "node":
+                continue
+            index = int(entry.name.rpartition("-")[2])
+            started.append(self._start_node(record, index, node_port, None))
+            restarted.append(entry.name)
+        for node in started:
+            self._wait_line(node, _NODE_READY)
         with ControlClient(self.context(record.endpoint)) as client:
-            started: list[ProcessRecord] = []
-            for index in range(1, record.nodes + 1):
-                name = f"node-{index}"
-                token = client.create_join_token(name=name, ttl=JOIN_TOKEN_TTL).token
-                state = self.node_dir(name)
-                state.mkdir(parents=True, exist_ok=True, mode=0o700)
-                listen = node_address(index, node_port)
-                self._echo(f"starting {name} on {listen}")
-                started.append(
-                    self._spawn(
-                        record,
-                        "node",
-                        name,
-                        state.parent / f"{name}.log",
-                        [
-                            "node",
-                            "join",
-                            record.join_endpoint,
-                            "--ca",
-                            str(self.admin_dir / "ca.crt"),
-                            "--name",
-                            name,
-                            "--listen",
-                            listen,
-                            "--state-dir",
-                            str(state),
-                            "--runtime",
-                            record.runtime,
-                            "-v",
-                        ],
-                        listen=listen,
-                        node_id=_node_id(record, name),
-                        state_dir=str(state),
-                        # In the environment, not argv: other local users can read argv.
-                        env={"CAPSTAN_JOIN_TOKEN": token},
-                    )
-                )
-            for node in started:
-                self._wait_line(node, _NODE_READY)
             self._wait_ready(client, record)
+        self._save_context(record.endpoint)
+        return restarted
 
     def _spawn(
         self,
@@ -423,6 +457,10 @@ class LocalCluster:
         env: dict[str, str] | None = None,
     ) -> ProcessRecord:
         child_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        try:
+            offset = log.stat().st_size  # a restart appends: its ready line comes after
+        except OSError:
+            offset = 0
         try:
             with log.open("ab") as out:
                 child = subprocess.Popen(
@@ -445,6 +483,7 @@ class LocalCluster:
             listen=listen,
             node_id=node_id,
             state_dir=state_dir,
+            log_offset=offset,
         )
         record.processes.append(entry)
         self._save(record)
@@ -454,7 +493,7 @@ class LocalCluster:
         """The process's ready line, or a LocalClusterError with its log's tail."""
         deadline = self._clock() + READY_TIMEOUT
         while True:
-            match = pattern.search(_read(Path(entry.log)))
+            match = pattern.search(_read(Path(entry.log), entry.log_offset))
             if match:
                 return match
             _reap(entry.pid)
@@ -625,9 +664,11 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, offset: int = 0) -> str:
     try:
-        return path.read_text(errors="replace")
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
     except OSError:
         return ""
 

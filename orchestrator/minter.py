@@ -32,6 +32,11 @@ class Minter:
         self._clock = clock
 
     @property
+    def epoch(self) -> int:
+        """The leadership epoch the next token carries."""
+        return self._epoch()
+
+    @property
     def kid(self) -> str:
         """The kid of the key signing now (it changes only through ``reload``)."""
         return self._signer.kid

@@ -110,7 +110,7 @@ class AppList(_message.Message):
     def __init__(self, apps: _Optional[_Iterable[_Union[AppSummary, _Mapping]]] = ...) -> None: ...
 
 class Workload(_message.Message):
-    __slots__ = ("id", "tenant", "app", "service", "index", "node", "container", "desired", "state", "restarts", "image", "spec_hash", "updated_at", "message", "generation", "exit_code", "cpu", "memory", "request_id", "next_attempt_at", "attempts", "previous_nodes")
+    __slots__ = ("id", "tenant", "app", "service", "index", "node", "container", "desired", "state", "restarts", "image", "spec_hash", "updated_at", "message", "generation", "exit_code", "cpu", "memory", "request_id", "next_attempt_at", "attempts", "previous_nodes", "created_at", "cpu_used", "memory_used")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +133,9 @@ class Workload(_message.Message):
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_NODES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CPU_USED_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant: str
     app: str
@@ -155,7 +158,10 @@ class Workload(_message.Message):
     next_attempt_at: float
     attempts: int
     previous_nodes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., app: _Optional[str] = ..., service: _Optional[str] = ..., index: _Optional[int] = ..., node: _Optional[str] = ..., container: _Optional[str] = ..., desired: _Optional[str] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., image: _Optional[str] = ..., spec_hash: _Optional[str] = ..., updated_at: _Optional[float] = ..., message: _Optional[str] = ..., generation: _Optional[int] = ..., exit_code: _Optional[int] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., request_id: _Optional[str] = ..., next_attempt_at: _Optional[float] = ..., attempts: _Optional[int] = ..., previous_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+    created_at: float
+    cpu_used: float
+    memory_used: int
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., app: _Optional[str] = ..., service: _Optional[str] = ..., index: _Optional[int] = ..., node: _Optional[str] = ..., container: _Optional[str] = ..., desired: _Optional[str] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., image: _Optional[str] = ..., spec_hash: _Optional[str] = ..., updated_at: _Optional[float] = ..., message: _Optional[str] = ..., generation: _Optional[int] = ..., exit_code: _Optional[int] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., request_id: _Optional[str] = ..., next_attempt_at: _Optional[float] = ..., attempts: _Optional[int] = ..., previous_nodes: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., cpu_used: _Optional[float] = ..., memory_used: _Optional[int] = ...) -> None: ...
 
 class AppDetail(_message.Message):
     __slots__ = ("record", "summary", "workloads", "events")
@@ -454,3 +460,35 @@ class PkiStatusResponse(_message.Message):
     token_keys: _containers.RepeatedScalarFieldContainer[str]
     warnings: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, signing_ca: _Optional[str] = ..., trusted_roots: _Optional[_Iterable[str]] = ..., rotation: _Optional[str] = ..., certificates: _Optional[_Iterable[_Union[CertStatus, _Mapping]]] = ..., token_keys: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VersionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeVersion(_message.Message):
+    __slots__ = ("name", "id", "version", "runtime", "runtime_version", "error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: str
+    version: str
+    runtime: str
+    runtime_version: str
+    error: str
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., version: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class VersionInfo(_message.Message):
+    __slots__ = ("version", "id", "epoch", "nodes")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    id: str
+    epoch: int
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeVersion]
+    def __init__(self, version: _Optional[str] = ..., id: _Optional[str] = ..., epoch: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeVersion, _Mapping]]] = ...) -> None: ...

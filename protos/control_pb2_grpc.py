@@ -119,6 +119,11 @@ class ControlServiceStub:
                 request_serializer=protos_dot_control__pb2.PkiStatusRequest.SerializeToString,
                 response_deserializer=protos_dot_control__pb2.PkiStatusResponse.FromString,
                 _registered_method=True)
+        self.Version = channel.unary_unary(
+                '/capstan.v1.ControlService/Version',
+                request_serializer=protos_dot_control__pb2.VersionRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.VersionInfo.FromString,
+                _registered_method=True)
 
 
 class ControlServiceServicer:
@@ -226,6 +231,12 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Version(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -313,6 +324,11 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.PkiStatus,
                     request_deserializer=protos_dot_control__pb2.PkiStatusRequest.FromString,
                     response_serializer=protos_dot_control__pb2.PkiStatusResponse.SerializeToString,
+            ),
+            'Version': grpc.unary_unary_rpc_method_handler(
+                    servicer.Version,
+                    request_deserializer=protos_dot_control__pb2.VersionRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.VersionInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -774,6 +790,33 @@ class ControlService:
             '/capstan.v1.ControlService/PkiStatus',
             protos_dot_control__pb2.PkiStatusRequest.SerializeToString,
             protos_dot_control__pb2.PkiStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Version(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/Version',
+            protos_dot_control__pb2.VersionRequest.SerializeToString,
+            protos_dot_control__pb2.VersionInfo.FromString,
             options,
             channel_credentials,
             insecure,

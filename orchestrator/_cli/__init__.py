@@ -9,6 +9,13 @@ def register(root: click.Group) -> None:
     from orchestrator._cli.apply import apply_cmd, delete_cmd
     from orchestrator._cli.audit import audit_group
     from orchestrator._cli.context import context_group
+    from orchestrator._cli.day2 import (
+        completion_cmd,
+        events_cmd,
+        scale_cmd,
+        top_cmd,
+        version_cmd,
+    )
     from orchestrator._cli.get import describe_cmd, get_cmd
     from orchestrator._cli.local import down_cmd, status_cmd, up_cmd
     from orchestrator._cli.logs import logs_cmd
@@ -36,5 +43,10 @@ def register(root: click.Group) -> None:
         context_group,
         orchestrator_group,
         audit_group,
+        scale_cmd,
+        top_cmd,
+        events_cmd,
+        version_cmd,
+        completion_cmd,
     ):
         root.add_command(command)

@@ -39,14 +39,43 @@ def context_option(fn: F) -> F:
     return click.option(
         "--context",
         "context_name",
-        envvar=ENV_CONTEXT,
         metavar="NAME",
         help=f"Context to use (default: ${ENV_CONTEXT}, else the current context).",
     )(fn)
 
 
+def chosen_context(name: str | None) -> str | None:
+    """``--context`` after the subcommand, else the one before it (``capstan --context
+    prod get nodes``); None leaves the choice to $CAPSTAN_CONTEXT and current-context."""
+    if name:
+        return name
+    from orchestrator.cli import GLOBAL_CONTEXT
+
+    ctx = click.get_current_context(silent=True)
+    value = ctx.meta.get(GLOBAL_CONTEXT) if ctx is not None else None
+    return value if isinstance(value, str) else None
+
+
 def resolve_context(name: str | None) -> Context:
-    return ContextConfig.load().resolve(name)
+    return ContextConfig.load().resolve(chosen_context(name))
+
+
+class AmbiguousApp(CapstanError):
+    """An application name found in several tenants, and no --tenant."""
+
+
+def app_tenant(client: ControlClient, app: str, tenant: str) -> str:
+    """The tenant of application ``app``: ``tenant`` when given, else the one tenant among
+    those the caller may see that has an application of that name ("" when none has:
+    the orchestrator then answers for the caller's own or the default tenant)."""
+    if tenant:
+        return tenant
+    tenants = sorted({a.tenant for a in client.list_apps() if a.name == app})
+    if len(tenants) > 1:
+        raise AmbiguousApp(
+            f"application {app!r} exists in tenants {', '.join(tenants)}: give --tenant"
+        )
+    return tenants[0] if tenants else ""
 
 
 def connect(name: str | None) -> ControlClient:

@@ -11,14 +11,16 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import click
 import yaml
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from protos import control_pb2 as cpb
 
-FORMATS = ("table", "wide", "json", "yaml")
+FORMATS = ("table", "wide", "json", "yaml", "name")
 
 _MiB = 1024 * 1024
 _GiB = 1024 * _MiB
@@ -40,8 +42,103 @@ def to_dicts(records: Iterable[Message]) -> list[dict[str, object]]:
     ]
 
 
-def render(records: Sequence[Message], columns: Sequence[Column], fmt: str) -> str:
-    """The records in ``fmt``; an empty table prints nothing but its header."""
+class OutputFormat(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """``table|wide|json|yaml|name`` or ``jsonpath=TEMPLATE`` (kubectl's spelling)."""
+
+    name = "format"
+
+    def __init__(self, formats: Sequence[str] = FORMATS) -> None:
+        self.formats = tuple(formats)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "|".join(self.formats) + "|jsonpath=TEMPLATE"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        text = str(value)
+        if text in self.formats:
+            return text
+        if text.startswith("jsonpath="):
+            try:
+                compile_template(text.removeprefix("jsonpath="))
+            except ValueError as exc:
+                self.fail(str(exc), param, ctx)
+            return text
+        self.fail(
+            f"{text!r} is not one of {', '.join(self.formats)} or jsonpath=TEMPLATE", param, ctx
+        )
+
+
+def compile_template(template: str) -> list[tuple[str, Any]]:
+    """``"{.items[*].name}"`` -> literal text and compiled expressions, in order.
+
+    kubectl's template form: ``{EXPR}`` is a JSONPath expression (a leading ``.`` or
+    ``$`` optional), everything else is printed as it is; ``{"\\n"}`` is a newline.
+    """
+    from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
+    from jsonpath_ng.ext.parser import parse
+
+    parts: list[tuple[str, Any]] = []
+    rest = template
+    while rest:
+        start = rest.find("{")
+        if start < 0:
+            parts.append(("text", rest))
+            break
+        if start:
+            parts.append(("text", rest[:start]))
+        end = rest.find("}", start)
+        if end < 0:
+            raise ValueError(f"jsonpath template {template!r}: unclosed '{{'")
+        expr = rest[start + 1 : end].strip()
+        rest = rest[end + 1 :]
+        if len(expr) >= 2 and expr[0] == expr[-1] == '"':
+            parts.append(("text", expr[1:-1].replace("\\n", "\n").replace("\\t", "\t")))
+            continue
+        path = "$" + expr if expr.startswith(".") else expr
+        try:
+            parts.append(("path", parse(path or "$")))
+        except (JsonPathLexerError, JsonPathParserError, Exception) as exc:
+            raise ValueError(f"jsonpath {expr!r}: {' '.join(str(exc).split())}") from None
+    return parts
+
+
+def jsonpath(document: object, template: str) -> str:
+    """The template evaluated against ``document``; several matches are space-separated."""
+    out = []
+    for kind, part in compile_template(template):
+        if kind == "text":
+            out.append(part)
+            continue
+        values = [m.value for m in part.find(document)]
+        out.append(
+            " ".join(v if isinstance(v, str) else json.dumps(v, sort_keys=True) for v in values)
+        )
+    return "".join(out)
+
+
+def render(
+    records: Sequence[Message],
+    columns: Sequence[Column],
+    fmt: str,
+    *,
+    kind: str = "",
+    names: Callable[[Message], str] | None = None,
+    single: bool = False,
+) -> str:
+    """The records in ``fmt``; an empty table prints nothing but its header.
+
+    ``name`` prints ``KIND/NAME`` lines; ``jsonpath=T`` evaluates T against
+    ``{"items": [...]}``, or against the one record when ``single`` (``get TYPE NAME``).
+    """
+    if fmt == "name":
+        label = names or (lambda r: str(getattr(r, "name", "")))
+        return "\n".join(f"{kind}/{label(r)}" for r in records)
+    if fmt.startswith("jsonpath="):
+        dicts = to_dicts(records)
+        document: object = dicts[0] if single and dicts else {"items": dicts}
+        return jsonpath(document, fmt.removeprefix("jsonpath="))
     if fmt == "json":
         return json.dumps(to_dicts(records), indent=2, sort_keys=True)
     if fmt == "yaml":
@@ -113,20 +210,32 @@ def instance(w: cpb.Workload) -> str:
     return f"{w.service}.{w.index}"
 
 
+def created(w: cpb.Workload) -> float:
+    """When the instance was first wanted; records from before that was kept: last change."""
+    return w.created_at or w.updated_at
+
+
+def shown_state(w: cpb.Workload) -> str:
+    """The reported state, ``terminating`` while a removal is under way (kubectl's word)."""
+    if w.desired == "removed" and w.state not in ("removed", "exited", "failed"):
+        return "terminating"
+    return w.state
+
+
 def workload_columns(now: float | None = None) -> list[Column]:
     def f(r: Message) -> cpb.Workload:
         assert isinstance(r, cpb.Workload)  # noqa: S101
         return r
 
     return [
-        Column("TENANT", lambda r: f(r).tenant, wide_only=True),
+        Column("TENANT", lambda r: f(r).tenant),
         Column("APP", lambda r: f(r).app),
         Column("INSTANCE", lambda r: instance(f(r))),
         Column("NODE", lambda r: f(r).node or "-"),
         Column("DESIRED", lambda r: f(r).desired, wide_only=True),
-        Column("STATE", lambda r: f(r).state),
+        Column("STATE", lambda r: shown_state(f(r))),
         Column("RESTARTS", lambda r: str(f(r).restarts)),
-        Column("AGE", lambda r: age(f(r).updated_at, now)),
+        Column("AGE", lambda r: age(created(f(r)), now)),
         Column("IMAGE", lambda r: f(r).image, wide_only=True),
         Column("CONTAINER", lambda r: f(r).container or "-", wide_only=True),
         Column("MESSAGE", lambda r: _one_line(f(r).message) or "-", wide_only=True),

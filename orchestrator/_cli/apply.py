@@ -16,11 +16,19 @@ from pathlib import Path
 
 import click
 
-from orchestrator._cli._common import DURATION, OperatorCommand, connect, context_option
+from orchestrator._cli._common import (
+    DURATION,
+    OperatorCommand,
+    app_tenant,
+    connect,
+    context_option,
+)
+from orchestrator._cli._progress import progress_reporter
 from orchestrator.client import ControlClient
 from orchestrator.topology import load_topology_file
 from pki.errors import CapstanError
 from protos import control_pb2 as cpb
+from protos import topology_pb2 as tpb
 
 POLL_INTERVAL = 1.0
 
@@ -108,15 +116,70 @@ def wait_converged(
         sleep(POLL_INTERVAL)
 
 
-@click.command("apply", cls=OperatorCommand)
-@click.option(
+def load_sources(sources: Sequence[str]) -> list[tuple[str, tpb.Application]]:
+    """Every topology named by ``-f``: a file, ``-`` (stdin), or a directory (its
+    ``*.yaml``/``*.yml`` files, sorted). All are parsed before anything is sent: one
+    wrong file stops the command with every file's problems."""
+    import sys
+
+    from orchestrator.topology import load_topology
+
+    out: list[tuple[str, tpb.Application]] = []
+    problems: list[str] = []
+    for source in sources:
+        if source == "-":
+            paths: list[Path | None] = [None]
+        else:
+            path = Path(source)
+            if path.is_dir():
+                paths = [
+                    p for p in sorted(path.iterdir())
+                    if p.suffix in (".yaml", ".yml") and p.is_file()
+                ]
+                if not paths:
+                    problems.append(f"{path}: no .yaml or .yml file in this directory")
+            else:
+                paths = [path]
+        for p in paths:
+            try:
+                if p is None:
+                    app = load_topology(sys.stdin.read(), source="<stdin>")
+                else:
+                    app = load_topology_file(p)
+            except CapstanError as exc:
+                problems.append(str(exc))
+                continue
+            out.append(("<stdin>" if p is None else str(p), app))
+    if problems:
+        raise TopologyFiles("\n".join(problems))
+    seen: dict[tuple[str, str], str] = {}
+    for where, app in out:
+        key = (app.tenant, app.name)
+        if key in seen:
+            raise TopologyFiles(
+                f"{where}: application {app.tenant or 'default'}/{app.name} is also in {seen[key]}"
+            )
+        seen[key] = where
+    return out
+
+
+class TopologyFiles(CapstanError):
+    """One or more topology files are wrong (each problem on its own line)."""
+
+
+_file_option = click.option(
     "-f",
     "--filename",
-    "path",
+    "sources",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Topology file (YAML, apiVersion capstan/v1).",
+    multiple=True,
+    metavar="FILE|DIR|-",
+    help="Topology file (YAML, apiVersion capstan/v1), a directory of them, or - for stdin.",
 )
+
+
+@click.command("apply", cls=OperatorCommand)
+@_file_option
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.option(
     "--wait/--no-wait",
@@ -133,29 +196,58 @@ def wait_converged(
 )
 @context_option
 def apply_cmd(
-    path: Path, dry_run: bool, wait: bool, timeout: float, context_name: str | None
+    sources: tuple[str, ...], dry_run: bool, wait: bool, timeout: float, context_name: str | None
 ) -> None:
-    """Create or update an application from a topology file."""
-    app = load_topology_file(path)  # a wrong file stops here: nothing is sent
+    """Create or update applications from topology files (-f FILE, -f DIR, -f -)."""
+    apps = load_sources(sources)  # a wrong file stops here: nothing is sent
     with connect(context_name) as client:
-        reply = client.apply(app, dry_run=dry_run)
-        suffix = " (dry run: nothing changed)" if dry_run else ""
-        click.echo(f"{reply.tenant}/{reply.app} generation {reply.generation}{suffix}")
-        for change in reply.changes:
-            click.echo(f"  {change.service}: {change.action} (replicas {change.replicas})")
+        replies = []
+        for _, app in apps:
+            reply = client.apply(app, dry_run=dry_run)
+            suffix = " (dry run: nothing changed)" if dry_run else ""
+            click.echo(f"{reply.tenant}/{reply.app} generation {reply.generation}{suffix}")
+            for change in reply.changes:
+                click.echo(f"  {change.service}: {change.action} (replicas {change.replicas})")
+            replies.append(reply)
         if wait and not dry_run:
-            wait_converged(client, reply, timeout=timeout, echo=click.echo)
-            click.echo(f"{reply.tenant}/{reply.app} is running")
+            for reply in replies:
+                with progress_reporter(f"{reply.tenant}/{reply.app}", echo=click.echo) as report:
+                    wait_converged(client, reply, timeout=timeout, echo=report)
+                click.echo(f"{reply.tenant}/{reply.app} is running")
 
 
 @click.command("delete", cls=OperatorCommand)
-@click.argument("kind", type=click.Choice(["app", "apps", "application"]))
-@click.argument("name")
-@click.option("--tenant", default="", help="Tenant of the application (default: yours).")
+@click.argument("kind", required=False, type=click.Choice(["app", "apps", "application"]))
+@click.argument("name", required=False)
+@click.option(
+    "-f",
+    "--filename",
+    "sources",
+    multiple=True,
+    metavar="FILE|DIR|-",
+    help="Delete the applications these topology files describe.",
+)
+@click.option(
+    "--tenant", default="", help="Tenant of the application (default: the one that has it)."
+)
 @context_option
-def delete_cmd(kind: str, name: str, tenant: str, context_name: str | None) -> None:
-    """Delete an application: its instances are stopped and removed."""
+def delete_cmd(
+    kind: str | None, name: str | None, sources: tuple[str, ...], tenant: str,
+    context_name: str | None,
+) -> None:
+    """Delete an application (`delete app NAME` or `delete -f FILE`): its instances are
+    stopped and removed."""
     del kind  # only applications can be deleted; the word is there for kubectl habits
+    if bool(name) == bool(sources):
+        raise click.UsageError("give `app NAME` or -f FILE (one of them)")
+    targets: list[tuple[str, str]]
+    if sources:
+        targets = [(app.name, app.tenant) for _, app in load_sources(sources)]
+    else:
+        assert name is not None  # noqa: S101 - checked just above
+        targets = [(name, tenant)]
     with connect(context_name) as client:
-        reply = client.delete_app(name, tenant)
-    click.echo(f"{reply.tenant or tenant or 'default'}/{reply.app or name} deleted")
+        for app_name, app_tenant_name in targets:
+            chosen = app_tenant(client, app_name, app_tenant_name)
+            reply = client.delete_app(app_name, chosen)
+            click.echo(f"{reply.tenant or chosen or 'default'}/{reply.app or app_name} deleted")

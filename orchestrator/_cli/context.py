@@ -1,17 +1,19 @@
-"""``capstan context list|use|show``: choose which orchestrator the CLI talks to."""
+"""``capstan context list|show|use|add|delete``: which orchestrator the CLI talks to."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from orchestrator._cli._common import OperatorGroup, context_option
+from orchestrator._cli._common import OperatorGroup, chosen_context, context_option
 from orchestrator._cli._output import table
-from orchestrator.context import ContextConfig
+from orchestrator.context import Context, ContextConfig, ContextError, parse_endpoint
 
 
 @click.group("context", cls=OperatorGroup)
 def context_group() -> None:
-    """List, show and select contexts (orchestrator endpoint + user certificate)."""
+    """List, show, add, delete and select contexts (orchestrator endpoint + user certificate)."""
 
 
 @context_group.command("list")
@@ -40,10 +42,69 @@ def use_cmd(name: str) -> None:
 def show_cmd(context_name: str | None) -> None:
     """The chosen context's endpoint and files."""
     config = ContextConfig.load()
-    c = config.resolve(context_name)
+    c = config.resolve(chosen_context(context_name))
     click.echo(f"name:      {c.name}")
     click.echo(f"endpoint:  {c.endpoint}")
     click.echo(f"ca:        {c.ca}")
     click.echo(f"cert:      {c.cert}")
     click.echo(f"key:       {c.key}")
     click.echo(f"file:      {config.path}")
+
+
+def _pem_file(_ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    # Absolute: the context file may be read from another working directory.
+    path = value.expanduser().absolute()
+    if not path.is_file():
+        raise click.BadParameter(f"{path} is not a file", param=param)
+    return path
+
+
+@context_group.command("add")
+@click.argument("name")
+@click.option(
+    "--endpoint",
+    "endpoints",
+    required=True,
+    multiple=True,
+    metavar="HOST:PORT",
+    help="The orchestrator's ControlService address.",
+)
+@click.option("--ca", required=True, type=click.Path(path_type=Path), callback=_pem_file,
+              help="Trust bundle (ca.crt).")
+@click.option("--cert", required=True, type=click.Path(path_type=Path), callback=_pem_file,
+              help="Your certificate chain (capstan pki issue user ...).")
+@click.option("--key", required=True, type=click.Path(path_type=Path), callback=_pem_file,
+              help="Its private key.")
+@click.option("--use", "select", is_flag=True, help="Also make it the current context.")
+@click.option("--force", is_flag=True, help="Replace an existing context of that name.")
+def add_cmd(
+    *, name: str, endpoints: tuple[str, ...], ca: Path, cert: Path, key: Path, select: bool,
+    force: bool,
+) -> None:
+    """Add context NAME: an orchestrator endpoint and the files of your certificate."""
+    config = ContextConfig.load(missing_ok=True)
+    if name in config.contexts and not force:
+        raise ContextError(f"{config.path}: context {name!r} exists (--force replaces it)")
+    for endpoint in endpoints:
+        parse_endpoint(endpoint, f"--endpoint {endpoint!r}")
+    if len(endpoints) != 1:
+        # The file holds one endpoint per context; an orchestrator list is for HA.
+        raise ContextError("give one --endpoint: this context file holds one per context")
+    config.set(Context(name, endpoints[0], ca, cert, key), select=select)
+    config.save()
+    click.echo(f"context {name!r} added" + (" and selected" if select else ""))
+
+
+@context_group.command("delete")
+@click.argument("name")
+def delete_cmd(name: str) -> None:
+    """Remove context NAME (its certificate files stay where they are)."""
+    config = ContextConfig.load()
+    config.resolve(name)  # an unknown name is an error naming the known ones
+    was_current = config.current == name
+    config.remove(name)
+    config.save()
+    click.echo(
+        f"context {name!r} deleted"
+        + ("; no current context now (capstan context use NAME)" if was_current else "")
+    )

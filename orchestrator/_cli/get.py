@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
+from collections.abc import Callable
 
 import click
+from google.protobuf.message import Message
 
-from orchestrator._cli._common import OperatorCommand, connect, context_option
+from orchestrator._cli._common import OperatorCommand, app_tenant, connect, context_option
 from orchestrator._cli._output import (
-    FORMATS,
+    Column,
+    OutputFormat,
     age,
     app_columns,
     cores,
+    created,
     instance,
     memory,
     node_columns,
     node_schedule,
     render,
+    shown_state,
     table,
     to_dicts,
     workload_columns,
 )
-from orchestrator.client import ControlError
+from orchestrator.client import ControlClient, ControlError
 from protos import control_pb2 as cpb
 from protos import topology_pb2 as tpb
 
@@ -41,40 +47,150 @@ _KINDS = {
 }
 
 
+def _fetch(
+    client: ControlClient, kind: str, *, tenant: str, app: str, node: str
+) -> list[Message]:
+    if kind == "apps":
+        summaries = [a for a in client.list_apps(tenant) if not app or a.name == app]
+        return list[Message](summaries)
+    if kind == "workloads":
+        workloads = client.list_workloads(tenant=tenant, app=app, node=node)
+        workloads.sort(key=lambda w: (w.tenant, w.app, w.service, w.index))
+        return list(workloads)
+    nodes = sorted(client.list_nodes(), key=lambda n: n.name)
+    return list[Message](nodes)
+
+
+def _key(kind: str, record: Message) -> str:
+    """What ``get KIND NAME`` matches and ``-o name`` prints after ``KIND/``."""
+    if kind == "workloads":
+        assert isinstance(record, cpb.Workload)  # noqa: S101 - a programming error
+        return f"{record.app}/{instance(record)}"
+    return str(getattr(record, "name", ""))
+
+
+def _columns(kind: str, now: float) -> list[Column]:
+    if kind == "apps":
+        return app_columns(now)
+    return workload_columns(now) if kind == "workloads" else node_columns(now)
+
+
+_SINGULAR = {"apps": "app", "workloads": "workload", "nodes": "node"}
+
+
 @click.command("get", cls=OperatorCommand)
 @click.argument("kind", type=click.Choice(sorted(_KINDS)), metavar="apps|workloads|nodes")
+@click.argument("name", required=False)
 @click.option(
     "-o",
     "--output",
     "fmt",
-    type=click.Choice(FORMATS),
+    type=OutputFormat(),
     default="table",
     show_default=True,
-    help="Output format.",
+    help="Output format (jsonpath=TEMPLATE as kubectl: '{.items[*].name}').",
 )
 @click.option("--app", default="", help="Workloads of this application only.")
-@click.option("--tenant", default="", help="This tenant only (default: all you may see).")
+@click.option("--tenant", default="", help="This tenant only.")
+@click.option(
+    "-A", "--all-tenants", is_flag=True, help="Every tenant you may see (the default)."
+)
 @click.option("--node", default="", help="Workloads on this node only.")
+@click.option("-w", "--watch", is_flag=True, help="Then print each change as it happens.")
 @context_option
 def get_cmd(
-    *, kind: str, fmt: str, app: str, tenant: str, node: str, context_name: str | None
+    *,
+    kind: str,
+    name: str | None,
+    fmt: str,
+    app: str,
+    tenant: str,
+    all_tenants: bool,
+    node: str,
+    watch: bool,
+    context_name: str | None,
 ) -> None:
-    """List applications, workloads or nodes."""
+    """List applications, workloads or nodes; `get KIND NAME` shows one (exit 3 if none).
+
+    A workload's NAME is APP/SERVICE.INDEX (e.g. shop/web.0).
+    """
     kind = _KINDS[kind]
-    now = time.time()
+    if all_tenants and tenant:
+        raise click.UsageError("give --tenant or -A/--all-tenants, not both")
+    if name and kind == "workloads" and "/" not in name:
+        raise click.BadParameter(
+            f"a workload is named APP/SERVICE.INDEX, got {name!r}", param_hint="NAME"
+        )
     with connect(context_name) as client:
-        if kind == "apps":
-            apps = client.list_apps(tenant)
-            if app:
-                apps = [a for a in apps if a.name == app]
-            click.echo(render(apps, app_columns(now), fmt))
-        elif kind == "workloads":
-            workloads = client.list_workloads(tenant=tenant, app=app, node=node)
-            workloads.sort(key=lambda w: (w.tenant, w.app, w.service, w.index))
-            click.echo(render(workloads, workload_columns(now), fmt))
-        else:
-            nodes = sorted(client.list_nodes(), key=lambda n: n.name)
-            click.echo(render(nodes, node_columns(now), fmt))
+
+        def fetch() -> list[Message]:
+            records = _fetch(client, kind, tenant=tenant, app=app, node=node)
+            if name:
+                records = [r for r in records if _key(kind, r) == name]
+            return records
+
+        records = fetch()
+        if name and not records:
+            raise ControlError(
+                "get", "NOT_FOUND", f"no {_SINGULAR[kind]} named {name!r}"
+                + (f" in tenant {tenant}" if tenant else "")
+            )
+        now = time.time()
+        columns = _columns(kind, now)
+        out = render(
+            records, columns, fmt, kind=_SINGULAR[kind],
+            names=lambda r: _key(kind, r), single=bool(name),
+        )
+        if out:
+            click.echo(out)
+        if watch:
+            _watch(fetch, kind, fmt, records)
+
+
+def _watch(
+    fetch: Callable[[], list[Message]],
+    kind: str,
+    fmt: str,
+    first: list[Message],
+    *,
+    interval: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Poll and print each record that changed (a table row, a name, a JSON line) and
+    each that went away, until interrupted (Ctrl-C: exit 130)."""
+    tabular = fmt in ("table", "wide")
+
+    def rows(records: list[Message]) -> dict[str, list[str]]:
+        now = time.time()
+        chosen = [c for c in _columns(kind, now) if fmt == "wide" or not c.wide_only]
+        return {_key(kind, r): [c.value(r) for c in chosen] for r in records}
+
+    def line(record: Message) -> str:
+        if fmt.startswith("jsonpath=") or fmt == "name":
+            return render([record], [], fmt, kind=_SINGULAR[kind],
+                          names=lambda r: _key(kind, r), single=True)
+        return json.dumps(to_dicts([record])[0], sort_keys=True)
+
+    header = [c.header for c in _columns(kind, 0) if fmt == "wide" or not c.wide_only]
+    seen = rows(first)
+    seen_records = {_key(kind, r): r for r in first}
+    widths = [max([len(h), *(len(v[i]) for v in seen.values())]) for i, h in enumerate(header)]
+    while True:
+        sleep(interval)
+        records = fetch()
+        current = rows(records)
+        by_key = {_key(kind, r): r for r in records}
+        for key, values in current.items():
+            if seen.get(key) == values and (tabular or seen_records[key] == by_key[key]):
+                continue
+            if tabular:
+                click.echo("  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True))
+                           .rstrip())
+            else:
+                click.echo(line(by_key[key]))
+        for key in seen.keys() - current.keys():
+            click.echo(f"{_SINGULAR[kind]}/{key} deleted")
+        seen, seen_records = current, by_key
 
 
 _STRATEGY = {tpb.PLACEMENT_STRATEGY_SPREAD: "spread", tpb.PLACEMENT_STRATEGY_BINPACK: "binpack"}
@@ -88,7 +204,9 @@ _RESTART = {
 @click.command("describe", cls=OperatorCommand)
 @click.argument("kind", type=click.Choice(["app", "node"]))
 @click.argument("name")
-@click.option("--tenant", default="", help="Tenant of the application (default: yours).")
+@click.option(
+    "--tenant", default="", help="Tenant of the application (default: the one that has it)."
+)
 @click.option(
     "-o",
     "--output",
@@ -103,7 +221,7 @@ def describe_cmd(kind: str, name: str, tenant: str, fmt: str, context_name: str 
     now = time.time()
     with connect(context_name) as client:
         if kind == "app":
-            detail = client.get_app(name, tenant)
+            detail = client.get_app(name, app_tenant(client, name, tenant))
             if fmt != "text":
                 click.echo(render([detail], [], fmt))
                 return
@@ -115,7 +233,23 @@ def describe_cmd(kind: str, name: str, tenant: str, fmt: str, context_name: str 
         if fmt != "text":
             click.echo(render(nodes, [], fmt))
             return
-        click.echo(describe_node(nodes[0], client.list_workloads(node=name), now))
+        workloads = client.list_workloads(node=name)
+        click.echo(describe_node(nodes[0], workloads, now, _node_events(client, name)))
+
+
+def _node_events(client: ControlClient, name: str, limit: int = 20) -> list[str] | None:
+    """The node's last audit events with their time; None when the role may not read
+    the audit log (tenants)."""
+    from orchestrator._events import event_line
+
+    try:
+        entries = [json.loads(e.json) for e in client.audit_tail(limit=2000)]
+    except ControlError as exc:
+        if exc.code == "PERMISSION_DENIED":
+            return None
+        raise
+    mine = [e for e in entries if e.get("node") == name or e.get("name") == name]
+    return [event_line(e) for e in mine[-limit:]]
 
 
 def describe_app(detail: cpb.AppDetail, now: float) -> str:
@@ -157,10 +291,10 @@ def describe_app(detail: cpb.AppDetail, now: float) -> str:
             [
                 instance(w),
                 w.node or "-",
-                w.state,
+                shown_state(w),
                 w.desired,
                 str(w.restarts),
-                age(w.updated_at, now),
+                age(created(w), now),
                 " ".join(w.message.split()) or "-",
             ]
         )
@@ -171,7 +305,12 @@ def describe_app(detail: cpb.AppDetail, now: float) -> str:
     return "\n".join(lines)
 
 
-def describe_node(node: cpb.NodeRecord, workloads: list[cpb.Workload], now: float) -> str:
+def describe_node(
+    node: cpb.NodeRecord,
+    workloads: list[cpb.Workload],
+    now: float,
+    events: list[str] | None = None,
+) -> str:
     lines = [
         f"Name:        {node.name}",
         f"ID:          {node.id}",
@@ -193,8 +332,13 @@ def describe_node(node: cpb.NodeRecord, workloads: list[cpb.Workload], now: floa
     lines.append("Workloads:")
     rows = [["TENANT", "APP", "INSTANCE", "STATE", "RESTARTS"]]
     for w in sorted(workloads, key=lambda w: (w.tenant, w.app, w.service, w.index)):
-        rows.append([w.tenant, w.app, instance(w), w.state, str(w.restarts)])
+        rows.append([w.tenant, w.app, instance(w), shown_state(w), str(w.restarts)])
     lines.extend("  " + line for line in table(rows).splitlines())
+    lines.append("Events:")
+    if events is None:
+        lines.append("  <not shown: the audit log is for admins and viewers>")
+    else:
+        lines.extend(f"  {e}" for e in events) if events else lines.append("  <none>")
     return "\n".join(lines)
 
 

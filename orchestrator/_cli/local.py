@@ -9,7 +9,7 @@ import click
 from orchestrator._cli._common import DURATION, OperatorCommand
 from orchestrator._cli._output import table
 from orchestrator.client import ControlClient, ControlError
-from orchestrator.local import DEFAULT_BASE_PORT, ClusterRecord, LocalCluster
+from orchestrator.local import DEFAULT_BASE_PORT, ClusterRecord, LocalCluster, LocalClusterError
 from orchestrator.topology import load_topology
 
 # The demo application is package data (an installed capstan has no examples/
@@ -66,7 +66,12 @@ def up_cmd(
         # each fetch authorized by a single-use delegation token.
         image_nodes=[1] if demo else None,
     )
-    if not started:
+    if cluster.resumed:
+        click.echo(
+            f"local cluster resumed: restarted {', '.join(cluster.resumed)}; "
+            "the store and the running workloads were kept"
+        )
+    elif not started:
         click.echo(
             f"the local cluster in {record.directory} is already up "
             f"({record.nodes} nodes, {record.runtime} runtime, orchestrator {record.endpoint})"
@@ -78,7 +83,7 @@ def up_cmd(
         )
     if demo:
         _demo(cluster, record, timeout)
-    if started:
+    if started and not cluster.resumed:
         click.echo("try: capstan get nodes; capstan apply -f examples/demo.yaml; capstan down")
 
 
@@ -170,7 +175,13 @@ def status_cmd(directory: Path | None) -> None:
         with ControlClient(cluster.context(record.endpoint), timeout=5.0) as client:
             nodes = client.list_nodes()
     except ControlError as exc:
-        click.echo(f"orchestrator does not answer: {exc}")
-        return
+        click.echo("orchestrator does not answer: `capstan up` restarts what died, "
+                   "keeping the workloads")
+        raise exc from None  # exit 5 (unavailable), 4 (refused)...
     ready = sum(1 for n in nodes if n.state == "ready")
     click.echo(f"nodes ready:   {ready}/{len(nodes)}")
+    dead = [p.name for p in record.processes if not p.alive()]
+    if dead:
+        raise LocalClusterError(
+            f"not running: {', '.join(dead)} (`capstan up` restarts them)"
+        )

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from orchestrator._cli._common import OperatorCommand, connect, context_option
+from orchestrator._cli._common import OperatorCommand, app_tenant, connect, context_option
 
 
 def parse_target(target: str) -> tuple[str, str]:
@@ -37,12 +37,15 @@ def parse_target(target: str) -> tuple[str, str]:
 @click.option(
     "--tail", type=click.IntRange(min=0), default=0, help="Only the last N lines (0: all)."
 )
-@click.option("--tenant", default="", help="Tenant of the application (default: yours).")
+@click.option(
+    "--tenant", default="", help="Tenant of the application (default: the one that has it)."
+)
 @context_option
 def logs_cmd(target: str, follow: bool, tail: int, tenant: str, context_name: str | None) -> None:
     """Print an instance's output (stdout and stderr), e.g. `capstan logs shop/web.0`."""
     app, inst = parse_target(target)
     with connect(context_name) as client:
+        tenant = app_tenant(client, app, tenant)
         grant = client.logs_grant(app, inst, tenant=tenant, follow=follow, tail=tail)
         out = sys.stdout.buffer
         for chunk in client.stream_logs(grant, follow=follow, tail=tail):

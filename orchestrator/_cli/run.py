@@ -65,8 +65,10 @@ def run_cmd(path: Path, runtime: str, detach: bool, down: bool, logs: bool) -> N
             say(f"remove them with: capstan run --down -f {path}")
             return
         stop = threading.Event()
+        stopped_by: list[int] = []
 
-        def _stop(_sig: int, _frame: FrameType | None) -> None:
+        def _stop(sig: int, _frame: FrameType | None) -> None:
+            stopped_by.append(sig)
             stop.set()
 
         previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -80,3 +82,6 @@ def run_cmd(path: Path, runtime: str, detach: bool, down: bool, logs: bool) -> N
                 signal.signal(sig, handler)
             removed = runner.down()
             say(f"{app.name}: removed {len(removed)} instances")
+        if stopped_by:
+            # Interrupted, as a shell reports it: 128 + the signal (130 for Ctrl-C).
+            click.get_current_context().exit(128 + stopped_by[0])

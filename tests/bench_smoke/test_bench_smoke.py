@@ -65,3 +65,11 @@ def test_bench_tokens_small() -> None:
 def test_bench_node_latency_small() -> None:
     out = _run("bench_node.py", "--calls", "50", "--rounds", "1", "--threads", "2", "--skip-memory")
     assert "ratio    p50" in out
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_bench_deploy_small(busybox_image: str) -> None:
+    out = _run("bench_deploy.py", "--replicas", "2", "--skip-swarm", "--base-port", "7660")
+    assert "raw parallel docker run" in out
+    assert "Capstan / raw" in out

@@ -7,8 +7,10 @@ import json
 import yaml
 
 from orchestrator._cli._output import (
+    OutputFormat,
     age,
     app_columns,
+    jsonpath,
     memory,
     node_columns,
     render,
@@ -34,9 +36,9 @@ def _workloads() -> list[cpb.Workload]:
 def test_table_and_wide() -> None:
     text = render(_workloads(), workload_columns(NOW), "table")
     lines = text.splitlines()
-    assert lines[0].split() == ["APP", "INSTANCE", "NODE", "STATE", "RESTARTS", "AGE"]
-    assert lines[1].split() == ["shop", "web.0", "node-1", "running", "2", "1m"]
-    assert lines[2].split() == ["shop", "web.1", "-", "unschedulable", "0", "5s"]
+    assert lines[0].split() == ["TENANT", "APP", "INSTANCE", "NODE", "STATE", "RESTARTS", "AGE"]
+    assert lines[1].split() == ["acme", "shop", "web.0", "node-1", "running", "2", "1m"]
+    assert lines[2].split() == ["acme", "shop", "web.1", "-", "unschedulable", "0", "5s"]
     wide = render(_workloads(), workload_columns(NOW), "wide").splitlines()
     assert wide[0].split() == ["TENANT", "APP", "INSTANCE", "NODE", "DESIRED", "STATE",
                                "RESTARTS", "AGE", "IMAGE", "CONTAINER", "MESSAGE"]
@@ -117,3 +119,42 @@ def test_progress_reports_refusals() -> None:
     changes = [cpb.ServiceChange(service="web", action="create", replicas=1, spec_hash="new")]
     (web,) = progress(changes, [_w("web", 0, "unschedulable", message="no\nnodes")])
     assert web.problems == ("web.0: unschedulable: no nodes",)
+
+
+def test_age_counts_from_creation_not_the_last_update() -> None:
+    w = cpb.Workload(app="a", service="s", state="running", desired="running",
+                     created_at=NOW - 3 * 3600, updated_at=NOW - 10)
+    row = render([w], workload_columns(NOW), "table").splitlines()[1].split()
+    assert row[-1] == "3h"
+
+
+def test_a_deleted_instance_shows_terminating_until_it_is_gone() -> None:
+    going = cpb.Workload(tenant="t", app="a", service="s", index=0, node="n", state="running",
+                         desired="removed")
+    gone = cpb.Workload(tenant="t", app="a", service="s", index=1, node="n", state="removed",
+                        desired="removed")
+    rows = render([going, gone], workload_columns(NOW), "table").splitlines()
+    assert rows[1].split()[4] == "terminating"
+    assert rows[2].split()[4] == "removed"
+
+
+def test_output_name_and_jsonpath() -> None:
+    ws = _workloads()
+    names = render(ws, workload_columns(NOW), "name", kind="workload",
+                   names=lambda w: f"{w.app}/{w.service}.{w.index}")  # type: ignore[attr-defined]
+    assert names.splitlines() == ["workload/shop/web.0", "workload/shop/web.1"]
+    assert render(ws, [], "jsonpath={.items[*].node}") == "node-1 "
+    assert render(ws, [], 'jsonpath={.items[0].state}{"\\n"}') == "running\n"
+    assert render(ws[:1], [], "jsonpath={.restarts}", single=True) == "2"
+    assert jsonpath({"a": [{"b": 1}, {"b": 2}]}, "b={.a[*].b}") == "b=1 2"
+
+
+def test_bad_output_formats_are_usage_errors() -> None:
+    import click
+    import pytest
+
+    fmt = OutputFormat()
+    assert fmt.convert("jsonpath={.items}", None, None) == "jsonpath={.items}"
+    for bad in ("xml", "jsonpath={.items[", "jsonpath={unclosed"):
+        with pytest.raises(click.BadParameter):
+            fmt.convert(bad, None, None)

@@ -171,7 +171,8 @@ def test_cpu_burning_service_scales_up_then_down(cluster: Cluster, tmp_path: Pat
 
     stop.touch()
     wait_until(lambda: replicas() == 1 and running() == 1, 40, "scaled back down to 1")
-    events = list(admin.GetApp(control_pb2.AppRef(name="burn")).events)
+    # Each event line starts with its UTC time: compare what follows it.
+    events = [e.split(" ", 1)[1] for e in admin.GetApp(control_pb2.AppRef(name="burn")).events]
     ups = [e for e in events if e.startswith("autoscale cpu") and "-> 3" in e]
     # Down in one step or two: a usage sample taken across the stop may ask for 2 first.
     downs = [e for e in events if e.startswith("autoscale cpu 3 -> ") and "below target" in e]
