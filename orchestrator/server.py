@@ -181,10 +181,13 @@ async def start(
     control.rebalancer = rebalancer
 
     leader_seen: dict[str, str] = {}  # the last leader read from the store, for redirects
-    gate = LeaderGate(
-        lambda: leadership.leading,
-        lambda method: leader_seen.get("join" if method.endswith("/Join") else "address", ""),
-    )
+
+    def redirect(method: str) -> str:
+        where = leader_seen.get("join" if method.endswith("/Join") else "address", "")
+        # Never to itself: a deposed leader's record may linger until its lease ends.
+        return "" if where in leader_seen.get("own", "").split(",") else where
+
+    gate = LeaderGate(lambda: leadership.leading, redirect)
     server = grpc.aio.server(options=ORCHESTRATOR_SERVER_OPTIONS, interceptors=[gate])
     control_pb2_grpc.add_ControlServiceServicer_to_server(control, server)
     gateway_pb2_grpc.add_NodeGatewayServicer_to_server(gateway, server)
@@ -233,6 +236,7 @@ async def start(
     leadership.address = gateway.gateway_address
     join_address = f"{config.join_listen.rpartition(':')[0]}:{join_port}"
     leadership.join_address = join_address
+    leader_seen["own"] = f"{gateway.gateway_address},{join_address}"
     await server.start()
     for name in ("", *names[:2]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -262,7 +266,10 @@ async def start(
         await state.load()
         audit.reload()
         tracker.nodes.clear()
-        tracker.started = clock()  # every node gets one grace period to reconnect
+        # Nodes reconnect after a takeover with their backoff (the old leader's stream
+        # broke, followers refused them): more than one grace period before any is
+        # declared dead, or a leader change would move workloads for nothing.
+        tracker.started = clock() + (config.takeover_grace if config.etcd else 0.0)
         reconciler.pending.clear()
         await audit.record("orchestrator.elected", id=identity, member=config.member, epoch=epoch)
         orch.duties = [
@@ -299,7 +306,9 @@ async def start(
         while True:
             with contextlib.suppress(Exception):
                 info = await leadership.leader()
-                if info is not None:
+                if info is None:
+                    leader_seen.update(address="", join="")
+                else:
                     leader_seen.update(address=info.address, join=info.join_address)
                 peers[:] = sorted(m.address for m in await orchestrators(raw))
             await asyncio.sleep(leadership.ttl / 2)

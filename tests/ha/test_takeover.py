@@ -101,7 +101,7 @@ def test_losing_quorum_fails_closed_and_resumes_after(ha: HACluster) -> None:
         member.start(ha.etcd)
     for member in ha.etcd[1:]:
         member.wait_listening()
-    new = ha.wait_leader(timeout=60)
+    new = ha.wait_leader(above=leader.epoch, timeout=60)  # the old one stepped down
 
     def applied() -> bool:
         try:
