@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from orchestrator.audit import AuditLog
+from orchestrator.authz import AuthorizationInterceptor, Gate
 from orchestrator.autoscale import Autoscaler
 from orchestrator.config import OrchestratorConfig
 from orchestrator.control import ControlService
@@ -33,6 +34,7 @@ from orchestrator.following import LeaderGate
 from orchestrator.gateway import Gateway
 from orchestrator.leader import FencedStore, Leadership, orchestrators, run_as_leader
 from orchestrator.lifecycle import Lifecycle, LifecycleSettings, OwnCertificate, RevocationCache
+from orchestrator.links import LinkPlanner
 from orchestrator.liveness import Tracker
 from orchestrator.minter import Minter
 from orchestrator.nodecalls import NodeCaller
@@ -163,13 +165,20 @@ async def start(
         ttl=config.delegation_ttl,
         clock=clock,
     )
+    reconciler.links = LinkPlanner(
+        state=state,
+        tracker=tracker,
+        minter=minter,
+        audit=audit,
+        send=gateway.send,
+        stream_of=gateway.outboxes.get,
+        clock=clock,
+    )
     control = ControlService(
         state=state,
         reconciler=reconciler,
         audit=audit,
         minter=minter,
-        trust_domain=authority.trust_domain,
-        revoked=revoked,
         ca_pin=ca_pin,
         delegation_ttl=config.delegation_ttl,
         clock=clock,
@@ -187,8 +196,16 @@ async def start(
         # Never to itself: a deposed leader's record may linger until its lease ends.
         return "" if where in leader_seen.get("own", "").split(",") else where
 
-    gate = LeaderGate(lambda: leadership.leading, redirect)
-    server = grpc.aio.server(options=ORCHESTRATOR_SERVER_OPTIONS, interceptors=[gate])
+    leader_gate = LeaderGate(lambda: leadership.leading, redirect)
+    authz = Gate(
+        trust_domain=authority.trust_domain, revoked=revoked, nodes=state.node, audit=audit
+    )
+    # A follower sends every call to the leader before anything else; the leader
+    # authorizes each call before its handler runs.
+    server = grpc.aio.server(
+        options=ORCHESTRATOR_SERVER_OPTIONS,
+        interceptors=[leader_gate, AuthorizationInterceptor(authz)],
+    )
     control_pb2_grpc.add_ControlServiceServicer_to_server(control, server)
     gateway_pb2_grpc.add_NodeGatewayServicer_to_server(gateway, server)
     health_servicer = health.aio.HealthServicer()
