@@ -191,7 +191,15 @@ async def start(
 
     leader_seen: dict[str, str] = {}  # the last leader read from the store, for redirects
 
-    def redirect(method: str) -> str:
+    async def redirect(method: str) -> str:
+        # Read now (a follower may have been paused or cut off: its cache is stale),
+        # the cache only when the store does not answer at once.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(0.5):
+                info = await leadership.leader()
+                leader_seen.update(
+                    address=info.address if info else "", join=info.join_address if info else ""
+                )
         where = leader_seen.get("join" if method.endswith("/Join") else "address", "")
         # Never to itself: a deposed leader's record may linger until its lease ends.
         return "" if where in leader_seen.get("own", "").split(",") else where
