@@ -39,7 +39,7 @@ from node import pinned
 from node.authz import EpochFloor
 from node.converge import Action, Create, Desired, Nothing, Remove, Start, plan
 from node.errors import AlreadyExists, NotFound
-from node.renewal import own_credentials
+from node.renewal import gateway_channel, own_credentials
 from node.reporter import Backoff
 from node.runtime.base import Runtime
 from node.service import spec_from_pb
@@ -226,7 +226,7 @@ class Puller:
         except CapstanError as exc:
             return f"cannot start: {exc}"
         address = self._endpoints.current()
-        channel = grpc.secure_channel(address, credentials)
+        channel = gateway_channel(address, credentials, self._cert)
         try:
             call = gateway_pb2_grpc.NodeGatewayStub(channel).Watch(
                 gateway_pb2.WatchRequest(node=self._name)

@@ -28,7 +28,7 @@ from pathlib import Path
 import grpc
 
 from node.errors import NotFound
-from node.renewal import own_credentials, trust_digest_of_files
+from node.renewal import gateway_channel, own_credentials, trust_digest_of_files
 from node.runtime.base import ContainerState, ContainerStatus, Runtime
 from node.service import status_to_pb
 from pki._files import atomic_write
@@ -216,7 +216,7 @@ class Reporter:
         except CapstanError as exc:
             return f"cannot start: {exc}"
         address = self._endpoints.current()
-        channel = grpc.secure_channel(address, credentials)
+        channel = gateway_channel(address, credentials, self._cert)
         ended, wake = threading.Event(), threading.Event()
         try:
             call = gateway_pb2_grpc.NodeGatewayStub(channel).Report(self._statuses(ended, wake))

@@ -153,7 +153,7 @@ async def start(
         on_completion=reconciler.on_completion,
         assignments=reconciler.assignments,
         on_report=reconciler.wake,
-        reserved_sans=tuple(a for a in (*dns, *ips) if a != "localhost"),
+        reserved_sans=(*dns, *ips),
     )
     reconciler.tasks = tasks
     reconciler.delegator = Delegator(
