@@ -207,12 +207,15 @@ class Puller:
             self.last_error = reason
             if time.monotonic() - started >= self._healthy_after:
                 failures = 0
+                self._endpoints.settled()
+            if self._endpoints.take_move():
+                failures = 0  # another orchestrator (the leader, or the next one)
             delay = self._backoff.delay(failures, self._rng)
             failures += 1
             log.warning(
-                "watch stream to %s %s; reconnecting in %.1fs",
-                self._endpoints.current(),
+                "watch stream %s; reconnecting to %s in %.1fs",
                 reason,
+                self._endpoints.current(),
                 delay,
             )
             self._stop.wait(delay)
@@ -239,10 +242,10 @@ class Puller:
                     call.cancel()  # a stale orchestrator: look for the leader
                     self._endpoints.failed(address)
                     return "sent an older epoch or revision than seen"
-            return "closed by the orchestrator"
+            return f"to {address} closed by the orchestrator"
         except grpc.RpcError as exc:
             self._endpoints.failed(address, leader_of(exc))
-            return f"broke: {status_of(exc).one_line()}"
+            return f"to {address} broke: {status_of(exc).one_line()}"
         finally:
             with self._lock:
                 self._call = None

@@ -197,13 +197,16 @@ class Reporter:
             # turn into a reconnect loop at the initial delay.
             if time.monotonic() - started >= self._healthy_after:
                 failures = 0
+                self._endpoints.settled()
+            if self._endpoints.take_move():
+                failures = 0  # another orchestrator (the leader, or the next one)
             delay = self._backoff.delay(failures, self._rng)
             failures += 1
             self.failures = failures
             log.warning(
-                "report stream to %s %s; reconnecting in %.1fs",
-                self._endpoints.current(),
+                "report stream %s; reconnecting to %s in %.1fs",
                 reason,
+                self._endpoints.current(),
                 delay,
             )
             self._stop.wait(delay)
@@ -227,10 +230,10 @@ class Reporter:
             for message in call:
                 self.messages += 1
                 self._handle(message)
-            return "closed by the orchestrator"
+            return f"to {address} closed by the orchestrator"
         except grpc.RpcError as exc:
             self._endpoints.failed(address, leader_of(exc))
-            return f"broke: {status_of(exc).one_line()}"
+            return f"to {address} broke: {status_of(exc).one_line()}"
         finally:
             ended.set()
             wake.set()
