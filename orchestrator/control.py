@@ -413,9 +413,12 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     ) -> Any:
         if self.lifecycle is None:
             raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
-        return await self.lifecycle.revoke_node(
+        record = await self.lifecycle.revoke_node(
             request.name, by=call.caller.uri, reason=request.reason or "key-compromise"
         )
+        # A revoked node is fetched from no more, whatever it held.
+        await self._reconciler.images.forget_node(request.name)
+        return record
 
     @_errors
     async def PkiStatus(
