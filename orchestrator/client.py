@@ -15,7 +15,8 @@ from orchestrator.context import Context
 from pki.certs import identity_of, load_pem_chain
 from pki.errors import CapstanError
 from protos import control_pb2 as cpb
-from protos import control_pb2_grpc, topology_pb2
+from protos import control_pb2_grpc, secrets_pb2_grpc, topology_pb2
+from protos import secrets_pb2 as spb
 from protos.wire.channel import (
     CONTROL_CHANNEL_OPTIONS,
     any_orchestrator,
@@ -121,6 +122,7 @@ class ControlClient:
             )
         self.channel = channel
         self._stub: Any = control_pb2_grpc.ControlServiceStub(channel)
+        self._secrets: Any = secrets_pb2_grpc.SecretServiceStub(channel)
 
     def close(self) -> None:
         self.channel.close()
@@ -131,11 +133,35 @@ class ControlClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+    def _call(
+        self, method: str, request: Any, timeout: float | None = None, *, stub: Any = None
+    ) -> Any:
         try:
-            return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
+            return getattr(stub or self._stub, method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
             raise _mapped(method, exc, self.context) from None
+
+    # -- secrets (values go in, never come out) ----------------------------------------
+
+    def create_secret(self, name: str, value: bytes, tenant: str = "") -> spb.SecretInfo:
+        request = spb.SecretWrite(tenant=tenant, name=name, value=value)
+        return self._call("CreateSecret", request, stub=self._secrets)  # type: ignore[no-any-return]
+
+    def rotate_secret(self, name: str, value: bytes, tenant: str = "") -> spb.SecretInfo:
+        request = spb.SecretWrite(tenant=tenant, name=name, value=value)
+        return self._call("RotateSecret", request, stub=self._secrets)  # type: ignore[no-any-return]
+
+    def delete_secret(self, name: str, tenant: str = "") -> spb.SecretInfo:
+        request = spb.SecretRef(tenant=tenant, name=name)
+        return self._call("DeleteSecret", request, stub=self._secrets)  # type: ignore[no-any-return]
+
+    def describe_secret(self, name: str, tenant: str = "") -> spb.SecretInfo:
+        request = spb.SecretRef(tenant=tenant, name=name)
+        return self._call("DescribeSecret", request, stub=self._secrets)  # type: ignore[no-any-return]
+
+    def list_secrets(self, tenant: str = "") -> list[spb.SecretInfo]:
+        reply = self._call("ListSecrets", spb.SecretListRequest(tenant=tenant), stub=self._secrets)
+        return list(reply.secrets)
 
     # -- applications -----------------------------------------------------------------
 
