@@ -49,9 +49,9 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from node.errors import (
     AlreadyExists,
@@ -62,6 +62,7 @@ from node.errors import (
     RuntimeFailure,
 )
 from node.runtime import _process_proc as proc
+from node.runtime._exec import PipeExec
 from node.runtime._process_images import ImageConfig, ImageStore
 from node.runtime.base import (
     ContainerSpec,
@@ -399,6 +400,52 @@ class ProcessRuntime:
                 self._samples.pop(name, None)
             rec = self._state.record_started(name, child.pid, ticks)
             return self._status(rec)
+
+    @_mapped
+    def exec(
+        self, name: str, command: Sequence[str], *, tty: bool = False, stdin: bool = False
+    ) -> PipeExec:
+        """``command`` beside the container's first process: the same image programs,
+        environment, working directory and memory limit, in a session of its own."""
+        self._get(name)
+        if not command:
+            raise InvalidArgument("command", "empty")
+        with self._name_lock(name):
+            rec = self._refresh(self._state.get(name))
+            if rec.started_at is None or rec.finished_at is not None:
+                raise FailedPrecondition(f"container {name!r} is not running")
+            spec = rec.spec
+            config = self._images.config(spec.image)
+            rootfs = self._images.rootfs_dir(config.image_id)
+        argv = list(command)
+        env = self._environment(spec, config, rootfs)
+        executable = self._executable(argv[0], rootfs, env["PATH"])
+        if spec.memory > 0 and _PRLIMIT:
+            argv = [_PRLIMIT, f"--as={spec.memory}", "--", executable, *argv[1:]]
+            executable = _PRLIMIT
+        master: int | None = None
+        if tty:
+            master, slave = os.openpty()
+            streams: dict[str, Any] = {"stdin": slave, "stdout": slave, "stderr": slave}
+        else:
+            streams = {
+                "stdin": subprocess.PIPE if stdin else subprocess.DEVNULL,
+                "stdout": subprocess.PIPE,
+                "stderr": subprocess.PIPE,
+            }
+        try:
+            child = subprocess.Popen(
+                argv, executable=executable, cwd=self.work_dir(name), env=env,
+                start_new_session=True, close_fds=True, **streams,
+            )
+        except OSError as exc:
+            if master is not None:
+                os.close(master)
+            raise RuntimeFailure(f"cannot exec in {name}: {exc.strerror or exc}") from None
+        finally:
+            if tty:
+                os.close(streams["stdin"])
+        return PipeExec(child, master)
 
     @_mapped
     def stop(self, name: str, timeout: float = 10.0) -> ContainerStatus:
