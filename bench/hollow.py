@@ -155,6 +155,9 @@ class RecordingRuntime:
     def images(self) -> builtins.list[str]:
         return [IMAGE]
 
+    def image_ids(self) -> dict[str, str]:
+        return {IMAGE: "sha256:" + "0" * 64}
+
     def image_export(self, ref: str) -> Iterator[bytes]:
         raise NotFound(f"image {ref} not found")
 

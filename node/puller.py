@@ -35,6 +35,7 @@ from pathlib import Path
 
 import grpc
 
+from node import pinned
 from node.authz import EpochFloor
 from node.converge import Action, Create, Desired, Nothing, Remove, Start, plan
 from node.errors import AlreadyExists, NotFound
@@ -328,7 +329,7 @@ class Puller:
                     self._volumes.ensure(mount.name)
                 # AlreadyExists: a create of an earlier pass that the listing missed.
                 with contextlib.suppress(AlreadyExists):
-                    self._runtime.create(action.spec)
+                    self._runtime.create(pinned.runnable(self._runtime, action.spec))
                 log.info("created %s for %s", action.name, action.workload_id)
             elif isinstance(action, Start):
                 if action.restart and not self._restart_due(action.name):

@@ -248,6 +248,7 @@ class Reporter:
         try:
             containers: list[ContainerStatus] = self._runtime.list()
             images: list[str] = self._runtime.images()
+            digests = [f"{ref}@{image_id}" for ref, image_id in self._runtime.image_ids().items()]
             full = True
             if self._list_failing:
                 log.warning("runtime lists containers again")
@@ -258,7 +259,7 @@ class Reporter:
             if not self._list_failing:
                 log.error("cannot list containers and images for the report: %s", exc)
                 self._list_failing = True
-            containers, images, full = [], [], False
+            containers, images, digests, full = [], [], [], False
         usage = self._usage
         running = sorted(c.name for c in containers if c.state is ContainerState.RUNNING)
         return gateway_pb2.NodeStatus(
@@ -267,6 +268,7 @@ class Reporter:
             usage=[usage[name] for name in running if name in usage],
             full=full,
             images=images,
+            image_digests=sorted(digests),
             trust_digest=trust_digest_of_files(self._jwks, self._ca),
         )
 

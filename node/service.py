@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from node import errors
+from node import errors, pinned
 from node._generations import GenerationBook
 from node.links import LinkManager, LinkRefused, PeerInfo
 from node.runtime.base import (
@@ -32,7 +33,7 @@ from node.runtime.base import (
     VolumeMount,
 )
 from node.validation import check_owner, validate_spec
-from node.volumes import VolumeStore
+from node.volumes import VolumeStore, digest_checked
 from pki.errors import CapstanError
 from protos import node_pb2, node_pb2_grpc
 
@@ -157,9 +158,12 @@ def import_image_checked(
     """Load a docker-save archive into ``runtime`` only if it tags exactly ``ref``.
 
     The archive is spooled to ``spool_dir`` and checked before anything is loaded: an
-    archive naming other tags could otherwise overwrite other images on this node.
+    archive naming other tags could otherwise overwrite other images on this node. A
+    pinned ``ref`` (``name@sha256:...``) loads only an archive of exactly that content
+    (``node.pinned.verify_archive``), tagged ``name``.
     Used by ImportImage (a push from the orchestrator) and by delegated fetches.
     """
+    ref, digest = pinned.split(ref)
     try:
         spool_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=spool_dir, prefix="image-", suffix=".tar")
@@ -182,6 +186,8 @@ def import_image_checked(
             raise errors.InvalidArgument(
                 "data", f"archive tags {sorted(tags)} but the import is for {ref!r}"
             )
+        if digest is not None:
+            pinned.verify_archive(path, digest)
         return runtime.image_import(_read_chunks(path))
     finally:
         path.unlink(missing_ok=True)
@@ -224,6 +230,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         spec = spec_from_pb(request)
         validate_spec(spec)
         check_owner(spec)
+        spec = pinned.runnable(self._runtime, spec)
         self._generations.check(spec.name, spec.workload_id, request.generation)
         for mount in spec.volumes:
             self._volumes.ensure(mount.name)
@@ -301,9 +308,10 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
 
     @_stream_boundary
     def ExportImage(self, request: node_pb2.ImageRef, context: Any) -> Iterator[node_pb2.DataChunk]:
-        if not self._runtime.image_exists(request.ref):
+        ref = pinned.require_local(self._runtime, request.ref)  # a pin: only that content
+        if not self._runtime.image_exists(ref):
             raise errors.NotFound(f"image {request.ref} not found")
-        yield from _chunks(self._runtime.image_export(request.ref))
+        yield from _chunks(self._runtime.image_export(ref))
 
     @_boundary
     def ImportImage(
@@ -319,13 +327,19 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> Iterator[node_pb2.DataChunk]:
         if not self._volumes.exists(request.name):
             raise errors.NotFound(f"volume {request.name} not found")
-        yield from _chunks(self._volumes.export(request.name))
+        digest = hashlib.sha256()
+        for chunk in _chunks(self._volumes.export(request.name)):
+            digest.update(chunk.data)
+            yield chunk
+        # The receiver replaces its copy only when every byte it got matches this.
+        yield node_pb2.DataChunk(digest="sha256:" + digest.hexdigest())
 
     @_boundary
     def ImportVolume(
         self, request_iterator: Iterator[node_pb2.VolumeImportChunk], context: Any
     ) -> Any:
-        name, data = _named_upload(request_iterator, "name")
+        name, messages = _named_messages(request_iterator, "name")
+        data = digest_checked(messages, required=False)
         result = self._volumes.import_(name, data, max_bytes=MAX_VOLUME_BYTES)
         return node_pb2.VolumeImportResult(name=name, bytes=result.bytes, files=result.files)
 
@@ -415,20 +429,25 @@ def _pump_input(messages: Iterator[node_pb2.ExecInput], session: Any) -> None:
 def _named_upload(messages: Iterable[Any], field: str) -> tuple[str, Iterator[bytes]]:
     """A client stream whose first message names the object (the token's res) and
     whose messages carry data; a later message may repeat the name, never change it."""
+    name, stream = _named_messages(messages, field)
+    return name, (msg.data for msg in stream)
+
+
+def _named_messages(messages: Iterable[Any], field: str) -> tuple[str, Iterator[Any]]:
     stream = iter(messages)
     first = next(stream, None)
     if first is None:
         raise errors.InvalidArgument(field, "empty upload stream")
     name: str = getattr(first, field)
 
-    def data() -> Iterator[bytes]:
-        yield first.data
+    def checked() -> Iterator[Any]:
+        yield first
         for msg in stream:
             if getattr(msg, field) not in ("", name):
                 raise errors.InvalidArgument(field, "changes within the stream")
-            yield msg.data
+            yield msg
 
-    return name, data()
+    return name, checked()
 
 
 def _timeout(value: float) -> float:

@@ -35,10 +35,11 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 
+from node import pinned
 from node.errors import InvalidArgument
 from node.runtime.base import Runtime
 from node.service import MAX_IMAGE_BYTES, MAX_VOLUME_BYTES, import_image_checked
-from node.volumes import VolumeStore
+from node.volumes import VolumeStore, digest_checked
 from pki.certs import identity_of
 from pki.errors import CapstanError, CertificateError
 from protos import gateway_pb2, gateway_pb2_grpc, node_pb2
@@ -254,7 +255,13 @@ class TaskRunner:
 
     def _fetch_image(self, task: gateway_pb2.Task) -> str:
         ref = task.resource
-        if self._runtime.image_exists(ref):
+        plain, digest = pinned.split(ref)
+        # A pinned image counts as present only with that digest; an unpinned one by tag.
+        if (
+            pinned.local_digest(self._runtime, plain) == digest
+            if digest is not None
+            else self._runtime.image_exists(ref)
+        ):
             return f"image {ref} already present; not fetched"
         with self._source(task) as client:
             stream = client.stream(
@@ -278,7 +285,10 @@ class TaskRunner:
                 task.token,
                 timeout=self._fetch_timeout,
             )
-            result = self._volumes.import_(name, _data(stream), max_bytes=self._max_volume)
+            # The source's digest of what it exported is required and checked before
+            # the volume is replaced: a cut or altered stream leaves it as it was.
+            data = digest_checked(stream, required=True)
+            result = self._volumes.import_(name, data, max_bytes=self._max_volume)
         return (
             f"volume {name} fetched from {task.source_id} "
             f"({result.files} files, {result.bytes} bytes)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
 import os
 import posixpath
 import secrets
@@ -20,7 +21,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from node.errors import AlreadyExists, InvalidArgument, NotFound, RuntimeFailure
 from node.validation import validate_name
@@ -182,6 +183,9 @@ class VolumeStore:
                 chunks, limit=max_bytes + _HEADER_ALLOWANCE + _HEADER_ALLOWANCE_PER_FILE * max_files
             )
             result = _Extractor(staging, max_bytes=max_bytes, max_files=max_files).run(reader)
+            # Read the stream to its end before the swap: whatever checks the stream
+            # makes at its end (the source's digest) must pass first.
+            reader.drain()
             with self._swap_lock:
                 self._swap_in(name, staging)
         except BaseException:
@@ -209,6 +213,28 @@ class VolumeStore:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def digest_checked(messages: Iterable[Any], *, required: bool) -> Iterator[bytes]:
+    """The data of a volume stream whose last message may carry ``digest``, the source's
+    ``sha256:<hex>`` of all the data; raises InvalidArgument at the end when it does not
+    match (or, with ``required``, is missing), so an import refuses the whole stream."""
+    h = hashlib.sha256()
+    claimed = ""
+    for msg in messages:
+        if claimed:
+            raise InvalidArgument("digest", "data after the stream's digest")
+        data = bytes(msg.data)
+        h.update(data)
+        if data:
+            yield data
+        claimed = str(msg.digest)
+    if not claimed:
+        if required:
+            raise InvalidArgument("digest", "the source sent no digest of the volume")
+        return
+    if claimed != "sha256:" + h.hexdigest():
+        raise InvalidArgument("digest", "the volume's data does not match its source's digest")
+
+
 # -- tar stream reading -----------------------------------------------------------------
 
 
@@ -220,6 +246,12 @@ class _ChunkReader:
         self._buf = b""
         self._limit = limit
         self.consumed = 0
+
+    def drain(self) -> None:
+        """Consume what is left after the archive's end (within the same limit)."""
+        self._buf = b""
+        while self.read(_CHUNK):
+            self._buf = b""
 
     def read(self, size: int = -1) -> bytes:
         while size < 0 or len(self._buf) < size:

@@ -75,20 +75,22 @@ class ContainerUsage(_message.Message):
     def __init__(self, name: _Optional[str] = ..., cpu_fraction: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("sent_at", "containers", "usage", "full", "images", "trust_digest")
+    __slots__ = ("sent_at", "containers", "usage", "full", "images", "trust_digest", "image_digests")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TRUST_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     sent_at: float
     containers: _containers.RepeatedCompositeFieldContainer[_node_pb2.ContainerStatus]
     usage: _containers.RepeatedCompositeFieldContainer[ContainerUsage]
     full: bool
     images: _containers.RepeatedScalarFieldContainer[str]
     trust_digest: str
-    def __init__(self, sent_at: _Optional[float] = ..., containers: _Optional[_Iterable[_Union[_node_pb2.ContainerStatus, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[ContainerUsage, _Mapping]]] = ..., full: _Optional[bool] = ..., images: _Optional[_Iterable[str]] = ..., trust_digest: _Optional[str] = ...) -> None: ...
+    image_digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sent_at: _Optional[float] = ..., containers: _Optional[_Iterable[_Union[_node_pb2.ContainerStatus, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[ContainerUsage, _Mapping]]] = ..., full: _Optional[bool] = ..., images: _Optional[_Iterable[str]] = ..., trust_digest: _Optional[str] = ..., image_digests: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrustUpdate(_message.Message):
     __slots__ = ("jwks", "deny_list", "trust_bundle")

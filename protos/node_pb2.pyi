@@ -168,10 +168,12 @@ class ImageRef(_message.Message):
     def __init__(self, ref: _Optional[str] = ...) -> None: ...
 
 class DataChunk(_message.Message):
-    __slots__ = ("data",)
+    __slots__ = ("data", "digest")
     DATA_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     data: bytes
-    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+    digest: str
+    def __init__(self, data: _Optional[bytes] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class ImageImportChunk(_message.Message):
     __slots__ = ("ref", "data")
@@ -194,12 +196,14 @@ class VolumeRef(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class VolumeImportChunk(_message.Message):
-    __slots__ = ("name", "data")
+    __slots__ = ("name", "data", "digest")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     name: str
     data: bytes
-    def __init__(self, name: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+    digest: str
+    def __init__(self, name: _Optional[str] = ..., data: _Optional[bytes] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class VolumeImportResult(_message.Message):
     __slots__ = ("name", "bytes", "files")

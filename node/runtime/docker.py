@@ -337,6 +337,15 @@ class DockerRuntime:
         refs = {ref_of(self._images, tag) for tag, _ in self._node_tags()}
         return sorted(ref for ref in refs if ref is not None)
 
+    def image_ids(self) -> dict[str, str]:
+        """``{ref: image id}`` of this node's images, from one engine call."""
+        out: dict[str, str] = {}
+        for tag, image_id in self._node_tags():
+            ref = ref_of(self._images, tag)
+            if ref is not None:
+                out[ref] = image_id
+        return out
+
     def image_exists(self, ref: str) -> bool:
         validate_image_ref("ref", ref, allow_id=True)
         if IMAGE_ID_RE.fullmatch(ref):

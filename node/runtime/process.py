@@ -615,6 +615,11 @@ class ProcessRuntime:
         return sorted(self._images.refs())
 
     @_mapped
+    def image_ids(self) -> dict[str, str]:
+        """``{ref: image id}`` from the image index (one small file read)."""
+        return self._images.refs()
+
+    @_mapped
     def image_export(self, ref: str) -> Iterator[bytes]:
         return _mapped_iter(self._images.export(ref))
 
