@@ -135,7 +135,10 @@ class SocketExec:
 
     def close_stdin(self) -> None:
         with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_WR)
+            if self._tty:
+                self._sock.sendall(b"\x04")  # a terminal's end of file (half-close ends a tty)
+            else:
+                self._sock.shutdown(socket.SHUT_WR)
 
     def _recv(self, n: int) -> bytes:
         while not self._killed.is_set():

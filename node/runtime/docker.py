@@ -18,11 +18,9 @@ consulted, except by ``adopt_image``, which seeds a node from them.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import itertools
 import json
 import math
-import socket
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -229,14 +227,11 @@ class DockerRuntime:
         with docker_errors(subject):
             # The container's own user, environment and confinement: exec adds no privilege.
             exec_id = self._api.exec_create(
-                attrs["Id"], list(command), stdin=True, tty=tty, stdout=True, stderr=True,
+                attrs["Id"], list(command), stdin=stdin, tty=tty, stdout=True, stderr=True,
                 privileged=False,
             )["Id"]
             attached = self._api.exec_start(exec_id, socket=True, tty=tty)
         raw = getattr(attached, "_sock", attached)
-        if not stdin:
-            with contextlib.suppress(OSError):
-                raw.shutdown(socket.SHUT_WR)
 
         def inspect() -> dict[str, Any]:
             with docker_errors(subject):
