@@ -167,6 +167,7 @@ def run_joined_node(
             interval=joined.heartbeat_interval,
             backoff=backoff or Backoff(),
             on_tasks=on_tasks or tasks.submit,
+            on_links=agent.links.set_plan,
             clock=clock,
             rng=rng,
         )

@@ -81,6 +81,7 @@ class Reporter:
         healthy_after: float | None = None,
         fence_timeout: float = 10.0,
         on_tasks: Callable[[list[gateway_pb2.Task]], None] | None = None,
+        on_links: Callable[[gateway_pb2.LinkPlan], None] | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -101,6 +102,7 @@ class Reporter:
         # Tasks (delegated fetches) are handed to whoever runs them; it must return
         # quickly (queue the work), as it runs on the stream's reading thread.
         self._on_tasks = on_tasks
+        self._on_links = on_links  # the data plane's new link plan (node/links)
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
 
@@ -288,6 +290,11 @@ class Reporter:
             self.poke()  # the next status acknowledges what the node now trusts
         if message.renew_now and self.on_renew is not None:
             self.on_renew()
+        if message.HasField("links") and self._on_links is not None:
+            try:
+                self._on_links(message.links)
+            except Exception as exc:  # must not end the stream either
+                log.error("link plan not applied: %s", exc)
         if message.fence:
             self._fences.put(list(message.fence))
         if message.tasks:

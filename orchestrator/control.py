@@ -574,7 +574,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         until = request.until or self._clock()
         grants: dict[tuple[str, str, str], control_pb2.Capability] = {}
         for e in await self._audit.entries():
-            if e.get("event") != "token.minted" or e.get("aud") != node.id:
+            # Link grants count as capabilities too: tunnel tokens are minted for them
+            # every few seconds, unaudited one by one (orchestrator/links.py).
+            if e.get("event") not in ("token.minted", "link.granted") or e.get("aud") != node.id:
                 continue
             at = float(e.get("at", 0))
             if at < request.since or at > until:

@@ -20,8 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from protos import control_pb2, node_pb2, topology_pb2
+from orchestrator.audit import AuditLog
+from orchestrator.delegation import may_delegate
+from orchestrator.liveness import Tracker
+from orchestrator.minter import Minter
+from orchestrator.state import ClusterState
+from protos import control_pb2, gateway_pb2, node_pb2, topology_pb2
 
 LINK_OP = "link.open"
 
@@ -87,3 +94,173 @@ def net_fields(
         if p.protocol != topology_pb2.PROTOCOL_UDP
     ]
     return service_ref(w.tenant, w.app, w.service), ports, link_specs(w.tenant, app, service)
+
+
+# -- the plan of every node ------------------------------------------------------------------
+
+TOKEN_TTL = 30.0  # a tunnel token's life: enough to be used, short enough to be worthless later
+REFRESH = 10.0  # fresh tokens and a renewed plan this often, even when nothing changed
+VALID_FOR = 30.0  # grants lapse this long after the last plan (orchestrator gone: tunnels end)
+
+
+@dataclass(frozen=True)
+class _Topology:
+    """Who links where, in names: node name -> res -> remote node names; and the
+    grants: node name -> {(source node name, res)}."""
+
+    routes: dict[str, dict[str, list[str]]]
+    grants: dict[str, set[tuple[str, str]]]
+
+
+class LinkPlanner:
+    """Computes every node's link plan from the stored records and sends it down the
+    node's Report stream when it changed, when it reconnected, and every ``REFRESH``
+    seconds. Grants are audited when given and when withdrawn (``capstan audit
+    who-can`` lists them); tunnel tokens are not audited one by one."""
+
+    def __init__(
+        self,
+        *,
+        state: ClusterState,
+        tracker: Tracker,
+        minter: Minter,
+        audit: AuditLog,
+        send: Callable[[str, gateway_pb2.GatewayMessage], bool],
+        stream_of: Callable[[str], object | None],
+        clock: Callable[[], float],
+        token_ttl: float = TOKEN_TTL,
+        refresh: float = REFRESH,
+        valid_for: float = VALID_FOR,
+    ) -> None:
+        self._state = state
+        self._tracker = tracker
+        self._minter = minter
+        self._audit = audit
+        self._send = send
+        self._stream_of = stream_of
+        self._clock = clock
+        self.token_ttl = token_ttl
+        self.refresh = refresh
+        self.valid_for = valid_for
+        # node name -> (what was sent, to which stream object, when)
+        self._sent: dict[str, tuple[tuple[object, ...], int, float]] = {}
+        self._granted: set[tuple[str, str, str]] = set()  # (source, target, res)
+
+    def topology(self) -> _Topology:
+        nodes = {n.name: n for n in self._state.all_nodes()}
+
+        def usable(name: str) -> bool:
+            n = nodes.get(name)
+            return n is not None and n.state == "ready"
+
+        apps = {(a.app.tenant, a.app.name): a.app for a in self._state.all_apps()}
+        running: dict[str, set[str]] = {}  # service ref -> node names with a running instance
+        linking: list[tuple[control_pb2.Workload, topology_pb2.Service]] = []
+        for w in self._state.all_workloads():
+            if w.desired != "running" or not w.node or not usable(w.node):
+                continue
+            app = apps.get((w.tenant, w.app))
+            service = next((s for s in app.services if s.name == w.service), None) if app else None
+            if app is None or service is None:
+                continue
+            if w.state == "running":
+                running.setdefault(service_ref(w.tenant, w.app, w.service), set()).add(w.node)
+            if service.links:
+                linking.append((w, service))
+        routes: dict[str, dict[str, list[str]]] = {}
+        grants: dict[str, set[tuple[str, str]]] = {}
+        for w, service in linking:
+            app = apps[(w.tenant, w.app)]
+            for link in link_specs(w.tenant, app, service):
+                remote = sorted(
+                    m
+                    for m in running.get(link.target, ())
+                    if m != w.node and may_delegate(nodes[w.node], nodes[m])
+                )
+                for port in link.ports:
+                    res = f"{link.target}:{port}"
+                    routes.setdefault(w.node, {})[res] = remote
+                    for m in remote:
+                        grants.setdefault(m, set()).add((w.node, res))
+        return _Topology(routes, grants)
+
+    async def publish(self) -> None:
+        topo = self.topology()
+        now = self._clock()
+        await self._audit_grants(topo)
+        for node in self._state.all_nodes():
+            stream = self._stream_of(node.name)
+            if stream is None:
+                continue
+            routes = topo.routes.get(node.name, {})
+            grants = topo.grants.get(node.name, set())
+            shape = (
+                tuple(sorted((r, tuple(ms)) for r, ms in routes.items())),
+                tuple(sorted(grants)),
+            )
+            last = self._sent.get(node.name)
+            fresh = last is not None and now - last[2] < self.refresh
+            if last is not None and last[0] == shape and last[1] == id(stream) and fresh:
+                continue
+            message = await self._plan(node, routes, grants, now)
+            if message is not None and self._send(node.name, message):
+                self._sent[node.name] = (shape, id(stream), now)
+
+    async def _plan(
+        self,
+        node: control_pb2.NodeRecord,
+        routes: dict[str, list[str]],
+        grants: set[tuple[str, str]],
+        now: float,
+    ) -> gateway_pb2.GatewayMessage | None:
+        plan = gateway_pb2.LinkPlan(valid_until=now + self.valid_for)
+        thumbprint = self._tracker.thumbprint(node.name)
+        for res, targets in sorted(routes.items()):
+            route = plan.routes.add(res=res)
+            for name in targets:
+                target = self._state.node(name)
+                if target is None or not thumbprint:
+                    continue
+                token = await self._minter.mint(
+                    sub=node.id,
+                    cnf=thumbprint,
+                    aud=target.id,
+                    op=LINK_OP,
+                    res=res,
+                    ttl=self.token_ttl,
+                    why=f"link: {node.name} -> {res} on {target.name}",
+                    audit=False,
+                )
+                route.endpoints.add(
+                    node_id=target.id,
+                    address=target.address,
+                    token=token,
+                    token_expires_at=now + self.token_ttl,
+                )
+        for source_name, res in sorted(grants):
+            source = self._state.node(source_name)
+            if source is not None:
+                plan.grants.add(source_id=source.id, res=res)
+        return gateway_pb2.GatewayMessage(sent_at=now, links=plan)
+
+    async def _audit_grants(self, topo: _Topology) -> None:
+        now_granted = {
+            (source, target, res) for target, pairs in topo.grants.items() for source, res in pairs
+        }
+        for source, target, res in sorted(now_granted - self._granted):
+            s, t = self._state.node(source), self._state.node(target)
+            await self._audit.record(
+                "link.granted",
+                sub=s.id if s else source,
+                aud=t.id if t else target,
+                op=LINK_OP,
+                res=res,
+                source=source,
+                target=target,
+                why=f"link: {source} -> {res} on {target}",
+            )
+        for source, target, res in sorted(self._granted - now_granted):
+            await self._audit.record(
+                "link.withdrawn", source=source, target=target, op=LINK_OP, res=res
+            )
+        self._granted = now_granted

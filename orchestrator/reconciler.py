@@ -109,6 +109,7 @@ class Reconciler:
         self.interval = interval
         self._wake = asyncio.Event()
         self.delegator: Delegator | None = None
+        self.links: links.LinkPlanner | None = None  # the nodes' link plans
         self.concurrency = 16  # node commands in flight at once
         self.tasks: TaskBook | None = None
         # (node, kind, resource) -> request id of the delegated fetch under way
@@ -178,6 +179,8 @@ class Reconciler:
         await self._remove_strays()
         await self._finish_deletes()
         await self._expire_tasks()
+        if self.links is not None:
+            await self.links.publish()
 
     async def _expire_tasks(self) -> None:
         """A delegated fetch nobody completed in time: forget it and let the workload retry."""

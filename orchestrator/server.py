@@ -33,6 +33,7 @@ from orchestrator.following import LeaderGate
 from orchestrator.gateway import Gateway
 from orchestrator.leader import FencedStore, Leadership, run_as_leader
 from orchestrator.lifecycle import Lifecycle, LifecycleSettings, OwnCertificate, RevocationCache
+from orchestrator.links import LinkPlanner
 from orchestrator.liveness import Tracker
 from orchestrator.minter import Minter
 from orchestrator.nodecalls import NodeCaller
@@ -161,6 +162,15 @@ async def start(
         audit=audit,
         send=gateway.send,
         ttl=config.delegation_ttl,
+        clock=clock,
+    )
+    reconciler.links = LinkPlanner(
+        state=state,
+        tracker=tracker,
+        minter=minter,
+        audit=audit,
+        send=gateway.send,
+        stream_of=gateway.outboxes.get,
         clock=clock,
     )
     control = ControlService(

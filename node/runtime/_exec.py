@@ -21,12 +21,48 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from node.runtime import _process_proc as proc
 
 CHUNK = 32 * 1024
 STDOUT, STDERR = 1, 2
+
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+
+
+def in_network_of(netns: str, start: Callable[[], T]) -> T:
+    """Run ``start`` (which forks the command) on a thread that joined the network
+    namespace ``netns`` (``/proc/PID/ns/net``): the child is born in it. Namespaces
+    are per thread; the agent's other threads stay where they are."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({netns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result.append(start())
+        except BaseException as exc:  # handed to the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=run, name="capstan-exec-netns", daemon=True)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
 
 
 def _exit_code(returncode: int) -> int:

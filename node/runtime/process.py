@@ -1,11 +1,13 @@
 """The process runtime: workloads as plain host processes, for hosts without Docker.
 
-What it isolates: nothing beyond a process session per workload (so stop and remove
-reach every process the workload forked) and an address-space rlimit
-(``RLIMIT_AS``) when the spec sets memory. There is no chroot, no namespace, no
-network isolation (``network: none`` is accepted and *not* enforced), and CPU
-limits are recorded but not enforced. Use the docker runtime wherever a Docker
-Engine is reachable; this one exists so Capstan runs on any Linux host.
+What it isolates: a process session per workload (so stop and remove reach every
+process the workload forked), an address-space rlimit (``RLIMIT_AS``) when the spec
+sets memory and, when the agent runs as root, a network namespace of its own with
+only its loopback for ``network: none`` (``_netns``; where the agent is not
+root, ``network: none`` is accepted and *not* enforced). There is no chroot and no
+other namespace yet, and CPU limits are recorded but not enforced. Use the docker
+runtime wherever a Docker Engine is reachable; this one exists so Capstan runs on any
+Linux host.
 
 How a workload runs:
 
@@ -62,7 +64,8 @@ from node.errors import (
     RuntimeFailure,
 )
 from node.runtime import _process_proc as proc
-from node.runtime._exec import PipeExec
+from node.runtime._exec import PipeExec, in_network_of
+from node.runtime._netns import in_new_network
 from node.runtime._process_images import ImageConfig, ImageStore
 from node.runtime.base import (
     ContainerSpec,
@@ -171,6 +174,8 @@ class ProcessRuntime:
         self._refresh_lock = threading.Lock()  # one process-table refresh at a time
         self._name_locks: dict[str, threading.Lock] = {}
         self._closed = False
+        # As root, each instance with network none gets a network namespace of its own.
+        self.isolates_network = os.geteuid() == 0
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -377,18 +382,25 @@ class ProcessRuntime:
                     preexec = _rlimits(spec.memory)
             log_fd = os.open(self.log_path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
-                child = subprocess.Popen(
-                    argv,
-                    executable=executable,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_fd,
-                    stderr=log_fd,
-                    cwd=work,
-                    env=env,
-                    start_new_session=True,
-                    close_fds=True,
-                    preexec_fn=preexec,  # noqa: PLW1509 - only calls setrlimit
-                )
+                def popen() -> subprocess.Popen[bytes]:
+                    return subprocess.Popen(
+                        argv,
+                        executable=executable,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log_fd,
+                        stderr=log_fd,
+                        cwd=work,
+                        env=env,
+                        start_new_session=True,
+                        close_fds=True,
+                        preexec_fn=preexec,  # noqa: PLW1509 - only calls setrlimit
+                    )
+
+                if spec.network == "none" and self.isolates_network:
+                    # Its own network namespace with only lo (node/links reaches in).
+                    child = in_new_network(popen)
+                else:
+                    child = popen()
             except OSError as exc:
                 raise RuntimeFailure(f"cannot start {name}: {exc.strerror or exc}") from None
             finally:
@@ -433,11 +445,17 @@ class ProcessRuntime:
                 "stdout": subprocess.PIPE,
                 "stderr": subprocess.PIPE,
             }
-        try:
-            child = subprocess.Popen(
+        def popen() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
                 argv, executable=executable, cwd=self.work_dir(name), env=env,
                 start_new_session=True, close_fds=True, **streams,
             )
+
+        try:
+            # In the container's own network namespace when it has one (network: none).
+            netns = f"/proc/{rec.pid}/ns/net"
+            own = os.stat(netns).st_ino != os.stat("/proc/self/ns/net").st_ino
+            child = in_network_of(netns, popen) if own else popen()
         except OSError as exc:
             if master is not None:
                 os.close(master)
@@ -655,7 +673,10 @@ class ProcessRuntime:
             extra={
                 "isolation": "process session + RLIMIT_AS only",
                 "cpu_limits": "recorded, not enforced",
-                "network": "host (not isolated)",
+                "network": (
+                    "own namespace, loopback only" if self.isolates_network
+                    else "host (not isolated: the agent is not root)"
+                ),
             },
         )
 

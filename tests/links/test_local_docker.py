@@ -62,10 +62,13 @@ def test_a_linked_service_answers_by_name(node: Any) -> None:
     run(rt, serving("db-0", "db-answer"))
     run(rt, linking("web-0", (DB,)))
     wait_for(lambda: len(links.listeners("web-0")) == 1, what="the link listener")
-    code, out = exec_in(client, rt, "web-0", *fetch("db", 5432))
-    assert code == 0 and out.strip().endswith(b"db-answer"), out
+    # (db's httpd may take a moment to listen)
+    wait_for(
+        lambda: exec_in(client, rt, "web-0", *fetch("db", 5432))[1].strip().endswith(b"db-answer"),
+        what="db answering web by name",
+    )
     # The container is on network none: the name resolves to its own loopback.
-    code, out = exec_in(client, rt, "web-0", "cat", "/etc/hosts")
+    _, out = exec_in(client, rt, "web-0", "cat", "/etc/hosts")
     assert f"{DB.address}\tdb".encode() in out
 
 
