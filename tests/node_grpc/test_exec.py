@@ -195,3 +195,21 @@ def _no_sleeper(node: Node, mark: str) -> None:
             return
         assert time.monotonic() < deadline, out
         time.sleep(0.2)
+
+
+def test_exec_joins_the_containers_own_network(any_node: Node) -> None:
+    # An instance with network: none has only its loopback; a command exec'd into it
+    # must not see the host's interfaces (it would reach what the instance cannot).
+    spec = node_pb2.ContainerSpec(
+        name="iso", workload_id="wl-iso", image="local/busybox:1", command=["sleep", "600"],
+        network="none",
+    )
+    stub = any_node.stub()
+    stub.CreateContainer(spec, metadata=meta(any_node.create_token(spec)))
+    stub.StartContainer(
+        node_pb2.ContainerRef(name="iso"), metadata=meta(any_node.token("container.start", "iso"))
+    )
+    probe = node_pb2.ExecStart(name="iso", command=["cat", "/proc/net/dev"])
+    out, _, code = _run(any_node, probe, _exec_token(any_node, probe))
+    names = sorted(line.split(":")[0].strip() for line in out.decode().splitlines()[2:])
+    assert (code, names) == (0, ["lo"])
