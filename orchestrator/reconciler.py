@@ -236,11 +236,20 @@ class Reconciler:
         alloc_cpu: Counter[str] = Counter()
         alloc_mem: Counter[str] = Counter()
         per_service: dict[str, Counter[str]] = {}
+        used_ports: dict[str, set[tuple[str, int]]] = {}  # host and published ports
+        port_cache: dict[tuple[str, str, str], frozenset[tuple[str, int]]] = {}
         for w in self.state.peek_workloads():
             if w.node and w.desired != "removed":
                 alloc_cpu[w.node] += w.cpu  # type: ignore[assignment]
                 alloc_mem[w.node] += w.memory
                 per_service.setdefault(w.node, Counter())[f"{w.tenant}/{w.app}/{w.service}"] += 1
+                key = (w.tenant, w.app, w.service)
+                if key not in port_cache:
+                    spec = self._service_spec(w)
+                    port_cache[key] = (
+                        scheduler.request_for(spec[0], spec[1]).ports if spec else frozenset()
+                    )
+                used_ports.setdefault(w.node, set()).update(port_cache[key])
         views = []
         for n in self.state.peek_nodes():
             views.append(
@@ -256,6 +265,7 @@ class Reconciler:
                     draining=n.draining,
                     ready=n.state == "ready",
                     instances_by_service=dict(per_service.get(n.name, {})),
+                    used_ports=frozenset(used_ports.get(n.name, ())),
                 )
             )
         return views

@@ -275,6 +275,9 @@ def request_for(app: pb.Application, service: pb.Service) -> PlacementRequest:
     ports: frozenset[tuple[str, int]] = frozenset()
     if service.network == pb.NETWORK_MODE_HOST:
         ports = frozenset((_PROTOCOLS[p.protocol], p.port) for p in service.ports)
+    else:
+        # A published port is the node's: one instance per node and port.
+        ports = frozenset(("tcp", p.publish) for p in service.ports if p.publish)
     return PlacementRequest(
         service=service_key(app.tenant, app.name, service.name),
         cpu=service.resources.cpu,

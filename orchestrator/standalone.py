@@ -22,11 +22,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from node.audit import NodeAudit
 from node.errors import NodeError, NotFound
+from node.links import LinkManager
 from node.runtime import select_runtime
-from node.runtime.base import ContainerSpec, ContainerState, ContainerStatus, Runtime, VolumeMount
+from node.runtime.base import (
+    ContainerSpec,
+    ContainerState,
+    ContainerStatus,
+    LinkSpec,
+    PortSpec,
+    Runtime,
+    VolumeMount,
+)
 from node.runtime.images import ensure_image
 from node.volumes import VolumeStore
+from orchestrator import links
 from orchestrator.context import capstan_home
 from pki.identity import Identity, Kind
 from protos import topology_pb2 as tpb
@@ -77,7 +88,11 @@ def start_order(app: tpb.Application) -> list[tpb.Service]:
 
 def instances(app: tpb.Application) -> list[Instance]:
     out: list[Instance] = []
+    tenant = app.tenant or "default"
     for svc in start_order(app):
+        specs = links.link_specs(tenant, app, svc)
+        env = {e.name: e.value for e in links.link_env(specs)}
+        env.update(svc.env)  # the service's own env wins, as on a cluster
         for index in range(svc.replicas):
             name = f"{app.name}-{svc.name}-{index}"
             out.append(
@@ -87,13 +102,23 @@ def instances(app: tpb.Application) -> list[Instance]:
                         workload_id=f"{app.tenant or 'default'}.{app.name}.{svc.name}.{index}",
                         image=svc.image,
                         command=tuple(svc.command),
-                        env=tuple(sorted(svc.env.items())),
+                        env=tuple(sorted(env.items())),
                         cpu=svc.resources.cpu,
                         memory=svc.resources.memory,
                         volumes=tuple(
                             VolumeMount(v.name, v.path, v.read_only) for v in svc.volumes
                         ),
                         network=_NETWORKS.get(svc.network, "none"),
+                        service=links.service_ref(tenant, app.name, svc.name),
+                        ports=tuple(
+                            PortSpec(p.port, p.publish)
+                            for p in svc.ports
+                            if p.protocol != tpb.PROTOCOL_UDP
+                        ),
+                        links=tuple(
+                            LinkSpec(x.service, x.address, tuple(x.ports), x.target)
+                            for x in specs
+                        ),
                     ),
                     service=svc.name,
                     index=index,
@@ -113,14 +138,31 @@ class Standalone:
         runtime: str | None = None,
         home: Path | None = None,
         echo: Callable[[str], None] = lambda _line: None,
+        publish_host: str = "127.0.0.1",
     ) -> None:
         self.app = app
         self.state_dir = ((home or capstan_home()) / "run" / scope(app)).absolute()
         self.node_id = node_id(app, self.state_dir)
         self._echo = echo
         self.runtime: Runtime = select_runtime(runtime, self.node_id, self.state_dir)
+        # Links and published ports, as a node agent serves them (one host: no tunnel).
+        self.links = LinkManager(
+            self.runtime,
+            node_id=self.node_id,
+            publish_host=publish_host,
+            audit=NodeAudit(self.state_dir / "audit.jsonl"),
+            revoked=frozenset,
+        )
+        self._links_started = False
+
+    @property
+    def serves_links(self) -> bool:
+        """The application has links or published ports: the runner must stay to serve them."""
+        return any(s.links or any(p.publish for p in s.ports) for s in self.app.services)
 
     def close(self) -> None:
+        if self._links_started:
+            self.links.stop()
         self.runtime.close()
 
     def __enter__(self) -> Standalone:
@@ -137,6 +179,9 @@ class Standalone:
         volumes = VolumeStore.for_state_dir(self.state_dir)
         for name in dict.fromkeys(m.name for i in planned for m in i.spec.volumes):
             volumes.ensure(name)
+        if self.serves_links and not self._links_started:
+            self.links.start()
+            self._links_started = True
         started: list[ContainerStatus] = []
         for inst in planned:
             self._remove(inst.spec.name)

@@ -110,7 +110,7 @@ class AppList(_message.Message):
     def __init__(self, apps: _Optional[_Iterable[_Union[AppSummary, _Mapping]]] = ...) -> None: ...
 
 class Workload(_message.Message):
-    __slots__ = ("id", "tenant", "app", "service", "index", "node", "container", "desired", "state", "restarts", "image", "spec_hash", "updated_at", "message", "generation", "exit_code", "cpu", "memory", "request_id", "next_attempt_at", "attempts", "previous_nodes", "created_at", "cpu_used", "memory_used")
+    __slots__ = ("id", "tenant", "app", "service", "index", "node", "container", "desired", "state", "restarts", "image", "spec_hash", "updated_at", "message", "generation", "exit_code", "cpu", "memory", "request_id", "next_attempt_at", "attempts", "previous_nodes", "created_at", "cpu_used", "memory_used", "endpoints")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class Workload(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CPU_USED_FIELD_NUMBER: _ClassVar[int]
     MEMORY_USED_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant: str
     app: str
@@ -161,7 +162,8 @@ class Workload(_message.Message):
     created_at: float
     cpu_used: float
     memory_used: int
-    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., app: _Optional[str] = ..., service: _Optional[str] = ..., index: _Optional[int] = ..., node: _Optional[str] = ..., container: _Optional[str] = ..., desired: _Optional[str] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., image: _Optional[str] = ..., spec_hash: _Optional[str] = ..., updated_at: _Optional[float] = ..., message: _Optional[str] = ..., generation: _Optional[int] = ..., exit_code: _Optional[int] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., request_id: _Optional[str] = ..., next_attempt_at: _Optional[float] = ..., attempts: _Optional[int] = ..., previous_nodes: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., cpu_used: _Optional[float] = ..., memory_used: _Optional[int] = ...) -> None: ...
+    endpoints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., app: _Optional[str] = ..., service: _Optional[str] = ..., index: _Optional[int] = ..., node: _Optional[str] = ..., container: _Optional[str] = ..., desired: _Optional[str] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., image: _Optional[str] = ..., spec_hash: _Optional[str] = ..., updated_at: _Optional[float] = ..., message: _Optional[str] = ..., generation: _Optional[int] = ..., exit_code: _Optional[int] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., request_id: _Optional[str] = ..., next_attempt_at: _Optional[float] = ..., attempts: _Optional[int] = ..., previous_nodes: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., cpu_used: _Optional[float] = ..., memory_used: _Optional[int] = ..., endpoints: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AppDetail(_message.Message):
     __slots__ = ("record", "summary", "workloads", "events")

@@ -72,20 +72,13 @@ def parse_res(res: str) -> tuple[str, int]:
 @dataclass
 class _Listener:
     sock: socket.socket
-    what: str  # for logs and audit
-    conns: set[socket.socket] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    what: str  # for logs
+    users: set[str] = field(default_factory=set)  # instances it serves
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
-        with self.lock:
-            conns = list(self.conns)
-            self.conns.clear()
-        for c in conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass
@@ -102,11 +95,6 @@ class _Instance:
     def declares(self, service: str, port: int) -> bool:
         return self.net.service == service and any(p.port == port for p in self.net.ports)
 
-    def close(self) -> None:
-        for listener in self.listeners:
-            listener.close()
-        if self.ns is not None:
-            self.ns.close()
 
 
 @dataclass(frozen=True)
@@ -143,6 +131,7 @@ class LinkManager:
         self.interval = interval
         self._lock = threading.RLock()
         self._instances: dict[str, _Instance] = {}
+        self._listeners: dict[tuple[str, str, int], _Listener] = {}
         self._routes: dict[str, list[gateway_pb2.LinkEndpoint]] = {}
         self._grants: set[tuple[str, str]] = set()
         self._valid_until = 0.0
@@ -180,7 +169,7 @@ class LinkManager:
             self._instances.clear()
             tunnels = [*self._outbound.values(), *self._inbound]
         for inst in instances:
-            inst.close()
+            self._drop(inst)
         for tunnel in tunnels:
             tunnel.close("node agent stopping")
 
@@ -216,7 +205,7 @@ class LinkManager:
             for inst in gone:
                 del self._instances[inst.name]
         for inst in gone:
-            inst.close()
+            self._drop(inst)
             log.info("links of %s closed", inst.name)
         for name, net in running.items():
             if name not in self._instances:
@@ -229,29 +218,59 @@ class LinkManager:
             log.warning("cannot open the network namespace of %s: %s", name, exc)
             return
         inst = _Instance(name, net.netns, net, ns)
-        try:
-            for link in net.links:
-                for port in link.ports:
-                    sock = inst.socket()
-                    self._bind(sock, link.address, port)
-                    listener = _Listener(sock, f"{name} -> {link.target}:{port}")
-                    inst.listeners.append(listener)
-                    self._serve(listener, functools_partial(self._link_conn, link.target, port))
-            for p in net.ports:
-                if p.publish:
-                    sock = socket.socket()
-                    self._bind(sock, self._publish_host, p.publish)
-                    listener = _Listener(sock, f"{self._publish_host}:{p.publish} -> {name}")
-                    inst.listeners.append(listener)
-                    self._serve(listener, functools_partial(self._publish_conn, name, p.port))
-        except OSError as exc:
-            log.error("links of %s: %s", name, exc)
-            inst.close()
-            return
+        # Listeners are shared by the instances of one namespace: on a node that cannot
+        # isolate instances they all live in the node's own (one listener serves all).
+        space = str(ns.inode) if ns is not None else "node"
+        wanted: list[tuple[tuple[str, str, int], str, Callable[[socket.socket], None]]] = []
+        for link in net.links:
+            for port in link.ports:
+                wanted.append(
+                    (
+                        (space, link.address, port),
+                        f"{link.target}:{port} at {link.address}:{port} of {name}",
+                        functools_partial(self._link_conn, link.target, port),
+                    )
+                )
+        for p in net.ports:
+            if p.publish:
+                wanted.append(
+                    (
+                        ("node", self._publish_host, p.publish),
+                        f"{self._publish_host}:{p.publish} -> {net.service}:{p.port}",
+                        functools_partial(self._publish_conn, net.service, p.port, p.publish),
+                    )
+                )
         with self._lock:
             self._instances[name] = inst
+            for key, what, handle in wanted:
+                listener = self._listeners.get(key)
+                if listener is None:
+                    try:
+                        sock = inst.socket() if key[0] == space else socket.socket()
+                        self._bind(sock, key[1], key[2])
+                    except OSError as exc:
+                        log.error("cannot listen for %s: %s", what, exc)
+                        continue
+                    listener = self._listeners[key] = _Listener(sock, what)
+                    self._serve(listener, handle)
+                listener.users.add(name)
+                inst.listeners.append(listener)
         if inst.listeners:
             log.info("links of %s: %s", name, ", ".join(x.what for x in inst.listeners))
+
+    def _drop(self, inst: _Instance) -> None:
+        """Forget an instance that stopped; close the listeners nobody else uses."""
+        closing = []
+        with self._lock:
+            for key, listener in list(self._listeners.items()):
+                listener.users.discard(inst.name)
+                if not listener.users:
+                    del self._listeners[key]
+                    closing.append(listener)
+        for listener in closing:
+            listener.close()
+        if inst.ns is not None:
+            inst.ns.close()
 
     @staticmethod
     def _bind(sock: socket.socket, host: str, port: int) -> None:
@@ -320,14 +339,24 @@ class LinkManager:
                 return
         conn.close()
 
-    def _publish_conn(self, name: str, port: int, conn: socket.socket) -> None:
+    def _publish_conn(self, service: str, port: int, publish: int, conn: socket.socket) -> None:
+        """Into one local instance that publishes ``publish`` (in turn)."""
         with self._lock:
-            inst = self._instances.get(name)
-        peer = self._local_into(inst, port) if inst is not None else None
-        if peer is None:
-            conn.close()
-            return
-        splice(conn, peer)
+            local = sorted(
+                (n, i)
+                for n, i in self._instances.items()
+                if i.declares(service, port)
+                and any(p.port == port and p.publish == publish for p in i.net.ports)
+            )
+            turn = self._turn.setdefault(f"publish:{publish}", itertools.count())
+        if local:
+            start = next(turn) % len(local)
+            for _, inst in local[start:] + local[:start]:
+                peer = self._local_into(inst, port)
+                if peer is not None:
+                    splice(conn, peer)
+                    return
+        conn.close()
 
     # -- tunnels out --------------------------------------------------------------------------
 

@@ -238,6 +238,7 @@ def workload_columns(now: float | None = None) -> list[Column]:
         Column("AGE", lambda r: age(created(f(r)), now)),
         Column("IMAGE", lambda r: f(r).image, wide_only=True),
         Column("CONTAINER", lambda r: f(r).container or "-", wide_only=True),
+        Column("ENDPOINTS", lambda r: ",".join(f(r).endpoints) or "-", wide_only=True),
         Column("MESSAGE", lambda r: _one_line(f(r).message) or "-", wide_only=True),
     ]
 

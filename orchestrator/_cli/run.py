@@ -62,6 +62,8 @@ def run_cmd(path: Path, runtime: str, detach: bool, down: bool, logs: bool) -> N
             raise
         say(f"{app.name}: {len(started)} instances on the {runner.runtime.name} runtime")
         if detach:
+            if runner.serves_links:
+                say("note: links and published ports are served only while capstan run runs")
             say(f"remove them with: capstan run --down -f {path}")
             return
         stop = threading.Event()

@@ -26,7 +26,8 @@ def _workloads() -> list[cpb.Workload]:
     return [
         cpb.Workload(id="acme.shop.web.0", tenant="acme", app="shop", service="web", index=0,
                      node="node-1", desired="running", state="running", restarts=2,
-                     image="local/busybox:1", updated_at=NOW - 90, spec_hash="h1"),
+                     image="local/busybox:1", updated_at=NOW - 90, spec_hash="h1",
+                     endpoints=["127.0.0.31:18080"]),
         cpb.Workload(id="acme.shop.web.1", tenant="acme", app="shop", service="web", index=1,
                      node="", desired="running", state="unschedulable", updated_at=NOW - 5,
                      message="web: unschedulable (2 nodes:\n cordoned)", spec_hash="h1"),
@@ -41,7 +42,8 @@ def test_table_and_wide() -> None:
     assert lines[2].split() == ["acme", "shop", "web.1", "-", "unschedulable", "0", "5s"]
     wide = render(_workloads(), workload_columns(NOW), "wide").splitlines()
     assert wide[0].split() == ["TENANT", "APP", "INSTANCE", "NODE", "DESIRED", "STATE",
-                               "RESTARTS", "AGE", "IMAGE", "CONTAINER", "MESSAGE"]
+                               "RESTARTS", "AGE", "IMAGE", "CONTAINER", "ENDPOINTS", "MESSAGE"]
+    assert "127.0.0.31:18080" in wide[1].split()  # where the published port is reached
     assert wide[2].endswith("web: unschedulable (2 nodes: cordoned)")  # one line
 
 
