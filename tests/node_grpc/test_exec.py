@@ -213,3 +213,27 @@ def test_exec_joins_the_containers_own_network(any_node: Node) -> None:
     out, _, code = _run(any_node, probe, _exec_token(any_node, probe))
     names = sorted(line.split(":")[0].strip() for line in out.decode().splitlines()[2:])
     assert (code, names) == (0, ["lo"])
+
+
+def test_exec_gets_the_instances_confinement_not_the_agents(any_node: Node) -> None:
+    # Before the sandbox-aware exec, a process-runtime command ran as the agent (root,
+    # every capability, the host's filesystem): an exec must be no stronger than the
+    # instance it enters -- the same user, capabilities and no_new_privs as its workload.
+    _start(any_node)
+    fields = "^(Uid|Gid|CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):"
+    probe = node_pb2.ExecStart(
+        name="box",
+        command=["sh", "-c", f"grep -E '{fields}' /proc/self/status; echo --; "
+                 f"grep -E '{fields}' /proc/$(pidof sleep)/status"],
+    )
+    out, err, code = _run(any_node, probe, _exec_token(any_node, probe))
+    assert code == 0, (out, err)
+    mine, first = out.decode().split("--\n")
+    assert mine.strip() and mine == first, out
+    # The node's own files are out of sight (docker; the process runtime when isolated).
+    runtime = any_node.agent.runtime
+    if getattr(runtime, "isolated", True):
+        hidden = str(getattr(runtime, "state_dir", "/etc/machine-id"))
+        probe = node_pb2.ExecStart(name="box", command=["ls", hidden])
+        _, _, code = _run(any_node, probe, _exec_token(any_node, probe))
+        assert code != 0
