@@ -28,7 +28,7 @@ from pathlib import Path
 import grpc
 
 from node.errors import NotFound
-from node.renewal import own_credentials, trust_digest_of_files
+from node.renewal import gateway_channel, own_credentials, trust_digest_of_files
 from node.runtime.base import ContainerState, ContainerStatus, Runtime
 from node.service import status_to_pb
 from pki._files import atomic_write
@@ -195,13 +195,16 @@ class Reporter:
             # turn into a reconnect loop at the initial delay.
             if time.monotonic() - started >= self._healthy_after:
                 failures = 0
+                self._endpoints.settled()
+            if self._endpoints.take_move():
+                failures = 0  # another orchestrator (the leader, or the next one)
             delay = self._backoff.delay(failures, self._rng)
             failures += 1
             self.failures = failures
             log.warning(
-                "report stream to %s %s; reconnecting in %.1fs",
-                self._endpoints.current(),
+                "report stream %s; reconnecting to %s in %.1fs",
                 reason,
+                self._endpoints.current(),
                 delay,
             )
             self._stop.wait(delay)
@@ -213,7 +216,7 @@ class Reporter:
         except CapstanError as exc:
             return f"cannot start: {exc}"
         address = self._endpoints.current()
-        channel = grpc.secure_channel(address, credentials)
+        channel = gateway_channel(address, credentials, self._cert)
         ended, wake = threading.Event(), threading.Event()
         try:
             call = gateway_pb2_grpc.NodeGatewayStub(channel).Report(self._statuses(ended, wake))
@@ -225,10 +228,10 @@ class Reporter:
             for message in call:
                 self.messages += 1
                 self._handle(message)
-            return "closed by the orchestrator"
+            return f"to {address} closed by the orchestrator"
         except grpc.RpcError as exc:
             self._endpoints.failed(address, leader_of(exc))
-            return f"broke: {status_of(exc).one_line()}"
+            return f"to {address} broke: {status_of(exc).one_line()}"
         finally:
             ended.set()
             wake.set()

@@ -32,7 +32,7 @@ from orchestrator.delegation import Delegator
 from orchestrator.failover import LivenessWatch
 from orchestrator.following import LeaderGate
 from orchestrator.gateway import Gateway
-from orchestrator.leader import FencedStore, Leadership, run_as_leader
+from orchestrator.leader import FencedStore, Leadership, orchestrators, run_as_leader
 from orchestrator.lifecycle import Lifecycle, LifecycleSettings, OwnCertificate, RevocationCache
 from orchestrator.links import LinkPlanner
 from orchestrator.liveness import Tracker
@@ -153,7 +153,7 @@ async def start(
         on_completion=reconciler.on_completion,
         assignments=reconciler.assignments,
         on_report=reconciler.wake,
-        reserved_sans=tuple(a for a in (*dns, *ips) if a != "localhost"),
+        reserved_sans=(*dns, *ips),
     )
     reconciler.tasks = tasks
     reconciler.delegator = Delegator(
@@ -190,10 +190,21 @@ async def start(
     control.rebalancer = rebalancer
 
     leader_seen: dict[str, str] = {}  # the last leader read from the store, for redirects
-    leader_gate = LeaderGate(
-        lambda: leadership.leading,
-        lambda method: leader_seen.get("join" if method.endswith("/Join") else "address", ""),
-    )
+
+    async def redirect(method: str) -> str:
+        # Read now (a follower may have been paused or cut off: its cache is stale),
+        # the cache only when the store does not answer at once.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(0.5):
+                info = await leadership.leader()
+                leader_seen.update(
+                    address=info.address if info else "", join=info.join_address if info else ""
+                )
+        where = leader_seen.get("join" if method.endswith("/Join") else "address", "")
+        # Never to itself: a deposed leader's record may linger until its lease ends.
+        return "" if where in leader_seen.get("own", "").split(",") else where
+
+    leader_gate = LeaderGate(lambda: leadership.leading, redirect)
     authz = Gate(
         trust_domain=authority.trust_domain, revoked=revoked, nodes=state.node, audit=audit
     )
@@ -250,6 +261,7 @@ async def start(
     leadership.address = gateway.gateway_address
     join_address = f"{config.join_listen.rpartition(':')[0]}:{join_port}"
     leadership.join_address = join_address
+    leader_seen["own"] = f"{gateway.gateway_address},{join_address}"
     await server.start()
     for name in ("", *names[:2]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -279,7 +291,10 @@ async def start(
         await state.load()
         audit.reload()
         tracker.nodes.clear()
-        tracker.started = clock()  # every node gets one grace period to reconnect
+        # Nodes reconnect after a takeover with their backoff (the old leader's stream
+        # broke, followers refused them): more than one grace period before any is
+        # declared dead, or a leader change would move workloads for nothing.
+        tracker.started = clock() + (config.takeover_grace if config.etcd else 0.0)
         reconciler.pending.clear()
         await audit.record("orchestrator.elected", id=identity, member=config.member, epoch=epoch)
         orch.duties = [
@@ -309,13 +324,21 @@ async def start(
         finally:
             first.set()
 
+    peers: list[str] = []
+
     async def watch_leader() -> None:
+        # What followers redirect to, and the addresses joining nodes are given.
         while True:
             with contextlib.suppress(Exception):
                 info = await leadership.leader()
-                if info is not None:
+                if info is None:
+                    leader_seen.update(address="", join="")
+                else:
                     leader_seen.update(address=info.address, join=info.join_address)
+                peers[:] = sorted(m.address for m in await orchestrators(raw))
             await asyncio.sleep(leadership.ttl / 2)
+
+    gateway.peer_addresses = lambda: [a for a in peers if a != gateway.gateway_address]
 
     orch.tasks = [
         asyncio.create_task(run_as_leader(leadership, on_elected, lost), name="leadership"),

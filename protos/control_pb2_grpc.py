@@ -129,6 +129,11 @@ class ControlServiceStub:
                 request_serializer=protos_dot_control__pb2.ExecRequest.SerializeToString,
                 response_deserializer=protos_dot_control__pb2.ExecGrant.FromString,
                 _registered_method=True)
+        self.SeedImage = channel.unary_unary(
+                '/capstan.v1.ControlService/SeedImage',
+                request_serializer=protos_dot_control__pb2.SeedImageRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.SeedImageResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServiceServicer:
@@ -248,6 +253,12 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SeedImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -345,6 +356,11 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.Exec,
                     request_deserializer=protos_dot_control__pb2.ExecRequest.FromString,
                     response_serializer=protos_dot_control__pb2.ExecGrant.SerializeToString,
+            ),
+            'SeedImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SeedImage,
+                    request_deserializer=protos_dot_control__pb2.SeedImageRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.SeedImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -860,6 +876,33 @@ class ControlService:
             '/capstan.v1.ControlService/Exec',
             protos_dot_control__pb2.ExecRequest.SerializeToString,
             protos_dot_control__pb2.ExecGrant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SeedImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/SeedImage',
+            protos_dot_control__pb2.SeedImageRequest.SerializeToString,
+            protos_dot_control__pb2.SeedImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
