@@ -274,7 +274,10 @@ class ControlClient:
             yield node_pb2.ExecInput(close_stdin=True)
 
         ca, cert, key = self.context.read_credentials()
-        with NodeClient(grant.node_address, credentials=client_credentials(cert, key, ca)) as node:
+        # The node must prove the identity the token is for (not only its host name).
+        with NodeClient(
+            grant.node_address, credentials=client_credentials(cert, key, ca), expect=grant.node_id
+        ) as node:
             yield from node.stream("container.exec", messages(), grant.token)
 
     # -- audit --------------------------------------------------------------------------
