@@ -38,7 +38,7 @@ from pki.tokenkeys import KeySet
 from protos import gateway_pb2, gateway_pb2_grpc
 from protos.wire.errors import status_of
 from protos.wire.leader import Endpoints, endpoints_of, leader_of
-from protos.wire.trust import parse_deny_list
+from protos.wire.trust import check_trust_update, parse_deny_list
 
 log = logging.getLogger("capstan.node.reporter")
 
@@ -123,6 +123,8 @@ class Reporter:
         self.streams = 0  # streams opened
         self.failures = 0  # stream ends since the last stream that lasted (sets the backoff)
         self.messages = 0  # GatewayMessages received
+        self.trust_refused = 0  # trust updates not applied (unsigned, unknown key, older)
+        self._trust_order = (0, 0)  # (epoch, issued_at_ms) of the last applied update
         self.usage_rounds = 0  # completed usage measurements
         # The latest containers stopped and removed on the orchestrator's word.
         self.fenced: deque[str] = deque(maxlen=256)
@@ -279,8 +281,20 @@ class Reporter:
 
     # -- messages from the orchestrator ---------------------------------------------------
 
+    def _trusted(self, update: gateway_pb2.TrustUpdate) -> bool:
+        """Apply a trust update only when a token key this node already trusts signed it
+        and it is not older than the last one applied (protos.wire.trust)."""
+        try:
+            keys = KeySet.from_file(self._jwks)
+            self._trust_order = check_trust_update(update, keys, after=self._trust_order)
+        except (CapstanError, ValueError) as exc:
+            log.error("ignoring a trust update: %s", exc)
+            self.trust_refused += 1
+            return False
+        return True
+
     def _handle(self, message: gateway_pb2.GatewayMessage) -> None:
-        if message.HasField("trust"):
+        if message.HasField("trust") and self._trusted(message.trust):
             # An empty field means "unchanged": an empty deny list must never be read as
             # "forget every revocation". To clear the list, the orchestrator sends a
             # comment line.

@@ -23,7 +23,7 @@ from orchestrator._events import event_line, of_app
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, Caller, UserCall, may
 from orchestrator.autoscale import keep_autoscaled
-from orchestrator.errors import Conflict, OrchestratorError
+from orchestrator.errors import Conflict, NotLeader, OrchestratorError, StoreUnavailable
 from orchestrator.minter import Minter
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
@@ -51,6 +51,10 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (plans.InvalidApplication, grpc.StatusCode.INVALID_ARGUMENT),
     (scheduler.Unschedulable, grpc.StatusCode.INVALID_ARGUMENT),
     (Conflict, grpc.StatusCode.ABORTED),
+    # Leadership lost mid-call, or etcd without quorum: nothing was done; try again
+    # (clients move to the leader).
+    (NotLeader, grpc.StatusCode.UNAVAILABLE),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
 
@@ -70,6 +74,8 @@ def _errors(fn: F) -> F:
 
 
 class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[misc]
+    # The control plane's members, leader and etcd health (set by the server).
+    orchestrators: Callable[[], Awaitable[control_pb2.OrchestratorsInfo]] | None = None
     rebalancer: Rebalancer | None = None  # set by the server once built
     lifecycle: Any = None  # orchestrator.lifecycle.Lifecycle, set by the server once built
 
@@ -480,6 +486,14 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         if self.lifecycle is None:
             raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
         return self.lifecycle.status()
+
+    @_errors
+    async def ListOrchestrators(
+        self, request: control_pb2.OrchestratorsRequest, context: Any, call: UserCall
+    ) -> Any:
+        if self.orchestrators is None:
+            raise OrchestratorError("this orchestrator does not describe its control plane")
+        return await self.orchestrators()
 
     @_errors
     async def Version(

@@ -33,7 +33,7 @@ from pki.errors import CapstanError
 from pki.identity import Kind, canonical_host, validate_name
 from pki.tokenkeys import TokenKeyStore
 from protos import control_pb2, gateway_pb2, gateway_pb2_grpc, node_pb2
-from protos.wire.trust import format_deny_list
+from protos.wire.trust import format_deny_list, sign_trust_update
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -212,14 +212,23 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
     # -- report ---------------------------------------------------------------------
 
     def trust_update(self) -> gateway_pb2.GatewayMessage:
-        return gateway_pb2.GatewayMessage(
-            sent_at=self._clock(),
-            trust=gateway_pb2.TrustUpdate(
-                jwks=json.dumps(self._token_keys().jwks()).encode(),
-                deny_list=format_deny_list(self._revoked()),
-                trust_bundle=self._authority.trust_bundle(),
-            ),
+        """The current JWKS, deny list and bundle, signed by every token key held (a
+        node applies it only when signed by a key it already trusts)."""
+        keys = self._token_keys()
+        try:
+            epoch = self.epoch()
+        except NotLeader:
+            epoch = 0  # a deposed leader's update sorts before the new leader's
+        now = self._clock()
+        update = gateway_pb2.TrustUpdate(
+            jwks=json.dumps(keys.jwks()).encode(),
+            deny_list=format_deny_list(self._revoked()),
+            trust_bundle=self._authority.trust_bundle(),
+            epoch=epoch,
+            issued_at_ms=int(now * 1000),
         )
+        sign_trust_update(update, keys.signers())
+        return gateway_pb2.GatewayMessage(sent_at=now, trust=update)
 
     def broadcast(self, message: gateway_pb2.GatewayMessage) -> None:
         for box in self.outboxes.values():

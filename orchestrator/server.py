@@ -340,6 +340,41 @@ async def start(
 
     gateway.peer_addresses = lambda: [a for a in peers if a != gateway.gateway_address]
 
+    async def describe() -> control_pb2.OrchestratorsInfo:
+        info = control_pb2.OrchestratorsInfo(
+            store="etcd" if config.etcd else "sqlite", answered_by=config.member
+        )
+        leader = await leadership.leader()
+        if leader is not None:
+            info.epoch, info.leader, info.leader_address = (
+                leader.epoch,
+                leader.identity,
+                leader.address,
+            )
+        for m in sorted(await orchestrators(raw), key=lambda m: m.identity):
+            info.members.append(
+                control_pb2.OrchestratorMember(
+                    member=m.identity,
+                    address=m.address,
+                    join_address=m.join_address,
+                    leader=leader is not None and m.address == leader.address,
+                )
+            )
+        if isinstance(raw, EtcdStore):
+            for h in await raw.members():
+                info.etcd.append(
+                    control_pb2.EtcdMember(
+                        name=h.name,
+                        endpoint=h.url,
+                        healthy=h.healthy,
+                        leader=h.leader,
+                        error=h.error,
+                    )
+                )
+        return info
+
+    control.orchestrators = describe
+
     orch.tasks = [
         asyncio.create_task(run_as_leader(leadership, on_elected, lost), name="leadership"),
         asyncio.create_task(leadership.register(), name="membership"),

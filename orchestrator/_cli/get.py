@@ -44,6 +44,8 @@ _KINDS = {
     "nodes": "nodes",
     "node": "nodes",
     "no": "nodes",
+    "orchestrators": "orchestrators",
+    "orchestrator": "orchestrators",
 }
 
 
@@ -79,7 +81,9 @@ _SINGULAR = {"apps": "app", "workloads": "workload", "nodes": "node"}
 
 
 @click.command("get", cls=OperatorCommand)
-@click.argument("kind", type=click.Choice(sorted(_KINDS)), metavar="apps|workloads|nodes")
+@click.argument(
+    "kind", type=click.Choice(sorted(_KINDS)), metavar="apps|workloads|nodes|orchestrators"
+)
 @click.argument("name", required=False)
 @click.option(
     "-o",
@@ -110,11 +114,24 @@ def get_cmd(
     watch: bool,
     context_name: str | None,
 ) -> None:
-    """List applications, workloads or nodes; `get KIND NAME` shows one (exit 3 if none).
+    """List applications, workloads, nodes or orchestrators; `get KIND NAME` shows one
+    (exit 3 if none).
 
-    A workload's NAME is APP/SERVICE.INDEX (e.g. shop/web.0).
+    A workload's NAME is APP/SERVICE.INDEX (e.g. shop/web.0). `get orchestrators`
+    shows the control plane: the leader and its epoch, every orchestrator, and the
+    health of each etcd member.
     """
     kind = _KINDS[kind]
+    if kind == "orchestrators":
+        with connect(context_name) as client:
+            info = client.list_orchestrators()
+        if fmt == "json":
+            from google.protobuf.json_format import MessageToDict
+
+            click.echo(json.dumps(MessageToDict(info), indent=2, sort_keys=True))
+        else:
+            click.echo(format_orchestrators(info))
+        return
     if all_tenants and tenant:
         raise click.UsageError("give --tenant or -A/--all-tenants, not both")
     if name and kind == "workloads" and "/" not in name:
@@ -145,6 +162,32 @@ def get_cmd(
             click.echo(out)
         if watch:
             _watch(fetch, kind, fmt, records)
+
+
+def format_orchestrators(info: cpb.OrchestratorsInfo) -> str:
+    """The control plane as ``get orchestrators`` and ``status`` print it."""
+    leader = f"{info.leader} at {info.leader_address}" if info.leader else "none (electing)"
+    lines = [f"store: {info.store}   leader: {leader}   epoch: {info.epoch}"]
+    rows = [["ORCHESTRATOR", "ROLE", "ADDRESS", "JOIN"]]
+    for m in info.members:
+        rows.append(
+            [m.member, "leader" if m.leader else "follower", m.address, m.join_address or "-"]
+        )
+    lines.append(table(rows))
+    if info.etcd:
+        rows = [["ETCD MEMBER", "HEALTH", "ROLE", "ENDPOINT", "ERROR"]]
+        for e in info.etcd:
+            rows.append(
+                [
+                    e.name,
+                    "healthy" if e.healthy else "UNHEALTHY",
+                    "leader" if e.leader else "follower",
+                    e.endpoint,
+                    e.error or "-",
+                ]
+            )
+        lines.append(table(rows))
+    return "\n".join(lines)
 
 
 def _watch(

@@ -148,8 +148,8 @@ def test_token_key_commands(run: Run, pki: Path) -> None:
     assert [k["kid"] for k in json.loads(run.ok("pki", "jwks", "--dir", pki))["keys"]] == [
         new_kid, old_kid,
     ]
-    assert "active key" in run.fails("pki", "retire-token-key", "--dir", pki, new_kid)
-    run.ok("pki", "retire-token-key", "--dir", pki, old_kid)
+    assert "active key" in run.fails("pki", "retire-token-key", "--dir", pki, "--", new_kid)
+    run.ok("pki", "retire-token-key", "--dir", pki, "--", old_kid)
     assert [k["kid"] for k in json.loads(run.ok("pki", "jwks", "--dir", pki))["keys"]] == [new_kid]
 
 
