@@ -27,6 +27,7 @@ from orchestrator.errors import Conflict, NotLeader, OrchestratorError, StoreUna
 from orchestrator.minter import Minter
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
+from orchestrator.secrets import SecretService
 from orchestrator.state import ClusterState
 from pki.errors import CapstanError
 from protos import control_pb2, control_pb2_grpc, topology_pb2
@@ -89,7 +90,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         ca_pin: str,
         delegation_ttl: float,
         clock: Callable[[], float],
+        secrets: SecretService,
     ) -> None:
+        self._secrets = secrets
         self._state = state
         self._reconciler = reconciler
         self._audit = audit
@@ -110,6 +113,10 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         app.CopyFrom(request.app)
         app.tenant = call.tenant
         plans.validate(app)
+        # Secrets are referenced, never embedded: each must exist in the app's tenant.
+        missing = await self._secrets.missing(app)
+        if missing:
+            raise plans.InvalidApplication("; ".join(missing))
         # Pinned at apply: each image by the digest in the file or the admin's pin, so
         # what runs is named by content from here on, whatever a node says later.
         for s in app.services:
