@@ -152,6 +152,7 @@ TABLE: Mapping[str, Rule] = {
             "Uncordon": Rule(Access.ADMIN),
             "Drain": Rule(Access.ADMIN),
             "Logs": Rule(Access.READ, tenant=_tenant),
+            "Exec": Rule(Access.WRITE, tenant=_tenant),
             "CreateJoinToken": Rule(Access.ADMIN),
             "AuditTail": Rule(Access.REVIEW),
             "AuditVerify": Rule(Access.REVIEW),
