@@ -151,6 +151,10 @@ TABLE: Mapping[str, Rule] = {
             "PkiStatus": Rule(Access.REVIEW),
             "Version": Rule(Access.READ),
             "SeedImage": Rule(Access.ADMIN),
+            "SetPoolPolicy": Rule(Access.ADMIN),
+            "ListPoolPolicies": Rule(Access.READ),
+            "SetQuota": Rule(Access.ADMIN),
+            "DescribeTenant": Rule(Access.READ, tenant=_tenant),
         }.items()
     },
     **{

@@ -136,6 +136,7 @@ async def start(
     reconciler = Reconciler(
         state, tracker, caller, audit, clock=clock, interval=config.reconcile_interval
     )
+    await reconciler.policies.load()
     tasks = TaskBook(store, clock)
     gateway = Gateway(
         state=state,
@@ -277,6 +278,7 @@ async def start(
         # Everything the previous leader may have changed is read back from the
         # store; what only it held in memory is rebuilt (docs/high-availability.md).
         await state.load()
+        await reconciler.policies.load()
         audit.reload()
         tracker.nodes.clear()
         tracker.started = clock()  # every node gets one grace period to reconnect
