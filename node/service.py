@@ -112,9 +112,7 @@ def spec_from_pb(pb: node_pb2.ContainerSpec) -> ContainerSpec:
         network=pb.network or "none",
         service=pb.service,
         ports=tuple(PortSpec(p.port, p.publish) for p in pb.ports),
-        links=tuple(
-            LinkSpec(x.service, x.address, tuple(x.ports), x.target) for x in pb.links
-        ),
+        links=tuple(LinkSpec(x.service, x.address, tuple(x.ports), x.target) for x in pb.links),
     )
 
 
@@ -201,7 +199,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         volumes: VolumeStore,
         spool_dir: Path,
         labels: dict[str, str] | None = None,
-        version: str = "",
+        version: str | Callable[[], str] = "",
         links: LinkManager | None = None,
         peer_of: Callable[[Any], PeerInfo] | None = None,
     ) -> None:
@@ -363,7 +361,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
             node_id=self._node_id,
             runtime=info.runtime,
             runtime_version=info.version,
-            capstan_version=self._version,
+            capstan_version=self._version if isinstance(self._version, str) else self._version(),
             cpus=info.cpus,
             memory=info.memory,
             containers=len(self._runtime.list()),

@@ -48,6 +48,7 @@ __all__ = [
 
 CONTROL = "capstan.v1.ControlService"
 GATEWAY = "capstan.v1.NodeGateway"
+SECRETS = "capstan.v1.SecretService"
 #: Services outside the table that anyone reaching the port may call (no certificate
 #: needed: the join port has none). Anything else unknown is refused.
 PUBLIC_SERVICES = frozenset(
@@ -150,11 +151,22 @@ TABLE: Mapping[str, Rule] = {
             "RevokeNode": Rule(Access.ADMIN),
             "PkiStatus": Rule(Access.REVIEW),
             "Version": Rule(Access.READ),
+            "ListOrchestrators": Rule(Access.READ),
             "SeedImage": Rule(Access.ADMIN),
             "SetPoolPolicy": Rule(Access.ADMIN),
             "ListPoolPolicies": Rule(Access.READ),
             "SetQuota": Rule(Access.ADMIN),
             "DescribeTenant": Rule(Access.READ, tenant=_tenant),
+        }.items()
+    },
+    **{
+        f"/{SECRETS}/{method}": rule
+        for method, rule in {
+            "CreateSecret": Rule(Access.WRITE, tenant=_tenant),
+            "RotateSecret": Rule(Access.WRITE, tenant=_tenant),
+            "DeleteSecret": Rule(Access.WRITE, tenant=_tenant),
+            "DescribeSecret": Rule(Access.READ, tenant=_tenant),
+            "ListSecrets": Rule(Access.READ),
         }.items()
     },
     **{

@@ -23,10 +23,11 @@ from orchestrator._events import event_line, of_app
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, Caller, UserCall, may
 from orchestrator.autoscale import keep_autoscaled
-from orchestrator.errors import Conflict, OrchestratorError
+from orchestrator.errors import Conflict, NotLeader, OrchestratorError, StoreUnavailable
 from orchestrator.minter import Minter
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
+from orchestrator.secrets import SecretService
 from orchestrator.state import ClusterState
 from pki.errors import CapstanError
 from protos import control_pb2, control_pb2_grpc, topology_pb2
@@ -48,6 +49,10 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (policy.QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (scheduler.Unschedulable, grpc.StatusCode.INVALID_ARGUMENT),
     (Conflict, grpc.StatusCode.ABORTED),
+    # Leadership lost mid-call, or etcd without quorum: nothing was done; try again
+    # (clients move to the leader).
+    (NotLeader, grpc.StatusCode.UNAVAILABLE),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
 
@@ -67,6 +72,8 @@ def _errors(fn: F) -> F:
 
 
 class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[misc]
+    # The control plane's members, leader and etcd health (set by the server).
+    orchestrators: Callable[[], Awaitable[control_pb2.OrchestratorsInfo]] | None = None
     rebalancer: Rebalancer | None = None  # set by the server once built
     lifecycle: Any = None  # orchestrator.lifecycle.Lifecycle, set by the server once built
 
@@ -80,7 +87,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         ca_pin: str,
         delegation_ttl: float,
         clock: Callable[[], float],
+        secrets: SecretService,
     ) -> None:
+        self._secrets = secrets
         self._state = state
         self._reconciler = reconciler
         self._audit = audit
@@ -103,6 +112,10 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         plans.validate(app)
         # What the admin's pool policies permit (field named): before anything is pinned.
         self._reconciler.policies.check_app(app)
+        # Secrets are referenced, never embedded: each must exist in the app's tenant.
+        missing = await self._secrets.missing(app)
+        if missing:
+            raise plans.InvalidApplication("; ".join(missing))
         # Pinned at apply: each image by the digest in the file or the admin's pin, so
         # what runs is named by content from here on, whatever a node says later.
         for s in app.services:
@@ -490,9 +503,12 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     ) -> Any:
         if self.lifecycle is None:
             raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
-        return await self.lifecycle.revoke_node(
+        record = await self.lifecycle.revoke_node(
             request.name, by=call.caller.uri, reason=request.reason or "key-compromise"
         )
+        # A revoked node is fetched from no more, whatever it held.
+        await self._reconciler.images.forget_node(request.name)
+        return record
 
     @_errors
     async def PkiStatus(
@@ -501,6 +517,14 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         if self.lifecycle is None:
             raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
         return self.lifecycle.status()
+
+    @_errors
+    async def ListOrchestrators(
+        self, request: control_pb2.OrchestratorsRequest, context: Any, call: UserCall
+    ) -> Any:
+        if self.orchestrators is None:
+            raise OrchestratorError("this orchestrator does not describe its control plane")
+        return await self.orchestrators()
 
     @_errors
     async def Version(

@@ -488,6 +488,54 @@ class NodeVersion(_message.Message):
     error: str
     def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., version: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
+class OrchestratorsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class OrchestratorMember(_message.Message):
+    __slots__ = ("member", "address", "join_address", "leader")
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    JOIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    member: str
+    address: str
+    join_address: str
+    leader: bool
+    def __init__(self, member: _Optional[str] = ..., address: _Optional[str] = ..., join_address: _Optional[str] = ..., leader: _Optional[bool] = ...) -> None: ...
+
+class EtcdMember(_message.Message):
+    __slots__ = ("name", "endpoint", "healthy", "leader", "error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    endpoint: str
+    healthy: bool
+    leader: bool
+    error: str
+    def __init__(self, name: _Optional[str] = ..., endpoint: _Optional[str] = ..., healthy: _Optional[bool] = ..., leader: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class OrchestratorsInfo(_message.Message):
+    __slots__ = ("store", "epoch", "leader", "leader_address", "members", "etcd", "answered_by")
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    ETCD_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    store: str
+    epoch: int
+    leader: str
+    leader_address: str
+    members: _containers.RepeatedCompositeFieldContainer[OrchestratorMember]
+    etcd: _containers.RepeatedCompositeFieldContainer[EtcdMember]
+    answered_by: str
+    def __init__(self, store: _Optional[str] = ..., epoch: _Optional[int] = ..., leader: _Optional[str] = ..., leader_address: _Optional[str] = ..., members: _Optional[_Iterable[_Union[OrchestratorMember, _Mapping]]] = ..., etcd: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., answered_by: _Optional[str] = ...) -> None: ...
+
 class VersionInfo(_message.Message):
     __slots__ = ("version", "id", "epoch", "nodes")
     VERSION_FIELD_NUMBER: _ClassVar[int]

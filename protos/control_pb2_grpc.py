@@ -124,6 +124,11 @@ class ControlServiceStub:
                 request_serializer=protos_dot_control__pb2.VersionRequest.SerializeToString,
                 response_deserializer=protos_dot_control__pb2.VersionInfo.FromString,
                 _registered_method=True)
+        self.ListOrchestrators = channel.unary_unary(
+                '/capstan.v1.ControlService/ListOrchestrators',
+                request_serializer=protos_dot_control__pb2.OrchestratorsRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.OrchestratorsInfo.FromString,
+                _registered_method=True)
         self.SeedImage = channel.unary_unary(
                 '/capstan.v1.ControlService/SeedImage',
                 request_serializer=protos_dot_control__pb2.SeedImageRequest.SerializeToString,
@@ -262,6 +267,13 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOrchestrators(self, request, context):
+        """The control plane itself: served by every orchestrator, leader or not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SeedImage(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -384,6 +396,11 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.Version,
                     request_deserializer=protos_dot_control__pb2.VersionRequest.FromString,
                     response_serializer=protos_dot_control__pb2.VersionInfo.SerializeToString,
+            ),
+            'ListOrchestrators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrchestrators,
+                    request_deserializer=protos_dot_control__pb2.OrchestratorsRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.OrchestratorsInfo.SerializeToString,
             ),
             'SeedImage': grpc.unary_unary_rpc_method_handler(
                     servicer.SeedImage,
@@ -897,6 +914,33 @@ class ControlService:
             '/capstan.v1.ControlService/Version',
             protos_dot_control__pb2.VersionRequest.SerializeToString,
             protos_dot_control__pb2.VersionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrchestrators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/ListOrchestrators',
+            protos_dot_control__pb2.OrchestratorsRequest.SerializeToString,
+            protos_dot_control__pb2.OrchestratorsInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,6 +23,7 @@ def register(root: click.Group) -> None:
     from orchestrator._cli.pki_lifecycle import register_lifecycle
     from orchestrator._cli.rebalance import rebalance_cmd
     from orchestrator._cli.run import run_cmd
+    from orchestrator._cli.secret import secret_group
     from orchestrator._cli.serve import orchestrator_group
 
     register_lifecycle(root)
@@ -49,5 +50,6 @@ def register(root: click.Group) -> None:
         version_cmd,
         completion_cmd,
         image_group,
+        secret_group,
     ):
         root.add_command(command)
