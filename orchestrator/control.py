@@ -35,6 +35,11 @@ from protos.wire import rules
 
 log = logging.getLogger("capstan.orchestrator")
 
+#: An exec session lasts as long as its token: the default, and at most (the node's
+#: verifier refuses tokens living longer than its max_token_ttl, 300 s by default).
+EXEC_DEFAULT_TTL = 300.0
+EXEC_MAX_TTL = 300.0
+
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
@@ -442,6 +447,60 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             node_address=node.address, node_id=node.id, container=w.container, token=token
         )
 
+    @_errors
+    async def Exec(self, request: control_pb2.ExecRequest, context: Any, call: UserCall) -> Any:
+        """A grant to run one command in one instance: a single-use token for the
+        caller's own certificate, bound to that container on that node and to exactly
+        this command line (req). The orchestrator relays nothing, and cannot be
+        bypassed: the node runs only what a token it verifies names. Viewers may
+        not (WRITE); a tenant only in its own tenant."""
+        from pki.tokens import request_digest
+        from protos import node_pb2
+        from protos.ops import request_fields
+
+        tenant, caller = call.tenant, call.caller
+        service, _, index = request.instance.rpartition(".")
+        if not service or not index.isdigit():
+            raise plans.InvalidApplication("instance: must be SERVICE.INDEX")
+        if not request.command or len(request.command) > 256:
+            raise plans.InvalidApplication("command: between 1 and 256 arguments")
+        if sum(len(a) for a in request.command) > 64 * 1024:
+            raise plans.InvalidApplication("command: longer than 64 KiB")
+        if not 0 <= request.ttl <= EXEC_MAX_TTL:  # NaN fails both
+            raise plans.InvalidApplication(f"ttl: must be between 0 and {EXEC_MAX_TTL:g} s")
+        w = self._state.workload(plans.workload_id(tenant, request.app, service, int(index)))
+        if w is None or w.desired == "removed":
+            raise NotFound(f"instance {tenant}/{request.app}/{request.instance} not found")
+        node = self._state.node(w.node) if w.node else None
+        if node is None or not w.container or w.state != "running":
+            raise NotFound(f"instance {request.instance} is not running on a node")
+        start = node_pb2.ExecStart(
+            name=w.container, command=list(request.command), tty=request.tty,
+            stdin=request.stdin,
+        )
+        ttl = request.ttl or EXEC_DEFAULT_TTL
+        # Audited before the token exists: an exec nobody recorded cannot happen.
+        await self._audit.record(
+            "exec.granted", by=caller.uri, tenant=tenant, app=request.app,
+            workload=w.id, node=node.name, container=w.container,
+            command=list(request.command), tty=request.tty, ttl=ttl,
+        )
+        token = await self._minter.mint(
+            sub=caller.uri,
+            cnf=caller.thumbprint,
+            aud=node.id,
+            op="container.exec",
+            res=w.container,
+            req=request_digest(request_fields(node_pb2.ExecInput(start=start))),
+            ttl=ttl,
+            why=f"exec in {w.id}",
+        )
+        return control_pb2.ExecGrant(
+            node_address=node.address, node_id=node.id, container=w.container, token=token,
+            expires_at=self._clock() + ttl,
+        )
+
+    @_errors
     @_errors
     async def CreateJoinToken(
         self, request: control_pb2.JoinTokenRequest, context: Any, call: UserCall

@@ -87,6 +87,8 @@ class Orchestrator:
     secrets: SecretService | None = None
     # The leader's duties (reconciler, liveness, ...): running only while leading.
     duties: list[asyncio.Task[None]] = field(default_factory=list)
+    # The authorization gate (orchestrator/authz.py): streams held per peer.
+    authz: Gate | None = None
 
     async def stop(self, grace: float = 1.0) -> None:
         for task in self.tasks:
@@ -225,7 +227,11 @@ async def start(
 
     leader_gate = LeaderGate(lambda: leadership.leading, redirect)
     authz = Gate(
-        trust_domain=authority.trust_domain, revoked=revoked, nodes=state.node, audit=audit
+        trust_domain=authority.trust_domain,
+        revoked=revoked,
+        nodes=state.node,
+        audit=audit,
+        clock=clock,
     )
     # A follower sends every call to the leader before anything else; the leader
     # authorizes each call before its handler runs.
@@ -305,6 +311,7 @@ async def start(
         lifecycle,
         leadership,
         secret_service,
+        authz=authz,
     )
 
     async def elected(epoch: int) -> None:
