@@ -24,6 +24,7 @@ import grpc
 from node import errors, pinned
 from node._generations import GenerationBook
 from node.links import LinkManager, LinkRefused, PeerInfo
+from node.runtime._docker_archive import retag_export
 from node.runtime.base import (
     ContainerSpec,
     ContainerStatus,
@@ -161,6 +162,7 @@ def import_image_checked(
     (``node.pinned.verify_archive``), tagged ``name``.
     Used by ImportImage (a push from the orchestrator) and by delegated fetches.
     """
+    pinned_ref = ref
     ref, digest = pinned.split(ref)
     try:
         spool_dir.mkdir(parents=True, exist_ok=True)
@@ -180,13 +182,20 @@ def import_image_checked(
         except OSError as exc:
             raise errors.RuntimeFailure(f"image spool {spool_dir}: {exc.strerror}") from None
         tags = _image_tags(path)
-        if tags != {ref}:
+        # A pinned image may come named by its content tag (what a fetching node keeps).
+        allowed = [{ref}] if digest is None else [{ref}, {pinned.content_ref(pinned_ref)}]
+        if tags not in allowed:
             raise errors.InvalidArgument(
                 "data", f"archive tags {sorted(tags)} but the import is for {ref!r}"
             )
-        if digest is not None:
-            pinned.verify_archive(path, digest)
-        return runtime.image_import(_read_chunks(path))
+        if digest is None:
+            return runtime.image_import(_read_chunks(path))
+        pinned.verify_archive(path, digest)
+        # Loaded under its content tag only: the plain name, which another tenant's
+        # pin may use for other content, is never moved.
+        return runtime.image_import(
+            retag_export(_read_chunks(path), pinned.content_ref(pinned_ref))
+        )
     finally:
         path.unlink(missing_ok=True)
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import grpc
 
 from orchestrator import apply as plans
-from orchestrator import jointokens, quantities, scheduler
+from orchestrator import jointokens, policy, quantities, scheduler
 from orchestrator._events import event_line, of_app
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, Caller, UserCall, may
@@ -50,6 +50,8 @@ class NotFound(OrchestratorError):
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (plans.InvalidApplication, grpc.StatusCode.INVALID_ARGUMENT),
+    (policy.PolicyRefused, grpc.StatusCode.INVALID_ARGUMENT),
+    (policy.QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (scheduler.Unschedulable, grpc.StatusCode.INVALID_ARGUMENT),
     (Conflict, grpc.StatusCode.ABORTED),
     # Leadership lost mid-call, or etcd without quorum: nothing was done; try again
@@ -113,6 +115,8 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         app.CopyFrom(request.app)
         app.tenant = call.tenant
         plans.validate(app)
+        # What the admin's pool policies permit (field named): before anything is pinned.
+        self._reconciler.policies.check_app(app)
         # Secrets are referenced, never embedded: each must exist in the app's tenant.
         missing = await self._secrets.missing(app)
         if missing:
@@ -140,6 +144,14 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             # Autoscaled services keep the autoscaler's count: re-applying the file
             # must not undo it.
             kept = keep_autoscaled(app, current)
+            asked = policy.app_usage(app)
+            usage = policy.tenant_usage(self._state.all_apps(), app.tenant, skip=app.name)
+            usage.add_usage(asked)
+            self._reconciler.policies.check_quota(
+                app.tenant,
+                usage,
+                f"application {app.name} ({asked.describe()})",
+            )
             record, changes, writes = plans.plan(app, current, mine, now=self._clock())
             record.autoscaled.clear()
             record.autoscaled.update(kept)
@@ -160,6 +172,77 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         return control_pb2.ApplyResponse(
             tenant=app.tenant, app=app.name, generation=record.generation, changes=changes
         )
+
+    # -- sandbox policies and quotas (orchestrator.policy) -----------------------------
+
+    @_errors
+    async def SetPoolPolicy(
+        self, request: control_pb2.PoolPolicyRecord, context: Any, call: UserCall
+    ) -> Any:
+        if request.pool:
+            problem = rules.check_dns_label(request.pool)
+            if problem:
+                raise policy.PolicyRefused(f"pool: {problem}")
+        rec = await self._reconciler.policies.set_pool(request.pool, request.policy)
+        await self._audit.record(
+            "pool.policy",
+            by=call.caller.uri,
+            pool=policy.pool_name(request.pool),
+            host_network=rec.policy.host_network,
+            root=rec.policy.root,
+            cap_add=list(rec.policy.cap_add),
+            unisolated=rec.policy.unisolated,
+            low_ports=rec.policy.low_ports,
+        )
+        self._reconciler.wake()
+        return rec
+
+    @_errors
+    async def ListPoolPolicies(
+        self, request: control_pb2.ListPoolPoliciesRequest, context: Any, call: UserCall
+    ) -> Any:
+        pools = self._reconciler.policies.pools
+        names = sorted(set(pools) | {""})
+        if call.caller.role not in ("admin", "viewer"):
+            names = [n for n in names if n in ("", call.caller.tenant)]
+        out = control_pb2.PoolPolicyList()
+        for name in names:
+            out.pools.add(pool=name).policy.CopyFrom(self._reconciler.policies.pool(name))
+        return out
+
+    @_errors
+    async def SetQuota(self, request: control_pb2.Quota, context: Any, call: UserCall) -> Any:
+        problem = rules.check_dns_label(request.tenant)
+        if problem:
+            raise policy.PolicyRefused(f"tenant: {problem}")
+        quota = await self._reconciler.policies.set_quota(request)
+        await self._audit.record(
+            "quota.set",
+            by=call.caller.uri,
+            tenant=quota.tenant,
+            cpu=quota.cpu,
+            memory=quota.memory,
+            instances=quota.instances,
+        )
+        return quota
+
+    @_errors
+    async def DescribeTenant(
+        self, request: control_pb2.TenantRef, context: Any, call: UserCall
+    ) -> Any:
+        tenant = call.tenant
+        usage = policy.tenant_usage(self._state.peek_apps(), tenant)
+        out = control_pb2.TenantUsage(
+            tenant=tenant,
+            cpu=usage.cpu,
+            memory=usage.memory,
+            instances=usage.instances,
+            apps=sum(1 for r in self._state.peek_apps() if r.app.tenant == tenant),
+        )
+        quota = self._reconciler.policies.quotas.get(tenant)
+        if quota is not None:
+            out.quota.CopyFrom(quota)
+        return out
 
     @_errors
     async def DeleteApp(self, request: control_pb2.AppRef, context: Any, call: UserCall) -> Any:
