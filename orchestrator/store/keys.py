@@ -18,6 +18,7 @@ key                             value
 /imageholders/<pinned>/<node>   a node that holds a pinned image: seeded by the admin
                                 or seen to receive a verified copy
 /orchestrators/<name>           an orchestrator's addresses (leased: gone = down)
+/secrets/<tenant>/<name>        a secret's current version: its envelope, never a value
 ==============================  =====================================================
 
 Each ``<...>`` part is percent-encoded (``quote(part, safe="")``): a SPIFFE id such as
@@ -43,12 +44,14 @@ HEARTBEATS = "/heartbeats/"
 STATUS = "/status/"
 TASKS = "/tasks/"
 AUDIT = "/audit/"
+AUDIT_BY_APP = "/audit-app/"
 COUNTERS = "/counters/"
 LEADER = "/leader"
 ORCHESTRATORS = "/orchestrators/"
 JOIN_TOKENS = "/jointokens/"
 IMAGE_PINS = "/imagepins/"
 IMAGE_HOLDERS = "/imageholders/"
+SECRETS = "/secrets/"
 
 
 def check_key(key: str) -> str:
@@ -84,6 +87,10 @@ def tenant_apps(tenant: str) -> str:
     return f"{APPS}{part(tenant)}/"
 
 
+def secret(tenant: str, name: str) -> str:
+    return f"{SECRETS}{part(tenant)}/{part(name)}"
+
+
 def workload(workload_id: str) -> str:
     return f"{WORKLOADS}{part(workload_id)}"
 
@@ -116,6 +123,21 @@ def audit(seq: int) -> str:
     if seq < 0:
         raise StoreError("audit sequence numbers are >= 0")
     return f"{AUDIT}{seq:020d}"
+
+
+_SEQ_SPAN = 10**20
+
+
+def audit_by_app(tenant: str, app: str, seq: int) -> str:
+    """An application's copy of audit entry ``seq``, newest first under its prefix (the
+    sequence number is stored inverted), so its latest events are one short range."""
+    if seq < 0:
+        raise StoreError("audit sequence numbers are >= 0")
+    return f"{audit_by_app_prefix(tenant, app)}{_SEQ_SPAN - 1 - seq:020d}"
+
+
+def audit_by_app_prefix(tenant: str, app: str) -> str:
+    return f"{AUDIT_BY_APP}{part(tenant)}/{part(app)}/"
 
 
 def counter(name: str) -> str:
