@@ -172,4 +172,3 @@ def _own_v1_paths() -> dict[str, str]:
     except (OSError, ValueError):
         return {}
     return paths
-

@@ -50,7 +50,7 @@ from node.runtime.base import (
     NetSpec,
     RuntimeInfo,
 )
-from node.validation import validate_image_ref, validate_name, validate_spec
+from node.validation import validate_image_ref, validate_name, validate_spec, validate_user
 from node.volumes import VolumeStore
 from protos.wire.rules import IMAGE_ID_RE
 
@@ -159,12 +159,26 @@ class DockerRuntime:
             )
             for mount in spec.volumes
         ]
+        # Secret files: a memory-backed directory of the agent's, read-only inside.
+        mounts.extend(
+            docker.types.Mount(target=m.path, source=m.source, type="bind", read_only=True)
+            for m in spec.secrets
+        )
         # Ours last: they cannot be overridden by the spec's own labels.
         labels = dict(spec.labels)
-        labels.update({LABEL_NODE: self.node_id, LABEL_WORKLOAD: spec.workload_id,
-                       LABEL_NAME: spec.name, LABEL_IMAGE: spec.image,
-                       LABEL_NET: json.dumps(net_to_json(spec.service, spec.ports, spec.links),
-                                             sort_keys=True, separators=(",", ":"))})
+        labels.update(
+            {
+                LABEL_NODE: self.node_id,
+                LABEL_WORKLOAD: spec.workload_id,
+                LABEL_NAME: spec.name,
+                LABEL_IMAGE: spec.image,
+                LABEL_NET: json.dumps(
+                    net_to_json(spec.service, spec.ports, spec.links),
+                    sort_keys=True,
+                    separators=(",", ":"),
+                ),
+            }
+        )
         dropped = list(DROPPED_CAPABILITIES)
         if spec.network == "host":
             # On the host's network a low port is the host's low port.
@@ -198,6 +212,12 @@ class DockerRuntime:
                 detach=True,
             )
         return self.inspect(spec.name)
+
+    def secret_owner(self, spec: ContainerSpec) -> tuple[int, int]:
+        # The user the spec names, else the image's own (uid 0 of busybox images): the
+        # files are that user's alone, inside a container that drops every capability.
+        given = validate_user("user", spec.user) if spec.user else None
+        return given if given is not None else (0, 0)
 
     def net_spec(self, name: str) -> NetSpec | None:
         attrs = self._lookup(name)
@@ -291,7 +311,11 @@ class DockerRuntime:
         subject = f"container {name!r}"
         with docker_errors(subject):
             stream = self._api.logs(
-                cid, stdout=True, stderr=True, stream=True, follow=bool(follow),
+                cid,
+                stdout=True,
+                stderr=True,
+                stream=True,
+                follow=bool(follow),
                 tail=tail if tail > 0 else "all",
             )
         return mapped_stream(stream, subject)

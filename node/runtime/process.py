@@ -406,6 +406,7 @@ class ProcessRuntime:
                     preexec = _rlimits(spec.memory)
             log_fd = os.open(self.log_path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
+
                 def popen() -> subprocess.Popen[bytes]:
                     return subprocess.Popen(
                         argv,
@@ -500,6 +501,7 @@ class ProcessRuntime:
             if not mount.read_only:
                 self._volumes.own(mount.name, uid, gid)
             mounts.append(_sandbox.Mount(str(source), mount.path, mount.read_only))
+        mounts.extend(_sandbox.Mount(m.source, m.path, True) for m in spec.secrets)
         procs = self._cgroups.create(
             name, Limits(cpu=spec.cpu, memory=spec.memory, pids=_sandbox.DEFAULT_PIDS)
         )
@@ -641,6 +643,13 @@ class ProcessRuntime:
             with contextlib.suppress(NotFound):  # removed while we were listing
                 statuses.append(self._status(rec))
         return statuses
+
+    def secret_owner(self, spec: ContainerSpec) -> tuple[int, int]:
+        if not self.isolated:
+            # An unisolated instance runs as the agent and sees the agent's files: a
+            # secret given to it would be given to everything on the host.
+            raise FailedPrecondition("secrets need an isolated node (the agent runs as root)")
+        return self._sandbox_user(spec)
 
     def net_spec(self, name: str) -> NetSpec | None:
         rec = self._refresh(self._get(name))
