@@ -291,6 +291,64 @@ class ControlClient:
             for chunk in node.stream("container.logs", request, grant.token):
                 yield bytes(chunk.data)
 
+    # -- exec ---------------------------------------------------------------------------
+
+    def exec_grant(
+        self,
+        app: str,
+        instance: str,
+        command: list[str],
+        *,
+        tenant: str = "",
+        tty: bool = False,
+        stdin: bool = False,
+        ttl: float = 0.0,
+    ) -> cpb.ExecGrant:
+        request = cpb.ExecRequest(
+            tenant=tenant,
+            app=app,
+            instance=instance,
+            command=command,
+            tty=tty,
+            stdin=stdin,
+            ttl=ttl,
+        )
+        return self._call("Exec", request)  # type: ignore[no-any-return]
+
+    def exec_session(
+        self,
+        grant: cpb.ExecGrant,
+        command: list[str],
+        inputs: Iterator[bytes],
+        *,
+        tty: bool = False,
+        stdin: bool = False,
+    ) -> Iterator[Any]:
+        """Run the granted command on its node directly, with the user's own certificate:
+        ExecOutput messages until the command exits or the grant ends. ``inputs`` is
+        the user's input (read only with ``stdin``); its end closes the command's stdin."""
+        from protos import node_pb2
+        from protos.wire.channel import client_credentials
+        from protos.wire.nodeclient import NodeClient
+
+        # Exactly the start the orchestrator minted the token for (its digest is req).
+        start = node_pb2.ExecStart(name=grant.container, command=command, tty=tty, stdin=stdin)
+
+        def messages() -> Iterator[Any]:
+            yield node_pb2.ExecInput(start=start)
+            if not stdin:
+                return
+            for data in inputs:
+                yield node_pb2.ExecInput(stdin=data)
+            yield node_pb2.ExecInput(close_stdin=True)
+
+        ca, cert, key = self.context.read_credentials()
+        # The node must prove the identity the token is for (not only its host name).
+        with NodeClient(
+            grant.node_address, credentials=client_credentials(cert, key, ca), expect=grant.node_id
+        ) as node:
+            yield from node.stream("container.exec", messages(), grant.token)
+
     # -- audit --------------------------------------------------------------------------
 
     def audit_tail(

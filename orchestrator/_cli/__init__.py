@@ -16,6 +16,7 @@ def register(root: click.Group) -> None:
         top_cmd,
         version_cmd,
     )
+    from orchestrator._cli.execute import exec_cmd
     from orchestrator._cli.get import describe_cmd, get_cmd
     from orchestrator._cli.local import down_cmd, status_cmd, up_cmd
     from orchestrator._cli.logs import logs_cmd
@@ -32,6 +33,7 @@ def register(root: click.Group) -> None:
         get_cmd,
         describe_cmd,
         logs_cmd,
+        exec_cmd,
         delete_cmd,
         cordon_cmd,
         uncordon_cmd,
