@@ -300,11 +300,12 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             ),
             key=lambda w: (w.service, w.index),
         )
+        # The application's own index: the cost does not grow with the whole log.
         events = [
             event_line(e)
-            for e in (await self._audit.entries())[-200:]
+            for e in await self._audit.app_events(tenant, request.name, limit=20)
             if of_app(e, tenant, request.name)
-        ][-20:]
+        ]
         return control_pb2.AppDetail(
             record=record, summary=self._summary(record), workloads=workloads, events=events
         )
@@ -666,9 +667,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     async def AuditTail(
         self, request: control_pb2.AuditRequest, context: Any, call: UserCall
     ) -> Any:
-        entries = await self._audit.entries(since=max(0, request.since))
-        if request.limit > 0:
-            entries = entries[-request.limit :]
+        entries = await self._audit.entries(
+            since=max(0, request.since), limit=max(0, request.limit)
+        )
         last = -1
         for item in entries:
             last = item["seq"]
