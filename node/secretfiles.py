@@ -40,6 +40,21 @@ SEAL_KEY_FILE = "seal.key"
 _KEY_BYTES = 32
 
 
+def seal_key_for_join(state_dir: Path) -> tuple[PrivateKey, bool]:
+    """The seal key a join registers: the one in ``state_dir``, else a new one that is
+    only in memory until ``write_seal_key`` (a refused join leaves nothing behind)."""
+    path = Path(state_dir) / SEAL_KEY_FILE
+    if path.exists():
+        return load_or_create_seal_key(state_dir), False
+    return PrivateKey.generate(), True
+
+
+def write_seal_key(state_dir: Path, key: PrivateKey) -> None:
+    fd = os.open(Path(state_dir) / SEAL_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(bytes(key))
+
+
 def load_or_create_seal_key(state_dir: Path) -> PrivateKey:
     """The node's X25519 key (created 0600 on first use); it never leaves the node."""
     path = Path(state_dir) / SEAL_KEY_FILE
