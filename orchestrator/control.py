@@ -476,15 +476,24 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         if node is None or not w.container or w.state != "running":
             raise NotFound(f"instance {request.instance} is not running on a node")
         start = node_pb2.ExecStart(
-            name=w.container, command=list(request.command), tty=request.tty,
+            name=w.container,
+            command=list(request.command),
+            tty=request.tty,
             stdin=request.stdin,
         )
         ttl = request.ttl or EXEC_DEFAULT_TTL
         # Audited before the token exists: an exec nobody recorded cannot happen.
         await self._audit.record(
-            "exec.granted", by=caller.uri, tenant=tenant, app=request.app,
-            workload=w.id, node=node.name, container=w.container,
-            command=list(request.command), tty=request.tty, ttl=ttl,
+            "exec.granted",
+            by=caller.uri,
+            tenant=tenant,
+            app=request.app,
+            workload=w.id,
+            node=node.name,
+            container=w.container,
+            command=list(request.command),
+            tty=request.tty,
+            ttl=ttl,
         )
         token = await self._minter.mint(
             sub=caller.uri,
@@ -497,7 +506,10 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             why=f"exec in {w.id}",
         )
         return control_pb2.ExecGrant(
-            node_address=node.address, node_id=node.id, container=w.container, token=token,
+            node_address=node.address,
+            node_id=node.id,
+            container=w.container,
+            token=token,
             expires_at=self._clock() + ttl,
         )
 

@@ -136,6 +136,8 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             taken = self._reserved_sans & (set(ips) | set(dns))
             if taken:
                 raise CapstanError(f"SANs {sorted(taken)} are reserved (the orchestrator's)")
+            if request.seal_key and len(request.seal_key) != 32:
+                raise CapstanError("seal_key: an X25519 public key is 32 bytes")
         except (CapstanError, ValueError) as exc:
             await refusals.refused(source, f"invalid request: {exc}")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -185,6 +187,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             record.pool = grant.pool
             record.runtime = request.runtime
             record.mode = request.mode or "push"
+            record.seal_key = request.seal_key
             record.state = "suspect"
             record.joined_at = self._clock()
             record.cert_expiry = issued.not_after
