@@ -16,12 +16,13 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from protos import control_pb2, gateway_pb2
+from protos import control_pb2, gateway_pb2, secrets_pb2
 from protos.wire.leader import LEADER_METADATA, NOT_LEADER
 
 _GATED = (
     "/" + control_pb2.DESCRIPTOR.services_by_name["ControlService"].full_name + "/",
     "/" + gateway_pb2.DESCRIPTOR.services_by_name["NodeGateway"].full_name + "/",
+    "/" + secrets_pb2.DESCRIPTOR.services_by_name["SecretService"].full_name + "/",
 )
 # Read from the store by whichever orchestrator is asked: works while electing.
 _EVERY_MEMBER = (

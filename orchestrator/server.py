@@ -40,6 +40,7 @@ from orchestrator.minter import Minter
 from orchestrator.nodecalls import NodeCaller
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
+from orchestrator.secrets import SecretService
 from orchestrator.state import ClusterState
 from orchestrator.store import Store
 from orchestrator.store.etcd import EtcdStore, EtcdTLS
@@ -48,8 +49,16 @@ from orchestrator.tasks import TaskBook
 from pki.authority import Authority
 from pki.certs import thumbprint
 from pki.errors import ConfigError
+from pki.secretkeys import SecretKeyStore
 from pki.tokenkeys import TokenKeyStore
-from protos import control_pb2, control_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from protos import (
+    control_pb2,
+    control_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    secrets_pb2,
+    secrets_pb2_grpc,
+)
 from protos.wire.channel import ORCHESTRATOR_SERVER_OPTIONS
 
 log = logging.getLogger("capstan.orchestrator")
@@ -75,8 +84,11 @@ class Orchestrator:
     autoscaler: Autoscaler | None = None
     lifecycle: Lifecycle | None = None
     leadership: Leadership | None = None
+    secrets: SecretService | None = None
     # The leader's duties (reconciler, liveness, ...): running only while leading.
     duties: list[asyncio.Task[None]] = field(default_factory=list)
+    # The authorization gate (orchestrator/authz.py): streams held per peer.
+    authz: Gate | None = None
 
     async def stop(self, grace: float = 1.0) -> None:
         for task in self.tasks:
@@ -174,7 +186,15 @@ async def start(
         stream_of=gateway.outboxes.get,
         clock=clock,
     )
+    # The key-encryption keys of secrets live beside the token keys, never in the store.
+    secret_service = SecretService(
+        state=state,
+        kek=SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"),
+        audit=audit,
+        clock=clock,
+    )
     control = ControlService(
+        secrets=secret_service,
         state=state,
         reconciler=reconciler,
         audit=audit,
@@ -206,7 +226,11 @@ async def start(
 
     leader_gate = LeaderGate(lambda: leadership.leading, redirect)
     authz = Gate(
-        trust_domain=authority.trust_domain, revoked=revoked, nodes=state.node, audit=audit
+        trust_domain=authority.trust_domain,
+        revoked=revoked,
+        nodes=state.node,
+        audit=audit,
+        clock=clock,
     )
     # A follower sends every call to the leader before anything else; the leader
     # authorizes each call before its handler runs.
@@ -215,12 +239,14 @@ async def start(
         interceptors=[leader_gate, AuthorizationInterceptor(authz)],
     )
     control_pb2_grpc.add_ControlServiceServicer_to_server(control, server)
+    secrets_pb2_grpc.add_SecretServiceServicer_to_server(secret_service, server)
     gateway_pb2_grpc.add_NodeGatewayServicer_to_server(gateway, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (
         control_pb2.DESCRIPTOR.services_by_name["ControlService"].full_name,
         gateway_pb2.DESCRIPTOR.services_by_name["NodeGateway"].full_name,
+        secrets_pb2.DESCRIPTOR.services_by_name["SecretService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     )
@@ -283,12 +309,20 @@ async def start(
         autoscaler,
         lifecycle,
         leadership,
+        secret_service,
+        authz=authz,
     )
 
     async def elected(epoch: int) -> None:
         # Everything the previous leader may have changed is read back from the
         # store; what only it held in memory is rebuilt (docs/high-availability.md).
         await state.load()
+        # A key-encryption key rotated with `capstan pki rotate-secrets-key` since the
+        # last election: every secret's data key is re-wrapped under the new one.
+        secret_service.use_keys(SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"))
+        rewrapped = await secret_service.rewrap_all()
+        if rewrapped:
+            log.info("re-wrapped %d secret(s) under the active key-encryption key", rewrapped)
         audit.reload()
         tracker.nodes.clear()
         # Nodes reconnect after a takeover with their backoff (the old leader's stream

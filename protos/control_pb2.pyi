@@ -463,6 +463,38 @@ class PkiStatusResponse(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, signing_ca: _Optional[str] = ..., trusted_roots: _Optional[_Iterable[str]] = ..., rotation: _Optional[str] = ..., certificates: _Optional[_Iterable[_Union[CertStatus, _Mapping]]] = ..., token_keys: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class ExecRequest(_message.Message):
+    __slots__ = ("tenant", "app", "instance", "command", "tty", "stdin", "ttl")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    app: str
+    instance: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    tty: bool
+    stdin: bool
+    ttl: float
+    def __init__(self, tenant: _Optional[str] = ..., app: _Optional[str] = ..., instance: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., tty: _Optional[bool] = ..., stdin: _Optional[bool] = ..., ttl: _Optional[float] = ...) -> None: ...
+
+class ExecGrant(_message.Message):
+    __slots__ = ("node_address", "node_id", "container", "token", "expires_at")
+    NODE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    node_address: str
+    node_id: str
+    container: str
+    token: str
+    expires_at: float
+    def __init__(self, node_address: _Optional[str] = ..., node_id: _Optional[str] = ..., container: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
+
 class VersionRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -49,9 +49,7 @@ _KINDS = {
 }
 
 
-def _fetch(
-    client: ControlClient, kind: str, *, tenant: str, app: str, node: str
-) -> list[Message]:
+def _fetch(client: ControlClient, kind: str, *, tenant: str, app: str, node: str) -> list[Message]:
     if kind == "apps":
         summaries = [a for a in client.list_apps(tenant) if not app or a.name == app]
         return list[Message](summaries)
@@ -96,9 +94,7 @@ _SINGULAR = {"apps": "app", "workloads": "workload", "nodes": "node"}
 )
 @click.option("--app", default="", help="Workloads of this application only.")
 @click.option("--tenant", default="", help="This tenant only.")
-@click.option(
-    "-A", "--all-tenants", is_flag=True, help="Every tenant you may see (the default)."
-)
+@click.option("-A", "--all-tenants", is_flag=True, help="Every tenant you may see (the default).")
 @click.option("--node", default="", help="Workloads on this node only.")
 @click.option("-w", "--watch", is_flag=True, help="Then print each change as it happens.")
 @context_option
@@ -149,14 +145,19 @@ def get_cmd(
         records = fetch()
         if name and not records:
             raise ControlError(
-                "get", "NOT_FOUND", f"no {_SINGULAR[kind]} named {name!r}"
-                + (f" in tenant {tenant}" if tenant else "")
+                "get",
+                "NOT_FOUND",
+                f"no {_SINGULAR[kind]} named {name!r}" + (f" in tenant {tenant}" if tenant else ""),
             )
         now = time.time()
         columns = _columns(kind, now)
         out = render(
-            records, columns, fmt, kind=_SINGULAR[kind],
-            names=lambda r: _key(kind, r), single=bool(name),
+            records,
+            columns,
+            fmt,
+            kind=_SINGULAR[kind],
+            names=lambda r: _key(kind, r),
+            single=bool(name),
         )
         if out:
             click.echo(out)
@@ -210,8 +211,9 @@ def _watch(
 
     def line(record: Message) -> str:
         if fmt.startswith("jsonpath=") or fmt == "name":
-            return render([record], [], fmt, kind=_SINGULAR[kind],
-                          names=lambda r: _key(kind, r), single=True)
+            return render(
+                [record], [], fmt, kind=_SINGULAR[kind], names=lambda r: _key(kind, r), single=True
+            )
         return json.dumps(to_dicts([record])[0], sort_keys=True)
 
     header = [c.header for c in _columns(kind, 0) if fmt == "wide" or not c.wide_only]
@@ -227,8 +229,9 @@ def _watch(
             if seen.get(key) == values and (tabular or seen_records[key] == by_key[key]):
                 continue
             if tabular:
-                click.echo("  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True))
-                           .rstrip())
+                click.echo(
+                    "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+                )
             else:
                 click.echo(line(by_key[key]))
         for key in seen.keys() - current.keys():

@@ -24,6 +24,7 @@ def demo_text() -> str:
 
     return files("orchestrator._cli").joinpath(DEMO_NAME).read_text(encoding="utf-8")
 
+
 _dir_option = click.option(
     "--dir",
     "directory",
@@ -108,9 +109,7 @@ def _demo(cluster: LocalCluster, record: ClusterRecord, timeout: float) -> None:
     app = load_topology(demo_text(), source=DEMO_NAME)
     with ControlClient(cluster.context(record.endpoint)) as client:
         reply = client.apply(app)
-        click.echo(
-            f"applied {DEMO_NAME}: {reply.tenant}/{reply.app} generation {reply.generation}"
-        )
+        click.echo(f"applied {DEMO_NAME}: {reply.tenant}/{reply.app} generation {reply.generation}")
         wait_converged(client, reply, timeout=timeout, echo=click.echo)
         rows = [["INSTANCE", "NODE", "STATE"]]
         for w in sorted(
@@ -191,14 +190,13 @@ def status_cmd(directory: Path | None) -> None:
             nodes = client.list_nodes()
             control_plane = client.list_orchestrators()
     except ControlError as exc:
-        click.echo("orchestrator does not answer: `capstan up` restarts what died, "
-                   "keeping the workloads")
+        click.echo(
+            "orchestrator does not answer: `capstan up` restarts what died, keeping the workloads"
+        )
         raise exc from None  # exit 5 (unavailable), 4 (refused)...
     ready = sum(1 for n in nodes if n.state == "ready")
     click.echo(f"nodes ready:   {ready}/{len(nodes)}")
     click.echo(format_orchestrators(control_plane))
     dead = [p.name for p in record.processes if not p.alive()]
     if dead:
-        raise LocalClusterError(
-            f"not running: {', '.join(dead)} (`capstan up` restarts them)"
-        )
+        raise LocalClusterError(f"not running: {', '.join(dead)} (`capstan up` restarts them)")

@@ -514,9 +514,7 @@ class EtcdStore:
 
     async def _lease_info(self, lease: int, *, keys: bool) -> Any:
         request = rpc.LeaseTimeToLiveRequest(ID=lease, keys=keys)
-        info = await self._unary(
-            self._lease.LeaseTimeToLive, request, lease=lease, idempotent=True
-        )
+        info = await self._unary(self._lease.LeaseTimeToLive, request, lease=lease, idempotent=True)
         return None if info.TTL < 0 else info
 
     async def get_lease(self, lease: int) -> Lease | None:
