@@ -41,9 +41,26 @@ def tls_cluster(
     members = etcdproc.cluster(tmp_path / "data", 3, tls=tls)
     etcdproc.start_all(members)
     try:
+        _until_serving(members, pki)
         yield members, pki
     finally:
         etcdproc.stop_all(members)
+
+
+def _until_serving(members: list[etcdproc.Member], pki: Path) -> None:
+    """Three members on TLS elect a leader in a few seconds; more on a busy machine."""
+
+    async def wait() -> None:
+        endpoints = [m.client_endpoint for m in members]
+        async with asyncio.timeout(60):
+            while True:
+                try:
+                    await _roundtrip(endpoints, _client(pki), timeout=5.0, namespace="/ready")
+                    return
+                except StoreUnavailable:
+                    continue
+
+    asyncio.run(wait())
 
 
 def _client(pki: Path, name: str = "client-orchestrator") -> EtcdTLS:
@@ -51,8 +68,10 @@ def _client(pki: Path, name: str = "client-orchestrator") -> EtcdTLS:
     return EtcdTLS(etcd / "ca.crt", etcd / f"{name}.crt", etcd / f"{name}.key")
 
 
-async def _roundtrip(endpoints: list[str], tls: EtcdTLS | None, timeout: float = 15.0) -> bytes:
-    async with EtcdStore(endpoints, namespace="/tls", tls=tls, timeout=timeout) as store:
+async def _roundtrip(
+    endpoints: list[str], tls: EtcdTLS | None, timeout: float = 15.0, namespace: str = "/tls"
+) -> bytes:
+    async with EtcdStore(endpoints, namespace=namespace, tls=tls, timeout=timeout) as store:
         await store.put("/k", b"v")
         entry = await store.get("/k")
         assert entry is not None
