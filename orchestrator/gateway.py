@@ -60,7 +60,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         assignments: Callable[[str], gateway_pb2.Assignments],
         on_report: Callable[[], None] = lambda: None,
         reserved_sans: tuple[str, ...] = (),
+        pool_policy: Callable[[str], node_pb2.SandboxPolicy] = lambda _: node_pb2.SandboxPolicy(),
     ) -> None:
+        self._pool_policy = pool_policy
         # Compared in one spelling (pki.identity.canonical_host): `VM` is `vm`.
         # localhost is everyone's own name: no node certificate may carry it.
         self._reserved_sans = frozenset(canonical_host(a) for a in (*reserved_sans, "localhost"))
@@ -170,6 +172,16 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 record.labels.update(grant.labels)
             record.pool = grant.pool
             record.runtime = request.runtime
+            record.policy.CopyFrom(
+                node_pb2.SandboxPolicy.FromString(bytes.fromhex(grant.policy))
+                if grant.policy
+                else self._pool_policy(grant.pool)
+            )
+            # The node's own word (a lying node only loosens what it runs itself); an
+            # unknown process node counts as unisolated.
+            record.isolation = request.isolation or (
+                "docker" if request.runtime == "docker" else "none"
+            )
             record.mode = request.mode or "push"
             record.state = "suspect"
             record.joined_at = self._clock()
@@ -201,6 +213,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             heartbeat_interval=self._heartbeat,
             gateway_address=self.gateway_address,
             gateway_addresses=self.peer_addresses(),
+            policy=record.policy,
         )
 
     # -- report ---------------------------------------------------------------------
