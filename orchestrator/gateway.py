@@ -177,11 +177,8 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 if grant.policy
                 else self._pool_policy(grant.pool)
             )
-            # The node's own word (a lying node only loosens what it runs itself); an
-            # unknown process node counts as unisolated.
-            record.isolation = request.isolation or (
-                "docker" if request.runtime == "docker" else "none"
-            )
+            # The node's own word: a lying node only loosens what it runs itself.
+            record.isolation = request.isolation
             record.mode = request.mode or "push"
             record.state = "suspect"
             record.joined_at = self._clock()
