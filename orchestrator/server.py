@@ -189,7 +189,7 @@ async def start(
         clock=clock,
     )
     # The key-encryption keys of secrets live beside the token keys, never in the store.
-    secret_service = SecretService(
+    secret_service = reconciler.secrets = SecretService(
         state=state,
         kek=SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"),
         audit=audit,
@@ -323,6 +323,7 @@ async def start(
         # A key-encryption key rotated with `capstan pki rotate-secrets-key` since the
         # last election: every secret's data key is re-wrapped under the new one.
         secret_service.use_keys(SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"))
+        await secret_service.load()
         rewrapped = await secret_service.rewrap_all()
         if rewrapped:
             log.info("re-wrapped %d secret(s) under the active key-encryption key", rewrapped)
