@@ -97,6 +97,7 @@ class ProcessRecord:
     node_id: str = ""
     state_dir: str = ""
     log_offset: int = 0  # where this run's output starts in ``log``
+    metrics: str = ""  # HOST:PORT of its Prometheus endpoint
 
     def alive(self) -> bool:
         return proc.is_same_alive(self.pid, self.start_ticks)
@@ -130,6 +131,12 @@ class ClusterRecord:
 
     def node_records(self) -> list[ProcessRecord]:
         return [p for p in self.processes if p.role == "node"]
+
+
+def metrics_address(index: int, base_port: int) -> str:
+    """The Prometheus endpoint of the orchestrator (index 0, 127.0.0.1) or of node
+    ``index`` (its own loopback address), all on port base + 3."""
+    return f"127.0.0.{index + 1}:{base_port + 3}"
 
 
 def node_address(index: int, port: int) -> str:
@@ -238,8 +245,8 @@ class LocalCluster:
         """
         if nodes < 1 or nodes > 250:
             raise ConfigError(f"--nodes must be between 1 and 250, got {nodes}")
-        if not 1024 <= base_port <= 65533:
-            raise ConfigError(f"--base-port must be between 1024 and 65533, got {base_port}")
+        if not 1024 <= base_port <= 65532:
+            raise ConfigError(f"--base-port must be between 1024 and 65532, got {base_port}")
         with self._locked():
             existing = self.load()
             if existing is not None:
@@ -269,6 +276,7 @@ class LocalCluster:
                     record.endpoint,
                     record.join_endpoint,
                     *(node_address(i, node_port) for i in range(1, nodes + 1)),
+                    *(metrics_address(i, base_port) for i in range(nodes + 1)),
                 ]
             )
             authority = self._authority()
@@ -381,9 +389,12 @@ class LocalCluster:
                 str(orch_dir / "store.db"),
                 "--name",
                 "local",
+                "--metrics-listen",
+                metrics_address(0, record.base_port),
                 "-v",
             ],
             listen=record.endpoint,
+            metrics=metrics_address(0, record.base_port),
         )
         match = self._wait_line(orch, _ORCH_READY)
         record.orchestrator_id = match.group(1)
@@ -417,9 +428,12 @@ class LocalCluster:
                 str(state),
                 "--runtime",
                 record.runtime,
+                "--metrics-listen",
+                metrics_address(index, record.base_port),
                 "-v",
             ],
             listen=listen,
+            metrics=metrics_address(index, record.base_port),
             node_id=_node_id(record, name),
             state_dir=str(state),
             # In the environment, not argv: other local users can read argv.
@@ -464,6 +478,7 @@ class LocalCluster:
         node_id: str = "",
         state_dir: str = "",
         env: dict[str, str] | None = None,
+        metrics: str = "",
     ) -> ProcessRecord:
         child_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         try:
@@ -493,6 +508,7 @@ class LocalCluster:
             node_id=node_id,
             state_dir=state_dir,
             log_offset=offset,
+            metrics=metrics,
         )
         record.processes.append(entry)
         self._save(record)
