@@ -89,6 +89,8 @@ class Orchestrator:
     secrets: SecretService | None = None
     # The leader's duties (reconciler, liveness, ...): running only while leading.
     duties: list[asyncio.Task[None]] = field(default_factory=list)
+    # The authorization gate (orchestrator/authz.py): streams held per peer.
+    authz: Gate | None = None
 
     async def stop(self, grace: float = 1.0) -> None:
         for task in self.tasks:
@@ -163,6 +165,7 @@ async def start(
     reconciler = Reconciler(
         state, tracker, caller, audit, clock=clock, interval=config.reconcile_interval
     )
+    await reconciler.policies.load()
     tasks = TaskBook(store, clock)
     gateway = Gateway(
         state=state,
@@ -202,7 +205,7 @@ async def start(
         clock=clock,
     )
     # The key-encryption keys of secrets live beside the token keys, never in the store.
-    secret_service = SecretService(
+    secret_service = reconciler.secrets = SecretService(
         state=state,
         kek=SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"),
         audit=audit,
@@ -241,7 +244,11 @@ async def start(
 
     leader_gate = LeaderGate(lambda: leadership.leading, redirect)
     authz = Gate(
-        trust_domain=authority.trust_domain, revoked=revoked, nodes=state.node, audit=audit
+        trust_domain=authority.trust_domain,
+        revoked=revoked,
+        nodes=state.node,
+        audit=audit,
+        clock=clock,
     )
     # A follower sends every call to the leader before anything else; the leader
     # authorizes each call before its handler runs.
@@ -321,15 +328,18 @@ async def start(
         lifecycle,
         leadership,
         secret_service,
+        authz=authz,
     )
 
     async def elected(epoch: int) -> None:
         # Everything the previous leader may have changed is read back from the
         # store; what only it held in memory is rebuilt (docs/high-availability.md).
         await state.load()
+        await reconciler.policies.load()
         # A key-encryption key rotated with `capstan pki rotate-secrets-key` since the
         # last election: every secret's data key is re-wrapped under the new one.
         secret_service.use_keys(SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"))
+        await secret_service.load()
         rewrapped = await secret_service.rewrap_all()
         if rewrapped:
             log.info("re-wrapped %d secret(s) under the active key-encryption key", rewrapped)
