@@ -253,6 +253,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
             if request.secrets and self._secrets is not None and not self._holds(spec.name):
                 self._secrets.remove(spec.name)
             raise
+        finally:
+            if request.secrets and self._secrets is not None:
+                self._secrets.created(spec.name)
         self._generations.record(spec.name, spec.workload_id, request.generation)
         return created
 

@@ -44,10 +44,11 @@ _dir_option = click.option(
 @click.option("--demo", is_flag=True, help=f"Then apply the demo application ({DEMO_NAME}).")
 @click.option(
     "--base-port",
-    type=click.IntRange(1024, 65532),
+    type=click.IntRange(1024, 65522),
     default=DEFAULT_BASE_PORT,
     show_default=True,
-    help="Orchestrator on 127.0.0.1:PORT, joins on PORT+1, nodes on 127.0.0.N:PORT+2.",
+    help="Orchestrator on 127.0.0.1:PORT, joins on PORT+1, nodes on 127.0.0.N:PORT+2, "
+    "metrics from PORT+13.",
 )
 @click.option(
     "--timeout",
@@ -56,23 +57,37 @@ _dir_option = click.option(
     show_default=True,
     help="How long --demo waits for the application to run.",
 )
+@click.option(
+    "--ha",
+    is_flag=True,
+    help="Three etcd members (client and peer mTLS) and three orchestrators, one leading; "
+    "SQLite and one orchestrator without it.",
+)
 def up_cmd(
-    *, nodes: int, directory: Path | None, runtime: str, demo: bool, base_port: int, timeout: float
+    *,
+    nodes: int,
+    directory: Path | None,
+    runtime: str,
+    demo: bool,
+    base_port: int,
+    timeout: float,
+    ha: bool,
 ) -> None:
     """Start a local cluster: an orchestrator and N nodes on loopback; select context `local`."""
     with progress_reporter("capstan up", echo=click.echo) as report:
         cluster = LocalCluster(directory, echo=report)
-        record, started = _up(cluster, nodes, runtime, base_port, demo)
+        record, started = _up(cluster, nodes, runtime, base_port, demo, ha)
     _after_up(cluster, record, started, demo, timeout)
 
 
 def _up(
-    cluster: LocalCluster, nodes: int, runtime: str, base_port: int, demo: bool
+    cluster: LocalCluster, nodes: int, runtime: str, base_port: int, demo: bool, ha: bool
 ) -> tuple[ClusterRecord, bool]:
     return cluster.up(
         nodes=nodes,
         runtime=runtime,
         base_port=base_port,
+        ha=ha,
         require_image=demo,
         # The demo image starts on node-1 only: the others fetch it from a peer,
         # each fetch authorized by a single-use delegation token.
