@@ -20,6 +20,7 @@ certificate being revoked or expiring.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
@@ -32,6 +33,7 @@ import grpc.aio
 
 from orchestrator import metrics
 from orchestrator.audit import AuditLog
+from orchestrator.refusals import source_host
 from pki.identity import Kind
 from pki.peers import Peer, PeerRefused, authenticate
 from protos import control_pb2
@@ -230,6 +232,7 @@ class Gate:
         self.clock = clock
         self.streams_per_peer = streams_per_peer
         self._streams: dict[str, int] = {}
+        self.public_streams: dict[str, int] = {}  # per source address, no certificate
 
     def revoked(self) -> Collection[int]:
         return self._revoked()
@@ -367,9 +370,12 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         rule = self._gate.table.get(method)
         service = method.lstrip("/").partition("/")[0]
         if rule is None:
-            wrapped = (
-                handler if service in PUBLIC_SERVICES else _refuse_all(self._gate, method, handler)
-            )
+            if service not in PUBLIC_SERVICES:
+                wrapped = _refuse_all(self._gate, method, handler)
+            elif handler.response_streaming:
+                wrapped = _public_stream(self._gate, method, handler)
+            else:
+                wrapped = handler
         elif rule.access is Access.JOIN:
             wrapped = handler
         else:
@@ -435,6 +441,33 @@ def _checked(gate: Gate, method: str, rule: Rule, handler: Any) -> Any:
         return await inner(request, context, call)
 
     return _rebuild(handler, unary)
+
+
+def _public_stream(gate: Gate, method: str, handler: Any) -> Any:
+    """Health Watch and reflection need no certificate (the join port has none): their
+    streams are counted per source address instead of per identity."""
+    inner = _inner(handler)
+
+    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        source = source_host(context.peer())
+        if gate.public_streams.get(source, 0) >= gate.streams_per_peer:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many streams")
+        gate.public_streams[source] = gate.public_streams.get(source, 0) + 1
+        try:
+            result = inner(request, context)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            else:  # grpc's aio health servicer writes through the context itself
+                await result
+        finally:
+            left = gate.public_streams.get(source, 1) - 1
+            if left > 0:
+                gate.public_streams[source] = left
+            else:
+                gate.public_streams.pop(source, None)
+
+    return _rebuild(handler, streaming)
 
 
 def _refuse_all(gate: Gate, method: str, handler: Any) -> Any:
