@@ -31,6 +31,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from orchestrator import metrics
 from orchestrator.audit import AuditLog
 from orchestrator.refusals import source_host
 from pki.identity import Kind
@@ -198,11 +199,14 @@ class _Refused(Exception):
     """Internal signal: refuse with ``code``; ``message`` for the caller, ``fields``
     for the audit event."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, event: str, **fields: object) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, event: str, why: str = "", **fields: object
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.event = event
+        self.why = why or message  # a coarse reason: the refusals metric's label
         self.fields = fields
 
 
@@ -275,7 +279,9 @@ class Gate:
             fields: dict[str, object] = {"peer": context.peer(), "reason": exc.detail}
             if event == "control.refused":
                 fields["method"] = name
-            raise _Refused(grpc.StatusCode.UNAUTHENTICATED, exc.reason, event, **fields) from None
+            raise _Refused(
+                grpc.StatusCode.UNAUTHENTICATED, exc.reason, event, exc.reason, **fields
+            ) from None
 
     def user_call(
         self, name: str, rule: Rule, request: Any, context: grpc.aio.ServicerContext
@@ -283,23 +289,24 @@ class Gate:
         event = "control.refused"
         caller = self._peer(context, event, name)
 
-        def denied(message: str) -> _Refused:
+        def denied(message: str, why: str) -> _Refused:
             return _Refused(
                 grpc.StatusCode.PERMISSION_DENIED,
                 message,
                 event,
+                why,
                 method=name,
                 peer=context.peer(),
                 reason=message,
             )
 
         if not may(caller, rule.access):
-            raise denied(f"{caller.uri} (role {caller.role}) may not {name}")
+            raise denied(f"{caller.uri} (role {caller.role}) may not {name}", "role")
         if rule.tenant is None:
             return UserCall(caller)
         tenant = rule.tenant(request) or caller.tenant or DEFAULT_TENANT
         if not may(caller, rule.access, tenant):
-            raise denied(f"{caller.uri} may not touch tenant {tenant}")
+            raise denied(f"{caller.uri} may not touch tenant {tenant}", "tenant")
         return UserCall(caller, tenant)
 
     def node_call(
@@ -323,12 +330,14 @@ class Gate:
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"a node may {name.lower()} only its own assignments",
                 event,
+                "not its own",
                 node=node.name,
                 asked_for=named[:128],
             )
         return NodeCall(caller, node)
 
     async def refuse(self, exc: _Refused, method: str, context: grpc.aio.ServicerContext) -> None:
+        metrics.REFUSALS.labels(method=method.rpartition("/")[2], reason=exc.why).inc()
         log.warning("refused %s: %s (%s)", method, exc.message, exc.fields.get("reason", ""))
         await self._audit.record(exc.event, **exc.fields)
         await context.abort(exc.code, exc.message)
@@ -390,11 +399,15 @@ def _checked(gate: Gate, method: str, rule: Rule, handler: Any) -> Any:
         # A request stream has no request at call start to derive them from.
         raise TypeError(f"{method}: a streaming request cannot name a tenant or node")
 
+    name = method.rpartition("/")[2]
+
     async def who(request: Any, context: grpc.aio.ServicerContext) -> UserCall | NodeCall:
         try:
-            return _authorize(
+            call = _authorize(
                 gate, method, rule, None if handler.request_streaming else request, context
             )
+            metrics.CALLS.labels(method=name).inc()
+            return call
         except _Refused as exc:
             await gate.refuse(exc, method, context)
             raise AssertionError("abort returned") from None  # pragma: no cover
