@@ -20,11 +20,12 @@ from typing import Any
 
 import grpc
 
-from orchestrator import jointokens
+from orchestrator import jointokens, metrics
 from orchestrator.audit import AuditLog
 from orchestrator.authz import NodeCall
 from orchestrator.errors import NotLeader
 from orchestrator.liveness import Tracker
+from orchestrator.refusals import RefusalTally, source_host
 from orchestrator.state import ClusterState
 from orchestrator.tasks import Completion, TaskBook, TaskRefused
 from pki.authority import Authority
@@ -60,9 +61,12 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         assignments: Callable[[str], gateway_pb2.Assignments],
         on_report: Callable[[], None] = lambda: None,
         reserved_sans: tuple[str, ...] = (),
+        pool_policy: Callable[[str], node_pb2.SandboxPolicy] = lambda _: node_pb2.SandboxPolicy(),
     ) -> None:
+        self._pool_policy = pool_policy
         # Compared in one spelling (pki.identity.canonical_host): `VM` is `vm`.
         # localhost is everyone's own name: no node certificate may carry it.
+        self.join_refusals = RefusalTally(audit, event="join.refused", clock=clock)
         self._reserved_sans = frozenset(canonical_host(a) for a in (*reserved_sans, "localhost"))
         self._tasks = tasks
         self._on_completion = on_completion
@@ -102,6 +106,16 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         self, request: gateway_pb2.JoinRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         peer = context.peer()
+        source = source_host(peer)
+        refusals = self.join_refusals
+        # Unauthenticated: a source whose joins keep being refused is refused at once,
+        # before parsing or any store read (orchestrator/refusals.py).
+        if not refusals.admit(source):
+            await refusals.refused(source, "rate limited")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too many refused joins from this address; retry later",
+            )
         # The request is checked before the token is consumed: a typo in the
         # addresses must not burn a one-time token.
         try:
@@ -124,15 +138,19 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             taken = self._reserved_sans & (set(ips) | set(dns))
             if taken:
                 raise CapstanError(f"SANs {sorted(taken)} are reserved (the orchestrator's)")
+            if request.seal_key and len(request.seal_key) != 32:
+                raise CapstanError("seal_key: an X25519 public key is 32 bytes")
         except (CapstanError, ValueError) as exc:
+            await refusals.refused(source, f"invalid request: {exc}")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             grant = await jointokens.consume(
                 self._state.store, request.join_token, ca_pin=self._ca_pin, now=self._clock()
             )
         except jointokens.JoinRefused as exc:
-            await self._audit.record("join.refused", peer=peer, reason=str(exc))
-            log.warning("join refused from %s: %s", peer, exc)
+            # Audited in aggregate per source and window, never one entry per attempt.
+            await refusals.refused(source, str(exc))
+            log.debug("join refused from %s: %s", peer, exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "join refused")
         name = grant.name or request.name
         if not name:
@@ -158,6 +176,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 )
             except CapstanError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem: {exc}")
+            previous = existing.cert_serial if existing is not None else ""
             record = existing or control_pb2.NodeRecord()
             record.name = name
             record.id = issued.identity.uri
@@ -170,7 +189,15 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 record.labels.update(grant.labels)
             record.pool = grant.pool
             record.runtime = request.runtime
+            record.policy.CopyFrom(
+                node_pb2.SandboxPolicy.FromString(bytes.fromhex(grant.policy))
+                if grant.policy
+                else self._pool_policy(grant.pool)
+            )
+            # The node's own word: a lying node only loosens what it runs itself.
+            record.isolation = request.isolation
             record.mode = request.mode or "push"
+            record.seal_key = request.seal_key
             record.state = "suspect"
             record.joined_at = self._clock()
             record.cert_expiry = issued.not_after
@@ -181,6 +208,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             del record.ips[:]
             record.ips.extend(ips)
             await self._state.save_node(record)
+        if previous and self.renewals is not None:
+            # A rejoin replaces the certificate: the old one goes after the grace.
+            self.renewals.supersede(int(previous, 16))
         await self._audit.record(
             "node.joined",
             node=name,
@@ -201,6 +231,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             heartbeat_interval=self._heartbeat,
             gateway_address=self.gateway_address,
             gateway_addresses=self.peer_addresses(),
+            policy=record.policy,
         )
 
     # -- report ---------------------------------------------------------------------
@@ -323,6 +354,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         if refused:
             return fence, refused, False
         changed = self._tracker.seen(name, status, accepted)
+        metrics.HEARTBEATS.labels(node=name).inc()
         return fence, refused, changed
 
     async def Renew(

@@ -32,6 +32,7 @@ import docker
 import docker.types
 
 from node.errors import FailedPrecondition, InvalidArgument, NodeError, NotFound, RuntimeFailure
+from node.policy import load_policy
 from node.runtime._docker_archive import CHUNK, ImportedArchive, retag_export
 from node.runtime._docker_errors import docker_errors, mapped_stream
 from node.runtime._docker_names import namespace, node_hash, node_ref, ref_of, split_ref
@@ -122,6 +123,7 @@ class DockerRuntime:
         self._images = namespace(node_id)
         self._capacity: tuple[float, int] | None = None
         self._uids = TenantUids(self.state_dir)
+        self._policy = load_policy(self.state_dir)
         # name -> (engine id, engine state, status): list() runs on every heartbeat and
         # re-inspects only containers whose id or state changed since it last looked
         # (one inspect per container per second loads the engine). Entries are dropped
@@ -155,6 +157,7 @@ class DockerRuntime:
     def create(self, spec: ContainerSpec) -> ContainerStatus:
         cpus, memory = self._capacity_limits()
         validate_spec(spec, max_cpus=cpus, max_memory=memory or None)
+        self._policy.check(spec)  # the node's own ceiling, whatever the token says
         if not self.image_exists(spec.image):
             # There is no registry to pull from: the image must have been imported.
             raise NotFound(f"image {spec.image!r} is not present on this node")
@@ -165,15 +168,31 @@ class DockerRuntime:
             source = self.volumes.ensure(mount.name)
             if not mount.read_only:
                 self.volumes.own(mount.name, uid, gid)  # writable by the instance's uid
-            mounts.append(docker.types.Mount(
-                target=mount.path, source=str(source), type="bind", read_only=mount.read_only
-            ))
+            mounts.append(
+                docker.types.Mount(
+                    target=mount.path, source=str(source), type="bind", read_only=mount.read_only
+                )
+            )
+        # Secret files: a memory-backed directory of the agent's, read-only inside.
+        mounts.extend(
+            docker.types.Mount(target=m.path, source=m.source, type="bind", read_only=True)
+            for m in spec.secrets
+        )
         # Ours last: they cannot be overridden by the spec's own labels.
         labels = dict(spec.labels)
-        labels.update({LABEL_NODE: self.node_id, LABEL_WORKLOAD: spec.workload_id,
-                       LABEL_NAME: spec.name, LABEL_IMAGE: spec.image,
-                       LABEL_NET: json.dumps(net_to_json(spec.service, spec.ports, spec.links),
-                                             sort_keys=True, separators=(",", ":"))})
+        labels.update(
+            {
+                LABEL_NODE: self.node_id,
+                LABEL_WORKLOAD: spec.workload_id,
+                LABEL_NAME: spec.name,
+                LABEL_IMAGE: spec.image,
+                LABEL_NET: json.dumps(
+                    net_to_json(spec.service, spec.ports, spec.links),
+                    sort_keys=True,
+                    separators=(",", ":"),
+                ),
+            }
+        )
         # Per network namespace: only an instance's own loopback is concerned. (On the
         # host's network a low port is the host's: that takes NET_BIND_SERVICE.)
         sysctls = {LOW_PORTS_SYSCTL: "0"} if spec.low_ports and spec.network == "none" else None
@@ -218,6 +237,10 @@ class DockerRuntime:
             )
         return self.inspect(spec.name)
 
+    def secret_owner(self, spec: ContainerSpec) -> tuple[int, int]:
+        # The user the instance runs as: the files are that user's alone.
+        return self._user(spec)
+
     def net_spec(self, name: str) -> NetSpec | None:
         attrs = self._lookup(name)
         state = attrs.get("State") or {}
@@ -258,7 +281,12 @@ class DockerRuntime:
         with docker_errors(subject):
             # The container's own user, environment and confinement: exec adds no privilege.
             exec_id = self._api.exec_create(
-                attrs["Id"], list(command), stdin=stdin, tty=tty, stdout=True, stderr=True,
+                attrs["Id"],
+                list(command),
+                stdin=stdin,
+                tty=tty,
+                stdout=True,
+                stderr=True,
                 privileged=False,
             )["Id"]
             attached = self._api.exec_start(exec_id, socket=True, tty=tty)
@@ -343,7 +371,11 @@ class DockerRuntime:
         subject = f"container {name!r}"
         with docker_errors(subject):
             stream = self._api.logs(
-                cid, stdout=True, stderr=True, stream=True, follow=bool(follow),
+                cid,
+                stdout=True,
+                stderr=True,
+                stream=True,
+                follow=bool(follow),
                 tail=tail if tail > 0 else "all",
             )
         return mapped_stream(stream, subject)
