@@ -280,9 +280,7 @@ class LocalCluster:
                 record.endpoint = ",".join(a for a, _ in _ha_orchestrators(base_port))
                 control = [a for pair in _ha_orchestrators(base_port) for a in pair]
                 control += [f"127.0.0.1:{p}" for pair in _ha_etcd(base_port) for p in pair]
-            _check_free(
-                [*control, *(node_address(i, node_port) for i in range(1, nodes + 1))]
-            )
+            _check_free([*control, *(node_address(i, node_port) for i in range(1, nodes + 1))])
             authority = self._authority()
             record.trust_domain = authority.trust_domain
             self._admin_credentials(authority)
@@ -759,9 +757,7 @@ def clean_node(runtime: str, node_id: str, state_dir: Path) -> int:
 def _ha_orchestrators(base_port: int) -> list[tuple[str, str]]:
     """(listen, join) of o1..o3: PORT/PORT+1, PORT+3/PORT+4, PORT+5/PORT+6 (PORT+2 is
     the nodes' port, on their own addresses)."""
-    return [
-        (f"127.0.0.1:{base_port + a}", f"127.0.0.1:{base_port + a + 1}") for a in (0, 3, 5)
-    ]
+    return [(f"127.0.0.1:{base_port + a}", f"127.0.0.1:{base_port + a + 1}") for a in (0, 3, 5)]
 
 
 def _ha_etcd(base_port: int) -> list[tuple[int, int]]:
