@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from orchestrator import jointokens
+from orchestrator import jointokens, metrics
 from orchestrator.audit import AuditLog
 from orchestrator.authz import NodeCall
 from orchestrator.errors import NotLeader
@@ -340,6 +340,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         if refused:
             return fence, refused, False
         changed = self._tracker.seen(name, status, accepted)
+        metrics.HEARTBEATS.labels(node=name).inc()
         return fence, refused, changed
 
     async def Renew(
