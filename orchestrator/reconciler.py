@@ -291,7 +291,10 @@ class Reconciler:
                     ready=n.state == "ready",
                     instances_by_service=dict(per_service.get(n.name, {})),
                     used_ports=frozenset(used_ports.get(n.name, ())),
-                    grants=self.policies.grants_of(n.pool),
+                    # The pool's policy now, within what the node was given at join
+                    # (it refuses more itself).
+                    grants=self.policies.grants_of(n.pool)
+                    & (policy.grants(n.policy) | {policy.UNISOLATED}),
                     unisolated=n.isolation == "none",
                 )
             )

@@ -184,6 +184,7 @@ async def start(
         assignments=reconciler.assignments,
         on_report=reconciler.wake,
         reserved_sans=(*dns, *ips),
+        pool_policy=reconciler.policies.pool,
     )
     reconciler.tasks = tasks
     reconciler.delegator = Delegator(
