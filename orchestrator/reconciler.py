@@ -628,6 +628,36 @@ class Reconciler:
                 raise
         await self._start(w, node)
 
+    async def secret_rotated(self, tenant: str, name: str) -> int:
+        """Seal a rotated secret's new version to each node running an instance that
+        uses it (push nodes), whose files are replaced in place; returns how many."""
+        done = 0
+        for w in self.state.all_workloads():
+            if w.tenant != tenant or not w.node or not w.container or w.desired != "running":
+                continue
+            spec = self._service_spec(w)
+            if spec is None or not any(r.name == name for r in spec[1].secrets):
+                continue
+            node = self.state.node(w.node)
+            seal = self._sealer(spec[0], node) if node is not None else None
+            if node is None or seal is None or node.mode == "pull" or node.state == "revoked":
+                continue
+            try:
+                update = node_pb2.SecretUpdate(
+                    name=w.container, secrets=[seal(r) for r in spec[1].secrets]
+                )
+                await self.caller.call(
+                    node.address,
+                    node.id,
+                    "secret.update",
+                    update,
+                    why=f"secret {tenant}/{name} rotated",
+                )
+                done += 1
+            except (NodeCallError, CapstanError) as exc:
+                log.warning("secret %s/%s not updated in %s: %s", tenant, name, w.id, exc)
+        return done
+
     def _sealer(self, app: topology_pb2.Application, node: control_pb2.NodeRecord) -> Sealer | None:
         """Seals the app's secrets to ``node``'s key, released only for an instance
         placed there (None when the orchestrator holds no secrets service)."""

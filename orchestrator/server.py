@@ -213,6 +213,7 @@ async def start(
         kek=SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"),
         audit=audit,
         clock=clock,
+        on_rotated=reconciler.secret_rotated,
     )
     control = ControlService(
         secrets=secret_service,
