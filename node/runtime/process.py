@@ -369,6 +369,14 @@ class ProcessRuntime:
         config = self._images.config(spec.image)
         rootfs = self._images.rootfs_dir(config.image_id)
         argv = self._argv(spec, config)
+        if spec.cap_add:
+            # Every capability is dropped for good before exec; none is given back here.
+            raise InvalidArgument("cap_add", "the process runtime gives no capability back")
+        if spec.low_ports and spec.network == "host":
+            raise InvalidArgument(
+                "low_ports", "the process runtime opens low ports in an instance's own network "
+                "namespace only (with host networking that takes a capability)"
+            )
         if self.isolated:
             self._sandbox_user(spec)
             self._image_executable(argv[0], rootfs, self._sandbox_env(spec, config)["PATH"])
