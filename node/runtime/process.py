@@ -85,6 +85,7 @@ from node.runtime.base import (
     NetSpec,
     RuntimeInfo,
 )
+from node.seccomp import profile
 from node.state import ContainerRecord, NodeState
 from node.validation import validate_name, validate_spec, validate_user
 from node.volumes import VolumeStore
@@ -532,6 +533,7 @@ class ProcessRuntime:
             rlimits=tuple(rlimits),
             low_ports=spec.low_ports,
             host_network=spec.network == "host",
+            seccomp=spec.seccomp,
         )
         ready_r, ready_w = os.pipe()
         try:
@@ -687,6 +689,9 @@ class ProcessRuntime:
             "gid": gid,
             "cgroup_procs": self._cgroups.procs(spec.name),
             "rlimits": rlimits,
+            # The instance's own seccomp profile: exec gains nothing its workload lacks.
+            "seccomp": profile(spec.seccomp) if _sandbox.LIBSECCOMP else None,
+            "libseccomp": _sandbox.LIBSECCOMP,
         }
         fd = os.memfd_create("capstan-exec", 0)  # the plan, environment included: no disk
         try:
@@ -937,6 +942,8 @@ class ProcessRuntime:
             "namespaces": "mount,uts,ipc,net,pid",
             "cgroups": f"v{self._cgroups.version}: {','.join(self._cgroups.controllers) or '-'}",
             "rlimit_fallback": ",".join(self._cgroups.missing) or "-",
+            "seccomp": "profiles of node/seccomp" if _sandbox.LIBSECCOMP else
+            "none: libseccomp is not installed",
             "network": "own namespace, loopback only",
         }
 
