@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from pki._files import read_file
 from pki.errors import CapstanError
+from pki.files import read_file
 
 T = TypeVar("T")
 log = logging.getLogger("capstan.node")

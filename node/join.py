@@ -43,9 +43,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from node.config import RUNTIMES
-from pki._files import atomic_write, read_file, write_private_key
 from pki.certs import ChainVerifier, identity_of, load_pem_chain
 from pki.errors import CapstanError, CertificateError, ConfigError
+from pki.files import atomic_write, read_file, write_private_key
 from pki.identity import Identity, Kind, parse_ip, validate_dns_name, validate_name
 from pki.jointoken import ca_pin, parse_join_token
 from pki.tokenkeys import KeySet
@@ -196,7 +196,7 @@ def _free_port(host: str) -> int:
 
 
 def _host_capacity() -> tuple[float, int]:
-    from node.runtime._process_proc import meminfo_total
+    from node.runtime.proc import meminfo_total
 
     try:
         cpus = float(len(os.sched_getaffinity(0)))

@@ -27,9 +27,9 @@ from node.runtime import select_runtime
 from node.runtime.base import Runtime
 from node.service import NodeServicer
 from node.volumes import VolumeStore
-from pki._files import read_file
 from pki.certs import identity_of, load_pem_chain
 from pki.errors import ConfigError
+from pki.files import read_file
 from pki.tokenkeys import KeySet
 from pki.tokens import ReplayCache, TokenVerifier
 from protos import node_pb2, node_pb2_grpc

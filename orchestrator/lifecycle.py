@@ -50,13 +50,13 @@ from orchestrator.minter import Minter
 from orchestrator.nodecalls import NodeCaller
 from orchestrator.reconciler import Reconciler
 from orchestrator.state import ClusterState
-from pki._build import CLOCK_SKEW
-from pki._state import CertRecord, load_state
 from pki.authority import REVOCATION_REASONS, Authority, Issued
 from pki.certs import load_pem_chain, thumbprint
 from pki.errors import CapstanError, PKIError
 from pki.identity import Kind
+from pki.lifetime import renewal_point, renewal_state
 from pki.rotation import CROSS_CERT, finish_rotation, rotation_status, write_crls
+from pki.state import CertRecord, load_state
 from pki.tokenkeys import TokenKeyStore
 from protos import control_pb2, gateway_pb2
 from protos.wire.channel import client_credentials
@@ -69,11 +69,8 @@ __all__ = [
     "LifecycleSettings",
     "OwnCertificate",
     "RevocationCache",
-    "renewal_state",
 ]
 
-FRACTION = 2.0 / 3.0
-OVERDUE = 0.8  # of the life: past this, a renewal that should have happened did not
 
 
 # -- revoked serials ---------------------------------------------------------------------
@@ -117,11 +114,6 @@ class RevocationCache:
 
 
 # -- the orchestrator's own certificate ----------------------------------------------------
-
-
-def _renew_point(not_before: float, not_after: float, rng: random.Random) -> float:
-    issued = not_before + CLOCK_SKEW if not_after - not_before > CLOCK_SKEW else not_before
-    return issued + (not_after - issued) * rng.uniform(FRACTION - 0.05, FRACTION + 0.05)
 
 
 def _public_key_of(pem: bytes) -> bytes:
@@ -171,7 +163,7 @@ class OwnCertificate:
 
     def _point(self) -> float:
         cert = self.issued.cert
-        return _renew_point(
+        return renewal_point(
             cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp(), self._rng
         )
 
@@ -234,23 +226,6 @@ class OwnCertificate:
         if bundle != self.bundle:
             self.bundle = bundle
             self._generation += 1
-
-
-# -- renewal state, for status ------------------------------------------------------------
-
-
-def renewal_state(not_before: float, not_after: float, now: float) -> str:
-    """ok, due (past 2/3 of its life), overdue (past 4/5: renewal is failing), expired."""
-    if now >= not_after:
-        return "expired"
-    issued = not_before + CLOCK_SKEW if not_after - not_before > CLOCK_SKEW else not_before
-    life = max(1.0, not_after - issued)
-    used = (now - issued) / life
-    if used >= OVERDUE:
-        return "overdue"
-    if used >= FRACTION - 0.05:
-        return "due"
-    return "ok"
 
 
 # -- the lifecycle -------------------------------------------------------------------------

@@ -63,7 +63,7 @@ from node.errors import (
     NotFound,
     RuntimeFailure,
 )
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 from node.runtime._netns import in_new_network
 from node.runtime._process_images import ImageConfig, ImageStore
 from node.runtime.base import (

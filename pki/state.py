@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pki._files import atomic_write
 from pki.errors import CapstanError, PKIStateError
+from pki.files import atomic_write
 from pki.identity import Kind, parse_kind, validate_trust_domain
 
 STATE_FILE = "state.json"
