@@ -57,3 +57,17 @@ class OrchestratorConfig:
             except ValueError:
                 dns.append(addr)
         return dns, ips
+
+
+@dataclass
+class LifecycleSettings:
+    """Certificate and key lifecycle on a running orchestrator; read at each use, so a
+    change applies from the next check."""
+
+    node_cert_ttl: float | None = None  # None: the PKI's default for nodes (24 h)
+    period: float = 0.5  # seconds between checks
+    ack_timeout: float = 10.0  # how long a trust push waits for every connected node
+    batch: int = 3  # nodes re-issued at a time during a CA rotation
+    batch_timeout: float = 30.0
+    token_lifetime: float = 60.0  # longest lifetime of a token this orchestrator mints
+    retire_margin: float = 30.0  # clock skew allowance before an old token key is retired

@@ -23,10 +23,13 @@ from orchestrator._events import event_line, of_app
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, Caller, UserCall, may
 from orchestrator.autoscale import keep_autoscaled
-from orchestrator.errors import Conflict, OrchestratorError
+from orchestrator.ca import CurrentAuthority
+from orchestrator.errors import Conflict, NotFound
 from orchestrator.minter import Minter
+from orchestrator.pkistatus import PkiStatus
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
+from orchestrator.revocations import Revoker
 from orchestrator.state import ClusterState
 from pki.errors import CapstanError
 from protos import control_pb2, control_pb2_grpc, topology_pb2
@@ -34,10 +37,6 @@ from protos import control_pb2, control_pb2_grpc, topology_pb2
 log = logging.getLogger("capstan.orchestrator")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-class NotFound(OrchestratorError):
-    """No such application, workload or node (NOT_FOUND)."""
 
 
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -64,9 +63,6 @@ def _errors(fn: F) -> F:
 
 
 class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[misc]
-    rebalancer: Rebalancer | None = None  # set by the server once built
-    lifecycle: Any = None  # orchestrator.lifecycle.Lifecycle, set by the server once built
-
     def __init__(
         self,
         *,
@@ -74,7 +70,10 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         reconciler: Reconciler,
         audit: AuditLog,
         minter: Minter,
-        ca_pin: str,
+        ca: CurrentAuthority,
+        rebalancer: Rebalancer,
+        revoker: Revoker,
+        pki_status: PkiStatus,
         delegation_ttl: float,
         clock: Callable[[], float],
     ) -> None:
@@ -82,7 +81,10 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         self._reconciler = reconciler
         self._audit = audit
         self._minter = minter
-        self._ca_pin = ca_pin
+        self._ca = ca
+        self._rebalancer = rebalancer
+        self._revoker = revoker
+        self._pki_status = pki_status
         self._ttl = delegation_ttl
         self._clock = clock
 
@@ -98,7 +100,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         app.CopyFrom(request.app)
         app.tenant = call.tenant
         plans.validate(app)
-        nodes = self._reconciler._views()
+        nodes = self._reconciler.views()
         if nodes:
             for s in app.services:
                 try:
@@ -361,7 +363,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             memory=request.memory,
             rejoin=bool(request.name) and self._state.node(request.name) is not None,
         )
-        token = await jointokens.create(self._state.store, grant, ca_pin=self._ca_pin)
+        token = await jointokens.create(self._state.store, grant, ca_pin=self._ca.ca_pin)
         await self._audit.record(
             "join_token.created",
             by=call.caller.uri,
@@ -371,19 +373,13 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         )
         return control_pb2.JoinTokenResponse(token=token, expires_at=grant.expires_at)
 
-    def set_ca_pin(self, pin: str) -> None:
-        """Join tokens pin this root from now on (after a CA rotation)."""
-        self._ca_pin = pin
-
     # -- certificate lifecycle ------------------------------------------------------------
 
     @_errors
     async def RevokeNode(
         self, request: control_pb2.RevokeNodeRequest, context: Any, call: UserCall
     ) -> Any:
-        if self.lifecycle is None:
-            raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
-        return await self.lifecycle.revoke_node(
+        return await self._revoker.revoke_node(
             request.name, by=call.caller.uri, reason=request.reason or "key-compromise"
         )
 
@@ -391,9 +387,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     async def PkiStatus(
         self, request: control_pb2.PkiStatusRequest, context: Any, call: UserCall
     ) -> Any:
-        if self.lifecycle is None:
-            raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
-        return self.lifecycle.status()
+        return self._pki_status()
 
     @_errors
     async def Version(
@@ -446,9 +440,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     async def Rebalance(
         self, request: control_pb2.RebalanceRequest, context: Any, call: UserCall
     ) -> Any:
-        if self.rebalancer is None:
-            raise OrchestratorError("rebalancing is not enabled on this orchestrator")
-        moves, summary = await self.rebalancer.rebalance(
+        moves, summary = await self._rebalancer.rebalance(
             dry_run=request.dry_run, by=call.caller.uri
         )
         if not request.dry_run:

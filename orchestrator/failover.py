@@ -36,7 +36,7 @@ class LivenessWatch:
         state = self._reconciler.state
         before = {n.name: n.state for n in state.all_nodes()}
         async with state.lock:
-            await self._reconciler._update_liveness()
+            await self._reconciler.update_liveness()
         changed = {
             n.name: (before.get(n.name, ""), n.state)
             for n in state.all_nodes()

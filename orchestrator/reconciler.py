@@ -100,6 +100,9 @@ class Reconciler:
         *,
         clock: Callable[[], float] = time.time,
         interval: float = 0.5,
+        tasks: TaskBook | None = None,
+        delegator: Delegator | None = None,
+        links: links.LinkPlanner | None = None,
     ) -> None:
         self.state = state
         self.tracker = tracker
@@ -108,10 +111,10 @@ class Reconciler:
         self._clock = clock
         self.interval = interval
         self._wake = asyncio.Event()
-        self.delegator: Delegator | None = None
-        self.links: links.LinkPlanner | None = None  # the nodes' link plans
+        self.delegator = delegator  # node-to-node fetches (push nodes)
+        self.links = links  # the nodes' link plans
         self.concurrency = 16  # node commands in flight at once
-        self.tasks: TaskBook | None = None
+        self.tasks = tasks
         # (node, kind, resource) -> request id of the delegated fetch under way
         self.pending: dict[tuple[str, str, str], str] = {}
         # (node, kind, resource, generation) of volume copies already made: per
@@ -143,7 +146,7 @@ class Reconciler:
 
     async def tick(self) -> None:
         async with self.state.lock:
-            await self._update_liveness()
+            await self.update_liveness()
         now = self._clock()
         # Settled instances (running where they should, as reported) are skipped from
         # a look at the stored records: only the others are copied and worked on, so
@@ -164,7 +167,7 @@ class Reconciler:
         for w in due:
             if self._needs_placement(w):
                 if views is None:
-                    views = {v.id: v for v in self._views()}
+                    views = {v.id: v for v in self.views()}
                 await self._guarded(self._place_batched(w, views, placed))
                 continue
             rest.append(w)
@@ -195,7 +198,7 @@ class Reconciler:
             if w is not None:
                 await self._failed(w, f"{task.kind} of {task.resource} on {task.node} timed out")
 
-    async def _update_liveness(self) -> None:
+    async def update_liveness(self) -> None:
         for stored in self.state.peek_nodes():
             if stored.state == "revoked":
                 continue
@@ -232,7 +235,7 @@ class Reconciler:
             return None
         return node
 
-    def _views(self) -> list[scheduler.NodeView]:
+    def views(self) -> list[scheduler.NodeView]:
         alloc_cpu: Counter[str] = Counter()
         alloc_mem: Counter[str] = Counter()
         per_service: dict[str, Counter[str]] = {}
@@ -459,7 +462,7 @@ class Reconciler:
         moving_from: str | None,
     ) -> None:
         request = scheduler.request_for(app, service)
-        views = [v for v in self._views() if v.id != moving_from]
+        views = [v for v in self.views() if v.id != moving_from]
         try:
             target = scheduler.place(request, views)
         except scheduler.Unschedulable as exc:

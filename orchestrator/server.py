@@ -26,27 +26,35 @@ from grpc_reflection.v1alpha import reflection
 from orchestrator.audit import AuditLog
 from orchestrator.authz import AuthorizationInterceptor, Gate
 from orchestrator.autoscale import Autoscaler
-from orchestrator.config import OrchestratorConfig
+from orchestrator.ca import CurrentAuthority
+from orchestrator.carotation import CaRotation
+from orchestrator.config import LifecycleSettings, OrchestratorConfig
 from orchestrator.control import ControlService
 from orchestrator.delegation import Delegator
 from orchestrator.failover import LivenessWatch
 from orchestrator.following import LeaderGate
 from orchestrator.gateway import Gateway
+from orchestrator.keyrotation import TokenKeyRotation
 from orchestrator.leader import FencedStore, Leadership, run_as_leader
-from orchestrator.lifecycle import Lifecycle, LifecycleSettings, OwnCertificate, RevocationCache
+from orchestrator.lifecycle import Lifecycle
 from orchestrator.links import LinkPlanner
 from orchestrator.liveness import Tracker
 from orchestrator.minter import Minter
 from orchestrator.nodecalls import NodeCaller
+from orchestrator.nodecerts import NodeCertificates
+from orchestrator.owncert import OwnCertificate, SelfRenewal
+from orchestrator.pkistatus import PkiStatus
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
+from orchestrator.revocations import Revoker, revoked_serials
 from orchestrator.state import ClusterState
 from orchestrator.store import Store
 from orchestrator.store.etcd import EtcdStore, EtcdTLS
 from orchestrator.store.sqlite import SqliteStore
+from orchestrator.streams import NodeStreams
 from orchestrator.tasks import TaskBook
+from orchestrator.trustpush import TrustPush
 from pki.authority import Authority
-from pki.certs import thumbprint
 from pki.errors import ConfigError
 from pki.tokenkeys import TokenKeyStore
 from protos import control_pb2, control_pb2_grpc, gateway_pb2, gateway_pb2_grpc
@@ -94,21 +102,22 @@ class Orchestrator:
 async def start(
     config: OrchestratorConfig, *, clock: Callable[[], float] = time.time
 ) -> Orchestrator:
-    authority = Authority.open(config.pki_dir)
+    ca = CurrentAuthority(Authority.open(config.pki_dir))
     keys_path = config.pki_dir / "token-keys"
     token_keys = TokenKeyStore.open(keys_path)
     dns, ips = config.server_sans()
-    own_cert = OwnCertificate(authority, config.name, dns=dns, ips=ips, ttl=config.cert_ttl)
-    own = own_cert.issued
-    identity = own.identity.uri
-    # The newest root: during a CA rotation the one that stays.
-    ca_pin = thumbprint(authority.trust_roots()[-1])
+    own_cert = OwnCertificate(ca.authority, config.name, dns=dns, ips=ips, ttl=config.cert_ttl)
+    identity = own_cert.issued.identity.uri
     # Re-read within a call of any revocation, also one made by `capstan pki revoke`.
-    revoked = RevocationCache(config.pki_dir)
+    revoked = revoked_serials(config.pki_dir)
+    settings = LifecycleSettings(
+        node_cert_ttl=config.node_cert_ttl,
+        token_lifetime=max(config.token_ttl, config.delegation_ttl, 30.0),
+    )
+    events: list[tuple[str, float]] = []  # the lifecycle's timings, for operators
 
     raw = _open_store(config, clock)
     await raw.open()
-    # Nodes and clients are told the addresses actually bound (port 0: the kernel chose).
     leadership = Leadership(
         raw,
         identity=config.member,
@@ -121,6 +130,35 @@ async def start(
     state = ClusterState(store)
     await state.load()
     audit = AuditLog(store, clock)
+
+    # The server and its ports first: nodes are told the addresses actually bound
+    # (port 0: the kernel chose).
+    leader_seen: dict[str, str] = {}  # the last leader read from the store, for redirects
+    leader_gate = LeaderGate(
+        lambda: leadership.leading,
+        lambda method: leader_seen.get("join" if method.endswith("/Join") else "address", ""),
+    )
+    authz = Gate(
+        trust_domain=ca.authority.trust_domain, revoked=revoked, nodes=state.node, audit=audit
+    )
+    # A follower sends every call to the leader before anything else; the leader
+    # authorizes each call before its handler runs.
+    server = grpc.aio.server(
+        options=ORCHESTRATOR_SERVER_OPTIONS,
+        interceptors=[leader_gate, AuthorizationInterceptor(authz)],
+    )
+    # Dynamic credentials: a renewed certificate or a new trust bundle is served from
+    # the next handshake on, without a restart and without dropping a call.
+    port = server.add_secure_port(config.listen, own_cert.server_credentials(client_auth=True))
+    join_port = server.add_secure_port(
+        config.join_listen, own_cert.server_credentials(client_auth=False)
+    )
+    if not port or not join_port:
+        raise ConfigError(f"cannot listen on {config.listen} / {config.join_listen}")
+    gateway_address = f"{config.host}:{port}"
+    leadership.address = gateway_address
+    leadership.join_address = f"{config.join_listen.rpartition(':')[0]}:{join_port}"
+
     tracker = Tracker(heartbeat=config.heartbeat, grace=config.grace, clock=clock)
     tracker.started = clock()
     minter = Minter(
@@ -129,80 +167,133 @@ async def start(
     caller = NodeCaller(
         minter,
         identity=identity,
-        thumbprint=own.thumbprint,
+        thumbprint=own_cert.issued.thumbprint,
         credentials=own_cert.client_credentials(),
         ttl=config.token_ttl,
     )
-    reconciler = Reconciler(
-        state, tracker, caller, audit, clock=clock, interval=config.reconcile_interval
+    streams = NodeStreams()
+    trust = TrustPush(
+        streams=streams,
+        ca=ca,
+        token_keys=lambda: TokenKeyStore.open(keys_path),
+        revoked=revoked,
+        clock=clock,
+        settings=settings,
     )
     tasks = TaskBook(store, clock)
+    reconciler = Reconciler(
+        state,
+        tracker,
+        caller,
+        audit,
+        clock=clock,
+        interval=config.reconcile_interval,
+        tasks=tasks,
+        delegator=Delegator(
+            minter=minter,
+            tasks=tasks,
+            tracker=tracker,
+            audit=audit,
+            send=streams.send,
+            ttl=config.delegation_ttl,
+            clock=clock,
+        ),
+        links=LinkPlanner(
+            state=state,
+            tracker=tracker,
+            minter=minter,
+            audit=audit,
+            send=streams.send,
+            stream_of=streams.get,
+            clock=clock,
+        ),
+    )
+    node_certs = NodeCertificates(ca=ca, state=state, audit=audit, settings=settings)
     gateway = Gateway(
         state=state,
         tracker=tracker,
         audit=audit,
-        authority=authority,
-        token_keys=lambda: TokenKeyStore.open(keys_path),
+        ca=ca,
+        certs=node_certs,
+        streams=streams,
+        trust=trust,
         issuer=identity,
-        ca_pin=ca_pin,
-        gateway_address=config.listen,
+        gateway_address=gateway_address,
         heartbeat=config.heartbeat,
-        revoked=revoked,
         clock=clock,
         tasks=tasks,
         on_completion=reconciler.on_completion,
         assignments=reconciler.assignments,
         on_report=reconciler.wake,
         reserved_sans=tuple(a for a in (*dns, *ips) if a != "localhost"),
+        epoch=leadership.current_epoch,
     )
-    reconciler.tasks = tasks
-    reconciler.delegator = Delegator(
-        minter=minter,
-        tasks=tasks,
-        tracker=tracker,
-        audit=audit,
-        send=gateway.send,
-        ttl=config.delegation_ttl,
-        clock=clock,
-    )
-    reconciler.links = LinkPlanner(
+    self_renewal = SelfRenewal(own=own_cert, ca=ca, caller=caller, audit=audit, events=events)
+    revoker = Revoker(
+        pki_dir=config.pki_dir,
+        ca=ca,
+        revoked=revoked,
+        trust=trust,
+        streams=streams,
         state=state,
-        tracker=tracker,
-        minter=minter,
         audit=audit,
-        send=gateway.send,
-        stream_of=gateway.outboxes.get,
+        wake=reconciler.wake,
+        events=events,
+    )
+    lifecycle = Lifecycle(
+        ca=ca,
+        self_renewal=self_renewal,
+        revoker=revoker,
+        keys=TokenKeyRotation(
+            keys_path=keys_path,
+            minter=minter,
+            trust=trust,
+            audit=audit,
+            settings=settings,
+            events=events,
+        ),
+        ca_rotation=CaRotation(
+            pki_dir=config.pki_dir,
+            ca=ca,
+            own=own_cert,
+            caller=caller,
+            trust=trust,
+            streams=streams,
+            state=state,
+            audit=audit,
+            renew_own=self_renewal,
+            clock=clock,
+            settings=settings,
+            events=events,
+        ),
+        node_certs=node_certs,
+        settings=settings,
+        events=events,
         clock=clock,
     )
+    liveness = LivenessWatch(reconciler)
+    rebalancer = Rebalancer(reconciler, audit, clock=clock)
+    autoscaler = Autoscaler(reconciler, audit, clock=clock)
     control = ControlService(
         state=state,
         reconciler=reconciler,
         audit=audit,
         minter=minter,
-        ca_pin=ca_pin,
+        ca=ca,
+        rebalancer=rebalancer,
+        revoker=revoker,
+        pki_status=PkiStatus(
+            pki_dir=config.pki_dir,
+            ca=ca,
+            own=own_cert,
+            state=state,
+            minter=minter,
+            clock=clock,
+        ),
         delegation_ttl=config.delegation_ttl,
         clock=clock,
     )
 
-    liveness = LivenessWatch(reconciler)
-    rebalancer = Rebalancer(reconciler, audit, clock=clock)
-    autoscaler = Autoscaler(reconciler, audit, clock=clock)
-    control.rebalancer = rebalancer
-
-    leader_seen: dict[str, str] = {}  # the last leader read from the store, for redirects
-    leader_gate = LeaderGate(
-        lambda: leadership.leading,
-        lambda method: leader_seen.get("join" if method.endswith("/Join") else "address", ""),
-    )
-    authz = Gate(
-        trust_domain=authority.trust_domain, revoked=revoked, nodes=state.node, audit=audit
-    )
-    # A follower sends every call to the leader before anything else; the leader
-    # authorizes each call before its handler runs.
-    server = grpc.aio.server(
-        options=ORCHESTRATOR_SERVER_OPTIONS,
-        interceptors=[leader_gate, AuthorizationInterceptor(authz)],
-    )
     control_pb2_grpc.add_ControlServiceServicer_to_server(control, server)
     gateway_pb2_grpc.add_NodeGatewayServicer_to_server(gateway, server)
     health_servicer = health.aio.HealthServicer()
@@ -214,42 +305,6 @@ async def start(
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, server)
-    lifecycle = Lifecycle(
-        pki_dir=config.pki_dir,
-        authority=authority,
-        own=own_cert,
-        gateway=gateway,
-        state=state,
-        audit=audit,
-        minter=minter,
-        caller=caller,
-        reconciler=reconciler,
-        revocations=revoked,
-        settings=LifecycleSettings(
-            node_cert_ttl=config.node_cert_ttl,
-            token_lifetime=max(config.token_ttl, config.delegation_ttl, 30.0),
-        ),
-        clock=clock,
-    )
-    lifecycle.on_authority.append(gateway.set_authority)
-    lifecycle.on_authority.append(lambda a: control.set_ca_pin(thumbprint(a.trust_roots()[-1])))
-    gateway.renewals = lifecycle
-    gateway.node_cert_ttl = config.node_cert_ttl
-    control.lifecycle = lifecycle
-    # Dynamic credentials: a renewed certificate or a new trust bundle is served from
-    # the next handshake on, without a restart and without dropping a call.
-    mtls = own_cert.server_credentials(client_auth=True)
-    tls = own_cert.server_credentials(client_auth=False)
-    port = server.add_secure_port(config.listen, mtls)
-    join_port = server.add_secure_port(config.join_listen, tls)
-    if not port or not join_port:
-        raise ConfigError(f"cannot listen on {config.listen} / {config.join_listen}")
-    # With port 0 the kernel chose: nodes must be told the port actually bound.
-    gateway.gateway_address = f"{config.host}:{port}"
-    gateway.epoch = leadership.current_epoch
-    leadership.address = gateway.gateway_address
-    join_address = f"{config.join_listen.rpartition(':')[0]}:{join_port}"
-    leadership.join_address = join_address
     await server.start()
     for name in ("", *names[:2]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -298,7 +353,7 @@ async def start(
         for task in duties:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        gateway.close_streams()
+        streams.end_all(ConnectionAbortedError("leadership ended"))
         log.warning("orchestrator %s no longer leads (epoch %d)", identity, leadership.epoch)
 
     first = asyncio.Event()
