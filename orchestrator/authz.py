@@ -150,6 +150,7 @@ TABLE: Mapping[str, Rule] = {
             "RevokeNode": Rule(Access.ADMIN),
             "PkiStatus": Rule(Access.REVIEW),
             "Version": Rule(Access.READ),
+            "SeedImage": Rule(Access.ADMIN),
         }.items()
     },
     **{

@@ -12,10 +12,16 @@ from typing import Any
 import grpc
 
 from orchestrator.context import Context
+from pki.certs import identity_of, load_pem_chain
 from pki.errors import CapstanError
 from protos import control_pb2 as cpb
 from protos import control_pb2_grpc, topology_pb2
-from protos.wire.channel import CONTROL_CHANNEL_OPTIONS, client_credentials
+from protos.wire.channel import (
+    CONTROL_CHANNEL_OPTIONS,
+    any_orchestrator,
+    client_credentials,
+    expecting,
+)
 from protos.wire.errors import status_of
 
 __all__ = [
@@ -105,10 +111,13 @@ class ControlClient:
         self.timeout = timeout
         if channel is None:
             ca, cert, key = context.read_credentials()
+            # The server must prove it is an orchestrator of our trust domain in the
+            # handshake, whatever host name the context dials.
+            trust_domain = identity_of(load_pem_chain(cert, "user certificate")[0]).trust_domain
             channel = grpc.secure_channel(
                 context.endpoint,
                 client_credentials(cert, key, ca),
-                options=CONTROL_CHANNEL_OPTIONS,
+                options=[*CONTROL_CHANNEL_OPTIONS, *expecting(any_orchestrator(trust_domain))],
             )
         self.channel = channel
         self._stub: Any = control_pb2_grpc.ControlServiceStub(channel)
@@ -150,6 +159,10 @@ class ControlClient:
 
     def list_nodes(self) -> list[cpb.NodeRecord]:
         return list(self._call("ListNodes", cpb.ListNodesRequest()).nodes)
+
+    def seed_image(self, node: str, image: str) -> cpb.SeedImageResponse:
+        request = cpb.SeedImageRequest(node=node, image=image)
+        return self._call("SeedImage", request)  # type: ignore[no-any-return]
 
     def cordon(self, name: str) -> cpb.NodeRecord:
         return self._call("Cordon", cpb.NodeRef(name=name))  # type: ignore[no-any-return]
@@ -206,7 +219,9 @@ class ControlClient:
 
         ca, cert, key = self.context.read_credentials()
         request = node_pb2.LogsRequest(name=grant.container, follow=follow, tail=tail)
-        with NodeClient(grant.node_address, credentials=client_credentials(cert, key, ca)) as node:
+        with NodeClient(
+            grant.node_address, credentials=client_credentials(cert, key, ca), expect=grant.node_id
+        ) as node:
             for chunk in node.stream("container.logs", request, grant.token):
                 yield bytes(chunk.data)
 

@@ -33,6 +33,7 @@ from orchestrator.revocations import Revoker
 from orchestrator.state import ClusterState
 from pki.errors import CapstanError
 from protos import control_pb2, control_pb2_grpc, topology_pb2
+from protos.wire import rules
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -100,6 +101,10 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         app.CopyFrom(request.app)
         app.tenant = call.tenant
         plans.validate(app)
+        # Pinned at apply: each image by the digest in the file or the admin's pin, so
+        # what runs is named by content from here on, whatever a node says later.
+        for s in app.services:
+            s.image = await self._reconciler.images.resolve(s.image)
         nodes = self._reconciler.views()
         if nodes:
             for s in app.services:
@@ -373,15 +378,37 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         )
         return control_pb2.JoinTokenResponse(token=token, expires_at=grant.expires_at)
 
+    @_errors
+    async def SeedImage(
+        self, request: control_pb2.SeedImageRequest, context: Any, call: UserCall
+    ) -> Any:
+        node = self._state.node(request.node)
+        if node is None:
+            raise NotFound(f"node {request.node!r} not found")
+        problem = rules.check_image_ref(request.image)
+        if problem is None and "@" not in request.image:
+            problem = "must be pinned: name[:tag]@sha256:<image id>"
+        if problem is not None:
+            raise plans.InvalidApplication(f"image: {problem}")
+        canonical = await self._reconciler.images.seed(node.name, request.image)
+        await self._audit.record(
+            "image.seeded", by=call.caller.uri, node=node.name, image=canonical
+        )
+        self._reconciler.wake()
+        return control_pb2.SeedImageResponse(node=node.name, image=canonical)
+
     # -- certificate lifecycle ------------------------------------------------------------
 
     @_errors
     async def RevokeNode(
         self, request: control_pb2.RevokeNodeRequest, context: Any, call: UserCall
     ) -> Any:
-        return await self._revoker.revoke_node(
+        record = await self._revoker.revoke_node(
             request.name, by=call.caller.uri, reason=request.reason or "key-compromise"
         )
+        # A revoked node is fetched from no more, whatever it held.
+        await self._reconciler.images.forget_node(request.name)
+        return record
 
     @_errors
     async def PkiStatus(

@@ -29,7 +29,9 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Refuses gated calls unless ``leading()``; ``leader(method)`` names where to go
     (the leader's join address for Join, its mTLS address for the rest)."""
 
-    def __init__(self, leading: Callable[[], bool], leader: Callable[[str], str]) -> None:
+    def __init__(
+        self, leading: Callable[[], bool], leader: Callable[[str], Awaitable[str]]
+    ) -> None:
         self._leading = leading
         self._leader = leader
 
@@ -42,7 +44,7 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = details.method
         if handler is None or not method.startswith(_GATED) or self._leading():
             return handler
-        return _refusal(handler, self._leader(method))
+        return _refusal(handler, await self._leader(method))
 
 
 def _refusal(handler: grpc.RpcMethodHandler, leader: str) -> grpc.RpcMethodHandler:

@@ -31,7 +31,7 @@ from orchestrator.streams import NodeStreams
 from orchestrator.tasks import Completion, TaskBook, TaskRefused
 from orchestrator.trustpush import TrustPush
 from pki.errors import CapstanError
-from pki.identity import validate_name
+from pki.identity import canonical_host, validate_name
 from protos import control_pb2, gateway_pb2, gateway_pb2_grpc, node_pb2
 
 log = logging.getLogger("capstan.orchestrator")
@@ -62,7 +62,11 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         epoch: Callable[[], int] = lambda: 0,
         peer_addresses: Callable[[], list[str]] = lambda: [],
     ) -> None:
-        self._reserved_sans = reserved_sans
+        # Compared in one spelling (pki.identity.canonical_host): `VM` is `vm`.
+        # localhost is everyone's own name: no node certificate may carry it.
+        self._reserved_sans = frozenset(
+            canonical_host(a) for a in (*reserved_sans, "localhost")
+        )
         self._tasks = tasks
         self._on_completion = on_completion
         self._assignments = assignments
@@ -95,18 +99,27 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         try:
             if request.name:
                 validate_name(request.name, "node name")
-            ips = [str(ipaddress.ip_address(i)) for i in request.ips]
-            dns = list(request.dns)
+            # Every name in its one spelling before any comparison, and the same
+            # spelling is what the certificate will carry.
+            ips = list(
+                dict.fromkeys(str(ipaddress.ip_address(canonical_host(i))) for i in request.ips)
+            )
+            dns = list(dict.fromkeys(canonical_host(d) for d in request.dns))
             host, _, port = request.address.rpartition(":")
-            if not port.isdigit() or not host or (host not in ips and host not in dns):
+            if (
+                not port.isdigit()
+                or not host
+                or canonical_host(host) not in set(ips) | set(dns)
+            ):
                 raise CapstanError(
                     f"address {request.address!r} must be HOST:PORT with HOST among the node's SANs"
                 )
-            # A node certificate naming one of the orchestrator's own addresses could
-            # impersonate the orchestrator to other nodes (clients check names only).
-            taken = set(self._reserved_sans) & (set(ips) | set(dns))
+            # A node certificate naming the orchestrator's names or addresses, or
+            # localhost, is refused even though clients check identities: such a name
+            # would still fool any outside tool that checks host names only.
+            taken = self._reserved_sans & (set(ips) | set(dns))
             if taken:
-                raise CapstanError(f"SANs {sorted(taken)} belong to the orchestrator")
+                raise CapstanError(f"SANs {sorted(taken)} are reserved (the orchestrator's)")
         except (CapstanError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:

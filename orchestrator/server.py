@@ -35,7 +35,7 @@ from orchestrator.failover import LivenessWatch
 from orchestrator.following import LeaderGate
 from orchestrator.gateway import Gateway
 from orchestrator.keyrotation import TokenKeyRotation
-from orchestrator.leader import FencedStore, Leadership, run_as_leader
+from orchestrator.leader import FencedStore, Leadership, orchestrators, run_as_leader
 from orchestrator.lifecycle import Lifecycle
 from orchestrator.links import LinkPlanner
 from orchestrator.liveness import Tracker
@@ -134,10 +134,22 @@ async def start(
     # The server and its ports first: nodes are told the addresses actually bound
     # (port 0: the kernel chose).
     leader_seen: dict[str, str] = {}  # the last leader read from the store, for redirects
-    leader_gate = LeaderGate(
-        lambda: leadership.leading,
-        lambda method: leader_seen.get("join" if method.endswith("/Join") else "address", ""),
-    )
+    peers: list[str] = []  # every orchestrator's NodeGateway address, for joining nodes
+
+    async def redirect(method: str) -> str:
+        # Read now (a follower may have been paused or cut off: its cache is stale),
+        # the cache only when the store does not answer at once.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(0.5):
+                info = await leadership.leader()
+                leader_seen.update(
+                    address=info.address if info else "", join=info.join_address if info else ""
+                )
+        where = leader_seen.get("join" if method.endswith("/Join") else "address", "")
+        # Never to itself: a deposed leader's record may linger until its lease ends.
+        return "" if where in leader_seen.get("own", "").split(",") else where
+
+    leader_gate = LeaderGate(lambda: leadership.leading, redirect)
     authz = Gate(
         trust_domain=ca.authority.trust_domain, revoked=revoked, nodes=state.node, audit=audit
     )
@@ -157,7 +169,9 @@ async def start(
         raise ConfigError(f"cannot listen on {config.listen} / {config.join_listen}")
     gateway_address = f"{config.host}:{port}"
     leadership.address = gateway_address
-    leadership.join_address = f"{config.join_listen.rpartition(':')[0]}:{join_port}"
+    join_address = f"{config.join_listen.rpartition(':')[0]}:{join_port}"
+    leadership.join_address = join_address
+    leader_seen["own"] = f"{gateway_address},{join_address}"
 
     tracker = Tracker(heartbeat=config.heartbeat, grace=config.grace, clock=clock)
     tracker.started = clock()
@@ -179,6 +193,7 @@ async def start(
         revoked=revoked,
         clock=clock,
         settings=settings,
+        epoch=leadership.current_epoch,
     )
     tasks = TaskBook(store, clock)
     reconciler = Reconciler(
@@ -225,8 +240,9 @@ async def start(
         on_completion=reconciler.on_completion,
         assignments=reconciler.assignments,
         on_report=reconciler.wake,
-        reserved_sans=tuple(a for a in (*dns, *ips) if a != "localhost"),
+        reserved_sans=(*dns, *ips),
         epoch=leadership.current_epoch,
+        peer_addresses=lambda: [a for a in peers if a != gateway_address],
     )
     self_renewal = SelfRenewal(own=own_cert, ca=ca, caller=caller, audit=audit, events=events)
     revoker = Revoker(
@@ -334,7 +350,10 @@ async def start(
         await state.load()
         audit.reload()
         tracker.nodes.clear()
-        tracker.started = clock()  # every node gets one grace period to reconnect
+        # Nodes reconnect after a takeover with their backoff (the old leader's stream
+        # broke, followers refused them): more than one grace period before any is
+        # declared dead, or a leader change would move workloads for nothing.
+        tracker.started = clock() + (config.takeover_grace if config.etcd else 0.0)
         reconciler.pending.clear()
         await audit.record("orchestrator.elected", id=identity, member=config.member, epoch=epoch)
         orch.duties = [
@@ -365,11 +384,15 @@ async def start(
             first.set()
 
     async def watch_leader() -> None:
+        # What followers redirect to, and the addresses joining nodes are given.
         while True:
             with contextlib.suppress(Exception):
                 info = await leadership.leader()
-                if info is not None:
+                if info is None:
+                    leader_seen.update(address="", join="")
+                else:
                     leader_seen.update(address=info.address, join=info.join_address)
+                peers[:] = sorted(m.address for m in await orchestrators(raw))
             await asyncio.sleep(leadership.ttl / 2)
 
     orch.tasks = [

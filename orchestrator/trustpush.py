@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 from orchestrator.ca import CurrentAuthority
 from orchestrator.config import LifecycleSettings
+from orchestrator.errors import NotLeader
 from orchestrator.streams import NodeStreams
 from pki.tokenkeys import TokenKeyStore
 from protos import gateway_pb2
-from protos.wire.trust import format_deny_list, trust_digest
+from protos.wire.trust import format_deny_list, sign_trust_update, trust_digest
 
 log = logging.getLogger("capstan.orchestrator.lifecycle")
 
@@ -30,6 +31,7 @@ class TrustPush:
         revoked: Callable[[], frozenset[int]],
         clock: Callable[[], float],
         settings: LifecycleSettings,
+        epoch: Callable[[], int],
     ) -> None:
         self._streams = streams
         self._ca = ca
@@ -37,6 +39,7 @@ class TrustPush:
         self._revoked = revoked
         self._clock = clock
         self._settings = settings
+        self._epoch = epoch  # the leadership's; NotLeader once it ended
 
     def jwks(self) -> bytes:
         return json.dumps(self._token_keys().jwks()).encode()
@@ -45,15 +48,23 @@ class TrustPush:
         return format_deny_list(self._revoked())
 
     def update(self) -> gateway_pb2.GatewayMessage:
-        """The message carrying everything a node must trust now."""
-        return gateway_pb2.GatewayMessage(
-            sent_at=self._clock(),
-            trust=gateway_pb2.TrustUpdate(
-                jwks=self.jwks(),
-                deny_list=self.deny_list(),
-                trust_bundle=self._ca.authority.trust_bundle(),
-            ),
+        """The current JWKS, deny list and bundle, signed by every token key held (a
+        node applies it only when signed by a key it already trusts)."""
+        keys = self._token_keys()
+        try:
+            epoch = self._epoch()
+        except NotLeader:
+            epoch = 0  # a deposed leader's update sorts before the new leader's
+        now = self._clock()
+        update = gateway_pb2.TrustUpdate(
+            jwks=json.dumps(keys.jwks()).encode(),
+            deny_list=self.deny_list(),
+            trust_bundle=self._ca.authority.trust_bundle(),
+            epoch=epoch,
+            issued_at_ms=int(now * 1000),
         )
+        sign_trust_update(update, keys.signers())
+        return gateway_pb2.GatewayMessage(sent_at=now, trust=update)
 
     def broadcast(self) -> None:
         self._streams.broadcast(self.update())

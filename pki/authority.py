@@ -39,8 +39,11 @@ from pki.certs import ChainVerifier, load_pem_chain, thumbprint
 from pki.errors import CertificateError, ConfigError, PKIError, PKIExistsError, PKIStateError
 from pki.files import atomic_write, write_private_key
 from pki.identity import (
+    IDENTITY_DNS_SUFFIX,
     Identity,
     Kind,
+    is_identity_dns_name,
+    kind_dns_name,
     parse_ip,
     parse_kind,
     validate_dns_name,
@@ -422,7 +425,21 @@ class Authority:
                 raise PKIError("a user certificate carries no DNS or IP SANs (users never serve)")
         elif role is not None:
             raise PKIError(f"a {kind.value} certificate carries no role (only users have roles)")
-        dns_names = list(dict.fromkeys(validate_dns_name(d) for d in dns))
+        requested = [validate_dns_name(d) for d in dns]
+        reserved = [d for d in requested if is_identity_dns_name(d)]
+        if reserved:
+            raise PKIError(
+                f"DNS names {reserved} are under the reserved identity suffix "
+                f"{IDENTITY_DNS_SUFFIX!r}: the CA sets those itself"
+            )
+        # A server proves its identity in the handshake through these names: its own,
+        # and (orchestrators) the one every orchestrator of the trust domain carries.
+        own: list[str] = []
+        if kind.is_server:
+            own.append(identity.dns_name)
+        if kind is Kind.ORCHESTRATOR:
+            own.append(kind_dns_name(self.trust_domain, kind))
+        dns_names = list(dict.fromkeys([*requested, *own]))
         addresses = list(dict.fromkeys(parse_ip(ip) for ip in ips))
         lifetime = _check_ttl(kind, ttl)
         ts = _now(now)

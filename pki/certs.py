@@ -111,6 +111,14 @@ def role_of(cert: x509.Certificate) -> str | None:
     return decode_role(value.value)
 
 
+def trust_domain_of_root(cert: x509.Certificate) -> str:
+    """The trust domain a Capstan root CA certificate names (its Organization)."""
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+    if len(names) != 1 or not isinstance(names[0].value, str):
+        raise CertificateError("the CA certificate names no single trust domain")
+    return validate_trust_domain(names[0].value)
+
+
 def dns_names(cert: x509.Certificate) -> list[str]:
     san = _san(cert)
     return [] if san is None else list(san.get_values_for_type(x509.DNSName))

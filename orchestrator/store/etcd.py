@@ -191,22 +191,32 @@ class EtcdStore:
         return int(header.revision)
 
     async def _rpc(
-        self, call: Callable[[], Awaitable[T]], *, lease: int | None = None, idempotent: bool
+        self,
+        call: Callable[[float], Awaitable[T]],
+        *,
+        lease: int | None = None,
+        idempotent: bool,
     ) -> T:
         """Run one etcd RPC; the one place where gRPC errors become store errors.
 
-        Reads (and writes guarded by a compare, which cannot apply twice) are retried
-        while the cluster is unreachable; a plain write is not, since a timed-out
-        write may have been applied: its caller gets ``StoreUnavailable``."""
+        ``call`` gets the seconds it may take. Reads (and writes guarded by a compare,
+        which cannot apply twice) are retried while the cluster is unreachable, all
+        tries within one ``timeout``; a plain write is not, since a timed-out write
+        may have been applied: its caller gets ``StoreUnavailable``."""
+        deadline = time.monotonic() + self._timeout
         attempts = _RETRY_PAUSE if idempotent else ()
         for pause in (*attempts, None):
             if self._closed or self._channel is None:
                 raise StoreClosed("the store is not open")
             try:
-                return await call()
+                return await call(max(0.05, deadline - time.monotonic()))
             except grpc.aio.AioRpcError as exc:
                 error = _map_error(exc, lease)
-                if pause is None or not isinstance(error, StoreUnavailable):
+                if (
+                    pause is None
+                    or not isinstance(error, StoreUnavailable)
+                    or time.monotonic() + pause >= deadline
+                ):
                     raise error from None
             await asyncio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -215,7 +225,7 @@ class EtcdStore:
         self, method: Any, request: Any, *, lease: int | None = None, idempotent: bool
     ) -> Any:
         return await self._rpc(
-            lambda: method(request, timeout=self._timeout, wait_for_ready=True),
+            lambda timeout: method(request, timeout=timeout, wait_for_ready=True),
             lease=lease,
             idempotent=idempotent,
         )
@@ -458,10 +468,10 @@ class EtcdStore:
         return Lease(int(response.ID), granted, self._clock() + granted)
 
     async def keepalive(self, lease: int) -> Lease:
-        async def once() -> Any:
+        async def once(timeout: float) -> Any:
             call = self._lease.LeaseKeepAlive(
                 iter([rpc.LeaseKeepAliveRequest(ID=lease)]),
-                timeout=self._timeout,
+                timeout=timeout,
                 wait_for_ready=True,
             )
             async for reply in call:
@@ -489,12 +499,8 @@ class EtcdStore:
 
     async def _lease_info(self, lease: int, *, keys: bool) -> Any:
         request = rpc.LeaseTimeToLiveRequest(ID=lease, keys=keys)
-        info = await self._rpc(
-            lambda: self._lease.LeaseTimeToLive(
-                request, timeout=self._timeout, wait_for_ready=True
-            ),
-            lease=lease,
-            idempotent=True,
+        info = await self._unary(
+            self._lease.LeaseTimeToLive, request, lease=lease, idempotent=True
         )
         return None if info.TTL < 0 else info
 
@@ -591,11 +597,8 @@ class EtcdStore:
 
     async def members(self) -> list[dict[str, Any]]:
         """Every etcd member: name, id, client URLs, and whether it answers."""
-        response = await self._rpc(
-            lambda: self._cluster.MemberList(
-                rpc.MemberListRequest(), timeout=self._timeout, wait_for_ready=True
-            ),
-            idempotent=True,
+        response = await self._unary(
+            self._cluster.MemberList, rpc.MemberListRequest(), idempotent=True
         )
         return [
             {"id": int(m.ID), "name": m.name, "client_urls": list(m.clientURLs)}

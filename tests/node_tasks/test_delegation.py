@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from protos import control_pb2, gateway_pb2, node_pb2
-from protos.wire.errors import NodeCallError
+from protos.wire.errors import WRONG_SERVER, NodeCallError
 from protos.wire.nodeclient import NodeClient
 
 from .conftest import IMAGE, Cluster, application, wait_for
@@ -22,6 +22,7 @@ def test_image_spreads_peer_to_peer_and_every_step_is_audited(cluster: Cluster) 
     cluster.wait_image_known("node-1")
 
     cluster.orch.control().Apply(control_pb2.ApplyRequest(app=application(3)))
+    pinned = cluster.pinned(n1.runtime)  # what the apply pinned, what every token names
 
     def all_running() -> bool:
         ws = cluster.workloads()
@@ -44,10 +45,10 @@ def test_image_spreads_peer_to_peer_and_every_step_is_audited(cluster: Cluster) 
         ]
         assert len(issued) == 1
         assert issued[0]["source"] == "node-1" and issued[0]["op"] == "image.export"
-        assert issued[0]["res"] == IMAGE
+        assert issued[0]["res"] == pinned
         minted = [e for e in events if e["event"] == "token.minted" and e["sub"] == target.node_id]
         assert [(e["aud"], e["op"], e["res"]) for e in minted] == [
-            (n1.node_id, "image.export", IMAGE)
+            (n1.node_id, "image.export", pinned)
         ]
         done = [
             e
@@ -85,12 +86,12 @@ def test_delegation_token_works_once_and_only_from_the_source_it_names(
     )
     wait_for(arrived.is_set, what="a task for node-2")
     task = captured[0]
-    assert task.kind == "image.fetch" and task.resource == IMAGE
+    assert task.kind == "image.fetch" and task.resource == cluster.pinned(n1.runtime)
     assert task.source_id in (n1.node_id, n3.node_id)
     source, other = (n1, n3) if task.source_id == n1.node_id else (n3, n1)
 
     # The same token sent to a node that is not the source named in the task is never
-    # presented: the certificate there is checked first.
+    # presented: the handshake there accepts only the source's identity.
     hijacked = gateway_pb2.Task()
     hijacked.CopyFrom(task)
     hijacked.request_id = "f" * 32
@@ -98,7 +99,7 @@ def test_delegation_token_works_once_and_only_from_the_source_it_names(
     n2.node.tasks.submit([hijacked])
     wait_for(lambda: len(n2.node.tasks.outcomes) == 1, what="the hijacked task's outcome")
     outcome = n2.node.tasks.outcomes[0]
-    assert not outcome.ok and f"is {other.node_id}, not {source.node_id}" in outcome.message
+    assert not outcome.ok and WRONG_SERVER in outcome.message
     assert not outcome.completed  # the orchestrator never issued that request id
     assert other.node.agent.audit.entries() == []  # no call reached it
     assert not n2.runtime.image_exists(IMAGE)
@@ -113,10 +114,10 @@ def test_delegation_token_works_once_and_only_from_the_source_it_names(
     # Replaying the token, with the very certificate it is bound to, is refused.
     before = (source.runtime.images(), source.names())
     with (
-        NodeClient(source.address, credentials=n2.credentials()) as client,
+        NodeClient(source.address, credentials=n2.credentials(), expect=source.node_id) as client,
         pytest.raises(NodeCallError) as err,
     ):
-        list(client.stream("image.export", node_pb2.ImageRef(ref=IMAGE), task.token))
+        list(client.stream("image.export", node_pb2.ImageRef(ref=task.resource), task.token))
     assert err.value.code.name == "UNAUTHENTICATED"
     assert (source.runtime.images(), source.names()) == before
     refusals = source.node.agent.audit.entries()
