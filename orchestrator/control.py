@@ -18,18 +18,19 @@ from typing import Any, TypeVar
 import grpc
 
 from orchestrator import apply as plans
-from orchestrator import jointokens, quantities, scheduler
+from orchestrator import jointokens, policy, quantities, scheduler
 from orchestrator._events import event_line, of_app
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, Caller, UserCall, may
 from orchestrator.autoscale import keep_autoscaled
 from orchestrator.ca import CurrentAuthority
-from orchestrator.errors import Conflict, NotFound
+from orchestrator.errors import Conflict, NotFound, NotLeader, OrchestratorError, StoreUnavailable
 from orchestrator.minter import Minter
 from orchestrator.pkistatus import PkiStatus
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
 from orchestrator.revocations import Revoker
+from orchestrator.secrets import SecretService
 from orchestrator.state import ClusterState
 from pki.errors import CapstanError
 from protos import control_pb2, control_pb2_grpc, topology_pb2
@@ -37,14 +38,25 @@ from protos.wire import rules
 
 log = logging.getLogger("capstan.orchestrator")
 
+#: An exec session lasts as long as its token: the default, and at most (the node's
+#: verifier refuses tokens living longer than its max_token_ttl, 300 s by default).
+EXEC_DEFAULT_TTL = 300.0
+EXEC_MAX_TTL = 300.0
+
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (plans.InvalidApplication, grpc.StatusCode.INVALID_ARGUMENT),
+    (policy.PolicyRefused, grpc.StatusCode.INVALID_ARGUMENT),
+    (policy.QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (scheduler.Unschedulable, grpc.StatusCode.INVALID_ARGUMENT),
     (Conflict, grpc.StatusCode.ABORTED),
+    # Leadership lost mid-call, or etcd without quorum: nothing was done; try again
+    # (clients move to the leader).
+    (NotLeader, grpc.StatusCode.UNAVAILABLE),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
 
@@ -77,7 +89,12 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         pki_status: PkiStatus,
         delegation_ttl: float,
         clock: Callable[[], float],
+        secrets: SecretService,
+        orchestrators: Callable[[], Awaitable[control_pb2.OrchestratorsInfo]] | None = None,
     ) -> None:
+        self._secrets = secrets
+        # The control plane's members, leader and etcd health.
+        self._orchestrators = orchestrators
         self._state = state
         self._reconciler = reconciler
         self._audit = audit
@@ -101,6 +118,12 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         app.CopyFrom(request.app)
         app.tenant = call.tenant
         plans.validate(app)
+        # What the admin's pool policies permit (field named): before anything is pinned.
+        self._reconciler.policies.check_app(app)
+        # Secrets are referenced, never embedded: each must exist in the app's tenant.
+        missing = await self._secrets.missing(app)
+        if missing:
+            raise plans.InvalidApplication("; ".join(missing))
         # Pinned at apply: each image by the digest in the file or the admin's pin, so
         # what runs is named by content from here on, whatever a node says later.
         for s in app.services:
@@ -124,6 +147,14 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             # Autoscaled services keep the autoscaler's count: re-applying the file
             # must not undo it.
             kept = keep_autoscaled(app, current)
+            asked = policy.app_usage(app)
+            usage = policy.tenant_usage(self._state.all_apps(), app.tenant, skip=app.name)
+            usage.add_usage(asked)
+            self._reconciler.policies.check_quota(
+                app.tenant,
+                usage,
+                f"application {app.name} ({asked.describe()})",
+            )
             record, changes, writes = plans.plan(app, current, mine, now=self._clock())
             record.autoscaled.clear()
             record.autoscaled.update(kept)
@@ -144,6 +175,77 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         return control_pb2.ApplyResponse(
             tenant=app.tenant, app=app.name, generation=record.generation, changes=changes
         )
+
+    # -- sandbox policies and quotas (orchestrator.policy) -----------------------------
+
+    @_errors
+    async def SetPoolPolicy(
+        self, request: control_pb2.PoolPolicyRecord, context: Any, call: UserCall
+    ) -> Any:
+        if request.pool:
+            problem = rules.check_dns_label(request.pool)
+            if problem:
+                raise policy.PolicyRefused(f"pool: {problem}")
+        rec = await self._reconciler.policies.set_pool(request.pool, request.policy)
+        await self._audit.record(
+            "pool.policy",
+            by=call.caller.uri,
+            pool=policy.pool_name(request.pool),
+            host_network=rec.policy.host_network,
+            root=rec.policy.root,
+            cap_add=list(rec.policy.cap_add),
+            unisolated=rec.policy.unisolated,
+            low_ports=rec.policy.low_ports,
+        )
+        self._reconciler.wake()
+        return rec
+
+    @_errors
+    async def ListPoolPolicies(
+        self, request: control_pb2.ListPoolPoliciesRequest, context: Any, call: UserCall
+    ) -> Any:
+        pools = self._reconciler.policies.pools
+        names = sorted(set(pools) | {""})
+        if call.caller.role not in ("admin", "viewer"):
+            names = [n for n in names if n in ("", call.caller.tenant)]
+        out = control_pb2.PoolPolicyList()
+        for name in names:
+            out.pools.add(pool=name).policy.CopyFrom(self._reconciler.policies.pool(name))
+        return out
+
+    @_errors
+    async def SetQuota(self, request: control_pb2.Quota, context: Any, call: UserCall) -> Any:
+        problem = rules.check_dns_label(request.tenant)
+        if problem:
+            raise policy.PolicyRefused(f"tenant: {problem}")
+        quota = await self._reconciler.policies.set_quota(request)
+        await self._audit.record(
+            "quota.set",
+            by=call.caller.uri,
+            tenant=quota.tenant,
+            cpu=quota.cpu,
+            memory=quota.memory,
+            instances=quota.instances,
+        )
+        return quota
+
+    @_errors
+    async def DescribeTenant(
+        self, request: control_pb2.TenantRef, context: Any, call: UserCall
+    ) -> Any:
+        tenant = call.tenant
+        usage = policy.tenant_usage(self._state.peek_apps(), tenant)
+        out = control_pb2.TenantUsage(
+            tenant=tenant,
+            cpu=usage.cpu,
+            memory=usage.memory,
+            instances=usage.instances,
+            apps=sum(1 for r in self._state.peek_apps() if r.app.tenant == tenant),
+        )
+        quota = self._reconciler.policies.quotas.get(tenant)
+        if quota is not None:
+            out.quota.CopyFrom(quota)
+        return out
 
     @_errors
     async def DeleteApp(self, request: control_pb2.AppRef, context: Any, call: UserCall) -> Any:
@@ -349,6 +451,60 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         )
 
     @_errors
+    async def Exec(self, request: control_pb2.ExecRequest, context: Any, call: UserCall) -> Any:
+        """A grant to run one command in one instance: a single-use token for the
+        caller's own certificate, bound to that container on that node and to exactly
+        this command line (req). The orchestrator relays nothing, and cannot be
+        bypassed: the node runs only what a token it verifies names. Viewers may
+        not (WRITE); a tenant only in its own tenant."""
+        from pki.tokens import request_digest
+        from protos import node_pb2
+        from protos.ops import request_fields
+
+        tenant, caller = call.tenant, call.caller
+        service, _, index = request.instance.rpartition(".")
+        if not service or not index.isdigit():
+            raise plans.InvalidApplication("instance: must be SERVICE.INDEX")
+        if not request.command or len(request.command) > 256:
+            raise plans.InvalidApplication("command: between 1 and 256 arguments")
+        if sum(len(a) for a in request.command) > 64 * 1024:
+            raise plans.InvalidApplication("command: longer than 64 KiB")
+        if not 0 <= request.ttl <= EXEC_MAX_TTL:  # NaN fails both
+            raise plans.InvalidApplication(f"ttl: must be between 0 and {EXEC_MAX_TTL:g} s")
+        w = self._state.workload(plans.workload_id(tenant, request.app, service, int(index)))
+        if w is None or w.desired == "removed":
+            raise NotFound(f"instance {tenant}/{request.app}/{request.instance} not found")
+        node = self._state.node(w.node) if w.node else None
+        if node is None or not w.container or w.state != "running":
+            raise NotFound(f"instance {request.instance} is not running on a node")
+        start = node_pb2.ExecStart(
+            name=w.container, command=list(request.command), tty=request.tty,
+            stdin=request.stdin,
+        )
+        ttl = request.ttl or EXEC_DEFAULT_TTL
+        # Audited before the token exists: an exec nobody recorded cannot happen.
+        await self._audit.record(
+            "exec.granted", by=caller.uri, tenant=tenant, app=request.app,
+            workload=w.id, node=node.name, container=w.container,
+            command=list(request.command), tty=request.tty, ttl=ttl,
+        )
+        token = await self._minter.mint(
+            sub=caller.uri,
+            cnf=caller.thumbprint,
+            aud=node.id,
+            op="container.exec",
+            res=w.container,
+            req=request_digest(request_fields(node_pb2.ExecInput(start=start))),
+            ttl=ttl,
+            why=f"exec in {w.id}",
+        )
+        return control_pb2.ExecGrant(
+            node_address=node.address, node_id=node.id, container=w.container, token=token,
+            expires_at=self._clock() + ttl,
+        )
+
+    @_errors
+    @_errors
     async def CreateJoinToken(
         self, request: control_pb2.JoinTokenRequest, context: Any, call: UserCall
     ) -> Any:
@@ -415,6 +571,14 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         self, request: control_pb2.PkiStatusRequest, context: Any, call: UserCall
     ) -> Any:
         return self._pki_status()
+
+    @_errors
+    async def ListOrchestrators(
+        self, request: control_pb2.OrchestratorsRequest, context: Any, call: UserCall
+    ) -> Any:
+        if self._orchestrators is None:
+            raise OrchestratorError("this orchestrator does not describe its control plane")
+        return await self._orchestrators()
 
     @_errors
     async def Version(

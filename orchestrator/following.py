@@ -16,12 +16,17 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from protos import control_pb2, gateway_pb2
+from protos import control_pb2, gateway_pb2, secrets_pb2
 from protos.wire.leader import LEADER_METADATA, NOT_LEADER
 
 _GATED = (
     "/" + control_pb2.DESCRIPTOR.services_by_name["ControlService"].full_name + "/",
     "/" + gateway_pb2.DESCRIPTOR.services_by_name["NodeGateway"].full_name + "/",
+    "/" + secrets_pb2.DESCRIPTOR.services_by_name["SecretService"].full_name + "/",
+)
+# Read from the store by whichever orchestrator is asked: works while electing.
+_EVERY_MEMBER = (
+    _GATED[0] + "ListOrchestrators",
 )
 
 
@@ -42,7 +47,12 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         method: str = details.method
-        if handler is None or not method.startswith(_GATED) or self._leading():
+        if (
+            handler is None
+            or not method.startswith(_GATED)
+            or method in _EVERY_MEMBER
+            or self._leading()
+        ):
             return handler
         return _refusal(handler, await self._leader(method))
 

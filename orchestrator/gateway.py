@@ -64,9 +64,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
     ) -> None:
         # Compared in one spelling (pki.identity.canonical_host): `VM` is `vm`.
         # localhost is everyone's own name: no node certificate may carry it.
-        self._reserved_sans = frozenset(
-            canonical_host(a) for a in (*reserved_sans, "localhost")
-        )
+        self._reserved_sans = frozenset(canonical_host(a) for a in (*reserved_sans, "localhost"))
         self._tasks = tasks
         self._on_completion = on_completion
         self._assignments = assignments
@@ -106,11 +104,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             )
             dns = list(dict.fromkeys(canonical_host(d) for d in request.dns))
             host, _, port = request.address.rpartition(":")
-            if (
-                not port.isdigit()
-                or not host
-                or canonical_host(host) not in set(ips) | set(dns)
-            ):
+            if not port.isdigit() or not host or canonical_host(host) not in set(ips) | set(dns):
                 raise CapstanError(
                     f"address {request.address!r} must be HOST:PORT with HOST among the node's SANs"
                 )

@@ -19,12 +19,13 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from orchestrator import apply as plans
-from orchestrator import links, scheduler
+from orchestrator import links, policy, scheduler
 from orchestrator.audit import AuditLog
 from orchestrator.delegation import DelegationRefused, Delegator, may_delegate
 from orchestrator.images import Catalog
 from orchestrator.liveness import Liveness, Tracker
 from orchestrator.nodecalls import NodeCaller
+from orchestrator.policy import Policies
 from orchestrator.state import ClusterState
 from orchestrator.tasks import Completion, TaskBook
 from protos import control_pb2, gateway_pb2, node_pb2, topology_pb2
@@ -90,6 +91,7 @@ def container_spec(
         ],
         network="host" if service.network == topology_pb2.NETWORK_MODE_HOST else "none",
         generation=w.generation,
+        **policy.node_spec_fields(service),  # type: ignore[arg-type]
     )
 
 
@@ -121,6 +123,7 @@ class Reconciler:
         self.concurrency = 64
         self.tasks = tasks
         self.images = Catalog(state.store)
+        self.policies = Policies(state.store, clock=clock)  # pool policies, tenant quotas
         # (node, kind, resource) -> request id of the delegated fetch under way
         self.pending: dict[tuple[str, str, str], str] = {}
         # (node, kind, resource, generation) of volume copies already made: per
@@ -275,6 +278,8 @@ class Reconciler:
                     ready=n.state == "ready",
                     instances_by_service=dict(per_service.get(n.name, {})),
                     used_ports=frozenset(used_ports.get(n.name, ())),
+                    grants=self.policies.grants_of(n.pool),
+                    unisolated=n.isolation == "none",
                 )
             )
         return views

@@ -47,6 +47,7 @@ from orchestrator.pkistatus import PkiStatus
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
 from orchestrator.revocations import Revoker, revoked_serials
+from orchestrator.secrets import SecretService
 from orchestrator.state import ClusterState
 from orchestrator.store import Store
 from orchestrator.store.etcd import EtcdStore, EtcdTLS
@@ -56,8 +57,16 @@ from orchestrator.tasks import TaskBook
 from orchestrator.trustpush import TrustPush
 from pki.authority import Authority
 from pki.errors import ConfigError
+from pki.secretkeys import SecretKeyStore
 from pki.tokenkeys import TokenKeyStore
-from protos import control_pb2, control_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from protos import (
+    control_pb2,
+    control_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    secrets_pb2,
+    secrets_pb2_grpc,
+)
 from protos.wire.channel import ORCHESTRATOR_SERVER_OPTIONS
 
 log = logging.getLogger("capstan.orchestrator")
@@ -83,8 +92,11 @@ class Orchestrator:
     autoscaler: Autoscaler | None = None
     lifecycle: Lifecycle | None = None
     leadership: Leadership | None = None
+    secrets: SecretService | None = None
     # The leader's duties (reconciler, liveness, ...): running only while leading.
     duties: list[asyncio.Task[None]] = field(default_factory=list)
+    # The authorization gate (orchestrator/authz.py): streams held per peer.
+    authz: Gate | None = None
 
     async def stop(self, grace: float = 1.0) -> None:
         for task in self.tasks:
@@ -151,7 +163,11 @@ async def start(
 
     leader_gate = LeaderGate(lambda: leadership.leading, redirect)
     authz = Gate(
-        trust_domain=ca.authority.trust_domain, revoked=revoked, nodes=state.node, audit=audit
+        trust_domain=ca.authority.trust_domain,
+        revoked=revoked,
+        nodes=state.node,
+        audit=audit,
+        clock=clock,
     )
     # A follower sends every call to the leader before anything else; the leader
     # authorizes each call before its handler runs.
@@ -223,6 +239,7 @@ async def start(
             clock=clock,
         ),
     )
+    await reconciler.policies.load()
     node_certs = NodeCertificates(ca=ca, state=state, audit=audit, settings=settings)
     gateway = Gateway(
         state=state,
@@ -290,6 +307,47 @@ async def start(
     liveness = LivenessWatch(reconciler)
     rebalancer = Rebalancer(reconciler, audit, clock=clock)
     autoscaler = Autoscaler(reconciler, audit, clock=clock)
+    # The key-encryption keys of secrets live beside the token keys, never in the store.
+    secret_service = SecretService(
+        state=state,
+        kek=SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"),
+        audit=audit,
+        clock=clock,
+    )
+
+    async def describe() -> control_pb2.OrchestratorsInfo:
+        info = control_pb2.OrchestratorsInfo(
+            store="etcd" if config.etcd else "sqlite", answered_by=config.member
+        )
+        leader = await leadership.leader()
+        if leader is not None:
+            info.epoch, info.leader, info.leader_address = (
+                leader.epoch,
+                leader.identity,
+                leader.address,
+            )
+        for m in sorted(await orchestrators(raw), key=lambda m: m.identity):
+            info.members.append(
+                control_pb2.OrchestratorMember(
+                    member=m.identity,
+                    address=m.address,
+                    join_address=m.join_address,
+                    leader=leader is not None and m.address == leader.address,
+                )
+            )
+        if isinstance(raw, EtcdStore):
+            for h in await raw.members():
+                info.etcd.append(
+                    control_pb2.EtcdMember(
+                        name=h.name,
+                        endpoint=h.url,
+                        healthy=h.healthy,
+                        leader=h.leader,
+                        error=h.error,
+                    )
+                )
+        return info
+
     control = ControlService(
         state=state,
         reconciler=reconciler,
@@ -308,15 +366,19 @@ async def start(
         ),
         delegation_ttl=config.delegation_ttl,
         clock=clock,
+        secrets=secret_service,
+        orchestrators=describe,
     )
 
     control_pb2_grpc.add_ControlServiceServicer_to_server(control, server)
+    secrets_pb2_grpc.add_SecretServiceServicer_to_server(secret_service, server)
     gateway_pb2_grpc.add_NodeGatewayServicer_to_server(gateway, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (
         control_pb2.DESCRIPTOR.services_by_name["ControlService"].full_name,
         gateway_pb2.DESCRIPTOR.services_by_name["NodeGateway"].full_name,
+        secrets_pb2.DESCRIPTOR.services_by_name["SecretService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     )
@@ -342,12 +404,21 @@ async def start(
         autoscaler,
         lifecycle,
         leadership,
+        secret_service,
+        authz=authz,
     )
 
     async def elected(epoch: int) -> None:
         # Everything the previous leader may have changed is read back from the
         # store; what only it held in memory is rebuilt (docs/high-availability.md).
         await state.load()
+        await reconciler.policies.load()
+        # A key-encryption key rotated with `capstan pki rotate-secrets-key` since the
+        # last election: every secret's data key is re-wrapped under the new one.
+        secret_service.use_keys(SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"))
+        rewrapped = await secret_service.rewrap_all()
+        if rewrapped:
+            log.info("re-wrapped %d secret(s) under the active key-encryption key", rewrapped)
         audit.reload()
         tracker.nodes.clear()
         # Nodes reconnect after a takeover with their backoff (the old leader's stream

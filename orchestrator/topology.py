@@ -67,6 +67,10 @@ _SERVICE_FIELDS = (
     "links",
     "network",
     "ports",
+    "user",
+    "seccomp",
+    "capAdd",
+    "secrets",
 )
 _STRATEGIES = {"spread": pb.PLACEMENT_STRATEGY_SPREAD, "binpack": pb.PLACEMENT_STRATEGY_BINPACK}
 _POOLS = {
@@ -346,15 +350,16 @@ def _service(r: _Reader, node: Node, path: str) -> tuple[pb.Service, list[tuple[
     if "network" in f:
         svc.network = r.choice(f["network"], _join(path, "network"), _NETWORKS) or svc.network
     if "maxUnavailable" in f:
-        value = r.integer(
-            f["maxUnavailable"], _join(path, "maxUnavailable"), 1, MAX_REPLICAS
-        )
+        value = r.integer(f["maxUnavailable"], _join(path, "maxUnavailable"), 1, MAX_REPLICAS)
         if value is not None:
             svc.max_unavailable = value
     if "volumes" in f:
         svc.volumes.extend(_volumes(r, f["volumes"], _join(path, "volumes")))
     if "ports" in f:
         svc.ports.extend(_ports(r, f["ports"], _join(path, "ports"), svc.network))
+    _sandbox(r, f, path, svc)
+    if "secrets" in f:
+        svc.secrets.extend(_secrets(r, f["secrets"], _join(path, "secrets"), svc))
     _scale(r, f, path, svc)
     links: list[tuple[str, Node]] = []
     if "links" in f:
@@ -364,6 +369,36 @@ def _service(r: _Reader, node: Node, path: str) -> tuple[pb.Service, list[tuple[
                 links.append((target, item))
                 svc.links.append(target)
     return svc, links
+
+
+def _sandbox(r: _Reader, f: dict[str, Node], path: str, svc: pb.Service) -> None:
+    """user, seccomp, capAdd (docs/sandbox.md); what a pool permits is checked at apply."""
+    if "user" in f:
+        user = r.string(f["user"], _join(path, "user"))
+        if user is not None:
+            svc.user = r.checked(f["user"], _join(path, "user"), user, rules.check_user(user)) or ""
+    if "seccomp" in f:
+        name = r.string(f["seccomp"], _join(path, "seccomp"))
+        if name is not None:
+            problem = rules.check_seccomp(name) if name != "" else "must not be empty"
+            svc.seccomp = r.checked(f["seccomp"], _join(path, "seccomp"), name, problem) or ""
+    if "capAdd" in f:
+        seen: set[str] = set()
+        items = r.items(f["capAdd"], _join(path, "capAdd")) or []
+        if len(items) > rules.MAX_CAP_ADD:
+            r.report(f["capAdd"], _join(path, "capAdd"), f"more than {rules.MAX_CAP_ADD}")
+            return
+        for i, item in enumerate(items):
+            where = f"{_join(path, 'capAdd')}[{i}]"
+            cap = r.string(item, where)
+            if cap is None:
+                continue
+            if cap in seen:
+                r.report(item, where, f"{cap!r} is named twice")
+                continue
+            seen.add(cap)
+            if r.checked(item, where, cap, rules.check_capability(cap)) is not None:
+                svc.cap_add.append(cap)
 
 
 def _command(r: _Reader, node: Node, path: str) -> list[str]:
@@ -487,6 +522,56 @@ def _volumes(r: _Reader, node: Node, path: str) -> list[pb.ServiceVolume]:
         if "readOnly" in f:
             vol.read_only = bool(r.boolean(f["readOnly"], _join(sub, "readOnly")))
         out.append(vol)
+    return out
+
+
+def _secrets(r: _Reader, node: Node, path: str, svc: pb.Service) -> list[pb.ServiceSecret]:
+    """``secrets: [{name, path?, env?}]``: a file each, at a path of its own; an
+    environment variable only where ``env`` asks for one."""
+    out: list[pb.ServiceSecret] = []
+    paths: dict[str, int] = {v.path: 0 for v in svc.volumes}
+    envs: dict[str, int] = {}
+    for i, item in enumerate(r.items(node, path) or []):
+        sub = f"{path}[{i}]"
+        f = r.fields(item, sub, ("name", "path", "env"), required=("name",))
+        if f is None:
+            continue
+        secret = pb.ServiceSecret()
+        if "name" in f:
+            secret.name = _dns_label(r, f["name"], _join(sub, "name")) or ""
+        where = f.get("path")
+        mount = (
+            r.string(where, _join(sub, "path"))
+            if where is not None
+            else f"/run/secrets/{secret.name}"
+        )
+        if mount is not None and secret.name:
+            mount = r.checked(
+                where if where is not None else item,
+                _join(sub, "path"),
+                mount,
+                rules.check_mount_path(mount),
+            )
+        if mount is not None and mount in paths:
+            first = f" (first at line {paths[mount]})" if paths[mount] else " (a volume's path)"
+            r.report(
+                where if where is not None else item,
+                _join(sub, "path"),
+                f"{mount!r} is used twice{first}",
+            )
+        elif mount is not None:
+            paths[mount] = line_of(where if where is not None else item)
+            secret.path = mount
+        if "env" in f:
+            env = r.string(f["env"], _join(sub, "env"))
+            if env is not None:
+                env = r.checked(f["env"], _join(sub, "env"), env, rules.check_env_name(env))
+            if env is not None and (env in envs or env in svc.env):
+                r.report(f["env"], _join(sub, "env"), f"{env!r} is set twice")
+            elif env is not None:
+                envs[env] = line_of(f["env"])
+                secret.env = env
+        out.append(secret)
     return out
 
 

@@ -97,7 +97,13 @@ KEYSTORE_DIR = "token-keys"
 STATE = "state.json"
 # Files whose presence means "a PKI lives here": init refuses them without force.
 _PKI_FILES = (
-    STATE, TRUST_BUNDLE, ROOT_CERT, ROOT_KEY, INTERMEDIATE_CERT, INTERMEDIATE_KEY, KEYSTORE_DIR
+    STATE,
+    TRUST_BUNDLE,
+    ROOT_CERT,
+    ROOT_KEY,
+    INTERMEDIATE_CERT,
+    INTERMEDIATE_KEY,
+    KEYSTORE_DIR,
 )
 
 
@@ -566,8 +572,7 @@ class Authority:
                 kind_text, _, name = text.partition("/")
                 kind = parse_kind(kind_text)
             by_name = [
-                c for c in state.certificates
-                if c.name == name and (kind is None or c.kind is kind)
+                c for c in state.certificates if c.name == name and (kind is None or c.kind is kind)
             ]
             if by_serial is not None and by_name:
                 raise PKIError(f"{text!r} is both a serial and a name; say KIND/{text} for a name")
@@ -624,4 +629,3 @@ class Authority:
             builder = builder.add_revoked_certificate(entry.build())
         crl = builder.sign(self._intermediate_key, hashes.SHA256())
         return crl.public_bytes(serialization.Encoding.PEM)
-

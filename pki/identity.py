@@ -102,8 +102,10 @@ def tenant_of(role: str) -> str | None:
 def validate_dns_name(name: str) -> str:
     """Return ``name`` lowercased if it is a plain hostname (no wildcard); else raise."""
     lowered = name.lower() if isinstance(name, str) else name
-    if not isinstance(lowered, str) or len(lowered) > _TRUST_DOMAIN_MAX or not _DNS_RE.match(
-        lowered
+    if (
+        not isinstance(lowered, str)
+        or len(lowered) > _TRUST_DOMAIN_MAX
+        or not _DNS_RE.match(lowered)
     ):
         raise CertificateError(f"invalid DNS name {name!r}")
     return lowered
@@ -183,9 +185,7 @@ class Identity:
     def dns_name(self) -> str:
         """This identity as a DNS name under the reserved suffix (see IDENTITY_DNS_SUFFIX):
         what a client expecting exactly this identity checks in the handshake."""
-        return _bounded(
-            f"{self.name}.{self.kind.value}.{self.trust_domain}.{IDENTITY_DNS_SUFFIX}"
-        )
+        return _bounded(f"{self.name}.{self.kind.value}.{self.trust_domain}.{IDENTITY_DNS_SUFFIX}")
 
     @classmethod
     def parse(cls, uri: str) -> Identity:

@@ -124,10 +124,40 @@ class ControlServiceStub:
                 request_serializer=protos_dot_control__pb2.VersionRequest.SerializeToString,
                 response_deserializer=protos_dot_control__pb2.VersionInfo.FromString,
                 _registered_method=True)
+        self.Exec = channel.unary_unary(
+                '/capstan.v1.ControlService/Exec',
+                request_serializer=protos_dot_control__pb2.ExecRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.ExecGrant.FromString,
+                _registered_method=True)
+        self.ListOrchestrators = channel.unary_unary(
+                '/capstan.v1.ControlService/ListOrchestrators',
+                request_serializer=protos_dot_control__pb2.OrchestratorsRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.OrchestratorsInfo.FromString,
+                _registered_method=True)
         self.SeedImage = channel.unary_unary(
                 '/capstan.v1.ControlService/SeedImage',
                 request_serializer=protos_dot_control__pb2.SeedImageRequest.SerializeToString,
                 response_deserializer=protos_dot_control__pb2.SeedImageResponse.FromString,
+                _registered_method=True)
+        self.SetPoolPolicy = channel.unary_unary(
+                '/capstan.v1.ControlService/SetPoolPolicy',
+                request_serializer=protos_dot_control__pb2.PoolPolicyRecord.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.PoolPolicyRecord.FromString,
+                _registered_method=True)
+        self.ListPoolPolicies = channel.unary_unary(
+                '/capstan.v1.ControlService/ListPoolPolicies',
+                request_serializer=protos_dot_control__pb2.ListPoolPoliciesRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.PoolPolicyList.FromString,
+                _registered_method=True)
+        self.SetQuota = channel.unary_unary(
+                '/capstan.v1.ControlService/SetQuota',
+                request_serializer=protos_dot_control__pb2.Quota.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.Quota.FromString,
+                _registered_method=True)
+        self.DescribeTenant = channel.unary_unary(
+                '/capstan.v1.ControlService/DescribeTenant',
+                request_serializer=protos_dot_control__pb2.TenantRef.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.TenantUsage.FromString,
                 _registered_method=True)
 
 
@@ -242,7 +272,44 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exec(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrchestrators(self, request, context):
+        """The control plane itself: served by every orchestrator, leader or not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SeedImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPoolPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPoolPolicies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQuota(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeTenant(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -341,10 +408,40 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     request_deserializer=protos_dot_control__pb2.VersionRequest.FromString,
                     response_serializer=protos_dot_control__pb2.VersionInfo.SerializeToString,
             ),
+            'Exec': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=protos_dot_control__pb2.ExecRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.ExecGrant.SerializeToString,
+            ),
+            'ListOrchestrators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrchestrators,
+                    request_deserializer=protos_dot_control__pb2.OrchestratorsRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.OrchestratorsInfo.SerializeToString,
+            ),
             'SeedImage': grpc.unary_unary_rpc_method_handler(
                     servicer.SeedImage,
                     request_deserializer=protos_dot_control__pb2.SeedImageRequest.FromString,
                     response_serializer=protos_dot_control__pb2.SeedImageResponse.SerializeToString,
+            ),
+            'SetPoolPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPoolPolicy,
+                    request_deserializer=protos_dot_control__pb2.PoolPolicyRecord.FromString,
+                    response_serializer=protos_dot_control__pb2.PoolPolicyRecord.SerializeToString,
+            ),
+            'ListPoolPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPoolPolicies,
+                    request_deserializer=protos_dot_control__pb2.ListPoolPoliciesRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.PoolPolicyList.SerializeToString,
+            ),
+            'SetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQuota,
+                    request_deserializer=protos_dot_control__pb2.Quota.FromString,
+                    response_serializer=protos_dot_control__pb2.Quota.SerializeToString,
+            ),
+            'DescribeTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeTenant,
+                    request_deserializer=protos_dot_control__pb2.TenantRef.FromString,
+                    response_serializer=protos_dot_control__pb2.TenantUsage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -844,6 +941,60 @@ class ControlService:
             _registered_method=True)
 
     @staticmethod
+    def Exec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/Exec',
+            protos_dot_control__pb2.ExecRequest.SerializeToString,
+            protos_dot_control__pb2.ExecGrant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrchestrators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/ListOrchestrators',
+            protos_dot_control__pb2.OrchestratorsRequest.SerializeToString,
+            protos_dot_control__pb2.OrchestratorsInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SeedImage(request,
             target,
             options=(),
@@ -860,6 +1011,114 @@ class ControlService:
             '/capstan.v1.ControlService/SeedImage',
             protos_dot_control__pb2.SeedImageRequest.SerializeToString,
             protos_dot_control__pb2.SeedImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPoolPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/SetPoolPolicy',
+            protos_dot_control__pb2.PoolPolicyRecord.SerializeToString,
+            protos_dot_control__pb2.PoolPolicyRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPoolPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/ListPoolPolicies',
+            protos_dot_control__pb2.ListPoolPoliciesRequest.SerializeToString,
+            protos_dot_control__pb2.PoolPolicyList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/SetQuota',
+            protos_dot_control__pb2.Quota.SerializeToString,
+            protos_dot_control__pb2.Quota.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/DescribeTenant',
+            protos_dot_control__pb2.TenantRef.SerializeToString,
+            protos_dot_control__pb2.TenantUsage.FromString,
             options,
             channel_credentials,
             insecure,

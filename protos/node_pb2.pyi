@@ -46,7 +46,7 @@ class LinkSpec(_message.Message):
     def __init__(self, service: _Optional[str] = ..., address: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., target: _Optional[str] = ...) -> None: ...
 
 class ContainerSpec(_message.Message):
-    __slots__ = ("name", "workload_id", "image", "command", "env", "cpu", "memory", "volumes", "network", "generation", "service", "ports", "links")
+    __slots__ = ("name", "workload_id", "image", "command", "env", "cpu", "memory", "volumes", "network", "generation", "service", "ports", "links", "user", "seccomp", "cap_add", "low_ports")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,10 @@ class ContainerSpec(_message.Message):
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
     LINKS_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SECCOMP_FIELD_NUMBER: _ClassVar[int]
+    CAP_ADD_FIELD_NUMBER: _ClassVar[int]
+    LOW_PORTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     workload_id: str
     image: str
@@ -73,7 +77,25 @@ class ContainerSpec(_message.Message):
     service: str
     ports: _containers.RepeatedCompositeFieldContainer[PortSpec]
     links: _containers.RepeatedCompositeFieldContainer[LinkSpec]
-    def __init__(self, name: _Optional[str] = ..., workload_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., network: _Optional[str] = ..., generation: _Optional[int] = ..., service: _Optional[str] = ..., ports: _Optional[_Iterable[_Union[PortSpec, _Mapping]]] = ..., links: _Optional[_Iterable[_Union[LinkSpec, _Mapping]]] = ...) -> None: ...
+    user: str
+    seccomp: str
+    cap_add: _containers.RepeatedScalarFieldContainer[str]
+    low_ports: bool
+    def __init__(self, name: _Optional[str] = ..., workload_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., network: _Optional[str] = ..., generation: _Optional[int] = ..., service: _Optional[str] = ..., ports: _Optional[_Iterable[_Union[PortSpec, _Mapping]]] = ..., links: _Optional[_Iterable[_Union[LinkSpec, _Mapping]]] = ..., user: _Optional[str] = ..., seccomp: _Optional[str] = ..., cap_add: _Optional[_Iterable[str]] = ..., low_ports: _Optional[bool] = ...) -> None: ...
+
+class SandboxPolicy(_message.Message):
+    __slots__ = ("host_network", "root", "cap_add", "unisolated", "low_ports")
+    HOST_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    CAP_ADD_FIELD_NUMBER: _ClassVar[int]
+    UNISOLATED_FIELD_NUMBER: _ClassVar[int]
+    LOW_PORTS_FIELD_NUMBER: _ClassVar[int]
+    host_network: bool
+    root: bool
+    cap_add: _containers.RepeatedScalarFieldContainer[str]
+    unisolated: bool
+    low_ports: bool
+    def __init__(self, host_network: _Optional[bool] = ..., root: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., unisolated: _Optional[bool] = ..., low_ports: _Optional[bool] = ...) -> None: ...
 
 class ContainerStatus(_message.Message):
     __slots__ = ("name", "workload_id", "image", "state", "runtime_id", "has_exit_code", "exit_code", "started_at", "finished_at", "generation")
@@ -267,3 +289,37 @@ class TunnelFrame(_message.Message):
     kind: TunnelFrame.Kind
     data: bytes
     def __init__(self, res: _Optional[str] = ..., conn: _Optional[int] = ..., kind: _Optional[_Union[TunnelFrame.Kind, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ExecStart(_message.Message):
+    __slots__ = ("name", "command", "tty", "stdin")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    tty: bool
+    stdin: bool
+    def __init__(self, name: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., tty: _Optional[bool] = ..., stdin: _Optional[bool] = ...) -> None: ...
+
+class ExecInput(_message.Message):
+    __slots__ = ("start", "stdin", "close_stdin")
+    START_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_STDIN_FIELD_NUMBER: _ClassVar[int]
+    start: ExecStart
+    stdin: bytes
+    close_stdin: bool
+    def __init__(self, start: _Optional[_Union[ExecStart, _Mapping]] = ..., stdin: _Optional[bytes] = ..., close_stdin: _Optional[bool] = ...) -> None: ...
+
+class ExecOutput(_message.Message):
+    __slots__ = ("stdout", "stderr", "exited", "exit_code")
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    EXITED_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    stdout: bytes
+    stderr: bytes
+    exited: bool
+    exit_code: int
+    def __init__(self, stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ...) -> None: ...

@@ -100,6 +100,15 @@ class EtcdTLS:
             raise StoreError(f"etcd client certificate: {exc}") from None
 
 
+@dataclass
+class EtcdMemberHealth:
+    name: str
+    url: str
+    healthy: bool
+    leader: bool
+    error: str
+
+
 def parse_endpoints(text: str | Sequence[str]) -> tuple[str, ...]:
     """``HOST:PORT`` endpoints, comma-separated or a list; loopback or names only."""
     parts = text.split(",") if isinstance(text, str) else list(text)
@@ -499,9 +508,7 @@ class EtcdStore:
 
     async def _lease_info(self, lease: int, *, keys: bool) -> Any:
         request = rpc.LeaseTimeToLiveRequest(ID=lease, keys=keys)
-        info = await self._unary(
-            self._lease.LeaseTimeToLive, request, lease=lease, idempotent=True
-        )
+        info = await self._unary(self._lease.LeaseTimeToLive, request, lease=lease, idempotent=True)
         return None if info.TTL < 0 else info
 
     async def get_lease(self, lease: int) -> Lease | None:
@@ -595,15 +602,34 @@ class EtcdStore:
 
     # -- cluster -----------------------------------------------------------------
 
-    async def members(self) -> list[dict[str, Any]]:
-        """Every etcd member: name, id, client URLs, and whether it answers."""
+    async def members(self) -> list[EtcdMemberHealth]:
+        """Every etcd member, each asked for its status on its own (one second)."""
         response = await self._unary(
             self._cluster.MemberList, rpc.MemberListRequest(), idempotent=True
         )
-        return [
-            {"id": int(m.ID), "name": m.name, "client_urls": list(m.clientURLs)}
-            for m in response.members
-        ]
+        return list(await asyncio.gather(*(self._health(m) for m in response.members)))
+
+    async def _health(self, member: Any) -> EtcdMemberHealth:
+        url = member.clientURLs[0] if member.clientURLs else ""
+        endpoint = url.split("://", 1)[-1]
+        out = EtcdMemberHealth(member.name or f"{member.ID:x}", url, False, False, "")
+        if not endpoint:
+            out.error = "no client URL yet"
+            return out
+        if self._tls is None:
+            channel = grpc.aio.insecure_channel(endpoint)
+        else:
+            channel = grpc.aio.secure_channel(endpoint, self._tls.credentials())
+        try:
+            status = await rpc.MaintenanceStub(channel).Status(rpc.StatusRequest(), timeout=1.0)
+            out.healthy = not status.errors
+            out.leader = int(status.leader) == int(member.ID)
+            out.error = "; ".join(status.errors)
+        except grpc.aio.AioRpcError as exc:
+            out.error = str(_map_error(exc, None))
+        finally:
+            await channel.close()
+        return out
 
 
 async def _requests(first: Any, store: EtcdStore) -> AsyncIterator[Any]:
