@@ -412,8 +412,22 @@ def measure(n: int, args: argparse.Namespace) -> Result:
                 if e["event"] == "node.dead" and e["node"] not in {*victims, revoked["name"]}
             ]
             result.false_positives = len(wrong)
-            for e in wrong:
-                result.notes.append(f"false positive: {e['node']} declared dead at {e['at']}")
+            if wrong:
+                first = min(float(e["at"]) for e in wrong)
+                phase = (
+                    "before the apply"
+                    if first < applied
+                    else "during the apply"
+                    if first < running_at
+                    else "after the kill"
+                    if first < revoked_at
+                    else "after the revocation"
+                )
+                result.notes.append(
+                    f"{len(wrong)} false positives, the first {phase} "
+                    f"(apply +{first - applied:.1f}s, kill {first - kill_at:+.1f}s): "
+                    + ", ".join(sorted(e["node"] for e in wrong)[:10])
+                )
         finally:
             cluster.stop()
     return result

@@ -7,6 +7,7 @@ runs. Node errors become gRPC statuses at one boundary (``_status_of``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -15,7 +16,7 @@ import os
 import tarfile
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from node.runtime.base import (
     Runtime,
     VolumeMount,
 )
+from node.secretfiles import SecretFiles
 from node.validation import check_owner, validate_spec
 from node.volumes import VolumeStore, digest_checked
 from pki.errors import CapstanError
@@ -212,7 +214,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         version: str | Callable[[], str] = "",
         links: LinkManager | None = None,
         peer_of: Callable[[Any], PeerInfo] | None = None,
+        secrets: SecretFiles | None = None,
     ) -> None:
+        self._secrets = secrets
         self._links = links
         self._peer_of = peer_of
         self._node_id = node_id
@@ -241,9 +245,29 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         self._generations.check(spec.name, spec.workload_id, request.generation)
         for mount in spec.volumes:
             self._volumes.ensure(mount.name)
-        created = status_to_pb(self._runtime.create(spec))
+        if request.secrets:
+            spec = self._with_secrets(spec, request.secrets)
+        try:
+            created = status_to_pb(self._runtime.create(spec))
+        except BaseException:
+            if request.secrets and self._secrets is not None and not self._holds(spec.name):
+                self._secrets.remove(spec.name)
+            raise
         self._generations.record(spec.name, spec.workload_id, request.generation)
         return created
+
+    def _with_secrets(
+        self, spec: ContainerSpec, sealed: Sequence[node_pb2.SealedSecret]
+    ) -> ContainerSpec:
+        """The spec with its secrets opened into memory-backed files (and env, where the
+        topology asked for it); refused whole when one does not open."""
+        if self._secrets is None:
+            raise errors.FailedPrecondition("this node holds no seal key: it cannot take secrets")
+        if self._holds(spec.name):
+            raise errors.AlreadyExists(f"container {spec.name!r} already exists")
+        uid, gid = self._runtime.secret_owner(spec)
+        mounts, env = self._secrets.open(spec.name, sealed, uid, gid)
+        return dataclasses.replace(spec, secrets=mounts, env=(*spec.env, *env))
 
     @_boundary
     def StartContainer(
@@ -270,6 +294,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> node_pb2.ContainerStatus:
         last = self._runtime.inspect(request.name)
         self._runtime.remove(request.name, force=request.force)
+        if self._secrets is not None:
+            self._secrets.remove(request.name)  # the instance left: so do its secrets
         self._generations.forget(request.name)
         return status_to_pb(last)
 
@@ -386,7 +412,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         log.info("exec in %s: %s", start.name, " ".join(start.command)[:512])
         if start.stdin:
             pump = threading.Thread(
-                target=_pump_input, args=(request_iterator, session), daemon=True,
+                target=_pump_input,
+                args=(request_iterator, session),
+                daemon=True,
                 name=f"exec-input-{start.name}",
             )
             pump.start()

@@ -261,9 +261,7 @@ class TaskRunner:
                     )
                     return False
                 if code is not grpc.StatusCode.UNAVAILABLE or attempt + 1 == self._attempts:
-                    log.error(
-                        "completing task %s failed: %s: %s", request_id, status.name, details
-                    )
+                    log.error("completing task %s failed: %s: %s", request_id, status.name, details)
                     return False
                 log.info("gateway unavailable completing task %s; retrying", request_id)
             finally:

@@ -71,4 +71,7 @@ class LifecycleSettings:
     batch: int = 3  # nodes re-issued at a time during a CA rotation
     batch_timeout: float = 30.0
     token_lifetime: float = 60.0  # longest lifetime of a token this orchestrator mints
+    # After a node renews, its previous certificate stays usable this long (calls in
+    # flight, tokens bound to it: at most token_lifetime), then it is revoked.
+    superseded_grace: float = 90.0
     retire_margin: float = 30.0  # clock skew allowance before an old token key is retired

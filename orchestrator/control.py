@@ -303,11 +303,12 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             ),
             key=lambda w: (w.service, w.index),
         )
+        # The application's own index: the cost does not grow with the whole log.
         events = [
             event_line(e)
-            for e in (await self._audit.entries())[-200:]
+            for e in await self._audit.app_events(tenant, request.name, limit=20)
             if of_app(e, tenant, request.name)
-        ][-20:]
+        ]
         return control_pb2.AppDetail(
             record=record, summary=self._summary(record), workloads=workloads, events=events
         )
@@ -478,15 +479,24 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         if node is None or not w.container or w.state != "running":
             raise NotFound(f"instance {request.instance} is not running on a node")
         start = node_pb2.ExecStart(
-            name=w.container, command=list(request.command), tty=request.tty,
+            name=w.container,
+            command=list(request.command),
+            tty=request.tty,
             stdin=request.stdin,
         )
         ttl = request.ttl or EXEC_DEFAULT_TTL
         # Audited before the token exists: an exec nobody recorded cannot happen.
         await self._audit.record(
-            "exec.granted", by=caller.uri, tenant=tenant, app=request.app,
-            workload=w.id, node=node.name, container=w.container,
-            command=list(request.command), tty=request.tty, ttl=ttl,
+            "exec.granted",
+            by=caller.uri,
+            tenant=tenant,
+            app=request.app,
+            workload=w.id,
+            node=node.name,
+            container=w.container,
+            command=list(request.command),
+            tty=request.tty,
+            ttl=ttl,
         )
         token = await self._minter.mint(
             sub=caller.uri,
@@ -499,7 +509,10 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             why=f"exec in {w.id}",
         )
         return control_pb2.ExecGrant(
-            node_address=node.address, node_id=node.id, container=w.container, token=token,
+            node_address=node.address,
+            node_id=node.id,
+            container=w.container,
+            token=token,
             expires_at=self._clock() + ttl,
         )
 
@@ -647,9 +660,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     async def AuditTail(
         self, request: control_pb2.AuditRequest, context: Any, call: UserCall
     ) -> Any:
-        entries = await self._audit.entries(since=max(0, request.since))
-        if request.limit > 0:
-            entries = entries[-request.limit :]
+        entries = await self._audit.entries(
+            since=max(0, request.since), limit=max(0, request.limit)
+        )
         last = -1
         for item in entries:
             last = item["seq"]

@@ -72,6 +72,7 @@ class Lifecycle:
         """One round of every check (revocations, CA bundle, own renewal, token keys)."""
         ts = self._clock() if now is None else now
         async with self._lock:
+            await self.node_certs.retire_superseded(ts)
             await self.revoker.apply()
             await self.ca_rotation.step()
             if self.self_renewal.due(ts):

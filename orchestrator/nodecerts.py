@@ -5,6 +5,8 @@ for. Both paths use one authority and one lifetime."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 
 import grpc
 import grpc.aio
@@ -16,9 +18,11 @@ from orchestrator.config import LifecycleSettings
 from orchestrator.state import ClusterState
 from pki.authority import Issued
 from pki.certs import thumbprint
-from pki.errors import CapstanError
+from pki.errors import CapstanError, PKIError
 from pki.identity import Kind
 from protos import control_pb2, gateway_pb2
+
+log = logging.getLogger("capstan.orchestrator.lifecycle")
 
 
 class NodeCertificates:
@@ -29,11 +33,15 @@ class NodeCertificates:
         state: ClusterState,
         audit: AuditLog,
         settings: LifecycleSettings,
+        clock: Callable[[], float],
     ) -> None:
         self._ca = ca
         self._state = state
         self._audit = audit
         self._settings = settings
+        self._clock = clock
+        # Previous node certificates after a renewal: serial -> when it is revoked.
+        self._superseded: dict[int, float] = self._superseded_at_start()
 
     def issuer(self) -> str:
         """The thumbprint of the CA that signs node certificates now."""
@@ -74,10 +82,17 @@ class NodeCertificates:
             if record is None or record.id != node.id or record.state == "revoked":
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a joined node")
             assert record is not None  # abort raised  # noqa: S101
+            previous = int(record.cert_serial, 16) if record.cert_serial else None
             record.cert_expiry = issued.not_after
             record.cert_serial = f"{issued.serial:X}"
             record.issuer_ca = self.issuer()
             await self._state.save_node(record)
+        # The certificate that asked, and the one recorded before (they may differ
+        # after a crash between two renewals), become unusable after the grace.
+        deadline = self._clock() + self._settings.superseded_grace
+        for serial in {caller.serial, previous} - {None, issued.serial}:
+            assert serial is not None  # noqa: S101 - filtered above
+            self._superseded.setdefault(serial, deadline)
         await self._audit.record(
             "cert.renewed",
             kind="node",
@@ -85,9 +100,39 @@ class NodeCertificates:
             serial=f"{issued.serial:X}",
             previous=f"{caller.serial:X}",
             not_after=issued.not_after,
+            previous_usable_until=deadline,
         )
         return gateway_pb2.RenewResponse(
             certificate_chain=issued.chain_pem,
             trust_bundle=self._ca.authority.trust_bundle(),
             not_after=issued.not_after,
         )
+
+    def _superseded_at_start(self) -> dict[int, float]:
+        """Live node certificates that are not their node's current one (a renewal
+        before a restart): revoked one grace from now."""
+        now = self._clock()
+        current = {n.cert_serial.upper() for n in self._state.all_nodes() if n.cert_serial}
+        nodes = {n.name for n in self._state.all_nodes()}
+        return {
+            r.serial: now + self._settings.superseded_grace
+            for r in self._ca.authority.list()
+            if r.kind is Kind.NODE
+            and r.name in nodes
+            and not r.revoked
+            and r.not_after > now
+            and f"{r.serial:X}" not in current
+        }
+
+    async def retire_superseded(self, now: float) -> None:
+        """Revoke (reason superseded) the previous certificates whose grace is over; the
+        deny list carries them to every node in the same step."""
+        due = [serial for serial, at in self._superseded.items() if now >= at]
+        for serial in due:
+            del self._superseded[serial]
+            try:
+                await asyncio.to_thread(self._ca.authority.revoke, serial, "superseded")
+            except PKIError as exc:
+                log.warning("previous certificate %X stays: %s", serial, exc)
+                continue
+            await self._audit.record("cert.superseded", serial=f"{serial:X}")

@@ -76,8 +76,12 @@ def grants(policy: node_pb2.SandboxPolicy | None) -> frozenset[str]:
     if policy is None:
         return frozenset()
     out = {_CAP + c for c in policy.cap_add}
-    for flag, name in ((policy.host_network, HOST_NETWORK), (policy.root, ROOT),
-                       (policy.low_ports, LOW_PORTS), (policy.unisolated, UNISOLATED)):
+    for flag, name in (
+        (policy.host_network, HOST_NETWORK),
+        (policy.root, ROOT),
+        (policy.low_ports, LOW_PORTS),
+        (policy.unisolated, UNISOLATED),
+    ):
         if flag:
             out.add(name)
     return frozenset(out)

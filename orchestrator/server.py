@@ -211,6 +211,13 @@ async def start(
         settings=settings,
         epoch=leadership.current_epoch,
     )
+    # The key-encryption keys of secrets live beside the token keys, never in the store.
+    secret_service = SecretService(
+        state=state,
+        kek=SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"),
+        audit=audit,
+        clock=clock,
+    )
     tasks = TaskBook(store, clock)
     reconciler = Reconciler(
         state,
@@ -238,9 +245,10 @@ async def start(
             stream_of=streams.get,
             clock=clock,
         ),
+        secrets=secret_service,
     )
     await reconciler.policies.load()
-    node_certs = NodeCertificates(ca=ca, state=state, audit=audit, settings=settings)
+    node_certs = NodeCertificates(ca=ca, state=state, audit=audit, settings=settings, clock=clock)
     gateway = Gateway(
         state=state,
         tracker=tracker,
@@ -307,13 +315,6 @@ async def start(
     liveness = LivenessWatch(reconciler)
     rebalancer = Rebalancer(reconciler, audit, clock=clock)
     autoscaler = Autoscaler(reconciler, audit, clock=clock)
-    # The key-encryption keys of secrets live beside the token keys, never in the store.
-    secret_service = SecretService(
-        state=state,
-        kek=SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"),
-        audit=audit,
-        clock=clock,
-    )
 
     async def describe() -> control_pb2.OrchestratorsInfo:
         info = control_pb2.OrchestratorsInfo(
@@ -416,6 +417,7 @@ async def start(
         # A key-encryption key rotated with `capstan pki rotate-secrets-key` since the
         # last election: every secret's data key is re-wrapped under the new one.
         secret_service.use_keys(SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"))
+        await secret_service.load()
         rewrapped = await secret_service.rewrap_all()
         if rewrapped:
             log.info("re-wrapped %d secret(s) under the active key-encryption key", rewrapped)

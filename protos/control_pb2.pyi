@@ -195,7 +195,7 @@ class WorkloadList(_message.Message):
     def __init__(self, workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ...) -> None: ...
 
 class NodeRecord(_message.Message):
-    __slots__ = ("name", "id", "address", "cpus", "memory", "allocated_cpu", "allocated_memory", "last_heartbeat", "cert_expiry", "state", "cordoned", "draining", "labels", "runtime", "pool", "workloads", "mode", "joined_at", "dns", "ips", "cert_serial", "issuer_ca", "isolation")
+    __slots__ = ("name", "id", "address", "cpus", "memory", "allocated_cpu", "allocated_memory", "last_heartbeat", "cert_expiry", "state", "cordoned", "draining", "labels", "runtime", "pool", "workloads", "mode", "joined_at", "dns", "ips", "cert_serial", "issuer_ca", "seal_key", "isolation")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +225,7 @@ class NodeRecord(_message.Message):
     IPS_FIELD_NUMBER: _ClassVar[int]
     CERT_SERIAL_FIELD_NUMBER: _ClassVar[int]
     ISSUER_CA_FIELD_NUMBER: _ClassVar[int]
+    SEAL_KEY_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     id: str
@@ -248,8 +249,9 @@ class NodeRecord(_message.Message):
     ips: _containers.RepeatedScalarFieldContainer[str]
     cert_serial: str
     issuer_ca: str
+    seal_key: bytes
     isolation: str
-    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., address: _Optional[str] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., allocated_cpu: _Optional[float] = ..., allocated_memory: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., cert_expiry: _Optional[float] = ..., state: _Optional[str] = ..., cordoned: _Optional[bool] = ..., draining: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtime: _Optional[str] = ..., pool: _Optional[str] = ..., workloads: _Optional[int] = ..., mode: _Optional[str] = ..., joined_at: _Optional[float] = ..., dns: _Optional[_Iterable[str]] = ..., ips: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., issuer_ca: _Optional[str] = ..., isolation: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., address: _Optional[str] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., allocated_cpu: _Optional[float] = ..., allocated_memory: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., cert_expiry: _Optional[float] = ..., state: _Optional[str] = ..., cordoned: _Optional[bool] = ..., draining: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtime: _Optional[str] = ..., pool: _Optional[str] = ..., workloads: _Optional[int] = ..., mode: _Optional[str] = ..., joined_at: _Optional[float] = ..., dns: _Optional[_Iterable[str]] = ..., ips: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., issuer_ca: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., isolation: _Optional[str] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

@@ -165,15 +165,31 @@ class DockerRuntime:
             source = self.volumes.ensure(mount.name)
             if not mount.read_only:
                 self.volumes.own(mount.name, uid, gid)  # writable by the instance's uid
-            mounts.append(docker.types.Mount(
-                target=mount.path, source=str(source), type="bind", read_only=mount.read_only
-            ))
+            mounts.append(
+                docker.types.Mount(
+                    target=mount.path, source=str(source), type="bind", read_only=mount.read_only
+                )
+            )
+        # Secret files: a memory-backed directory of the agent's, read-only inside.
+        mounts.extend(
+            docker.types.Mount(target=m.path, source=m.source, type="bind", read_only=True)
+            for m in spec.secrets
+        )
         # Ours last: they cannot be overridden by the spec's own labels.
         labels = dict(spec.labels)
-        labels.update({LABEL_NODE: self.node_id, LABEL_WORKLOAD: spec.workload_id,
-                       LABEL_NAME: spec.name, LABEL_IMAGE: spec.image,
-                       LABEL_NET: json.dumps(net_to_json(spec.service, spec.ports, spec.links),
-                                             sort_keys=True, separators=(",", ":"))})
+        labels.update(
+            {
+                LABEL_NODE: self.node_id,
+                LABEL_WORKLOAD: spec.workload_id,
+                LABEL_NAME: spec.name,
+                LABEL_IMAGE: spec.image,
+                LABEL_NET: json.dumps(
+                    net_to_json(spec.service, spec.ports, spec.links),
+                    sort_keys=True,
+                    separators=(",", ":"),
+                ),
+            }
+        )
         # Per network namespace: only an instance's own loopback is concerned. (On the
         # host's network a low port is the host's: that takes NET_BIND_SERVICE.)
         sysctls = {LOW_PORTS_SYSCTL: "0"} if spec.low_ports and spec.network == "none" else None
@@ -218,6 +234,10 @@ class DockerRuntime:
             )
         return self.inspect(spec.name)
 
+    def secret_owner(self, spec: ContainerSpec) -> tuple[int, int]:
+        # The user the instance runs as: the files are that user's alone.
+        return self._user(spec)
+
     def net_spec(self, name: str) -> NetSpec | None:
         attrs = self._lookup(name)
         state = attrs.get("State") or {}
@@ -258,7 +278,12 @@ class DockerRuntime:
         with docker_errors(subject):
             # The container's own user, environment and confinement: exec adds no privilege.
             exec_id = self._api.exec_create(
-                attrs["Id"], list(command), stdin=stdin, tty=tty, stdout=True, stderr=True,
+                attrs["Id"],
+                list(command),
+                stdin=stdin,
+                tty=tty,
+                stdout=True,
+                stderr=True,
                 privileged=False,
             )["Id"]
             attached = self._api.exec_start(exec_id, socket=True, tty=tty)
@@ -343,7 +368,11 @@ class DockerRuntime:
         subject = f"container {name!r}"
         with docker_errors(subject):
             stream = self._api.logs(
-                cid, stdout=True, stderr=True, stream=True, follow=bool(follow),
+                cid,
+                stdout=True,
+                stderr=True,
+                stream=True,
+                follow=bool(follow),
                 tail=tail if tail > 0 else "all",
             )
         return mapped_stream(stream, subject)

@@ -24,25 +24,95 @@ from pathlib import Path
 HEADER = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 HERE = Path(__file__).parent
 
-DEFAULT_DENY = frozenset({
-    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module",
-    "delete_module", "finit_module", "fsconfig", "fsmount", "fsopen", "fspick",
-    "get_kernel_syms", "get_mempolicy", "init_module", "ioperm", "iopl", "kcmp",
-    "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mbind", "migrate_pages",
-    "mount", "mount_setattr", "move_mount", "move_pages", "name_to_handle_at",
-    "nfsservctl", "open_by_handle_at", "open_tree", "perf_event_open", "pivot_root",
-    "process_vm_readv", "process_vm_writev", "ptrace", "query_module", "quotactl",
-    "quotactl_fd", "reboot", "request_key", "set_mempolicy", "set_mempolicy_home_node",
-    "setns", "settimeofday", "swapoff", "swapon", "_sysctl", "sysfs", "syslog", "umount2",
-    "unshare", "uselib", "userfaultfd", "ustat", "vhangup", "vm86", "vm86old",
-    "pidfd_getfd", "process_madvise", "fanotify_init", "afs_syscall", "tuxcall",
-    "security", "putpmsg", "getpmsg", "epoll_ctl_old", "epoll_wait_old",
-})
-STRICT_EXTRA = frozenset({
-    "io_uring_setup", "io_uring_enter", "io_uring_register", "personality", "vmsplice",
-    "remap_file_pages", "chroot", "sethostname", "setdomainname", "adjtimex",
-    "modify_ldt", "memfd_secret",
-})
+DEFAULT_DENY = frozenset(
+    {
+        "acct",
+        "add_key",
+        "bpf",
+        "clock_adjtime",
+        "clock_settime",
+        "create_module",
+        "delete_module",
+        "finit_module",
+        "fsconfig",
+        "fsmount",
+        "fsopen",
+        "fspick",
+        "get_kernel_syms",
+        "get_mempolicy",
+        "init_module",
+        "ioperm",
+        "iopl",
+        "kcmp",
+        "kexec_file_load",
+        "kexec_load",
+        "keyctl",
+        "lookup_dcookie",
+        "mbind",
+        "migrate_pages",
+        "mount",
+        "mount_setattr",
+        "move_mount",
+        "move_pages",
+        "name_to_handle_at",
+        "nfsservctl",
+        "open_by_handle_at",
+        "open_tree",
+        "perf_event_open",
+        "pivot_root",
+        "process_vm_readv",
+        "process_vm_writev",
+        "ptrace",
+        "query_module",
+        "quotactl",
+        "quotactl_fd",
+        "reboot",
+        "request_key",
+        "set_mempolicy",
+        "set_mempolicy_home_node",
+        "setns",
+        "settimeofday",
+        "swapoff",
+        "swapon",
+        "_sysctl",
+        "sysfs",
+        "syslog",
+        "umount2",
+        "unshare",
+        "uselib",
+        "userfaultfd",
+        "ustat",
+        "vhangup",
+        "vm86",
+        "vm86old",
+        "pidfd_getfd",
+        "process_madvise",
+        "fanotify_init",
+        "afs_syscall",
+        "tuxcall",
+        "security",
+        "putpmsg",
+        "getpmsg",
+        "epoll_ctl_old",
+        "epoll_wait_old",
+    }
+)
+STRICT_EXTRA = frozenset(
+    {
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "personality",
+        "vmsplice",
+        "remap_file_pages",
+        "chroot",
+        "sethostname",
+        "setdomainname",
+        "adjtimex",
+        "modify_ldt",
+        "memfd_secret",
+    }
+)
 # Handled by their own rules below.
 SPECIAL = frozenset({"clone", "clone3"})
 CLONE_NAMESPACE_FLAGS = 0x7E020000  # NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
@@ -59,15 +129,26 @@ def build(deny: frozenset[str], names: list[str]) -> dict[str, object]:
     return {
         "defaultAction": "SCMP_ACT_ERRNO",
         "archMap": [
-            {"architecture": "SCMP_ARCH_X86_64",
-             "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
+            {
+                "architecture": "SCMP_ARCH_X86_64",
+                "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            },
             {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]},
         ],
         "syscalls": [
             {"names": allowed, "action": "SCMP_ACT_ALLOW"},
-            {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
-             "args": [{"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0,
-                       "op": "SCMP_CMP_MASKED_EQ"}]},
+            {
+                "names": ["clone"],
+                "action": "SCMP_ACT_ALLOW",
+                "args": [
+                    {
+                        "index": 0,
+                        "value": CLONE_NAMESPACE_FLAGS,
+                        "valueTwo": 0,
+                        "op": "SCMP_CMP_MASKED_EQ",
+                    }
+                ],
+            },
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
         ],
     }

@@ -54,8 +54,21 @@ _dir_option = click.option(
     show_default=True,
     help="How long --demo waits for the application to run.",
 )
+@click.option(
+    "--ha",
+    is_flag=True,
+    help="Three etcd members (client and peer mTLS) and three orchestrators, one leading; "
+    "SQLite and one orchestrator without it.",
+)
 def up_cmd(
-    *, nodes: int, directory: Path | None, runtime: str, demo: bool, base_port: int, timeout: float
+    *,
+    nodes: int,
+    directory: Path | None,
+    runtime: str,
+    demo: bool,
+    base_port: int,
+    timeout: float,
+    ha: bool,
 ) -> None:
     """Start a local cluster: an orchestrator and N nodes on loopback; select context `local`."""
     cluster = LocalCluster(directory, echo=click.echo)
@@ -63,6 +76,7 @@ def up_cmd(
         nodes=nodes,
         runtime=runtime,
         base_port=base_port,
+        ha=ha,
         require_image=demo,
         # The demo image starts on node-1 only: the others fetch it from a peer,
         # each fetch authorized by a single-use delegation token.
