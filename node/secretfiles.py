@@ -22,7 +22,8 @@ import logging
 import os
 import posixpath
 import shutil
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from nacl.exceptions import CryptoError
@@ -37,6 +38,21 @@ log = logging.getLogger("capstan.node.secrets")
 
 SEAL_KEY_FILE = "seal.key"
 _KEY_BYTES = 32
+
+
+def seal_key_for_join(state_dir: Path) -> tuple[PrivateKey, bool]:
+    """The seal key a join registers: the one in ``state_dir``, else a new one that is
+    only in memory until ``write_seal_key`` (a refused join leaves nothing behind)."""
+    path = Path(state_dir) / SEAL_KEY_FILE
+    if path.exists():
+        return load_or_create_seal_key(state_dir), False
+    return PrivateKey.generate(), True
+
+
+def write_seal_key(state_dir: Path, key: PrivateKey) -> None:
+    fd = os.open(Path(state_dir) / SEAL_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(bytes(key))
 
 
 def load_or_create_seal_key(state_dir: Path) -> PrivateKey:
@@ -93,6 +109,10 @@ class SecretFiles:
         self._key = key or load_or_create_seal_key(state_dir)
         self._box = SealedBox(self._key)
         self.root, self._mounted = _memory_root(state_dir)
+        # Instances whose files are written and whose create is still under way:
+        # prune() must not take their files before the runtime lists them.
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
 
     @property
     def public_key(self) -> bytes:
@@ -121,6 +141,8 @@ class SecretFiles:
                     f"secrets[{i}].sealed", "does not open with this node's seal key"
                 ) from None
         top = self._dir(container)
+        with self._lock:
+            self._pending.add(container)
         staging = top.with_name(top.name + ".new")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o500)
@@ -165,9 +187,35 @@ class SecretFiles:
             if libc is not None and libc.umount2(str(self.root).encode(), _MNT_DETACH) == 0:
                 self._mounted = False
 
+    def created(self, container: str) -> None:
+        """The runtime holds ``container`` now (or never will): prune() may judge it."""
+        with self._lock:
+            self._pending.discard(container)
+
     def remove(self, container: str) -> None:
         """Forget ``container``'s secrets (its instance left this node)."""
+        self.created(container)
         shutil.rmtree(self._dir(container), ignore_errors=True)
+
+    def prune(self, present: Iterable[str]) -> list[str]:
+        """Remove the files of every instance the runtime no longer holds -- fenced,
+        removed behind the agent's back, gone in a crash; returns whose went."""
+        keep = set(present)
+        with self._lock:
+            keep |= self._pending
+        gone = []
+        for entry in self.root.iterdir():
+            if entry.name in keep:
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            gone.append(entry.name)
+        if gone:
+            log.info("removed the secret files of %s: no longer on this node", gone)
+        return gone
+
+    def wipe(self) -> None:
+        """Every secret file goes (this node was revoked: nothing it holds is its own)."""
+        self.prune(())
 
 
 def rules_name(container: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from orchestrator import jointokens
+from orchestrator import jointokens, metrics
 from orchestrator.audit import AuditLog
 from orchestrator.authz import NodeCall
 from orchestrator.ca import CurrentAuthority
@@ -62,7 +62,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         reserved_sans: tuple[str, ...] = (),
         epoch: Callable[[], int] = lambda: 0,
         peer_addresses: Callable[[], list[str]] = lambda: [],
+        pool_policy: Callable[[str], node_pb2.SandboxPolicy] = lambda _: node_pb2.SandboxPolicy(),
     ) -> None:
+        self._pool_policy = pool_policy
         # Compared in one spelling (pki.identity.canonical_host): `VM` is `vm`.
         # localhost is everyone's own name: no node certificate may carry it.
         self.join_refusals = RefusalTally(audit, event="join.refused", clock=clock)
@@ -168,6 +170,13 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 record.labels.update(grant.labels)
             record.pool = grant.pool
             record.runtime = request.runtime
+            record.policy.CopyFrom(
+                node_pb2.SandboxPolicy.FromString(bytes.fromhex(grant.policy))
+                if grant.policy
+                else self._pool_policy(grant.pool)
+            )
+            # The node's own word: a lying node only loosens what it runs itself.
+            record.isolation = request.isolation
             record.mode = request.mode or "push"
             record.seal_key = request.seal_key
             record.state = "suspect"
@@ -200,6 +209,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             heartbeat_interval=self._heartbeat,
             gateway_address=self.gateway_address,
             gateway_addresses=self.peer_addresses(),
+            policy=record.policy,
         )
 
     # -- report ---------------------------------------------------------------------
@@ -290,6 +300,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         if refused:
             return fence, refused, False
         changed = self._tracker.seen(name, status, accepted)
+        metrics.HEARTBEATS.labels(node=name).inc()
         return fence, refused, changed
 
     async def Renew(

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from orchestrator import apply as plans
-from orchestrator import links, policy, scheduler
+from orchestrator import links, metrics, policy, scheduler
 from orchestrator.audit import AuditLog
 from orchestrator.delegation import DelegationRefused, Delegator, may_delegate
 from orchestrator.images import Catalog
@@ -295,7 +295,10 @@ class Reconciler:
                     ready=n.state == "ready",
                     instances_by_service=dict(per_service.get(n.name, {})),
                     used_ports=frozenset(used_ports.get(n.name, ())),
-                    grants=self.policies.grants_of(n.pool),
+                    # The pool's policy now, within what the node was given at join
+                    # (it refuses more itself).
+                    grants=self.policies.grants_of(n.pool)
+                    & (policy.grants(n.policy) | {policy.UNISOLATED}),
                     unisolated=n.isolation == "none",
                 )
             )
@@ -383,9 +386,10 @@ class Reconciler:
         request = scheduler.request_for(spec[0], spec[1])
         candidates = [v for v in views.values() if v.id != moving_from]
         try:
-            target = scheduler.place(
-                request, candidates, sample=PLACEMENT_SAMPLE, start=self._cursor
-            )
+            with metrics.PLACEMENT_SECONDS.time():
+                target = scheduler.place(
+                    request, candidates, sample=PLACEMENT_SAMPLE, start=self._cursor
+                )
         except scheduler.Unschedulable as exc:
             if w.state != "unschedulable" or w.message != str(exc):
                 w.state = "unschedulable"
@@ -498,7 +502,8 @@ class Reconciler:
         request = scheduler.request_for(app, service)
         views = [v for v in self.views() if v.id != moving_from]
         try:
-            target = scheduler.place(request, views)
+            with metrics.PLACEMENT_SECONDS.time():
+                target = scheduler.place(request, views)
         except scheduler.Unschedulable as exc:
             if w.state != "unschedulable" or w.message != str(exc):
                 w.state = "unschedulable"

@@ -23,6 +23,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from orchestrator import metrics
 from orchestrator.audit import AuditLog
 from orchestrator.authz import AuthorizationInterceptor, Gate
 from orchestrator.autoscale import Autoscaler
@@ -68,6 +69,7 @@ from protos import (
     secrets_pb2_grpc,
 )
 from protos.wire.channel import ORCHESTRATOR_SERVER_OPTIONS
+from protos.wire.metrics import serve_metrics
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -130,6 +132,7 @@ async def start(
 
     raw = _open_store(config, clock)
     await raw.open()
+    metrics.time_store(raw)
     leadership = Leadership(
         raw,
         identity=config.member,
@@ -141,6 +144,20 @@ async def start(
     store = FencedStore(raw, leadership)
     state = ClusterState(store)
     await state.load()
+
+    def certificates() -> list[tuple[str, str, float]]:
+        out = [("orchestrator", config.member, own_cert.issued.not_after)]
+        out.extend(("node", n.name, n.cert_expiry) for n in state.all_nodes())
+        return out
+
+    def unsettled() -> int:
+        return sum(
+            1 for w in state.all_workloads()
+            if (w.desired == "running") != (w.state == "running") and w.state != "removed"
+        )
+
+    metrics.watch_certificates(certificates)
+    metrics.watch_reconcile_queue(unsettled)
     audit = AuditLog(store, clock)
 
     # The server and its ports first: nodes are told the addresses actually bound
@@ -268,6 +285,7 @@ async def start(
         reserved_sans=(*dns, *ips),
         epoch=leadership.current_epoch,
         peer_addresses=lambda: [a for a in peers if a != gateway_address],
+        pool_policy=reconciler.policies.pool,
     )
     self_renewal = SelfRenewal(own=own_cert, ca=ca, caller=caller, audit=audit, events=events)
     revoker = Revoker(
@@ -503,9 +521,11 @@ def run(config: OrchestratorConfig) -> None:
 
     async def main() -> None:
         orch = await start(config)
+        endpoint = serve_metrics(config.metrics_listen, metrics.REGISTRY)
         host, join_host = config.listen.rpartition(":")[0], config.join_listen.rpartition(":")[0]
         where = f"{host}:{orch.port} join on {join_host}:{orch.join_port}"
         print(f"orchestrator {orch.identity} listening on {where}", flush=True)
+        print(f"metrics on {endpoint.url}", flush=True)
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -73,3 +73,9 @@ def test_bench_deploy_small(busybox_image: str) -> None:
     out = _run("bench_deploy.py", "--replicas", "2", "--skip-swarm", "--base-port", "7660")
     assert "raw parallel docker run" in out
     assert "Capstan / raw" in out
+
+
+def test_bench_gate_small() -> None:
+    out = _run("bench_gate.py", "--sizes", "200", "--streams", "3", timeout=120)
+    assert "x" in out.split("ratio", 1)[1]
+    assert "worst / promise =" in out
