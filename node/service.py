@@ -264,6 +264,16 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         self._generations.record(spec.name, spec.workload_id, request.generation)
         return created
 
+    @_boundary
+    def UpdateSecrets(
+        self, request: node_pb2.SecretUpdate, context: Any
+    ) -> node_pb2.ContainerStatus:
+        if self._secrets is None:
+            raise errors.FailedPrecondition("this node holds no seal key: it cannot take secrets")
+        current = self._runtime.inspect(request.name)  # NotFound unless it runs here
+        self._secrets.update(request.name, request.secrets)
+        return status_to_pb(current)
+
     def _with_secrets(
         self, spec: ContainerSpec, sealed: Sequence[node_pb2.SealedSecret]
     ) -> ContainerSpec:

@@ -158,6 +158,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 issued = await self._certs.sign(request.csr_pem, name, dns=dns, ips=ips)
             except CapstanError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem: {exc}")
+            previous = existing.cert_serial if existing is not None else ""
             record = existing or control_pb2.NodeRecord()
             record.name = name
             record.id = issued.identity.uri
@@ -189,6 +190,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             del record.ips[:]
             record.ips.extend(ips)
             await self._state.save_node(record)
+        if previous:
+            # A rejoin replaces the certificate: the old one goes after the grace.
+            self._certs.supersede(int(previous, 16))
         await self._audit.record(
             "node.joined",
             node=name,

@@ -92,7 +92,7 @@ class NodeCertificates:
         deadline = self._clock() + self._settings.superseded_grace
         for serial in {caller.serial, previous} - {None, issued.serial}:
             assert serial is not None  # noqa: S101 - filtered above
-            self._superseded.setdefault(serial, deadline)
+            self.supersede(serial)
         await self._audit.record(
             "cert.renewed",
             kind="node",
@@ -107,6 +107,11 @@ class NodeCertificates:
             trust_bundle=self._ca.authority.trust_bundle(),
             not_after=issued.not_after,
         )
+
+    def supersede(self, serial: int) -> float:
+        """A node certificate replaced by a new one (renewal, rejoin): revoked one grace
+        from now. Returns when."""
+        return self._superseded.setdefault(serial, self._clock() + self._settings.superseded_grace)
 
     def _superseded_at_start(self) -> dict[int, float]:
         """Live node certificates that are not their node's current one (a renewal

@@ -1,6 +1,6 @@
 """Revocation on a running orchestrator.
 
-Every call's certificate check reads the revoked serials through ``revoked_serials``
+Every call's certificate check reads the revoked serials through ``RevokedSerials``
 (one ``stat`` per call), so a ``capstan pki revoke`` run in another process counts
 within a call. ``Revoker`` acts on a revocation everywhere: the deny list is pushed to
 every connected node, a revoked node's Report stream ends, the node is marked revoked
@@ -28,21 +28,34 @@ from pki.reloading import ReloadingFile
 from pki.rotation import write_crls
 from pki.state import STATE_FILE, parse_state
 from protos import control_pb2
+from protos.wire.grants import Bell
 
 log = logging.getLogger("capstan.orchestrator.lifecycle")
 
 Revoked = Callable[[], frozenset[int]]
 
 
-def revoked_serials(pki_dir: Path) -> Revoked:
+class RevokedSerials:
     """The PKI's revoked serials, re-read whenever its state file changes; a damaged
-    file keeps the last good list (it must not un-revoke anything)."""
-    path = Path(pki_dir) / STATE_FILE
+    file keeps the last good list (it must not un-revoke anything). ``bell`` rings when
+    the list changes: held streams then end at once (protos.wire.grants.guarded)."""
 
-    def parse(raw: bytes) -> frozenset[int]:
-        return frozenset(c.serial for c in parse_state(raw, path).certificates if c.revoked)
+    def __init__(self, pki_dir: Path) -> None:
+        path = Path(pki_dir) / STATE_FILE
 
-    return ReloadingFile(path, parse, "PKI state").get
+        def parse(raw: bytes) -> frozenset[int]:
+            return frozenset(c.serial for c in parse_state(raw, path).certificates if c.revoked)
+
+        self._file = ReloadingFile(path, parse, "PKI state")
+        self._serials = self._file.get()
+        self.bell = Bell()
+
+    def __call__(self) -> frozenset[int]:
+        serials = self._file.get()
+        if serials != self._serials:
+            self._serials = serials
+            self.bell.ring()
+        return serials
 
 
 class Revoker:

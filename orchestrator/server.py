@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from orchestrator import metrics
+from orchestrator._periodic import every
 from orchestrator.audit import AuditLog
 from orchestrator.authz import AuthorizationInterceptor, Gate
 from orchestrator.autoscale import Autoscaler
@@ -47,7 +48,7 @@ from orchestrator.owncert import OwnCertificate, SelfRenewal
 from orchestrator.pkistatus import PkiStatus
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
-from orchestrator.revocations import Revoker, revoked_serials
+from orchestrator.revocations import RevokedSerials, Revoker
 from orchestrator.secrets import SecretService
 from orchestrator.state import ClusterState
 from orchestrator.store import Store
@@ -69,6 +70,7 @@ from protos import (
     secrets_pb2_grpc,
 )
 from protos.wire.channel import ORCHESTRATOR_SERVER_OPTIONS
+from protos.wire.grants import TICK
 from protos.wire.metrics import serve_metrics
 
 log = logging.getLogger("capstan.orchestrator")
@@ -123,7 +125,7 @@ async def start(
     own_cert = OwnCertificate(ca.authority, config.name, dns=dns, ips=ips, ttl=config.cert_ttl)
     identity = own_cert.issued.identity.uri
     # Re-read within a call of any revocation, also one made by `capstan pki revoke`.
-    revoked = revoked_serials(config.pki_dir)
+    revoked = RevokedSerials(config.pki_dir)
     settings = LifecycleSettings(
         node_cert_ttl=config.node_cert_ttl,
         token_lifetime=max(config.token_ttl, config.delegation_ttl, 30.0),
@@ -228,12 +230,18 @@ async def start(
         settings=settings,
         epoch=leadership.current_epoch,
     )
+    async def secret_rotated(tenant: str, name: str) -> int:
+        # The reconciler (built below, it seals with the secret service) re-seals a
+        # rotated secret for the nodes whose instances use it.
+        return await reconciler.secret_rotated(tenant, name)
+
     # The key-encryption keys of secrets live beside the token keys, never in the store.
     secret_service = SecretService(
         state=state,
         kek=SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"),
         audit=audit,
         clock=clock,
+        on_rotated=secret_rotated,
     )
     tasks = TaskBook(store, clock)
     reconciler = Reconciler(
@@ -492,6 +500,15 @@ async def start(
         asyncio.create_task(watch_leader(), name="leader-watch"),
     ]
     orch.tasks.append(asyncio.create_task(_cancel_duties_on_stop(orch), name="duties"))
+
+    async def look_at_revocations() -> None:
+        # Rings the bell when `capstan pki revoke` (another process) changed the list:
+        # held streams then end at once instead of each polling the file.
+        revoked()
+
+    orch.tasks.append(
+        asyncio.create_task(every(TICK, look_at_revocations, "revocations"), name="revocations")
+    )
     if not config.etcd:
         await first.wait()  # alone on its file: it leads at once
     log.info("orchestrator %s serving on %s, join on %s", identity, port, join_port)
