@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from node.config import RUNTIMES
+from node.policy import POLICY_FILE, policy_from_pb
 from node.secretfiles import SEAL_KEY_FILE, seal_key_for_join, write_seal_key
 from pki._files import atomic_write, read_file, write_private_key
 from pki.certs import ChainVerifier, identity_of, load_pem_chain, trust_domain_of_root
@@ -210,6 +211,15 @@ def _host_capacity() -> tuple[float, int]:
     except (OSError, ValueError):
         memory = 0
     return cpus, memory
+
+
+def _isolation(runtime: str) -> str:
+    """What the orchestrator is told of this node's isolation (get nodes -o wide)."""
+    if runtime == "docker":
+        return "docker"
+    from node.runtime._sandbox import unavailable
+
+    return "sandbox" if unavailable() is None else "none"
 
 
 def _resolve_runtime(kind: str) -> str:
@@ -618,6 +628,7 @@ def join(
             labels=plan.labels,
             runtime=plan.runtime,
             mode=plan.mode,
+            isolation=_isolation(plan.runtime),
             # The key secrets are sealed to; its private half stays in the state dir.
             seal_key=bytes(seal.public_key),
         )
@@ -651,6 +662,7 @@ def join(
             atomic_write(files.jwks, response.jwks)
             atomic_write(files.deny_list, response.deny_list)
             atomic_write(files.config, _node_config(files, plan, issuers))
+            atomic_write(state_dir / POLICY_FILE, policy_from_pb(response.policy).to_json())
             if new_seal:
                 write_seal_key(state_dir, seal)
                 wrote_seal = True

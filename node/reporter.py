@@ -27,6 +27,7 @@ from pathlib import Path
 
 import grpc
 
+from node import metrics
 from node.errors import NotFound
 from node.renewal import gateway_channel, own_credentials, trust_digest_of_files
 from node.runtime.base import ContainerState, ContainerStatus, Runtime
@@ -277,6 +278,7 @@ class Reporter:
                 log.error("after listing containers: %s", exc)
         usage = self._usage
         running = sorted(c.name for c in containers if c.state is ContainerState.RUNNING)
+        metrics.HEARTBEATS_SENT.inc()
         return gateway_pb2.NodeStatus(
             sent_at=self._clock(),
             containers=[status_to_pb(c) for c in containers],

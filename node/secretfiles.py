@@ -15,6 +15,7 @@ Layout (``<root>`` is the tmpfs)::
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -29,7 +30,7 @@ from pathlib import Path
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 
-from node.errors import InvalidArgument, RuntimeFailure
+from node.errors import FailedPrecondition, InvalidArgument, RuntimeFailure
 from node.runtime.base import SecretMount
 from protos import node_pb2
 from protos.wire import rules
@@ -129,17 +130,7 @@ class SecretFiles:
         Every secret is opened before anything is written: one that does not open
         (sealed to another key, tampered) refuses the whole set.
         """
-        values: list[tuple[node_pb2.SealedSecret, bytes]] = []
-        for i, s in enumerate(sealed):
-            problem = rules.check_mount_path(s.path)
-            if problem:
-                raise InvalidArgument(f"secrets[{i}].path", problem)
-            try:
-                values.append((s, self._box.decrypt(s.sealed)))
-            except CryptoError:
-                raise InvalidArgument(
-                    f"secrets[{i}].sealed", "does not open with this node's seal key"
-                ) from None
+        values = self._opened(sealed)
         top = self._dir(container)
         with self._lock:
             self._pending.add(container)
@@ -186,6 +177,52 @@ class SecretFiles:
             libc = _libc_mount()
             if libc is not None and libc.umount2(str(self.root).encode(), _MNT_DETACH) == 0:
                 self._mounted = False
+
+    def _opened(
+        self, sealed: Sequence[node_pb2.SealedSecret]
+    ) -> list[tuple[node_pb2.SealedSecret, bytes]]:
+        """Every secret opened, or InvalidArgument naming the first that does not
+        open (sealed to another key, tampered) before anything is written."""
+        out = []
+        for i, s in enumerate(sealed):
+            problem = rules.check_mount_path(s.path)
+            if problem:
+                raise InvalidArgument(f"secrets[{i}].path", problem)
+            try:
+                out.append((s, self._box.decrypt(s.sealed)))
+            except CryptoError:
+                raise InvalidArgument(
+                    f"secrets[{i}].sealed", "does not open with this node's seal key"
+                ) from None
+        return out
+
+    def update(self, container: str, sealed: Sequence[node_pb2.SealedSecret]) -> None:
+        """Replace a running instance's files with new versions, each atomically (a
+        reader sees the old value or the new, never a mix); the paths must be the ones
+        it was created with, since they are mounted."""
+        values = self._opened(sealed)
+        top = self._dir(container)
+        if not top.is_dir():
+            raise FailedPrecondition(f"container {container!r} holds no secrets here")
+        parents: dict[str, int] = {}
+        for s, _ in values:
+            parents.setdefault(posixpath.split(s.path)[0], len(parents))
+        for s, _ in values:
+            parent, base = posixpath.split(s.path)
+            if not (top / str(parents[parent]) / base).is_file():
+                raise FailedPrecondition(f"{s.path}: not a secret this instance was created with")
+        for s, value in values:
+            parent, base = posixpath.split(s.path)
+            folder = top / str(parents[parent])
+            owner = os.lstat(folder / base)  # the instance's uid, as at creation
+            tmp = folder / f".{base}.new"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(value)
+            os.chown(tmp, owner.st_uid, owner.st_gid)
+            os.replace(tmp, folder / base)
 
     def created(self, container: str) -> None:
         """The runtime holds ``container`` now (or never will): prune() may judge it."""

@@ -357,7 +357,7 @@ class Lifecycle:
         deadline = self._clock() + self.settings.superseded_grace
         for serial in {caller.serial, previous} - {None, issued.serial}:
             assert serial is not None  # noqa: S101 - filtered above
-            self._superseded.setdefault(serial, deadline)
+            self.supersede(serial)
         await self._audit.record(
             "cert.renewed",
             kind="node",
@@ -414,6 +414,11 @@ class Lifecycle:
         record = self._state.node(name)
         assert record is not None  # noqa: S101 - looked up above, nodes are never deleted
         return record
+
+    def supersede(self, serial: int) -> float:
+        """A node certificate replaced by a new one (renewal, rejoin): revoked one grace
+        from now. Returns when."""
+        return self._superseded.setdefault(serial, self._clock() + self.settings.superseded_grace)
 
     def _superseded_at_start(self) -> dict[int, float]:
         """Live node certificates that are not their node's current one (a renewal

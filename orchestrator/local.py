@@ -103,6 +103,7 @@ class ProcessRecord:
     node_id: str = ""
     state_dir: str = ""
     log_offset: int = 0  # where this run's output starts in ``log``
+    metrics: str = ""  # HOST:PORT of its Prometheus endpoint
 
     def alive(self) -> bool:
         return proc.is_same_alive(self.pid, self.start_ticks)
@@ -137,6 +138,20 @@ class ClusterRecord:
 
     def node_records(self) -> list[ProcessRecord]:
         return [p for p in self.processes if p.role == "node"]
+
+
+#: Prometheus endpoints from PORT+13 on (PORT..PORT+12 are the control plane's).
+METRICS_OFFSET = 13
+
+
+def metrics_address(index: int, base_port: int) -> str:
+    """The Prometheus endpoint of node ``index``, on its own loopback address."""
+    return f"127.0.0.{index + 1}:{base_port + METRICS_OFFSET}"
+
+
+def orchestrator_metrics(member: int, base_port: int) -> str:
+    """The Prometheus endpoint of the orchestrator (member 0) or HA member 1..3."""
+    return f"127.0.0.1:{base_port + METRICS_OFFSET + max(member - 1, 0)}"
 
 
 def node_address(index: int, port: int) -> str:
@@ -246,10 +261,9 @@ class LocalCluster:
         """
         if nodes < 1 or nodes > 250:
             raise ConfigError(f"--nodes must be between 1 and 250, got {nodes}")
-        if not 1024 <= base_port <= (65523 if ha else 65533):
-            raise ConfigError(
-                f"--base-port must be between 1024 and {65523 if ha else 65533}, got {base_port}"
-            )
+        top = 65535 - METRICS_OFFSET - (2 if ha else 0)  # the last metrics port fits
+        if not 1024 <= base_port <= top:
+            raise ConfigError(f"--base-port must be between 1024 and {top}, got {base_port}")
         with self._locked():
             existing = self.load()
             if existing is not None:
@@ -281,7 +295,12 @@ class LocalCluster:
                 control = [a for pair in _ha_orchestrators(base_port) for a in pair]
                 control += [f"127.0.0.1:{p}" for pair in _ha_etcd(base_port) for p in pair]
             _check_free(
-                [*control, *(node_address(i, node_port) for i in range(1, nodes + 1))]
+                [
+                    *control,
+                    *(node_address(i, node_port) for i in range(1, nodes + 1)),
+                    *(metrics_address(i, base_port) for i in range(1, nodes + 1)),
+                    *(orchestrator_metrics(m, base_port) for m in ((1, 2, 3) if ha else (0,))),
+                ]
             )
             authority = self._authority()
             record.trust_domain = authority.trust_domain
@@ -415,9 +434,12 @@ class LocalCluster:
                 *store,
                 "--name",
                 "local",
+                "--metrics-listen",
+                orchestrator_metrics(member, record.base_port),
                 "-v",
             ],
             listen=listen,
+            metrics=orchestrator_metrics(member, record.base_port),
         )
         match = self._wait_line(orch, _ORCH_READY)
         record.orchestrator_id = match.group(1)
@@ -523,9 +545,12 @@ class LocalCluster:
                 str(state),
                 "--runtime",
                 record.runtime,
+                "--metrics-listen",
+                metrics_address(index, record.base_port),
                 "-v",
             ],
             listen=listen,
+            metrics=metrics_address(index, record.base_port),
             node_id=_node_id(record, name),
             state_dir=str(state),
             # In the environment, not argv: other local users can read argv.
@@ -575,6 +600,7 @@ class LocalCluster:
         node_id: str = "",
         state_dir: str = "",
         env: dict[str, str] | None = None,
+        metrics: str = "",
         raw: bool = False,
     ) -> ProcessRecord:
         """Start ``capstan ARGS`` (or, ``raw``, the command ``args`` itself)."""
@@ -607,6 +633,7 @@ class LocalCluster:
             node_id=node_id,
             state_dir=state_dir,
             log_offset=offset,
+            metrics=metrics,
         )
         record.processes.append(entry)
         self._save(record)

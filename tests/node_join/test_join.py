@@ -61,8 +61,13 @@ def test_join_writes_the_state_dir(servers: GatewayServers, pki: Pki, tmp_path: 
         "node.crt",
         "node.key",
         "node.yaml",
+        "policy.json",
         "seal.key",
     ]
+    # No policy in the token and none for its pool: nothing beyond the defaults.
+    assert json.loads((state / "policy.json").read_text()) == {
+        "cap_add": [], "host_network": False, "low_ports": False, "root": False
+    }
     assert stat.S_IMODE((state / "node.key").stat().st_mode) == 0o600
     # The X25519 key secrets are sealed to: private, 32 bytes, never sent.
     assert stat.S_IMODE((state / "seal.key").stat().st_mode) == 0o600

@@ -230,3 +230,50 @@ def test_an_instance_removed_behind_the_agents_back_loses_its_secret_files(
             return True
 
     wait_for(old_files_gone, timeout=30, what="node-1's old secret files pruned")
+
+
+def test_rotation_reaches_the_running_instance(two_nodes: Cluster) -> None:
+    c = two_nodes
+    stub = secrets_pb2_grpc.SecretServiceStub(
+        grpc.secure_channel(c.orch.target, c.orch.user("admin", "admin"))
+    )
+    stub.CreateSecret(secrets_pb2.SecretWrite(name="db-pass", value=b"first value"))
+    c.admin().Cordon(control_pb2.NodeRef(name="node-2"))
+    # The instance prints its file's digest whenever it changes, without restarting.
+    watch = (
+        f"last=; while true; do now=$(sha256sum {PATH}); "
+        '[ "$now" != "$last" ] && echo "$now" && last=$now; sleep 0.2; done'
+    )
+    app = topology_pb2.Application(
+        name="vault",
+        services=[
+            topology_pb2.Service(
+                name="db",
+                image="local/busybox:1",
+                command=["sh", "-c", watch],
+                secrets=[topology_pb2.ServiceSecret(name="db-pass", path=PATH)],
+            )
+        ],
+    )
+    c.admin().Apply(control_pb2.ApplyRequest(app=app))
+    wait_for(
+        lambda: any(w.state == "running" and w.node == "node-1" for w in c.workloads()),
+        timeout=60,
+        what="the instance running on node-1",
+    )
+    runtime = c.nodes["node-1"].agent.runtime
+    (container,) = [s.name for s in runtime.list() if s.name.startswith("default.vault.db.")]
+    started = runtime.inspect(container).started_at
+
+    def printed() -> str:
+        return b"".join(runtime.logs(container)).decode(errors="replace")
+
+    first, second = (hashlib.sha256(v).hexdigest() for v in (b"first value", b"second value"))
+    wait_for(lambda: first in printed(), what="the first version read")
+    info = stub.RotateSecret(secrets_pb2.SecretWrite(name="db-pass", value=b"second value"))
+    assert info.version == 2
+    wait_for(lambda: second in printed(), what="the second version read, same instance")
+    assert runtime.inspect(container).started_at == started  # not restarted
+    assert any(
+        e["event"] == "secret.rotated" and e.get("instances_updated") == 1 for e in c.audit()
+    )
