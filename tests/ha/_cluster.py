@@ -130,6 +130,29 @@ class HACluster:
         wait_until(elected, timeout, f"a leader with an epoch above {above}")
         return found[0]
 
+    def etcd_leader_index(self, *, follower: bool = False) -> int:
+        """The index of etcd's raft leader among ``etcd`` (or of one of its followers)."""
+
+        async def roles() -> list[bool]:
+            async with EtcdStore(
+                [m.client_endpoint for m in self.etcd], namespace=NAMESPACE
+            ) as store:
+                health = {h.name: h.leader for h in await store.members()}
+            return [health.get(m.name, False) for m in self.etcd]
+
+        found: list[int] = []
+
+        def known() -> bool:
+            with contextlib.suppress(Exception):
+                leaders = asyncio.run(roles())
+                if sum(leaders) == 1:
+                    found[:] = [leaders.index(not follower)]
+                    return True
+            return False
+
+        wait_until(known, 20, "etcd's raft leader")
+        return found[0]
+
     def by_address(self, address: str) -> OrchestratorProcess:
         return next(o for o in self.orchestrators if o.listen == address)
 
