@@ -71,13 +71,15 @@ def start(c: Cluster, runtime: str = "process") -> None:
     )
 
 
-def instances(c: Cluster, service: str, app: str = "shop") -> dict[str, tuple[JoinedNode, str]]:
+def instances(
+    c: Cluster, service: str, app: str = "shop", tenant: str = "acme"
+) -> dict[str, tuple[JoinedNode, str]]:
     """Running instances of ``service``: container name -> (its node, its netns)."""
     out = {}
     for node in c.nodes.values():
         rt = node.agent.runtime
         for ct in rt.list():
-            if ct.state != "running" or f".{app}.{service}." not in ct.name:
+            if ct.state != "running" or not ct.name.startswith(f"{tenant}.{app}.{service}."):
                 continue
             net = rt.net_spec(ct.name)
             if net is not None:
