@@ -67,6 +67,10 @@ class Namespace:
                 except OSError as exc:
                     request.set_exception(exc)
 
+    def enter(self) -> None:
+        """Move the calling thread into this namespace (a thread of its own, never a pool's)."""
+        _enter(self._fd)
+
     def socket(self) -> socket.socket:
         """A new TCP socket of this namespace."""
         with self._lock:
