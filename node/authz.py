@@ -16,7 +16,6 @@ certificate is revoked or expires.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import threading
@@ -25,11 +24,10 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
-from cryptography import x509
 
 from node.audit import NodeAudit
-from pki.certs import identity_of, thumbprint
-from pki.errors import CapstanError, TokenError, TokenNotPermitted
+from pki.errors import TokenError, TokenNotPermitted
+from pki.peers import Peer, PeerRefused, authenticate
 from pki.tokens import Capability, TokenVerifier, request_digest
 from protos import ops
 from protos.wire.grants import Grant, Reaper
@@ -48,16 +46,6 @@ STREAMS_PER_PEER = 8
 HELD_BY_TOKEN = frozenset({"container.logs"})
 
 
-@dataclass(frozen=True)
-class Peer:
-    """The authenticated caller, as its TLS certificate says."""
-
-    identity: str  # SPIFFE URI
-    thumbprint: str  # x5t#S256
-    serial: int
-    not_after: float  # the certificate's end: no stream it opened outlives it
-
-
 class Refused(Exception):
     """Internal signal: refuse the call with ``code`` and a coarse ``reason``."""
 
@@ -67,18 +55,6 @@ class Refused(Exception):
         self.reason = reason
         self.detail = detail
         self.caller = ""  # the certificate's identity, once known
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_peer(pem: bytes, trust_domain: str) -> Peer:
-    # Cached by the PEM bytes: certificate parsing must not sit on the per-call path.
-    cert = x509.load_pem_x509_certificate(pem)
-    identity = identity_of(cert)
-    if identity.trust_domain != trust_domain:
-        raise ValueError(f"peer identity {identity.uri} is outside trust domain {trust_domain}")
-    return Peer(
-        identity.uri, thumbprint(cert), cert.serial_number, cert.not_valid_after_utc.timestamp()
-    )
 
 
 class EpochFloor:
@@ -115,25 +91,14 @@ class Authorizer:
         return self._clock()
 
     def peer(self, context: grpc.ServicerContext) -> Peer:
-        auth = context.auth_context()
-        pems = auth.get("x509_pem_cert") or []
-        if len(pems) != 1:
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED, "no client certificate", "no peer certificate"
-            )
         try:
-            peer = _parse_peer(bytes(pems[0]), self._trust_domain)
-        except (ValueError, CapstanError) as exc:
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED, "bad client certificate", str(exc)
-            ) from None
-        if peer.serial in self._revoked():
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "certificate revoked",
-                f"certificate serial {peer.serial:X} of {peer.identity} is revoked",
+            return authenticate(
+                context.auth_context().get("x509_pem_cert") or [],
+                trust_domain=self._trust_domain,
+                revoked=self._revoked,
             )
-        return peer
+        except PeerRefused as exc:
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, exc.reason, exc.detail) from None
 
     def authorize(
         self, operation: ops.Operation, request: Any, context: grpc.ServicerContext
@@ -155,7 +120,7 @@ class Authorizer:
             req = request_digest(ops.request_fields(request)) if operation.binds_request else None
             cap = self._verifier.verify(
                 token,
-                peer_id=peer.identity,
+                peer_id=peer.uri,
                 peer_thumbprint=peer.thumbprint,
                 op=operation.op,
                 res=res,
@@ -175,7 +140,7 @@ class Authorizer:
         try:
             self._verifier.precheck(
                 token,
-                peer_id=peer.identity,
+                peer_id=peer.uri,
                 peer_thumbprint=peer.thumbprint,
                 op=operation.op,
                 min_epoch=self.epochs.value,
@@ -189,7 +154,7 @@ class Authorizer:
         try:
             return _bearer(context.invocation_metadata())
         except Refused as exc:
-            exc.caller = peer.identity
+            exc.caller = peer.uri
             raise
 
     def refuse(
@@ -218,7 +183,7 @@ def _refusal(exc: TokenError, peer: Peer) -> Refused:
         else grpc.StatusCode.UNAUTHENTICATED
     )
     refusal = Refused(code, exc.reason, exc.detail)
-    refusal.caller = peer.identity
+    refusal.caller = peer.uri
     return refusal
 
 
@@ -233,16 +198,16 @@ class PeerLimits:
     def acquire(self, peer: Peer) -> Callable[[], None]:
         """Count one stream of ``peer``; return its release (call once). Raises Refused."""
         with self._lock:
-            n = self._open.get(peer.identity, 0)
+            n = self._open.get(peer.uri, 0)
             if n >= self.streams_per_peer:
                 refusal = Refused(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     "too many streams",
-                    f"{peer.identity} already holds {n} streams",
+                    f"{peer.uri} already holds {n} streams",
                 )
-                refusal.caller = peer.identity
+                refusal.caller = peer.uri
                 raise refusal
-            self._open[peer.identity] = n + 1
+            self._open[peer.uri] = n + 1
         done = threading.Event()
 
         def release() -> None:
@@ -250,11 +215,11 @@ class PeerLimits:
                 return
             done.set()
             with self._lock:
-                left = self._open.get(peer.identity, 1) - 1
+                left = self._open.get(peer.uri, 1) - 1
                 if left > 0:
-                    self._open[peer.identity] = left
+                    self._open[peer.uri] = left
                 else:
-                    self._open.pop(peer.identity, None)
+                    self._open.pop(peer.uri, None)
 
         return release
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from node.errors import InvalidArgument, NotFound
 from node.runtime.base import ContainerSpec, Runtime
-from protos.wire.rules import IMAGE_ID_RE
+from protos.wire import images
 
 _CHUNK = 1 << 20
 _MAX_SMALL = 16 << 20  # manifest and config: JSON documents, never this large
@@ -31,18 +31,13 @@ _MAX_SMALL = 16 << 20  # manifest and config: JSON documents, never this large
 
 def split(ref: str) -> tuple[str, str | None]:
     """``(name[:tag], digest)`` of a reference; digest None when it is not pinned."""
-    plain, at, digest = ref.partition("@")
-    if not at:
-        return ref, None
-    if not IMAGE_ID_RE.fullmatch(digest):
-        raise InvalidArgument("image", f"{ref[:120]!r} has no sha256 digest after '@'")
-    return plain, digest
+    try:
+        return images.split(ref)
+    except images.NotPinned as exc:
+        raise InvalidArgument("image", str(exc)) from None
 
 
-def with_tag(ref: str) -> str:
-    """``ref`` with its implicit ``:latest``, the form runtimes list refs in."""
-    last = ref.rsplit("/", 1)[-1]
-    return ref if ":" in last else f"{ref}:latest"
+with_tag = images.with_tag
 
 
 def local_digest(runtime: Runtime, ref: str) -> str | None:

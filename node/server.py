@@ -169,7 +169,7 @@ def build_agent(
 
     def peer_of(context: grpc.ServicerContext) -> PeerInfo:
         peer = authorizer.peer(context)
-        return PeerInfo(peer.identity, peer.serial)
+        return PeerInfo(peer.uri, peer.serial)
 
     servicer = NodeServicer(
         node_id=identity.uri,

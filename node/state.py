@@ -100,6 +100,10 @@ def spec_to_json(spec: ContainerSpec) -> str:
         ],
         "network": spec.network,
         "labels": [list(kv) for kv in spec.labels],
+        "user": spec.user,
+        "seccomp": spec.seccomp,
+        "cap_add": list(spec.cap_add),
+        "low_ports": spec.low_ports,
     }
     doc.update(net_to_json(spec.service, spec.ports, spec.links))
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
@@ -125,6 +129,11 @@ def spec_from_json(text: str) -> ContainerSpec:
         service=service,
         ports=ports,
         links=links,
+        # Absent in records written before the sandbox existed: the defaults.
+        user=str(doc.get("user", "")),
+        seccomp=str(doc.get("seccomp", "")),
+        cap_add=tuple(str(c) for c in doc.get("cap_add", ())),
+        low_ports=bool(doc.get("low_ports", False)),
     )
 
 

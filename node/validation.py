@@ -174,6 +174,34 @@ def validate_volumes(field: str, value: Iterable[object]) -> None:
             raise InvalidArgument(f"{field}[{i}].read_only", "must be a boolean")
 
 
+def validate_user(field: str, value: object) -> tuple[int, int] | None:
+    """``"UID"`` or ``"UID:GID"`` in numbers; ``""`` = the tenant's own non-root uid.
+    Returns ``(uid, gid)``, None for the default."""
+    text = _require_str(field, value)
+    _check(field, rules.check_user(text))
+    return rules.parse_user(text)
+
+
+def validate_seccomp(field: str, value: object) -> str:
+    name = _require_str(field, value)
+    _check(field, rules.check_seccomp(name))
+    return name
+
+
+def validate_cap_add(field: str, value: Iterable[object]) -> tuple[str, ...]:
+    caps = tuple(value)
+    if len(caps) > rules.MAX_CAP_ADD:
+        raise InvalidArgument(field, f"more than {rules.MAX_CAP_ADD} capabilities")
+    seen: set[str] = set()
+    for i, cap in enumerate(caps):
+        name = _require_str(f"{field}[{i}]", cap)
+        _check(f"{field}[{i}]", rules.check_capability(name))
+        if name in seen:
+            raise InvalidArgument(f"{field}[{i}]", f"{name!r} is named twice")
+        seen.add(name)
+    return tuple(str(c) for c in caps)
+
+
 def check_owner(spec: ContainerSpec) -> None:
     """Every volume a container mounts belongs to the container's own tenant and
     application: its name starts with the same ``<tenant>.<app>.`` (``protos.wire.names``).
@@ -286,3 +314,8 @@ def validate_spec(
     validate_network("network", spec.network)
     validate_labels("labels", spec.labels)
     validate_net(spec)
+    validate_user("user", spec.user)
+    validate_seccomp("seccomp", spec.seccomp)
+    validate_cap_add("cap_add", spec.cap_add)
+    if not isinstance(spec.low_ports, bool):
+        raise InvalidArgument("low_ports", "must be a boolean")

@@ -129,6 +129,25 @@ class VolumeStore:
             self.create(name)
         return self.path(name)
 
+    def own(self, name: str, uid: int, gid: int) -> None:
+        """Make the volume writable by the instance that mounts it (``uid:gid``).
+
+        Only when its top directory belongs to someone else (a fresh, imported or
+        migrated volume) is the whole tree handed over; symlinks are changed, never
+        followed.
+        """
+        entry = self.path(name)
+        try:
+            st = os.lstat(entry)
+            if (st.st_uid, st.st_gid) == (uid, gid):
+                return
+            for top, dirs, files in os.walk(entry):
+                for item in (*dirs, *files):
+                    os.lchown(os.path.join(top, item), uid, gid)
+            os.lchown(entry, uid, gid)
+        except OSError as exc:
+            raise RuntimeFailure(f"volume {name!r}: {exc.strerror}") from None
+
     def remove(self, name: str) -> None:
         entry = self.path(name)
         trash = self._sibling(".trash", name)

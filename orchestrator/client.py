@@ -151,6 +151,10 @@ class ControlClient:
     def list_nodes(self) -> list[cpb.NodeRecord]:
         return list(self._call("ListNodes", cpb.ListNodesRequest()).nodes)
 
+    def seed_image(self, node: str, image: str) -> cpb.SeedImageResponse:
+        request = cpb.SeedImageRequest(node=node, image=image)
+        return self._call("SeedImage", request)  # type: ignore[no-any-return]
+
     def cordon(self, name: str) -> cpb.NodeRecord:
         return self._call("Cordon", cpb.NodeRef(name=name))  # type: ignore[no-any-return]
 

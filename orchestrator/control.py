@@ -1,8 +1,9 @@
 """ControlService: what operators ask of the orchestrator.
 
-Every method names the access it needs; the caller's identity and role come from the
-peer certificate (orchestrator/authz.py) and are checked before the method body runs.
-Orchestrator errors become statuses in ``_guard`` and nowhere else.
+Who may call each method, and on which tenant, is decided before the method runs by
+the orchestrator's authorization interceptor (orchestrator/authz.py); each method
+receives the authorized call. Orchestrator errors become statuses in ``_errors`` and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from orchestrator import apply as plans
 from orchestrator import jointokens, quantities, scheduler
 from orchestrator._events import event_line, of_app
 from orchestrator.audit import AuditLog
-from orchestrator.authz import Access, Caller, CallerRefused, caller_of
+from orchestrator.authz import Access, Caller, UserCall, may
 from orchestrator.autoscale import keep_autoscaled
 from orchestrator.errors import Conflict, OrchestratorError
 from orchestrator.minter import Minter
@@ -29,10 +30,9 @@ from orchestrator.reconciler import Reconciler
 from orchestrator.state import ClusterState
 from pki.errors import CapstanError
 from protos import control_pb2, control_pb2_grpc, topology_pb2
+from protos.wire import rules
 
 log = logging.getLogger("capstan.orchestrator")
-
-DEFAULT_TENANT = "default"
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -41,13 +41,7 @@ class NotFound(OrchestratorError):
     """No such application, workload or node (NOT_FOUND)."""
 
 
-class Denied(OrchestratorError):
-    """The caller's role does not allow this (PERMISSION_DENIED)."""
-
-
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
-    (CallerRefused, grpc.StatusCode.UNAUTHENTICATED),
-    (Denied, grpc.StatusCode.PERMISSION_DENIED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (plans.InvalidApplication, grpc.StatusCode.INVALID_ARGUMENT),
     (scheduler.Unschedulable, grpc.StatusCode.INVALID_ARGUMENT),
@@ -55,29 +49,19 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 )
 
 
-def _guard(access: Access) -> Callable[[F], F]:
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        async def run(self: ControlService, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                caller = self._caller(context)
-                if not caller.may(access):
-                    raise Denied(f"{caller.uri} (role {caller.role}) may not {fn.__name__}")
-                return await fn(self, request, context, caller)
-            except CapstanError as exc:
-                code = next(
-                    (c for cls, c in _STATUS if isinstance(exc, cls)), grpc.StatusCode.INTERNAL
-                )
-                if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-                    await self._audit.record(
-                        "control.refused", method=fn.__name__, peer=context.peer(), reason=str(exc)
-                    )
-                    log.warning("refused %s: %s", fn.__name__, exc)
-                await context.abort(code, str(exc))
+def _errors(fn: F) -> F:
+    """Orchestrator errors of a handler become its status (authorization is done
+    before, by orchestrator.authz)."""
 
-        return run  # type: ignore[return-value]
+    @functools.wraps(fn)
+    async def run(self: ControlService, request: Any, context: Any, call: UserCall) -> Any:
+        try:
+            return await fn(self, request, context, call)
+        except CapstanError as exc:
+            code = next((c for cls, c in _STATUS if isinstance(exc, cls)), grpc.StatusCode.INTERNAL)
+            await context.abort(code, str(exc))
 
-    return wrap
+    return run  # type: ignore[return-value]
 
 
 class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[misc]
@@ -91,8 +75,6 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         reconciler: Reconciler,
         audit: AuditLog,
         minter: Minter,
-        trust_domain: str,
-        revoked: Callable[[], frozenset[int]],
         ca_pin: str,
         delegation_ttl: float,
         clock: Callable[[], float],
@@ -101,33 +83,26 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         self._reconciler = reconciler
         self._audit = audit
         self._minter = minter
-        self._trust_domain = trust_domain
-        self._revoked = revoked
         self._ca_pin = ca_pin
         self._ttl = delegation_ttl
         self._clock = clock
 
-    def _caller(self, context: grpc.aio.ServicerContext) -> Caller:
-        return caller_of(context, trust_domain=self._trust_domain, revoked=self._revoked)
-
     @staticmethod
-    def _tenant(caller: Caller, requested: str, access: Access) -> str:
-        tenant = requested or caller.tenant or DEFAULT_TENANT
-        if not caller.may(access, tenant):
-            raise Denied(f"{caller.uri} may not touch tenant {tenant}")
-        return tenant
-
-    def _visible(self, caller: Caller, tenant: str) -> bool:
-        return caller.may(Access.READ, tenant)
+    def _visible(caller: Caller, tenant: str) -> bool:
+        return may(caller, Access.READ, tenant)
 
     # -- applications -----------------------------------------------------------------
 
-    @_guard(Access.WRITE)
-    async def Apply(self, request: control_pb2.ApplyRequest, context: Any, caller: Caller) -> Any:
+    @_errors
+    async def Apply(self, request: control_pb2.ApplyRequest, context: Any, call: UserCall) -> Any:
         app = topology_pb2.Application()
         app.CopyFrom(request.app)
-        app.tenant = self._tenant(caller, app.tenant, Access.WRITE)
+        app.tenant = call.tenant
         plans.validate(app)
+        # Pinned at apply: each image by the digest in the file or the admin's pin, so
+        # what runs is named by content from here on, whatever a node says later.
+        for s in app.services:
+            s.image = await self._reconciler.images.resolve(s.image)
         nodes = self._reconciler._views()
         if nodes:
             for s in app.services:
@@ -157,7 +132,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         ):
             await self._audit.record(
                 "app.applied",
-                by=caller.uri,
+                by=call.caller.uri,
                 tenant=app.tenant,
                 app=app.name,
                 generation=record.generation,
@@ -168,9 +143,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             tenant=app.tenant, app=app.name, generation=record.generation, changes=changes
         )
 
-    @_guard(Access.WRITE)
-    async def DeleteApp(self, request: control_pb2.AppRef, context: Any, caller: Caller) -> Any:
-        tenant = self._tenant(caller, request.tenant, Access.WRITE)
+    @_errors
+    async def DeleteApp(self, request: control_pb2.AppRef, context: Any, call: UserCall) -> Any:
+        tenant = call.tenant
         async with self._state.lock:
             record = self._state.app(tenant, request.name)
             if record is None:
@@ -184,7 +159,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             await self._state.commit(
                 apps=[record], workloads=plans.retire_all(mine, now=self._clock())
             )
-        await self._audit.record("app.deleting", by=caller.uri, tenant=tenant, app=request.name)
+        await self._audit.record(
+            "app.deleting", by=call.caller.uri, tenant=tenant, app=request.name
+        )
         self._reconciler.wake()
         return control_pb2.ApplyResponse(
             tenant=tenant, app=request.name, generation=record.generation
@@ -208,9 +185,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             updated_at=record.updated_at,
         )
 
-    @_guard(Access.READ)
-    async def GetApp(self, request: control_pb2.AppRef, context: Any, caller: Caller) -> Any:
-        tenant = self._tenant(caller, request.tenant, Access.READ)
+    @_errors
+    async def GetApp(self, request: control_pb2.AppRef, context: Any, call: UserCall) -> Any:
+        tenant = call.tenant
         record = self._state.app(tenant, request.name)
         if record is None:
             raise NotFound(f"application {tenant}/{request.name} not found")
@@ -231,27 +208,27 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             record=record, summary=self._summary(record), workloads=workloads, events=events
         )
 
-    @_guard(Access.READ)
+    @_errors
     async def ListApps(
-        self, request: control_pb2.ListAppsRequest, context: Any, caller: Caller
+        self, request: control_pb2.ListAppsRequest, context: Any, call: UserCall
     ) -> Any:
         apps = [
             self._summary(r)
             for r in self._state.all_apps()
-            if self._visible(caller, r.app.tenant)
+            if self._visible(call.caller, r.app.tenant)
             and (not request.tenant or r.app.tenant == request.tenant)
         ]
         apps.sort(key=lambda a: (a.tenant, a.name))
         return control_pb2.AppList(apps=apps)
 
-    @_guard(Access.READ)
+    @_errors
     async def ListWorkloads(
-        self, request: control_pb2.WorkloadFilter, context: Any, caller: Caller
+        self, request: control_pb2.WorkloadFilter, context: Any, call: UserCall
     ) -> Any:
         out = [
             w
             for w in self._state.all_workloads()
-            if self._visible(caller, w.tenant)
+            if self._visible(call.caller, w.tenant)
             and (not request.tenant or w.tenant == request.tenant)
             and (not request.app or w.app == request.app)
             and (not request.node or w.node == request.node)
@@ -304,13 +281,14 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             out.append(n)
         return sorted(out, key=lambda n: n.name)
 
-    @_guard(Access.READ)
+    @_errors
     async def ListNodes(
-        self, request: control_pb2.ListNodesRequest, context: Any, caller: Caller
+        self, request: control_pb2.ListNodesRequest, context: Any, call: UserCall
     ) -> Any:
-        if caller.tenant is not None:
+        own = call.caller.tenant
+        if own is not None:
             # Tenants see only their own pool and the shared nodes.
-            nodes = [n for n in self._node_records() if n.pool in ("", caller.tenant)]
+            nodes = [n for n in self._node_records() if n.pool in ("", own)]
         else:
             nodes = self._node_records()
         return control_pb2.NodeList(nodes=nodes)
@@ -327,23 +305,23 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         self._reconciler.wake()
         return next(n for n in self._node_records() if n.name == name)
 
-    @_guard(Access.ADMIN)
-    async def Cordon(self, request: control_pb2.NodeRef, context: Any, caller: Caller) -> Any:
-        return await self._set_node(request.name, caller, cordoned=True)
+    @_errors
+    async def Cordon(self, request: control_pb2.NodeRef, context: Any, call: UserCall) -> Any:
+        return await self._set_node(request.name, call.caller, cordoned=True)
 
-    @_guard(Access.ADMIN)
-    async def Uncordon(self, request: control_pb2.NodeRef, context: Any, caller: Caller) -> Any:
-        return await self._set_node(request.name, caller, cordoned=False, draining=False)
+    @_errors
+    async def Uncordon(self, request: control_pb2.NodeRef, context: Any, call: UserCall) -> Any:
+        return await self._set_node(request.name, call.caller, cordoned=False, draining=False)
 
-    @_guard(Access.ADMIN)
-    async def Drain(self, request: control_pb2.NodeRef, context: Any, caller: Caller) -> Any:
-        return await self._set_node(request.name, caller, cordoned=True, draining=True)
+    @_errors
+    async def Drain(self, request: control_pb2.NodeRef, context: Any, call: UserCall) -> Any:
+        return await self._set_node(request.name, call.caller, cordoned=True, draining=True)
 
     # -- logs and join tokens -----------------------------------------------------------
 
-    @_guard(Access.READ)
-    async def Logs(self, request: control_pb2.AppLogsRequest, context: Any, caller: Caller) -> Any:
-        tenant = self._tenant(caller, request.tenant, Access.READ)
+    @_errors
+    async def Logs(self, request: control_pb2.AppLogsRequest, context: Any, call: UserCall) -> Any:
+        tenant = call.tenant
         service, _, index = request.instance.rpartition(".")
         if not service or not index.isdigit():
             raise plans.InvalidApplication("instance: must be SERVICE.INDEX")
@@ -356,8 +334,8 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         # The token is for the caller's own certificate: the orchestrator never relays
         # the logs, and the token opens exactly one container's logs on one node.
         token = await self._minter.mint(
-            sub=caller.uri,
-            cnf=caller.thumbprint,
+            sub=call.caller.uri,
+            cnf=call.caller.thumbprint,
             aud=node.id,
             op="container.logs",
             res=w.container,
@@ -368,9 +346,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             node_address=node.address, node_id=node.id, container=w.container, token=token
         )
 
-    @_guard(Access.ADMIN)
+    @_errors
     async def CreateJoinToken(
-        self, request: control_pb2.JoinTokenRequest, context: Any, caller: Caller
+        self, request: control_pb2.JoinTokenRequest, context: Any, call: UserCall
     ) -> Any:
         ttl = request.ttl or 3600.0
         if not 0 < ttl <= 7 * 86400:
@@ -391,12 +369,31 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         token = await jointokens.create(self._state.store, grant, ca_pin=self._ca_pin)
         await self._audit.record(
             "join_token.created",
-            by=caller.uri,
+            by=call.caller.uri,
             name=request.name,
             pool=request.pool,
             expires_at=grant.expires_at,
         )
         return control_pb2.JoinTokenResponse(token=token, expires_at=grant.expires_at)
+
+    @_errors
+    async def SeedImage(
+        self, request: control_pb2.SeedImageRequest, context: Any, call: UserCall
+    ) -> Any:
+        node = self._state.node(request.node)
+        if node is None:
+            raise NotFound(f"node {request.node!r} not found")
+        problem = rules.check_image_ref(request.image)
+        if problem is None and "@" not in request.image:
+            problem = "must be pinned: name[:tag]@sha256:<image id>"
+        if problem is not None:
+            raise plans.InvalidApplication(f"image: {problem}")
+        canonical = await self._reconciler.images.seed(node.name, request.image)
+        await self._audit.record(
+            "image.seeded", by=call.caller.uri, node=node.name, image=canonical
+        )
+        self._reconciler.wake()
+        return control_pb2.SeedImageResponse(node=node.name, image=canonical)
 
     def set_ca_pin(self, pin: str) -> None:
         """Join tokens pin this root from now on (after a CA rotation)."""
@@ -404,29 +401,27 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
 
     # -- certificate lifecycle ------------------------------------------------------------
 
-    @_guard(Access.ADMIN)
+    @_errors
     async def RevokeNode(
-        self, request: control_pb2.RevokeNodeRequest, context: Any, caller: Caller
+        self, request: control_pb2.RevokeNodeRequest, context: Any, call: UserCall
     ) -> Any:
         if self.lifecycle is None:
             raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
         return await self.lifecycle.revoke_node(
-            request.name, by=caller.uri, reason=request.reason or "key-compromise"
+            request.name, by=call.caller.uri, reason=request.reason or "key-compromise"
         )
 
-    @_guard(Access.READ)
+    @_errors
     async def PkiStatus(
-        self, request: control_pb2.PkiStatusRequest, context: Any, caller: Caller
+        self, request: control_pb2.PkiStatusRequest, context: Any, call: UserCall
     ) -> Any:
-        if caller.tenant is not None:
-            raise Denied(f"{caller.uri} (role {caller.role}) may not read the PKI status")
         if self.lifecycle is None:
             raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
         return self.lifecycle.status()
 
-    @_guard(Access.READ)
+    @_errors
     async def Version(
-        self, request: control_pb2.VersionRequest, context: Any, caller: Caller
+        self, request: control_pb2.VersionRequest, context: Any, call: UserCall
     ) -> Any:
         import asyncio
         from importlib.metadata import PackageNotFoundError, version
@@ -441,7 +436,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             n
             for n in self._node_records()
             if n.state in ("ready", "suspect")
-            and (caller.tenant is None or n.pool in ("", caller.tenant))
+            and (call.caller.tenant is None or n.pool in ("", call.caller.tenant))
         ]
 
         async def ask(n: control_pb2.NodeRecord) -> control_pb2.NodeVersion:
@@ -449,7 +444,11 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             out = control_pb2.NodeVersion(name=n.name, id=n.id, runtime=n.runtime)
             try:
                 info = await self._reconciler.caller.call(
-                    n.address, n.id, "node.info", node_pb2.NodeInfoRequest(), timeout=5.0,
+                    n.address,
+                    n.id,
+                    "node.info",
+                    node_pb2.NodeInfoRequest(),
+                    timeout=5.0,
                     why="version",
                 )
             except Exception as exc:  # one silent node must not fail the answer
@@ -467,16 +466,18 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
 
     # -- rebalancing ----------------------------------------------------------------------
 
-    @_guard(Access.ADMIN)
+    @_errors
     async def Rebalance(
-        self, request: control_pb2.RebalanceRequest, context: Any, caller: Caller
+        self, request: control_pb2.RebalanceRequest, context: Any, call: UserCall
     ) -> Any:
         if self.rebalancer is None:
             raise OrchestratorError("rebalancing is not enabled on this orchestrator")
-        moves, summary = await self.rebalancer.rebalance(dry_run=request.dry_run, by=caller.uri)
+        moves, summary = await self.rebalancer.rebalance(
+            dry_run=request.dry_run, by=call.caller.uri
+        )
         if not request.dry_run:
             await self._audit.record(
-                "rebalance.requested", by=caller.uri, moves=len(moves), summary=summary
+                "rebalance.requested", by=call.caller.uri, moves=len(moves), summary=summary
             )
         return control_pb2.RebalancePlan(
             moves=[m.to_pb() for m in moves], applied=not request.dry_run, summary=summary
@@ -484,22 +485,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
 
     # -- audit, for security reviewers ---------------------------------------------------
 
-    def _reviewer(self, context: grpc.aio.ServicerContext) -> Caller:
-        caller = self._caller(context)
-        # The log spans every tenant: admins and viewers only.
-        if caller.tenant is not None or not caller.may(Access.READ):
-            raise Denied(f"{caller.uri} (role {caller.role}) may not read the audit log")
-        return caller
-
-    async def AuditTail(self, request: control_pb2.AuditRequest, context: Any) -> Any:
-        try:
-            self._reviewer(context)
-        except CapstanError as exc:
-            code = next((c for cls, c in _STATUS if isinstance(exc, cls)), grpc.StatusCode.INTERNAL)
-            await self._audit.record(
-                "control.refused", method="AuditTail", peer=context.peer(), reason=str(exc)
-            )
-            await context.abort(code, str(exc))
+    async def AuditTail(
+        self, request: control_pb2.AuditRequest, context: Any, call: UserCall
+    ) -> Any:
         entries = await self._audit.entries(since=max(0, request.since))
         if request.limit > 0:
             entries = entries[-request.limit :]
@@ -512,17 +500,15 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         async for item in self._audit.follow(since=last + 1):
             yield control_pb2.AuditEntry(seq=item["seq"], json=json.dumps(item, sort_keys=True))
 
-    @_guard(Access.READ)
+    @_errors
     async def AuditVerify(
-        self, request: control_pb2.AuditVerifyRequest, context: Any, caller: Caller
+        self, request: control_pb2.AuditVerifyRequest, context: Any, call: UserCall
     ) -> Any:
-        self._reviewer(context)
         ok, message = await self._audit.verify()
         return control_pb2.AuditVerifyResponse(ok=ok, message=message)
 
-    @_guard(Access.READ)
-    async def WhoCan(self, request: control_pb2.WhoCanRequest, context: Any, caller: Caller) -> Any:
-        self._reviewer(context)
+    @_errors
+    async def WhoCan(self, request: control_pb2.WhoCanRequest, context: Any, call: UserCall) -> Any:
         node = self._state.node(request.node)
         if node is None:
             raise NotFound(f"node {request.node} not found")

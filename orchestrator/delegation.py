@@ -1,6 +1,6 @@
 """Node-to-node calls, only by the orchestrator's leave.
 
-When node T must fetch something from node S (an image it lacks, the volume of a
+When node T must fetch something held by node S (an image it lacks, the volume of a
 workload moving to it), the orchestrator mints one token with ``sub`` = T (bound to
 T's certificate), ``aud`` = S, ``op`` = the export, ``res`` = the one object, valid
 for seconds, and hands it to T as a task with a request id. Nodes hold no standing

@@ -2,8 +2,10 @@
 
 Join is authenticated by a one-time join token (the node has no certificate yet).
 Everything else is authenticated by the node's certificate, and the node's identity
-is taken from that certificate alone; a node may speak only of workloads assigned to
-it. Anything else is refused with PERMISSION_DENIED and recorded in the audit log.
+is taken from that certificate alone (orchestrator/authz.py, before a handler runs;
+each handler receives the calling node's record); a node may speak only of workloads
+assigned to it. Anything else is refused with PERMISSION_DENIED and recorded in the
+audit log.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import grpc
 
 from orchestrator import jointokens
 from orchestrator.audit import AuditLog
-from orchestrator.authz import Caller, CallerRefused, caller_of
+from orchestrator.authz import NodeCall
 from orchestrator.errors import NotLeader
 from orchestrator.liveness import Tracker
 from orchestrator.state import ClusterState
@@ -217,33 +219,14 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         box.put_nowait(message)
         return True
 
-    async def _node_of(
-        self, context: grpc.aio.ServicerContext, method: str
-    ) -> tuple[control_pb2.NodeRecord, Caller]:
-        try:
-            caller = caller_of(
-                context, trust_domain=self._authority.trust_domain, revoked=self._revoked
-            )
-        except CallerRefused as exc:
-            await self._audit.record(f"{method}.refused", peer=context.peer(), reason=str(exc))
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unusable client certificate")
-        node = self._state.node(caller.name) if caller.kind is Kind.NODE else None
-        if node is None or node.id != caller.uri or node.state == "revoked":
-            await self._audit.record(
-                f"{method}.refused", peer=caller.uri, reason="not a joined node"
-            )
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a joined node")
-        assert node is not None  # abort raised  # noqa: S101
-        return node, caller
-
     async def Report(
         self,
         request_iterator: AsyncIterator[gateway_pb2.NodeStatus],
         context: grpc.aio.ServicerContext,
+        call: NodeCall,
     ) -> AsyncIterator[gateway_pb2.GatewayMessage]:
-        node, caller = await self._node_of(context, "report")
-        name = node.name
-        self._tracker.identify(name, caller.thumbprint)
+        name = call.node.name
+        self._tracker.identify(name, call.caller.thumbprint)
         outbox: asyncio.Queue[gateway_pb2.GatewayMessage | BaseException | None] = asyncio.Queue()
         self.outboxes[name] = outbox  # type: ignore[assignment]
         outbox.put_nowait(self.trust_update())
@@ -327,19 +310,18 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         return fence, refused, changed
 
     async def Renew(
-        self, request: gateway_pb2.RenewRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.RenewRequest, context: grpc.aio.ServicerContext, call: NodeCall
     ) -> Any:
-        node, caller = await self._node_of(context, "renew")
         if self.renewals is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "renewal is not enabled")
-        return await self.renewals.renew_node(node, caller, request, context)
+        return await self.renewals.renew_node(call.node, call.caller, request, context)
 
     # -- tasks and pull mode ------------------------------------------------------------
 
     async def Complete(
-        self, request: gateway_pb2.TaskResult, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.TaskResult, context: grpc.aio.ServicerContext, call: NodeCall
     ) -> Any:
-        node, _ = await self._node_of(context, "complete")
+        node = call.node
         try:
             done = await self._tasks.complete(
                 node.name, request.request_id, ok=request.ok, message=request.message
@@ -368,15 +350,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         return gateway_pb2.TaskAck()
 
     async def Watch(
-        self, request: gateway_pb2.WatchRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.WatchRequest, context: grpc.aio.ServicerContext, call: NodeCall
     ) -> AsyncIterator[gateway_pb2.Assignments]:
-        node, _ = await self._node_of(context, "watch")
-        if request.node and request.node != node.name:
-            await self._audit.record("watch.refused", node=node.name, asked_for=request.node[:128])
-            log.warning("node %s asked for the assignments of %s", node.name, request.node)
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, "a node may watch only its own assignments"
-            )
+        node = call.node
         last = b""
         while True:
             try:

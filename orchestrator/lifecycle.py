@@ -322,10 +322,8 @@ class Lifecycle:
         request: gateway_pb2.RenewRequest,
         context: grpc.aio.ServicerContext,
     ) -> gateway_pb2.RenewResponse:
-        """Sign the CSR's key for the calling node's recorded identity and addresses."""
-        if node.state == "revoked" or caller.serial in self.revocations():
-            await self._audit.record("renew.refused", node=node.name, reason="revoked")
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "node is revoked")
+        """Sign the CSR's key for the calling node's recorded identity and addresses
+        (the interceptor has checked the caller is that node, joined and unrevoked)."""
         try:
             issued = await asyncio.to_thread(
                 self.authority.sign_csr,

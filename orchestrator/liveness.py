@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from protos import gateway_pb2, node_pb2
+from protos.wire import images as wire_images
 
 
 def with_tag(ref: str) -> str:
@@ -76,6 +77,15 @@ class Tracker:
             view.usage = {u.name: u for u in status.usage}
         if status.full:
             images = {with_tag(i) for i in status.images}
+            # Pinned forms too: whether this node needs a copy of a pinned image. Its
+            # own word, used for nothing else (sources come from orchestrator.images).
+            for entry in status.image_digests:
+                try:
+                    plain, digest = wire_images.split(entry)
+                except wire_images.NotPinned:
+                    continue
+                if digest is not None:
+                    images.add(wire_images.pin(plain, digest))
             if images != view.images or not view.images_known:
                 changed = True
             view.images = images
@@ -90,14 +100,16 @@ class Tracker:
         return view.thumbprint if view else ""
 
     def has_image(self, node: str, ref: str) -> bool | None:
-        """True or False when the node said; None when it has not reported images yet."""
+        """True or False when the node said; None when it has not reported images yet.
+        A pinned ref counts only with its digest. The node's own word: never a reason
+        to fetch from it."""
         view = self.nodes.get(node)
         if view is None or not view.images_known:
             return None
-        return with_tag(ref) in view.images
+        return _image_key(ref) in view.images
 
     def add_image(self, node: str, ref: str) -> None:
-        self.nodes.setdefault(node, NodeView()).images.add(with_tag(ref))
+        self.nodes.setdefault(node, NodeView()).images.add(_image_key(ref))
 
     def forget(self, node: str) -> None:
         self.nodes.pop(node, None)
@@ -125,3 +137,8 @@ class Tracker:
     def report_at(self, node: str) -> float:
         view = self.nodes.get(node)
         return view.report_at if view else 0.0
+
+
+def _image_key(ref: str) -> str:
+    plain, digest = wire_images.split(ref)
+    return wire_images.pin(plain, digest) if digest is not None else with_tag(ref)

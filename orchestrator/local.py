@@ -45,6 +45,7 @@ from orchestrator.context import Context, ContextConfig, capstan_home
 from pki.authority import Authority
 from pki.errors import CapstanError, ConfigError
 from pki.identity import Identity, Kind
+from protos.wire import images
 
 __all__ = [
     "CONTEXT_NAME",
@@ -155,6 +156,7 @@ class LocalCluster:
         self.python = python
         self._clock = clock
         self._sleep = sleep
+        self._seeded: list[tuple[str, str]] = []  # (node, pinned image) put there by `up`
         self._echo = echo
         self.resumed: list[str] = []  # what the last `up` restarted in a partly running cluster
 
@@ -334,7 +336,12 @@ class LocalCluster:
             name = f"node-{index}"
             runtime = select_runtime(record.runtime, _node_id(record, name), self.node_dir(name))
             try:
-                ensure_image(runtime)
+                ref = ensure_image(runtime)
+                # The admin put it there: told to the orchestrator once it runs, so it
+                # may be fetched from this node (nodes are never believed about images).
+                digest = runtime.image_ids().get(images.with_tag(ref))
+                if digest:
+                    self._seeded.append((name, images.pin(ref, digest)))
             finally:
                 runtime.close()
 
@@ -349,6 +356,8 @@ class LocalCluster:
             for node in started:
                 self._wait_line(node, _NODE_READY)
             self._wait_ready(client, record)
+            for name, image in self._seeded:
+                client.seed_image(name, image)
 
     def _start_orchestrator(self, record: ClusterRecord) -> None:
         orch_dir = self.directory / "orchestrator"

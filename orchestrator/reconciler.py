@@ -22,11 +22,13 @@ from orchestrator import apply as plans
 from orchestrator import links, scheduler
 from orchestrator.audit import AuditLog
 from orchestrator.delegation import DelegationRefused, Delegator, may_delegate
+from orchestrator.images import Catalog
 from orchestrator.liveness import Liveness, Tracker
 from orchestrator.nodecalls import NodeCaller
 from orchestrator.state import ClusterState
 from orchestrator.tasks import Completion, TaskBook
 from protos import control_pb2, gateway_pb2, node_pb2, topology_pb2
+from protos.wire import images as wire_images
 from protos.wire import names
 from protos.wire.errors import NodeCallError
 from protos.wire.tasks import IMAGE_FETCH, VOLUME_FETCH
@@ -34,6 +36,7 @@ from protos.wire.tasks import IMAGE_FETCH, VOLUME_FETCH
 log = logging.getLogger("capstan.orchestrator")
 
 MAX_BACKOFF = 30.0
+NO_VERIFIED_COPY = "no node holds a verified copy of the image"
 # Placement scores at most this many feasible nodes per instance, from a cursor
 # that moves on after each decision (Kubernetes' percentageOfNodesToScore, in
 # spirit): exact on clusters up to this size, O(sample) per instance beyond.
@@ -110,8 +113,11 @@ class Reconciler:
         self._wake = asyncio.Event()
         self.delegator: Delegator | None = None
         self.links: links.LinkPlanner | None = None  # the nodes' link plans
-        self.concurrency = 16  # node commands in flight at once
+        # Node commands in flight at once: a node call mostly waits on its runtime, and
+        # an engine creates many containers at once (bench/bench_deploy.py).
+        self.concurrency = 64
         self.tasks: TaskBook | None = None
+        self.images = Catalog(state.store)
         # (node, kind, resource) -> request id of the delegated fetch under way
         self.pending: dict[tuple[str, str, str], str] = {}
         # (node, kind, resource, generation) of volume copies already made: per
@@ -706,15 +712,24 @@ class Reconciler:
         has = self.tracker.has_image(node.name, service.image)
         if has is None or has:
             return True
+        if wire_images.split(service.image)[1] is None:
+            # Unpinned: there is no digest to check a copy by, so it is never copied
+            # between nodes; the create fails with NOT_FOUND and backs off.
+            return True
+        # Sources only among nodes the admin seeded or that were seen to receive a
+        # verified copy; never a node that merely reports the image (regression: a
+        # compromised node claiming another tenant's image was chosen as the source).
+        holders = await self.images.holders(service.image)
         sources = [
             n
             for n in self.state.all_nodes()
-            if n.state == "ready"
-            and self.tracker.has_image(n.name, service.image)
-            and may_delegate(node, n)
+            if n.name in holders and n.state == "ready" and may_delegate(node, n)
         ]
         if not sources:
-            return True  # nobody has it: the create fails with NOT_FOUND and backs off
+            if w.message != NO_VERIFIED_COPY:
+                w.message = NO_VERIFIED_COPY
+                await self._save(w)
+            return True  # the create fails with NOT_FOUND and backs off
         sources.sort(key=lambda n: (n.pool != node.pool, n.name))
         return await self._fetch(w, node, sources[0], IMAGE_FETCH, service.image)
 
@@ -752,6 +767,8 @@ class Reconciler:
         w = self.state.workload(task.workload)
         if done.ok:
             if task.kind == IMAGE_FETCH:
+                # The receiver verified the bytes against the digest its token named.
+                await self.images.received(task.node, task.resource)
                 self.tracker.add_image(task.node, task.resource)
             elif w is not None:
                 self._fetched.add((task.node, task.kind, task.resource, w.generation))

@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from orchestrator.audit import AuditLog
+from orchestrator.authz import AuthorizationInterceptor, Gate
 from orchestrator.autoscale import Autoscaler
 from orchestrator.config import OrchestratorConfig
 from orchestrator.control import ControlService
@@ -178,8 +179,6 @@ async def start(
         reconciler=reconciler,
         audit=audit,
         minter=minter,
-        trust_domain=authority.trust_domain,
-        revoked=revoked,
         ca_pin=ca_pin,
         delegation_ttl=config.delegation_ttl,
         clock=clock,
@@ -191,11 +190,19 @@ async def start(
     control.rebalancer = rebalancer
 
     leader_seen: dict[str, str] = {}  # the last leader read from the store, for redirects
-    gate = LeaderGate(
+    leader_gate = LeaderGate(
         lambda: leadership.leading,
         lambda method: leader_seen.get("join" if method.endswith("/Join") else "address", ""),
     )
-    server = grpc.aio.server(options=ORCHESTRATOR_SERVER_OPTIONS, interceptors=[gate])
+    authz = Gate(
+        trust_domain=authority.trust_domain, revoked=revoked, nodes=state.node, audit=audit
+    )
+    # A follower sends every call to the leader before anything else; the leader
+    # authorizes each call before its handler runs.
+    server = grpc.aio.server(
+        options=ORCHESTRATOR_SERVER_OPTIONS,
+        interceptors=[leader_gate, AuthorizationInterceptor(authz)],
+    )
     control_pb2_grpc.add_ControlServiceServicer_to_server(control, server)
     gateway_pb2_grpc.add_NodeGatewayServicer_to_server(gateway, server)
     health_servicer = health.aio.HealthServicer()

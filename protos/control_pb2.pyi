@@ -494,3 +494,19 @@ class VersionInfo(_message.Message):
     epoch: int
     nodes: _containers.RepeatedCompositeFieldContainer[NodeVersion]
     def __init__(self, version: _Optional[str] = ..., id: _Optional[str] = ..., epoch: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeVersion, _Mapping]]] = ...) -> None: ...
+
+class SeedImageRequest(_message.Message):
+    __slots__ = ("node", "image")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    image: str
+    def __init__(self, node: _Optional[str] = ..., image: _Optional[str] = ...) -> None: ...
+
+class SeedImageResponse(_message.Message):
+    __slots__ = ("node", "image")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    image: str
+    def __init__(self, node: _Optional[str] = ..., image: _Optional[str] = ...) -> None: ...

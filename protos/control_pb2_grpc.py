@@ -124,6 +124,11 @@ class ControlServiceStub:
                 request_serializer=protos_dot_control__pb2.VersionRequest.SerializeToString,
                 response_deserializer=protos_dot_control__pb2.VersionInfo.FromString,
                 _registered_method=True)
+        self.SeedImage = channel.unary_unary(
+                '/capstan.v1.ControlService/SeedImage',
+                request_serializer=protos_dot_control__pb2.SeedImageRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.SeedImageResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServiceServicer:
@@ -237,6 +242,12 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SeedImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -329,6 +340,11 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.Version,
                     request_deserializer=protos_dot_control__pb2.VersionRequest.FromString,
                     response_serializer=protos_dot_control__pb2.VersionInfo.SerializeToString,
+            ),
+            'SeedImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SeedImage,
+                    request_deserializer=protos_dot_control__pb2.SeedImageRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.SeedImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -817,6 +833,33 @@ class ControlService:
             '/capstan.v1.ControlService/Version',
             protos_dot_control__pb2.VersionRequest.SerializeToString,
             protos_dot_control__pb2.VersionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SeedImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/SeedImage',
+            protos_dot_control__pb2.SeedImageRequest.SerializeToString,
+            protos_dot_control__pb2.SeedImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

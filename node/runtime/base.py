@@ -76,6 +76,11 @@ class ContainerSpec:
     service: str = ""  # tenant/app/service: what a link tunnel's res may name
     ports: tuple[PortSpec, ...] = ()
     links: tuple[LinkSpec, ...] = ()
+    # The sandbox's knobs (docs/sandbox.md); each default is the strictest setting.
+    user: str = ""  # "UID" or "UID:GID"; "" = the tenant's own non-root uid
+    seccomp: str = ""  # "" = the engine's default profile, or a stricter one of Capstan's
+    cap_add: tuple[str, ...] = ()  # capabilities given back (all are dropped otherwise)
+    low_ports: bool = False  # may bind ports below 1024 in its own network namespace
 
 
 @dataclass(frozen=True)

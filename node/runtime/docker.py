@@ -113,6 +113,11 @@ class DockerRuntime:
         self._prefix = f"capstan-{node_hash(node_id)}-"
         self._images = namespace(node_id)
         self._capacity: tuple[float, int] | None = None
+        # name -> (engine id, engine state, status): list() runs on every heartbeat and
+        # re-inspects only containers whose id or state changed since it last looked
+        # (one inspect per container per second loads the engine). Entries are dropped
+        # whenever this agent acts on the container.
+        self._listed: dict[str, tuple[str, str, ContainerStatus]] = {}
 
     # -- naming and lookup -------------------------------------------------------------
 
@@ -215,6 +220,7 @@ class DockerRuntime:
         )
 
     def start(self, name: str) -> ContainerStatus:
+        self._listed.pop(name, None)
         cid = self._lookup(name)["Id"]
         with docker_errors(f"container {name!r}"):
             self._api.start(cid)
@@ -222,6 +228,7 @@ class DockerRuntime:
 
     def stop(self, name: str, timeout: float = 10.0) -> ContainerStatus:
         seconds = _stop_seconds(timeout)
+        self._listed.pop(name, None)
         cid = self._lookup(name)["Id"]
         with docker_errors(f"container {name!r}"):
             self._api.stop(cid, timeout=seconds)
@@ -229,12 +236,14 @@ class DockerRuntime:
 
     def restart(self, name: str, timeout: float = 10.0) -> ContainerStatus:
         seconds = _stop_seconds(timeout)
+        self._listed.pop(name, None)
         cid = self._lookup(name)["Id"]
         with docker_errors(f"container {name!r}"):
             self._api.restart(cid, timeout=seconds)
         return self.inspect(name)
 
     def remove(self, name: str, force: bool = False) -> None:
+        self._listed.pop(name, None)
         cid = self._lookup(name)["Id"]
         with docker_errors(f"container {name!r}"):
             # Volumes belong to the node's store, never to the container: v=False.
@@ -251,15 +260,27 @@ class DockerRuntime:
                 all=True, filters={"label": [f"{LABEL_NODE}={self.node_id}"]}
             )
         out: builtins.list[ContainerStatus] = []
+        seen: set[str] = set()
         for summary in summaries:
             labels = summary.get("Labels") or {}
             name = labels.get(LABEL_NAME, "")
             if labels.get(LABEL_NODE) != self.node_id:
                 continue
+            cid, state = str(summary.get("Id", "")), str(summary.get("State", ""))
+            cached = self._listed.get(name)
+            if cached is not None and cached[0] == cid and cached[1] == state:
+                out.append(cached[2])
+                seen.add(name)
+                continue
             try:
-                out.append(self.inspect(name))
+                status = self.inspect(name)
             except (NotFound, InvalidArgument):
                 continue  # removed meanwhile, or not a container this agent made
+            self._listed[name] = (cid, state, status)
+            seen.add(name)
+            out.append(status)
+        for gone in set(self._listed) - seen:
+            self._listed.pop(gone, None)
         return sorted(out, key=lambda status: status.name)
 
     def logs(self, name: str, *, follow: bool = False, tail: int = 0) -> Iterator[bytes]:

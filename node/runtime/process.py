@@ -1,37 +1,40 @@
-"""The process runtime: workloads as plain host processes, for hosts without Docker.
+"""The process runtime: workloads as host processes, for hosts without Docker.
 
-What it isolates: a process session per workload (so stop and remove reach every
-process the workload forked), an address-space rlimit (``RLIMIT_AS``) when the spec
-sets memory and, when the agent runs as root, a network namespace of its own with
-only its loopback for ``network: none`` (``_netns``; where the agent is not
-root, ``network: none`` is accepted and *not* enforced). There is no chroot and no
-other namespace yet, and CPU limits are recorded but not enforced. Use the docker
-runtime wherever a Docker Engine is reachable; this one exists so Capstan runs on any
-Linux host.
+Two modes, chosen at construction (``info().extra["isolation"]`` says which):
 
-How a workload runs:
+- **sandbox** (the agent is root and the kernel gives namespaces; the default
+  there): each instance gets its own mount, UTS, IPC, network (loopback only) and
+  PID namespaces, the image's root filesystem as its read-only root, its volumes
+  bind-mounted (read-only ones enforced), a fresh ``/proc``, a tmpfs ``/tmp``, the
+  tenant's own non-root uid (``_users``), no capabilities, ``no_new_privs``, and
+  cgroup limits for CPU, memory and PIDs where the host has the controllers
+  (rlimits for memory and processes otherwise). See ``_sandbox`` and
+  ``_sandbox_init``. The command runs with cwd ``/``, ``PATH`` from the image, and
+  ``CAPSTAN_VOLUME_<NAME>=<mount path>``.
+- **unisolated** (the agent is not root): a process session per workload and an
+  address-space rlimit (``RLIMIT_AS``) when the spec sets memory; nothing else.
+  The node joins as unisolated and only pools that accept that are placed there.
+  Its image's ``bin`` directories come first in ``PATH`` (an absolute command is
+  looked up inside the rootfs only); the working directory is
+  ``<state_dir>/containers/<name>/work`` and each volume a symlink there
+  (``/data`` -> ``work/data``), named in ``CAPSTAN_VOLUME_<NAME>=<host dir>``;
+  read-only mounts are refused (they could not be enforced).
 
-- its image's root filesystem (see ``_process_images``) supplies the programs: the
-  rootfs ``bin``/``sbin`` directories come first in ``PATH``, an absolute command
-  is looked up inside the rootfs only, and the host's ``/usr/bin:/bin`` follow;
-- the environment is the image's, then the spec's, plus ``HOME`` and one
-  ``CAPSTAN_VOLUME_<NAME>=<host dir>`` per mount; nothing leaks from the agent's;
-- the working directory is ``<state_dir>/containers/<name>/work``; each volume
-  mount is a symlink there (``/data`` -> ``work/data``) to the volume's directory.
-  Read-only mounts are refused: without a mount namespace they cannot be enforced;
-- stdout and stderr both go, unbuffered by us, to ``containers/<name>/output.log``.
-  The workload writes the file itself (no relay), which is what lets it keep
-  running, and logging, while the agent is down or restarted.
+In both, the environment is the image's then the spec's, nothing of the agent's;
+stdout and stderr both go, unbuffered by us, to ``containers/<name>/output.log``,
+written by the workload itself (no relay), which is what lets it keep running, and
+logging, while the agent is down or restarted.
 
 State and re-attachment: every container is recorded in ``NodeState``
-(``<state_dir>/state.db``) with its pid and process start time. A new
+(``<state_dir>/state.db``) with its pid and process start time (in sandbox mode,
+those of the ``unshare`` process that holds the namespaces). A new
 ``ProcessRuntime`` on the same state directory re-attaches: a recorded process
 that still runs (same pid and same start time) is ``RUNNING`` and can be stopped,
 followed and measured; one that died meanwhile is ``DEAD`` with ``exit_code``
 None, since nobody could wait for it. Exit codes follow Docker: a process killed
 by signal N exits with 128 + N. When a workload's first process ends, whatever it
-left running in its session is killed, as Docker does when a container's init
-exits. One agent at a time may use a state directory (an exclusive ``flock``).
+left running is killed, as Docker does when a container's init exits. One agent
+at a time may use a state directory (an exclusive ``flock``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import os
 import platform
 import resource
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -64,8 +68,11 @@ from node.errors import (
     RuntimeFailure,
 )
 from node.runtime import _process_proc as proc
+from node.runtime import _sandbox
+from node.runtime._cgroups import Cgroups, Limits
 from node.runtime._netns import in_new_network
 from node.runtime._process_images import ImageConfig, ImageStore
+from node.runtime._users import TenantUids, tenant_of
 from node.runtime.base import (
     ContainerSpec,
     ContainerState,
@@ -75,7 +82,7 @@ from node.runtime.base import (
     RuntimeInfo,
 )
 from node.state import ContainerRecord, NodeState
-from node.validation import validate_name, validate_spec
+from node.validation import validate_name, validate_spec, validate_user
 from node.volumes import VolumeStore
 
 STATE_DB = "state.db"
@@ -135,7 +142,16 @@ class ProcessRuntime:
         *,
         clock: Callable[[], float] = time.time,
         max_image_bytes: int | None = None,
+        isolated: bool | None = None,
     ) -> None:
+        """``isolated`` None: sandboxed exactly when this host allows it (the agent is
+        root and the kernel gives namespaces); False: unisolated on purpose (tests of
+        that mode); True: refuse to start when it is not possible."""
+        reason = _sandbox.unavailable()
+        if isolated and reason is not None:
+            raise FailedPrecondition(f"the process runtime cannot isolate instances: {reason}")
+        self.isolated = reason is None if isolated is None else isolated
+        self.unisolated_reason = "" if self.isolated else (reason or "unisolated on request")
         self.node_id = node_id
         self.state_dir = Path(state_dir)
         self._clock = clock
@@ -163,7 +179,9 @@ class ProcessRuntime:
                 else ImageStore(images_root, max_bytes=max_image_bytes)
             )
             self._volumes = VolumeStore.for_state_dir(self.state_dir)
-            (self.state_dir / "containers").mkdir(exist_ok=True)
+            (self.state_dir / "containers").mkdir(mode=0o700, exist_ok=True)
+            self._uids = TenantUids(self.state_dir)
+            self._cgroups = Cgroups(node_id) if self.isolated else None
         except BaseException:
             self._release_lock()
             raise
@@ -335,15 +353,20 @@ class ProcessRuntime:
     def create(self, spec: ContainerSpec, *, generation: int = 0) -> ContainerStatus:
         validate_spec(spec)
         for i, mount in enumerate(spec.volumes):
-            if mount.read_only:
+            if mount.read_only and not self.isolated:
                 raise InvalidArgument(
-                    f"volumes[{i}].read_only", "the process runtime cannot enforce read-only mounts"
+                    f"volumes[{i}].read_only",
+                    "an unisolated process runtime cannot enforce read-only mounts",
                 )
             self._volumes.path(mount.name)  # NotFound unless the volume exists
         config = self._images.config(spec.image)
         rootfs = self._images.rootfs_dir(config.image_id)
         argv = self._argv(spec, config)
-        self._executable(argv[0], rootfs, self._search_path(spec, rootfs))
+        if self.isolated:
+            self._sandbox_user(spec)
+            self._image_executable(argv[0], rootfs, self._sandbox_env(spec, config)["PATH"])
+        else:
+            self._executable(argv[0], rootfs, self._search_path(spec, rootfs))
         with self._name_lock(spec.name):
             if self._state.find(spec.name) is not None:
                 raise AlreadyExists(f"container {spec.name} already exists on this node")
@@ -365,6 +388,8 @@ class ProcessRuntime:
             config = self._images.config(spec.image)
             rootfs = self._images.rootfs_dir(config.image_id)
             argv = self._argv(spec, config)
+            if self.isolated:
+                return self._start_sandboxed(rec, config, rootfs, argv)
             env = self._environment(spec, config, rootfs)
             executable = self._executable(argv[0], rootfs, env["PATH"])
             work = self.work_dir(name)
@@ -404,13 +429,149 @@ class ProcessRuntime:
                 raise RuntimeFailure(f"cannot start {name}: {exc.strerror or exc}") from None
             finally:
                 os.close(log_fd)
-            # The child cannot vanish from /proc before we wait() for it: ticks is set.
-            ticks = proc.start_ticks(child.pid)
-            with self._table_lock:
-                self._children[name] = child
-                self._samples.pop(name, None)
-            rec = self._state.record_started(name, child.pid, ticks)
-            return self._status(rec)
+            return self._record_start(name, child)
+
+    def _record_start(self, name: str, child: subprocess.Popen[bytes]) -> ContainerStatus:
+        # The child cannot vanish from /proc before we wait() for it: ticks is set.
+        ticks = proc.start_ticks(child.pid)
+        with self._table_lock:
+            self._children[name] = child
+            self._samples.pop(name, None)
+        rec = self._state.record_started(name, child.pid, ticks)
+        return self._status(rec)
+
+    # -- the sandbox (agent as root) ----------------------------------------------------
+
+    def _sandbox_user(self, spec: ContainerSpec) -> tuple[int, int]:
+        given = validate_user("user", spec.user)
+        if given is not None:
+            return given
+        uid = self._uids.uid_for(tenant_of(spec.workload_id))
+        return uid, uid
+
+    def _sandbox_env(self, spec: ContainerSpec, config: ImageConfig) -> dict[str, str]:
+        env = dict(config.env)
+        env.update(spec.env)
+        env.setdefault("PATH", _sandbox.DEFAULT_PATH)
+        env.setdefault("HOME", "/")
+        for mount in spec.volumes:
+            # Where the volume is, as the workload sees it (the unisolated mode's
+            # variable holds a host path; here the mount path is the truth).
+            env[volume_env_name(mount.name)] = mount.path
+        return env
+
+    def _image_executable(self, argv0: str, rootfs: Path, search: str) -> None:
+        """The command must be a file of the image: the host's are out of sight."""
+        if argv0.startswith("/"):
+            candidates = [argv0]
+        elif "/" in argv0:
+            raise InvalidArgument("command", "a relative command path is not supported")
+        else:
+            dirs = [d for d in search.split(":") if d.startswith("/")]
+            candidates = [f"{d.rstrip('/')}/{argv0}" for d in dirs]
+        for candidate in candidates:
+            # lexists: an image's absolute symlinks point into the image once it is the
+            # root; resolving them here would look at the host.
+            if ".." not in candidate.split("/") and os.path.lexists(rootfs / candidate.lstrip("/")):
+                return
+        raise InvalidArgument("command", f"{argv0!r} is not a program of the image")
+
+    def netns_path(self, name: str) -> Path:
+        """The network namespace of a running instance (``/proc/<pid>/ns/net``)."""
+        rec = self._refresh(self._get(name))
+        if not self.isolated:
+            raise FailedPrecondition("unisolated instances share the host's network namespace")
+        if rec.pid is None or rec.started_at is None or rec.finished_at is not None:
+            raise FailedPrecondition(f"container {name} is not running")
+        return Path(f"/proc/{rec.pid}/ns/net")
+
+    def _start_sandboxed(
+        self, rec: ContainerRecord, config: ImageConfig, rootfs: Path, argv: list[str]
+    ) -> ContainerStatus:
+        spec = rec.spec
+        name = spec.name
+        assert self._cgroups is not None  # noqa: S101 - isolated implies cgroups
+        uid, gid = self._sandbox_user(spec)
+        env = self._sandbox_env(spec, config)
+        self._image_executable(argv[0], rootfs, env["PATH"])
+        mounts = []
+        for mount in spec.volumes:
+            source = self._volumes.path(mount.name)
+            if not mount.read_only:
+                self._volumes.own(mount.name, uid, gid)
+            mounts.append(_sandbox.Mount(str(source), mount.path, mount.read_only))
+        procs = self._cgroups.create(
+            name, Limits(cpu=spec.cpu, memory=spec.memory, pids=_sandbox.DEFAULT_PIDS)
+        )
+        rlimits: list[tuple[str, int]] = []
+        if spec.memory and "memory" in self._cgroups.missing:
+            rlimits.append(("RLIMIT_AS", spec.memory))
+        if "pids" in self._cgroups.missing:
+            # Per uid, so per tenant: the weaker stand-in for a pids cgroup.
+            rlimits.append(("RLIMIT_NPROC", _sandbox.DEFAULT_PIDS))
+        hosts = self.hosts_path(name)
+        plan = _sandbox.Plan(
+            hostname=name,
+            rootfs=rootfs,
+            argv=tuple(argv),
+            env=env,
+            cwd="/",
+            uid=uid,
+            gid=gid,
+            volumes=tuple(mounts),
+            files=(_sandbox.Mount(str(hosts), "/etc/hosts", True),) if hosts.is_file() else (),
+            cgroup_procs=tuple(procs),
+            rlimits=tuple(rlimits),
+            low_ports=spec.low_ports,
+            host_network=spec.network == "host",
+        )
+        ready_r, ready_w = os.pipe()
+        try:
+            launch, plan_fd = _sandbox.launch(self._dir(name), plan, ready_w)
+        except ValueError as exc:
+            os.close(ready_r)
+            os.close(ready_w)
+            raise FailedPrecondition(str(exc)) from None
+        try:
+            log_fd = os.open(self.log_path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                child = subprocess.Popen(
+                    launch,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    # Names the instance in /proc/<pid>/cwd for an operator.
+                    cwd=self._dir(name),
+                    env={"PATH": _sandbox.DEFAULT_PATH},
+                    start_new_session=True,
+                    close_fds=True,
+                    pass_fds=(plan_fd, ready_w),
+                )
+            except OSError as exc:
+                os.close(ready_r)
+                raise RuntimeFailure(f"cannot start {name}: {exc.strerror or exc}") from None
+            finally:
+                os.close(log_fd)
+        finally:
+            os.close(plan_fd)
+            os.close(ready_w)
+        with os.fdopen(ready_r, "rb") as ready:
+            ok = select.select([ready], [], [], _SANDBOX_READY)[0] and ready.read(1) == b"1"
+        if not ok:
+            _kill_and_reap(child)
+            raise RuntimeFailure(f"cannot start {name}: {self._last_log_line(name)}")
+        return self._record_start(name, child)
+
+    def _last_log_line(self, name: str) -> str:
+        try:
+            with open(self.log_path(name), "rb") as fh:
+                fh.seek(max(0, fh.seek(0, os.SEEK_END) - 512))
+                lines = fh.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        return lines[-1] if lines else "the sandbox did not start"
+
+        return self._dir(validate_name("name", name)) / "hosts"
 
     @_mapped
     def stop(self, name: str, timeout: float = 10.0) -> ContainerStatus:
@@ -466,6 +627,8 @@ class ProcessRuntime:
                 self._children.pop(name, None)
                 self._samples.pop(name, None)
             shutil.rmtree(self._dir(name), ignore_errors=True)
+            if self._cgroups is not None:
+                self._cgroups.remove(name)
 
     @_mapped
     def inspect(self, name: str) -> ContainerStatus:
@@ -617,15 +780,25 @@ class ProcessRuntime:
             version=platform.release(),
             cpus=cpus,
             memory=proc.meminfo_total(),
-            extra={
-                "isolation": "process session + RLIMIT_AS only",
-                "cpu_limits": "recorded, not enforced",
-                "network": (
-                    "own namespace, loopback only" if self.isolates_network
-                    else "host (not isolated: the agent is not root)"
-                ),
-            },
+            extra=self._isolation_facts(),
         )
+
+    def _isolation_facts(self) -> dict[str, str]:
+        if not self.isolated:
+            return {
+                "isolation": "none",
+                "unisolated_reason": self.unisolated_reason,
+                "cpu_limits": "recorded, not enforced",
+                "network": "host (not isolated)",
+            }
+        assert self._cgroups is not None  # noqa: S101 - isolated implies cgroups
+        return {
+            "isolation": "sandbox",
+            "namespaces": "mount,uts,ipc,net,pid",
+            "cgroups": f"v{self._cgroups.version}: {','.join(self._cgroups.controllers) or '-'}",
+            "rlimit_fallback": ",".join(self._cgroups.missing) or "-",
+            "network": "own namespace, loopback only",
+        }
 
     def close(self) -> None:
         """Release the state directory; workloads keep running (a new runtime re-attaches)."""
@@ -642,6 +815,14 @@ class ProcessRuntime:
 
 
 _PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin")
+_SANDBOX_READY = 30.0  # seconds an instance's sandbox may take to be built
+
+
+def _kill_and_reap(child: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(timeout=_KILL_GRACE)
 
 
 def hosts_file(spec: ContainerSpec) -> str:

@@ -19,7 +19,7 @@ def register(root: click.Group) -> None:
     from orchestrator._cli.get import describe_cmd, get_cmd
     from orchestrator._cli.local import down_cmd, status_cmd, up_cmd
     from orchestrator._cli.logs import logs_cmd
-    from orchestrator._cli.nodes import cordon_cmd, drain_cmd, uncordon_cmd
+    from orchestrator._cli.nodes import cordon_cmd, drain_cmd, image_group, uncordon_cmd
     from orchestrator._cli.pki_lifecycle import register_lifecycle
     from orchestrator._cli.rebalance import rebalance_cmd
     from orchestrator._cli.run import run_cmd
@@ -48,5 +48,6 @@ def register(root: click.Group) -> None:
         events_cmd,
         version_cmd,
         completion_cmd,
+        image_group,
     ):
         root.add_command(command)

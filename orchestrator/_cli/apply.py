@@ -30,7 +30,7 @@ from pki.errors import CapstanError
 from protos import control_pb2 as cpb
 from protos import topology_pb2 as tpb
 
-POLL_INTERVAL = 1.0
+POLL_INTERVAL = 0.25
 
 
 class WaitTimeout(CapstanError):

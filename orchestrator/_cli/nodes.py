@@ -52,6 +52,24 @@ def drain_cmd(node: str, wait: bool, timeout: float, context_name: str | None) -
             wait_drained(client, node, timeout=timeout, echo=click.echo)
 
 
+@click.group("image")
+def image_group() -> None:
+    """Images the orchestrator vouches for."""
+
+
+@image_group.command("seed", cls=OperatorCommand)
+@click.argument("node")
+@click.argument("image")
+@context_option
+def image_seed_cmd(node: str, image: str, context_name: str | None) -> None:
+    """Record that NODE holds IMAGE (NAME[:TAG]@sha256:<image id>), put there outside
+    Capstan (admin). Other nodes may then fetch it from NODE, each copy checked
+    against the digest, and applies that name IMAGE without a digest are pinned to it."""
+    with connect(context_name) as client:
+        reply = client.seed_image(node, image)
+    click.echo(f"node {reply.node} holds {reply.image}")
+
+
 class DrainTimeout(CapstanError):
     """drain --wait: workloads still on the node after --timeout."""
 

@@ -14,6 +14,9 @@ key                             value
 /counters/<name>                monotonic counters (e.g. audit seq, leader epoch)
 /jointokens/<sha256>            an unused join token, by the SHA-256 of its secret
 /leader                         the current leader and its epoch (leased)
+/imagepins/<ref>                the digest an unpinned ref resolves to at apply (admin)
+/imageholders/<pinned>/<node>   a node that holds a pinned image: seeded by the admin
+                                or seen to receive a verified copy
 /orchestrators/<name>           an orchestrator's addresses (leased: gone = down)
 ==============================  =====================================================
 
@@ -44,6 +47,8 @@ COUNTERS = "/counters/"
 LEADER = "/leader"
 ORCHESTRATORS = "/orchestrators/"
 JOIN_TOKENS = "/jointokens/"
+IMAGE_PINS = "/imagepins/"
+IMAGE_HOLDERS = "/imageholders/"
 
 
 def check_key(key: str) -> str:
@@ -123,3 +128,15 @@ def orchestrator(name: str) -> str:
 
 def join_token(digest: str) -> str:
     return f"{JOIN_TOKENS}{part(digest)}"
+
+
+def image_pin(ref: str) -> str:
+    return f"{IMAGE_PINS}{part(ref)}"
+
+
+def image_holders(pinned: str) -> str:
+    return f"{IMAGE_HOLDERS}{part(pinned)}/"
+
+
+def image_holder(pinned: str, node: str) -> str:
+    return f"{image_holders(pinned)}{part(node)}"

@@ -58,6 +58,20 @@ NETWORKS = frozenset({"none", "host"})
 # Mounting over these would hand the workload (or hide from it) kernel interfaces.
 FORBIDDEN_MOUNT_ROOTS = ("/proc", "/sys", "/dev")
 RESERVED_LABEL_PREFIX = "capstan."
+USER_RE = re.compile(r"^(\d{1,10})(?::(\d{1,10}))?$")
+MAX_ID = (1 << 31) - 2  # below (uid_t)-1 and what tools reading a signed int accept
+# "" is the engine's default profile named explicitly; "strict" ships with Capstan.
+SECCOMP_PROFILES = ("", "default", "strict")
+# Capabilities a pool may hand back (Linux names without CAP_). The ones that make a
+# workload the node's equal (SYS_ADMIN, SYS_MODULE, SYS_PTRACE, DAC_READ_SEARCH...)
+# are not on the list: no policy can grant them.
+GRANTABLE_CAPABILITIES = frozenset({
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "IPC_LOCK", "KILL", "MKNOD",
+    "NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID",
+    "SYS_CHROOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
+})
+MAX_CAP_ADD = 16
+LOW_PORT = 1024  # ports below this are privileged
 
 
 def utf8_len(text: str) -> int:
@@ -179,3 +193,37 @@ def check_network(value: str) -> str | None:
     if value in NETWORKS:
         return None
     return f"{value[:40]!r} is not allowed (one of: none, host)"
+
+
+def check_user(value: str) -> str | None:
+    """``"UID"`` or ``"UID:GID"`` in numbers (an image's user names mean nothing to the
+    process runtime, and a name could hide uid 0); ``""`` = the tenant's own uid."""
+    if value == "":
+        return None
+    match = USER_RE.fullmatch(value)
+    if match is None:
+        return f"{value[:40]!r} is not UID or UID:GID (numbers)"
+    if any(int(g) > MAX_ID for g in match.groups() if g is not None):
+        return f"ids above {MAX_ID} are not allowed"
+    return None
+
+
+def parse_user(value: str) -> tuple[int, int] | None:
+    """``(uid, gid)`` of a valid ``user`` value (the gid defaults to the uid)."""
+    match = USER_RE.fullmatch(value)
+    if match is None:
+        return None
+    uid = int(match.group(1))
+    return uid, int(match.group(2)) if match.group(2) is not None else uid
+
+
+def check_seccomp(value: str) -> str | None:
+    if value not in SECCOMP_PROFILES:
+        return f"{value[:40]!r} is not a profile (one of: default, strict)"
+    return None
+
+
+def check_capability(value: str) -> str | None:
+    if value not in GRANTABLE_CAPABILITIES:
+        return f"{value[:40]!r} is not a capability a pool can grant"
+    return None

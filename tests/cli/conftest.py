@@ -135,10 +135,13 @@ def closed_port() -> int:
 
 
 def processes_mentioning(text: str) -> list[int]:
-    """Live (non-zombie) processes whose command line or environment contains ``text``.
+    """Live (non-zombie) processes whose command line, environment or working
+    directory contains ``text``.
 
-    The environment matters: a process-runtime workload's HOME is its work directory
-    under the node's state directory, whatever its command line says after an exec.
+    The environment matters: an unisolated process-runtime workload's HOME is its work
+    directory under the node's state directory, whatever its command line says after
+    an exec; a sandboxed one is held by an ``unshare`` whose working directory is its
+    container directory there.
     """
     found = []
     needle = text.encode()
@@ -148,10 +151,11 @@ def processes_mentioning(text: str) -> list[int]:
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             environ = Path(f"/proc/{entry}/environ").read_bytes()
+            cwd = os.readlink(f"/proc/{entry}/cwd").encode()
         except OSError:
             continue
         st = proc.read_stat(int(entry))
-        if st is not None and not st.gone and (needle in cmdline or needle in environ):
+        if st is not None and not st.gone and any(needle in b for b in (cmdline, environ, cwd)):
             found.append(int(entry))
     return found
 

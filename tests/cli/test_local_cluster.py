@@ -17,6 +17,8 @@ import pytest
 from node.runtime import _process_proc as proc
 from node.runtime._docker_names import namespace
 from node.runtime.images import busybox_binary
+from node.runtime.process import STATE_DB
+from node.state import NodeState
 from orchestrator.context import Context, ContextConfig
 from orchestrator.local import LocalCluster
 from pki.authority import Authority
@@ -200,13 +202,20 @@ def test_down_removes_running_workloads_and_purge(
     app.write_text(APP.replace("replicas: 2", "replicas: 1"))
     r = capstan("apply", "-f", str(app), "--timeout", "90s")
     assert r.code == 0, r.out + r.err
-    workload_dir = home / "local" / "nodes" / "node-1" / "containers"
-    assert processes_mentioning(str(workload_dir))  # the instance runs
+    # The instance runs (sandboxed, nothing in its command line names the node's
+    # directory: its recorded pid is the one to look at).
+    state = NodeState(home / "local" / "nodes" / "node-1" / STATE_DB)
+    try:
+        running = [r for r in state.all() if r.pid and proc.is_same_alive(r.pid, r.start_ticks)]
+    finally:
+        state.close()
+    assert running
 
     r = capstan("down", "--purge")
     assert r.code == 0, r.err
     assert "is down and purged" in r.out
     assert processes_mentioning(str(home)) == []
+    assert not any(proc.is_same_alive(r.pid or 0, r.start_ticks) for r in running)
     assert not (home / "local").exists()
     assert "local" not in ContextConfig.load().contexts
 

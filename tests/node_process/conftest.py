@@ -103,6 +103,32 @@ def runtime(state_dir: Path, busybox_archive: bytes) -> Iterator[ProcessRuntime]
         rt.close()
 
 
+@pytest.fixture
+def unisolated(tmp_path: Path, busybox_archive: bytes) -> Iterator[ProcessRuntime]:
+    """The runtime as a non-root agent has it: no sandbox (the node joins as unisolated)."""
+    state = tmp_path / "unisolated"
+    rt = ProcessRuntime("node-unisolated", state, isolated=False)
+    rt.image_import([busybox_archive])
+    try:
+        yield rt
+    finally:
+        kill_recorded(state)
+        rt.close()
+
+
+def host_pid_of(session: int, comm: str) -> int | None:
+    """The host pid of the member of ``session`` running ``comm`` (pids inside a
+    sandbox are numbered in its own PID namespace)."""
+    for st in proc.session_members(session):
+        try:
+            with open(f"/proc/{st.pid}/comm", encoding="ascii") as fh:
+                if fh.read().strip() == comm:
+                    return st.pid
+        except OSError:
+            continue
+    return None
+
+
 def spec(name: str, *command: str, **kw: Any) -> ContainerSpec:
     return ContainerSpec(
         name=name, workload_id=f"acme/app/{name}", image=IMAGE, command=command, **kw

@@ -15,7 +15,7 @@ from node.runtime.base import ContainerState, Runtime, VolumeMount
 from node.runtime.process import ProcessRuntime
 from node.volumes import VolumeStore
 
-from .conftest import gone, log_text, spec, wait_for
+from .conftest import gone, host_pid_of, log_text, spec, wait_for
 
 
 def test_implements_the_runtime_protocol(runtime: ProcessRuntime) -> None:
@@ -92,13 +92,20 @@ def test_create_refusals_leave_nothing(runtime: ProcessRuntime, state_dir: Path)
     assert host_abs.value.field == "command"  # absolute paths name image files only
     with pytest.raises(NotFound, match="volume"):
         runtime.create(spec("five", "true", volumes=(VolumeMount("missing", "/data"),)))
-    VolumeStore.for_state_dir(state_dir).create("data")
-    with pytest.raises(InvalidArgument) as ro:
-        runtime.create(spec("six", "true", volumes=(VolumeMount("data", "/data", True),)))
-    assert ro.value.field == "volumes[0].read_only"
+    with pytest.raises(InvalidArgument) as bad_user:
+        runtime.create(spec("six", "true", user="root"))
+    assert bad_user.value.field == "user"
 
     assert [s.name for s in runtime.list()] == ["one"]
     assert sorted(p.name for p in (state_dir / "containers").iterdir()) == ["one"]
+
+
+def test_unisolated_refuses_read_only_volumes(unisolated: ProcessRuntime) -> None:
+    VolumeStore.for_state_dir(unisolated.state_dir).create("data")
+    with pytest.raises(InvalidArgument) as ro:
+        unisolated.create(spec("six", "true", volumes=(VolumeMount("data", "/data", True),)))
+    assert ro.value.field == "volumes[0].read_only"
+    assert unisolated.list() == []
 
 
 def test_unknown_container_is_not_found(runtime: ProcessRuntime) -> None:
@@ -144,29 +151,41 @@ def test_stop_escalates_to_sigkill(runtime: ProcessRuntime) -> None:
 
 
 def test_stop_kills_the_workloads_children(runtime: ProcessRuntime) -> None:
-    runtime.create(spec("tree", "sh", "-c", "sleep 1000 & echo $! > child.pid; wait"))
-    runtime.start("tree")
-    pid_file = runtime.work_dir("tree") / "child.pid"
-    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "", what="child")
-    child = int(pid_file.read_text())
-    assert not gone(child)
+    runtime.create(spec("tree", "sh", "-c", "sleep 1000 & wait"))
+    pid = runtime.start("tree").pid
+    assert pid is not None
+    wait_for(lambda: host_pid_of(pid, "sleep") is not None, what="child")
+    child = host_pid_of(pid, "sleep")
+    assert child is not None and not gone(child)
     runtime.stop("tree", timeout=5)
     assert gone(child)
 
 
 def test_leftovers_die_with_the_first_process(runtime: ProcessRuntime) -> None:
-    # The first process exits at once and leaves a background child behind.
-    runtime.create(spec("orphaner", "sh", "-c", "sleep 1000 & echo $! > child.pid"))
-    runtime.start("orphaner")
-    pid_file = runtime.work_dir("orphaner") / "child.pid"
-    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "", what="child")
-    child = int(pid_file.read_text())
+    # The first process exits soon and leaves a background child behind (inside the
+    # sandbox pids are its own, so the host pid is looked up in the session).
+    runtime.create(spec("orphaner", "sh", "-c", "sleep 1000 & sleep 0.5"))
+    pid = runtime.start("orphaner").pid
+    assert pid is not None
+    wait_for(lambda: host_pid_of(pid, "sleep") is not None, what="child")
+    children = [st.pid for st in proc.session_members(pid)]
     wait_for(lambda: runtime.inspect("orphaner").state is ContainerState.EXITED, what="exit")
     assert runtime.inspect("orphaner").exit_code == 0
+    wait_for(lambda: all(gone(c) for c in children), what="leftover child killed")
+
+
+def test_unisolated_leftovers_die_with_the_first_process(unisolated: ProcessRuntime) -> None:
+    unisolated.create(spec("orphaner", "sh", "-c", "sleep 1000 & echo $! > child.pid"))
+    unisolated.start("orphaner")
+    pid_file = unisolated.work_dir("orphaner") / "child.pid"
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "", what="child")
+    child = int(pid_file.read_text())
+    wait_for(lambda: unisolated.inspect("orphaner").state is ContainerState.EXITED, what="exit")
+    assert unisolated.inspect("orphaner").exit_code == 0
     wait_for(lambda: gone(child), what="leftover child killed")
 
 
-def test_memory_rlimit_makes_a_big_allocation_fail(runtime: ProcessRuntime) -> None:
+def test_memory_limit_makes_a_big_allocation_fail(runtime: ProcessRuntime) -> None:
     alloc = ("dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1")
     runtime.create(spec("small", *alloc, memory=64 << 20))
     runtime.create(spec("large", *alloc))
@@ -174,10 +193,19 @@ def test_memory_rlimit_makes_a_big_allocation_fail(runtime: ProcessRuntime) -> N
     runtime.start("large")
     for name in ("small", "large"):
         wait_for(lambda n=name: runtime.inspect(n).state is ContainerState.EXITED, what=name)
+    # A memory cgroup kills it (137); an rlimit makes the allocation fail.
     assert runtime.inspect("small").exit_code != 0
-    assert "out of memory" in log_text(runtime, "small")
     assert runtime.inspect("large").exit_code == 0  # the same program fits without a limit
     assert runtime.stats("small").memory_limit == 64 << 20
+
+
+def test_unisolated_memory_rlimit(unisolated: ProcessRuntime) -> None:
+    alloc = ("dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1")
+    unisolated.create(spec("small", *alloc, memory=64 << 20))
+    unisolated.start("small")
+    wait_for(lambda: unisolated.inspect("small").state is ContainerState.EXITED, what="exit")
+    assert unisolated.inspect("small").exit_code != 0
+    assert "out of memory" in log_text(unisolated, "small")
 
 
 def test_env_and_cwd(runtime: ProcessRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,40 +216,78 @@ def test_env_and_cwd(runtime: ProcessRuntime, monkeypatch: pytest.MonkeyPatch) -
     wait_for(lambda: runtime.inspect("env").state is ContainerState.EXITED, what="exit")
     out = log_text(runtime, "env")
     assert "foo=bar baz\n" in out
-    assert f"cwd={runtime.work_dir('env')}\n" in out
+    assert "cwd=/\n" in out  # the image is the root
+    assert "path=/bin\n" in out  # the image's own PATH
+    assert "AGENT_SECRET" not in out
+    assert "HOME=/\n" in out
+
+
+def test_unisolated_env_and_cwd(
+    unisolated: ProcessRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENT_SECRET", "must-not-leak")
+    script = 'echo "foo=$FOO"; echo "cwd=$(pwd)"; echo "path=$PATH"; env'
+    unisolated.create(spec("env", "sh", "-c", script, env=(("FOO", "bar baz"),)))
+    unisolated.start("env")
+    wait_for(lambda: unisolated.inspect("env").state is ContainerState.EXITED, what="exit")
+    out = log_text(unisolated, "env")
+    assert "foo=bar baz\n" in out
+    assert f"cwd={unisolated.work_dir('env')}\n" in out
     path_line = next(line for line in out.splitlines() if line.startswith("path="))
     first = path_line.removeprefix("path=").split(":")[0]
-    assert first.startswith(str(runtime.state_dir / "images" / "rootfs"))
+    assert first.startswith(str(unisolated.state_dir / "images" / "rootfs"))
     assert first.endswith("/bin")
     assert "AGENT_SECRET" not in out
-    assert f"HOME={runtime.work_dir('env')}" in out
+    assert f"HOME={unisolated.work_dir('env')}" in out
 
 
-def test_volumes_are_linked_and_named_in_env(runtime: ProcessRuntime, state_dir: Path) -> None:
+def test_volumes_are_mounted_and_named_in_env(runtime: ProcessRuntime, state_dir: Path) -> None:
     store = VolumeStore.for_state_dir(state_dir)
     data = store.create("data")
     cache = store.create("cache")
+    conf = store.create("conf")
     (data / "seed.txt").write_text("seeded\n")
+    (conf / "app.conf").write_text("setting\n")
     script = (
-        "cat data/seed.txt; echo written > data/out.txt; echo x > var/lib/cache/c.txt;"
+        "cat /data/seed.txt; echo written > /data/out.txt; echo x > /var/lib/cache/c.txt;"
+        " cat /etc/app/app.conf; (echo no > /etc/app/app.conf) 2>/dev/null || echo conf-ro;"
         ' echo "env=$CAPSTAN_VOLUME_DATA"'
     )
-    mounts = (VolumeMount("data", "/data"), VolumeMount("cache", "/var/lib/cache"))
+    mounts = (VolumeMount("data", "/data"), VolumeMount("cache", "/var/lib/cache"),
+              VolumeMount("conf", "/etc/app", read_only=True))
     runtime.create(spec("vol", "sh", "-c", script, volumes=mounts))
     runtime.start("vol")
     wait_for(lambda: runtime.inspect("vol").state is ContainerState.EXITED, what="exit")
     out = log_text(runtime, "vol")
     assert runtime.inspect("vol").exit_code == 0, out
     assert "seeded\n" in out
-    assert f"env={data}\n" in out
+    assert "setting\nconf-ro\n" in out
+    assert "env=/data\n" in out
     assert (data / "out.txt").read_text() == "written\n"
     assert (cache / "c.txt").read_text() == "x\n"
-    # A second run finds its links in place (they are re-created, not refused).
+    assert (conf / "app.conf").read_text() == "setting\n"
+    # The instance's uid owns what it wrote: never root, never the agent's.
+    assert (data / "out.txt").stat().st_uid not in (0, os.geteuid())
     runtime.start("vol")
     wait_for(lambda: runtime.inspect("vol").state is ContainerState.EXITED, what="second exit")
     assert runtime.inspect("vol").exit_code == 0
     runtime.remove("vol")
     assert (data / "out.txt").exists()  # removing a container keeps its volumes
+
+
+def test_unisolated_volumes_are_linked(unisolated: ProcessRuntime) -> None:
+    store = VolumeStore.for_state_dir(unisolated.state_dir)
+    data = store.create("data")
+    (data / "seed.txt").write_text("seeded\n")
+    script = 'cat data/seed.txt; echo written > data/out.txt; echo "env=$CAPSTAN_VOLUME_DATA"'
+    unisolated.create(spec("vol", "sh", "-c", script, volumes=(VolumeMount("data", "/data"),)))
+    unisolated.start("vol")
+    wait_for(lambda: unisolated.inspect("vol").state is ContainerState.EXITED, what="exit")
+    out = log_text(unisolated, "vol")
+    assert unisolated.inspect("vol").exit_code == 0, out
+    assert "seeded\n" in out
+    assert f"env={data}\n" in out
+    assert (data / "out.txt").read_text() == "written\n"
 
 
 def test_stats_of_a_busy_loop(runtime: ProcessRuntime) -> None:
@@ -276,9 +342,11 @@ def test_observers_do_not_corrupt_concurrent_restarts(runtime: ProcessRuntime) -
     for t in observers:
         t.start()
     try:
-        for _ in range(5):
+        for i in range(5):
             pid = runtime.start("flappy").pid
             assert pid is not None
+            # Stopped once it ran: a stop that comes first ends it before its echo.
+            wait_for(lambda i=i: log_text(runtime, "flappy") == "run\n" * (i + 1), what="run")
             assert runtime.stop("flappy", timeout=5).exit_code == 128 + 15
             assert gone(pid)
         final = runtime.restart("flappy", timeout=5)
@@ -289,4 +357,4 @@ def test_observers_do_not_corrupt_concurrent_restarts(runtime: ProcessRuntime) -
     assert errors == []
     assert final.state is ContainerState.RUNNING
     assert runtime.inspect("flappy").pid == final.pid
-    assert log_text(runtime, "flappy") == "run\n" * 6
+    wait_for(lambda: log_text(runtime, "flappy") == "run\n" * 6, what="sixth run")

@@ -86,6 +86,7 @@ class Cluster:
         image: bool = False,
         labels: dict[str, str] | None = None,
         on_tasks: Callable[[list[gateway_pb2.Task]], None] | None = None,
+        prepare: Callable[[ProcessRuntime], None] | None = None,
     ) -> Member:
         # Labels are the admin's word, given with the join token (not by the node).
         token = (
@@ -106,10 +107,22 @@ class Cluster:
         runtime = ProcessRuntime(joined.node_id, state_dir)
         if image:
             ensure_busybox_image(runtime, IMAGE)
+            # The admin put it there and says so: only such nodes (and nodes seen to
+            # receive a verified copy) are ever fetched from.
+            self.orch.control().SeedImage(
+                control_pb2.SeedImageRequest(node=name, image=self.pinned(runtime))
+            )
+        if prepare is not None:  # before the agent locks the image store
+            prepare(runtime)
         node = run_joined_node(state_dir, runtime=runtime, on_tasks=on_tasks)
         member = Member(name, state_dir, runtime, node)
         self.members.append(member)
         return member
+
+    @staticmethod
+    def pinned(runtime: ProcessRuntime) -> str:
+        """IMAGE pinned to the digest ``runtime`` holds it with."""
+        return f"{IMAGE}@{runtime.image_ids()[IMAGE]}"
 
     def wait_ready(self, *names: str) -> None:
         def ready() -> bool:

@@ -22,6 +22,7 @@ def test_image_spreads_peer_to_peer_and_every_step_is_audited(cluster: Cluster) 
     cluster.wait_image_known("node-1")
 
     cluster.orch.control().Apply(control_pb2.ApplyRequest(app=application(3)))
+    pinned = cluster.pinned(n1.runtime)  # what the apply pinned, what every token names
 
     def all_running() -> bool:
         ws = cluster.workloads()
@@ -44,10 +45,10 @@ def test_image_spreads_peer_to_peer_and_every_step_is_audited(cluster: Cluster) 
         ]
         assert len(issued) == 1
         assert issued[0]["source"] == "node-1" and issued[0]["op"] == "image.export"
-        assert issued[0]["res"] == IMAGE
+        assert issued[0]["res"] == pinned
         minted = [e for e in events if e["event"] == "token.minted" and e["sub"] == target.node_id]
         assert [(e["aud"], e["op"], e["res"]) for e in minted] == [
-            (n1.node_id, "image.export", IMAGE)
+            (n1.node_id, "image.export", pinned)
         ]
         done = [
             e
@@ -85,7 +86,7 @@ def test_delegation_token_works_once_and_only_from_the_source_it_names(
     )
     wait_for(arrived.is_set, what="a task for node-2")
     task = captured[0]
-    assert task.kind == "image.fetch" and task.resource == IMAGE
+    assert task.kind == "image.fetch" and task.resource == cluster.pinned(n1.runtime)
     assert task.source_id in (n1.node_id, n3.node_id)
     source, other = (n1, n3) if task.source_id == n1.node_id else (n3, n1)
 
@@ -116,7 +117,7 @@ def test_delegation_token_works_once_and_only_from_the_source_it_names(
         NodeClient(source.address, credentials=n2.credentials()) as client,
         pytest.raises(NodeCallError) as err,
     ):
-        list(client.stream("image.export", node_pb2.ImageRef(ref=IMAGE), task.token))
+        list(client.stream("image.export", node_pb2.ImageRef(ref=task.resource), task.token))
     assert err.value.code.name == "UNAUTHENTICATED"
     assert (source.runtime.images(), source.names()) == before
     refusals = source.node.agent.audit.entries()
