@@ -60,7 +60,9 @@ def node_refuses(c: Cluster, caller: str, target: str, token: str) -> bool:
     source = c.orch.orch.state.node(target)
     assert source is not None
     try:
-        with NodeClient(source.address, credentials=c.node_credentials(caller)) as client:
+        with NodeClient(
+            source.address, credentials=c.node_credentials(caller), expect=source.id
+        ) as client:
             client.call("node.info", node_pb2.NodeInfoRequest(), token, timeout=2)
     except NodeCallError as exc:
         return "revoked" in exc.details

@@ -17,11 +17,11 @@ import grpc
 from node.config import NodeConfig
 from node.join import Joined, StateFiles, load_joined
 from node.puller import Puller
-from node.renewal import Renewer, credentials_for_token, own_credentials, recover
+from node.renewal import Renewer, credentials_for_token, gateway_channel, own_credentials, recover
 from node.reporter import Backoff, Reporter
 from node.runtime.base import Runtime
 from node.server import NodeAgent, build_agent
-from node.tasks import TaskRunner, check_source_identity
+from node.tasks import TaskRunner
 from node.volumes import VolumeStore
 from pki._files import read_file
 from pki.certs import load_pem_chain
@@ -143,9 +143,6 @@ def run_joined_node(
         gateway_channel=functools.partial(_gateway_channel, files, gateways),
         node_id=joined.node_id,
         spool_dir=config.state_dir / "spool",
-        check_source=functools.partial(
-            check_source_identity, cert=files.cert, key=files.key, ca=files.ca
-        ),
         on_image=poke_reporter,
         clock=clock,
     )
@@ -220,4 +217,4 @@ def _own_credentials(files: StateFiles) -> grpc.ChannelCredentials:
 
 
 def _gateway_channel(files: StateFiles, gateways: Endpoints) -> grpc.Channel:
-    return grpc.secure_channel(gateways.current(), _own_credentials(files))
+    return gateway_channel(gateways.current(), _own_credentials(files), files.cert)

@@ -43,7 +43,7 @@ STREAMS_PER_PEER = 8
 #: Operations whose stream lasts as long as the caller wants (``logs -f``): they end
 #: with their token. Transfers (exports, imports) end with their data, or when the
 #: peer's certificate is revoked.
-HELD_BY_TOKEN = frozenset({"container.logs"})
+HELD_BY_TOKEN = frozenset({"container.logs", "container.exec"})
 
 
 class Refused(Exception):
@@ -301,6 +301,11 @@ class _Gate:
         lease = self.reaper.hold(context, Grant(expires_at, peer.serial))
         _when_done(context, lease.release)
 
+    def hold(self, context: grpc.ServicerContext, peer: Peer, expires_at: float) -> None:
+        """Also hold an open stream by a shorter grant (its token's end)."""
+        lease = self.reaper.hold(context, Grant(expires_at, peer.serial))
+        _when_done(context, lease.release)
+
     def first_message(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
         """The first message of a client stream, or the call ends (the reaper aborts it)."""
         wait = self.reaper.hold(
@@ -372,7 +377,10 @@ def _token_checked(gate: _Gate, operation: ops.Operation, method: str, handler: 
                 authz.refuse(exc, method, context, _peer_label(context))
             first = gate.first_message(request_iterator, context)
             try:
-                authz.verify(operation, first, context, peer)
+                cap = authz.verify(operation, first, context, peer)
+                if held_by_token:
+                    # An exec session lasts as long as its token, not its certificate.
+                    gate.hold(context, peer, min(cap.exp, peer.not_after))
             except Refused as exc:
                 authz.refuse(exc, method, context, _peer_label(context))
             return inner(itertools.chain([first], request_iterator), context)

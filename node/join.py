@@ -44,12 +44,13 @@ from cryptography.x509.oid import NameOID
 
 from node.config import RUNTIMES
 from pki._files import atomic_write, read_file, write_private_key
-from pki.certs import ChainVerifier, identity_of, load_pem_chain
+from pki.certs import ChainVerifier, identity_of, load_pem_chain, trust_domain_of_root
 from pki.errors import CapstanError, CertificateError, ConfigError
 from pki.identity import Identity, Kind, parse_ip, validate_dns_name, validate_name
 from pki.jointoken import ca_pin, parse_join_token
 from pki.tokenkeys import KeySet
 from protos import gateway_pb2, gateway_pb2_grpc
+from protos.wire.channel import any_orchestrator, expecting
 from protos.wire.errors import status_of
 from protos.wire.trust import parse_deny_list
 
@@ -464,11 +465,22 @@ def _one_line(text: str) -> str:
 
 
 def _call_join(
-    orchestrator: str, roots_pem: bytes, request: gateway_pb2.JoinRequest, timeout: float
+    orchestrator: str,
+    roots_pem: bytes,
+    request: gateway_pb2.JoinRequest,
+    timeout: float,
+    *,
+    trust_domain: str,
 ) -> gateway_pb2.JoinResponse:
-    """The Join RPC; a failure becomes JoinError saying what the node should do."""
+    """The Join RPC; a failure becomes JoinError saying what the node should do.
+
+    The handshake accepts only an orchestrator of the pinned CA's trust domain: a
+    node's certificate from the same CA, served at the orchestrator's address, never
+    sees the one-time token or the CSR."""
     credentials = grpc.ssl_channel_credentials(root_certificates=roots_pem)
-    channel = grpc.secure_channel(orchestrator, credentials)
+    channel = grpc.secure_channel(
+        orchestrator, credentials, options=expecting(any_orchestrator(trust_domain))
+    )
     try:
         response: gateway_pb2.JoinResponse = gateway_pb2_grpc.NodeGatewayStub(channel).Join(
             request, timeout=timeout
@@ -597,7 +609,12 @@ def join(
             mode=plan.mode,
         )
         roots_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in roots)
-        response = _call_join(orchestrator, roots_pem, request, timeout)
+        trust_domains = {trust_domain_of_root(c) for c in roots}
+        if len(trust_domains) != 1:
+            raise ConfigError("the pinned CA names no single trust domain")
+        response = _call_join(
+            orchestrator, roots_pem, request, timeout, trust_domain=trust_domains.pop()
+        )
         identity, issuers = _checked_response(
             response, key, pin, time.time() if now is None else now
         )

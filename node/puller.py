@@ -39,7 +39,7 @@ from node import pinned
 from node.authz import EpochFloor
 from node.converge import Action, Create, Desired, Nothing, Remove, Start, plan
 from node.errors import AlreadyExists, NotFound
-from node.renewal import own_credentials
+from node.renewal import gateway_channel, own_credentials
 from node.reporter import Backoff
 from node.runtime.base import Runtime
 from node.service import spec_from_pb
@@ -207,12 +207,15 @@ class Puller:
             self.last_error = reason
             if time.monotonic() - started >= self._healthy_after:
                 failures = 0
+                self._endpoints.settled()
+            if self._endpoints.take_move():
+                failures = 0  # another orchestrator (the leader, or the next one)
             delay = self._backoff.delay(failures, self._rng)
             failures += 1
             log.warning(
-                "watch stream to %s %s; reconnecting in %.1fs",
-                self._endpoints.current(),
+                "watch stream %s; reconnecting to %s in %.1fs",
                 reason,
+                self._endpoints.current(),
                 delay,
             )
             self._stop.wait(delay)
@@ -223,7 +226,7 @@ class Puller:
         except CapstanError as exc:
             return f"cannot start: {exc}"
         address = self._endpoints.current()
-        channel = grpc.secure_channel(address, credentials)
+        channel = gateway_channel(address, credentials, self._cert)
         try:
             call = gateway_pb2_grpc.NodeGatewayStub(channel).Watch(
                 gateway_pb2.WatchRequest(node=self._name)
@@ -239,10 +242,10 @@ class Puller:
                     call.cancel()  # a stale orchestrator: look for the leader
                     self._endpoints.failed(address)
                     return "sent an older epoch or revision than seen"
-            return "closed by the orchestrator"
+            return f"to {address} closed by the orchestrator"
         except grpc.RpcError as exc:
             self._endpoints.failed(address, leader_of(exc))
-            return f"broke: {status_of(exc).one_line()}"
+            return f"to {address} broke: {status_of(exc).one_line()}"
         finally:
             with self._lock:
                 self._call = None

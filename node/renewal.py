@@ -53,6 +53,7 @@ from pki.certs import identity_of, load_pem_chain, thumbprint
 from pki.errors import CapstanError, CertificateError, ConfigError
 from pki.tokens import CNF_MEMBER, decode_unverified
 from protos import gateway_pb2, gateway_pb2_grpc
+from protos.wire.channel import any_orchestrator, expecting
 from protos.wire.errors import status_of
 from protos.wire.leader import Endpoints, endpoints_of, leader_of
 from protos.wire.trust import trust_digest
@@ -213,6 +214,19 @@ def own_credentials(cert: Path, key: Path, ca: Path) -> grpc.ChannelCredentials:
     chain, pem = read_pair(cert, key)
     return grpc.ssl_channel_credentials(
         root_certificates=read_file(ca, "trust bundle"), private_key=pem, certificate_chain=chain
+    )
+
+
+def gateway_channel(
+    address: str, credentials: grpc.ChannelCredentials, cert: Path
+) -> grpc.Channel:
+    """A channel to the orchestrator's NodeGateway whose handshake accepts only an
+    orchestrator of this node's trust domain (read from the node's certificate ``cert``),
+    never merely a certificate for the host name: another node's certificate served at
+    the orchestrator's address gets no report, task result or renewal request."""
+    identity = identity_of(load_pem_chain(read_file(cert, "node certificate"), str(cert))[0])
+    return grpc.secure_channel(
+        address, credentials, options=expecting(any_orchestrator(identity.trust_domain))
     )
 
 
@@ -398,7 +412,7 @@ class Renewer:
             certificate_chain=chain,
         )
         address = self._endpoints.current()
-        channel = grpc.secure_channel(address, credentials)
+        channel = gateway_channel(address, credentials, self._cert)
         try:
             response: gateway_pb2.RenewResponse = gateway_pb2_grpc.NodeGatewayStub(
                 channel

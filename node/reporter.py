@@ -28,7 +28,7 @@ from pathlib import Path
 import grpc
 
 from node.errors import NotFound
-from node.renewal import own_credentials, trust_digest_of_files
+from node.renewal import gateway_channel, own_credentials, trust_digest_of_files
 from node.runtime.base import ContainerState, ContainerStatus, Runtime
 from node.service import status_to_pb
 from pki._files import atomic_write
@@ -38,7 +38,7 @@ from pki.tokenkeys import KeySet
 from protos import gateway_pb2, gateway_pb2_grpc
 from protos.wire.errors import status_of
 from protos.wire.leader import Endpoints, endpoints_of, leader_of
-from protos.wire.trust import parse_deny_list
+from protos.wire.trust import check_trust_update, parse_deny_list
 
 log = logging.getLogger("capstan.node.reporter")
 
@@ -123,6 +123,8 @@ class Reporter:
         self.streams = 0  # streams opened
         self.failures = 0  # stream ends since the last stream that lasted (sets the backoff)
         self.messages = 0  # GatewayMessages received
+        self.trust_refused = 0  # trust updates not applied (unsigned, unknown key, older)
+        self._trust_order = (0, 0)  # (epoch, issued_at_ms) of the last applied update
         self.usage_rounds = 0  # completed usage measurements
         # The latest containers stopped and removed on the orchestrator's word.
         self.fenced: deque[str] = deque(maxlen=256)
@@ -195,13 +197,16 @@ class Reporter:
             # turn into a reconnect loop at the initial delay.
             if time.monotonic() - started >= self._healthy_after:
                 failures = 0
+                self._endpoints.settled()
+            if self._endpoints.take_move():
+                failures = 0  # another orchestrator (the leader, or the next one)
             delay = self._backoff.delay(failures, self._rng)
             failures += 1
             self.failures = failures
             log.warning(
-                "report stream to %s %s; reconnecting in %.1fs",
-                self._endpoints.current(),
+                "report stream %s; reconnecting to %s in %.1fs",
                 reason,
+                self._endpoints.current(),
                 delay,
             )
             self._stop.wait(delay)
@@ -213,7 +218,7 @@ class Reporter:
         except CapstanError as exc:
             return f"cannot start: {exc}"
         address = self._endpoints.current()
-        channel = grpc.secure_channel(address, credentials)
+        channel = gateway_channel(address, credentials, self._cert)
         ended, wake = threading.Event(), threading.Event()
         try:
             call = gateway_pb2_grpc.NodeGatewayStub(channel).Report(self._statuses(ended, wake))
@@ -225,10 +230,10 @@ class Reporter:
             for message in call:
                 self.messages += 1
                 self._handle(message)
-            return "closed by the orchestrator"
+            return f"to {address} closed by the orchestrator"
         except grpc.RpcError as exc:
             self._endpoints.failed(address, leader_of(exc))
-            return f"broke: {status_of(exc).one_line()}"
+            return f"to {address} broke: {status_of(exc).one_line()}"
         finally:
             ended.set()
             wake.set()
@@ -276,8 +281,20 @@ class Reporter:
 
     # -- messages from the orchestrator ---------------------------------------------------
 
+    def _trusted(self, update: gateway_pb2.TrustUpdate) -> bool:
+        """Apply a trust update only when a token key this node already trusts signed it
+        and it is not older than the last one applied (protos.wire.trust)."""
+        try:
+            keys = KeySet.from_file(self._jwks)
+            self._trust_order = check_trust_update(update, keys, after=self._trust_order)
+        except (CapstanError, ValueError) as exc:
+            log.error("ignoring a trust update: %s", exc)
+            self.trust_refused += 1
+            return False
+        return True
+
     def _handle(self, message: gateway_pb2.GatewayMessage) -> None:
-        if message.HasField("trust"):
+        if message.HasField("trust") and self._trusted(message.trust):
             # An empty field means "unchanged": an empty deny list must never be read as
             # "forget every revocation". To clear the list, the orchestrator sends a
             # comment line.

@@ -3,14 +3,16 @@ health and reflection."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
+import gc
 import logging
 import os
 import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import grpc
@@ -40,11 +42,24 @@ from protos.wire.trust import parse_deny_list
 log = logging.getLogger("capstan.node")
 
 
+@functools.cache
 def _capstan_version() -> str:
+    # Looked up on the first GetNodeInfo, not at start: importlib.metadata pulls in
+    # email, zipfile and csv, a few MB of an idle agent's memory for one string.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("capstan")
     except PackageNotFoundError:
         return "dev"
+
+
+def release_startup_memory() -> None:
+    """Hand the heap that start-up freed (imports, TLS set-up) back to the system: an
+    idle agent's resident memory is what the host pays for every node."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class TlsFiles:
@@ -177,7 +192,7 @@ def build_agent(
         volumes=VolumeStore(config.state_dir / "volumes"),
         spool_dir=config.state_dir / "spool",
         labels=dict(config.labels),
-        version=_capstan_version(),
+        version=_capstan_version,
         links=links,
         peer_of=peer_of,
     )
@@ -203,6 +218,7 @@ def build_agent(
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(services[0], health_pb2.HealthCheckResponse.SERVING)
     log.info("node %s serving on %s (runtime %s)", identity.uri, port, runtime.name)
+    release_startup_memory()
     return NodeAgent(
         server,
         port,

@@ -14,6 +14,7 @@ import logging
 import os
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -112,9 +113,7 @@ def spec_from_pb(pb: node_pb2.ContainerSpec) -> ContainerSpec:
         network=pb.network or "none",
         service=pb.service,
         ports=tuple(PortSpec(p.port, p.publish) for p in pb.ports),
-        links=tuple(
-            LinkSpec(x.service, x.address, tuple(x.ports), x.target) for x in pb.links
-        ),
+        links=tuple(LinkSpec(x.service, x.address, tuple(x.ports), x.target) for x in pb.links),
     )
 
 
@@ -201,7 +200,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         volumes: VolumeStore,
         spool_dir: Path,
         labels: dict[str, str] | None = None,
-        version: str = "",
+        version: str | Callable[[], str] = "",
         links: LinkManager | None = None,
         peer_of: Callable[[Any], PeerInfo] | None = None,
     ) -> None:
@@ -357,18 +356,72 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         except LinkRefused as exc:
             context.abort(exc.code, exc.reason)
 
+    @_stream_boundary
+    def ExecContainer(
+        self, request_iterator: Iterator[node_pb2.ExecInput], context: Any
+    ) -> Iterator[node_pb2.ExecOutput]:
+        """A user's command in a container. The interceptor has checked the token
+        against the first message (container and exact command line) and holds the
+        call by the token's grant: when it ends, the call is cancelled, the callback
+        below kills the command, and this thread returns."""
+        first = next(request_iterator)
+        start = first.start
+        if first.stdin or first.close_stdin:
+            raise errors.InvalidArgument("start", "the first message carries only start")
+        if not start.command:
+            raise errors.InvalidArgument("start.command", "empty")
+        session = self._runtime.exec(
+            start.name, list(start.command), tty=start.tty, stdin=start.stdin
+        )
+        context.add_callback(session.kill)
+        log.info("exec in %s: %s", start.name, " ".join(start.command)[:512])
+        if start.stdin:
+            pump = threading.Thread(
+                target=_pump_input, args=(request_iterator, session), daemon=True,
+                name=f"exec-input-{start.name}",
+            )
+            pump.start()
+        try:
+            for stream, data in session.output():
+                if not context.is_active():
+                    return
+                if stream == 2:
+                    yield node_pb2.ExecOutput(stderr=data)
+                else:
+                    yield node_pb2.ExecOutput(stdout=data)
+            code = session.wait()
+        finally:
+            if not context.is_active():
+                session.kill()
+        yield node_pb2.ExecOutput(exited=True, exit_code=code)
+
     def GetNodeInfo(self, request: node_pb2.NodeInfoRequest, context: Any) -> node_pb2.NodeInfo:
         info = self._runtime.info()
         return node_pb2.NodeInfo(
             node_id=self._node_id,
             runtime=info.runtime,
             runtime_version=info.version,
-            capstan_version=self._version,
+            capstan_version=self._version if isinstance(self._version, str) else self._version(),
             cpus=info.cpus,
             memory=info.memory,
             containers=len(self._runtime.list()),
             labels=self._labels,
         )
+
+
+def _pump_input(messages: Iterator[node_pb2.ExecInput], session: Any) -> None:
+    """The caller's input to the command, until it closes stdin or the call ends."""
+    try:
+        for message in messages:
+            if message.HasField("start"):
+                break  # one start per call: a second one is ignored, and input ends
+            if message.stdin:
+                session.write(message.stdin)
+            if message.close_stdin:
+                break
+    except grpc.RpcError:
+        pass
+    session.close_stdin()
 
 
 def _named_upload(messages: Iterable[Any], field: str) -> tuple[str, Iterator[bytes]]:

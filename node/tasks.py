@@ -7,10 +7,10 @@ the only way a node ever calls another node. The runner:
 
 - ignores a request id it has already taken (the orchestrator may resend);
 - completes an expired task as failed without calling the source;
-- checks that the certificate served at ``source_address`` carries ``source_id``
-  before the token is presented (a node answering at another node's address must not
-  receive it), then uses the token once, over mTLS with the node's own current
-  certificate;
+- calls the source over a channel whose handshake accepts only ``source_id``
+  (protos.wire.channel.expecting), so a node answering at another node's address
+  never receives the token; uses the token once, over mTLS with the node's own
+  current certificate;
 - loads an image only through the same tag check as ImportImage, and a volume only
   through the volume store's all-or-nothing import;
 - reports the outcome with ``NodeGateway.Complete``, retried while the gateway is
@@ -22,8 +22,6 @@ Tokens are never logged: no log line or completion message holds a Task message.
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 import threading
 import time
 from collections import OrderedDict, deque
@@ -33,15 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from cryptography import x509
 
 from node import pinned
 from node.errors import InvalidArgument
 from node.runtime.base import Runtime
 from node.service import MAX_IMAGE_BYTES, MAX_VOLUME_BYTES, import_image_checked
 from node.volumes import VolumeStore, digest_checked
-from pki.certs import identity_of
-from pki.errors import CapstanError, CertificateError
+from pki.errors import CapstanError
 from protos import gateway_pb2, gateway_pb2_grpc, node_pb2
 from protos.wire.errors import status_of
 from protos.wire.nodeclient import NodeClient
@@ -50,19 +46,13 @@ from protos.wire.tasks import IMAGE_FETCH, KINDS
 log = logging.getLogger("capstan.node.tasks")
 
 __all__ = [
-    "SourceMismatch",
     "TaskOutcome",
     "TaskRunner",
-    "check_source_identity",
 ]
 
 MAX_MESSAGE = 500  # characters of a completion message
 _REMEMBERED_IDS = 4096
 _MAX_FIELD = 512
-
-
-class SourceMismatch(CapstanError):
-    """The node answering at the source address is not the source the task names."""
 
 
 @dataclass(frozen=True)
@@ -77,50 +67,13 @@ class TaskOutcome:
     completed: bool  # the orchestrator acknowledged the completion
 
 
-def check_source_identity(
-    address: str, expected: str, *, cert: Path, key: Path, ca: Path, timeout: float = 10.0
-) -> None:
-    """Raise SourceMismatch unless the certificate served at ``address`` verifies against
-    ``ca`` for that host and names ``expected`` (a SPIFFE id).
-
-    gRPC's channel checks the host name only; the node identity is a URI SAN, so it is
-    checked here with a TLS handshake of its own (with this node's certificate, as the
-    source requires client authentication). Both connections verify the chain against
-    the cluster's trust bundle and the host name.
-    """
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise SourceMismatch(f"source address {address[:_MAX_FIELD]!r} is not HOST:PORT")
-    host = host.strip("[]")
-    try:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
-        context.load_cert_chain(str(cert), str(key))
-        context.set_alpn_protocols(["h2"])
-        with (
-            socket.create_connection((host, int(port)), timeout=timeout) as raw,
-            context.wrap_socket(raw, server_hostname=host) as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise SourceMismatch(f"cannot verify the source at {address}: {exc}") from None
-    if not der:
-        raise SourceMismatch(f"the source at {address} sent no certificate")
-    try:
-        served = identity_of(x509.load_der_x509_certificate(der)).uri
-    except (CertificateError, ValueError) as exc:
-        raise SourceMismatch(f"the source at {address} has no Capstan identity: {exc}") from None
-    if served != expected:
-        raise SourceMismatch(f"the node at {address} is {served}, not {expected}")
-
-
 class TaskRunner:
     """Runs tasks on a small pool of worker threads; see the module docstring.
 
     ``own_credentials`` returns mTLS credentials from the node's current certificate
     (read again for every task, so a renewed certificate is used); ``gateway_channel``
     returns a new channel to the orchestrator's NodeGateway, closed after each
-    completion. ``check_source`` (address, SPIFFE id) raises when the source's
-    certificate is not that node's; ``on_image`` runs after an image was loaded (the
+    completion. ``on_image`` runs after an image was loaded (the
     agent makes the reporter tell the orchestrator at once).
     """
 
@@ -133,7 +86,6 @@ class TaskRunner:
         gateway_channel: Callable[[], grpc.Channel],
         node_id: str,
         spool_dir: Path,
-        check_source: Callable[[str, str], None] | None = None,
         on_image: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         workers: int = 2,
@@ -151,7 +103,6 @@ class TaskRunner:
         self._gateway = gateway_channel
         self._node_id = node_id
         self._spool = Path(spool_dir)
-        self._check_source = check_source
         self._on_image = on_image
         self._clock = clock
         self._fetch_timeout = fetch_timeout
@@ -242,8 +193,6 @@ class TaskRunner:
             raise InvalidArgument("source_id", "a node does not fetch from itself")
 
     def _source(self, task: gateway_pb2.Task) -> NodeClient:
-        if self._check_source is not None:
-            self._check_source(task.source_address, task.source_id)
         # With ``credentials_for`` (node/renewal.py), the pair the token is bound to:
         # a token minted just before a certificate renewal still works.
         credentials = (
@@ -251,7 +200,7 @@ class TaskRunner:
             if self.credentials_for is not None
             else self._credentials()
         )
-        return NodeClient(task.source_address, credentials=credentials)
+        return NodeClient(task.source_address, credentials=credentials, expect=task.source_id)
 
     def _fetch_image(self, task: gateway_pb2.Task) -> str:
         ref = task.resource

@@ -54,9 +54,7 @@ def validate(app: topology_pb2.Application) -> None:
         if not 0 <= s.resources.cpu <= quantities.MAX_CPU or s.resources.cpu != s.resources.cpu:
             problems.append(f"{p}.resources.cpu: must be between 0 and {quantities.MAX_CPU}")
         if s.resources.memory and not rules.MIN_MEMORY <= s.resources.memory <= rules.MAX_MEMORY:
-            problems.append(
-                f"{p}.resources.memory: must be 0 or at least {rules.MIN_MEMORY} bytes"
-            )
+            problems.append(f"{p}.resources.memory: must be 0 or at least {rules.MIN_MEMORY} bytes")
         for i, v in enumerate(s.volumes):
             check(f"{p}.volumes[{i}].name", rules.check_dns_label(v.name))
             check(f"{p}.volumes[{i}].path", rules.check_mount_path(v.path))

@@ -11,11 +11,17 @@ Identity and role come only from the verified peer certificate (``pki.peers``, t
 same implementation the node uses); nothing in a request can change them. A refusal
 tells the caller its status and a short reason; the precise reason goes to the log
 and the audit trail.
+
+Every response stream (a node's Report and Watch, a reviewer's AuditTail follow)
+counts against its peer's limit of concurrent streams and is held by the peer's
+certificate (protos.wire.grants): it ends within END_WITHIN seconds of that
+certificate being revoked or expiring.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,6 +34,7 @@ from orchestrator.audit import AuditLog
 from pki.identity import Kind
 from pki.peers import Peer, PeerRefused, authenticate
 from protos import control_pb2
+from protos.wire.grants import Grant, guarded
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -48,6 +55,7 @@ __all__ = [
 
 CONTROL = "capstan.v1.ControlService"
 GATEWAY = "capstan.v1.NodeGateway"
+SECRETS = "capstan.v1.SecretService"
 #: Services outside the table that anyone reaching the port may call (no certificate
 #: needed: the join port has none). Anything else unknown is refused.
 PUBLIC_SERVICES = frozenset(
@@ -60,6 +68,8 @@ PUBLIC_SERVICES = frozenset(
 
 #: The tenant of a user who names none and is confined to none.
 DEFAULT_TENANT = "default"
+#: Response streams one peer (one SPIFFE identity) may hold at once.
+STREAMS_PER_PEER = 8
 
 Caller = Peer
 
@@ -142,6 +152,7 @@ TABLE: Mapping[str, Rule] = {
             "Uncordon": Rule(Access.ADMIN),
             "Drain": Rule(Access.ADMIN),
             "Logs": Rule(Access.READ, tenant=_tenant),
+            "Exec": Rule(Access.WRITE, tenant=_tenant),
             "CreateJoinToken": Rule(Access.ADMIN),
             "AuditTail": Rule(Access.REVIEW),
             "AuditVerify": Rule(Access.REVIEW),
@@ -150,7 +161,18 @@ TABLE: Mapping[str, Rule] = {
             "RevokeNode": Rule(Access.ADMIN),
             "PkiStatus": Rule(Access.REVIEW),
             "Version": Rule(Access.READ),
+            "ListOrchestrators": Rule(Access.READ),
             "SeedImage": Rule(Access.ADMIN),
+        }.items()
+    },
+    **{
+        f"/{SECRETS}/{method}": rule
+        for method, rule in {
+            "CreateSecret": Rule(Access.WRITE, tenant=_tenant),
+            "RotateSecret": Rule(Access.WRITE, tenant=_tenant),
+            "DeleteSecret": Rule(Access.WRITE, tenant=_tenant),
+            "DescribeSecret": Rule(Access.READ, tenant=_tenant),
+            "ListSecrets": Rule(Access.READ),
         }.items()
     },
     **{
@@ -189,12 +211,51 @@ class Gate:
         nodes: Callable[[str], control_pb2.NodeRecord | None],
         audit: AuditLog,
         table: Mapping[str, Rule] = TABLE,
+        clock: Callable[[], float] = time.time,
+        streams_per_peer: int = STREAMS_PER_PEER,
     ) -> None:
         self._trust_domain = trust_domain
         self._revoked = revoked
         self._nodes = nodes
         self._audit = audit
         self.table = table
+        self.clock = clock
+        self.streams_per_peer = streams_per_peer
+        self._streams: dict[str, int] = {}
+
+    def revoked(self) -> Collection[int]:
+        return self._revoked()
+
+    def open_stream(self, caller: Peer, method: str) -> Callable[[], None]:
+        """Count one stream of ``caller``; return its release. Raises ``_Refused``."""
+        n = self._streams.get(caller.uri, 0)
+        if n >= self.streams_per_peer:
+            raise _Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too many streams",
+                "stream.refused",
+                peer=caller.uri,
+                method=method,
+                reason=f"already {n} streams open",
+            )
+        self._streams[caller.uri] = n + 1
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            left = self._streams.get(caller.uri, 1) - 1
+            if left > 0:
+                self._streams[caller.uri] = left
+            else:
+                self._streams.pop(caller.uri, None)
+
+        return release
+
+    def open_streams(self, uri: str) -> int:
+        return self._streams.get(uri, 0)
 
     def _peer(self, context: grpc.aio.ServicerContext, event: str, name: str) -> Peer:
         try:
@@ -332,8 +393,23 @@ def _checked(gate: Gate, method: str, rule: Rule, handler: Any) -> Any:
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             call = await who(request, context)
-            async for item in inner(request, context, call):
-                yield item
+            peer = call.caller
+            try:
+                release = gate.open_stream(peer, method)
+            except _Refused as exc:
+                await gate.refuse(exc, method, context)
+                raise AssertionError("abort returned") from None  # pragma: no cover
+            try:
+                async for item in guarded(
+                    inner(request, context, call),
+                    context=context,
+                    grant=Grant(peer.not_after, peer.serial),
+                    clock=gate.clock,
+                    revoked=gate.revoked,
+                ):
+                    yield item
+            finally:
+                release()
 
         return _rebuild(handler, streaming)
 

@@ -6,17 +6,26 @@ gives the CLI's exit status for any CapstanError (see docs/cli.md).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grpc
 
 from orchestrator.context import Context
+from pki.certs import identity_of, load_pem_chain
 from pki.errors import CapstanError
 from protos import control_pb2 as cpb
-from protos import control_pb2_grpc, topology_pb2
-from protos.wire.channel import CONTROL_CHANNEL_OPTIONS, client_credentials
+from protos import control_pb2_grpc, secrets_pb2_grpc, topology_pb2
+from protos import secrets_pb2 as spb
+from protos.wire.channel import (
+    CONTROL_CHANNEL_OPTIONS,
+    any_orchestrator,
+    client_credentials,
+    expecting,
+)
 from protos.wire.errors import status_of
+from protos.wire.leader import Endpoints, leader_of
 
 __all__ = [
     "EXIT_FAILURE",
@@ -43,6 +52,11 @@ _EXIT_BY_CODE = {
     "DEADLINE_EXCEEDED": EXIT_UNAVAILABLE,
 }
 DEFAULT_TIMEOUT = 30.0
+# A leader change: the first call may meet a dead leader or a follower of a cluster
+# still electing. Retried on the next (or named) orchestrator for this long at most;
+# a refusal by a follower or a refused connection means nothing was done.
+FAILOVER_WINDOW = 8.0
+_FAILOVER_PAUSE = 0.25
 
 
 class ControlError(CapstanError):
@@ -103,15 +117,47 @@ class ControlClient:
     ) -> None:
         self.context = context
         self.timeout = timeout
+        self.endpoints = Endpoints(context.endpoints or [context.endpoint])
+        self._credentials: grpc.ChannelCredentials | None = None
+        self._options: list[tuple[str, Any]] = []
         if channel is None:
             ca, cert, key = context.read_credentials()
-            channel = grpc.secure_channel(
-                context.endpoint,
-                client_credentials(cert, key, ca),
-                options=CONTROL_CHANNEL_OPTIONS,
-            )
+            # The server must prove it is an orchestrator of our trust domain in the
+            # handshake, whatever host name the context dials.
+            trust_domain = identity_of(load_pem_chain(cert, "user certificate")[0]).trust_domain
+            self._credentials = client_credentials(cert, key, ca)
+            self._options = [*CONTROL_CHANNEL_OPTIONS, *expecting(any_orchestrator(trust_domain))]
+            channel = self._dial(self.endpoints.current())
         self.channel = channel
         self._stub: Any = control_pb2_grpc.ControlServiceStub(channel)
+        self._secrets: Any = secrets_pb2_grpc.SecretServiceStub(channel)
+
+    def _dial(self, endpoint: str) -> grpc.Channel:
+        assert self._credentials is not None  # noqa: S101 - only for contexts we dialled
+        return grpc.secure_channel(endpoint, self._credentials, options=self._options)
+
+    def _failover(self, exc: grpc.RpcError, started: float) -> bool:
+        """After UNAVAILABLE: move to the leader a follower named, or to the next
+        orchestrator; False when there is nowhere else to go or no time left."""
+        if self._credentials is None or status_of(exc).name != "UNAVAILABLE":
+            return False
+        if time.monotonic() - started > FAILOVER_WINDOW:
+            return False
+        failed = self.endpoints.current()
+        leader = leader_of(exc)
+        if not leader and len(self.endpoints) == 1:
+            return False
+        target = self.endpoints.failed(failed, leader)
+        if target == failed:
+            time.sleep(_FAILOVER_PAUSE)  # the same one: a cluster still electing
+        else:
+            self.channel.close()
+            self.channel = self._dial(target)
+            self._stub = control_pb2_grpc.ControlServiceStub(self.channel)
+            self._secrets = secrets_pb2_grpc.SecretServiceStub(self.channel)
+        if not leader:
+            time.sleep(_FAILOVER_PAUSE)
+        return True
 
     def close(self) -> None:
         self.channel.close()
@@ -122,11 +168,40 @@ class ControlClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        try:
-            return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
-        except grpc.RpcError as exc:
-            raise _mapped(method, exc, self.context) from None
+    def _call(
+        self, method: str, request: Any, timeout: float | None = None, *, service: str = "_stub"
+    ) -> Any:
+        started = time.monotonic()
+        while True:
+            try:
+                stub = getattr(self, service)  # read each try: a failover replaces it
+                return getattr(stub, method)(request, timeout=timeout or self.timeout)
+            except grpc.RpcError as exc:
+                if self._failover(exc, started):
+                    continue
+                raise _mapped(method, exc, self.context) from None
+
+    # -- secrets (values go in, never come out) ----------------------------------------
+
+    def create_secret(self, name: str, value: bytes, tenant: str = "") -> spb.SecretInfo:
+        request = spb.SecretWrite(tenant=tenant, name=name, value=value)
+        return self._call("CreateSecret", request, service="_secrets")  # type: ignore[no-any-return]
+
+    def rotate_secret(self, name: str, value: bytes, tenant: str = "") -> spb.SecretInfo:
+        request = spb.SecretWrite(tenant=tenant, name=name, value=value)
+        return self._call("RotateSecret", request, service="_secrets")  # type: ignore[no-any-return]
+
+    def delete_secret(self, name: str, tenant: str = "") -> spb.SecretInfo:
+        request = spb.SecretRef(tenant=tenant, name=name)
+        return self._call("DeleteSecret", request, service="_secrets")  # type: ignore[no-any-return]
+
+    def describe_secret(self, name: str, tenant: str = "") -> spb.SecretInfo:
+        request = spb.SecretRef(tenant=tenant, name=name)
+        return self._call("DescribeSecret", request, service="_secrets")  # type: ignore[no-any-return]
+
+    def list_secrets(self, tenant: str = "") -> list[spb.SecretInfo]:
+        reply = self._call("ListSecrets", spb.SecretListRequest(tenant=tenant), service="_secrets")
+        return list(reply.secrets)
 
     # -- applications -----------------------------------------------------------------
 
@@ -210,9 +285,66 @@ class ControlClient:
 
         ca, cert, key = self.context.read_credentials()
         request = node_pb2.LogsRequest(name=grant.container, follow=follow, tail=tail)
-        with NodeClient(grant.node_address, credentials=client_credentials(cert, key, ca)) as node:
+        with NodeClient(
+            grant.node_address, credentials=client_credentials(cert, key, ca), expect=grant.node_id
+        ) as node:
             for chunk in node.stream("container.logs", request, grant.token):
                 yield bytes(chunk.data)
+
+    # -- exec ---------------------------------------------------------------------------
+
+    def exec_grant(
+        self,
+        app: str,
+        instance: str,
+        command: list[str],
+        *,
+        tenant: str = "",
+        tty: bool = False,
+        stdin: bool = False,
+        ttl: float = 0.0,
+    ) -> cpb.ExecGrant:
+        request = cpb.ExecRequest(
+            tenant=tenant, app=app, instance=instance, command=command, tty=tty, stdin=stdin,
+            ttl=ttl,
+        )
+        return self._call("Exec", request)  # type: ignore[no-any-return]
+
+    def exec_session(
+        self,
+        grant: cpb.ExecGrant,
+        command: list[str],
+        inputs: Iterator[bytes],
+        *,
+        tty: bool = False,
+        stdin: bool = False,
+    ) -> Iterator[Any]:
+        """Run the granted command on its node directly, with the user's own certificate:
+        ExecOutput messages until the command exits or the grant ends. ``inputs`` is
+        the user's input (read only with ``stdin``); its end closes the command's stdin."""
+        from protos import node_pb2
+        from protos.wire.channel import client_credentials
+        from protos.wire.nodeclient import NodeClient
+
+        # Exactly the start the orchestrator minted the token for (its digest is req).
+        start = node_pb2.ExecStart(
+            name=grant.container, command=command, tty=tty, stdin=stdin
+        )
+
+        def messages() -> Iterator[Any]:
+            yield node_pb2.ExecInput(start=start)
+            if not stdin:
+                return
+            for data in inputs:
+                yield node_pb2.ExecInput(stdin=data)
+            yield node_pb2.ExecInput(close_stdin=True)
+
+        ca, cert, key = self.context.read_credentials()
+        # The node must prove the identity the token is for (not only its host name).
+        with NodeClient(
+            grant.node_address, credentials=client_credentials(cert, key, ca), expect=grant.node_id
+        ) as node:
+            yield from node.stream("container.exec", messages(), grant.token)
 
     # -- audit --------------------------------------------------------------------------
 
@@ -224,6 +356,10 @@ class ControlClient:
             yield from self._stub.AuditTail(request, timeout=None if follow else self.timeout)
         except grpc.RpcError as exc:
             raise _mapped("AuditTail", exc, self.context) from None
+
+    def list_orchestrators(self) -> cpb.OrchestratorsInfo:
+        """The control plane: leader, epoch, every orchestrator, etcd members' health."""
+        return self._call("ListOrchestrators", cpb.OrchestratorsRequest())  # type: ignore[no-any-return]
 
     def audit_verify(self) -> cpb.AuditVerifyResponse:
         return self._call("AuditVerify", cpb.AuditVerifyRequest())  # type: ignore[no-any-return]

@@ -27,6 +27,7 @@ class OrchestratorConfig:
     etcd_namespace: str = "/capstan"
     etcd_tls: tuple[Path, Path, Path] | None = None  # CA, client certificate, key
     leader_ttl: float = 2.0  # seconds a silent leader keeps leadership
+    takeover_grace: float = 10.0  # extra silence allowed to nodes after an election
     # This orchestrator among several: they share one identity (nodes obey one issuer
     # and check one server id) and are told apart by member name and address.
     member: str = ""

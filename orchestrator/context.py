@@ -11,6 +11,10 @@ default) names any number of contexts and the current one::
         cert: local/admin/admin.crt
         key: local/admin/admin.key
 
+``endpoint`` may list several orchestrators of one cluster (high availability),
+comma-separated: ``127.0.0.1:7300,127.0.0.1:7310,127.0.0.1:7320``; the CLI goes to
+whichever leads.
+
 Selecting a context: ``--context NAME``, else ``$CAPSTAN_CONTEXT``, else
 ``current-context``. Every problem is one ``ContextError`` naming the file.
 """
@@ -69,6 +73,11 @@ class Context:
     ca: Path
     cert: Path
     key: Path
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Every orchestrator endpoint of the context (one, or several for HA)."""
+        return tuple(e.strip() for e in self.endpoint.split(",") if e.strip())
 
     def read_credentials(self) -> tuple[bytes, bytes, bytes]:
         """(ca, cert chain, key) bytes; a missing file is a ContextError naming it."""
@@ -206,7 +215,8 @@ def _context(path: Path, name: str, body: object) -> Context:
         if not isinstance(value, str) or not value:
             raise ContextError(f"{where}.{key}: required (a non-empty string)")
         values[key] = value
-    parse_endpoint(values["endpoint"], f"{where}.endpoint")
+    for endpoint in values["endpoint"].split(","):
+        parse_endpoint(endpoint.strip(), f"{where}.endpoint")
     base = path.parent
 
     def file(key: str) -> Path:

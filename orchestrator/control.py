@@ -23,16 +23,22 @@ from orchestrator._events import event_line, of_app
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, Caller, UserCall, may
 from orchestrator.autoscale import keep_autoscaled
-from orchestrator.errors import Conflict, OrchestratorError
+from orchestrator.errors import Conflict, NotLeader, OrchestratorError, StoreUnavailable
 from orchestrator.minter import Minter
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
+from orchestrator.secrets import SecretService
 from orchestrator.state import ClusterState
 from pki.errors import CapstanError
 from protos import control_pb2, control_pb2_grpc, topology_pb2
 from protos.wire import rules
 
 log = logging.getLogger("capstan.orchestrator")
+
+#: An exec session lasts as long as its token: the default, and at most (the node's
+#: verifier refuses tokens living longer than its max_token_ttl, 300 s by default).
+EXEC_DEFAULT_TTL = 300.0
+EXEC_MAX_TTL = 300.0
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -46,6 +52,10 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (plans.InvalidApplication, grpc.StatusCode.INVALID_ARGUMENT),
     (scheduler.Unschedulable, grpc.StatusCode.INVALID_ARGUMENT),
     (Conflict, grpc.StatusCode.ABORTED),
+    # Leadership lost mid-call, or etcd without quorum: nothing was done; try again
+    # (clients move to the leader).
+    (NotLeader, grpc.StatusCode.UNAVAILABLE),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
 
@@ -65,6 +75,8 @@ def _errors(fn: F) -> F:
 
 
 class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[misc]
+    # The control plane's members, leader and etcd health (set by the server).
+    orchestrators: Callable[[], Awaitable[control_pb2.OrchestratorsInfo]] | None = None
     rebalancer: Rebalancer | None = None  # set by the server once built
     lifecycle: Any = None  # orchestrator.lifecycle.Lifecycle, set by the server once built
 
@@ -78,7 +90,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         ca_pin: str,
         delegation_ttl: float,
         clock: Callable[[], float],
+        secrets: SecretService,
     ) -> None:
+        self._secrets = secrets
         self._state = state
         self._reconciler = reconciler
         self._audit = audit
@@ -99,6 +113,10 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         app.CopyFrom(request.app)
         app.tenant = call.tenant
         plans.validate(app)
+        # Secrets are referenced, never embedded: each must exist in the app's tenant.
+        missing = await self._secrets.missing(app)
+        if missing:
+            raise plans.InvalidApplication("; ".join(missing))
         # Pinned at apply: each image by the digest in the file or the admin's pin, so
         # what runs is named by content from here on, whatever a node says later.
         for s in app.services:
@@ -347,6 +365,60 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         )
 
     @_errors
+    async def Exec(self, request: control_pb2.ExecRequest, context: Any, call: UserCall) -> Any:
+        """A grant to run one command in one instance: a single-use token for the
+        caller's own certificate, bound to that container on that node and to exactly
+        this command line (req). The orchestrator relays nothing, and cannot be
+        bypassed: the node runs only what a token it verifies names. Viewers may
+        not (WRITE); a tenant only in its own tenant."""
+        from pki.tokens import request_digest
+        from protos import node_pb2
+        from protos.ops import request_fields
+
+        tenant, caller = call.tenant, call.caller
+        service, _, index = request.instance.rpartition(".")
+        if not service or not index.isdigit():
+            raise plans.InvalidApplication("instance: must be SERVICE.INDEX")
+        if not request.command or len(request.command) > 256:
+            raise plans.InvalidApplication("command: between 1 and 256 arguments")
+        if sum(len(a) for a in request.command) > 64 * 1024:
+            raise plans.InvalidApplication("command: longer than 64 KiB")
+        if not 0 <= request.ttl <= EXEC_MAX_TTL:  # NaN fails both
+            raise plans.InvalidApplication(f"ttl: must be between 0 and {EXEC_MAX_TTL:g} s")
+        w = self._state.workload(plans.workload_id(tenant, request.app, service, int(index)))
+        if w is None or w.desired == "removed":
+            raise NotFound(f"instance {tenant}/{request.app}/{request.instance} not found")
+        node = self._state.node(w.node) if w.node else None
+        if node is None or not w.container or w.state != "running":
+            raise NotFound(f"instance {request.instance} is not running on a node")
+        start = node_pb2.ExecStart(
+            name=w.container, command=list(request.command), tty=request.tty,
+            stdin=request.stdin,
+        )
+        ttl = request.ttl or EXEC_DEFAULT_TTL
+        # Audited before the token exists: an exec nobody recorded cannot happen.
+        await self._audit.record(
+            "exec.granted", by=caller.uri, tenant=tenant, app=request.app,
+            workload=w.id, node=node.name, container=w.container,
+            command=list(request.command), tty=request.tty, ttl=ttl,
+        )
+        token = await self._minter.mint(
+            sub=caller.uri,
+            cnf=caller.thumbprint,
+            aud=node.id,
+            op="container.exec",
+            res=w.container,
+            req=request_digest(request_fields(node_pb2.ExecInput(start=start))),
+            ttl=ttl,
+            why=f"exec in {w.id}",
+        )
+        return control_pb2.ExecGrant(
+            node_address=node.address, node_id=node.id, container=w.container, token=token,
+            expires_at=self._clock() + ttl,
+        )
+
+    @_errors
+    @_errors
     async def CreateJoinToken(
         self, request: control_pb2.JoinTokenRequest, context: Any, call: UserCall
     ) -> Any:
@@ -407,9 +479,12 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     ) -> Any:
         if self.lifecycle is None:
             raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
-        return await self.lifecycle.revoke_node(
+        record = await self.lifecycle.revoke_node(
             request.name, by=call.caller.uri, reason=request.reason or "key-compromise"
         )
+        # A revoked node is fetched from no more, whatever it held.
+        await self._reconciler.images.forget_node(request.name)
+        return record
 
     @_errors
     async def PkiStatus(
@@ -418,6 +493,14 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         if self.lifecycle is None:
             raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
         return self.lifecycle.status()
+
+    @_errors
+    async def ListOrchestrators(
+        self, request: control_pb2.OrchestratorsRequest, context: Any, call: UserCall
+    ) -> Any:
+        if self.orchestrators is None:
+            raise OrchestratorError("this orchestrator does not describe its control plane")
+        return await self.orchestrators()
 
     @_errors
     async def Version(

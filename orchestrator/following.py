@@ -16,12 +16,17 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from protos import control_pb2, gateway_pb2
+from protos import control_pb2, gateway_pb2, secrets_pb2
 from protos.wire.leader import LEADER_METADATA, NOT_LEADER
 
 _GATED = (
     "/" + control_pb2.DESCRIPTOR.services_by_name["ControlService"].full_name + "/",
     "/" + gateway_pb2.DESCRIPTOR.services_by_name["NodeGateway"].full_name + "/",
+    "/" + secrets_pb2.DESCRIPTOR.services_by_name["SecretService"].full_name + "/",
+)
+# Read from the store by whichever orchestrator is asked: works while electing.
+_EVERY_MEMBER = (
+    _GATED[0] + "ListOrchestrators",
 )
 
 
@@ -29,7 +34,9 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Refuses gated calls unless ``leading()``; ``leader(method)`` names where to go
     (the leader's join address for Join, its mTLS address for the rest)."""
 
-    def __init__(self, leading: Callable[[], bool], leader: Callable[[str], str]) -> None:
+    def __init__(
+        self, leading: Callable[[], bool], leader: Callable[[str], Awaitable[str]]
+    ) -> None:
         self._leading = leading
         self._leader = leader
 
@@ -40,9 +47,14 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         method: str = details.method
-        if handler is None or not method.startswith(_GATED) or self._leading():
+        if (
+            handler is None
+            or not method.startswith(_GATED)
+            or method in _EVERY_MEMBER
+            or self._leading()
+        ):
             return handler
-        return _refusal(handler, self._leader(method))
+        return _refusal(handler, await self._leader(method))
 
 
 def _refusal(handler: grpc.RpcMethodHandler, leader: str) -> grpc.RpcMethodHandler:

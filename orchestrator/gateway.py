@@ -30,10 +30,10 @@ from orchestrator.tasks import Completion, TaskBook, TaskRefused
 from pki.authority import Authority
 from pki.certs import thumbprint
 from pki.errors import CapstanError
-from pki.identity import Kind, validate_name
+from pki.identity import Kind, canonical_host, validate_name
 from pki.tokenkeys import TokenKeyStore
 from protos import control_pb2, gateway_pb2, gateway_pb2_grpc, node_pb2
-from protos.wire.trust import format_deny_list
+from protos.wire.trust import format_deny_list, sign_trust_update
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -61,7 +61,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         on_report: Callable[[], None] = lambda: None,
         reserved_sans: tuple[str, ...] = (),
     ) -> None:
-        self._reserved_sans = reserved_sans
+        # Compared in one spelling (pki.identity.canonical_host): `VM` is `vm`.
+        # localhost is everyone's own name: no node certificate may carry it.
+        self._reserved_sans = frozenset(canonical_host(a) for a in (*reserved_sans, "localhost"))
         self._tasks = tasks
         self._on_completion = on_completion
         self._assignments = assignments
@@ -105,18 +107,23 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         try:
             if request.name:
                 validate_name(request.name, "node name")
-            ips = [str(ipaddress.ip_address(i)) for i in request.ips]
-            dns = list(request.dns)
+            # Every name in its one spelling before any comparison, and the same
+            # spelling is what the certificate will carry.
+            ips = list(
+                dict.fromkeys(str(ipaddress.ip_address(canonical_host(i))) for i in request.ips)
+            )
+            dns = list(dict.fromkeys(canonical_host(d) for d in request.dns))
             host, _, port = request.address.rpartition(":")
-            if not port.isdigit() or not host or (host not in ips and host not in dns):
+            if not port.isdigit() or not host or canonical_host(host) not in set(ips) | set(dns):
                 raise CapstanError(
                     f"address {request.address!r} must be HOST:PORT with HOST among the node's SANs"
                 )
-            # A node certificate naming one of the orchestrator's own addresses could
-            # impersonate the orchestrator to other nodes (clients check names only).
-            taken = set(self._reserved_sans) & (set(ips) | set(dns))
+            # A node certificate naming the orchestrator's names or addresses, or
+            # localhost, is refused even though clients check identities: such a name
+            # would still fool any outside tool that checks host names only.
+            taken = self._reserved_sans & (set(ips) | set(dns))
             if taken:
-                raise CapstanError(f"SANs {sorted(taken)} belong to the orchestrator")
+                raise CapstanError(f"SANs {sorted(taken)} are reserved (the orchestrator's)")
         except (CapstanError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
@@ -199,14 +206,23 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
     # -- report ---------------------------------------------------------------------
 
     def trust_update(self) -> gateway_pb2.GatewayMessage:
-        return gateway_pb2.GatewayMessage(
-            sent_at=self._clock(),
-            trust=gateway_pb2.TrustUpdate(
-                jwks=json.dumps(self._token_keys().jwks()).encode(),
-                deny_list=format_deny_list(self._revoked()),
-                trust_bundle=self._authority.trust_bundle(),
-            ),
+        """The current JWKS, deny list and bundle, signed by every token key held (a
+        node applies it only when signed by a key it already trusts)."""
+        keys = self._token_keys()
+        try:
+            epoch = self.epoch()
+        except NotLeader:
+            epoch = 0  # a deposed leader's update sorts before the new leader's
+        now = self._clock()
+        update = gateway_pb2.TrustUpdate(
+            jwks=json.dumps(keys.jwks()).encode(),
+            deny_list=format_deny_list(self._revoked()),
+            trust_bundle=self._authority.trust_bundle(),
+            epoch=epoch,
+            issued_at_ms=int(now * 1000),
         )
+        sign_trust_update(update, keys.signers())
+        return gateway_pb2.GatewayMessage(sent_at=now, trust=update)
 
     def broadcast(self, message: gateway_pb2.GatewayMessage) -> None:
         for box in self.outboxes.values():

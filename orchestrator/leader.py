@@ -428,10 +428,19 @@ async def run_as_leader(
             log.warning("campaign failed: %s; retrying", exc)
             await asyncio.sleep(retry)
             continue
+        # The lease is kept alive from the first moment: a slow start of the
+        # leader's duties (reading the store back) must not let it lapse.
+        holding = asyncio.create_task(leadership.hold(), name="leader-lease")
         try:
             await on_elected(epoch)
-            await leadership.hold()
+            await holding
+        except (StoreError, NotLeader) as exc:
+            log.warning("leadership of epoch %d ends: %s", epoch, exc)
+            await leadership.resign()
         finally:
+            holding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holding
             await on_lost()
 
 

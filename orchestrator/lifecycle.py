@@ -444,9 +444,7 @@ class Lifecycle:
         while True:
             connected = set(self._gateway.outboxes)
             missing = [
-                n
-                for n in names
-                if n in connected and self._gateway.trust_digests.get(n) != want
+                n for n in names if n in connected and self._gateway.trust_digests.get(n) != want
             ]
             if not missing or time.monotonic() >= deadline:
                 break
@@ -542,8 +540,11 @@ class Lifecycle:
             deadline = time.monotonic() + self.settings.batch_timeout
             while time.monotonic() < deadline:
                 left = [
-                    n for n in batch if (r := self._state.node(n)) is not None
-                    and r.issuer_ca != issuer and r.state not in ("revoked", "dead")
+                    n
+                    for n in batch
+                    if (r := self._state.node(n)) is not None
+                    and r.issuer_ca != issuer
+                    and r.state not in ("revoked", "dead")
                 ]
                 if not left:
                     break
@@ -620,7 +621,8 @@ class Lifecycle:
         rotation = rotation_status(self.pki_dir)
         if rotation is not None:
             left = [
-                n.name for n in self._state.all_nodes()
+                n.name
+                for n in self._state.all_nodes()
                 if n.state != "revoked" and n.issuer_ca != rotation.new_intermediate
             ]
             out.rotation = (

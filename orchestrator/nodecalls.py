@@ -1,5 +1,7 @@
 """The orchestrator's calls to nodes (push): one token per call, minted for exactly
-that call, over an mTLS channel per node. Failures raise ``NodeCallError``."""
+that call, over an mTLS channel per node whose handshake accepts only that node's
+identity (an address now served by another node gets nothing, not even the
+request). Failures raise ``NodeCallError``."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import grpc.aio
 from orchestrator.minter import Minter
 from pki.tokens import request_digest
 from protos import node_pb2_grpc, ops
-from protos.wire.channel import NODE_CHANNEL_OPTIONS
+from protos.wire.channel import NODE_CHANNEL_OPTIONS, expecting
 from protos.wire.errors import NodeCallError
 from protos.wire.nodeclient import token_metadata
 
@@ -35,7 +37,7 @@ class NodeCaller:
         self._thumbprint = thumbprint
         self._credentials = credentials
         self._ttl = ttl
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     def set_credentials(self, credentials: grpc.ChannelCredentials, thumbprint: str) -> None:
@@ -55,13 +57,13 @@ class NodeCaller:
         for channel in channels:
             await channel.close()
 
-    def _stub(self, address: str) -> Any:
-        channel = self._channels.get(address)
+    def _stub(self, address: str, node_id: str) -> Any:
+        channel = self._channels.get((address, node_id))
         if channel is None:
             channel = grpc.aio.secure_channel(
-                address, self._credentials, options=NODE_CHANNEL_OPTIONS
+                address, self._credentials, options=[*NODE_CHANNEL_OPTIONS, *expecting(node_id)]
             )
-            self._channels[address] = channel
+            self._channels[address, node_id] = channel
         return node_pb2_grpc.NodeServiceStub(channel)
 
     async def _token(
@@ -92,7 +94,7 @@ class NodeCaller:
         op = ops.BY_OP[op_name]
         # Channel and thumbprint taken together, before the await: a certificate
         # renewal meanwhile must not pair a token for one certificate with the other.
-        stub, cnf = self._stub(address), self._thumbprint
+        stub, cnf = self._stub(address, node_id), self._thumbprint
         token = await self._token(node_id, op, request, why, cnf)
         try:
             return await getattr(stub, op.method)(
@@ -111,7 +113,7 @@ class NodeCaller:
         timeout: float | None = None,
     ) -> AsyncIterator[Any]:
         op = ops.BY_OP[op_name]
-        stub, cnf = self._stub(address), self._thumbprint
+        stub, cnf = self._stub(address, node_id), self._thumbprint
         token = await self._token(node_id, op, request, "", cnf)
         try:
             async for msg in getattr(stub, op.method)(

@@ -33,7 +33,6 @@ _MEMORY_UNITS = {
 }
 
 
-
 def parse_cpu(value: float) -> tuple[float | None, str | None]:
     """Cores: finite, > 0, at most MAX_CPU, in steps of 0.001 (the runtime's granularity)."""
     if not math.isfinite(value):

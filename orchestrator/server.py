@@ -32,7 +32,7 @@ from orchestrator.delegation import Delegator
 from orchestrator.failover import LivenessWatch
 from orchestrator.following import LeaderGate
 from orchestrator.gateway import Gateway
-from orchestrator.leader import FencedStore, Leadership, run_as_leader
+from orchestrator.leader import FencedStore, Leadership, orchestrators, run_as_leader
 from orchestrator.lifecycle import Lifecycle, LifecycleSettings, OwnCertificate, RevocationCache
 from orchestrator.links import LinkPlanner
 from orchestrator.liveness import Tracker
@@ -40,6 +40,7 @@ from orchestrator.minter import Minter
 from orchestrator.nodecalls import NodeCaller
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
+from orchestrator.secrets import SecretService
 from orchestrator.state import ClusterState
 from orchestrator.store import Store
 from orchestrator.store.etcd import EtcdStore, EtcdTLS
@@ -48,8 +49,16 @@ from orchestrator.tasks import TaskBook
 from pki.authority import Authority
 from pki.certs import thumbprint
 from pki.errors import ConfigError
+from pki.secretkeys import SecretKeyStore
 from pki.tokenkeys import TokenKeyStore
-from protos import control_pb2, control_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from protos import (
+    control_pb2,
+    control_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    secrets_pb2,
+    secrets_pb2_grpc,
+)
 from protos.wire.channel import ORCHESTRATOR_SERVER_OPTIONS
 
 log = logging.getLogger("capstan.orchestrator")
@@ -75,8 +84,11 @@ class Orchestrator:
     autoscaler: Autoscaler | None = None
     lifecycle: Lifecycle | None = None
     leadership: Leadership | None = None
+    secrets: SecretService | None = None
     # The leader's duties (reconciler, liveness, ...): running only while leading.
     duties: list[asyncio.Task[None]] = field(default_factory=list)
+    # The authorization gate (orchestrator/authz.py): streams held per peer.
+    authz: Gate | None = None
 
     async def stop(self, grace: float = 1.0) -> None:
         for task in self.tasks:
@@ -153,7 +165,7 @@ async def start(
         on_completion=reconciler.on_completion,
         assignments=reconciler.assignments,
         on_report=reconciler.wake,
-        reserved_sans=tuple(a for a in (*dns, *ips) if a != "localhost"),
+        reserved_sans=(*dns, *ips),
     )
     reconciler.tasks = tasks
     reconciler.delegator = Delegator(
@@ -174,7 +186,15 @@ async def start(
         stream_of=gateway.outboxes.get,
         clock=clock,
     )
+    # The key-encryption keys of secrets live beside the token keys, never in the store.
+    secret_service = SecretService(
+        state=state,
+        kek=SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"),
+        audit=audit,
+        clock=clock,
+    )
     control = ControlService(
+        secrets=secret_service,
         state=state,
         reconciler=reconciler,
         audit=audit,
@@ -190,12 +210,27 @@ async def start(
     control.rebalancer = rebalancer
 
     leader_seen: dict[str, str] = {}  # the last leader read from the store, for redirects
-    leader_gate = LeaderGate(
-        lambda: leadership.leading,
-        lambda method: leader_seen.get("join" if method.endswith("/Join") else "address", ""),
-    )
+
+    async def redirect(method: str) -> str:
+        # Read now (a follower may have been paused or cut off: its cache is stale),
+        # the cache only when the store does not answer at once.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(0.5):
+                info = await leadership.leader()
+                leader_seen.update(
+                    address=info.address if info else "", join=info.join_address if info else ""
+                )
+        where = leader_seen.get("join" if method.endswith("/Join") else "address", "")
+        # Never to itself: a deposed leader's record may linger until its lease ends.
+        return "" if where in leader_seen.get("own", "").split(",") else where
+
+    leader_gate = LeaderGate(lambda: leadership.leading, redirect)
     authz = Gate(
-        trust_domain=authority.trust_domain, revoked=revoked, nodes=state.node, audit=audit
+        trust_domain=authority.trust_domain,
+        revoked=revoked,
+        nodes=state.node,
+        audit=audit,
+        clock=clock,
     )
     # A follower sends every call to the leader before anything else; the leader
     # authorizes each call before its handler runs.
@@ -204,12 +239,14 @@ async def start(
         interceptors=[leader_gate, AuthorizationInterceptor(authz)],
     )
     control_pb2_grpc.add_ControlServiceServicer_to_server(control, server)
+    secrets_pb2_grpc.add_SecretServiceServicer_to_server(secret_service, server)
     gateway_pb2_grpc.add_NodeGatewayServicer_to_server(gateway, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (
         control_pb2.DESCRIPTOR.services_by_name["ControlService"].full_name,
         gateway_pb2.DESCRIPTOR.services_by_name["NodeGateway"].full_name,
+        secrets_pb2.DESCRIPTOR.services_by_name["SecretService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     )
@@ -250,6 +287,7 @@ async def start(
     leadership.address = gateway.gateway_address
     join_address = f"{config.join_listen.rpartition(':')[0]}:{join_port}"
     leadership.join_address = join_address
+    leader_seen["own"] = f"{gateway.gateway_address},{join_address}"
     await server.start()
     for name in ("", *names[:2]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -271,15 +309,26 @@ async def start(
         autoscaler,
         lifecycle,
         leadership,
+        secret_service,
+        authz=authz,
     )
 
     async def elected(epoch: int) -> None:
         # Everything the previous leader may have changed is read back from the
         # store; what only it held in memory is rebuilt (docs/high-availability.md).
         await state.load()
+        # A key-encryption key rotated with `capstan pki rotate-secrets-key` since the
+        # last election: every secret's data key is re-wrapped under the new one.
+        secret_service.use_keys(SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"))
+        rewrapped = await secret_service.rewrap_all()
+        if rewrapped:
+            log.info("re-wrapped %d secret(s) under the active key-encryption key", rewrapped)
         audit.reload()
         tracker.nodes.clear()
-        tracker.started = clock()  # every node gets one grace period to reconnect
+        # Nodes reconnect after a takeover with their backoff (the old leader's stream
+        # broke, followers refused them): more than one grace period before any is
+        # declared dead, or a leader change would move workloads for nothing.
+        tracker.started = clock() + (config.takeover_grace if config.etcd else 0.0)
         reconciler.pending.clear()
         await audit.record("orchestrator.elected", id=identity, member=config.member, epoch=epoch)
         orch.duties = [
@@ -312,13 +361,56 @@ async def start(
         finally:
             first.set()
 
+    peers: list[str] = []
+
     async def watch_leader() -> None:
+        # What followers redirect to, and the addresses joining nodes are given.
         while True:
             with contextlib.suppress(Exception):
                 info = await leadership.leader()
-                if info is not None:
+                if info is None:
+                    leader_seen.update(address="", join="")
+                else:
                     leader_seen.update(address=info.address, join=info.join_address)
+                peers[:] = sorted(m.address for m in await orchestrators(raw))
             await asyncio.sleep(leadership.ttl / 2)
+
+    gateway.peer_addresses = lambda: [a for a in peers if a != gateway.gateway_address]
+
+    async def describe() -> control_pb2.OrchestratorsInfo:
+        info = control_pb2.OrchestratorsInfo(
+            store="etcd" if config.etcd else "sqlite", answered_by=config.member
+        )
+        leader = await leadership.leader()
+        if leader is not None:
+            info.epoch, info.leader, info.leader_address = (
+                leader.epoch,
+                leader.identity,
+                leader.address,
+            )
+        for m in sorted(await orchestrators(raw), key=lambda m: m.identity):
+            info.members.append(
+                control_pb2.OrchestratorMember(
+                    member=m.identity,
+                    address=m.address,
+                    join_address=m.join_address,
+                    leader=leader is not None and m.address == leader.address,
+                )
+            )
+        if isinstance(raw, EtcdStore):
+            for h in await raw.members():
+                info.etcd.append(
+                    control_pb2.EtcdMember(
+                        name=h.name,
+                        endpoint=h.url,
+                        healthy=h.healthy,
+                        leader=h.leader,
+                        error=h.error,
+                    )
+                )
+        return info
+
+    control.orchestrators = describe
 
     orch.tasks = [
         asyncio.create_task(run_as_leader(leadership, on_elected, lost), name="leadership"),

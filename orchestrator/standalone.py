@@ -116,8 +116,7 @@ def instances(app: tpb.Application) -> list[Instance]:
                             if p.protocol != tpb.PROTOCOL_UDP
                         ),
                         links=tuple(
-                            LinkSpec(x.service, x.address, tuple(x.ports), x.target)
-                            for x in specs
+                            LinkSpec(x.service, x.address, tuple(x.ports), x.target) for x in specs
                         ),
                     ),
                     service=svc.name,

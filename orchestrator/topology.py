@@ -67,6 +67,7 @@ _SERVICE_FIELDS = (
     "links",
     "network",
     "ports",
+    "secrets",
 )
 _STRATEGIES = {"spread": pb.PLACEMENT_STRATEGY_SPREAD, "binpack": pb.PLACEMENT_STRATEGY_BINPACK}
 _POOLS = {
@@ -346,15 +347,15 @@ def _service(r: _Reader, node: Node, path: str) -> tuple[pb.Service, list[tuple[
     if "network" in f:
         svc.network = r.choice(f["network"], _join(path, "network"), _NETWORKS) or svc.network
     if "maxUnavailable" in f:
-        value = r.integer(
-            f["maxUnavailable"], _join(path, "maxUnavailable"), 1, MAX_REPLICAS
-        )
+        value = r.integer(f["maxUnavailable"], _join(path, "maxUnavailable"), 1, MAX_REPLICAS)
         if value is not None:
             svc.max_unavailable = value
     if "volumes" in f:
         svc.volumes.extend(_volumes(r, f["volumes"], _join(path, "volumes")))
     if "ports" in f:
         svc.ports.extend(_ports(r, f["ports"], _join(path, "ports"), svc.network))
+    if "secrets" in f:
+        svc.secrets.extend(_secrets(r, f["secrets"], _join(path, "secrets"), svc))
     _scale(r, f, path, svc)
     links: list[tuple[str, Node]] = []
     if "links" in f:
@@ -487,6 +488,56 @@ def _volumes(r: _Reader, node: Node, path: str) -> list[pb.ServiceVolume]:
         if "readOnly" in f:
             vol.read_only = bool(r.boolean(f["readOnly"], _join(sub, "readOnly")))
         out.append(vol)
+    return out
+
+
+def _secrets(r: _Reader, node: Node, path: str, svc: pb.Service) -> list[pb.ServiceSecret]:
+    """``secrets: [{name, path?, env?}]``: a file each, at a path of its own; an
+    environment variable only where ``env`` asks for one."""
+    out: list[pb.ServiceSecret] = []
+    paths: dict[str, int] = {v.path: 0 for v in svc.volumes}
+    envs: dict[str, int] = {}
+    for i, item in enumerate(r.items(node, path) or []):
+        sub = f"{path}[{i}]"
+        f = r.fields(item, sub, ("name", "path", "env"), required=("name",))
+        if f is None:
+            continue
+        secret = pb.ServiceSecret()
+        if "name" in f:
+            secret.name = _dns_label(r, f["name"], _join(sub, "name")) or ""
+        where = f.get("path")
+        mount = (
+            r.string(where, _join(sub, "path"))
+            if where is not None
+            else f"/run/secrets/{secret.name}"
+        )
+        if mount is not None and secret.name:
+            mount = r.checked(
+                where if where is not None else item,
+                _join(sub, "path"),
+                mount,
+                rules.check_mount_path(mount),
+            )
+        if mount is not None and mount in paths:
+            first = f" (first at line {paths[mount]})" if paths[mount] else " (a volume's path)"
+            r.report(
+                where if where is not None else item,
+                _join(sub, "path"),
+                f"{mount!r} is used twice{first}",
+            )
+        elif mount is not None:
+            paths[mount] = line_of(where if where is not None else item)
+            secret.path = mount
+        if "env" in f:
+            env = r.string(f["env"], _join(sub, "env"))
+            if env is not None:
+                env = r.checked(f["env"], _join(sub, "env"), env, rules.check_env_name(env))
+            if env is not None and (env in envs or env in svc.env):
+                r.report(f["env"], _join(sub, "env"), f"{env!r} is set twice")
+            elif env is not None:
+                envs[env] = line_of(f["env"])
+                secret.env = env
+        out.append(secret)
     return out
 
 

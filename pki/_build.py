@@ -76,17 +76,21 @@ def _leaf_usage() -> x509.KeyUsage:
 
 
 def root_name(trust_domain: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
-        x509.NameAttribute(NameOID.COMMON_NAME, f"Capstan root CA {trust_domain}"),
-    ])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"Capstan root CA {trust_domain}"),
+        ]
+    )
 
 
 def intermediate_name(trust_domain: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
-        x509.NameAttribute(NameOID.COMMON_NAME, f"Capstan intermediate CA {trust_domain}"),
-    ])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"Capstan intermediate CA {trust_domain}"),
+        ]
+    )
 
 
 def build_root(
@@ -158,11 +162,13 @@ def build_leaf(
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri)]
     sans += [x509.DNSName(d) for d in dns]
     sans += [x509.IPAddress(ip) for ip in ips]
-    subject = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, identity.trust_domain),
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, identity.kind.value),
-        x509.NameAttribute(NameOID.COMMON_NAME, identity.name),
-    ])
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, identity.trust_domain),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, identity.kind.value),
+            x509.NameAttribute(NameOID.COMMON_NAME, identity.name),
+        ]
+    )
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

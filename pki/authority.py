@@ -40,8 +40,11 @@ from pki._state import CertRecord, State, load_state, locked, save_state
 from pki.certs import ChainVerifier, load_pem_chain, thumbprint
 from pki.errors import CertificateError, ConfigError, PKIError, PKIExistsError, PKIStateError
 from pki.identity import (
+    IDENTITY_DNS_SUFFIX,
     Identity,
     Kind,
+    is_identity_dns_name,
+    kind_dns_name,
     parse_ip,
     parse_kind,
     validate_dns_name,
@@ -94,7 +97,13 @@ KEYSTORE_DIR = "token-keys"
 STATE = "state.json"
 # Files whose presence means "a PKI lives here": init refuses them without force.
 _PKI_FILES = (
-    STATE, TRUST_BUNDLE, ROOT_CERT, ROOT_KEY, INTERMEDIATE_CERT, INTERMEDIATE_KEY, KEYSTORE_DIR
+    STATE,
+    TRUST_BUNDLE,
+    ROOT_CERT,
+    ROOT_KEY,
+    INTERMEDIATE_CERT,
+    INTERMEDIATE_KEY,
+    KEYSTORE_DIR,
 )
 
 
@@ -422,7 +431,21 @@ class Authority:
                 raise PKIError("a user certificate carries no DNS or IP SANs (users never serve)")
         elif role is not None:
             raise PKIError(f"a {kind.value} certificate carries no role (only users have roles)")
-        dns_names = list(dict.fromkeys(validate_dns_name(d) for d in dns))
+        requested = [validate_dns_name(d) for d in dns]
+        reserved = [d for d in requested if is_identity_dns_name(d)]
+        if reserved:
+            raise PKIError(
+                f"DNS names {reserved} are under the reserved identity suffix "
+                f"{IDENTITY_DNS_SUFFIX!r}: the CA sets those itself"
+            )
+        # A server proves its identity in the handshake through these names: its own,
+        # and (orchestrators) the one every orchestrator of the trust domain carries.
+        own: list[str] = []
+        if kind.is_server:
+            own.append(identity.dns_name)
+        if kind is Kind.ORCHESTRATOR:
+            own.append(kind_dns_name(self.trust_domain, kind))
+        dns_names = list(dict.fromkeys([*requested, *own]))
         addresses = list(dict.fromkeys(parse_ip(ip) for ip in ips))
         lifetime = _check_ttl(kind, ttl)
         ts = _now(now)
@@ -549,8 +572,7 @@ class Authority:
                 kind_text, _, name = text.partition("/")
                 kind = parse_kind(kind_text)
             by_name = [
-                c for c in state.certificates
-                if c.name == name and (kind is None or c.kind is kind)
+                c for c in state.certificates if c.name == name and (kind is None or c.kind is kind)
             ]
             if by_serial is not None and by_name:
                 raise PKIError(f"{text!r} is both a serial and a name; say KIND/{text} for a name")
@@ -607,4 +629,3 @@ class Authority:
             builder = builder.add_revoked_certificate(entry.build())
         crl = builder.sign(self._intermediate_key, hashes.SHA256())
         return crl.public_bytes(serialization.Encoding.PEM)
-

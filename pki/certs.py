@@ -111,6 +111,14 @@ def role_of(cert: x509.Certificate) -> str | None:
     return decode_role(value.value)
 
 
+def trust_domain_of_root(cert: x509.Certificate) -> str:
+    """The trust domain a Capstan root CA certificate names (its Organization)."""
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+    if len(names) != 1 or not isinstance(names[0].value, str):
+        raise CertificateError("the CA certificate names no single trust domain")
+    return validate_trust_domain(names[0].value)
+
+
 def dns_names(cert: x509.Certificate) -> list[str]:
     san = _san(cert)
     return [] if san is None else list(san.get_values_for_type(x509.DNSName))
@@ -120,8 +128,11 @@ def ip_addresses(cert: x509.Certificate) -> list[ipaddress.IPv4Address | ipaddre
     san = _san(cert)
     if san is None:
         return []
-    return [ip for ip in san.get_values_for_type(x509.IPAddress) if not isinstance(
-        ip, ipaddress.IPv4Network | ipaddress.IPv6Network)]
+    return [
+        ip
+        for ip in san.get_values_for_type(x509.IPAddress)
+        if not isinstance(ip, ipaddress.IPv4Network | ipaddress.IPv6Network)
+    ]
 
 
 def extended_key_usage(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
@@ -240,9 +251,7 @@ class ChainVerifier:
         # Capstan's own rules first: they give precise reasons, and none of them
         # depends on trusting the certificate's content beyond reading it.
         if not is_p256(leaf):
-            raise CertificateError(
-                f"certificate key is {key_description(leaf)}, not ECDSA P-256"
-            )
+            raise CertificateError(f"certificate key is {key_description(leaf)}, not ECDSA P-256")
         _check_validity(leaf, now, "certificate")
         if leaf.serial_number in self._revoked:
             raise CertificateError(f"certificate serial {leaf.serial_number:x} is revoked")

@@ -145,14 +145,15 @@ def issue_cmd(
 
 @pki_group.command("sign-csr")
 @_dir_option
-@click.option(
-    "--csr", "csr_path", required=True, type=click.Path(path_type=Path), help="PEM CSR."
-)
+@click.option("--csr", "csr_path", required=True, type=click.Path(path_type=Path), help="PEM CSR.")
 @click.argument("kind", type=_KINDS)
 @click.argument("name")
 @_sans_options
 @click.option(
-    "--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
     help="File receiving the certificate chain (leaf, intermediate).",
 )
 def sign_csr_cmd(
@@ -190,7 +191,9 @@ def sign_csr_cmd(
 @_dir_option
 @click.argument("target", metavar="SERIAL|NAME|KIND/NAME")
 @click.option(
-    "--reason", default="unspecified", type=click.Choice(list(REVOCATION_REASONS)),
+    "--reason",
+    default="unspecified",
+    type=click.Choice(list(REVOCATION_REASONS)),
     show_default=True,
 )
 def revoke_cmd(directory: Path, target: str, reason: str) -> None:
@@ -349,3 +352,18 @@ def retire_token_key_cmd(directory: Path, kid: str) -> None:
     """Stop trusting a verify-only token key and delete its private key."""
     _token_keys(directory).retire(kid)
     click.echo(f"retired token key {kid}")
+
+
+@pki_group.command("rotate-secrets-key")
+@_dir_option
+def rotate_secrets_key_cmd(directory: Path) -> None:
+    """Make a new key-encryption key for secrets active.
+
+    The orchestrator re-wraps every secret's data key under it when it next takes the
+    lead (restart it, or let a follower take over). The old key file stays: no command
+    deletes it, since only the store knows whether a record still needs it.
+    """
+    from pki.secretkeys import SecretKeyStore
+
+    kid = SecretKeyStore.open_or_create(Path(directory) / "secret-keys").rotate()
+    click.echo(f"active secrets key is now {kid}; restart the orchestrator to re-wrap secrets")

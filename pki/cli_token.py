@@ -350,7 +350,6 @@ def mint_cmd(
     click.echo(token)
     # stderr: stdout stays the token alone, for $(capstan token mint ...).
     click.echo(
-        f"epoch {epoch}: nodes refuse a token whose epoch is older than the newest they "
-        "have seen",
+        f"epoch {epoch}: nodes refuse a token whose epoch is older than the newest they have seen",
         err=True,
     )

@@ -26,6 +26,13 @@ _TRUST_DOMAIN_MAX = 253
 # Hostnames in DNS SANs follow the trust-domain shape (after lowercasing; no wildcards).
 _DNS_RE = _TRUST_DOMAIN_RE
 
+# Server certificates also carry their identity as a DNS name under this reserved
+# suffix (.invalid never resolves, RFC 2606), because gRPC's TLS clients can check a
+# DNS name during the handshake but not a URI SAN: a client that sets the expected
+# name (grpc.ssl_target_name_override) refuses any other server before it sends a
+# byte. The CA puts these names only into certificates of that identity.
+IDENTITY_DNS_SUFFIX = "spiffe.invalid"
+
 ROLE_ADMIN = "admin"
 ROLE_VIEWER = "viewer"
 TENANT_PREFIX = "tenant:"
@@ -95,11 +102,54 @@ def tenant_of(role: str) -> str | None:
 def validate_dns_name(name: str) -> str:
     """Return ``name`` lowercased if it is a plain hostname (no wildcard); else raise."""
     lowered = name.lower() if isinstance(name, str) else name
-    if not isinstance(lowered, str) or len(lowered) > _TRUST_DOMAIN_MAX or not _DNS_RE.match(
-        lowered
+    if (
+        not isinstance(lowered, str)
+        or len(lowered) > _TRUST_DOMAIN_MAX
+        or not _DNS_RE.match(lowered)
     ):
         raise CertificateError(f"invalid DNS name {name!r}")
     return lowered
+
+
+def is_identity_dns_name(name: str) -> bool:
+    """True for names under the reserved identity suffix (only the CA sets those)."""
+    lowered = name.lower().rstrip(".")
+    return lowered == IDENTITY_DNS_SUFFIX or lowered.endswith("." + IDENTITY_DNS_SUFFIX)
+
+
+def kind_dns_name(trust_domain: str, kind: Kind) -> str:
+    """The DNS name every server of ``kind`` in ``trust_domain`` carries: a client
+    that may reach any orchestrator (HA) expects this one.
+
+    Within one trust domain it cannot equal an identity's own name (``dns_name``):
+    that has two labels before the trust domain, this one.
+    """
+    return _bounded(f"{kind.value}.{validate_trust_domain(trust_domain)}.{IDENTITY_DNS_SUFFIX}")
+
+
+def _bounded(name: str) -> str:
+    if len(name) > _TRUST_DOMAIN_MAX:
+        raise CertificateError(
+            f"identity name {name[:40]}... is longer than a DNS name may be; "
+            "use a shorter trust domain"
+        )
+    return name
+
+
+def canonical_host(value: str) -> str:
+    """One spelling per host, for every comparison of names and addresses: an IP
+    address in its compressed form (an IPv4-mapped IPv6 address as the IPv4 one), a
+    DNS name lowercased without a trailing dot. Raises CertificateError."""
+    if not isinstance(value, str):
+        raise CertificateError(f"invalid host {value!r}")
+    text = value.strip().strip("[]")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return validate_dns_name(text.rstrip("."))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 def parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -130,6 +180,12 @@ class Identity:
 
     def __str__(self) -> str:
         return self.uri
+
+    @property
+    def dns_name(self) -> str:
+        """This identity as a DNS name under the reserved suffix (see IDENTITY_DNS_SUFFIX):
+        what a client expecting exactly this identity checks in the handshake."""
+        return _bounded(f"{self.name}.{self.kind.value}.{self.trust_domain}.{IDENTITY_DNS_SUFFIX}")
 
     @classmethod
     def parse(cls, uri: str) -> Identity:

@@ -217,9 +217,7 @@ def in_use_under(directory: Path, issuer: str, *, now: float | None = None) -> l
     ]
 
 
-def finish_rotation(
-    directory: Path, *, now: float | None = None, force: bool = False
-) -> Rotation:
+def finish_rotation(directory: Path, *, now: float | None = None, force: bool = False) -> Rotation:
     """Drop the old roots from the trust bundle; refuse while a leaf in use needs them.
 
     With ``force``, leaves still signed by the old intermediate stop verifying at once.

@@ -299,6 +299,16 @@ class TokenKeyStore:
             self._signer = TokenSigner(self._load_private(kid), kid)
         return self._signer
 
+    def signers(self) -> tuple[TokenSigner, ...]:
+        """A signer for every key verifiers trust (active first, then verify-only):
+        trust updates are signed by each, so a node still holding only the previous key
+        accepts the update that brings it the new one."""
+        live = sorted(
+            (e for e in self._entries if e.state != "retired"),
+            key=lambda e: (e.state != "active", -e.created),
+        )
+        return tuple(TokenSigner(self._load_private(e.kid), e.kid) for e in live)
+
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         """Public JWKS of the active and verify-only keys (active first)."""
         live = sorted(

@@ -463,6 +463,38 @@ class PkiStatusResponse(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, signing_ca: _Optional[str] = ..., trusted_roots: _Optional[_Iterable[str]] = ..., rotation: _Optional[str] = ..., certificates: _Optional[_Iterable[_Union[CertStatus, _Mapping]]] = ..., token_keys: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class ExecRequest(_message.Message):
+    __slots__ = ("tenant", "app", "instance", "command", "tty", "stdin", "ttl")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    app: str
+    instance: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    tty: bool
+    stdin: bool
+    ttl: float
+    def __init__(self, tenant: _Optional[str] = ..., app: _Optional[str] = ..., instance: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., tty: _Optional[bool] = ..., stdin: _Optional[bool] = ..., ttl: _Optional[float] = ...) -> None: ...
+
+class ExecGrant(_message.Message):
+    __slots__ = ("node_address", "node_id", "container", "token", "expires_at")
+    NODE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    node_address: str
+    node_id: str
+    container: str
+    token: str
+    expires_at: float
+    def __init__(self, node_address: _Optional[str] = ..., node_id: _Optional[str] = ..., container: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
+
 class VersionRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -482,6 +514,54 @@ class NodeVersion(_message.Message):
     runtime_version: str
     error: str
     def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., version: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class OrchestratorsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class OrchestratorMember(_message.Message):
+    __slots__ = ("member", "address", "join_address", "leader")
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    JOIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    member: str
+    address: str
+    join_address: str
+    leader: bool
+    def __init__(self, member: _Optional[str] = ..., address: _Optional[str] = ..., join_address: _Optional[str] = ..., leader: _Optional[bool] = ...) -> None: ...
+
+class EtcdMember(_message.Message):
+    __slots__ = ("name", "endpoint", "healthy", "leader", "error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    endpoint: str
+    healthy: bool
+    leader: bool
+    error: str
+    def __init__(self, name: _Optional[str] = ..., endpoint: _Optional[str] = ..., healthy: _Optional[bool] = ..., leader: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class OrchestratorsInfo(_message.Message):
+    __slots__ = ("store", "epoch", "leader", "leader_address", "members", "etcd", "answered_by")
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    ETCD_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    store: str
+    epoch: int
+    leader: str
+    leader_address: str
+    members: _containers.RepeatedCompositeFieldContainer[OrchestratorMember]
+    etcd: _containers.RepeatedCompositeFieldContainer[EtcdMember]
+    answered_by: str
+    def __init__(self, store: _Optional[str] = ..., epoch: _Optional[int] = ..., leader: _Optional[str] = ..., leader_address: _Optional[str] = ..., members: _Optional[_Iterable[_Union[OrchestratorMember, _Mapping]]] = ..., etcd: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., answered_by: _Optional[str] = ...) -> None: ...
 
 class VersionInfo(_message.Message):
     __slots__ = ("version", "id", "epoch", "nodes")

@@ -124,6 +124,16 @@ class ControlServiceStub:
                 request_serializer=protos_dot_control__pb2.VersionRequest.SerializeToString,
                 response_deserializer=protos_dot_control__pb2.VersionInfo.FromString,
                 _registered_method=True)
+        self.Exec = channel.unary_unary(
+                '/capstan.v1.ControlService/Exec',
+                request_serializer=protos_dot_control__pb2.ExecRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.ExecGrant.FromString,
+                _registered_method=True)
+        self.ListOrchestrators = channel.unary_unary(
+                '/capstan.v1.ControlService/ListOrchestrators',
+                request_serializer=protos_dot_control__pb2.OrchestratorsRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.OrchestratorsInfo.FromString,
+                _registered_method=True)
         self.SeedImage = channel.unary_unary(
                 '/capstan.v1.ControlService/SeedImage',
                 request_serializer=protos_dot_control__pb2.SeedImageRequest.SerializeToString,
@@ -242,6 +252,19 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exec(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrchestrators(self, request, context):
+        """The control plane itself: served by every orchestrator, leader or not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SeedImage(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -340,6 +363,16 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.Version,
                     request_deserializer=protos_dot_control__pb2.VersionRequest.FromString,
                     response_serializer=protos_dot_control__pb2.VersionInfo.SerializeToString,
+            ),
+            'Exec': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=protos_dot_control__pb2.ExecRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.ExecGrant.SerializeToString,
+            ),
+            'ListOrchestrators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrchestrators,
+                    request_deserializer=protos_dot_control__pb2.OrchestratorsRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.OrchestratorsInfo.SerializeToString,
             ),
             'SeedImage': grpc.unary_unary_rpc_method_handler(
                     servicer.SeedImage,
@@ -833,6 +866,60 @@ class ControlService:
             '/capstan.v1.ControlService/Version',
             protos_dot_control__pb2.VersionRequest.SerializeToString,
             protos_dot_control__pb2.VersionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/Exec',
+            protos_dot_control__pb2.ExecRequest.SerializeToString,
+            protos_dot_control__pb2.ExecGrant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrchestrators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/ListOrchestrators',
+            protos_dot_control__pb2.OrchestratorsRequest.SerializeToString,
+            protos_dot_control__pb2.OrchestratorsInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -93,14 +93,28 @@ class NodeStatus(_message.Message):
     def __init__(self, sent_at: _Optional[float] = ..., containers: _Optional[_Iterable[_Union[_node_pb2.ContainerStatus, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[ContainerUsage, _Mapping]]] = ..., full: _Optional[bool] = ..., images: _Optional[_Iterable[str]] = ..., trust_digest: _Optional[str] = ..., image_digests: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrustUpdate(_message.Message):
-    __slots__ = ("jwks", "deny_list", "trust_bundle")
+    __slots__ = ("jwks", "deny_list", "trust_bundle", "epoch", "issued_at_ms", "signatures")
     JWKS_FIELD_NUMBER: _ClassVar[int]
     DENY_LIST_FIELD_NUMBER: _ClassVar[int]
     TRUST_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURES_FIELD_NUMBER: _ClassVar[int]
     jwks: bytes
     deny_list: bytes
     trust_bundle: bytes
-    def __init__(self, jwks: _Optional[bytes] = ..., deny_list: _Optional[bytes] = ..., trust_bundle: _Optional[bytes] = ...) -> None: ...
+    epoch: int
+    issued_at_ms: int
+    signatures: _containers.RepeatedCompositeFieldContainer[TrustSignature]
+    def __init__(self, jwks: _Optional[bytes] = ..., deny_list: _Optional[bytes] = ..., trust_bundle: _Optional[bytes] = ..., epoch: _Optional[int] = ..., issued_at_ms: _Optional[int] = ..., signatures: _Optional[_Iterable[_Union[TrustSignature, _Mapping]]] = ...) -> None: ...
+
+class TrustSignature(_message.Message):
+    __slots__ = ("kid", "signature")
+    KID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    kid: str
+    signature: bytes
+    def __init__(self, kid: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("request_id", "kind", "resource", "source_address", "source_id", "token", "expires_at")

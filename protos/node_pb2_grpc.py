@@ -109,6 +109,11 @@ class NodeServiceStub:
                 request_serializer=protos_dot_node__pb2.TunnelFrame.SerializeToString,
                 response_deserializer=protos_dot_node__pb2.TunnelFrame.FromString,
                 _registered_method=True)
+        self.ExecContainer = channel.stream_stream(
+                '/capstan.v1.NodeService/ExecContainer',
+                request_serializer=protos_dot_node__pb2.ExecInput.SerializeToString,
+                response_deserializer=protos_dot_node__pb2.ExecOutput.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -219,6 +224,13 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecContainer(self, request_iterator, context):
+        """op container.exec, req = digest of the first message
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -296,6 +308,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.Tunnel,
                     request_deserializer=protos_dot_node__pb2.TunnelFrame.FromString,
                     response_serializer=protos_dot_node__pb2.TunnelFrame.SerializeToString,
+            ),
+            'ExecContainer': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecContainer,
+                    request_deserializer=protos_dot_node__pb2.ExecInput.FromString,
+                    response_serializer=protos_dot_node__pb2.ExecOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -703,6 +720,33 @@ class NodeService:
             '/capstan.v1.NodeService/Tunnel',
             protos_dot_node__pb2.TunnelFrame.SerializeToString,
             protos_dot_node__pb2.TunnelFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecContainer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/capstan.v1.NodeService/ExecContainer',
+            protos_dot_node__pb2.ExecInput.SerializeToString,
+            protos_dot_node__pb2.ExecOutput.FromString,
             options,
             channel_credentials,
             insecure,

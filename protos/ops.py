@@ -47,6 +47,10 @@ def _res(msg: Any) -> str:
     return str(msg.res)
 
 
+def _exec_name(msg: Any) -> str:
+    return str(msg.start.name)
+
+
 def _node(_msg: Any) -> str:
     return NODE_RESOURCE
 
@@ -68,6 +72,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("node.info", "GetNodeInfo", _node),
     # A tunnel of a delegated link (node/links): res is tenant/app/service:port.
     Operation("link.open", "Tunnel", _res, client_stream=True),
+    # A user's command in a container: req binds the command line of the first message.
+    Operation("container.exec", "ExecContainer", _exec_name, binds_request=True,
+              client_stream=True),
 )
 
 BY_METHOD: Mapping[str, Operation] = {f"/{SERVICE}/{o.method}": o for o in OPERATIONS}

@@ -112,7 +112,7 @@ class ServicePort(_message.Message):
     def __init__(self, port: _Optional[int] = ..., protocol: _Optional[_Union[Protocol, str]] = ..., publish: _Optional[int] = ...) -> None: ...
 
 class Service(_message.Message):
-    __slots__ = ("name", "image", "command", "env", "replicas", "resources", "placement", "autoscale", "volumes", "restart", "max_unavailable", "links", "network", "ports")
+    __slots__ = ("name", "image", "command", "env", "replicas", "resources", "placement", "autoscale", "volumes", "restart", "max_unavailable", "links", "network", "ports", "secrets")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +134,7 @@ class Service(_message.Message):
     LINKS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -148,7 +149,18 @@ class Service(_message.Message):
     links: _containers.RepeatedScalarFieldContainer[str]
     network: NetworkMode
     ports: _containers.RepeatedCompositeFieldContainer[ServicePort]
-    def __init__(self, name: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., autoscale: _Optional[_Union[Autoscale, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[ServiceVolume, _Mapping]]] = ..., restart: _Optional[_Union[RestartPolicy, str]] = ..., max_unavailable: _Optional[int] = ..., links: _Optional[_Iterable[str]] = ..., network: _Optional[_Union[NetworkMode, str]] = ..., ports: _Optional[_Iterable[_Union[ServicePort, _Mapping]]] = ...) -> None: ...
+    secrets: _containers.RepeatedCompositeFieldContainer[ServiceSecret]
+    def __init__(self, name: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., autoscale: _Optional[_Union[Autoscale, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[ServiceVolume, _Mapping]]] = ..., restart: _Optional[_Union[RestartPolicy, str]] = ..., max_unavailable: _Optional[int] = ..., links: _Optional[_Iterable[str]] = ..., network: _Optional[_Union[NetworkMode, str]] = ..., ports: _Optional[_Iterable[_Union[ServicePort, _Mapping]]] = ..., secrets: _Optional[_Iterable[_Union[ServiceSecret, _Mapping]]] = ...) -> None: ...
+
+class ServiceSecret(_message.Message):
+    __slots__ = ("name", "path", "env")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    env: str
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., env: _Optional[str] = ...) -> None: ...
 
 class Application(_message.Message):
     __slots__ = ("name", "tenant", "services")

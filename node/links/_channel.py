@@ -6,6 +6,8 @@ from pathlib import Path
 
 import grpc
 
+from protos.wire.channel import expecting
+
 MAX_MESSAGE = 1024 * 1024
 TUNNEL_CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -18,11 +20,12 @@ def tunnel_channel(
 ) -> grpc.Channel:
     """A channel to node ``node_id`` at ``address``: its certificate must name exactly
     that node; ours is the pair ``token`` is bound to (a renewal may be under way)."""
-    # Imported here: node.tasks and node.renewal import the server, which imports us.
+    # Imported here: node.renewal imports the server, which imports us.
     from node.renewal import credentials_for_token
-    from node.tasks import check_source_identity
 
-    check_source_identity(address, node_id, cert=cert, key=key, ca=ca)
+    # The handshake itself accepts only node_id (protos.wire.channel.expecting).
     return grpc.secure_channel(
-        address, credentials_for_token(cert, key, ca, token), options=TUNNEL_CHANNEL_OPTIONS
+        address,
+        credentials_for_token(cert, key, ca, token),
+        options=[*TUNNEL_CHANNEL_OPTIONS, *expecting(node_id)],
     )

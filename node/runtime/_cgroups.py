@@ -135,6 +135,14 @@ class Cgroups:
         elif controller == "pids":
             _write(group / "pids.max", str(limits.pids) if limits.pids else "max")
 
+    def procs(self, name: str) -> list[str]:
+        """The ``cgroup.procs`` paths of container ``name``'s existing groups (to join
+        a process to them: ``capstan exec``)."""
+        return sorted(
+            {str(base / name / "cgroup.procs") for base in self._bases.values()
+             if (base / name / "cgroup.procs").is_file()}
+        )
+
     def members(self, name: str) -> list[int]:
         """Pids (host numbering) in the container's groups."""
         pids: set[int] = set()

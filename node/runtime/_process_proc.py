@@ -129,3 +129,13 @@ def meminfo_total() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (its main thread's), [] when it is gone."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+            text = fh.read()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]

@@ -8,7 +8,7 @@ the node id so several agents can share one engine and each sees only its own.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -114,6 +114,17 @@ class RuntimeInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+class ExecProcess(Protocol):
+    """A command started in a running container (``Runtime.exec``)."""
+
+    def write(self, data: bytes) -> None: ...
+    def close_stdin(self) -> None: ...
+    # (1, data) for stdout, (2, data) for stderr, until the command's output ends.
+    def output(self) -> Iterator[tuple[int, bytes]]: ...
+    def wait(self) -> int: ...  # exit code, 128 + N for signal N
+    def kill(self) -> None: ...  # idempotent; ends output()
+
+
 @runtime_checkable
 class Runtime(Protocol):
     """A container runtime scoped to one node id."""
@@ -145,4 +156,9 @@ class Runtime(Protocol):
     # the sandbox: docker gives the container's State.Pid, the process runtime its
     # first process; both as /proc/<pid>/ns/net.
     def net_spec(self, name: str) -> NetSpec | None: ...
+    # A command in the running container ``name``, in its environment: exec's
+    # process. NotFound when there is no such container, Conflict when it is not running.
+    def exec(
+        self, name: str, command: Sequence[str], *, tty: bool = False, stdin: bool = False
+    ) -> ExecProcess: ...
     def close(self) -> None: ...

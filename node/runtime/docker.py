@@ -21,14 +21,14 @@ import builtins
 import itertools
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.types
 
-from node.errors import InvalidArgument, NodeError, NotFound, RuntimeFailure
+from node.errors import FailedPrecondition, InvalidArgument, NodeError, NotFound, RuntimeFailure
 from node.runtime._docker_archive import CHUNK, ImportedArchive, retag_export
 from node.runtime._docker_errors import docker_errors, mapped_stream
 from node.runtime._docker_names import namespace, node_hash, node_ref, ref_of, split_ref
@@ -42,6 +42,7 @@ from node.runtime._docker_status import (
     stats_from_sample,
     status_from_inspect,
 )
+from node.runtime._exec import SocketExec
 from node.runtime._netspec import net_from_json, net_to_json
 from node.runtime.base import (
     ContainerSpec,
@@ -218,6 +219,31 @@ class DockerRuntime:
             ports=ports,
             links=links,
         )
+
+    def exec(
+        self, name: str, command: Sequence[str], *, tty: bool = False, stdin: bool = False
+    ) -> SocketExec:
+        attrs = self._lookup(name)
+        if not (attrs.get("State") or {}).get("Running"):
+            raise FailedPrecondition(f"container {name!r} is not running")
+        if not command:
+            raise InvalidArgument("command", "empty")
+        subject = f"container {name!r}"
+        with docker_errors(subject):
+            # The container's own user, environment and confinement: exec adds no privilege.
+            exec_id = self._api.exec_create(
+                attrs["Id"], list(command), stdin=stdin, tty=tty, stdout=True, stderr=True,
+                privileged=False,
+            )["Id"]
+            attached = self._api.exec_start(exec_id, socket=True, tty=tty)
+        raw = getattr(attached, "_sock", attached)
+
+        def inspect() -> dict[str, Any]:
+            with docker_errors(subject):
+                state: dict[str, Any] = self._api.exec_inspect(exec_id)
+            return state
+
+        return SocketExec(raw, tty=tty, inspect=inspect, close=attached.close)
 
     def start(self, name: str) -> ContainerStatus:
         self._listed.pop(name, None)

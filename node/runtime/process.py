@@ -44,6 +44,7 @@ import contextlib
 import fcntl
 import functools
 import io
+import json
 import os
 import platform
 import resource
@@ -52,12 +53,13 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from node.errors import (
     AlreadyExists,
@@ -70,6 +72,7 @@ from node.errors import (
 from node.runtime import _process_proc as proc
 from node.runtime import _sandbox
 from node.runtime._cgroups import Cgroups, Limits
+from node.runtime._exec import PipeExec, in_network_of
 from node.runtime._netns import in_new_network
 from node.runtime._process_images import ImageConfig, ImageStore
 from node.runtime._users import TenantUids, tenant_of
@@ -574,6 +577,108 @@ class ProcessRuntime:
         return self._dir(validate_name("name", name)) / "hosts"
 
     @_mapped
+    def exec(
+        self, name: str, command: Sequence[str], *, tty: bool = False, stdin: bool = False
+    ) -> PipeExec:
+        """``command`` in the running instance ``name``. Isolated: inside its sandbox
+        (its namespaces and root, its cgroups, its uid, no privilege: ``_sandbox_exec``).
+        Unisolated: beside its first process, with the same programs, environment,
+        working directory, memory limit and network namespace."""
+        self._get(name)
+        if not command:
+            raise InvalidArgument("command", "empty")
+        with self._name_lock(name):
+            rec = self._refresh(self._state.get(name))
+            if rec.pid is None or rec.started_at is None or rec.finished_at is not None:
+                raise FailedPrecondition(f"container {name!r} is not running")
+            spec = rec.spec
+            config = self._images.config(spec.image)
+            rootfs = self._images.rootfs_dir(config.image_id)
+        master: int | None = None
+        if tty:
+            master, slave = os.openpty()
+            streams: dict[str, Any] = {"stdin": slave, "stdout": slave, "stderr": slave}
+        else:
+            streams = {
+                "stdin": subprocess.PIPE if stdin else subprocess.DEVNULL,
+                "stdout": subprocess.PIPE,
+                "stderr": subprocess.PIPE,
+            }
+        try:
+            if self.isolated:
+                child = self._exec_sandboxed(rec, config, rootfs, list(command), streams)
+            else:
+                child = self._exec_beside(rec, config, rootfs, list(command), streams)
+        except BaseException:
+            if master is not None:
+                os.close(master)
+            raise
+        finally:
+            if tty:
+                os.close(streams["stdin"])
+        return PipeExec(child, master)
+
+    def _exec_beside(
+        self, rec: ContainerRecord, config: ImageConfig, rootfs: Path, argv: list[str],
+        streams: dict[str, Any],
+    ) -> subprocess.Popen[bytes]:
+        spec = rec.spec
+        env = self._environment(spec, config, rootfs)
+        executable = self._executable(argv[0], rootfs, env["PATH"])
+        if spec.memory > 0 and _PRLIMIT:
+            argv = [_PRLIMIT, f"--as={spec.memory}", "--", executable, *argv[1:]]
+            executable = _PRLIMIT
+
+        def popen() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                argv, executable=executable, cwd=self.work_dir(spec.name), env=env,
+                start_new_session=True, close_fds=True, **streams,
+            )
+
+        netns = f"/proc/{rec.pid}/ns/net"
+        try:
+            own = os.stat(netns).st_ino != os.stat("/proc/self/ns/net").st_ino
+            # In the instance's own network namespace when it has one.
+            return in_network_of(netns, popen) if own else popen()
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot exec in {spec.name}: {exc.strerror or exc}") from None
+
+    def _exec_sandboxed(
+        self, rec: ContainerRecord, config: ImageConfig, rootfs: Path, argv: list[str],
+        streams: dict[str, Any],
+    ) -> subprocess.Popen[bytes]:
+        spec = rec.spec
+        assert self._cgroups is not None and rec.pid is not None  # noqa: S101 - isolated, running
+        init = proc.children(rec.pid)
+        if len(init) != 1:
+            raise FailedPrecondition(f"container {spec.name!r} is not running")
+        uid, gid = self._sandbox_user(spec)
+        env = self._sandbox_env(spec, config)
+        self._image_executable(argv[0], rootfs, env["PATH"])
+        rlimits: list[tuple[str, int]] = []
+        if spec.memory and "memory" in self._cgroups.missing:
+            rlimits.append(("RLIMIT_AS", spec.memory))
+        if "pids" in self._cgroups.missing:
+            rlimits.append(("RLIMIT_NPROC", _sandbox.DEFAULT_PIDS))
+        plan = {
+            "target": init[0], "argv": argv, "env": env, "cwd": "/", "uid": uid, "gid": gid,
+            "cgroup_procs": self._cgroups.procs(spec.name), "rlimits": rlimits,
+        }
+        fd = os.memfd_create("capstan-exec", 0)  # the plan, environment included: no disk
+        try:
+            os.write(fd, json.dumps(plan).encode())
+            os.lseek(fd, 0, os.SEEK_SET)
+            return subprocess.Popen(
+                [sys.executable, "-I", "-S", str(_SANDBOX_EXEC), str(fd)],
+                cwd=self._dir(spec.name), env={"PATH": _sandbox.DEFAULT_PATH},
+                start_new_session=True, close_fds=True, pass_fds=(fd,), **streams,
+            )
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot exec in {spec.name}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+
+    @_mapped
     def stop(self, name: str, timeout: float = 10.0) -> ContainerStatus:
         self._get(name)
         with self._name_lock(name):
@@ -815,6 +920,7 @@ class ProcessRuntime:
 
 
 _PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin")
+_SANDBOX_EXEC = Path(__file__).with_name("_sandbox_exec.py")
 _SANDBOX_READY = 30.0  # seconds an instance's sandbox may take to be built
 
 

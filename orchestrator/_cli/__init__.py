@@ -16,6 +16,7 @@ def register(root: click.Group) -> None:
         top_cmd,
         version_cmd,
     )
+    from orchestrator._cli.execute import exec_cmd
     from orchestrator._cli.get import describe_cmd, get_cmd
     from orchestrator._cli.local import down_cmd, status_cmd, up_cmd
     from orchestrator._cli.logs import logs_cmd
@@ -23,6 +24,7 @@ def register(root: click.Group) -> None:
     from orchestrator._cli.pki_lifecycle import register_lifecycle
     from orchestrator._cli.rebalance import rebalance_cmd
     from orchestrator._cli.run import run_cmd
+    from orchestrator._cli.secret import secret_group
     from orchestrator._cli.serve import orchestrator_group
 
     register_lifecycle(root)
@@ -31,6 +33,7 @@ def register(root: click.Group) -> None:
         get_cmd,
         describe_cmd,
         logs_cmd,
+        exec_cmd,
         delete_cmd,
         cordon_cmd,
         uncordon_cmd,
@@ -49,5 +52,6 @@ def register(root: click.Group) -> None:
         version_cmd,
         completion_cmd,
         image_group,
+        secret_group,
     ):
         root.add_command(command)

@@ -133,7 +133,8 @@ def load_sources(sources: Sequence[str]) -> list[tuple[str, tpb.Application]]:
             path = Path(source)
             if path.is_dir():
                 paths = [
-                    p for p in sorted(path.iterdir())
+                    p
+                    for p in sorted(path.iterdir())
                     if p.suffix in (".yaml", ".yml") and p.is_file()
                 ]
                 if not paths:
@@ -232,7 +233,10 @@ def apply_cmd(
 )
 @context_option
 def delete_cmd(
-    kind: str | None, name: str | None, sources: tuple[str, ...], tenant: str,
+    kind: str | None,
+    name: str | None,
+    sources: tuple[str, ...],
+    tenant: str,
     context_name: str | None,
 ) -> None:
     """Delete an application (`delete app NAME` or `delete -f FILE`): its instances are

@@ -69,16 +69,37 @@ def _pem_file(_ctx: click.Context, param: click.Parameter, value: Path) -> Path:
     metavar="HOST:PORT",
     help="The orchestrator's ControlService address.",
 )
-@click.option("--ca", required=True, type=click.Path(path_type=Path), callback=_pem_file,
-              help="Trust bundle (ca.crt).")
-@click.option("--cert", required=True, type=click.Path(path_type=Path), callback=_pem_file,
-              help="Your certificate chain (capstan pki issue user ...).")
-@click.option("--key", required=True, type=click.Path(path_type=Path), callback=_pem_file,
-              help="Its private key.")
+@click.option(
+    "--ca",
+    required=True,
+    type=click.Path(path_type=Path),
+    callback=_pem_file,
+    help="Trust bundle (ca.crt).",
+)
+@click.option(
+    "--cert",
+    required=True,
+    type=click.Path(path_type=Path),
+    callback=_pem_file,
+    help="Your certificate chain (capstan pki issue user ...).",
+)
+@click.option(
+    "--key",
+    required=True,
+    type=click.Path(path_type=Path),
+    callback=_pem_file,
+    help="Its private key.",
+)
 @click.option("--use", "select", is_flag=True, help="Also make it the current context.")
 @click.option("--force", is_flag=True, help="Replace an existing context of that name.")
 def add_cmd(
-    *, name: str, endpoints: tuple[str, ...], ca: Path, cert: Path, key: Path, select: bool,
+    *,
+    name: str,
+    endpoints: tuple[str, ...],
+    ca: Path,
+    cert: Path,
+    key: Path,
+    select: bool,
     force: bool,
 ) -> None:
     """Add context NAME: an orchestrator endpoint and the files of your certificate."""

@@ -47,7 +47,8 @@ def scale_cmd(target: str, replicas: int, tenant: str, context_name: str | None)
         if not found:
             known = ", ".join(s.name for s in app.services) or "none"
             raise ControlError(
-                "scale", "NOT_FOUND",
+                "scale",
+                "NOT_FOUND",
                 f"application {detail.summary.tenant or chosen}/{app_name} has no service "
                 f"{service!r} (services: {known})",
             )
@@ -68,7 +69,8 @@ def scale_cmd(target: str, replicas: int, tenant: str, context_name: str | None)
 
 @click.command("top", cls=OperatorCommand)
 @click.argument(
-    "kind", type=click.Choice(["nodes", "node", "instances", "instance", "workloads", "pods"]),
+    "kind",
+    type=click.Choice(["nodes", "node", "instances", "instance", "workloads", "pods"]),
     default="nodes",
 )
 @click.option("--app", default="", help="Instances of this application only.")
@@ -79,7 +81,8 @@ def top_cmd(kind: str, app: str, tenant: str, node: str, context_name: str | Non
     """CPU and memory in use, as the nodes last reported it (`top nodes`, `top instances`)."""
     with connect(context_name) as client:
         workloads = [
-            w for w in client.list_workloads(tenant=tenant, app=app, node=node)
+            w
+            for w in client.list_workloads(tenant=tenant, app=app, node=node)
             if w.state == "running"
         ]
         if kind.startswith("node"):
@@ -89,23 +92,42 @@ def top_cmd(kind: str, app: str, tenant: str, node: str, context_name: str | Non
                 mine = [w for w in workloads if w.node == n.name]
                 cpu = sum(w.cpu_used for w in mine)
                 mem = sum(w.memory_used for w in mine)
-                rows.append([
-                    n.name,
-                    f"{cpu:.3f}",
-                    _pct(cpu, n.cpus),
-                    memory(mem),
-                    _pct(mem, n.memory),
-                    str(len(mine)),
-                ])
+                rows.append(
+                    [
+                        n.name,
+                        f"{cpu:.3f}",
+                        _pct(cpu, n.cpus),
+                        memory(mem),
+                        _pct(mem, n.memory),
+                        str(len(mine)),
+                    ]
+                )
         else:
-            rows = [["TENANT", "APP", "INSTANCE", "NODE", "CPU(cores)", "CPU/REQUEST",
-                     "MEMORY", "MEMORY/LIMIT"]]
+            rows = [
+                [
+                    "TENANT",
+                    "APP",
+                    "INSTANCE",
+                    "NODE",
+                    "CPU(cores)",
+                    "CPU/REQUEST",
+                    "MEMORY",
+                    "MEMORY/LIMIT",
+                ]
+            ]
             for w in sorted(workloads, key=lambda w: (w.tenant, w.app, w.service, w.index)):
-                rows.append([
-                    w.tenant, w.app, instance(w), w.node or "-",
-                    f"{w.cpu_used:.3f}", _pct(w.cpu_used, w.cpu),
-                    memory(w.memory_used), _pct(w.memory_used, w.memory),
-                ])
+                rows.append(
+                    [
+                        w.tenant,
+                        w.app,
+                        instance(w),
+                        w.node or "-",
+                        f"{w.cpu_used:.3f}",
+                        _pct(w.cpu_used, w.cpu),
+                        memory(w.memory_used),
+                        _pct(w.memory_used, w.memory),
+                    ]
+                )
     click.echo(table(rows))
 
 
@@ -119,16 +141,29 @@ def _pct(used: float, total: float) -> str:
 @click.option("--node", default="", help="Events of this node only.")
 @click.option("--tenant", default="", help="Events of this tenant only.")
 @click.option(
-    "-n", "--lines", type=click.IntRange(min=0), default=50, show_default=True,
+    "-n",
+    "--lines",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
     help="How many past events (0: all).",
 )
 @click.option(
-    "-o", "--output", "fmt", type=click.Choice(("text", "json")), default="text",
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(("text", "json")),
+    default="text",
     show_default=True,
 )
 @context_option
 def events_cmd(
-    watch: bool, app: str, node: str, tenant: str, lines: int, fmt: str,
+    watch: bool,
+    app: str,
+    node: str,
+    tenant: str,
+    lines: int,
+    fmt: str,
     context_name: str | None,
 ) -> None:
     """What happened in the cluster, with times: placements, moves, failures, scaling,
@@ -172,7 +207,11 @@ def _print_events(entries: Iterable[dict[str, object]], fmt: str) -> None:
 @click.command("version", cls=OperatorCommand)
 @click.option("--client", "client_only", is_flag=True, help="Only this CLI's version.")
 @click.option(
-    "-o", "--output", "fmt", type=click.Choice(("text", "json")), default="text",
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(("text", "json")),
+    default="text",
     show_default=True,
 )
 @context_option
@@ -190,15 +229,26 @@ def version_cmd(client_only: bool, fmt: str, context_name: str | None) -> None:
     with connect(context_name) as client:
         info = client.version()
     if fmt == "json":
-        click.echo(json.dumps({
-            "client": mine,
-            "orchestrator": {"version": info.version, "id": info.id, "epoch": info.epoch},
-            "nodes": [
-                {"name": n.name, "id": n.id, "version": n.version, "runtime": n.runtime,
-                 "runtime_version": n.runtime_version, "error": n.error}
-                for n in info.nodes
-            ],
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "client": mine,
+                    "orchestrator": {"version": info.version, "id": info.id, "epoch": info.epoch},
+                    "nodes": [
+                        {
+                            "name": n.name,
+                            "id": n.id,
+                            "version": n.version,
+                            "runtime": n.runtime,
+                            "runtime_version": n.runtime_version,
+                            "error": n.error,
+                        }
+                        for n in info.nodes
+                    ],
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(f"client:        {mine}")
     click.echo(f"orchestrator:  {info.version} ({info.id}, epoch {info.epoch})")
@@ -224,4 +274,3 @@ def completion_cmd(shell: str) -> None:
 
 
 __all__ = ["completion_cmd", "events_cmd", "scale_cmd", "top_cmd", "version_cmd"]
-

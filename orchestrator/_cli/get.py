@@ -44,12 +44,12 @@ _KINDS = {
     "nodes": "nodes",
     "node": "nodes",
     "no": "nodes",
+    "orchestrators": "orchestrators",
+    "orchestrator": "orchestrators",
 }
 
 
-def _fetch(
-    client: ControlClient, kind: str, *, tenant: str, app: str, node: str
-) -> list[Message]:
+def _fetch(client: ControlClient, kind: str, *, tenant: str, app: str, node: str) -> list[Message]:
     if kind == "apps":
         summaries = [a for a in client.list_apps(tenant) if not app or a.name == app]
         return list[Message](summaries)
@@ -79,7 +79,9 @@ _SINGULAR = {"apps": "app", "workloads": "workload", "nodes": "node"}
 
 
 @click.command("get", cls=OperatorCommand)
-@click.argument("kind", type=click.Choice(sorted(_KINDS)), metavar="apps|workloads|nodes")
+@click.argument(
+    "kind", type=click.Choice(sorted(_KINDS)), metavar="apps|workloads|nodes|orchestrators"
+)
 @click.argument("name", required=False)
 @click.option(
     "-o",
@@ -92,9 +94,7 @@ _SINGULAR = {"apps": "app", "workloads": "workload", "nodes": "node"}
 )
 @click.option("--app", default="", help="Workloads of this application only.")
 @click.option("--tenant", default="", help="This tenant only.")
-@click.option(
-    "-A", "--all-tenants", is_flag=True, help="Every tenant you may see (the default)."
-)
+@click.option("-A", "--all-tenants", is_flag=True, help="Every tenant you may see (the default).")
 @click.option("--node", default="", help="Workloads on this node only.")
 @click.option("-w", "--watch", is_flag=True, help="Then print each change as it happens.")
 @context_option
@@ -110,11 +110,24 @@ def get_cmd(
     watch: bool,
     context_name: str | None,
 ) -> None:
-    """List applications, workloads or nodes; `get KIND NAME` shows one (exit 3 if none).
+    """List applications, workloads, nodes or orchestrators; `get KIND NAME` shows one
+    (exit 3 if none).
 
-    A workload's NAME is APP/SERVICE.INDEX (e.g. shop/web.0).
+    A workload's NAME is APP/SERVICE.INDEX (e.g. shop/web.0). `get orchestrators`
+    shows the control plane: the leader and its epoch, every orchestrator, and the
+    health of each etcd member.
     """
     kind = _KINDS[kind]
+    if kind == "orchestrators":
+        with connect(context_name) as client:
+            info = client.list_orchestrators()
+        if fmt == "json":
+            from google.protobuf.json_format import MessageToDict
+
+            click.echo(json.dumps(MessageToDict(info), indent=2, sort_keys=True))
+        else:
+            click.echo(format_orchestrators(info))
+        return
     if all_tenants and tenant:
         raise click.UsageError("give --tenant or -A/--all-tenants, not both")
     if name and kind == "workloads" and "/" not in name:
@@ -132,19 +145,50 @@ def get_cmd(
         records = fetch()
         if name and not records:
             raise ControlError(
-                "get", "NOT_FOUND", f"no {_SINGULAR[kind]} named {name!r}"
-                + (f" in tenant {tenant}" if tenant else "")
+                "get",
+                "NOT_FOUND",
+                f"no {_SINGULAR[kind]} named {name!r}" + (f" in tenant {tenant}" if tenant else ""),
             )
         now = time.time()
         columns = _columns(kind, now)
         out = render(
-            records, columns, fmt, kind=_SINGULAR[kind],
-            names=lambda r: _key(kind, r), single=bool(name),
+            records,
+            columns,
+            fmt,
+            kind=_SINGULAR[kind],
+            names=lambda r: _key(kind, r),
+            single=bool(name),
         )
         if out:
             click.echo(out)
         if watch:
             _watch(fetch, kind, fmt, records)
+
+
+def format_orchestrators(info: cpb.OrchestratorsInfo) -> str:
+    """The control plane as ``get orchestrators`` and ``status`` print it."""
+    leader = f"{info.leader} at {info.leader_address}" if info.leader else "none (electing)"
+    lines = [f"store: {info.store}   leader: {leader}   epoch: {info.epoch}"]
+    rows = [["ORCHESTRATOR", "ROLE", "ADDRESS", "JOIN"]]
+    for m in info.members:
+        rows.append(
+            [m.member, "leader" if m.leader else "follower", m.address, m.join_address or "-"]
+        )
+    lines.append(table(rows))
+    if info.etcd:
+        rows = [["ETCD MEMBER", "HEALTH", "ROLE", "ENDPOINT", "ERROR"]]
+        for e in info.etcd:
+            rows.append(
+                [
+                    e.name,
+                    "healthy" if e.healthy else "UNHEALTHY",
+                    "leader" if e.leader else "follower",
+                    e.endpoint,
+                    e.error or "-",
+                ]
+            )
+        lines.append(table(rows))
+    return "\n".join(lines)
 
 
 def _watch(
@@ -167,8 +211,9 @@ def _watch(
 
     def line(record: Message) -> str:
         if fmt.startswith("jsonpath=") or fmt == "name":
-            return render([record], [], fmt, kind=_SINGULAR[kind],
-                          names=lambda r: _key(kind, r), single=True)
+            return render(
+                [record], [], fmt, kind=_SINGULAR[kind], names=lambda r: _key(kind, r), single=True
+            )
         return json.dumps(to_dicts([record])[0], sort_keys=True)
 
     header = [c.header for c in _columns(kind, 0) if fmt == "wide" or not c.wide_only]
@@ -184,8 +229,9 @@ def _watch(
             if seen.get(key) == values and (tabular or seen_records[key] == by_key[key]):
                 continue
             if tabular:
-                click.echo("  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True))
-                           .rstrip())
+                click.echo(
+                    "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+                )
             else:
                 click.echo(line(by_key[key]))
         for key in seen.keys() - current.keys():

@@ -8,6 +8,7 @@ import click
 
 from orchestrator._cli._common import DURATION, OperatorCommand
 from orchestrator._cli._output import table
+from orchestrator._cli.get import format_orchestrators
 from orchestrator.client import ControlClient, ControlError
 from orchestrator.local import DEFAULT_BASE_PORT, ClusterRecord, LocalCluster, LocalClusterError
 from orchestrator.topology import load_topology
@@ -22,6 +23,7 @@ def demo_text() -> str:
     from importlib.resources import files
 
     return files("orchestrator._cli").joinpath(DEMO_NAME).read_text(encoding="utf-8")
+
 
 _dir_option = click.option(
     "--dir",
@@ -93,9 +95,7 @@ def _demo(cluster: LocalCluster, record: ClusterRecord, timeout: float) -> None:
     app = load_topology(demo_text(), source=DEMO_NAME)
     with ControlClient(cluster.context(record.endpoint)) as client:
         reply = client.apply(app)
-        click.echo(
-            f"applied {DEMO_NAME}: {reply.tenant}/{reply.app} generation {reply.generation}"
-        )
+        click.echo(f"applied {DEMO_NAME}: {reply.tenant}/{reply.app} generation {reply.generation}")
         wait_converged(client, reply, timeout=timeout, echo=click.echo)
         rows = [["INSTANCE", "NODE", "STATE"]]
         for w in sorted(
@@ -174,14 +174,15 @@ def status_cmd(directory: Path | None) -> None:
     try:
         with ControlClient(cluster.context(record.endpoint), timeout=5.0) as client:
             nodes = client.list_nodes()
+            control_plane = client.list_orchestrators()
     except ControlError as exc:
-        click.echo("orchestrator does not answer: `capstan up` restarts what died, "
-                   "keeping the workloads")
+        click.echo(
+            "orchestrator does not answer: `capstan up` restarts what died, keeping the workloads"
+        )
         raise exc from None  # exit 5 (unavailable), 4 (refused)...
     ready = sum(1 for n in nodes if n.state == "ready")
     click.echo(f"nodes ready:   {ready}/{len(nodes)}")
+    click.echo(format_orchestrators(control_plane))
     dead = [p.name for p in record.processes if not p.alive()]
     if dead:
-        raise LocalClusterError(
-            f"not running: {', '.join(dead)} (`capstan up` restarts them)"
-        )
+        raise LocalClusterError(f"not running: {', '.join(dead)} (`capstan up` restarts them)")

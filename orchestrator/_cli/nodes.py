@@ -46,8 +46,10 @@ def drain_cmd(node: str, wait: bool, timeout: float, context_name: str | None) -
     with connect(context_name) as client:
         record = client.drain(node)
         left = record.workloads
-        click.echo(f"node {record.name} {node_schedule(record)} "
-                   f"({left} workload{'s' if left != 1 else ''} left to move)")
+        click.echo(
+            f"node {record.name} {node_schedule(record)} "
+            f"({left} workload{'s' if left != 1 else ''} left to move)"
+        )
         if wait:
             wait_drained(client, node, timeout=timeout, echo=click.echo)
 
@@ -90,7 +92,8 @@ def wait_drained(
     with progress_reporter(f"draining {node}", echo=echo) as report:
         while True:
             left = [
-                w for w in client.list_workloads(node=node)
+                w
+                for w in client.list_workloads(node=node)
                 if w.state not in ("removed",) and not (w.desired == "removed" and not w.container)
             ]
             if len(left) != last:

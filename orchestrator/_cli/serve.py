@@ -179,15 +179,23 @@ def serve_cmd(
 @click.option("--ttl", type=DURATION, default="1h", show_default=True, help="Token lifetime.")
 @click.option("--pool", default="", help="Tenant pool the node joins (default: shared).")
 @click.option(
-    "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=key_values,
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=key_values,
     help="Node label; repeatable.",
 )
 @click.option(
-    "--cpus", type=click.FloatRange(min=0), default=0.0,
+    "--cpus",
+    type=click.FloatRange(min=0),
+    default=0.0,
     help="Cores the node may offer at most (default: what it reports).",
 )
 @click.option(
-    "--memory", default="0", metavar="SIZE",
+    "--memory",
+    default="0",
+    metavar="SIZE",
     help="Memory the node may offer at most, e.g. 8Gi (default: what it reports).",
 )
 @context_option

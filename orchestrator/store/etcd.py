@@ -100,6 +100,15 @@ class EtcdTLS:
             raise StoreError(f"etcd client certificate: {exc}") from None
 
 
+@dataclass
+class EtcdMemberHealth:
+    name: str
+    url: str
+    healthy: bool
+    leader: bool
+    error: str
+
+
 def parse_endpoints(text: str | Sequence[str]) -> tuple[str, ...]:
     """``HOST:PORT`` endpoints, comma-separated or a list; loopback or names only."""
     parts = text.split(",") if isinstance(text, str) else list(text)
@@ -191,22 +200,32 @@ class EtcdStore:
         return int(header.revision)
 
     async def _rpc(
-        self, call: Callable[[], Awaitable[T]], *, lease: int | None = None, idempotent: bool
+        self,
+        call: Callable[[float], Awaitable[T]],
+        *,
+        lease: int | None = None,
+        idempotent: bool,
     ) -> T:
         """Run one etcd RPC; the one place where gRPC errors become store errors.
 
-        Reads (and writes guarded by a compare, which cannot apply twice) are retried
-        while the cluster is unreachable; a plain write is not, since a timed-out
-        write may have been applied: its caller gets ``StoreUnavailable``."""
+        ``call`` gets the seconds it may take. Reads (and writes guarded by a compare,
+        which cannot apply twice) are retried while the cluster is unreachable, all
+        tries within one ``timeout``; a plain write is not, since a timed-out write
+        may have been applied: its caller gets ``StoreUnavailable``."""
+        deadline = time.monotonic() + self._timeout
         attempts = _RETRY_PAUSE if idempotent else ()
         for pause in (*attempts, None):
             if self._closed or self._channel is None:
                 raise StoreClosed("the store is not open")
             try:
-                return await call()
+                return await call(max(0.05, deadline - time.monotonic()))
             except grpc.aio.AioRpcError as exc:
                 error = _map_error(exc, lease)
-                if pause is None or not isinstance(error, StoreUnavailable):
+                if (
+                    pause is None
+                    or not isinstance(error, StoreUnavailable)
+                    or time.monotonic() + pause >= deadline
+                ):
                     raise error from None
             await asyncio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -215,7 +234,7 @@ class EtcdStore:
         self, method: Any, request: Any, *, lease: int | None = None, idempotent: bool
     ) -> Any:
         return await self._rpc(
-            lambda: method(request, timeout=self._timeout, wait_for_ready=True),
+            lambda timeout: method(request, timeout=timeout, wait_for_ready=True),
             lease=lease,
             idempotent=idempotent,
         )
@@ -458,10 +477,10 @@ class EtcdStore:
         return Lease(int(response.ID), granted, self._clock() + granted)
 
     async def keepalive(self, lease: int) -> Lease:
-        async def once() -> Any:
+        async def once(timeout: float) -> Any:
             call = self._lease.LeaseKeepAlive(
                 iter([rpc.LeaseKeepAliveRequest(ID=lease)]),
-                timeout=self._timeout,
+                timeout=timeout,
                 wait_for_ready=True,
             )
             async for reply in call:
@@ -489,13 +508,7 @@ class EtcdStore:
 
     async def _lease_info(self, lease: int, *, keys: bool) -> Any:
         request = rpc.LeaseTimeToLiveRequest(ID=lease, keys=keys)
-        info = await self._rpc(
-            lambda: self._lease.LeaseTimeToLive(
-                request, timeout=self._timeout, wait_for_ready=True
-            ),
-            lease=lease,
-            idempotent=True,
-        )
+        info = await self._unary(self._lease.LeaseTimeToLive, request, lease=lease, idempotent=True)
         return None if info.TTL < 0 else info
 
     async def get_lease(self, lease: int) -> Lease | None:
@@ -589,18 +602,34 @@ class EtcdStore:
 
     # -- cluster -----------------------------------------------------------------
 
-    async def members(self) -> list[dict[str, Any]]:
-        """Every etcd member: name, id, client URLs, and whether it answers."""
-        response = await self._rpc(
-            lambda: self._cluster.MemberList(
-                rpc.MemberListRequest(), timeout=self._timeout, wait_for_ready=True
-            ),
-            idempotent=True,
+    async def members(self) -> list[EtcdMemberHealth]:
+        """Every etcd member, each asked for its status on its own (one second)."""
+        response = await self._unary(
+            self._cluster.MemberList, rpc.MemberListRequest(), idempotent=True
         )
-        return [
-            {"id": int(m.ID), "name": m.name, "client_urls": list(m.clientURLs)}
-            for m in response.members
-        ]
+        return list(await asyncio.gather(*(self._health(m) for m in response.members)))
+
+    async def _health(self, member: Any) -> EtcdMemberHealth:
+        url = member.clientURLs[0] if member.clientURLs else ""
+        endpoint = url.split("://", 1)[-1]
+        out = EtcdMemberHealth(member.name or f"{member.ID:x}", url, False, False, "")
+        if not endpoint:
+            out.error = "no client URL yet"
+            return out
+        if self._tls is None:
+            channel = grpc.aio.insecure_channel(endpoint)
+        else:
+            channel = grpc.aio.secure_channel(endpoint, self._tls.credentials())
+        try:
+            status = await rpc.MaintenanceStub(channel).Status(rpc.StatusRequest(), timeout=1.0)
+            out.healthy = not status.errors
+            out.leader = int(status.leader) == int(member.ID)
+            out.error = "; ".join(status.errors)
+        except grpc.aio.AioRpcError as exc:
+            out.error = str(_map_error(exc, None))
+        finally:
+            await channel.close()
+        return out
 
 
 async def _requests(first: Any, store: EtcdStore) -> AsyncIterator[Any]:

@@ -18,6 +18,7 @@ key                             value
 /imageholders/<pinned>/<node>   a node that holds a pinned image: seeded by the admin
                                 or seen to receive a verified copy
 /orchestrators/<name>           an orchestrator's addresses (leased: gone = down)
+/secrets/<tenant>/<name>        a secret's current version: its envelope, never a value
 ==============================  =====================================================
 
 Each ``<...>`` part is percent-encoded (``quote(part, safe="")``): a SPIFFE id such as
@@ -49,6 +50,7 @@ ORCHESTRATORS = "/orchestrators/"
 JOIN_TOKENS = "/jointokens/"
 IMAGE_PINS = "/imagepins/"
 IMAGE_HOLDERS = "/imageholders/"
+SECRETS = "/secrets/"
 
 
 def check_key(key: str) -> str:
@@ -82,6 +84,10 @@ def app(tenant: str, name: str) -> str:
 
 def tenant_apps(tenant: str) -> str:
     return f"{APPS}{part(tenant)}/"
+
+
+def secret(tenant: str, name: str) -> str:
+    return f"{SECRETS}{part(tenant)}/{part(name)}"
 
 
 def workload(workload_id: str) -> str:

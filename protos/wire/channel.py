@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import grpc
 
+from pki.identity import Identity, Kind, kind_dns_name
+
 #: NodeService: large data (images, volumes, logs) moves in streams of 256 KiB chunks.
 NODE_MAX_MESSAGE = 1024 * 1024
 
@@ -52,3 +54,32 @@ def client_credentials(cert_chain: bytes, key: bytes, ca: bytes) -> grpc.Channel
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert_chain
     )
+
+
+def expecting(identity: str) -> list[tuple[str, str]]:
+    """Channel options making the TLS handshake accept only the server ``identity``.
+
+    ``identity`` is a SPIFFE URI (exactly that server), or ``spiffe://TD/orchestrator``
+    for any orchestrator of trust domain TD (the HA case: one address, several
+    leaders). gRPC's TLS clients check a DNS name, not a URI SAN, during the
+    handshake; the CA gives each server its identity as a name under a reserved
+    suffix (pki.identity.IDENTITY_DNS_SUFFIX), and this option makes that name,
+    rather than the host name dialled, the one the server must prove. So a wrong
+    peer is refused before the request, or the token with it, leaves the client.
+    """
+    return [("grpc.ssl_target_name_override", server_name(identity))]
+
+
+def server_name(identity: str) -> str:
+    """The name a server of ``identity`` carries (see ``expecting``)."""
+    prefix = "spiffe://"
+    if identity.startswith(prefix):
+        td, _, rest = identity[len(prefix) :].partition("/")
+        if rest == Kind.ORCHESTRATOR.value:
+            return kind_dns_name(td, Kind.ORCHESTRATOR)
+    return Identity.parse(identity).dns_name
+
+
+def any_orchestrator(trust_domain: str) -> str:
+    """The expectation for a client that may reach any orchestrator of ``trust_domain``."""
+    return f"spiffe://{trust_domain}/{Kind.ORCHESTRATOR.value}"

@@ -39,7 +39,17 @@ def status_of(exc: BaseException) -> Status:
     details = details_of() if callable(details_of) else str(exc)
     if not isinstance(code, grpc.StatusCode):
         code = grpc.StatusCode.UNKNOWN
-    return Status(code, str(details or ""))
+    text = str(details or "")
+    if code is grpc.StatusCode.UNAVAILABLE and _WRONG_PEER in text:
+        # The handshake refused a server lacking the identity the channel expects
+        # (protos.wire.channel.expecting): say so rather than grpc's wording.
+        text = f"{WRONG_SERVER} ({text})"
+    return Status(code, text)
+
+
+#: What a client says when the server at the address is not the one it expects.
+WRONG_SERVER = "the server did not prove the identity this client expects"
+_WRONG_PEER = "Hostname Verification Check failed"
 
 
 class CallError(CapstanError):

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -54,7 +54,7 @@ class Grant:
 
 
 def refusal_of(
-    grant: Grant, now: float, revoked: frozenset[int]
+    grant: Grant, now: float, revoked: Collection[int]
 ) -> tuple[grpc.StatusCode, str] | None:
     """Why a stream under ``grant`` must end now, or None while it may go on."""
     if grant.serial is not None and grant.serial in revoked:
@@ -203,7 +203,7 @@ async def guarded(
     context: Any,
     grant: Grant | Callable[[], Grant],
     clock: Callable[[], float],
-    revoked: Callable[[], frozenset[int]],
+    revoked: Callable[[], Collection[int]],
     tick: float = TICK,
 ) -> AsyncIterator[T]:
     """Yield from ``stream`` until it ends or ``grant`` does; then abort the call with

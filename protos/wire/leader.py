@@ -43,6 +43,8 @@ class Endpoints:
             raise ValueError("at least one orchestrator address is needed")
         self._current = 0
         self._lock = threading.Lock()
+        self._moved = False  # since take_move()
+        self._moves = 0  # since settled()
 
     def __len__(self) -> int:
         return len(self._addresses)
@@ -60,13 +62,31 @@ class Endpoints:
         """``address`` did not serve: go to ``leader`` if named, else to the next one.
         Returns the address to use now."""
         with self._lock:
+            before = self._current
             if leader:
                 if leader not in self._addresses:
                     self._addresses.append(leader)
                 self._current = self._addresses.index(leader)
             elif self._addresses[self._current] == address:
                 self._current = (self._current + 1) % len(self._addresses)
+            if self._current != before:
+                self._moved = True
+                self._moves += 1
             return self._addresses[self._current]
+
+    def take_move(self) -> bool:
+        """Whether the last failure moved to another orchestrator, at most once per
+        address between two good streams: the caller then retries without backing
+        off (a leader change must not cost a node its backoff, but orchestrators that
+        all refuse must not be hammered either)."""
+        with self._lock:
+            moved, self._moved = self._moved, False
+            return moved and self._moves <= len(self._addresses)
+
+    def settled(self) -> None:
+        """A stream lasted: moves count from zero again."""
+        with self._lock:
+            self._moves = 0
 
 
 def endpoints_of(addresses: str | Endpoints) -> Endpoints:

@@ -14,7 +14,7 @@ import grpc
 
 from pki.errors import CapstanError
 from protos import node_pb2_grpc, ops
-from protos.wire.channel import NODE_CHANNEL_OPTIONS
+from protos.wire.channel import NODE_CHANNEL_OPTIONS, expecting
 from protos.wire.errors import NodeCallError
 
 __all__ = ["NodeCallError", "NodeClient", "token_metadata"]
@@ -26,12 +26,17 @@ class NodeClient:
         target: str,
         *,
         credentials: grpc.ChannelCredentials | None = None,
+        expect: str | None = None,
         channel: grpc.Channel | None = None,
     ) -> None:
+        """``expect``: the SPIFFE id the server must prove in the handshake (the node
+        the token is for); required with ``credentials``."""
         if channel is None:
-            if credentials is None:
-                raise CapstanError("NodeClient needs credentials or a channel")
-            channel = grpc.secure_channel(target, credentials, options=NODE_CHANNEL_OPTIONS)
+            if credentials is None or not expect:
+                raise CapstanError("NodeClient needs credentials and the node's identity")
+            channel = grpc.secure_channel(
+                target, credentials, options=[*NODE_CHANNEL_OPTIONS, *expecting(expect)]
+            )
         self.channel = channel
         self.stub = node_pb2_grpc.NodeServiceStub(channel)
 

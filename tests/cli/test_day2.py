@@ -347,3 +347,61 @@ def test_viewer_sees_no_audit_based_events_but_a_clear_refusal(
     assert r.code == 4 and "permission denied" in r.err
     r = run("--context", "carol", "describe", "node", "node-1")
     assert r.code == 0 and "<not shown: the audit log is for admins and viewers>" in r.out
+
+
+def _user_context(home: Path, name: str, role: str) -> str:
+    issued = Authority.open(home / "local" / "pki").issue("user", name, role=role)
+    assert issued.key_pem is not None
+    (home / f"{name}.crt").write_bytes(issued.chain_pem)
+    (home / f"{name}.key").write_bytes(issued.key_pem)
+    config = ContextConfig.load()
+    local = config.contexts["local"]
+    config.set(Context(name, local.endpoint, local.ca, home / f"{name}.crt",
+                       home / f"{name}.key"))
+    config.save()
+    return name
+
+
+def test_exec_runs_on_the_node_audited_and_refused_to_others(run: Run, cluster: Path) -> None:
+    r = _cli(cluster, "apply", "-f", "-", "--timeout", "90s", stdin=_app("ex", "acme"))
+    assert r.returncode == 0, r.stderr
+    r = _cli(cluster, "exec", "ex/web.0", "--", "sh", "-c", "echo secret-output; exit 3")
+    assert (r.returncode, r.stdout) == (3, "secret-output\n"), r.stderr
+    r = _cli(cluster, "exec", "-i", "ex/web", "--", "cat", stdin="typed\n")
+    assert (r.returncode, r.stdout) == (0, "typed\n"), r.stderr
+
+    entries = [json.loads(line) for line in run("audit", "tail", "-n", "0", "-o", "json")
+               .out.splitlines()]
+    granted = [e for e in entries if e["event"] == "exec.granted"]
+    assert [e["command"] for e in granted] == [
+        ["sh", "-c", "echo secret-output; exit 3"], ["cat"]]
+    assert granted[0]["by"].endswith("/user/admin") and granted[0]["tenant"] == "acme"
+    assert not any("secret-output\n" in json.dumps(e) and e["event"] != "exec.granted"
+                   for e in entries)  # the command line is audited, never its output
+
+    marker = ["sh", "-c", "echo ran >> /tmp/capstan-exec-marker"]
+    for who, role in (("vic", "viewer"), ("eve", "tenant:evil")):
+        ctx = _user_context(cluster, who, role)
+        r = _cli(cluster, "--context", ctx, "exec", "ex/web.0", "--tenant", "acme", "--", *marker)
+        assert r.returncode == 4, (who, r.stderr)
+        assert r.stderr.startswith("error: Exec: permission denied:"), r.stderr
+    # A tenant's own instance: allowed.
+    ctx = _user_context(cluster, "ann", "tenant:acme")
+    r = _cli(cluster, "--context", ctx, "exec", "ex/web.0", "--", "echo", "mine")
+    assert (r.returncode, r.stdout) == (0, "mine\n"), r.stderr
+    r = _cli(cluster, "exec", "ex/web.0", "--", "cat", "/tmp/capstan-exec-marker")
+    assert r.returncode == 1 and r.stdout == ""  # the refused commands never ran
+    entries = [json.loads(line) for line in run("audit", "tail", "-n", "0", "-o", "json")
+               .out.splitlines()]
+    assert len([e for e in entries if e["event"] == "exec.granted"]) == 4
+    refused = [e for e in entries if e["event"] == "control.refused" and e["method"] == "Exec"]
+    assert len(refused) == 2
+
+    # The session ends with its grant, whatever the command wants.
+    started = time.monotonic()
+    r = _cli(cluster, "exec", "ex/web.0", "--timeout", "2s", "--", "sleep", "60")
+    assert r.returncode == 4, r.stderr
+    assert "exec session ended" in r.stderr and "grant expired" in r.stderr
+    assert time.monotonic() - started < 30
+    assert _cli(cluster, "exec", "ex/web.0", "--timeout", "10m", "--", "true").returncode == 1
+    assert run("delete", "app", "ex").code == 0

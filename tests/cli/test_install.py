@@ -4,6 +4,7 @@ CLI reads at run time must come from the installed package, not from the checkou
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -37,10 +38,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     a plain path file (a path line does not run the editable install's finder).
     """
     root = tmp_path_factory.mktemp("install")
+    # A copy of the sources: building in place would leave build/ in the checkout.
+    source = root / "source"
+    shutil.copytree(
+        REPO, source,
+        ignore=shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info",
+                                      "__pycache__", ".*_cache", "tests", "bench"),
+    )
     wheels = root / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(wheels), str(REPO)],
+         "-w", str(wheels), str(source)],
         check=True, capture_output=True, timeout=300, cwd=root,
     )
     venv = root / "venv"

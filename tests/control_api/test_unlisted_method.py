@@ -10,19 +10,20 @@ import grpc
 import pytest
 
 from orchestrator.authz import CONTROL, GATEWAY, TABLE
-from protos import control_pb2, gateway_pb2
+from protos import control_pb2, gateway_pb2, secrets_pb2
 
 from .conftest import Running
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
-def test_every_method_of_both_services_has_a_rule_and_every_rule_a_method() -> None:
+def test_every_method_of_every_service_has_a_rule_and_every_rule_a_method() -> None:
     methods = {
         f"/{service.full_name}/{m.name}"
         for service in (
             control_pb2.DESCRIPTOR.services_by_name["ControlService"],
             gateway_pb2.DESCRIPTOR.services_by_name["NodeGateway"],
+            secrets_pb2.DESCRIPTOR.services_by_name["SecretService"],
         )
         for m in service.methods
     }

@@ -91,7 +91,9 @@ class Load:
             )
             try:
                 with NodeClient(
-                    source.address, credentials=credentials_for_token(crt, key, ca, token)
+                    source.address,
+                    credentials=credentials_for_token(crt, key, ca, token),
+                    expect=source.id,
                 ) as client:
                     client.call("node.info", node_pb2.NodeInfoRequest(), token, timeout=10)
                 self.calls += 1

@@ -103,7 +103,8 @@ def test_renewal_signs_the_recorded_identity_and_sans_never_the_csrs(cluster: Cl
     response = cluster.as_node("node-1").Renew(gateway_pb2.RenewRequest(csr_pem=pem))
     leaf = x509.load_pem_x509_certificate(response.certificate_chain)
     assert identity_of(leaf).uri == before.id  # node-1, not the CSR's node-2
-    assert dns_names(leaf) == list(before.dns)
+    # What the node was recorded with, plus its identity name (the CA's, never the CSR's).
+    assert dns_names(leaf) == [*before.dns, identity_of(leaf).dns_name]
     assert [str(i) for i in ip_addresses(leaf)] == list(before.ips)
     assert leaf.public_key() == key.public_key()
 

@@ -58,7 +58,9 @@ def node2_refuses_node1(c: Cluster) -> bool:
         )
     )
     try:
-        with NodeClient(source.address, credentials=c.node_credentials("node-1")) as client:
+        with NodeClient(
+            source.address, credentials=c.node_credentials("node-1"), expect=source.id
+        ) as client:
             client.call("node.info", node_pb2.NodeInfoRequest(), token, timeout=2)
     except NodeCallError as exc:
         return exc.code == grpc.StatusCode.UNAUTHENTICATED and "revoked" in exc.details

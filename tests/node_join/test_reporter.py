@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint
 from protos import gateway_pb2, node_pb2, node_pb2_grpc
 from protos.wire.channel import client_credentials
-from protos.wire.trust import parse_deny_list
+from protos.wire.trust import parse_deny_list, sign_trust_update
 
 from .conftest import IMAGE, GatewayServers, Pki, add_busybox, kill_recorded, wait_for
 
@@ -116,6 +117,17 @@ def _node_info(node: JoinedNode, pki: Pki, keys: TokenKeyStore) -> tuple[grpc.St
     return grpc.StatusCode.OK, ""
 
 
+_ISSUED = itertools.count(1)
+
+
+def signed(update: gateway_pb2.TrustUpdate, *stores: TokenKeyStore) -> gateway_pb2.TrustUpdate:
+    """``update`` as the orchestrator sends it: ordered after every earlier one, signed
+    by each key of ``stores``."""
+    update.issued_at_ms = next(_ISSUED)
+    sign_trust_update(update, [signer for store in stores for signer in store.signers()])
+    return update
+
+
 def test_a_trust_update_rewrites_jwks_and_deny_list_and_the_agent_obeys_them(
     node: JoinedNode, servers: GatewayServers, pki: Pki, tmp_path: Path
 ) -> None:
@@ -129,7 +141,9 @@ def test_a_trust_update_rewrites_jwks_and_deny_list_and_the_agent_obeys_them(
     new_jwks = json.dumps(rolled.jwks()).encode()
     gw.push(
         gateway_pb2.GatewayMessage(
-            trust=gateway_pb2.TrustUpdate(jwks=new_jwks, deny_list=b"1F\nABCDEF\n")
+            trust=signed(
+                gateway_pb2.TrustUpdate(jwks=new_jwks, deny_list=b"1F\nABCDEF\n"), pki.keys
+            )
         )
     )
     wait_for(lambda: files.deny_list.read_bytes() == b"1F\nABCDEF\n", what="deny.txt rewritten")
@@ -139,7 +153,10 @@ def test_a_trust_update_rewrites_jwks_and_deny_list_and_the_agent_obeys_them(
 
     # Revoking the caller's certificate: the next call is refused.
     deny = f"{pki.orch.serial:X}\n".encode()
-    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(deny_list=deny)))
+    # From now on the node trusts only the rolled key: updates are signed with it.
+    gw.push(
+        gateway_pb2.GatewayMessage(trust=signed(gateway_pb2.TrustUpdate(deny_list=deny), rolled))
+    )
     wait_for(lambda: files.deny_list.read_bytes() == deny, what="the revocation")
     assert parse_deny_list(files.deny_list.read_bytes()) == {pki.orch.serial}
     assert _node_info(node, pki, rolled) == (grpc.StatusCode.UNAUTHENTICATED, "certificate revoked")
@@ -147,26 +164,42 @@ def test_a_trust_update_rewrites_jwks_and_deny_list_and_the_agent_obeys_them(
 
     # The same trust again (as at every stream start) leaves the files untouched.
     stamp = files.jwks.stat().st_ino, files.jwks.stat().st_mtime_ns
-    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(jwks=new_jwks)))
-    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(deny_list=b"# marker\n")))
+    gw.push(
+        gateway_pb2.GatewayMessage(trust=signed(gateway_pb2.TrustUpdate(jwks=new_jwks), rolled))
+    )
+    gw.push(
+        gateway_pb2.GatewayMessage(
+            trust=signed(gateway_pb2.TrustUpdate(deny_list=b"# marker\n"), rolled)
+        )
+    )
     wait_for(lambda: files.deny_list.read_bytes() == b"# marker\n", what="the marker update")
     assert (files.jwks.stat().st_ino, files.jwks.stat().st_mtime_ns) == stamp
 
 
 def test_unusable_or_empty_trust_fields_leave_the_files_alone(
-    node: JoinedNode, servers: GatewayServers
+    node: JoinedNode, servers: GatewayServers, pki: Pki
 ) -> None:
     gw = servers.gateway
     files = node.joined.files
     jwks_before = files.jwks.read_bytes()
     gw.push(
         gateway_pb2.GatewayMessage(
-            trust=gateway_pb2.TrustUpdate(jwks=b'{"keys": []}', deny_list=b"not hex\n")
+            trust=signed(
+                gateway_pb2.TrustUpdate(jwks=b'{"keys": []}', deny_list=b"not hex\n"), pki.keys
+            )
         )
     )
     # Empty deny list: "unchanged", never "forget every revocation".
-    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(jwks=b"", deny_list=b"")))
-    gw.push(gateway_pb2.GatewayMessage(trust=gateway_pb2.TrustUpdate(deny_list=b"# none\n")))
+    gw.push(
+        gateway_pb2.GatewayMessage(
+            trust=signed(gateway_pb2.TrustUpdate(jwks=b"", deny_list=b""), pki.keys)
+        )
+    )
+    gw.push(
+        gateway_pb2.GatewayMessage(
+            trust=signed(gateway_pb2.TrustUpdate(deny_list=b"# none\n"), pki.keys)
+        )
+    )
     wait_for(lambda: files.deny_list.read_bytes() == b"# none\n", what="the last update")
     assert files.jwks.read_bytes() == jwks_before
     assert node.reporter.messages == 3
@@ -450,3 +483,41 @@ def test_a_refused_stream_backs_off_instead_of_looping(
         assert reporter.failures >= reporter.streams - 1  # never reset by those messages
     finally:
         reporter.stop()
+
+
+def test_a_trust_update_not_signed_by_a_trusted_key_changes_nothing(
+    node: JoinedNode, servers: GatewayServers, pki: Pki, tmp_path: Path
+) -> None:
+    # Before: whoever spoke on the report stream chose the node's token keys, deny list
+    # and CA bundle. Now only an update signed by a key the node already trusts, and
+    # not older than the last applied, changes them.
+    gw = servers.gateway
+    files = node.joined.files
+    before = (files.jwks.read_bytes(), files.deny_list.read_bytes(), files.ca.read_bytes())
+    impostor = TokenKeyStore.create(tmp_path / "impostor-keys")
+    evil_jwks = json.dumps(impostor.jwks()).encode()
+    evil = gateway_pb2.TrustUpdate(jwks=evil_jwks, deny_list=b"# nothing revoked\n")
+    gw.push(gateway_pb2.GatewayMessage(trust=evil))  # unsigned
+    gw.push(
+        gateway_pb2.GatewayMessage(
+            trust=signed(
+                gateway_pb2.TrustUpdate(jwks=evil_jwks, deny_list=b"# nothing revoked\n"), impostor
+            )
+        )
+    )  # its own key
+    forged = signed(gateway_pb2.TrustUpdate(jwks=evil_jwks), pki.keys)
+    forged.jwks = evil_jwks + b" "  # changed after signing
+    gw.push(gateway_pb2.GatewayMessage(trust=forged))
+    genuine = signed(gateway_pb2.TrustUpdate(deny_list=b"# genuine\n"), pki.keys)
+    older = signed(gateway_pb2.TrustUpdate(deny_list=b"# replayed\n"), pki.keys)
+    older.issued_at_ms = 0  # a replay of an update from before the last one applied
+    sign_trust_update(older, pki.keys.signers())
+    gw.push(gateway_pb2.GatewayMessage(trust=genuine))
+    gw.push(gateway_pb2.GatewayMessage(trust=older))
+    wait_for(lambda: node.reporter.messages >= 5, what="five trust updates")
+    assert (files.jwks.read_bytes(), files.ca.read_bytes()) == (before[0], before[2])
+    assert files.deny_list.read_bytes() == b"# genuine\n"
+    assert node.reporter.trust_refused == 4
+    # And the agent still obeys only the genuine keys.
+    assert _node_info(node, pki, pki.keys) == (grpc.StatusCode.OK, "")
+    assert _node_info(node, pki, impostor)[0] == grpc.StatusCode.UNAUTHENTICATED

@@ -257,7 +257,12 @@ def test_issue_profiles(authority: Authority, now: float) -> None:
     assert extended_key_usage(node.cert) == server_client
     assert extended_key_usage(user.cert) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     assert identity_of(orch.cert).uri == "spiffe://capstan.test/orchestrator/orch-1"
-    assert dns_names(orch.cert) == ["localhost", "orch.example"]
+    assert dns_names(orch.cert) == [
+        "localhost",
+        "orch.example",
+        "orch-1.orchestrator.capstan.test.spiffe.invalid",  # its identity, and
+        "orchestrator.capstan.test.spiffe.invalid",  # "an orchestrator" (HA clients)
+    ]
     assert [str(ip) for ip in ip_addresses(orch.cert)] == ["127.0.0.1", "::1"]
     assert role_of(user.cert) == "admin" and user.role == "admin"
     assert role_of(node.cert) is None
@@ -301,6 +306,16 @@ def test_issue_ttl(authority: Authority, now: float) -> None:
         ("user", "alice", {"role": "admin", "dns": ["x"]}, PKIError, "carries no DNS or IP"),
         ("node", "n", {"role": "admin"}, PKIError, "a node certificate carries no role"),
         ("node", "n", {"dns": ["*.example"]}, CertificateError, "invalid DNS name"),
+        # Identity names are the CA's to set: a node asking for the orchestrator's
+        # (in any case) would pass a client's identity check.
+        (
+            "node",
+            "n",
+            {"dns": ["O.Orchestrator.capstan.test.spiffe.invalid"]},
+            PKIError,
+            "reserved identity suffix",
+        ),
+        ("node", "n", {"dns": ["orchestrator.capstan.test.spiffe.invalid"]}, PKIError, "reserved"),
         ("node", "n", {"ips": ["300.1.1.1"]}, CertificateError, "invalid IP address"),
         ("node", "n", {"ttl": 59}, PKIError, "too short"),
         ("node", "n", {"ttl": 31 * 86400}, PKIError, "too long for a node certificate"),
@@ -374,7 +389,7 @@ def test_sign_csr_takes_identity_from_arguments_only(authority: Authority, now: 
     assert issued.key_pem is None
     assert issued.cert.public_key() == key.public_key()
     assert identity_of(issued.cert).uri == "spiffe://capstan.test/node/node-7"
-    assert dns_names(issued.cert) == ["node-7.local"]
+    assert dns_names(issued.cert) == ["node-7.local", "node-7.node.capstan.test.spiffe.invalid"]
     assert issued.cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
     assert issued.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "node-7"
     authority.verifier().verify(issued.cert, [authority.intermediate], purpose="server", now=now)

@@ -95,8 +95,11 @@ def test_issue_list_inspect_revoke_crl(run: Run, pki: Path, out: Path, tmp_path:
     cert = x509.load_pem_x509_certificates((out / "node-1.crt").read_bytes())[0]
     assert leaf["identity"] == "spiffe://capstan.test/node/node-1"
     assert leaf["eku"] == ["serverAuth", "clientAuth"]
-    assert leaf["san"] == {"uri": ["spiffe://capstan.test/node/node-1"], "dns": ["localhost"],
-                           "ip": ["127.0.0.1"]}
+    assert leaf["san"] == {
+        "uri": ["spiffe://capstan.test/node/node-1"],
+        "dns": ["localhost", "node-1.node.capstan.test.spiffe.invalid"],
+        "ip": ["127.0.0.1"],
+    }
     assert leaf["serial"] == records[0]["serial"] == f"{cert.serial_number:x}"
     assert leaf["key"] == "ECDSA P-256" and leaf["ca"] is False and leaf["role"] is None
     assert leaf["issuer"] == "CN=Capstan intermediate CA capstan.test,O=capstan.test"
@@ -145,8 +148,8 @@ def test_token_key_commands(run: Run, pki: Path) -> None:
     assert [k["kid"] for k in json.loads(run.ok("pki", "jwks", "--dir", pki))["keys"]] == [
         new_kid, old_kid,
     ]
-    assert "active key" in run.fails("pki", "retire-token-key", "--dir", pki, new_kid)
-    run.ok("pki", "retire-token-key", "--dir", pki, old_kid)
+    assert "active key" in run.fails("pki", "retire-token-key", "--dir", pki, "--", new_kid)
+    run.ok("pki", "retire-token-key", "--dir", pki, "--", old_kid)
     assert [k["kid"] for k in json.loads(run.ok("pki", "jwks", "--dir", pki))["keys"]] == [new_kid]
 
 

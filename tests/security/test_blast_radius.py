@@ -25,7 +25,7 @@ from node.join import load_joined
 from pki.certs import load_pem_chain, thumbprint
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint
-from protos import control_pb2, gateway_pb2, node_pb2, ops, topology_pb2
+from protos import control_pb2, gateway_pb2, node_pb2, ops, secrets_pb2, topology_pb2
 
 from .conftest import Cluster, wait_for
 
@@ -245,7 +245,11 @@ def test_node_certificate_reaches_no_control_method(cluster: Cluster) -> None:
     before = _snapshot(cluster)
     channel = grpc.secure_channel(cluster.orch.target, cluster.node_credentials("node-1"))
     results = {}
-    for method in _service(control_pb2, "ControlService").methods:
+    user_methods = [
+        *_service(control_pb2, "ControlService").methods,
+        *_service(secrets_pb2, "SecretService").methods,
+    ]
+    for method in user_methods:
         request = _request_of(method, name="node-2", node="node-2", app="shop")
         err = _invoke(channel, method, request)
         results[method.name] = None if err is None else (err.code(), err.details())
@@ -385,7 +389,10 @@ def test_tenant_reaches_nothing_of_another_tenant(cluster: Cluster) -> None:
     creds = cluster.orch.user("mallory", "tenant:evil")
     ch = grpc.secure_channel(cluster.orch.target, creds)
     seen: dict[str, str] = {}
-    for method in _service(control_pb2, "ControlService").methods:
+    for method in [
+        *_service(control_pb2, "ControlService").methods,
+        *_service(secrets_pb2, "SecretService").methods,
+    ]:
         request = _request_of(
             method, name="node-2", node="node-2", app="shop", tenant="acme", instance="shop/web.0"
         )

@@ -40,9 +40,12 @@ def test_node_cannot_attract_workloads_by_its_own_labels_or_capacity(cluster: Cl
     )
     assert dict(record.labels) == {"zone": "a"}
     assert record.cpus == 1.0 and record.memory == 1 * GI and record.pool == ""
-    wait_for(lambda: all(
-        n.state == "ready" for n in admin.ListNodes(control_pb2.ListNodesRequest()).nodes
-    ), what="node-3 ready")
+    wait_for(
+        lambda: all(
+            n.state == "ready" for n in admin.ListNodes(control_pb2.ListNodesRequest()).nodes
+        ),
+        what="node-3 ready",
+    )
     # Labels it gave itself attract nothing; nor does the capacity it claimed: the
     # apply is refused whole and nothing is written.
     for request in (
@@ -57,15 +60,19 @@ def test_node_cannot_attract_workloads_by_its_own_labels_or_capacity(cluster: Cl
     assert cluster.nodes["node-3"].agent.runtime.list() == []
     # The admin's own labels do attract.
     admin.Apply(_app("zoned", placement=topology_pb2.Placement(constraints={"zone": "a"})))
-    wait_for(lambda: any(
-        w.app == "zoned" and w.node == "node-3" for w in cluster.workloads()
-    ), what="zoned placed on node-3")
+    wait_for(
+        lambda: any(w.app == "zoned" and w.node == "node-3" for w in cluster.workloads()),
+        what="zoned placed on node-3",
+    )
 
 
 @pytest.mark.parametrize(
-    "bad", [control_pb2.JoinTokenRequest(cpus=float("nan")),
-            control_pb2.JoinTokenRequest(cpus=-1.0),
-            control_pb2.JoinTokenRequest(memory=-1)],
+    "bad",
+    [
+        control_pb2.JoinTokenRequest(cpus=float("nan")),
+        control_pb2.JoinTokenRequest(cpus=-1.0),
+        control_pb2.JoinTokenRequest(memory=-1),
+    ],
 )
 def test_join_token_with_a_bad_capacity_is_refused(
     cluster: Cluster, bad: control_pb2.JoinTokenRequest

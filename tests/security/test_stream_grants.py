@@ -1,0 +1,92 @@
+"""The orchestrator's streams end with their grant and are limited per peer (issue 10
+items 4 and 6): a node's Watch and Report, held by the node's certificate.
+
+Waiting is for the stream to end (an event), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import grpc
+
+from protos import control_pb2, gateway_pb2
+
+from .conftest import Cluster, wait_for
+
+
+def _drain(call: Any) -> tuple[threading.Event, list[grpc.RpcError]]:
+    ended = threading.Event()
+    errors: list[grpc.RpcError] = []
+
+    def run() -> None:
+        try:
+            for _ in call:
+                pass
+        except grpc.RpcError as exc:
+            errors.append(exc)
+        ended.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return ended, errors
+
+
+def test_a_watch_stream_ends_when_its_nodes_certificate_is_revoked(cluster: Cluster) -> None:
+    # Before: a node's Watch kept streaming assignments after its certificate was
+    # revoked, for as long as the node kept the stream open.
+    stub = cluster.as_node("node-2")
+    watch = stub.Watch(gateway_pb2.WatchRequest(node="node-2"))
+    first = next(watch)  # the stream is open and authorized
+    assert first is not None
+    ended, errors = _drain(watch)
+    assert not ended.wait(0.5), "the stream ended while the certificate was good"
+    cluster.admin().RevokeNode(control_pb2.RevokeNodeRequest(name="node-2"))
+    assert ended.wait(30)
+    assert [(e.code(), e.details()) for e in errors] == [
+        (grpc.StatusCode.UNAUTHENTICATED, "certificate revoked")
+    ]
+    gate = cluster.orch.orch.authz
+    assert gate is not None
+    wait_for(lambda: gate.open_streams("spiffe://orch.test/node/node-2") == 0, what="released")
+
+
+def test_one_nodes_flood_of_watch_streams_is_capped_and_others_still_answer(
+    cluster: Cluster,
+) -> None:
+    stub = cluster.as_node("node-2")
+    gate = cluster.orch.orch.authz
+    assert gate is not None
+    uri = "spiffe://orch.test/node/node-2"
+    wait_for(lambda: gate.open_streams(uri) == 1, what="node-2's own report stream")
+    free = gate.streams_per_peer - 1
+    calls = [stub.Watch(gateway_pb2.WatchRequest(node="node-2")) for _ in range(free + 12)]
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def first(call: Any) -> None:
+        try:
+            next(call)
+            got: object = "open"
+        except grpc.RpcError as exc:
+            got = exc.code()
+        with lock:
+            outcomes.append(got)
+
+    readers = [threading.Thread(target=first, args=(c,), daemon=True) for c in calls]
+    try:
+        for r in readers:
+            r.start()
+        for r in readers:
+            r.join(timeout=30)
+        assert outcomes.count("open") == free
+        assert outcomes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 12
+        # Another peer is not held up by that node's streams.
+        nodes = cluster.admin().ListNodes(control_pb2.ListNodesRequest(), timeout=10).nodes
+        assert {n.name for n in nodes} == {"node-1", "node-2"}
+        refused = [e for e in cluster.audit() if e.get("event") == "stream.refused"]
+        assert len(refused) == 12 and {e["peer"] for e in refused} == {uri}
+    finally:
+        for c in calls:
+            c.cancel()
+    wait_for(lambda: gate.open_streams(uri) == 1, what="the watches released")
