@@ -5,10 +5,12 @@ namespace to connect the way its workload would."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
 from node.agent import JoinedNode
+from node.errors import NodeError
 from node.links._netns import Namespace
 from orchestrator.links import link_address
 from protos import control_pb2, topology_pb2
@@ -127,3 +129,11 @@ def wait_tunnels(node: JoinedNode, count: int, timeout: float = 20.0) -> float:
     t0 = time.monotonic()
     wait_for(lambda: len(node.agent.links.inbound()) == count, timeout, f"{count} tunnels")
     return time.monotonic() - t0
+
+
+def stop_node(node: JoinedNode) -> None:
+    """Stop a node and remove its containers (the orchestrator may be removing some)."""
+    for ct in node.agent.runtime.list():
+        with contextlib.suppress(NodeError):
+            node.agent.runtime.remove(ct.name, force=True)
+    node.stop(0)

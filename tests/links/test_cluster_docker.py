@@ -20,6 +20,7 @@ from tests.links._cluster import (
     node_of,
     shop,
     start,
+    stop_node,
 )
 from tests.security.conftest import Cluster, wait_for
 
@@ -37,9 +38,7 @@ def cluster(
         yield c
     finally:
         for node in c.nodes.values():
-            for ct in node.agent.runtime.list():
-                node.agent.runtime.remove(ct.name, force=True)
-            node.stop(0)
+            stop_node(node)
         stop_orchestrator(c.orch)
 
 
@@ -86,4 +85,5 @@ def test_other_app_and_tenant_reach_nothing(cluster: Cluster) -> None:
             with pytest.raises(OSError):
                 connect_from(netns, host, 5432, timeout=1).close()
     granted = [e for e in cluster.audit() if e.get("event") == "link.granted"]
-    assert granted and all(e["res"].startswith("acme/shop/") for e in granted)
+    # (shop's own web and db may share a node: then nothing is granted at all)
+    assert all(e["res"].startswith("acme/shop/") for e in granted)
