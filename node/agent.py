@@ -196,6 +196,7 @@ def run_joined_node(
                 on_change=reporter.poke,
                 rng=rng,
                 epochs=agent.authorizer.epochs,
+                secrets=agent.secrets,
             )
             puller.start()
     except BaseException:

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from node.config import RUNTIMES
+from node.secretfiles import load_or_create_seal_key
 from pki._files import atomic_write, read_file, write_private_key
 from pki.certs import ChainVerifier, identity_of, load_pem_chain, trust_domain_of_root
 from pki.errors import CapstanError, CertificateError, ConfigError
@@ -607,6 +608,8 @@ def join(
             labels=plan.labels,
             runtime=plan.runtime,
             mode=plan.mode,
+            # The key secrets are sealed to; its private half stays in the state dir.
+            seal_key=bytes(load_or_create_seal_key(state_dir).public_key),
         )
         roots_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in roots)
         trust_domains = {trust_domain_of_root(c) for c in roots}

@@ -10,7 +10,10 @@ image:
 - it loads an archive for a pinned image only after checking, on the spooled bytes
   and before anything is tagged, that the config has that digest and that every
   layer has the digest the config names (regression: a compromised node served
-  another tenant's image under its name, and its content ran on a healthy node).
+  another tenant's image under its name, and its content ran on a healthy node);
+- it keeps what it loaded for a pin under the content tag ``name:sha256-<hex>``
+  (``protos.wire.images.content_ref``), never under the plain name: two tenants'
+  same-named images of different content live side by side.
 """
 
 from __future__ import annotations
@@ -38,26 +41,36 @@ def split(ref: str) -> tuple[str, str | None]:
 
 
 with_tag = images.with_tag
+content_ref = images.content_ref
 
 
-def local_digest(runtime: Runtime, ref: str) -> str | None:
-    """The image id of this node's copy of ``ref`` (a plain reference), or None."""
-    return runtime.image_ids().get(with_tag(ref))
+def local_ref(runtime: Runtime, ref: str) -> str | None:
+    """The reference this node holds pinned ``ref``'s exact content under (its content
+    tag ``name:sha256-<hex>``, or its plain name when a seed put it there), or None.
+    An unpinned ``ref`` is returned as is."""
+    plain, digest = split(ref)
+    if digest is None:
+        return ref
+    ids = runtime.image_ids()
+    for candidate in (images.content_ref(ref), with_tag(plain)):
+        if ids.get(candidate) == digest:
+            return candidate
+    return None
 
 
 def require_local(runtime: Runtime, ref: str) -> str:
-    """The plain reference to hand the runtime for ``ref``; for a pinned ``ref``, only
-    when this node's copy has the pinned digest (else NotFound: it must be fetched)."""
-    plain, digest = split(ref)
-    if digest is not None and local_digest(runtime, plain) != digest:
-        raise NotFound(f"image {plain} with digest {digest} is not on this node")
-    return plain
+    """The reference to hand the runtime for ``ref``; for a pinned ``ref``, only one
+    whose content has the pinned digest (else NotFound: it must be fetched)."""
+    local = local_ref(runtime, ref)
+    if local is None:
+        raise NotFound(f"image {ref} is not on this node")
+    return local
 
 
 def runnable(runtime: Runtime, spec: ContainerSpec) -> ContainerSpec:
     """``spec`` with its image as the runtime names it, after the pin was checked."""
-    plain = require_local(runtime, spec.image)
-    return spec if plain == spec.image else replace(spec, image=plain)
+    local = require_local(runtime, spec.image)
+    return spec if local == spec.image else replace(spec, image=local)
 
 
 def verify_archive(path: Path, digest: str) -> None:

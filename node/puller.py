@@ -25,6 +25,7 @@ growing delay (``RestartBackoff``), measured on the injected clock.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import threading
@@ -38,15 +39,16 @@ import grpc
 from node import pinned
 from node.authz import EpochFloor
 from node.converge import Action, Create, Desired, Nothing, Remove, Start, plan
-from node.errors import AlreadyExists, NotFound
+from node.errors import AlreadyExists, FailedPrecondition, NotFound
 from node.renewal import gateway_channel, own_credentials
 from node.reporter import Backoff
 from node.runtime.base import Runtime
+from node.secretfiles import SecretFiles
 from node.service import spec_from_pb
 from node.validation import check_owner, validate_spec
 from node.volumes import VolumeStore
 from pki.errors import CapstanError
-from protos import gateway_pb2, gateway_pb2_grpc
+from protos import gateway_pb2, gateway_pb2_grpc, node_pb2
 from protos.wire.errors import status_of
 from protos.wire.leader import Endpoints, endpoints_of, leader_of
 
@@ -99,7 +101,12 @@ class Puller:
         on_change: Callable[[], None] = lambda: None,
         rng: random.Random | None = None,
         epochs: EpochFloor | None = None,
+        secrets: SecretFiles | None = None,
     ) -> None:
+        self._secrets = secrets
+        # Sealed secrets of each desired instance, by container name (never opened
+        # until the instance is created here).
+        self._sealed: dict[str, list[node_pb2.SealedSecret]] = {}
         if interval <= 0:
             raise ValueError("converge interval must be positive")
         self._runtime = runtime
@@ -322,6 +329,8 @@ class Puller:
                     log.error("skipping assignment %s: %s", a.workload_id[:128], exc)
                 continue
             desired.append(entry)
+            if a.spec.secrets:
+                self._sealed[spec.name] = list(a.spec.secrets)
         return desired, keep
 
     def _apply(self, action: Action) -> bool:
@@ -330,9 +339,17 @@ class Puller:
             if isinstance(action, Create):
                 for mount in action.spec.volumes:
                     self._volumes.ensure(mount.name)
+                spec = pinned.runnable(self._runtime, action.spec)
+                sealed = self._sealed.get(action.name)
+                if sealed:
+                    if self._secrets is None:
+                        raise FailedPrecondition("this node holds no seal key")
+                    uid, gid = self._runtime.secret_owner(spec)
+                    mounts, env = self._secrets.open(action.name, sealed, uid, gid)
+                    spec = dataclasses.replace(spec, secrets=mounts, env=(*spec.env, *env))
                 # AlreadyExists: a create of an earlier pass that the listing missed.
                 with contextlib.suppress(AlreadyExists):
-                    self._runtime.create(pinned.runnable(self._runtime, action.spec))
+                    self._runtime.create(spec)
                 log.info("created %s for %s", action.name, action.workload_id)
             elif isinstance(action, Start):
                 if action.restart and not self._restart_due(action.name):
@@ -346,6 +363,9 @@ class Puller:
                     )
             elif isinstance(action, Remove):
                 self._remove(action.name)
+                self._sealed.pop(action.name, None)
+                if self._secrets is not None:
+                    self._secrets.remove(action.name)
                 self._restarts.pop(action.name, None)
                 log.info("removed %s (%s)", action.name, action.why)
             return True

@@ -217,9 +217,7 @@ def own_credentials(cert: Path, key: Path, ca: Path) -> grpc.ChannelCredentials:
     )
 
 
-def gateway_channel(
-    address: str, credentials: grpc.ChannelCredentials, cert: Path
-) -> grpc.Channel:
+def gateway_channel(address: str, credentials: grpc.ChannelCredentials, cert: Path) -> grpc.Channel:
     """A channel to the orchestrator's NodeGateway whose handshake accepts only an
     orchestrator of this node's trust domain (read from the node's certificate ``cert``),
     never merely a certificate for the host name: another node's certificate served at
@@ -414,9 +412,9 @@ class Renewer:
         address = self._endpoints.current()
         channel = gateway_channel(address, credentials, self._cert)
         try:
-            response: gateway_pb2.RenewResponse = gateway_pb2_grpc.NodeGatewayStub(
-                channel
-            ).Renew(gateway_pb2.RenewRequest(csr_pem=csr_pem), timeout=self._timeout)
+            response: gateway_pb2.RenewResponse = gateway_pb2_grpc.NodeGatewayStub(channel).Renew(
+                gateway_pb2.RenewRequest(csr_pem=csr_pem), timeout=self._timeout
+            )
             return response
         except grpc.RpcError as exc:
             self._endpoints.failed(address, leader_of(exc))

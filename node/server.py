@@ -27,6 +27,7 @@ from node.links import LinkManager, PeerInfo, tunnel_channel
 from node.renewal import read_pair
 from node.runtime import select_runtime
 from node.runtime.base import Runtime
+from node.secretfiles import SecretFiles
 from node.service import NodeServicer
 from node.volumes import VolumeStore
 from pki._files import read_file
@@ -114,8 +115,10 @@ class NodeAgent:
     links: LinkManager
     reaper: Reaper
     limits: PeerLimits
+    secrets: SecretFiles  # this node's seal key and its instances' secret files
 
     def stop(self, grace: float | None = 1.0) -> None:
+        self.secrets.close()
         self.health.enter_graceful_shutdown()
         self.links.stop()
         self.server.stop(grace).wait()
@@ -186,6 +189,7 @@ def build_agent(
         peer = authorizer.peer(context)
         return PeerInfo(peer.uri, peer.serial)
 
+    secret_files = SecretFiles(config.state_dir)
     servicer = NodeServicer(
         node_id=identity.uri,
         runtime=runtime,
@@ -195,6 +199,7 @@ def build_agent(
         version=_capstan_version,
         links=links,
         peer_of=peer_of,
+        secrets=secret_files,
     )
     node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
@@ -230,4 +235,5 @@ def build_agent(
         links,
         reaper,
         limits,
+        secret_files,
     )

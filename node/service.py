@@ -7,6 +7,7 @@ runs. Node errors become gRPC statuses at one boundary (``_status_of``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -15,7 +16,7 @@ import os
 import tarfile
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ import grpc
 from node import errors, pinned
 from node._generations import GenerationBook
 from node.links import LinkManager, LinkRefused, PeerInfo
+from node.runtime._docker_archive import retag_export
 from node.runtime.base import (
     ContainerSpec,
     ContainerStatus,
@@ -32,6 +34,7 @@ from node.runtime.base import (
     Runtime,
     VolumeMount,
 )
+from node.secretfiles import SecretFiles
 from node.validation import check_owner, validate_spec
 from node.volumes import VolumeStore, digest_checked
 from pki.errors import CapstanError
@@ -161,6 +164,7 @@ def import_image_checked(
     (``node.pinned.verify_archive``), tagged ``name``.
     Used by ImportImage (a push from the orchestrator) and by delegated fetches.
     """
+    pinned_ref = ref
     ref, digest = pinned.split(ref)
     try:
         spool_dir.mkdir(parents=True, exist_ok=True)
@@ -180,13 +184,20 @@ def import_image_checked(
         except OSError as exc:
             raise errors.RuntimeFailure(f"image spool {spool_dir}: {exc.strerror}") from None
         tags = _image_tags(path)
-        if tags != {ref}:
+        # A pinned image may come named by its content tag (what a fetching node keeps).
+        allowed = [{ref}] if digest is None else [{ref}, {pinned.content_ref(pinned_ref)}]
+        if tags not in allowed:
             raise errors.InvalidArgument(
                 "data", f"archive tags {sorted(tags)} but the import is for {ref!r}"
             )
-        if digest is not None:
-            pinned.verify_archive(path, digest)
-        return runtime.image_import(_read_chunks(path))
+        if digest is None:
+            return runtime.image_import(_read_chunks(path))
+        pinned.verify_archive(path, digest)
+        # Loaded under its content tag only: the plain name, which another tenant's
+        # pin may use for other content, is never moved.
+        return runtime.image_import(
+            retag_export(_read_chunks(path), pinned.content_ref(pinned_ref))
+        )
     finally:
         path.unlink(missing_ok=True)
 
@@ -203,7 +214,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         version: str | Callable[[], str] = "",
         links: LinkManager | None = None,
         peer_of: Callable[[Any], PeerInfo] | None = None,
+        secrets: SecretFiles | None = None,
     ) -> None:
+        self._secrets = secrets
         self._links = links
         self._peer_of = peer_of
         self._node_id = node_id
@@ -232,9 +245,29 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         self._generations.check(spec.name, spec.workload_id, request.generation)
         for mount in spec.volumes:
             self._volumes.ensure(mount.name)
-        created = status_to_pb(self._runtime.create(spec))
+        if request.secrets:
+            spec = self._with_secrets(spec, request.secrets)
+        try:
+            created = status_to_pb(self._runtime.create(spec))
+        except BaseException:
+            if request.secrets and self._secrets is not None and not self._holds(spec.name):
+                self._secrets.remove(spec.name)
+            raise
         self._generations.record(spec.name, spec.workload_id, request.generation)
         return created
+
+    def _with_secrets(
+        self, spec: ContainerSpec, sealed: Sequence[node_pb2.SealedSecret]
+    ) -> ContainerSpec:
+        """The spec with its secrets opened into memory-backed files (and env, where the
+        topology asked for it); refused whole when one does not open."""
+        if self._secrets is None:
+            raise errors.FailedPrecondition("this node holds no seal key: it cannot take secrets")
+        if self._holds(spec.name):
+            raise errors.AlreadyExists(f"container {spec.name!r} already exists")
+        uid, gid = self._runtime.secret_owner(spec)
+        mounts, env = self._secrets.open(spec.name, sealed, uid, gid)
+        return dataclasses.replace(spec, secrets=mounts, env=(*spec.env, *env))
 
     @_boundary
     def StartContainer(
@@ -261,6 +294,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> node_pb2.ContainerStatus:
         last = self._runtime.inspect(request.name)
         self._runtime.remove(request.name, force=request.force)
+        if self._secrets is not None:
+            self._secrets.remove(request.name)  # the instance left: so do its secrets
         self._generations.forget(request.name)
         return status_to_pb(last)
 
@@ -377,7 +412,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         log.info("exec in %s: %s", start.name, " ".join(start.command)[:512])
         if start.stdin:
             pump = threading.Thread(
-                target=_pump_input, args=(request_iterator, session), daemon=True,
+                target=_pump_input,
+                args=(request_iterator, session),
+                daemon=True,
                 name=f"exec-input-{start.name}",
             )
             pump.start()

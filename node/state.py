@@ -37,7 +37,7 @@ from typing import Any
 
 from node.errors import AlreadyExists, FailedPrecondition, NotFound, RuntimeFailure
 from node.runtime._netspec import net_from_json, net_to_json
-from node.runtime.base import ContainerSpec, VolumeMount
+from node.runtime.base import ContainerSpec, SecretMount, VolumeMount
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -104,6 +104,8 @@ def spec_to_json(spec: ContainerSpec) -> str:
         "seccomp": spec.seccomp,
         "cap_add": list(spec.cap_add),
         "low_ports": spec.low_ports,
+        # Where the instance's secret files are (a tmpfs path), never their content.
+        "secrets": [{"source": m.source, "path": m.path} for m in spec.secrets],
     }
     doc.update(net_to_json(spec.service, spec.ports, spec.links))
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
@@ -134,6 +136,10 @@ def spec_from_json(text: str) -> ContainerSpec:
         seccomp=str(doc.get("seccomp", "")),
         cap_add=tuple(str(c) for c in doc.get("cap_add", ())),
         low_ports=bool(doc.get("low_ports", False)),
+        secrets=tuple(
+            SecretMount(source=str(m["source"]), path=str(m["path"]))
+            for m in doc.get("secrets", ())
+        ),
     )
 
 

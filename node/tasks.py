@@ -204,13 +204,9 @@ class TaskRunner:
 
     def _fetch_image(self, task: gateway_pb2.Task) -> str:
         ref = task.resource
-        plain, digest = pinned.split(ref)
         # A pinned image counts as present only with that digest; an unpinned one by tag.
-        if (
-            pinned.local_digest(self._runtime, plain) == digest
-            if digest is not None
-            else self._runtime.image_exists(ref)
-        ):
+        local = pinned.local_ref(self._runtime, ref)
+        if local is not None and self._runtime.image_exists(local):
             return f"image {ref} already present; not fetched"
         with self._source(task) as client:
             stream = client.stream(
@@ -265,9 +261,7 @@ class TaskRunner:
                     )
                     return False
                 if code is not grpc.StatusCode.UNAVAILABLE or attempt + 1 == self._attempts:
-                    log.error(
-                        "completing task %s failed: %s: %s", request_id, status.name, details
-                    )
+                    log.error("completing task %s failed: %s: %s", request_id, status.name, details)
                     return False
                 log.info("gateway unavailable completing task %s; retrying", request_id)
             finally:

@@ -113,9 +113,7 @@ def validate_memory(field: str, value: object, *, max_memory: int | None = None)
     if value < 0:
         raise InvalidArgument(field, "must not be negative")
     if 0 < value < rules.MIN_MEMORY:
-        raise InvalidArgument(
-            field, f"must be 0 (unlimited) or at least {rules.MIN_MEMORY} bytes"
-        )
+        raise InvalidArgument(field, f"must be 0 (unlimited) or at least {rules.MIN_MEMORY} bytes")
     cap = rules.MAX_MEMORY if max_memory is None else max_memory
     if value > cap:
         raise InvalidArgument(field, f"{value} bytes asked, at most {cap} allowed")

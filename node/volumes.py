@@ -291,8 +291,13 @@ class _ChunkReader:
         return out
 
 
-_ALLOWED_TYPES = {tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE,
-                  tarfile.LNKTYPE}
+_ALLOWED_TYPES = {
+    tarfile.REGTYPE,
+    tarfile.AREGTYPE,
+    tarfile.DIRTYPE,
+    tarfile.SYMTYPE,
+    tarfile.LNKTYPE,
+}
 
 
 def _member_path(raw: str) -> str:
@@ -425,8 +430,7 @@ class _Extractor:
         if src is None:
             raise InvalidArgument(f"member {member.name[:200]!r}", "unreadable file entry")
         # Never setuid/setgid/sticky: the volume is mounted into workloads.
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW,
-                     member.mode & 0o777)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, member.mode & 0o777)
         with os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(src, out, _CHUNK)
         with contextlib.suppress(OSError):

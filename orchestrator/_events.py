@@ -22,6 +22,18 @@ def event_line(e: dict[str, Any]) -> str:
     return f"{event_time(e)} {line}"
 
 
+def app_of(e: dict[str, Any]) -> tuple[str, str] | None:
+    """The application ``(tenant, app)`` an audit event is about, if any (the rule of
+    ``of_app``: audit entries are indexed by it)."""
+    tenant, app = e.get("tenant"), e.get("app")
+    if isinstance(tenant, str) and isinstance(app, str) and tenant and app:
+        return tenant, app
+    parts = str(e.get("workload", "")).split(".")
+    if len(parts) >= 3 and parts[0] and parts[1]:
+        return parts[0], parts[1]
+    return None
+
+
 def of_app(e: dict[str, Any], tenant: str, app: str) -> bool:
     """Whether an audit event is about application ``tenant/app``: by tenant AND name
     (regression: another tenant's same-named application showed up), or by a

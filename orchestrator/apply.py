@@ -48,6 +48,12 @@ def validate(app: topology_pb2.Application) -> None:
         for k in s.env:
             check(f"{p}.env.{k}", rules.check_env_name(k))
         check(f"{p}.env", rules.check_env_total(s.env.items()))
+        check(f"{p}.user", rules.check_user(s.user))
+        check(f"{p}.seccomp", rules.check_seccomp(s.seccomp))
+        for i, cap in enumerate(s.cap_add):
+            check(f"{p}.capAdd[{i}]", rules.check_capability(cap))
+        if len(set(s.cap_add)) != len(s.cap_add) or len(s.cap_add) > rules.MAX_CAP_ADD:
+            problems.append(f"{p}.capAdd: at most {rules.MAX_CAP_ADD}, each named once")
         replicas = s.replicas if s.HasField("replicas") else 1
         if not 0 <= replicas <= quantities.MAX_REPLICAS:
             problems.append(f"{p}.replicas: must be between 0 and {quantities.MAX_REPLICAS}")

@@ -3,6 +3,11 @@
 Entry ``n`` is stored at ``/audit/<n>`` as canonical JSON holding the SHA-256 of
 entry ``n-1``; changing, removing or reordering any entry breaks the chain at that
 point, and ``verify`` names the first entry that does not fit.
+
+Readers pay for what they read, not for the whole log: an entry about an application
+is also written, in the same transaction, under that application's index (newest
+first), so ``app_events`` is one short range; ``entries(since=..., limit=...)``
+reads only the entries asked for (ranges over the decimal blocks of their keys).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from orchestrator._events import app_of
 from orchestrator.store import Compare, Put, Store, keys
 
 GENESIS = "0" * 64
@@ -28,7 +34,8 @@ def _canonical(entry: dict[str, Any]) -> bytes:
 # Entries written by one store transaction at most. etcd refuses transactions of more
 # than 128 operations by default (--max-txn-ops); a batch is its entries plus the
 # counter, so 100 stays clear of that with room for the store's own compares.
-MAX_BATCH = 100
+# Each entry is one or two puts (an application's entries are indexed too).
+MAX_BATCH = 60
 
 
 class _Pending:
@@ -123,6 +130,9 @@ class AuditLog:
                 entry["prev"] = prev
                 data = _canonical(entry)
                 puts.append(Put(keys.audit(seq), data))
+                about = app_of(entry)
+                if about is not None:
+                    puts.append(Put(keys.audit_by_app(*about, seq), data))
                 prev = hashlib.sha256(data).hexdigest()
             cmp = (
                 Compare.revision(_COUNTER, "==", self._counter_rev)
@@ -138,13 +148,28 @@ class AuditLog:
             await self._load()  # another writer appended: continue from its tail
         raise RuntimeError("audit log: could not append after 5 attempts")
 
-    async def entries(self, *, since: int = 0) -> list[dict[str, Any]]:
-        out = []
-        for e in await self._store.range(keys.AUDIT):
-            item: dict[str, Any] = json.loads(e.value)
-            if item.get("seq", -1) >= since:
-                out.append(item)
+    async def entries(self, *, since: int = 0, limit: int = 0) -> list[dict[str, Any]]:
+        """Entries from ``since`` on (only the last ``limit`` of them when limit > 0),
+        oldest first; reads those entries only."""
+        head_entry = await self._store.get(_COUNTER)
+        if head_entry is None:
+            return []
+        head = int(head_entry.value)
+        start = max(0, since, head - limit + 1 if limit > 0 else 0)
+        if start > head:
+            return []
+        out: list[dict[str, Any]] = []
+        for prefix in _blocks(start, head):
+            for e in await self._store.range(prefix):
+                item: dict[str, Any] = json.loads(e.value)
+                if start <= item.get("seq", -1) <= head:
+                    out.append(item)
         return out
+
+    async def app_events(self, tenant: str, app: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest ``limit`` entries about application ``tenant/app``, oldest first."""
+        found = await self._store.range(keys.audit_by_app_prefix(tenant, app), limit=limit)
+        return [json.loads(e.value) for e in reversed(list(found))]
 
     async def verify(self) -> tuple[bool, str]:
         """Check the whole chain; (True, summary) or (False, the first bad entry and why)."""
@@ -186,3 +211,19 @@ class AuditLog:
         async for ev in self._store.watch(keys.AUDIT, start_revision=rev + 1):
             if ev.value:
                 yield json.loads(ev.value)
+
+
+def _blocks(start: int, end: int) -> list[str]:
+    """Key prefixes covering exactly audit entries ``start..end``: keys are 20 decimal
+    digits, so ``/audit/0000000000000000012`` holds entries 120-129; aligned blocks of
+    10**k entries share a prefix, and few blocks cover any span."""
+    out: list[str] = []
+    i = start
+    while i <= end:
+        k = 0
+        while k < 20 and i % 10 ** (k + 1) == 0 and i + 10 ** (k + 1) - 1 <= end:
+            k += 1
+        key = keys.audit(i)
+        out.append(key[: len(key) - k] if k else key)
+        i += 10**k
+    return out

@@ -163,6 +163,10 @@ TABLE: Mapping[str, Rule] = {
             "Version": Rule(Access.READ),
             "ListOrchestrators": Rule(Access.READ),
             "SeedImage": Rule(Access.ADMIN),
+            "SetPoolPolicy": Rule(Access.ADMIN),
+            "ListPoolPolicies": Rule(Access.READ),
+            "SetQuota": Rule(Access.ADMIN),
+            "DescribeTenant": Rule(Access.READ, tenant=_tenant),
         }.items()
     },
     **{

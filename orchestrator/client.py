@@ -305,7 +305,12 @@ class ControlClient:
         ttl: float = 0.0,
     ) -> cpb.ExecGrant:
         request = cpb.ExecRequest(
-            tenant=tenant, app=app, instance=instance, command=command, tty=tty, stdin=stdin,
+            tenant=tenant,
+            app=app,
+            instance=instance,
+            command=command,
+            tty=tty,
+            stdin=stdin,
             ttl=ttl,
         )
         return self._call("Exec", request)  # type: ignore[no-any-return]
@@ -327,9 +332,7 @@ class ControlClient:
         from protos.wire.nodeclient import NodeClient
 
         # Exactly the start the orchestrator minted the token for (its digest is req).
-        start = node_pb2.ExecStart(
-            name=grant.container, command=command, tty=tty, stdin=stdin
-        )
+        start = node_pb2.ExecStart(name=grant.container, command=command, tty=tty, stdin=stdin)
 
         def messages() -> Iterator[Any]:
             yield node_pb2.ExecInput(start=start)

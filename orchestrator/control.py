@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import grpc
 
 from orchestrator import apply as plans
-from orchestrator import jointokens, quantities, scheduler
+from orchestrator import jointokens, policy, quantities, scheduler
 from orchestrator._events import event_line, of_app
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, Caller, UserCall, may
@@ -50,6 +50,8 @@ class NotFound(OrchestratorError):
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (plans.InvalidApplication, grpc.StatusCode.INVALID_ARGUMENT),
+    (policy.PolicyRefused, grpc.StatusCode.INVALID_ARGUMENT),
+    (policy.QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (scheduler.Unschedulable, grpc.StatusCode.INVALID_ARGUMENT),
     (Conflict, grpc.StatusCode.ABORTED),
     # Leadership lost mid-call, or etcd without quorum: nothing was done; try again
@@ -113,6 +115,8 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         app.CopyFrom(request.app)
         app.tenant = call.tenant
         plans.validate(app)
+        # What the admin's pool policies permit (field named): before anything is pinned.
+        self._reconciler.policies.check_app(app)
         # Secrets are referenced, never embedded: each must exist in the app's tenant.
         missing = await self._secrets.missing(app)
         if missing:
@@ -140,6 +144,14 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             # Autoscaled services keep the autoscaler's count: re-applying the file
             # must not undo it.
             kept = keep_autoscaled(app, current)
+            asked = policy.app_usage(app)
+            usage = policy.tenant_usage(self._state.all_apps(), app.tenant, skip=app.name)
+            usage.add_usage(asked)
+            self._reconciler.policies.check_quota(
+                app.tenant,
+                usage,
+                f"application {app.name} ({asked.describe()})",
+            )
             record, changes, writes = plans.plan(app, current, mine, now=self._clock())
             record.autoscaled.clear()
             record.autoscaled.update(kept)
@@ -160,6 +172,77 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         return control_pb2.ApplyResponse(
             tenant=app.tenant, app=app.name, generation=record.generation, changes=changes
         )
+
+    # -- sandbox policies and quotas (orchestrator.policy) -----------------------------
+
+    @_errors
+    async def SetPoolPolicy(
+        self, request: control_pb2.PoolPolicyRecord, context: Any, call: UserCall
+    ) -> Any:
+        if request.pool:
+            problem = rules.check_dns_label(request.pool)
+            if problem:
+                raise policy.PolicyRefused(f"pool: {problem}")
+        rec = await self._reconciler.policies.set_pool(request.pool, request.policy)
+        await self._audit.record(
+            "pool.policy",
+            by=call.caller.uri,
+            pool=policy.pool_name(request.pool),
+            host_network=rec.policy.host_network,
+            root=rec.policy.root,
+            cap_add=list(rec.policy.cap_add),
+            unisolated=rec.policy.unisolated,
+            low_ports=rec.policy.low_ports,
+        )
+        self._reconciler.wake()
+        return rec
+
+    @_errors
+    async def ListPoolPolicies(
+        self, request: control_pb2.ListPoolPoliciesRequest, context: Any, call: UserCall
+    ) -> Any:
+        pools = self._reconciler.policies.pools
+        names = sorted(set(pools) | {""})
+        if call.caller.role not in ("admin", "viewer"):
+            names = [n for n in names if n in ("", call.caller.tenant)]
+        out = control_pb2.PoolPolicyList()
+        for name in names:
+            out.pools.add(pool=name).policy.CopyFrom(self._reconciler.policies.pool(name))
+        return out
+
+    @_errors
+    async def SetQuota(self, request: control_pb2.Quota, context: Any, call: UserCall) -> Any:
+        problem = rules.check_dns_label(request.tenant)
+        if problem:
+            raise policy.PolicyRefused(f"tenant: {problem}")
+        quota = await self._reconciler.policies.set_quota(request)
+        await self._audit.record(
+            "quota.set",
+            by=call.caller.uri,
+            tenant=quota.tenant,
+            cpu=quota.cpu,
+            memory=quota.memory,
+            instances=quota.instances,
+        )
+        return quota
+
+    @_errors
+    async def DescribeTenant(
+        self, request: control_pb2.TenantRef, context: Any, call: UserCall
+    ) -> Any:
+        tenant = call.tenant
+        usage = policy.tenant_usage(self._state.peek_apps(), tenant)
+        out = control_pb2.TenantUsage(
+            tenant=tenant,
+            cpu=usage.cpu,
+            memory=usage.memory,
+            instances=usage.instances,
+            apps=sum(1 for r in self._state.peek_apps() if r.app.tenant == tenant),
+        )
+        quota = self._reconciler.policies.quotas.get(tenant)
+        if quota is not None:
+            out.quota.CopyFrom(quota)
+        return out
 
     @_errors
     async def DeleteApp(self, request: control_pb2.AppRef, context: Any, call: UserCall) -> Any:
@@ -217,11 +300,12 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             ),
             key=lambda w: (w.service, w.index),
         )
+        # The application's own index: the cost does not grow with the whole log.
         events = [
             event_line(e)
-            for e in (await self._audit.entries())[-200:]
+            for e in await self._audit.app_events(tenant, request.name, limit=20)
             if of_app(e, tenant, request.name)
-        ][-20:]
+        ]
         return control_pb2.AppDetail(
             record=record, summary=self._summary(record), workloads=workloads, events=events
         )
@@ -392,15 +476,24 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         if node is None or not w.container or w.state != "running":
             raise NotFound(f"instance {request.instance} is not running on a node")
         start = node_pb2.ExecStart(
-            name=w.container, command=list(request.command), tty=request.tty,
+            name=w.container,
+            command=list(request.command),
+            tty=request.tty,
             stdin=request.stdin,
         )
         ttl = request.ttl or EXEC_DEFAULT_TTL
         # Audited before the token exists: an exec nobody recorded cannot happen.
         await self._audit.record(
-            "exec.granted", by=caller.uri, tenant=tenant, app=request.app,
-            workload=w.id, node=node.name, container=w.container,
-            command=list(request.command), tty=request.tty, ttl=ttl,
+            "exec.granted",
+            by=caller.uri,
+            tenant=tenant,
+            app=request.app,
+            workload=w.id,
+            node=node.name,
+            container=w.container,
+            command=list(request.command),
+            tty=request.tty,
+            ttl=ttl,
         )
         token = await self._minter.mint(
             sub=caller.uri,
@@ -413,7 +506,10 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             why=f"exec in {w.id}",
         )
         return control_pb2.ExecGrant(
-            node_address=node.address, node_id=node.id, container=w.container, token=token,
+            node_address=node.address,
+            node_id=node.id,
+            container=w.container,
+            token=token,
             expires_at=self._clock() + ttl,
         )
 
@@ -571,9 +667,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     async def AuditTail(
         self, request: control_pb2.AuditRequest, context: Any, call: UserCall
     ) -> Any:
-        entries = await self._audit.entries(since=max(0, request.since))
-        if request.limit > 0:
-            entries = entries[-request.limit :]
+        entries = await self._audit.entries(
+            since=max(0, request.since), limit=max(0, request.limit)
+        )
         last = -1
         for item in entries:
             last = item["seq"]

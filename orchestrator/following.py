@@ -25,9 +25,7 @@ _GATED = (
     "/" + secrets_pb2.DESCRIPTOR.services_by_name["SecretService"].full_name + "/",
 )
 # Read from the store by whichever orchestrator is asked: works while electing.
-_EVERY_MEMBER = (
-    _GATED[0] + "ListOrchestrators",
-)
+_EVERY_MEMBER = (_GATED[0] + "ListOrchestrators",)
 
 
 class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]

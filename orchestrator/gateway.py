@@ -25,6 +25,7 @@ from orchestrator.audit import AuditLog
 from orchestrator.authz import NodeCall
 from orchestrator.errors import NotLeader
 from orchestrator.liveness import Tracker
+from orchestrator.refusals import RefusalTally, source_host
 from orchestrator.state import ClusterState
 from orchestrator.tasks import Completion, TaskBook, TaskRefused
 from pki.authority import Authority
@@ -63,6 +64,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
     ) -> None:
         # Compared in one spelling (pki.identity.canonical_host): `VM` is `vm`.
         # localhost is everyone's own name: no node certificate may carry it.
+        self.join_refusals = RefusalTally(audit, event="join.refused", clock=clock)
         self._reserved_sans = frozenset(canonical_host(a) for a in (*reserved_sans, "localhost"))
         self._tasks = tasks
         self._on_completion = on_completion
@@ -102,6 +104,16 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         self, request: gateway_pb2.JoinRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         peer = context.peer()
+        source = source_host(peer)
+        refusals = self.join_refusals
+        # Unauthenticated: a source whose joins keep being refused is refused at once,
+        # before parsing or any store read (orchestrator/refusals.py).
+        if not refusals.admit(source):
+            await refusals.refused(source, "rate limited")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too many refused joins from this address; retry later",
+            )
         # The request is checked before the token is consumed: a typo in the
         # addresses must not burn a one-time token.
         try:
@@ -124,15 +136,19 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             taken = self._reserved_sans & (set(ips) | set(dns))
             if taken:
                 raise CapstanError(f"SANs {sorted(taken)} are reserved (the orchestrator's)")
+            if request.seal_key and len(request.seal_key) != 32:
+                raise CapstanError("seal_key: an X25519 public key is 32 bytes")
         except (CapstanError, ValueError) as exc:
+            await refusals.refused(source, f"invalid request: {exc}")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             grant = await jointokens.consume(
                 self._state.store, request.join_token, ca_pin=self._ca_pin, now=self._clock()
             )
         except jointokens.JoinRefused as exc:
-            await self._audit.record("join.refused", peer=peer, reason=str(exc))
-            log.warning("join refused from %s: %s", peer, exc)
+            # Audited in aggregate per source and window, never one entry per attempt.
+            await refusals.refused(source, str(exc))
+            log.debug("join refused from %s: %s", peer, exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "join refused")
         name = grant.name or request.name
         if not name:
@@ -171,6 +187,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             record.pool = grant.pool
             record.runtime = request.runtime
             record.mode = request.mode or "push"
+            record.seal_key = request.seal_key
             record.state = "suspect"
             record.joined_at = self._clock()
             record.cert_expiry = issued.not_after

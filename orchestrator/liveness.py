@@ -81,11 +81,11 @@ class Tracker:
             # own word, used for nothing else (sources come from orchestrator.images).
             for entry in status.image_digests:
                 try:
-                    plain, digest = wire_images.split(entry)
+                    _, digest = wire_images.split(entry)
                 except wire_images.NotPinned:
                     continue
                 if digest is not None:
-                    images.add(wire_images.pin(plain, digest))
+                    images.add(wire_images.content_key(entry))
             if images != view.images or not view.images_known:
                 changed = True
             view.images = images
@@ -140,5 +140,6 @@ class Tracker:
 
 
 def _image_key(ref: str) -> str:
-    plain, digest = wire_images.split(ref)
-    return wire_images.pin(plain, digest) if digest is not None else with_tag(ref)
+    # A pinned image is held when its content is, whatever tag the node keeps it under.
+    _, digest = wire_images.split(ref)
+    return wire_images.content_key(ref) if digest is not None else with_tag(ref)

@@ -19,14 +19,17 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from orchestrator import apply as plans
-from orchestrator import links, scheduler
+from orchestrator import links, policy, scheduler
 from orchestrator.audit import AuditLog
 from orchestrator.delegation import DelegationRefused, Delegator, may_delegate
 from orchestrator.images import Catalog
 from orchestrator.liveness import Liveness, Tracker
 from orchestrator.nodecalls import NodeCaller
+from orchestrator.policy import Policies
+from orchestrator.secrets import SecretService
 from orchestrator.state import ClusterState
 from orchestrator.tasks import Completion, TaskBook
+from pki.errors import CapstanError
 from protos import control_pb2, gateway_pb2, node_pb2, topology_pb2
 from protos.wire import images as wire_images
 from protos.wire import names
@@ -65,10 +68,22 @@ def volume_name(w: control_pb2.Workload, volume: str) -> str:
     return names.volume_name(w.tenant, w.app, volume)
 
 
+Sealer = Callable[[topology_pb2.ServiceSecret], node_pb2.SealedSecret]
+
+
 def container_spec(
-    w: control_pb2.Workload, app: topology_pb2.Application, service: topology_pb2.Service
+    w: control_pb2.Workload,
+    app: topology_pb2.Application,
+    service: topology_pb2.Service,
+    seal: Sealer | None = None,
 ) -> node_pb2.ContainerSpec:
-    """The one translation of a workload into what a node runs (push and pull alike)."""
+    """The one translation of a workload into what a node runs (push and pull alike).
+
+    ``seal`` seals each of the service's secrets to the target node's key; without
+    one a service that has secrets cannot be translated (it never runs without them).
+    """
+    if service.secrets and seal is None:
+        raise ValueError(f"service {service.name} has secrets and no node key to seal them to")
     ref, ports, link_specs = links.net_fields(w, app, service)
     # The service's own env wins over a link's S_HOST/S_PORT of the same name.
     env = {e.name: e.value for e in links.link_env(link_specs)}
@@ -90,6 +105,8 @@ def container_spec(
         ],
         network="host" if service.network == topology_pb2.NETWORK_MODE_HOST else "none",
         generation=w.generation,
+        **policy.node_spec_fields(service),  # type: ignore[arg-type]
+        secrets=[seal(ref) for ref in service.secrets] if seal is not None else [],
     )
 
 
@@ -113,11 +130,13 @@ class Reconciler:
         self._wake = asyncio.Event()
         self.delegator: Delegator | None = None
         self.links: links.LinkPlanner | None = None  # the nodes' link plans
+        self.secrets: SecretService | None = None  # seals secrets for the node of each instance
         # Node commands in flight at once: a node call mostly waits on its runtime, and
         # an engine creates many containers at once (bench/bench_deploy.py).
         self.concurrency = 64
         self.tasks: TaskBook | None = None
         self.images = Catalog(state.store)
+        self.policies = Policies(state.store, clock=clock)  # pool policies, tenant quotas
         # (node, kind, resource) -> request id of the delegated fetch under way
         self.pending: dict[tuple[str, str, str], str] = {}
         # (node, kind, resource, generation) of volume copies already made: per
@@ -272,6 +291,8 @@ class Reconciler:
                     ready=n.state == "ready",
                     instances_by_service=dict(per_service.get(n.name, {})),
                     used_ports=frozenset(used_ports.get(n.name, ())),
+                    grants=self.policies.grants_of(n.pool),
+                    unisolated=n.isolation == "none",
                 )
             )
         return views
@@ -441,16 +462,22 @@ class Reconciler:
     def assignments(self, node: str) -> gateway_pb2.Assignments:
         """What a pull-mode node must run: only its own workloads, nothing of others."""
         out = gateway_pb2.Assignments()
+        record = self.state.node(node)
         for w in sorted(self.state.all_workloads(), key=lambda x: x.id):
-            if w.node != node or not w.container:
+            if w.node != node or not w.container or record is None:
                 continue
             spec = self._service_spec(w)
             if spec is None:
                 continue
+            try:
+                translated = container_spec(w, spec[0], spec[1], self._sealer(spec[0], record))
+            except CapstanError as exc:
+                log.error("assignment %s for %s: %s", w.id, node, exc)
+                continue
             out.assignments.append(
                 gateway_pb2.Assignment(
                     workload_id=w.id,
-                    spec=container_spec(w, spec[0], spec[1]),
+                    spec=translated,
                     desired=w.desired,
                     restart=RESTART_NAMES[spec[1].restart],
                 )
@@ -574,7 +601,11 @@ class Reconciler:
         app: topology_pb2.Application,
         service: topology_pb2.Service,
     ) -> None:
-        spec = container_spec(w, app, service)
+        try:
+            spec = container_spec(w, app, service, self._sealer(app, node))
+        except CapstanError as exc:  # a secret gone, or a node without a seal key
+            await self._failed(w, f"secrets: {exc}")
+            return
         w.request_id = w.container
         try:
             await self.caller.call(
@@ -584,6 +615,14 @@ class Reconciler:
             if exc.code != grpc.StatusCode.ALREADY_EXISTS:
                 raise
         await self._start(w, node)
+
+    def _sealer(self, app: topology_pb2.Application, node: control_pb2.NodeRecord) -> Sealer | None:
+        """Seals the app's secrets to ``node``'s key, released only for an instance
+        placed there (None when the orchestrator holds no secrets service)."""
+        if self.secrets is None:
+            return None
+        secrets, key = self.secrets, bytes(node.seal_key)
+        return lambda ref: secrets.seal(app.tenant, key, ref)
 
     async def _start(self, w: control_pb2.Workload, node: control_pb2.NodeRecord) -> None:
         try:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from orchestrator import policy
 from orchestrator.errors import Unschedulable
 from protos import topology_pb2 as pb
 
@@ -60,6 +61,8 @@ OTHER_TENANT = "in another tenant's pool"
 NOT_DEDICATED = "not in the tenant's own pool"
 NOT_SHARED = "not in the shared pool"
 LABELS = "labels do not match"
+UNISOLATED = "unisolated node, its pool does not accept that"
+SANDBOX = "its pool's sandbox policy does not permit it"
 PORTS = "host port in use"
 CPU = "insufficient cpu"
 MEMORY = "insufficient memory"
@@ -82,6 +85,10 @@ class NodeView:
     ready: bool = True
     instances_by_service: Mapping[str, int] = field(default_factory=dict)
     used_ports: frozenset[tuple[str, int]] = frozenset()  # (protocol, port) on the host
+    # What its pool's sandbox policy permits (orchestrator.policy terms); None = the
+    # policy is not considered (unit tests of the other filters).
+    grants: frozenset[str] | None = None
+    unisolated: bool = False  # its process runtime cannot sandbox instances
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,7 @@ class PlacementRequest:
     tenant: str | None = None
     pool: PoolPolicy = PoolPolicy.ANY
     ports: frozenset[tuple[str, int]] = frozenset()
+    needs: frozenset[str] = frozenset()  # beyond the sandbox's defaults (orchestrator.policy)
 
 
 def _millis(cores: float) -> int:
@@ -117,6 +125,11 @@ def _static_refusal(request: PlacementRequest, node: NodeView, *, free: bool) ->
     reason = _pool_refusal(request, node)
     if reason:
         return reason
+    if node.grants is not None:
+        if node.unisolated and "unisolated" not in node.grants:
+            return UNISOLATED
+        if not request.needs <= node.grants:
+            return SANDBOX
     if any(node.labels.get(k) != v for k, v in request.constraints.items()):
         return LABELS
     if free and request.ports & node.used_ports:
@@ -287,4 +300,5 @@ def request_for(app: pb.Application, service: pb.Service) -> PlacementRequest:
         tenant=app.tenant or None,
         pool=_POOLS[service.placement.pool],
         ports=ports,
+        needs=policy.needs(service),
     )

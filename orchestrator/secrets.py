@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from nacl.public import PublicKey, SealedBox
 
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, UserCall, may
@@ -22,7 +23,7 @@ from orchestrator.state import ClusterState
 from orchestrator.store import keys
 from pki.errors import CapstanError
 from pki.secretkeys import Envelope, SecretKeyStore
-from protos import secrets_pb2, secrets_pb2_grpc, topology_pb2
+from protos import node_pb2, secrets_pb2, secrets_pb2_grpc, topology_pb2
 from protos.wire import rules
 
 log = logging.getLogger("capstan.orchestrator.secrets")
@@ -113,6 +114,40 @@ class SecretService(secrets_pb2_grpc.SecretServiceServicer):  # type: ignore[mis
         self._kek = kek
         self._audit = audit
         self._clock = clock
+        # The envelopes of every secret, by (tenant, name): sealing for a node happens
+        # inside the reconciler's synchronous spec translation. The leader is the only
+        # writer; load() re-reads them at each election.
+        self._records: dict[tuple[str, str], secrets_pb2.SecretRecord] = {}
+
+    async def load(self) -> None:
+        self._records = {
+            (r.tenant, r.name): r
+            for r in (
+                secrets_pb2.SecretRecord.FromString(e.value)
+                for e in (await self._state.store.range(keys.SECRETS)).entries
+            )
+        }
+
+    def seal(
+        self, tenant: str, node_key: bytes, ref: topology_pb2.ServiceSecret
+    ) -> node_pb2.SealedSecret:
+        """``ref``'s current value sealed to one node's X25519 key; only that node can
+        open it. The clear value lives for the length of this call."""
+        record = self._records.get((tenant, ref.name))
+        if record is None:
+            raise SecretNotFound(f"secret {tenant}/{ref.name} not found")
+        if len(node_key) != 32:
+            raise BadSecret("the node registered no seal key: it cannot hold secrets")
+        value = self._kek.open_envelope(
+            _envelope(record), label(record.tenant, record.name, record.version)
+        )
+        return node_pb2.SealedSecret(
+            name=ref.name,
+            path=ref.path,
+            env=ref.env,
+            version=record.version,
+            sealed=SealedBox(PublicKey(node_key)).encrypt(value),
+        )
 
     def use_keys(self, kek: SecretKeyStore) -> None:
         """Switch to a re-read key store (after a key-encryption key rotation)."""
@@ -218,6 +253,7 @@ class SecretService(secrets_pb2_grpc.SecretServiceServicer):  # type: ignore[mis
             )
         except Conflict:
             raise SecretExists(f"secret {call.tenant}/{name} already exists") from None
+        self._records[(call.tenant, name)] = record
         await self._audit.record(
             "secret.created", by=call.caller.uri, tenant=call.tenant, secret=name, version=1
         )
@@ -235,6 +271,7 @@ class SecretService(secrets_pb2_grpc.SecretServiceServicer):  # type: ignore[mis
         await self._state.store.put(
             keys.secret(call.tenant, name), record.SerializeToString(), expect_revision=revision
         )
+        self._records[(call.tenant, name)] = record
         await self._audit.record(
             "secret.rotated",
             by=call.caller.uri,
@@ -255,6 +292,7 @@ class SecretService(secrets_pb2_grpc.SecretServiceServicer):  # type: ignore[mis
             names = ", ".join(f"{u.app}/{u.service}" for u in uses)
             raise SecretInUse(f"secret {call.tenant}/{name} is used by {names}")
         await self._state.store.delete(keys.secret(call.tenant, name), expect_revision=revision)
+        self._records.pop((call.tenant, name), None)
         await self._audit.record(
             "secret.deleted", by=call.caller.uri, tenant=call.tenant, secret=name
         )
@@ -295,5 +333,6 @@ class SecretService(secrets_pb2_grpc.SecretServiceServicer):  # type: ignore[mis
             await self._state.store.put(
                 entry.key, record.SerializeToString(), expect_revision=entry.revision
             )
+            self._records[(record.tenant, record.name)] = record
             moved += 1
         return moved

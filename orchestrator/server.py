@@ -148,6 +148,7 @@ async def start(
     reconciler = Reconciler(
         state, tracker, caller, audit, clock=clock, interval=config.reconcile_interval
     )
+    await reconciler.policies.load()
     tasks = TaskBook(store, clock)
     gateway = Gateway(
         state=state,
@@ -187,7 +188,7 @@ async def start(
         clock=clock,
     )
     # The key-encryption keys of secrets live beside the token keys, never in the store.
-    secret_service = SecretService(
+    secret_service = reconciler.secrets = SecretService(
         state=state,
         kek=SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"),
         audit=audit,
@@ -317,9 +318,11 @@ async def start(
         # Everything the previous leader may have changed is read back from the
         # store; what only it held in memory is rebuilt (docs/high-availability.md).
         await state.load()
+        await reconciler.policies.load()
         # A key-encryption key rotated with `capstan pki rotate-secrets-key` since the
         # last election: every secret's data key is re-wrapped under the new one.
         secret_service.use_keys(SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"))
+        await secret_service.load()
         rewrapped = await secret_service.rewrap_all()
         if rewrapped:
             log.info("re-wrapped %d secret(s) under the active key-encryption key", rewrapped)

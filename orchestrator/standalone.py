@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from node import pinned
 from node.audit import NodeAudit
 from node.errors import NodeError, NotFound
 from node.links import LinkManager
@@ -174,7 +175,8 @@ class Standalone:
         """Create and start every instance; an instance already there is replaced."""
         planned = instances(self.app)
         for image in dict.fromkeys(i.spec.image for i in planned):
-            ensure_image(self.runtime, image)
+            # A pinned image (name@sha256:...) runs only from a copy of that content.
+            ensure_image(self.runtime, pinned.split(image)[0])
         volumes = VolumeStore.for_state_dir(self.state_dir)
         for name in dict.fromkeys(m.name for i in planned for m in i.spec.volumes):
             volumes.ensure(name)
@@ -184,7 +186,7 @@ class Standalone:
         started: list[ContainerStatus] = []
         for inst in planned:
             self._remove(inst.spec.name)
-            self.runtime.create(inst.spec)
+            self.runtime.create(pinned.runnable(self.runtime, inst.spec))
             started.append(self.runtime.start(inst.spec.name))
             self._echo(f"started {inst.spec.name} ({self.runtime.name})")
         return started

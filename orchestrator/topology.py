@@ -67,6 +67,9 @@ _SERVICE_FIELDS = (
     "links",
     "network",
     "ports",
+    "user",
+    "seccomp",
+    "capAdd",
     "secrets",
 )
 _STRATEGIES = {"spread": pb.PLACEMENT_STRATEGY_SPREAD, "binpack": pb.PLACEMENT_STRATEGY_BINPACK}
@@ -354,6 +357,7 @@ def _service(r: _Reader, node: Node, path: str) -> tuple[pb.Service, list[tuple[
         svc.volumes.extend(_volumes(r, f["volumes"], _join(path, "volumes")))
     if "ports" in f:
         svc.ports.extend(_ports(r, f["ports"], _join(path, "ports"), svc.network))
+    _sandbox(r, f, path, svc)
     if "secrets" in f:
         svc.secrets.extend(_secrets(r, f["secrets"], _join(path, "secrets"), svc))
     _scale(r, f, path, svc)
@@ -365,6 +369,36 @@ def _service(r: _Reader, node: Node, path: str) -> tuple[pb.Service, list[tuple[
                 links.append((target, item))
                 svc.links.append(target)
     return svc, links
+
+
+def _sandbox(r: _Reader, f: dict[str, Node], path: str, svc: pb.Service) -> None:
+    """user, seccomp, capAdd (docs/sandbox.md); what a pool permits is checked at apply."""
+    if "user" in f:
+        user = r.string(f["user"], _join(path, "user"))
+        if user is not None:
+            svc.user = r.checked(f["user"], _join(path, "user"), user, rules.check_user(user)) or ""
+    if "seccomp" in f:
+        name = r.string(f["seccomp"], _join(path, "seccomp"))
+        if name is not None:
+            problem = rules.check_seccomp(name) if name != "" else "must not be empty"
+            svc.seccomp = r.checked(f["seccomp"], _join(path, "seccomp"), name, problem) or ""
+    if "capAdd" in f:
+        seen: set[str] = set()
+        items = r.items(f["capAdd"], _join(path, "capAdd")) or []
+        if len(items) > rules.MAX_CAP_ADD:
+            r.report(f["capAdd"], _join(path, "capAdd"), f"more than {rules.MAX_CAP_ADD}")
+            return
+        for i, item in enumerate(items):
+            where = f"{_join(path, 'capAdd')}[{i}]"
+            cap = r.string(item, where)
+            if cap is None:
+                continue
+            if cap in seen:
+                r.report(item, where, f"{cap!r} is named twice")
+                continue
+            seen.add(cap)
+            if r.checked(item, where, cap, rules.check_capability(cap)) is not None:
+                svc.cap_add.append(cap)
 
 
 def _command(r: _Reader, node: Node, path: str) -> list[str]:

@@ -1,3 +1,4 @@
+from protos import node_pb2 as _node_pb2
 from protos import topology_pb2 as _topology_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -194,7 +195,7 @@ class WorkloadList(_message.Message):
     def __init__(self, workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ...) -> None: ...
 
 class NodeRecord(_message.Message):
-    __slots__ = ("name", "id", "address", "cpus", "memory", "allocated_cpu", "allocated_memory", "last_heartbeat", "cert_expiry", "state", "cordoned", "draining", "labels", "runtime", "pool", "workloads", "mode", "joined_at", "dns", "ips", "cert_serial", "issuer_ca")
+    __slots__ = ("name", "id", "address", "cpus", "memory", "allocated_cpu", "allocated_memory", "last_heartbeat", "cert_expiry", "state", "cordoned", "draining", "labels", "runtime", "pool", "workloads", "mode", "joined_at", "dns", "ips", "cert_serial", "issuer_ca", "seal_key", "isolation")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +225,8 @@ class NodeRecord(_message.Message):
     IPS_FIELD_NUMBER: _ClassVar[int]
     CERT_SERIAL_FIELD_NUMBER: _ClassVar[int]
     ISSUER_CA_FIELD_NUMBER: _ClassVar[int]
+    SEAL_KEY_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     id: str
     address: str
@@ -246,7 +249,9 @@ class NodeRecord(_message.Message):
     ips: _containers.RepeatedScalarFieldContainer[str]
     cert_serial: str
     issuer_ca: str
-    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., address: _Optional[str] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., allocated_cpu: _Optional[float] = ..., allocated_memory: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., cert_expiry: _Optional[float] = ..., state: _Optional[str] = ..., cordoned: _Optional[bool] = ..., draining: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtime: _Optional[str] = ..., pool: _Optional[str] = ..., workloads: _Optional[int] = ..., mode: _Optional[str] = ..., joined_at: _Optional[float] = ..., dns: _Optional[_Iterable[str]] = ..., ips: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., issuer_ca: _Optional[str] = ...) -> None: ...
+    seal_key: bytes
+    isolation: str
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., address: _Optional[str] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., allocated_cpu: _Optional[float] = ..., allocated_memory: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., cert_expiry: _Optional[float] = ..., state: _Optional[str] = ..., cordoned: _Optional[bool] = ..., draining: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtime: _Optional[str] = ..., pool: _Optional[str] = ..., workloads: _Optional[int] = ..., mode: _Optional[str] = ..., joined_at: _Optional[float] = ..., dns: _Optional[_Iterable[str]] = ..., ips: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., issuer_ca: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., isolation: _Optional[str] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()
@@ -291,7 +296,7 @@ class LogsGrant(_message.Message):
     def __init__(self, node_address: _Optional[str] = ..., node_id: _Optional[str] = ..., container: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class JoinTokenRequest(_message.Message):
-    __slots__ = ("name", "ttl", "pool", "labels", "cpus", "memory")
+    __slots__ = ("name", "ttl", "pool", "labels", "cpus", "memory", "policy")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -305,13 +310,15 @@ class JoinTokenRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     CPUS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     name: str
     ttl: float
     pool: str
     labels: _containers.ScalarMap[str, str]
     cpus: float
     memory: int
-    def __init__(self, name: _Optional[str] = ..., ttl: _Optional[float] = ..., pool: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ...) -> None: ...
+    policy: _node_pb2.SandboxPolicy
+    def __init__(self, name: _Optional[str] = ..., ttl: _Optional[float] = ..., pool: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., policy: _Optional[_Union[_node_pb2.SandboxPolicy, _Mapping]] = ...) -> None: ...
 
 class JoinTokenResponse(_message.Message):
     __slots__ = ("token", "expires_at")
@@ -590,3 +597,57 @@ class SeedImageResponse(_message.Message):
     node: str
     image: str
     def __init__(self, node: _Optional[str] = ..., image: _Optional[str] = ...) -> None: ...
+
+class PoolPolicyRecord(_message.Message):
+    __slots__ = ("pool", "policy", "updated_at")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    policy: _node_pb2.SandboxPolicy
+    updated_at: float
+    def __init__(self, pool: _Optional[str] = ..., policy: _Optional[_Union[_node_pb2.SandboxPolicy, _Mapping]] = ..., updated_at: _Optional[float] = ...) -> None: ...
+
+class ListPoolPoliciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PoolPolicyList(_message.Message):
+    __slots__ = ("pools",)
+    POOLS_FIELD_NUMBER: _ClassVar[int]
+    pools: _containers.RepeatedCompositeFieldContainer[PoolPolicyRecord]
+    def __init__(self, pools: _Optional[_Iterable[_Union[PoolPolicyRecord, _Mapping]]] = ...) -> None: ...
+
+class Quota(_message.Message):
+    __slots__ = ("tenant", "cpu", "memory", "instances")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    cpu: float
+    memory: int
+    instances: int
+    def __init__(self, tenant: _Optional[str] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., instances: _Optional[int] = ...) -> None: ...
+
+class TenantRef(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class TenantUsage(_message.Message):
+    __slots__ = ("tenant", "quota", "cpu", "memory", "instances", "apps")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    APPS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    quota: Quota
+    cpu: float
+    memory: int
+    instances: int
+    apps: int
+    def __init__(self, tenant: _Optional[str] = ..., quota: _Optional[_Union[Quota, _Mapping]] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., instances: _Optional[int] = ..., apps: _Optional[int] = ...) -> None: ...

@@ -139,6 +139,26 @@ class ControlServiceStub:
                 request_serializer=protos_dot_control__pb2.SeedImageRequest.SerializeToString,
                 response_deserializer=protos_dot_control__pb2.SeedImageResponse.FromString,
                 _registered_method=True)
+        self.SetPoolPolicy = channel.unary_unary(
+                '/capstan.v1.ControlService/SetPoolPolicy',
+                request_serializer=protos_dot_control__pb2.PoolPolicyRecord.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.PoolPolicyRecord.FromString,
+                _registered_method=True)
+        self.ListPoolPolicies = channel.unary_unary(
+                '/capstan.v1.ControlService/ListPoolPolicies',
+                request_serializer=protos_dot_control__pb2.ListPoolPoliciesRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.PoolPolicyList.FromString,
+                _registered_method=True)
+        self.SetQuota = channel.unary_unary(
+                '/capstan.v1.ControlService/SetQuota',
+                request_serializer=protos_dot_control__pb2.Quota.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.Quota.FromString,
+                _registered_method=True)
+        self.DescribeTenant = channel.unary_unary(
+                '/capstan.v1.ControlService/DescribeTenant',
+                request_serializer=protos_dot_control__pb2.TenantRef.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.TenantUsage.FromString,
+                _registered_method=True)
 
 
 class ControlServiceServicer:
@@ -271,6 +291,30 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPoolPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPoolPolicies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQuota(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -378,6 +422,26 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.SeedImage,
                     request_deserializer=protos_dot_control__pb2.SeedImageRequest.FromString,
                     response_serializer=protos_dot_control__pb2.SeedImageResponse.SerializeToString,
+            ),
+            'SetPoolPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPoolPolicy,
+                    request_deserializer=protos_dot_control__pb2.PoolPolicyRecord.FromString,
+                    response_serializer=protos_dot_control__pb2.PoolPolicyRecord.SerializeToString,
+            ),
+            'ListPoolPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPoolPolicies,
+                    request_deserializer=protos_dot_control__pb2.ListPoolPoliciesRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.PoolPolicyList.SerializeToString,
+            ),
+            'SetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQuota,
+                    request_deserializer=protos_dot_control__pb2.Quota.FromString,
+                    response_serializer=protos_dot_control__pb2.Quota.SerializeToString,
+            ),
+            'DescribeTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeTenant,
+                    request_deserializer=protos_dot_control__pb2.TenantRef.FromString,
+                    response_serializer=protos_dot_control__pb2.TenantUsage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -947,6 +1011,114 @@ class ControlService:
             '/capstan.v1.ControlService/SeedImage',
             protos_dot_control__pb2.SeedImageRequest.SerializeToString,
             protos_dot_control__pb2.SeedImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPoolPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/SetPoolPolicy',
+            protos_dot_control__pb2.PoolPolicyRecord.SerializeToString,
+            protos_dot_control__pb2.PoolPolicyRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPoolPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/ListPoolPolicies',
+            protos_dot_control__pb2.ListPoolPoliciesRequest.SerializeToString,
+            protos_dot_control__pb2.PoolPolicyList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/SetQuota',
+            protos_dot_control__pb2.Quota.SerializeToString,
+            protos_dot_control__pb2.Quota.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlService/DescribeTenant',
+            protos_dot_control__pb2.TenantRef.SerializeToString,
+            protos_dot_control__pb2.TenantUsage.FromString,
             options,
             channel_credentials,
             insecure,

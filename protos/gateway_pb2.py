@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import node_pb2 as protos_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/gateway.proto\x12\ncapstan.v1\x1a\x11protos/node.proto\"\x8c\x02\n\x0bJoinRequest\x12\x12\n\njoin_token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03\x64ns\x18\x04 \x03(\t\x12\x0b\n\x03ips\x18\x05 \x03(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\x12\x0c\n\x04\x63pus\x18\x07 \x01(\x01\x12\x0e\n\x06memory\x18\x08 \x01(\x03\x12\x33\n\x06labels\x18\t \x03(\x0b\x32#.capstan.v1.JoinRequest.LabelsEntry\x12\x0f\n\x07runtime\x18\n \x01(\t\x12\x0c\n\x04mode\x18\x0b \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe0\x01\n\x0cJoinResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x19\n\x11\x63\x65rtificate_chain\x18\x03 \x01(\x0c\x12\x14\n\x0ctrust_bundle\x18\x04 \x01(\x0c\x12\x0c\n\x04jwks\x18\x05 \x01(\x0c\x12\x0f\n\x07issuers\x18\x06 \x03(\t\x12\x11\n\tdeny_list\x18\x07 \x01(\x0c\x12\x1a\n\x12heartbeat_interval\x18\x08 \x01(\x01\x12\x17\n\x0fgateway_address\x18\t \x01(\t\x12\x19\n\x11gateway_addresses\x18\n \x03(\t\"J\n\x0e\x43ontainerUsage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63pu_fraction\x18\x02 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\"\xc4\x01\n\nNodeStatus\x12\x0f\n\x07sent_at\x18\x01 \x01(\x01\x12/\n\ncontainers\x18\x02 \x03(\x0b\x32\x1b.capstan.v1.ContainerStatus\x12)\n\x05usage\x18\x03 \x03(\x0b\x32\x1a.capstan.v1.ContainerUsage\x12\x0c\n\x04\x66ull\x18\x04 \x01(\x08\x12\x0e\n\x06images\x18\x05 \x03(\t\x12\x14\n\x0ctrust_digest\x18\x06 \x01(\t\x12\x15\n\rimage_digests\x18\x07 \x03(\t\"\x99\x01\n\x0bTrustUpdate\x12\x0c\n\x04jwks\x18\x01 \x01(\x0c\x12\x11\n\tdeny_list\x18\x02 \x01(\x0c\x12\x14\n\x0ctrust_bundle\x18\x03 \x01(\x0c\x12\r\n\x05\x65poch\x18\x04 \x01(\x03\x12\x14\n\x0cissued_at_ms\x18\x05 \x01(\x03\x12.\n\nsignatures\x18\x06 \x03(\x0b\x32\x1a.capstan.v1.TrustSignature\"0\n\x0eTrustSignature\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x88\x01\n\x04Task\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x16\n\x0esource_address\x18\x04 \x01(\t\x12\x11\n\tsource_id\x18\x05 \x01(\t\x12\r\n\x05token\x18\x06 \x01(\t\x12\x12\n\nexpires_at\x18\x07 \x01(\x01\"Y\n\x0cLinkEndpoint\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x18\n\x10token_expires_at\x18\x04 \x01(\x01\"E\n\tLinkRoute\x12\x0b\n\x03res\x18\x01 \x01(\t\x12+\n\tendpoints\x18\x02 \x03(\x0b\x32\x18.capstan.v1.LinkEndpoint\"+\n\tLinkGrant\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x0b\n\x03res\x18\x02 \x01(\t\"m\n\x08LinkPlan\x12%\n\x06routes\x18\x01 \x03(\x0b\x32\x15.capstan.v1.LinkRoute\x12%\n\x06grants\x18\x02 \x03(\x0b\x32\x15.capstan.v1.LinkGrant\x12\x13\n\x0bvalid_until\x18\x03 \x01(\x01\"\xb1\x01\n\x0eGatewayMessage\x12\x0f\n\x07sent_at\x18\x01 \x01(\x01\x12&\n\x05trust\x18\x02 \x01(\x0b\x32\x17.capstan.v1.TrustUpdate\x12\r\n\x05\x66\x65nce\x18\x03 \x03(\t\x12\x1f\n\x05tasks\x18\x04 \x03(\x0b\x32\x10.capstan.v1.Task\x12\x11\n\trenew_now\x18\x05 \x01(\x08\x12#\n\x05links\x18\x06 \x01(\x0b\x32\x14.capstan.v1.LinkPlan\"=\n\nTaskResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\"\t\n\x07TaskAck\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"S\n\rRenewResponse\x12\x19\n\x11\x63\x65rtificate_chain\x18\x01 \x01(\x0c\x12\x14\n\x0ctrust_bundle\x18\x02 \x01(\x0c\x12\x11\n\tnot_after\x18\x03 \x01(\x01\"\x1c\n\x0cWatchRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"l\n\nAssignment\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x19.capstan.v1.ContainerSpec\x12\x0f\n\x07\x64\x65sired\x18\x03 \x01(\t\x12\x0f\n\x07restart\x18\x04 \x01(\t\"[\n\x0b\x41ssignments\x12+\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x16.capstan.v1.Assignment\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x32\xbf\x02\n\x0bNodeGateway\x12\x39\n\x04Join\x12\x17.capstan.v1.JoinRequest\x1a\x18.capstan.v1.JoinResponse\x12@\n\x06Report\x12\x16.capstan.v1.NodeStatus\x1a\x1a.capstan.v1.GatewayMessage(\x01\x30\x01\x12\x37\n\x08\x43omplete\x12\x16.capstan.v1.TaskResult\x1a\x13.capstan.v1.TaskAck\x12<\n\x05Watch\x12\x18.capstan.v1.WatchRequest\x1a\x17.capstan.v1.Assignments0\x01\x12<\n\x05Renew\x12\x18.capstan.v1.RenewRequest\x1a\x19.capstan.v1.RenewResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/gateway.proto\x12\ncapstan.v1\x1a\x11protos/node.proto\"\xb1\x02\n\x0bJoinRequest\x12\x12\n\njoin_token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03\x64ns\x18\x04 \x03(\t\x12\x0b\n\x03ips\x18\x05 \x03(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\x12\x0c\n\x04\x63pus\x18\x07 \x01(\x01\x12\x0e\n\x06memory\x18\x08 \x01(\x03\x12\x33\n\x06labels\x18\t \x03(\x0b\x32#.capstan.v1.JoinRequest.LabelsEntry\x12\x0f\n\x07runtime\x18\n \x01(\t\x12\x0c\n\x04mode\x18\x0b \x01(\t\x12\x10\n\x08seal_key\x18\x14 \x01(\x0c\x12\x11\n\tisolation\x18\x0c \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8b\x02\n\x0cJoinResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x19\n\x11\x63\x65rtificate_chain\x18\x03 \x01(\x0c\x12\x14\n\x0ctrust_bundle\x18\x04 \x01(\x0c\x12\x0c\n\x04jwks\x18\x05 \x01(\x0c\x12\x0f\n\x07issuers\x18\x06 \x03(\t\x12\x11\n\tdeny_list\x18\x07 \x01(\x0c\x12\x1a\n\x12heartbeat_interval\x18\x08 \x01(\x01\x12\x17\n\x0fgateway_address\x18\t \x01(\t\x12\x19\n\x11gateway_addresses\x18\n \x03(\t\x12)\n\x06policy\x18\x0b \x01(\x0b\x32\x19.capstan.v1.SandboxPolicy\"J\n\x0e\x43ontainerUsage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63pu_fraction\x18\x02 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\"\xc4\x01\n\nNodeStatus\x12\x0f\n\x07sent_at\x18\x01 \x01(\x01\x12/\n\ncontainers\x18\x02 \x03(\x0b\x32\x1b.capstan.v1.ContainerStatus\x12)\n\x05usage\x18\x03 \x03(\x0b\x32\x1a.capstan.v1.ContainerUsage\x12\x0c\n\x04\x66ull\x18\x04 \x01(\x08\x12\x0e\n\x06images\x18\x05 \x03(\t\x12\x14\n\x0ctrust_digest\x18\x06 \x01(\t\x12\x15\n\rimage_digests\x18\x07 \x03(\t\"\x99\x01\n\x0bTrustUpdate\x12\x0c\n\x04jwks\x18\x01 \x01(\x0c\x12\x11\n\tdeny_list\x18\x02 \x01(\x0c\x12\x14\n\x0ctrust_bundle\x18\x03 \x01(\x0c\x12\r\n\x05\x65poch\x18\x04 \x01(\x03\x12\x14\n\x0cissued_at_ms\x18\x05 \x01(\x03\x12.\n\nsignatures\x18\x06 \x03(\x0b\x32\x1a.capstan.v1.TrustSignature\"0\n\x0eTrustSignature\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x88\x01\n\x04Task\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x16\n\x0esource_address\x18\x04 \x01(\t\x12\x11\n\tsource_id\x18\x05 \x01(\t\x12\r\n\x05token\x18\x06 \x01(\t\x12\x12\n\nexpires_at\x18\x07 \x01(\x01\"Y\n\x0cLinkEndpoint\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x18\n\x10token_expires_at\x18\x04 \x01(\x01\"E\n\tLinkRoute\x12\x0b\n\x03res\x18\x01 \x01(\t\x12+\n\tendpoints\x18\x02 \x03(\x0b\x32\x18.capstan.v1.LinkEndpoint\"+\n\tLinkGrant\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x0b\n\x03res\x18\x02 \x01(\t\"m\n\x08LinkPlan\x12%\n\x06routes\x18\x01 \x03(\x0b\x32\x15.capstan.v1.LinkRoute\x12%\n\x06grants\x18\x02 \x03(\x0b\x32\x15.capstan.v1.LinkGrant\x12\x13\n\x0bvalid_until\x18\x03 \x01(\x01\"\xb1\x01\n\x0eGatewayMessage\x12\x0f\n\x07sent_at\x18\x01 \x01(\x01\x12&\n\x05trust\x18\x02 \x01(\x0b\x32\x17.capstan.v1.TrustUpdate\x12\r\n\x05\x66\x65nce\x18\x03 \x03(\t\x12\x1f\n\x05tasks\x18\x04 \x03(\x0b\x32\x10.capstan.v1.Task\x12\x11\n\trenew_now\x18\x05 \x01(\x08\x12#\n\x05links\x18\x06 \x01(\x0b\x32\x14.capstan.v1.LinkPlan\"=\n\nTaskResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\"\t\n\x07TaskAck\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"S\n\rRenewResponse\x12\x19\n\x11\x63\x65rtificate_chain\x18\x01 \x01(\x0c\x12\x14\n\x0ctrust_bundle\x18\x02 \x01(\x0c\x12\x11\n\tnot_after\x18\x03 \x01(\x01\"\x1c\n\x0cWatchRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"l\n\nAssignment\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x19.capstan.v1.ContainerSpec\x12\x0f\n\x07\x64\x65sired\x18\x03 \x01(\t\x12\x0f\n\x07restart\x18\x04 \x01(\t\"[\n\x0b\x41ssignments\x12+\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x16.capstan.v1.Assignment\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x32\xbf\x02\n\x0bNodeGateway\x12\x39\n\x04Join\x12\x17.capstan.v1.JoinRequest\x1a\x18.capstan.v1.JoinResponse\x12@\n\x06Report\x12\x16.capstan.v1.NodeStatus\x1a\x1a.capstan.v1.GatewayMessage(\x01\x30\x01\x12\x37\n\x08\x43omplete\x12\x16.capstan.v1.TaskResult\x1a\x13.capstan.v1.TaskAck\x12<\n\x05Watch\x12\x18.capstan.v1.WatchRequest\x1a\x17.capstan.v1.Assignments0\x01\x12<\n\x05Renew\x12\x18.capstan.v1.RenewRequest\x1a\x19.capstan.v1.RenewResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,45 +35,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOINREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_JOINREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_JOINREQUEST']._serialized_start=56
-  _globals['_JOINREQUEST']._serialized_end=324
-  _globals['_JOINREQUEST_LABELSENTRY']._serialized_start=279
-  _globals['_JOINREQUEST_LABELSENTRY']._serialized_end=324
-  _globals['_JOINRESPONSE']._serialized_start=327
-  _globals['_JOINRESPONSE']._serialized_end=551
-  _globals['_CONTAINERUSAGE']._serialized_start=553
-  _globals['_CONTAINERUSAGE']._serialized_end=627
-  _globals['_NODESTATUS']._serialized_start=630
-  _globals['_NODESTATUS']._serialized_end=826
-  _globals['_TRUSTUPDATE']._serialized_start=829
-  _globals['_TRUSTUPDATE']._serialized_end=982
-  _globals['_TRUSTSIGNATURE']._serialized_start=984
-  _globals['_TRUSTSIGNATURE']._serialized_end=1032
-  _globals['_TASK']._serialized_start=1035
-  _globals['_TASK']._serialized_end=1171
-  _globals['_LINKENDPOINT']._serialized_start=1173
-  _globals['_LINKENDPOINT']._serialized_end=1262
-  _globals['_LINKROUTE']._serialized_start=1264
-  _globals['_LINKROUTE']._serialized_end=1333
-  _globals['_LINKGRANT']._serialized_start=1335
-  _globals['_LINKGRANT']._serialized_end=1378
-  _globals['_LINKPLAN']._serialized_start=1380
-  _globals['_LINKPLAN']._serialized_end=1489
-  _globals['_GATEWAYMESSAGE']._serialized_start=1492
-  _globals['_GATEWAYMESSAGE']._serialized_end=1669
-  _globals['_TASKRESULT']._serialized_start=1671
-  _globals['_TASKRESULT']._serialized_end=1732
-  _globals['_TASKACK']._serialized_start=1734
-  _globals['_TASKACK']._serialized_end=1743
-  _globals['_RENEWREQUEST']._serialized_start=1745
-  _globals['_RENEWREQUEST']._serialized_end=1776
-  _globals['_RENEWRESPONSE']._serialized_start=1778
-  _globals['_RENEWRESPONSE']._serialized_end=1861
-  _globals['_WATCHREQUEST']._serialized_start=1863
-  _globals['_WATCHREQUEST']._serialized_end=1891
-  _globals['_ASSIGNMENT']._serialized_start=1893
-  _globals['_ASSIGNMENT']._serialized_end=2001
-  _globals['_ASSIGNMENTS']._serialized_start=2003
-  _globals['_ASSIGNMENTS']._serialized_end=2094
-  _globals['_NODEGATEWAY']._serialized_start=2097
-  _globals['_NODEGATEWAY']._serialized_end=2416
+  _globals['_JOINREQUEST']._serialized_end=361
+  _globals['_JOINREQUEST_LABELSENTRY']._serialized_start=316
+  _globals['_JOINREQUEST_LABELSENTRY']._serialized_end=361
+  _globals['_JOINRESPONSE']._serialized_start=364
+  _globals['_JOINRESPONSE']._serialized_end=631
+  _globals['_CONTAINERUSAGE']._serialized_start=633
+  _globals['_CONTAINERUSAGE']._serialized_end=707
+  _globals['_NODESTATUS']._serialized_start=710
+  _globals['_NODESTATUS']._serialized_end=906
+  _globals['_TRUSTUPDATE']._serialized_start=909
+  _globals['_TRUSTUPDATE']._serialized_end=1062
+  _globals['_TRUSTSIGNATURE']._serialized_start=1064
+  _globals['_TRUSTSIGNATURE']._serialized_end=1112
+  _globals['_TASK']._serialized_start=1115
+  _globals['_TASK']._serialized_end=1251
+  _globals['_LINKENDPOINT']._serialized_start=1253
+  _globals['_LINKENDPOINT']._serialized_end=1342
+  _globals['_LINKROUTE']._serialized_start=1344
+  _globals['_LINKROUTE']._serialized_end=1413
+  _globals['_LINKGRANT']._serialized_start=1415
+  _globals['_LINKGRANT']._serialized_end=1458
+  _globals['_LINKPLAN']._serialized_start=1460
+  _globals['_LINKPLAN']._serialized_end=1569
+  _globals['_GATEWAYMESSAGE']._serialized_start=1572
+  _globals['_GATEWAYMESSAGE']._serialized_end=1749
+  _globals['_TASKRESULT']._serialized_start=1751
+  _globals['_TASKRESULT']._serialized_end=1812
+  _globals['_TASKACK']._serialized_start=1814
+  _globals['_TASKACK']._serialized_end=1823
+  _globals['_RENEWREQUEST']._serialized_start=1825
+  _globals['_RENEWREQUEST']._serialized_end=1856
+  _globals['_RENEWRESPONSE']._serialized_start=1858
+  _globals['_RENEWRESPONSE']._serialized_end=1941
+  _globals['_WATCHREQUEST']._serialized_start=1943
+  _globals['_WATCHREQUEST']._serialized_end=1971
+  _globals['_ASSIGNMENT']._serialized_start=1973
+  _globals['_ASSIGNMENT']._serialized_end=2081
+  _globals['_ASSIGNMENTS']._serialized_start=2083
+  _globals['_ASSIGNMENTS']._serialized_end=2174
+  _globals['_NODEGATEWAY']._serialized_start=2177
+  _globals['_NODEGATEWAY']._serialized_end=2496
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JoinRequest(_message.Message):
-    __slots__ = ("join_token", "csr_pem", "name", "dns", "ips", "address", "cpus", "memory", "labels", "runtime", "mode")
+    __slots__ = ("join_token", "csr_pem", "name", "dns", "ips", "address", "cpus", "memory", "labels", "runtime", "mode", "seal_key", "isolation")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,8 @@ class JoinRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    SEAL_KEY_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
     join_token: str
     csr_pem: bytes
     name: str
@@ -38,10 +40,12 @@ class JoinRequest(_message.Message):
     labels: _containers.ScalarMap[str, str]
     runtime: str
     mode: str
-    def __init__(self, join_token: _Optional[str] = ..., csr_pem: _Optional[bytes] = ..., name: _Optional[str] = ..., dns: _Optional[_Iterable[str]] = ..., ips: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtime: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
+    seal_key: bytes
+    isolation: str
+    def __init__(self, join_token: _Optional[str] = ..., csr_pem: _Optional[bytes] = ..., name: _Optional[str] = ..., dns: _Optional[_Iterable[str]] = ..., ips: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtime: _Optional[str] = ..., mode: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., isolation: _Optional[str] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("node_id", "name", "certificate_chain", "trust_bundle", "jwks", "issuers", "deny_list", "heartbeat_interval", "gateway_address", "gateway_addresses")
+    __slots__ = ("node_id", "name", "certificate_chain", "trust_bundle", "jwks", "issuers", "deny_list", "heartbeat_interval", "gateway_address", "gateway_addresses", "policy")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_CHAIN_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +56,7 @@ class JoinResponse(_message.Message):
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     name: str
     certificate_chain: bytes
@@ -62,7 +67,8 @@ class JoinResponse(_message.Message):
     heartbeat_interval: float
     gateway_address: str
     gateway_addresses: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., certificate_chain: _Optional[bytes] = ..., trust_bundle: _Optional[bytes] = ..., jwks: _Optional[bytes] = ..., issuers: _Optional[_Iterable[str]] = ..., deny_list: _Optional[bytes] = ..., heartbeat_interval: _Optional[float] = ..., gateway_address: _Optional[str] = ..., gateway_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+    policy: _node_pb2.SandboxPolicy
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., certificate_chain: _Optional[bytes] = ..., trust_bundle: _Optional[bytes] = ..., jwks: _Optional[bytes] = ..., issuers: _Optional[_Iterable[str]] = ..., deny_list: _Optional[bytes] = ..., heartbeat_interval: _Optional[float] = ..., gateway_address: _Optional[str] = ..., gateway_addresses: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[_node_pb2.SandboxPolicy, _Mapping]] = ...) -> None: ...
 
 class ContainerUsage(_message.Message):
     __slots__ = ("name", "cpu_fraction", "memory_bytes")

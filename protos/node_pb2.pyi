@@ -46,7 +46,7 @@ class LinkSpec(_message.Message):
     def __init__(self, service: _Optional[str] = ..., address: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., target: _Optional[str] = ...) -> None: ...
 
 class ContainerSpec(_message.Message):
-    __slots__ = ("name", "workload_id", "image", "command", "env", "cpu", "memory", "volumes", "network", "generation", "service", "ports", "links")
+    __slots__ = ("name", "workload_id", "image", "command", "env", "cpu", "memory", "volumes", "network", "generation", "service", "ports", "links", "user", "seccomp", "cap_add", "low_ports", "secrets")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,11 @@ class ContainerSpec(_message.Message):
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
     LINKS_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SECCOMP_FIELD_NUMBER: _ClassVar[int]
+    CAP_ADD_FIELD_NUMBER: _ClassVar[int]
+    LOW_PORTS_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     workload_id: str
     image: str
@@ -73,7 +78,40 @@ class ContainerSpec(_message.Message):
     service: str
     ports: _containers.RepeatedCompositeFieldContainer[PortSpec]
     links: _containers.RepeatedCompositeFieldContainer[LinkSpec]
-    def __init__(self, name: _Optional[str] = ..., workload_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., network: _Optional[str] = ..., generation: _Optional[int] = ..., service: _Optional[str] = ..., ports: _Optional[_Iterable[_Union[PortSpec, _Mapping]]] = ..., links: _Optional[_Iterable[_Union[LinkSpec, _Mapping]]] = ...) -> None: ...
+    user: str
+    seccomp: str
+    cap_add: _containers.RepeatedScalarFieldContainer[str]
+    low_ports: bool
+    secrets: _containers.RepeatedCompositeFieldContainer[SealedSecret]
+    def __init__(self, name: _Optional[str] = ..., workload_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., cpu: _Optional[float] = ..., memory: _Optional[int] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., network: _Optional[str] = ..., generation: _Optional[int] = ..., service: _Optional[str] = ..., ports: _Optional[_Iterable[_Union[PortSpec, _Mapping]]] = ..., links: _Optional[_Iterable[_Union[LinkSpec, _Mapping]]] = ..., user: _Optional[str] = ..., seccomp: _Optional[str] = ..., cap_add: _Optional[_Iterable[str]] = ..., low_ports: _Optional[bool] = ..., secrets: _Optional[_Iterable[_Union[SealedSecret, _Mapping]]] = ...) -> None: ...
+
+class SandboxPolicy(_message.Message):
+    __slots__ = ("host_network", "root", "cap_add", "unisolated", "low_ports")
+    HOST_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    CAP_ADD_FIELD_NUMBER: _ClassVar[int]
+    UNISOLATED_FIELD_NUMBER: _ClassVar[int]
+    LOW_PORTS_FIELD_NUMBER: _ClassVar[int]
+    host_network: bool
+    root: bool
+    cap_add: _containers.RepeatedScalarFieldContainer[str]
+    unisolated: bool
+    low_ports: bool
+    def __init__(self, host_network: _Optional[bool] = ..., root: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., unisolated: _Optional[bool] = ..., low_ports: _Optional[bool] = ...) -> None: ...
+
+class SealedSecret(_message.Message):
+    __slots__ = ("name", "path", "env", "version", "sealed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    env: str
+    version: int
+    sealed: bytes
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., env: _Optional[str] = ..., version: _Optional[int] = ..., sealed: _Optional[bytes] = ...) -> None: ...
 
 class ContainerStatus(_message.Message):
     __slots__ = ("name", "workload_id", "image", "state", "runtime_id", "has_exit_code", "exit_code", "started_at", "finished_at", "generation")

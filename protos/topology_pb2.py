@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/topology.proto\x12\ncapstan.v1\"(\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\x01\x12\x0e\n\x06memory\x18\x02 \x01(\x03\"\xd3\x01\n\tPlacement\x12/\n\x08strategy\x18\x01 \x01(\x0e\x32\x1d.capstan.v1.PlacementStrategy\x12;\n\x0b\x63onstraints\x18\x02 \x03(\x0b\x32&.capstan.v1.Placement.ConstraintsEntry\x12$\n\x04pool\x18\x03 \x01(\x0e\x32\x16.capstan.v1.PoolPolicy\x1a\x32\n\x10\x43onstraintsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\tAutoscale\x12\x0b\n\x03min\x18\x01 \x01(\x05\x12\x0b\n\x03max\x18\x02 \x01(\x05\x12\x12\n\ntarget_cpu\x18\x03 \x01(\x01\">\n\rServiceVolume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x11\n\tread_only\x18\x03 \x01(\x08\"T\n\x0bServicePort\x12\x0c\n\x04port\x18\x01 \x01(\x05\x12&\n\x08protocol\x18\x02 \x01(\x0e\x32\x14.capstan.v1.Protocol\x12\x0f\n\x07publish\x18\x03 \x01(\x05\"\xc7\x04\n\x07Service\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x03(\t\x12)\n\x03\x65nv\x18\x04 \x03(\x0b\x32\x1c.capstan.v1.Service.EnvEntry\x12\x15\n\x08replicas\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12(\n\tresources\x18\x06 \x01(\x0b\x32\x15.capstan.v1.Resources\x12(\n\tplacement\x18\x07 \x01(\x0b\x32\x15.capstan.v1.Placement\x12(\n\tautoscale\x18\x08 \x01(\x0b\x32\x15.capstan.v1.Autoscale\x12*\n\x07volumes\x18\t \x03(\x0b\x32\x19.capstan.v1.ServiceVolume\x12*\n\x07restart\x18\n \x01(\x0e\x32\x19.capstan.v1.RestartPolicy\x12\x1c\n\x0fmax_unavailable\x18\x0b \x01(\x05H\x01\x88\x01\x01\x12\r\n\x05links\x18\x0c \x03(\t\x12(\n\x07network\x18\r \x01(\x0e\x32\x17.capstan.v1.NetworkMode\x12&\n\x05ports\x18\x0e \x03(\x0b\x32\x17.capstan.v1.ServicePort\x12*\n\x07secrets\x18\x14 \x03(\x0b\x32\x19.capstan.v1.ServiceSecret\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_replicasB\x12\n\x10_max_unavailable\"8\n\rServiceSecret\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0b\n\x03\x65nv\x18\x03 \x01(\t\"R\n\x0b\x41pplication\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12%\n\x08services\x18\x03 \x03(\x0b\x32\x13.capstan.v1.Service*v\n\x11PlacementStrategy\x12\"\n\x1ePLACEMENT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1d\n\x19PLACEMENT_STRATEGY_SPREAD\x10\x01\x12\x1e\n\x1aPLACEMENT_STRATEGY_BINPACK\x10\x02*q\n\nPoolPolicy\x12\x1b\n\x17POOL_POLICY_UNSPECIFIED\x10\x00\x12\x13\n\x0fPOOL_POLICY_ANY\x10\x01\x12\x19\n\x15POOL_POLICY_DEDICATED\x10\x02\x12\x16\n\x12POOL_POLICY_SHARED\x10\x03*\x83\x01\n\rRestartPolicy\x12\x1e\n\x1aRESTART_POLICY_UNSPECIFIED\x10\x00\x12\x19\n\x15RESTART_POLICY_ALWAYS\x10\x01\x12\x1d\n\x19RESTART_POLICY_ON_FAILURE\x10\x02\x12\x18\n\x14RESTART_POLICY_NEVER\x10\x03*Y\n\x0bNetworkMode\x12\x1c\n\x18NETWORK_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11NETWORK_MODE_NONE\x10\x01\x12\x15\n\x11NETWORK_MODE_HOST\x10\x02*H\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n\x0cPROTOCOL_TCP\x10\x01\x12\x10\n\x0cPROTOCOL_UDP\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/topology.proto\x12\ncapstan.v1\"(\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\x01\x12\x0e\n\x06memory\x18\x02 \x01(\x03\"\xd3\x01\n\tPlacement\x12/\n\x08strategy\x18\x01 \x01(\x0e\x32\x1d.capstan.v1.PlacementStrategy\x12;\n\x0b\x63onstraints\x18\x02 \x03(\x0b\x32&.capstan.v1.Placement.ConstraintsEntry\x12$\n\x04pool\x18\x03 \x01(\x0e\x32\x16.capstan.v1.PoolPolicy\x1a\x32\n\x10\x43onstraintsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\tAutoscale\x12\x0b\n\x03min\x18\x01 \x01(\x05\x12\x0b\n\x03max\x18\x02 \x01(\x05\x12\x12\n\ntarget_cpu\x18\x03 \x01(\x01\">\n\rServiceVolume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x11\n\tread_only\x18\x03 \x01(\x08\"T\n\x0bServicePort\x12\x0c\n\x04port\x18\x01 \x01(\x05\x12&\n\x08protocol\x18\x02 \x01(\x0e\x32\x14.capstan.v1.Protocol\x12\x0f\n\x07publish\x18\x03 \x01(\x05\"\xf7\x04\n\x07Service\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x03(\t\x12)\n\x03\x65nv\x18\x04 \x03(\x0b\x32\x1c.capstan.v1.Service.EnvEntry\x12\x15\n\x08replicas\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12(\n\tresources\x18\x06 \x01(\x0b\x32\x15.capstan.v1.Resources\x12(\n\tplacement\x18\x07 \x01(\x0b\x32\x15.capstan.v1.Placement\x12(\n\tautoscale\x18\x08 \x01(\x0b\x32\x15.capstan.v1.Autoscale\x12*\n\x07volumes\x18\t \x03(\x0b\x32\x19.capstan.v1.ServiceVolume\x12*\n\x07restart\x18\n \x01(\x0e\x32\x19.capstan.v1.RestartPolicy\x12\x1c\n\x0fmax_unavailable\x18\x0b \x01(\x05H\x01\x88\x01\x01\x12\r\n\x05links\x18\x0c \x03(\t\x12(\n\x07network\x18\r \x01(\x0e\x32\x17.capstan.v1.NetworkMode\x12&\n\x05ports\x18\x0e \x03(\x0b\x32\x17.capstan.v1.ServicePort\x12\x0c\n\x04user\x18\x0f \x01(\t\x12\x0f\n\x07seccomp\x18\x10 \x01(\t\x12\x0f\n\x07\x63\x61p_add\x18\x11 \x03(\t\x12*\n\x07secrets\x18\x14 \x03(\x0b\x32\x19.capstan.v1.ServiceSecret\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_replicasB\x12\n\x10_max_unavailable\"8\n\rServiceSecret\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0b\n\x03\x65nv\x18\x03 \x01(\t\"R\n\x0b\x41pplication\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12%\n\x08services\x18\x03 \x03(\x0b\x32\x13.capstan.v1.Service*v\n\x11PlacementStrategy\x12\"\n\x1ePLACEMENT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1d\n\x19PLACEMENT_STRATEGY_SPREAD\x10\x01\x12\x1e\n\x1aPLACEMENT_STRATEGY_BINPACK\x10\x02*q\n\nPoolPolicy\x12\x1b\n\x17POOL_POLICY_UNSPECIFIED\x10\x00\x12\x13\n\x0fPOOL_POLICY_ANY\x10\x01\x12\x19\n\x15POOL_POLICY_DEDICATED\x10\x02\x12\x16\n\x12POOL_POLICY_SHARED\x10\x03*\x83\x01\n\rRestartPolicy\x12\x1e\n\x1aRESTART_POLICY_UNSPECIFIED\x10\x00\x12\x19\n\x15RESTART_POLICY_ALWAYS\x10\x01\x12\x1d\n\x19RESTART_POLICY_ON_FAILURE\x10\x02\x12\x18\n\x14RESTART_POLICY_NEVER\x10\x03*Y\n\x0bNetworkMode\x12\x1c\n\x18NETWORK_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11NETWORK_MODE_NONE\x10\x01\x12\x15\n\x11NETWORK_MODE_HOST\x10\x02*H\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n\x0cPROTOCOL_TCP\x10\x01\x12\x10\n\x0cPROTOCOL_UDP\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +35,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLACEMENT_CONSTRAINTSENTRY']._serialized_options = b'8\001'
   _globals['_SERVICE_ENVENTRY']._loaded_options = None
   _globals['_SERVICE_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_PLACEMENTSTRATEGY']._serialized_start=1230
-  _globals['_PLACEMENTSTRATEGY']._serialized_end=1348
-  _globals['_POOLPOLICY']._serialized_start=1350
-  _globals['_POOLPOLICY']._serialized_end=1463
-  _globals['_RESTARTPOLICY']._serialized_start=1466
-  _globals['_RESTARTPOLICY']._serialized_end=1597
-  _globals['_NETWORKMODE']._serialized_start=1599
-  _globals['_NETWORKMODE']._serialized_end=1688
-  _globals['_PROTOCOL']._serialized_start=1690
-  _globals['_PROTOCOL']._serialized_end=1762
+  _globals['_PLACEMENTSTRATEGY']._serialized_start=1278
+  _globals['_PLACEMENTSTRATEGY']._serialized_end=1396
+  _globals['_POOLPOLICY']._serialized_start=1398
+  _globals['_POOLPOLICY']._serialized_end=1511
+  _globals['_RESTARTPOLICY']._serialized_start=1514
+  _globals['_RESTARTPOLICY']._serialized_end=1645
+  _globals['_NETWORKMODE']._serialized_start=1647
+  _globals['_NETWORKMODE']._serialized_end=1736
+  _globals['_PROTOCOL']._serialized_start=1738
+  _globals['_PROTOCOL']._serialized_end=1810
   _globals['_RESOURCES']._serialized_start=37
   _globals['_RESOURCES']._serialized_end=77
   _globals['_PLACEMENT']._serialized_start=80
@@ -58,11 +58,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVICEPORT']._serialized_start=416
   _globals['_SERVICEPORT']._serialized_end=500
   _globals['_SERVICE']._serialized_start=503
-  _globals['_SERVICE']._serialized_end=1086
-  _globals['_SERVICE_ENVENTRY']._serialized_start=1011
-  _globals['_SERVICE_ENVENTRY']._serialized_end=1053
-  _globals['_SERVICESECRET']._serialized_start=1088
-  _globals['_SERVICESECRET']._serialized_end=1144
-  _globals['_APPLICATION']._serialized_start=1146
-  _globals['_APPLICATION']._serialized_end=1228
+  _globals['_SERVICE']._serialized_end=1134
+  _globals['_SERVICE_ENVENTRY']._serialized_start=1059
+  _globals['_SERVICE_ENVENTRY']._serialized_end=1101
+  _globals['_SERVICESECRET']._serialized_start=1136
+  _globals['_SERVICESECRET']._serialized_end=1192
+  _globals['_APPLICATION']._serialized_start=1194
+  _globals['_APPLICATION']._serialized_end=1276
 # @@protoc_insertion_point(module_scope)

@@ -112,7 +112,7 @@ class ServicePort(_message.Message):
     def __init__(self, port: _Optional[int] = ..., protocol: _Optional[_Union[Protocol, str]] = ..., publish: _Optional[int] = ...) -> None: ...
 
 class Service(_message.Message):
-    __slots__ = ("name", "image", "command", "env", "replicas", "resources", "placement", "autoscale", "volumes", "restart", "max_unavailable", "links", "network", "ports", "secrets")
+    __slots__ = ("name", "image", "command", "env", "replicas", "resources", "placement", "autoscale", "volumes", "restart", "max_unavailable", "links", "network", "ports", "user", "seccomp", "cap_add", "secrets")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +134,9 @@ class Service(_message.Message):
     LINKS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SECCOMP_FIELD_NUMBER: _ClassVar[int]
+    CAP_ADD_FIELD_NUMBER: _ClassVar[int]
     SECRETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     image: str
@@ -149,8 +152,11 @@ class Service(_message.Message):
     links: _containers.RepeatedScalarFieldContainer[str]
     network: NetworkMode
     ports: _containers.RepeatedCompositeFieldContainer[ServicePort]
+    user: str
+    seccomp: str
+    cap_add: _containers.RepeatedScalarFieldContainer[str]
     secrets: _containers.RepeatedCompositeFieldContainer[ServiceSecret]
-    def __init__(self, name: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., autoscale: _Optional[_Union[Autoscale, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[ServiceVolume, _Mapping]]] = ..., restart: _Optional[_Union[RestartPolicy, str]] = ..., max_unavailable: _Optional[int] = ..., links: _Optional[_Iterable[str]] = ..., network: _Optional[_Union[NetworkMode, str]] = ..., ports: _Optional[_Iterable[_Union[ServicePort, _Mapping]]] = ..., secrets: _Optional[_Iterable[_Union[ServiceSecret, _Mapping]]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., autoscale: _Optional[_Union[Autoscale, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[ServiceVolume, _Mapping]]] = ..., restart: _Optional[_Union[RestartPolicy, str]] = ..., max_unavailable: _Optional[int] = ..., links: _Optional[_Iterable[str]] = ..., network: _Optional[_Union[NetworkMode, str]] = ..., ports: _Optional[_Iterable[_Union[ServicePort, _Mapping]]] = ..., user: _Optional[str] = ..., seccomp: _Optional[str] = ..., cap_add: _Optional[_Iterable[str]] = ..., secrets: _Optional[_Iterable[_Union[ServiceSecret, _Mapping]]] = ...) -> None: ...
 
 class ServiceSecret(_message.Message):
     __slots__ = ("name", "path", "env")

@@ -96,7 +96,6 @@ class _Instance:
         return self.net.service == service and any(p.port == port for p in self.net.ports)
 
 
-
 @dataclass(frozen=True)
 class PeerInfo:
     identity: str

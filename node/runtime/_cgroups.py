@@ -139,8 +139,11 @@ class Cgroups:
         """The ``cgroup.procs`` paths of container ``name``'s existing groups (to join
         a process to them: ``capstan exec``)."""
         return sorted(
-            {str(base / name / "cgroup.procs") for base in self._bases.values()
-             if (base / name / "cgroup.procs").is_file()}
+            {
+                str(base / name / "cgroup.procs")
+                for base in self._bases.values()
+                if (base / name / "cgroup.procs").is_file()
+            }
         )
 
     def members(self, name: str) -> list[int]:
@@ -180,4 +183,3 @@ def _own_v1_paths() -> dict[str, str]:
     except (OSError, ValueError):
         return {}
     return paths
-

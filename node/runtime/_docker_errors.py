@@ -19,8 +19,12 @@ from node.errors import (
 )
 
 # What the SDK says when it cannot even ask the engine for its API version.
-_UNREACHABLE_HINTS = ("Error while fetching server API version", "Connection aborted",
-                      "Connection refused", "No such file or directory")
+_UNREACHABLE_HINTS = (
+    "Error while fetching server API version",
+    "Connection aborted",
+    "Connection refused",
+    "No such file or directory",
+)
 
 
 def _explanation(exc: docker.errors.APIError) -> str:

@@ -101,7 +101,7 @@ def ref_of(prefix: str, scoped: str) -> str | None:
     ``scoped`` is not a tag this mapping makes under ``prefix``."""
     if not scoped.startswith(prefix):
         return None
-    name, tag = split_ref(scoped[len(prefix):])
+    name, tag = split_ref(scoped[len(prefix) :])
     components = name.split("/")
     if len(components) > 1 and "." in components[0]:
         registry = _decode_registry(components[0])

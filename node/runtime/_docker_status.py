@@ -78,9 +78,11 @@ def stats_from_sample(name: str, sample: dict[str, Any], memory_limit: int) -> C
     pre_usage = int((pre.get("cpu_usage") or {}).get("total_usage") or 0)
     system = int(cpu.get("system_cpu_usage") or 0)
     pre_system = int(pre.get("system_cpu_usage") or 0)
-    online = int(cpu.get("online_cpus") or 0) or len(
-        (cpu.get("cpu_usage") or {}).get("percpu_usage") or ()
-    ) or 1
+    online = (
+        int(cpu.get("online_cpus") or 0)
+        or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or ())
+        or 1
+    )
     fraction = 0.0
     # system_cpu_usage counts all host CPUs, so the ratio times the CPU count is cores.
     if pre_system and system > pre_system and usage >= pre_usage:

@@ -46,7 +46,9 @@ def unavailable() -> str | None:
     try:
         probe = subprocess.run(
             [UNSHARE, *NAMESPACES, "--fork", "--", "/bin/true"],
-            capture_output=True, timeout=10, check=False,
+            capture_output=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         return f"unshare failed: {exc}"
@@ -125,7 +127,17 @@ def launch(container_dir: Path, plan: Plan, ready_fd: int) -> tuple[list[str], i
     assert UNSHARE is not None  # noqa: S101 - callers check unavailable() first
     namespaces = [n for n in NAMESPACES if not (plan.host_network and n == "--net")]
     argv = [
-        UNSHARE, *namespaces, "--fork", "--kill-child", "--propagation", "private", "--",
-        sys.executable, "-I", "-S", str(INIT_SCRIPT), str(fd),
+        UNSHARE,
+        *namespaces,
+        "--fork",
+        "--kill-child",
+        "--propagation",
+        "private",
+        "--",
+        sys.executable,
+        "-I",
+        "-S",
+        str(INIT_SCRIPT),
+        str(fd),
     ]
     return argv, fd

@@ -68,12 +68,28 @@ IFF_UP = 0x1
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
 # Docker's masked and read-only /proc paths (moby's oci defaults).
-PROC_MASKED = ("kcore", "keys", "latency_stats", "timer_list", "timer_stats",
-               "sched_debug", "acpi", "scsi")
+PROC_MASKED = (
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "acpi",
+    "scsi",
+)
 PROC_READ_ONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-             signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
+FORWARDED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+    signal.SIGCONT,
+)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -92,10 +108,13 @@ def _b(value: str | None) -> bytes | None:
     return None if value is None else value.encode()
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int,
-          data: str | None = None) -> None:
-    _check(_libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)),
-           f"mount {target}")
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
+    _check(
+        _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)),
+        f"mount {target}",
+    )
 
 
 def bind(source: str, target: str, flags: int) -> None:
@@ -141,8 +160,13 @@ def build_root(plan: dict[str, Any]) -> str:
     upper, work, root = (os.path.join(scratch, d) for d in ("upper", "work", "root"))
     for d in (upper, work, root):
         os.mkdir(d, 0o755)
-    mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV,
-          f"lowerdir={plan['rootfs']},upperdir={upper},workdir={work}")
+    mount(
+        "overlay",
+        root,
+        "overlay",
+        MS_NOSUID | MS_NODEV,
+        f"lowerdir={plan['rootfs']},upperdir={upper},workdir={work}",
+    )
 
     proc = inside(root, "/proc", directory=True)
     mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -163,8 +187,12 @@ def build_root(plan: dict[str, Any]) -> str:
         node = os.path.join(dev, name)
         os.close(os.open(node, os.O_CREAT | os.O_WRONLY, 0o666))
         bind(f"/dev/{name}", node, MS_NOSUID | MS_NOEXEC)
-    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+    for link, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(target, os.path.join(dev, link))
     shm = os.path.join(dev, "shm")
     os.mkdir(shm, 0o755)

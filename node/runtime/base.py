@@ -60,6 +60,15 @@ class NetSpec:
 
 
 @dataclass(frozen=True)
+class SecretMount:
+    """A host directory of an instance's secret files (memory-backed, node/secretfiles)
+    and the directory the instance sees it at, always read-only."""
+
+    source: str
+    path: str
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """What the orchestrator asks a node to run. ``name`` is the node-unique container name."""
 
@@ -81,6 +90,7 @@ class ContainerSpec:
     seccomp: str = ""  # "" = the engine's default profile, or a stricter one of Capstan's
     cap_add: tuple[str, ...] = ()  # capabilities given back (all are dropped otherwise)
     low_ports: bool = False  # may bind ports below 1024 in its own network namespace
+    secrets: tuple[SecretMount, ...] = ()  # written by the node agent, never by the spec
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,10 @@ class Runtime(Protocol):
     # the sandbox: docker gives the container's State.Pid, the process runtime its
     # first process; both as /proc/<pid>/ns/net.
     def net_spec(self, name: str) -> NetSpec | None: ...
+    def secret_owner(self, spec: ContainerSpec) -> tuple[int, int]:
+        """The uid and gid the instance runs as: its secret files are theirs, 0400."""
+        ...
+
     # A command in the running container ``name``, in its environment: exec's
     # process. NotFound when there is no such container, Conflict when it is not running.
     def exec(

@@ -4,7 +4,10 @@ Every container carries the labels ``capstan.node``/``capstan.workload``/``capst
 and a Docker name ``capstan-<node hash>-<name>``; every lookup checks the node label,
 so an agent neither sees nor touches containers of another agent on the same engine.
 Containers never get bridge networking, privileges or new privileges; volumes are
-bind mounts of the node's VolumeStore directories.
+bind mounts of the node's VolumeStore directories. Every container gets the
+sandbox's defaults (docs/sandbox.md): the tenant's non-root uid unless the spec names
+one, a read-only root with a tmpfs ``/tmp``, no capabilities but those the pool
+granted, a seccomp profile passed by content, a PIDs limit, no devices, private IPC.
 
 Images are per node too, though Docker's tags are global to the engine: this node
 has image ``R`` exactly when the engine holds the node-scoped tag
@@ -44,6 +47,8 @@ from node.runtime._docker_status import (
 )
 from node.runtime._exec import SocketExec
 from node.runtime._netspec import net_from_json, net_to_json
+from node.runtime._sandbox import DEFAULT_PIDS, TMP_BYTES
+from node.runtime._users import TenantUids, tenant_of
 from node.runtime.base import (
     ContainerSpec,
     ContainerStats,
@@ -51,16 +56,18 @@ from node.runtime.base import (
     NetSpec,
     RuntimeInfo,
 )
-from node.validation import validate_image_ref, validate_name, validate_spec
+from node.seccomp import profile_text
+from node.validation import validate_image_ref, validate_name, validate_spec, validate_user
 from node.volumes import VolumeStore
 from protos.wire.rules import IMAGE_ID_RE
 
 # Capabilities Docker grants by default that a workload of this orchestrator has no
 # business with: raw sockets (spoofing), device nodes, audit log writes, chroot
 # escapes tooling, file capabilities.
-DROPPED_CAPABILITIES = ("NET_RAW", "MKNOD", "AUDIT_WRITE", "SYS_CHROOT", "SETFCAP")
-SECURITY_OPTS = ("no-new-privileges:true",)
-PIDS_LIMIT = 4096
+NO_NEW_PRIVILEGES = "no-new-privileges:true"
+PIDS_LIMIT = DEFAULT_PIDS  # the same bound as the process runtime's
+TMP_MOUNT = f"rw,nosuid,nodev,size={TMP_BYTES},mode=1777"
+LOW_PORTS_SYSCTL = "net.ipv4.ip_unprivileged_port_start"
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILES = "3"
 MAX_STOP_TIMEOUT = 3600.0
@@ -114,6 +121,7 @@ class DockerRuntime:
         self._prefix = f"capstan-{node_hash(node_id)}-"
         self._images = namespace(node_id)
         self._capacity: tuple[float, int] | None = None
+        self._uids = TenantUids(self.state_dir)
         # name -> (engine id, engine state, status): list() runs on every heartbeat and
         # re-inspects only containers whose id or state changed since it last looked
         # (one inspect per container per second loads the engine). Entries are dropped
@@ -151,25 +159,40 @@ class DockerRuntime:
             # There is no registry to pull from: the image must have been imported.
             raise NotFound(f"image {spec.image!r} is not present on this node")
         image = node_ref(self._images, spec.image)
-        mounts = [
-            docker.types.Mount(
-                target=mount.path,
-                source=str(self.volumes.ensure(mount.name)),
-                type="bind",
-                read_only=mount.read_only,
+        uid, gid = self._user(spec)
+        mounts = []
+        for mount in spec.volumes:
+            source = self.volumes.ensure(mount.name)
+            if not mount.read_only:
+                self.volumes.own(mount.name, uid, gid)  # writable by the instance's uid
+            mounts.append(
+                docker.types.Mount(
+                    target=mount.path, source=str(source), type="bind", read_only=mount.read_only
+                )
             )
-            for mount in spec.volumes
-        ]
+        # Secret files: a memory-backed directory of the agent's, read-only inside.
+        mounts.extend(
+            docker.types.Mount(target=m.path, source=m.source, type="bind", read_only=True)
+            for m in spec.secrets
+        )
         # Ours last: they cannot be overridden by the spec's own labels.
         labels = dict(spec.labels)
-        labels.update({LABEL_NODE: self.node_id, LABEL_WORKLOAD: spec.workload_id,
-                       LABEL_NAME: spec.name, LABEL_IMAGE: spec.image,
-                       LABEL_NET: json.dumps(net_to_json(spec.service, spec.ports, spec.links),
-                                             sort_keys=True, separators=(",", ":"))})
-        dropped = list(DROPPED_CAPABILITIES)
-        if spec.network == "host":
-            # On the host's network a low port is the host's low port.
-            dropped.append("NET_BIND_SERVICE")
+        labels.update(
+            {
+                LABEL_NODE: self.node_id,
+                LABEL_WORKLOAD: spec.workload_id,
+                LABEL_NAME: spec.name,
+                LABEL_IMAGE: spec.image,
+                LABEL_NET: json.dumps(
+                    net_to_json(spec.service, spec.ports, spec.links),
+                    sort_keys=True,
+                    separators=(",", ":"),
+                ),
+            }
+        )
+        # Per network namespace: only an instance's own loopback is concerned. (On the
+        # host's network a low port is the host's: that takes NET_BIND_SERVICE.)
+        sysctls = {LOW_PORTS_SYSCTL: "0"} if spec.low_ports and spec.network == "none" else None
         with docker_errors(f"container {spec.name!r}", field="spec"):
             host_config = self._api.create_host_config(
                 network_mode=spec.network,
@@ -181,16 +204,27 @@ class DockerRuntime:
                 # Same as the memory limit: no swap beyond it.
                 memswap_limit=spec.memory or None,
                 mounts=mounts,
-                cap_drop=dropped,
-                security_opt=list(SECURITY_OPTS),
+                # The sandbox's defaults (docs/sandbox.md): read-only root with a small
+                # /tmp, every capability dropped but what the pool granted, no new
+                # privileges, a seccomp profile named by content, a PIDs limit, no
+                # devices, and the engine's private IPC and PID namespaces.
+                read_only=True,
+                tmpfs={"/tmp": TMP_MOUNT},  # noqa: S108 - the container's own /tmp
+                cap_drop=["ALL"],
+                cap_add=list(spec.cap_add) or None,
+                security_opt=[NO_NEW_PRIVILEGES, "seccomp=" + profile_text(spec.seccomp)],
                 privileged=False,
                 pids_limit=PIDS_LIMIT,
+                ipc_mode="private",
+                devices=[],
+                sysctls=sysctls,
                 log_config=docker.types.LogConfig(
                     type="json-file", config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES}
                 ),
             )
             self._api.create_container(
                 image=image,
+                user=f"{uid}:{gid}",
                 command=list(spec.command) or None,
                 name=self.docker_name(spec.name),
                 environment=[f"{key}={value}" for key, value in spec.env],
@@ -199,6 +233,10 @@ class DockerRuntime:
                 detach=True,
             )
         return self.inspect(spec.name)
+
+    def secret_owner(self, spec: ContainerSpec) -> tuple[int, int]:
+        # The user the instance runs as: the files are that user's alone.
+        return self._user(spec)
 
     def net_spec(self, name: str) -> NetSpec | None:
         attrs = self._lookup(name)
@@ -220,6 +258,14 @@ class DockerRuntime:
             links=links,
         )
 
+    def _user(self, spec: ContainerSpec) -> tuple[int, int]:
+        """The spec's ``user``, else its tenant's own non-root uid (never the image's)."""
+        given = validate_user("user", spec.user)
+        if given is not None:
+            return given
+        uid = self._uids.uid_for(tenant_of(spec.workload_id))
+        return uid, uid
+
     def exec(
         self, name: str, command: Sequence[str], *, tty: bool = False, stdin: bool = False
     ) -> SocketExec:
@@ -232,7 +278,12 @@ class DockerRuntime:
         with docker_errors(subject):
             # The container's own user, environment and confinement: exec adds no privilege.
             exec_id = self._api.exec_create(
-                attrs["Id"], list(command), stdin=stdin, tty=tty, stdout=True, stderr=True,
+                attrs["Id"],
+                list(command),
+                stdin=stdin,
+                tty=tty,
+                stdout=True,
+                stderr=True,
                 privileged=False,
             )["Id"]
             attached = self._api.exec_start(exec_id, socket=True, tty=tty)
@@ -317,7 +368,11 @@ class DockerRuntime:
         subject = f"container {name!r}"
         with docker_errors(subject):
             stream = self._api.logs(
-                cid, stdout=True, stderr=True, stream=True, follow=bool(follow),
+                cid,
+                stdout=True,
+                stderr=True,
+                stream=True,
+                follow=bool(follow),
                 tail=tail if tail > 0 else "all",
             )
         return mapped_stream(stream, subject)

@@ -409,6 +409,7 @@ class ProcessRuntime:
                     preexec = _rlimits(spec.memory)
             log_fd = os.open(self.log_path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
+
                 def popen() -> subprocess.Popen[bytes]:
                     return subprocess.Popen(
                         argv,
@@ -503,6 +504,7 @@ class ProcessRuntime:
             if not mount.read_only:
                 self._volumes.own(mount.name, uid, gid)
             mounts.append(_sandbox.Mount(str(source), mount.path, mount.read_only))
+        mounts.extend(_sandbox.Mount(m.source, m.path, True) for m in spec.secrets)
         procs = self._cgroups.create(
             name, Limits(cpu=spec.cpu, memory=spec.memory, pids=_sandbox.DEFAULT_PIDS)
         )
@@ -619,7 +621,11 @@ class ProcessRuntime:
         return PipeExec(child, master)
 
     def _exec_beside(
-        self, rec: ContainerRecord, config: ImageConfig, rootfs: Path, argv: list[str],
+        self,
+        rec: ContainerRecord,
+        config: ImageConfig,
+        rootfs: Path,
+        argv: list[str],
         streams: dict[str, Any],
     ) -> subprocess.Popen[bytes]:
         spec = rec.spec
@@ -631,8 +637,13 @@ class ProcessRuntime:
 
         def popen() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                argv, executable=executable, cwd=self.work_dir(spec.name), env=env,
-                start_new_session=True, close_fds=True, **streams,
+                argv,
+                executable=executable,
+                cwd=self.work_dir(spec.name),
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+                **streams,
             )
 
         netns = f"/proc/{rec.pid}/ns/net"
@@ -644,7 +655,11 @@ class ProcessRuntime:
             raise RuntimeFailure(f"cannot exec in {spec.name}: {exc.strerror or exc}") from None
 
     def _exec_sandboxed(
-        self, rec: ContainerRecord, config: ImageConfig, rootfs: Path, argv: list[str],
+        self,
+        rec: ContainerRecord,
+        config: ImageConfig,
+        rootfs: Path,
+        argv: list[str],
         streams: dict[str, Any],
     ) -> subprocess.Popen[bytes]:
         spec = rec.spec
@@ -661,8 +676,14 @@ class ProcessRuntime:
         if "pids" in self._cgroups.missing:
             rlimits.append(("RLIMIT_NPROC", _sandbox.DEFAULT_PIDS))
         plan = {
-            "target": init[0], "argv": argv, "env": env, "cwd": "/", "uid": uid, "gid": gid,
-            "cgroup_procs": self._cgroups.procs(spec.name), "rlimits": rlimits,
+            "target": init[0],
+            "argv": argv,
+            "env": env,
+            "cwd": "/",
+            "uid": uid,
+            "gid": gid,
+            "cgroup_procs": self._cgroups.procs(spec.name),
+            "rlimits": rlimits,
         }
         fd = os.memfd_create("capstan-exec", 0)  # the plan, environment included: no disk
         try:
@@ -670,8 +691,12 @@ class ProcessRuntime:
             os.lseek(fd, 0, os.SEEK_SET)
             return subprocess.Popen(
                 [sys.executable, "-I", "-S", str(_SANDBOX_EXEC), str(fd)],
-                cwd=self._dir(spec.name), env={"PATH": _sandbox.DEFAULT_PATH},
-                start_new_session=True, close_fds=True, pass_fds=(fd,), **streams,
+                cwd=self._dir(spec.name),
+                env={"PATH": _sandbox.DEFAULT_PATH},
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(fd,),
+                **streams,
             )
         except OSError as exc:
             raise RuntimeFailure(f"cannot exec in {spec.name}: {exc.strerror or exc}") from None
@@ -746,6 +771,13 @@ class ProcessRuntime:
             with contextlib.suppress(NotFound):  # removed while we were listing
                 statuses.append(self._status(rec))
         return statuses
+
+    def secret_owner(self, spec: ContainerSpec) -> tuple[int, int]:
+        if not self.isolated:
+            # An unisolated instance runs as the agent and sees the agent's files: a
+            # secret given to it would be given to everything on the host.
+            raise FailedPrecondition("secrets need an isolated node (the agent runs as root)")
+        return self._sandbox_user(spec)
 
     def net_spec(self, name: str) -> NetSpec | None:
         rec = self._refresh(self._get(name))

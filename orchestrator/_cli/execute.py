@@ -65,9 +65,7 @@ def _raw_terminal(enabled: bool) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-@click.command(
-    "exec", cls=OperatorCommand, context_settings={"ignore_unknown_options": False}
-)
+@click.command("exec", cls=OperatorCommand, context_settings={"ignore_unknown_options": False})
 @click.argument("target", metavar="APP/INSTANCE")
 @click.argument("command", nargs=-1, required=True, metavar="-- CMD [ARG]...")
 @click.option("-i", "--stdin", "interactive", is_flag=True, help="Pass your input to CMD.")

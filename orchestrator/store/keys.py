@@ -44,6 +44,7 @@ HEARTBEATS = "/heartbeats/"
 STATUS = "/status/"
 TASKS = "/tasks/"
 AUDIT = "/audit/"
+AUDIT_BY_APP = "/audit-app/"
 COUNTERS = "/counters/"
 LEADER = "/leader"
 ORCHESTRATORS = "/orchestrators/"
@@ -122,6 +123,21 @@ def audit(seq: int) -> str:
     if seq < 0:
         raise StoreError("audit sequence numbers are >= 0")
     return f"{AUDIT}{seq:020d}"
+
+
+_SEQ_SPAN = 10**20
+
+
+def audit_by_app(tenant: str, app: str, seq: int) -> str:
+    """An application's copy of audit entry ``seq``, newest first under its prefix (the
+    sequence number is stored inverted), so its latest events are one short range."""
+    if seq < 0:
+        raise StoreError("audit sequence numbers are >= 0")
+    return f"{audit_by_app_prefix(tenant, app)}{_SEQ_SPAN - 1 - seq:020d}"
+
+
+def audit_by_app_prefix(tenant: str, app: str) -> str:
+    return f"{AUDIT_BY_APP}{part(tenant)}/{part(app)}/"
 
 
 def counter(name: str) -> str:

@@ -33,3 +33,26 @@ def with_tag(ref: str) -> str:
 def pin(ref: str, digest: str) -> str:
     """The pinned form of a plain reference: ``name:tag@sha256:...``."""
     return f"{with_tag(ref)}@{digest}"
+
+
+def name_of(ref: str) -> str:
+    """A plain reference without its tag (``localhost:5000/app:1`` -> ``localhost:5000/app``)."""
+    head, slash, last = ref.rpartition("/")
+    return f"{head}{slash}{last.partition(':')[0]}"
+
+
+def content_ref(pinned: str) -> str:
+    """The tag a node keeps a pinned image under: ``name:sha256-<hex>``, named by its
+    content, so two tenants' same-named images of different content never move each
+    other's tag on a node."""
+    plain, digest = split(pinned)
+    if digest is None:
+        raise NotPinned(f"{pinned[:120]!r} has no @sha256: digest")
+    return f"{name_of(plain)}:sha256-{digest.removeprefix('sha256:')}"
+
+
+def content_key(ref: str) -> str:
+    """``name@sha256:...`` of a pinned reference, whatever its tag: what a node holding
+    that content is said to hold."""
+    plain, digest = split(ref)
+    return f"{name_of(plain)}@{digest}" if digest is not None else with_tag(ref)

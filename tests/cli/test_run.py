@@ -17,7 +17,7 @@ from node.runtime import _process_proc as proc
 from node.runtime._docker_names import namespace
 from node.runtime.base import ContainerState
 from node.runtime.images import busybox_binary
-from node.runtime.process import ProcessRuntime
+from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from orchestrator.standalone import instances, node_id, start_order
 from orchestrator.topology import load_topology, load_topology_file
 
@@ -118,6 +118,31 @@ def test_missing_image_is_not_found_and_leaves_nothing(
     r = capstan("run", "-f", str(path), "--runtime", "process", "-d")
     assert r.code == 3
     assert "image 'example/none:1' is not present and cannot be built here" in r.err
+    assert processes_mentioning(str(home)) == []
+
+
+def test_pinned_image_runs_only_from_that_content(
+    home: Path, capstan: Run, tmp_path: Path
+) -> None:
+    scratch = ProcessRuntime("scratch", tmp_path / "scratch")
+    try:
+        ref = ensure_busybox_image(scratch)
+        digest = scratch.image_ids()[ref]
+    finally:
+        scratch.close()
+    wrong = tmp_path / "wrong.yaml"
+    absent = f"image: local/busybox:1@sha256:{'ab' * 32}"
+    wrong.write_text(APP.replace("image: local/busybox:1", absent))
+    r = capstan("run", "-f", str(wrong), "--runtime", "process", "-d")
+    assert r.code == 3, r.err
+    assert "is not on this node" in r.err
+    assert processes_mentioning(str(home)) == []
+    right = tmp_path / "right.yaml"
+    right.write_text(APP.replace("image: local/busybox:1", f"image: local/busybox:1@{digest}"))
+    r = capstan("run", "-f", str(right), "--runtime", "process", "-d")
+    assert r.code == 0, r.err
+    r = capstan("run", "--down", "-f", str(right), "--runtime", "process")
+    assert r.code == 0, r.err
     assert processes_mentioning(str(home)) == []
 
 

@@ -14,11 +14,24 @@ import grpc
 import pytest
 
 from protos import node_pb2
+from protos.wire.images import content_ref
 
 from .conftest import Node, meta
 
 IMAGE = "local/busybox:1"
 OTHER = "local/other:1"
+
+
+@pytest.fixture(autouse=True)
+def _forget_images(any_node: Node) -> Iterator[None]:
+    # Docker tags live on the shared engine beyond a test (the node id is the same in
+    # every test): leave none of this test's behind.
+    yield
+    for c in any_node.agent.runtime.list():
+        any_node.agent.runtime.remove(c.name, force=True)
+    forget = getattr(any_node.agent.runtime, "forget_images", None)
+    if forget is not None:
+        forget()
 
 
 def _code(fn: object, *args: object, **kw: object) -> grpc.StatusCode:
@@ -110,10 +123,34 @@ def test_other_content_under_a_pinned_name_is_refused_before_anything_is_tagged(
     code = _code(_import, any_node, f"{OTHER}@{digest}", _other_content(OTHER))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert any_node.agent.runtime.image_ids() == before  # nothing tagged, nothing moved
-    # The genuine content under that name and pin loads.
+    # The genuine content under that name and pin loads, kept under its content tag.
     genuine = _retag(_export(any_node), OTHER)
-    assert list(_import(any_node, f"{OTHER}@{digest}", genuine).refs) == [OTHER]
-    assert any_node.agent.runtime.image_ids()[OTHER] == digest
+    kept = content_ref(f"{OTHER}@{digest}")
+    assert list(_import(any_node, f"{OTHER}@{digest}", genuine).refs) == [kept]
+    assert any_node.agent.runtime.image_ids()[kept] == digest
+    assert OTHER not in any_node.agent.runtime.image_ids()
+
+
+def test_same_named_images_of_two_pins_live_side_by_side(any_node: Node) -> None:
+    # Two tenants pin one name to different content: each loads under its content
+    # tag; neither moves the other, and each pin runs its own content.
+    genuine_digest = _digest(any_node)
+    other = _other_content(OTHER)
+    with tarfile.open(fileobj=io.BytesIO(other)) as tar:
+        config = next(m for m in tar.getnames() if m.endswith(".json") and m != "manifest.json")
+        other_digest = "sha256:" + hashlib.sha256(tar.extractfile(config).read()).hexdigest()  # type: ignore[union-attr]
+    first, second = f"{OTHER}@{other_digest}", f"{OTHER}@{genuine_digest}"
+    _import(any_node, first, other)
+    _import(any_node, second, _retag(_export(any_node), OTHER))
+    ids = any_node.agent.runtime.image_ids()
+    assert ids[content_ref(first)] == other_digest
+    assert ids[content_ref(second)] == genuine_digest
+    for n, image in enumerate((first, second)):
+        spec = node_pb2.ContainerSpec(
+            name=f"c{n}", workload_id=f"wl-{n}", image=image, command=["sleep", "30"]
+        )
+        st = any_node.stub().CreateContainer(spec, metadata=meta(any_node.create_token(spec)))
+        assert st.image == content_ref(image)
 
 
 def test_a_tampered_layer_behind_the_genuine_config_is_refused(any_node: Node) -> None:

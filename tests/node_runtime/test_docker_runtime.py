@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import tarfile
 import uuid
 from pathlib import Path
@@ -22,6 +23,7 @@ from node.errors import (
 from node.runtime import docker_available, select_runtime
 from node.runtime.base import ContainerState, Runtime, VolumeMount
 from node.runtime.docker import DockerRuntime, node_hash
+from node.seccomp import profile
 
 from .conftest import MakeRuntime, docker_attrs, spec, wait_exit
 
@@ -80,9 +82,19 @@ def test_host_config_limits_labels_and_hardening(
     assert host["MemorySwap"] == 64 * MiB
     assert host["NetworkMode"] == "none"
     assert host["Privileged"] is False
-    assert "NET_RAW" in host["CapDrop"] and "MKNOD" in host["CapDrop"]
+    # The sandbox's defaults (docs/sandbox.md), as docker inspect shows them.
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
     assert "no-new-privileges:true" in host["SecurityOpt"]
-    assert host["PidsLimit"] > 0
+    seccomp = [o for o in host["SecurityOpt"] if o.startswith("seccomp=")]
+    assert len(seccomp) == 1 and json.loads(seccomp[0].removeprefix("seccomp=")) == profile("")
+    assert host["PidsLimit"] == 1024
+    assert host["ReadonlyRootfs"] is True
+    assert host["Tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=67108864,mode=1777"}
+    assert host["IpcMode"] == "private"
+    assert host["PidMode"] == ""  # the engine's own PID namespace, never the host's
+    assert not host["Devices"]
+    uid, _, gid = attrs["Config"]["User"].partition(":")
+    assert int(uid) >= 1 << 24 and gid == uid  # the tenant's uid, not root
     labels = attrs["Config"]["Labels"]
     assert labels["capstan.node"] == runtime.node_id
     assert labels["capstan.workload"] == "test/web"
@@ -103,13 +115,14 @@ def test_network_none_has_only_loopback(
     assert interfaces == [b"lo"]
 
 
-def test_host_network_drops_low_ports(
+def test_host_network_has_no_capabilities(
     runtime: DockerRuntime, docker_client: docker.DockerClient
 ) -> None:
     runtime.create(spec(network="host"))
     host = docker_attrs(docker_client, runtime, "web")["HostConfig"]
     assert host["NetworkMode"] == "host"
-    assert "NET_BIND_SERVICE" in host["CapDrop"]
+    assert host["CapDrop"] == ["ALL"]  # NET_BIND_SERVICE included: no host low port
+    assert not host.get("Sysctls")
 
 
 def test_bridge_network_refused_and_nothing_created(

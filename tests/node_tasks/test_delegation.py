@@ -8,6 +8,7 @@ import pytest
 
 from protos import control_pb2, gateway_pb2, node_pb2
 from protos.wire.errors import WRONG_SERVER, NodeCallError
+from protos.wire.images import content_ref
 from protos.wire.nodeclient import NodeClient
 
 from .conftest import IMAGE, Cluster, application, wait_for
@@ -33,10 +34,11 @@ def test_image_spreads_peer_to_peer_and_every_step_is_audited(cluster: Cluster) 
     assert placed == ["node-1", "node-2", "node-3"]
     for m in (n1, n2, n3):
         assert len(m.running()) == 1, m.name
-    # Nodes 2 and 3 hold the image now, and say so in their reports.
-    assert n2.runtime.image_exists(IMAGE) and n3.runtime.image_exists(IMAGE)
+    # Nodes 2 and 3 hold the image now (under its content tag), and say so.
+    kept = content_ref(pinned)
+    assert n2.runtime.image_exists(kept) and n3.runtime.image_exists(kept)
     tracker = cluster.orch.orch.reconciler.tracker
-    assert tracker.has_image("node-2", IMAGE) and tracker.has_image("node-3", IMAGE)
+    assert tracker.has_image("node-2", pinned) and tracker.has_image("node-3", pinned)
 
     events = cluster.audit()
     for target in (n2, n3):
@@ -102,13 +104,13 @@ def test_delegation_token_works_once_and_only_from_the_source_it_names(
     assert not outcome.ok and WRONG_SERVER in outcome.message
     assert not outcome.completed  # the orchestrator never issued that request id
     assert other.node.agent.audit.entries() == []  # no call reached it
-    assert not n2.runtime.image_exists(IMAGE)
+    assert n2.runtime.images() == []
 
     # The genuine task: fetched, completed, the workload runs.
     n2.node.tasks.submit([task])
     wait_for(lambda: len(n2.node.tasks.outcomes) == 2, what="the fetch")
     assert n2.node.tasks.outcomes[1].ok and n2.node.tasks.outcomes[1].completed
-    assert n2.runtime.image_exists(IMAGE)
+    assert n2.runtime.image_exists(content_ref(task.resource))
     wait_for(lambda: n2.running() != [], what="the workload on node-2")
 
     # Replaying the token, with the very certificate it is bound to, is refused.

@@ -8,6 +8,7 @@ import tarfile
 
 from node.runtime.process import ProcessRuntime
 from protos import control_pb2
+from protos.wire.images import content_ref
 
 from .conftest import IMAGE, Cluster, application, wait_for
 
@@ -44,7 +45,8 @@ def test_node_claiming_an_image_is_never_chosen_as_its_source(cluster: Cluster) 
     # Pinned at apply, fetched from the seeded node only, and what runs is genuine.
     (w,) = cluster.workloads()
     assert w.image == pinned and w.node == "node-2"
-    assert target.runtime.image_ids()[IMAGE] == genuine.runtime.image_ids()[IMAGE]
+    assert target.runtime.image_ids()[content_ref(pinned)] == genuine.runtime.image_ids()[IMAGE]
+    assert IMAGE not in target.runtime.image_ids()
     issued = [e for e in cluster.audit() if e["event"] == "delegation.issued"]
     assert [(e["target"], e["source"], e["res"]) for e in issued] == [
         ("node-2", "node-1", pinned)

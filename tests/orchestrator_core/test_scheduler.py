@@ -305,6 +305,7 @@ services:
         tenant="acme",
         pool=PoolPolicy.DEDICATED,
         ports=frozenset({("tcp", 8080), ("udp", 53)}),
+        needs=frozenset({"host_network", "low_ports"}),  # what its pool must permit
     )
 
 

@@ -1,0 +1,177 @@
+"""Secrets on the node: the node's seal key, and each instance's secret files.
+
+The orchestrator seals every secret of an instance to this node's X25519 key
+(libsodium sealed box) inside the command that creates the instance; only this
+node can open it. Opened values are written to files of mode 0400 on a
+memory-backed filesystem (a tmpfs the agent mounts, or /dev/shm where it cannot
+mount), one directory per instance and secret directory, bind-mounted read-only
+into the instance. Nothing is written to the node's disk, and the directory goes
+when the instance goes.
+
+Layout (``<root>`` is the tmpfs)::
+
+    <root>/<container>/<n>/<file>   one directory per distinct parent path, n = 0, 1, ...
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import logging
+import os
+import posixpath
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, SealedBox
+
+from node.errors import InvalidArgument, RuntimeFailure
+from node.runtime.base import SecretMount
+from protos import node_pb2
+from protos.wire import rules
+
+log = logging.getLogger("capstan.node.secrets")
+
+SEAL_KEY_FILE = "seal.key"
+_KEY_BYTES = 32
+
+
+def load_or_create_seal_key(state_dir: Path) -> PrivateKey:
+    """The node's X25519 key (created 0600 on first use); it never leaves the node."""
+    path = Path(state_dir) / SEAL_KEY_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        key = PrivateKey.generate()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(bytes(key))
+        return key
+    if len(raw) != _KEY_BYTES:
+        raise RuntimeFailure(f"{path} is not a 32-byte X25519 key")
+    return PrivateKey(raw)
+
+
+def _libc_mount() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name, use_errno=True) if name else None
+
+
+_MNT_DETACH = 2
+
+
+def _memory_root(state_dir: Path) -> tuple[Path, bool]:
+    """A tmpfs for this node's secret files, and whether this call mounted it: mounted
+    by the agent where it may, else a private directory under /dev/shm (memory-backed
+    too)."""
+    root = Path(state_dir) / "secrets"
+    root.mkdir(mode=0o700, exist_ok=True)
+    if os.path.ismount(root):
+        return root, False
+    if os.geteuid() == 0:
+        libc = _libc_mount()
+        if libc is not None:
+            ok = libc.mount(
+                b"capstan-secrets", str(root).encode(), b"tmpfs", 0, b"mode=0700,size=16m"
+            )
+            if ok == 0:
+                return root, True
+            log.warning("cannot mount a tmpfs on %s (errno %d)", root, ctypes.get_errno())
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    shm = Path("/dev/shm") / f"capstan-secrets-{digest}"  # noqa: S108 - memory-backed
+    shm.mkdir(mode=0o700, exist_ok=True)
+    return shm, False
+
+
+class SecretFiles:
+    """Opens sealed secrets and keeps each instance's files; removes them with it."""
+
+    def __init__(self, state_dir: Path, key: PrivateKey | None = None) -> None:
+        self._key = key or load_or_create_seal_key(state_dir)
+        self._box = SealedBox(self._key)
+        self.root, self._mounted = _memory_root(state_dir)
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self._key.public_key)
+
+    def _dir(self, container: str) -> Path:
+        return self.root / rules_name(container)
+
+    def open(
+        self, container: str, sealed: Sequence[node_pb2.SealedSecret], uid: int = 0, gid: int = 0
+    ) -> tuple[tuple[SecretMount, ...], tuple[tuple[str, str], ...]]:
+        """Write ``container``'s secrets; returns its mounts and the env it asked for.
+
+        Every secret is opened before anything is written: one that does not open
+        (sealed to another key, tampered) refuses the whole set.
+        """
+        values: list[tuple[node_pb2.SealedSecret, bytes]] = []
+        for i, s in enumerate(sealed):
+            problem = rules.check_mount_path(s.path)
+            if problem:
+                raise InvalidArgument(f"secrets[{i}].path", problem)
+            try:
+                values.append((s, self._box.decrypt(s.sealed)))
+            except CryptoError:
+                raise InvalidArgument(
+                    f"secrets[{i}].sealed", "does not open with this node's seal key"
+                ) from None
+        top = self._dir(container)
+        staging = top.with_name(top.name + ".new")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o500)
+        parents: dict[str, int] = {}
+        env: list[tuple[str, str]] = []
+        try:
+            for s, value in values:
+                parent, base = posixpath.split(s.path)
+                index = parents.setdefault(parent, len(parents))
+                folder = staging / str(index)
+                if not folder.exists():
+                    folder.mkdir(mode=0o500)
+                    os.chown(folder, uid, gid)
+                target = folder / base
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(value)
+                os.chown(target, uid, gid)
+                if s.env:
+                    env.append((s.env, value.decode("utf-8", "replace")))
+            os.chown(staging, uid, gid)
+            self._swap(top, staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        mounts = tuple(SecretMount(str(top / str(i)), parent) for parent, i in parents.items())
+        return mounts, tuple(env)
+
+    def _swap(self, top: Path, staging: Path) -> None:
+        old = top.with_name(top.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if top.exists():
+            os.rename(top, old)
+        os.rename(staging, top)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def close(self) -> None:
+        """The agent stops: its tmpfs goes with every file on it (instances that keep
+        running keep their own mounts of it until they end)."""
+        if self._mounted:
+            libc = _libc_mount()
+            if libc is not None and libc.umount2(str(self.root).encode(), _MNT_DETACH) == 0:
+                self._mounted = False
+
+    def remove(self, container: str) -> None:
+        """Forget ``container``'s secrets (its instance left this node)."""
+        shutil.rmtree(self._dir(container), ignore_errors=True)
+
+
+def rules_name(container: str) -> str:
+    problem = rules.check_name(container)
+    if problem:
+        raise InvalidArgument("name", problem)
+    return container

@@ -1,0 +1,148 @@
+"""A canary secret reaches the one instance that uses it, on the one node that runs
+it, and nothing else: real orchestrator, nodes joined through the real join flow,
+real Docker and the sandboxed process runtime."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import grpc
+import pytest
+
+from protos import control_pb2, gateway_pb2, secrets_pb2, secrets_pb2_grpc, topology_pb2
+from tests.control_api.conftest import start_orchestrator, stop_orchestrator
+from tests.security.conftest import Cluster, join_node, wait_for
+
+CANARY = b"canary-5b2e91d0-only-in-the-instance"
+PATH = "/run/secrets/db-pass"
+SCRIPT = (
+    f"sha256sum {PATH}; stat -c 'mode %a' {PATH};"
+    " grep -c ' /run/secrets tmpfs ' /proc/mounts; sleep 600"
+)
+
+
+@pytest.fixture(params=["process", "docker"])
+def two_nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    if request.param == "docker":
+        request.getfixturevalue("busybox_image")
+    orch = start_orchestrator(tmp_path / "orch")
+    c = Cluster(orch, tmp_path)
+    try:
+        join_node(c, "node-1", "127.0.0.51", runtime=request.param)
+        join_node(c, "node-2", "127.0.0.52")
+        wait_for(
+            lambda: (
+                sum(
+                    n.state == "ready"
+                    for n in c.admin().ListNodes(control_pb2.ListNodesRequest()).nodes
+                )
+                == 2
+            ),
+            what="two ready nodes",
+        )
+        yield c
+    finally:
+        for node in c.nodes.values():
+            for ct in node.agent.runtime.list():
+                node.agent.runtime.remove(ct.name, force=True)
+            node.stop(0)
+        stop_orchestrator(c.orch)
+
+
+def _files_holding(root: Path, needle: bytes, skip: Path) -> list[str]:
+    found = []
+    for dirpath, _dirs, files in os.walk(root):
+        if Path(dirpath).is_relative_to(skip):
+            continue
+        for name in files:
+            path = Path(dirpath) / name
+            try:
+                if not path.is_symlink() and needle in path.read_bytes():
+                    found.append(str(path))
+            except OSError:
+                continue
+    return found
+
+
+def test_canary_secret_is_only_in_its_instance(two_nodes: Cluster) -> None:
+    c = two_nodes
+    admin_secrets = secrets_pb2_grpc.SecretServiceStub(
+        grpc.secure_channel(c.orch.target, c.orch.user("admin", "admin"))
+    )
+    admin_secrets.CreateSecret(secrets_pb2.SecretWrite(name="db-pass", value=CANARY))
+    c.admin().Cordon(control_pb2.NodeRef(name="node-2"))
+    app = topology_pb2.Application(
+        name="vault",
+        services=[
+            topology_pb2.Service(
+                name="db",
+                image="local/busybox:1",
+                command=["sh", "-c", SCRIPT],
+                secrets=[topology_pb2.ServiceSecret(name="db-pass", path=PATH)],
+            )
+        ],
+    )
+    c.admin().Apply(control_pb2.ApplyRequest(app=app))
+    wait_for(
+        lambda: any(w.state == "running" and w.node == "node-1" for w in c.workloads()),
+        timeout=60,
+        what="the instance running on node-1",
+    )
+    node1 = c.nodes["node-1"]
+    # The engine may be shared with other tests: ours is the one of this application.
+    (container,) = [
+        s.name for s in node1.agent.runtime.list() if s.name.startswith("default.vault.db.")
+    ]
+
+    def printed() -> str:
+        return b"".join(node1.agent.runtime.logs(container)).decode(errors="replace")
+
+    wait_for(lambda: "mode" in printed(), what="the instance report")
+    out = printed()
+    # Inside the instance: the value at its path, mode 0400, on a memory-backed mount.
+    assert hashlib.sha256(CANARY).hexdigest() in out
+    assert "mode 400" in out
+    assert out.split("mode 400")[1].split()[0] == "1"
+
+    # Nowhere else: not the store, the audit log, any log or state directory of the
+    # orchestrator or of either node (only node-1's tmpfs of secret files holds it).
+    held = node1.agent.secrets.root
+    assert _files_holding(c.root, CANARY, skip=held) == []
+    assert CANARY.decode() not in json.dumps([json_of(w) for w in c.workloads()])
+    detail = c.admin().GetApp(control_pb2.AppRef(name="vault"))
+    assert CANARY not in detail.SerializeToString()
+    assert CANARY not in c.admin().ListWorkloads(control_pb2.WorkloadFilter()).SerializeToString()
+    if node1.agent.runtime.name == "docker":
+        client = docker.from_env()
+        try:
+            found = [
+                ct.attrs
+                for ct in client.containers.list(all=True)
+                if ct.name.endswith(container) or container in ct.name
+            ]
+            assert found and CANARY.decode() not in json.dumps(found)
+        finally:
+            client.close()
+    # node-2 never ran it: no secret file there at all, and asking for node-1's
+    # assignments (where the sealed secret travels in pull mode) is refused and audited.
+    assert list(c.nodes["node-2"].agent.secrets.root.iterdir()) == []
+    with pytest.raises(grpc.RpcError) as err:
+        next(iter(c.as_node("node-2").Watch(gateway_pb2.WatchRequest(node="node-1"), timeout=5)))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert any(e["event"] == "watch.refused" and e.get("asked_for") == "node-1" for e in c.audit())
+
+    # The instance leaves: so does the file.
+    c.admin().DeleteApp(control_pb2.AppRef(name="vault"))
+    wait_for(lambda: c.workloads() == [], timeout=60, what="the instance removed")
+    wait_for(lambda: not any(held.iterdir()), timeout=30, what="node-1's secret files removed")
+
+
+def json_of(message: object) -> str:
+    from google.protobuf import json_format
+
+    return json_format.MessageToJson(message)  # type: ignore[arg-type]
