@@ -234,7 +234,7 @@ def _spawn(*args: str, netns: bool = False) -> subprocess.Popen[str]:
 
     if not netns:
         return start()
-    from node.runtime._netns import in_new_network
+    from node.links._netns import in_new_network
 
     return in_new_network(start)
 
