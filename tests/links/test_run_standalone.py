@@ -13,7 +13,7 @@ from orchestrator.topology import load_topology_file
 from tests.links.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.71"
+HOST = "127.0.0.171"
 
 
 def order(port: int = 18080) -> bytes:
