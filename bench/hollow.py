@@ -196,21 +196,25 @@ class HollowNode:
     alive: bool = True
     heartbeats: int = 0
     streams: int = 0
+    _digest: str | None = None  # of the trust material held, until it changes
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     def status(self) -> gateway_pb2.NodeStatus:
+        if self._digest is None:
+            self._digest = trust_digest(self.jwks, self.bundle)
         return gateway_pb2.NodeStatus(
             sent_at=time.time(),
             containers=[status_to_pb(c) for c in self.runtime.list()],
             full=True,
             images=[IMAGE],
-            trust_digest=trust_digest(self.jwks, self.bundle),
+            trust_digest=self._digest,
         )
 
     def apply_trust(self, trust: gateway_pb2.TrustUpdate) -> None:
+        self._digest = None
         if trust.jwks:
             self.keys = KeySet.from_jwks(trust.jwks)
             self.jwks = trust.jwks
@@ -451,22 +455,25 @@ async def main(args: argparse.Namespace) -> None:
     joiners = futures.ThreadPoolExecutor(max_workers=args.join_parallel)
     loop = asyncio.get_running_loop()
     started = time.time()
-    joined = await asyncio.gather(
-        *(
-            loop.run_in_executor(
-                joiners,
-                lambda n=n, h=h, t=t: join_one(
-                    name=n, host=h, token=t, join=args.join, ca=ca, root=root, pool=pool
-                ),
-            )
-            for n, h, t in zip(names, hosts, tokens, strict=True)
+    rng = random.Random(os.getpid())
+
+    async def join_and_report(name: str, host: str, token: str) -> HollowNode:
+        node = await loop.run_in_executor(
+            joiners,
+            lambda: join_one(
+                name=name, host=host, token=token, join=args.join, ca=ca, root=root, pool=pool
+            ),
         )
+        # Reporting starts at once, as a real agent's does: a joined node that stays
+        # silent for the grace period is (rightly) declared dead.
+        node.reporter = asyncio.create_task(report(node, rng))
+        return node
+
+    joined = await asyncio.gather(
+        *(join_and_report(n, h, t) for n, h, t in zip(names, hosts, tokens, strict=True))
     )
     joiners.shutdown()
     nodes = {n.name: n for n in joined}
-    rng = random.Random(os.getpid())
-    for node in nodes.values():
-        node.reporter = asyncio.create_task(report(node, rng))
     _emit(
         event="ready",
         seconds=time.time() - started,

@@ -169,6 +169,9 @@ def run_joined_node(
             rng=rng,
         )
         pokes.append(reporter.poke)
+        # Each heartbeat's listing: secret files of instances gone (fenced, removed) go.
+        reporter.on_listed = agent.secrets.prune
+        reporter.on_revoked = agent.secrets.wipe
         renewer = Renewer(
             cert=files.cert,
             key=files.key,

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from node import metrics
 from node.audit import NodeAudit
 from pki.errors import TokenError, TokenNotPermitted
 from pki.peers import Peer, PeerRefused, authenticate
@@ -129,7 +130,10 @@ class Authorizer:
                 now=self._clock(),
             )
         except TokenError as exc:
+            metrics.TOKEN_VERIFICATIONS.labels(result=exc.reason).inc()
             raise _refusal(exc, peer) from None
+        metrics.TOKEN_VERIFICATIONS.labels(result="ok").inc()
+        metrics.CALLS.labels(method=operation.method).inc()
         self.epochs.observe(cap.epoch)
         return cap
 
@@ -161,6 +165,7 @@ class Authorizer:
         self, exc: Refused, method: str, context: grpc.ServicerContext, peer: str
     ) -> NoReturn:
         who = exc.caller or peer
+        metrics.REFUSALS.labels(method=method.rpartition("/")[2], reason=exc.reason).inc()
         log.warning("refused %s from %s: %s (%s)", method, who, exc.reason, exc.detail)
         self._audit.record(
             "refused",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import socket
 import sys
@@ -13,6 +12,8 @@ from types import FrameType
 import click
 
 from node.config import RUNTIMES, NodeConfig
+from protos.wire.logs import configure_logging
+from protos.wire.metrics import MetricsEndpoint
 
 _path = click.Path(path_type=Path)
 
@@ -38,6 +39,20 @@ def node_group() -> None:
     "--issuer", "issuers", multiple=True, help="Orchestrator SPIFFE id whose tokens are obeyed."
 )
 @click.option("--label", "labels", multiple=True, help="Node label KEY=VALUE.")
+@click.option(
+    "--metrics-listen",
+    default="127.0.0.1:0",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="The Prometheus endpoint (/metrics); loopback unless you say otherwise.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per log line.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def serve(
     config_file: Path | None,
@@ -51,16 +66,15 @@ def serve(
     runtime: str | None,
     issuers: tuple[str, ...],
     labels: tuple[str, ...],
+    metrics_listen: str,
+    log_format: str,
     verbose: bool,
 ) -> None:
     """Serve NodeService over mTLS; obey only capability tokens."""
     from node.server import build_agent
     from pki.errors import ConfigError
 
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    configure_logging(verbose=verbose, fmt=log_format)
     label_map: dict[str, str] = {}
     for item in labels:
         k, sep, v = item.partition("=")
@@ -81,10 +95,12 @@ def serve(
         labels=label_map,
     )
     agent = build_agent(cfg)
+    endpoint = _serve_metrics(metrics_listen, cfg.cert)
     host = cfg.listen.rpartition(":")[0]
     click.echo(
         f"node {agent.node_id} listening on {host}:{agent.port} runtime={agent.runtime.name}"
     )
+    click.echo(f"metrics on {endpoint.url}")
     sys.stdout.flush()
     done = threading.Event()
 
@@ -95,6 +111,22 @@ def serve(
     signal.signal(signal.SIGINT, _stop)
     done.wait()
     agent.stop()
+
+
+def _serve_metrics(listen: str, cert: Path) -> MetricsEndpoint:
+    """The node's Prometheus endpoint; its certificate's expiry read at each scrape
+    (a renewal replaces the file)."""
+    from cryptography import x509
+
+    from node import metrics
+    from protos.wire.metrics import serve_metrics
+
+    def not_after() -> float:
+        pem = Path(cert).read_bytes()
+        return x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+
+    metrics.watch_certificate(not_after)
+    return serve_metrics(listen, metrics.REGISTRY)
 
 
 def _labels(items: tuple[str, ...]) -> dict[str, str]:
@@ -151,6 +183,20 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--memory", type=int, default=0, help="Memory offered in bytes [default: this host's]."
 )
+@click.option(
+    "--metrics-listen",
+    default="127.0.0.1:0",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="The Prometheus endpoint (/metrics); loopback unless you say otherwise.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per log line.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def join(
     address: str | None,
@@ -166,6 +212,8 @@ def join(
     mode: str | None,
     cpus: float,
     memory: int,
+    metrics_listen: str,
+    log_format: str,
     verbose: bool,
 ) -> None:
     """Join the cluster at ADDRESS (its Join endpoint), then serve and report.
@@ -178,10 +226,7 @@ def join(
     from node.join import JoinOptions, ensure_joined
     from pki.errors import ConfigError
 
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    configure_logging(verbose=verbose, fmt=log_format)
     options = JoinOptions(
         name=name,
         listen=listen or "127.0.0.1:0",
@@ -201,11 +246,13 @@ def join(
             "join again from an empty state directory to change it"
         )
     node = run_joined_node(joined.state_dir, runtime_kind=runtime, listen=listen)
+    endpoint = _serve_metrics(metrics_listen, joined.files.cert)
     try:
         # Armed before the line below: a launcher may signal as soon as it reads it.
         stop = _StopSignals()
         runtime_name = node.agent.runtime.name
         click.echo(f"node {node.node_id} listening on {node.listening} runtime={runtime_name}")
+        click.echo(f"metrics on {endpoint.url}")
         sys.stdout.flush()
         stop.wait()
     finally:

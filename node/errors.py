@@ -42,6 +42,15 @@ class NotOwned(NodeError):
         self.field = field
 
 
+class PolicyDenied(NodeError):
+    """A create asks for more than the node's own sandbox policy permits
+    (PERMISSION_DENIED), whatever its token says; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
 class RuntimeUnavailable(NodeError):
     """The container runtime does not answer (UNAVAILABLE)."""
 

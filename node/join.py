@@ -43,7 +43,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from node.config import RUNTIMES
-from node.secretfiles import load_or_create_seal_key
+from node.policy import POLICY_FILE, policy_from_pb
+from node.secretfiles import SEAL_KEY_FILE, seal_key_for_join, write_seal_key
 from pki._files import atomic_write, read_file, write_private_key
 from pki.certs import ChainVerifier, identity_of, load_pem_chain, trust_domain_of_root
 from pki.errors import CapstanError, CertificateError, ConfigError
@@ -209,6 +210,15 @@ def _host_capacity() -> tuple[float, int]:
     except (OSError, ValueError):
         memory = 0
     return cpus, memory
+
+
+def _isolation(runtime: str) -> str:
+    """What the orchestrator is told of this node's isolation (get nodes -o wide)."""
+    if runtime == "docker":
+        return "docker"
+    from node.runtime._sandbox import unavailable
+
+    return "sandbox" if unavailable() is None else "none"
 
 
 def _resolve_runtime(kind: str) -> str:
@@ -593,9 +603,10 @@ def join(
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create state directory {state_dir}: {exc.strerror}") from None
-    created_key = False
+    created_key = wrote_seal = False
     try:
         key, created_key = _node_key(files.key)
+        seal, new_seal = seal_key_for_join(state_dir)
         request = gateway_pb2.JoinRequest(
             join_token=token.strip(),
             csr_pem=_csr(key, plan.name),
@@ -608,8 +619,9 @@ def join(
             labels=plan.labels,
             runtime=plan.runtime,
             mode=plan.mode,
+            isolation=_isolation(plan.runtime),
             # The key secrets are sealed to; its private half stays in the state dir.
-            seal_key=bytes(load_or_create_seal_key(state_dir).public_key),
+            seal_key=bytes(seal.public_key),
         )
         roots_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in roots)
         trust_domains = {trust_domain_of_root(c) for c in roots}
@@ -641,6 +653,10 @@ def join(
             atomic_write(files.jwks, response.jwks)
             atomic_write(files.deny_list, response.deny_list)
             atomic_write(files.config, _node_config(files, plan, issuers))
+            atomic_write(state_dir / POLICY_FILE, policy_from_pb(response.policy).to_json())
+            if new_seal:
+                write_seal_key(state_dir, seal)
+                wrote_seal = True
             atomic_write(files.joined, joined.to_json())  # last: the commit point
         except OSError as exc:
             raise ConfigError(f"cannot write in {state_dir}: {exc.strerror}") from None
@@ -648,6 +664,9 @@ def join(
         if created_key:
             with contextlib.suppress(OSError):
                 files.key.unlink()
+        if wrote_seal:
+            with contextlib.suppress(OSError):
+                (state_dir / SEAL_KEY_FILE).unlink()
         if created_dir:
             with contextlib.suppress(OSError):
                 state_dir.rmdir()  # only when empty: never removes anything else

@@ -348,8 +348,12 @@ class Puller:
                     mounts, env = self._secrets.open(action.name, sealed, uid, gid)
                     spec = dataclasses.replace(spec, secrets=mounts, env=(*spec.env, *env))
                 # AlreadyExists: a create of an earlier pass that the listing missed.
-                with contextlib.suppress(AlreadyExists):
-                    self._runtime.create(spec)
+                try:
+                    with contextlib.suppress(AlreadyExists):
+                        self._runtime.create(spec)
+                finally:
+                    if sealed and self._secrets is not None:
+                        self._secrets.created(action.name)
                 log.info("created %s for %s", action.name, action.workload_id)
             elif isinstance(action, Start):
                 if action.restart and not self._restart_due(action.name):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import grpc
 
+from node import metrics
 from node.errors import NotFound
 from node.renewal import gateway_channel, own_credentials, trust_digest_of_files
 from node.runtime.base import ContainerState, ContainerStatus, Runtime
@@ -128,6 +129,9 @@ class Reporter:
         self.usage_rounds = 0  # completed usage measurements
         # The latest containers stopped and removed on the orchestrator's word.
         self.fenced: deque[str] = deque(maxlen=256)
+        # Told every complete container listing (the agent prunes secret files with it).
+        self.on_listed: Callable[[list[str]], object] = lambda names: None
+        self.on_revoked: Callable[[], object] = lambda: None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -267,8 +271,14 @@ class Reporter:
                 log.error("cannot list containers and images for the report: %s", exc)
                 self._list_failing = True
             containers, images, digests, full = [], [], [], False
+        if full:
+            try:
+                self.on_listed([c.name for c in containers])
+            except Exception as exc:
+                log.error("after listing containers: %s", exc)
         usage = self._usage
         running = sorted(c.name for c in containers if c.state is ContainerState.RUNNING)
+        metrics.HEARTBEATS_SENT.inc()
         return gateway_pb2.NodeStatus(
             sent_at=self._clock(),
             containers=[status_to_pb(c) for c in containers],
@@ -293,6 +303,19 @@ class Reporter:
             return False
         return True
 
+    def _check_own_revocation(self, deny_list: bytes) -> None:
+        """This node's own certificate on a deny list the orchestrator signed: what it
+        was given for its instances (their secrets) is no longer its to hold."""
+        try:
+            own = load_pem_chain(self._cert.read_bytes())[0].serial_number
+            revoked = own in parse_deny_list(deny_list)
+        except (CapstanError, OSError, ValueError) as exc:
+            log.error("cannot check the deny list against this node: %s", exc)
+            return
+        if revoked:
+            log.warning("this node's certificate is revoked: removing every secret it holds")
+            self.on_revoked()
+
     def _handle(self, message: gateway_pb2.GatewayMessage) -> None:
         if message.HasField("trust") and self._trusted(message.trust):
             # An empty field means "unchanged": an empty deny list must never be read as
@@ -302,6 +325,7 @@ class Reporter:
                 self._replace(self._jwks, message.trust.jwks, "token keys (JWKS)", KeySet.from_jwks)
             if message.trust.deny_list:
                 self._replace(self._deny, message.trust.deny_list, "deny list", parse_deny_list)
+                self._check_own_revocation(message.trust.deny_list)
             if message.trust.trust_bundle:
                 self._replace(self._ca, message.trust.trust_bundle, "trust bundle", load_pem_chain)
             self.poke()  # the next status acknowledges what the node now trusts

@@ -15,6 +15,7 @@ Layout (``<root>`` is the tmpfs)::
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -22,13 +23,14 @@ import logging
 import os
 import posixpath
 import shutil
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 
-from node.errors import InvalidArgument, RuntimeFailure
+from node.errors import FailedPrecondition, InvalidArgument, RuntimeFailure
 from node.runtime.base import SecretMount
 from protos import node_pb2
 from protos.wire import rules
@@ -37,6 +39,21 @@ log = logging.getLogger("capstan.node.secrets")
 
 SEAL_KEY_FILE = "seal.key"
 _KEY_BYTES = 32
+
+
+def seal_key_for_join(state_dir: Path) -> tuple[PrivateKey, bool]:
+    """The seal key a join registers: the one in ``state_dir``, else a new one that is
+    only in memory until ``write_seal_key`` (a refused join leaves nothing behind)."""
+    path = Path(state_dir) / SEAL_KEY_FILE
+    if path.exists():
+        return load_or_create_seal_key(state_dir), False
+    return PrivateKey.generate(), True
+
+
+def write_seal_key(state_dir: Path, key: PrivateKey) -> None:
+    fd = os.open(Path(state_dir) / SEAL_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(bytes(key))
 
 
 def load_or_create_seal_key(state_dir: Path) -> PrivateKey:
@@ -93,6 +110,10 @@ class SecretFiles:
         self._key = key or load_or_create_seal_key(state_dir)
         self._box = SealedBox(self._key)
         self.root, self._mounted = _memory_root(state_dir)
+        # Instances whose files are written and whose create is still under way:
+        # prune() must not take their files before the runtime lists them.
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
 
     @property
     def public_key(self) -> bytes:
@@ -109,18 +130,10 @@ class SecretFiles:
         Every secret is opened before anything is written: one that does not open
         (sealed to another key, tampered) refuses the whole set.
         """
-        values: list[tuple[node_pb2.SealedSecret, bytes]] = []
-        for i, s in enumerate(sealed):
-            problem = rules.check_mount_path(s.path)
-            if problem:
-                raise InvalidArgument(f"secrets[{i}].path", problem)
-            try:
-                values.append((s, self._box.decrypt(s.sealed)))
-            except CryptoError:
-                raise InvalidArgument(
-                    f"secrets[{i}].sealed", "does not open with this node's seal key"
-                ) from None
+        values = self._opened(sealed)
         top = self._dir(container)
+        with self._lock:
+            self._pending.add(container)
         staging = top.with_name(top.name + ".new")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o500)
@@ -157,17 +170,90 @@ class SecretFiles:
         os.rename(staging, top)
         shutil.rmtree(old, ignore_errors=True)
 
-    def close(self) -> None:
+    def close(self, *, unmount_any: bool = False) -> None:
         """The agent stops: its tmpfs goes with every file on it (instances that keep
-        running keep their own mounts of it until they end)."""
-        if self._mounted:
+        running keep their own mounts of it until they end). ``unmount_any``: also one
+        an earlier process mounted (``capstan run --down`` after ``-d``)."""
+        if self._mounted or (unmount_any and os.path.ismount(self.root)):
             libc = _libc_mount()
             if libc is not None and libc.umount2(str(self.root).encode(), _MNT_DETACH) == 0:
                 self._mounted = False
 
+    def _opened(
+        self, sealed: Sequence[node_pb2.SealedSecret]
+    ) -> list[tuple[node_pb2.SealedSecret, bytes]]:
+        """Every secret opened, or InvalidArgument naming the first that does not
+        open (sealed to another key, tampered) before anything is written."""
+        out = []
+        for i, s in enumerate(sealed):
+            problem = rules.check_mount_path(s.path)
+            if problem:
+                raise InvalidArgument(f"secrets[{i}].path", problem)
+            try:
+                out.append((s, self._box.decrypt(s.sealed)))
+            except CryptoError:
+                raise InvalidArgument(
+                    f"secrets[{i}].sealed", "does not open with this node's seal key"
+                ) from None
+        return out
+
+    def update(self, container: str, sealed: Sequence[node_pb2.SealedSecret]) -> None:
+        """Replace a running instance's files with new versions, each atomically (a
+        reader sees the old value or the new, never a mix); the paths must be the ones
+        it was created with, since they are mounted."""
+        values = self._opened(sealed)
+        top = self._dir(container)
+        if not top.is_dir():
+            raise FailedPrecondition(f"container {container!r} holds no secrets here")
+        parents: dict[str, int] = {}
+        for s, _ in values:
+            parents.setdefault(posixpath.split(s.path)[0], len(parents))
+        for s, _ in values:
+            parent, base = posixpath.split(s.path)
+            if not (top / str(parents[parent]) / base).is_file():
+                raise FailedPrecondition(f"{s.path}: not a secret this instance was created with")
+        for s, value in values:
+            parent, base = posixpath.split(s.path)
+            folder = top / str(parents[parent])
+            owner = os.lstat(folder / base)  # the instance's uid, as at creation
+            tmp = folder / f".{base}.new"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(value)
+            os.chown(tmp, owner.st_uid, owner.st_gid)
+            os.replace(tmp, folder / base)
+
+    def created(self, container: str) -> None:
+        """The runtime holds ``container`` now (or never will): prune() may judge it."""
+        with self._lock:
+            self._pending.discard(container)
+
     def remove(self, container: str) -> None:
         """Forget ``container``'s secrets (its instance left this node)."""
+        self.created(container)
         shutil.rmtree(self._dir(container), ignore_errors=True)
+
+    def prune(self, present: Iterable[str]) -> list[str]:
+        """Remove the files of every instance the runtime no longer holds -- fenced,
+        removed behind the agent's back, gone in a crash; returns whose went."""
+        keep = set(present)
+        with self._lock:
+            keep |= self._pending
+        gone = []
+        for entry in self.root.iterdir():
+            if entry.name in keep:
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            gone.append(entry.name)
+        if gone:
+            log.info("removed the secret files of %s: no longer on this node", gone)
+        return gone
+
+    def wipe(self) -> None:
+        """Every secret file goes (this node was revoked: nothing it holds is its own)."""
+        self.prune(())
 
 
 def rules_name(container: str) -> str:

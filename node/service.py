@@ -52,6 +52,7 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.NotOwned, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.PolicyDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.RuntimeUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
@@ -117,6 +118,10 @@ def spec_from_pb(pb: node_pb2.ContainerSpec) -> ContainerSpec:
         service=pb.service,
         ports=tuple(PortSpec(p.port, p.publish) for p in pb.ports),
         links=tuple(LinkSpec(x.service, x.address, tuple(x.ports), x.target) for x in pb.links),
+        user=pb.user,
+        seccomp=pb.seccomp,
+        cap_add=tuple(pb.cap_add),
+        low_ports=pb.low_ports,
     )
 
 
@@ -253,8 +258,21 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
             if request.secrets and self._secrets is not None and not self._holds(spec.name):
                 self._secrets.remove(spec.name)
             raise
+        finally:
+            if request.secrets and self._secrets is not None:
+                self._secrets.created(spec.name)
         self._generations.record(spec.name, spec.workload_id, request.generation)
         return created
+
+    @_boundary
+    def UpdateSecrets(
+        self, request: node_pb2.SecretUpdate, context: Any
+    ) -> node_pb2.ContainerStatus:
+        if self._secrets is None:
+            raise errors.FailedPrecondition("this node holds no seal key: it cannot take secrets")
+        current = self._runtime.inspect(request.name)  # NotFound unless it runs here
+        self._secrets.update(request.name, request.secrets)
+        return status_to_pb(current)
 
     def _with_secrets(
         self, spec: ContainerSpec, sealed: Sequence[node_pb2.SealedSecret]

@@ -206,7 +206,14 @@ def check_owner(spec: ContainerSpec) -> None:
 
     The container's name is the token's ``res``, so this ties what the spec touches on
     the node to what the orchestrator authorized (regression: two tenants'
-    same-named applications shared a volume). Raises ``NotOwned``."""
+    same-named applications shared a volume). The same holds for the service the
+    container says it is an instance of (what link tunnels route to). Raises
+    ``NotOwned``."""
+    if spec.service:
+        tenant, _, rest = spec.service.partition("/")
+        app = rest.partition("/")[0]
+        if names.owner_of(spec.name) != names.owner(tenant, app):
+            raise NotOwned("service", f"{spec.service[:80]!r} is not the container's application")
     if not spec.volumes:
         return
     owner = names.owner_of(spec.name)

@@ -20,6 +20,7 @@ certificate being revoked or expiring.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
@@ -30,11 +31,13 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from orchestrator import metrics
 from orchestrator.audit import AuditLog
+from orchestrator.refusals import source_host
 from pki.identity import Kind
 from pki.peers import Peer, PeerRefused, authenticate
 from protos import control_pb2
-from protos.wire.grants import Grant, guarded
+from protos.wire.grants import Bell, Grant, guarded
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -196,11 +199,14 @@ class _Refused(Exception):
     """Internal signal: refuse with ``code``; ``message`` for the caller, ``fields``
     for the audit event."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, event: str, **fields: object) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, event: str, why: str = "", **fields: object
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.event = event
+        self.why = why or message  # a coarse reason: the refusals metric's label
         self.fields = fields
 
 
@@ -226,9 +232,16 @@ class Gate:
         self.clock = clock
         self.streams_per_peer = streams_per_peer
         self._streams: dict[str, int] = {}
+        self.public_streams: dict[str, int] = {}  # per source address, no certificate
 
     def revoked(self) -> Collection[int]:
         return self._revoked()
+
+    @property
+    def bell(self) -> Bell | None:
+        """Rung on every revocation, when the revocation source has one."""
+        bell = getattr(self._revoked, "bell", None)
+        return bell if isinstance(bell, Bell) else None
 
     def open_stream(self, caller: Peer, method: str) -> Callable[[], None]:
         """Count one stream of ``caller``; return its release. Raises ``_Refused``."""
@@ -272,7 +285,9 @@ class Gate:
             fields: dict[str, object] = {"peer": context.peer(), "reason": exc.detail}
             if event == "control.refused":
                 fields["method"] = name
-            raise _Refused(grpc.StatusCode.UNAUTHENTICATED, exc.reason, event, **fields) from None
+            raise _Refused(
+                grpc.StatusCode.UNAUTHENTICATED, exc.reason, event, exc.reason, **fields
+            ) from None
 
     def user_call(
         self, name: str, rule: Rule, request: Any, context: grpc.aio.ServicerContext
@@ -280,23 +295,24 @@ class Gate:
         event = "control.refused"
         caller = self._peer(context, event, name)
 
-        def denied(message: str) -> _Refused:
+        def denied(message: str, why: str) -> _Refused:
             return _Refused(
                 grpc.StatusCode.PERMISSION_DENIED,
                 message,
                 event,
+                why,
                 method=name,
                 peer=context.peer(),
                 reason=message,
             )
 
         if not may(caller, rule.access):
-            raise denied(f"{caller.uri} (role {caller.role}) may not {name}")
+            raise denied(f"{caller.uri} (role {caller.role}) may not {name}", "role")
         if rule.tenant is None:
             return UserCall(caller)
         tenant = rule.tenant(request) or caller.tenant or DEFAULT_TENANT
         if not may(caller, rule.access, tenant):
-            raise denied(f"{caller.uri} may not touch tenant {tenant}")
+            raise denied(f"{caller.uri} may not touch tenant {tenant}", "tenant")
         return UserCall(caller, tenant)
 
     def node_call(
@@ -320,12 +336,14 @@ class Gate:
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"a node may {name.lower()} only its own assignments",
                 event,
+                "not its own",
                 node=node.name,
                 asked_for=named[:128],
             )
         return NodeCall(caller, node)
 
     async def refuse(self, exc: _Refused, method: str, context: grpc.aio.ServicerContext) -> None:
+        metrics.REFUSALS.labels(method=method.rpartition("/")[2], reason=exc.why).inc()
         log.warning("refused %s: %s (%s)", method, exc.message, exc.fields.get("reason", ""))
         await self._audit.record(exc.event, **exc.fields)
         await context.abort(exc.code, exc.message)
@@ -358,9 +376,12 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         rule = self._gate.table.get(method)
         service = method.lstrip("/").partition("/")[0]
         if rule is None:
-            wrapped = (
-                handler if service in PUBLIC_SERVICES else _refuse_all(self._gate, method, handler)
-            )
+            if service not in PUBLIC_SERVICES:
+                wrapped = _refuse_all(self._gate, method, handler)
+            elif handler.response_streaming:
+                wrapped = _public_stream(self._gate, method, handler)
+            else:
+                wrapped = handler
         elif rule.access is Access.JOIN:
             wrapped = handler
         else:
@@ -384,11 +405,15 @@ def _checked(gate: Gate, method: str, rule: Rule, handler: Any) -> Any:
         # A request stream has no request at call start to derive them from.
         raise TypeError(f"{method}: a streaming request cannot name a tenant or node")
 
+    name = method.rpartition("/")[2]
+
     async def who(request: Any, context: grpc.aio.ServicerContext) -> UserCall | NodeCall:
         try:
-            return _authorize(
+            call = _authorize(
                 gate, method, rule, None if handler.request_streaming else request, context
             )
+            metrics.CALLS.labels(method=name).inc()
+            return call
         except _Refused as exc:
             await gate.refuse(exc, method, context)
             raise AssertionError("abort returned") from None  # pragma: no cover
@@ -410,6 +435,7 @@ def _checked(gate: Gate, method: str, rule: Rule, handler: Any) -> Any:
                     grant=Grant(peer.not_after, peer.serial),
                     clock=gate.clock,
                     revoked=gate.revoked,
+                    bell=gate.bell,
                 ):
                     yield item
             finally:
@@ -422,6 +448,33 @@ def _checked(gate: Gate, method: str, rule: Rule, handler: Any) -> Any:
         return await inner(request, context, call)
 
     return _rebuild(handler, unary)
+
+
+def _public_stream(gate: Gate, method: str, handler: Any) -> Any:
+    """Health Watch and reflection need no certificate (the join port has none): their
+    streams are counted per source address instead of per identity."""
+    inner = _inner(handler)
+
+    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        source = source_host(context.peer())
+        if gate.public_streams.get(source, 0) >= gate.streams_per_peer:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many streams")
+        gate.public_streams[source] = gate.public_streams.get(source, 0) + 1
+        try:
+            result = inner(request, context)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            else:  # grpc's aio health servicer writes through the context itself
+                await result
+        finally:
+            left = gate.public_streams.get(source, 1) - 1
+            if left > 0:
+                gate.public_streams[source] = left
+            else:
+                gate.public_streams.pop(source, None)
+
+    return _rebuild(handler, streaming)
 
 
 def _refuse_all(gate: Gate, method: str, handler: Any) -> Any:

@@ -291,6 +291,35 @@ class ControlClient:
             for chunk in node.stream("container.logs", request, grant.token):
                 yield bytes(chunk.data)
 
+    def follow_logs(
+        self, app: str, instance: str, *, tenant: str = "", tail: int = 0
+    ) -> Iterator[bytes]:
+        """``logs -f``: a follow stream ends with its grant (protos.wire.grants), so on
+        "grant expired" a new grant is asked for (the caller is authorized again) and
+        the output resumes where it stopped."""
+        from protos.wire.errors import NodeCallError
+
+        printed = 0  # bytes yielded; exact offset when the first read had no tail
+        recent = b""  # the last bytes yielded, to find the resume point otherwise
+        first = True
+        while True:
+            grant = self.logs_grant(
+                app, instance, tenant=tenant, follow=True, tail=tail if first else 0
+            )
+            chunks = self.stream_logs(grant, follow=True, tail=tail if first else 0)
+            if not first:
+                chunks = _resumed(chunks, skip=printed if tail == 0 else None, recent=recent)
+            try:
+                for data in chunks:
+                    printed += len(data)
+                    recent = (recent + data)[-_RESUME_WINDOW:]
+                    yield data
+                return  # the container ended: so does the output
+            except NodeCallError as exc:
+                if exc.code != grpc.StatusCode.UNAUTHENTICATED or exc.details != "grant expired":
+                    raise
+            first = False
+
     # -- exec ---------------------------------------------------------------------------
 
     def exec_grant(
@@ -370,3 +399,35 @@ class ControlClient:
     def who_can(self, node: str, *, since: float = 0.0, until: float = 0.0) -> cpb.WhoCanResponse:
         request = cpb.WhoCanRequest(node=node, since=since, until=until)
         return self._call("WhoCan", request)  # type: ignore[no-any-return]
+
+
+_RESUME_WINDOW = 4096
+
+
+def _resumed(chunks: Iterator[bytes], *, skip: int | None, recent: bytes) -> Iterator[bytes]:
+    """The part of a re-read log after what was already printed: the first ``skip``
+    bytes when the offset is known, else what follows the last ``recent`` bytes (the
+    first read was a tail, so its offset in the whole log is not known)."""
+    if skip is not None:
+        for data in chunks:
+            if skip >= len(data):
+                skip -= len(data)
+                continue
+            yield data[skip:]
+            skip = 0
+        return
+    buffered = b""
+    found = not recent
+    for data in chunks:
+        if found:
+            yield data
+            continue
+        buffered += data
+        at = buffered.rfind(recent)
+        if at >= 0:
+            found = True
+            rest = buffered[at + len(recent) :]
+            if rest:
+                yield rest
+        else:
+            buffered = buffered[-(len(recent) - 1) :] if len(recent) > 1 else b""

@@ -33,6 +33,7 @@ class OrchestratorConfig:
     member: str = ""
     node_cert_ttl: float | None = None  # node certificates; None: the PKI default (24 h)
     cert_ttl: float | None = None  # the orchestrator's own certificate; None: 24 h
+    metrics_listen: str = "127.0.0.1:0"  # the Prometheus endpoint (loopback by default)
 
     def __post_init__(self) -> None:
         self.member = self.member or self.name

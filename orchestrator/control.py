@@ -533,7 +533,14 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             cpus=request.cpus,
             memory=request.memory,
             rejoin=bool(request.name) and self._state.node(request.name) is not None,
+            policy=(
+                request.policy.SerializeToString().hex() if request.HasField("policy") else ""
+            ),
         )
+        for i, cap in enumerate(request.policy.cap_add):
+            problem = rules.check_capability(cap)
+            if problem:
+                raise policy.PolicyRefused(f"policy.cap_add[{i}]: {problem}")
         token = await jointokens.create(self._state.store, grant, ca_pin=self._ca_pin)
         await self._audit.record(
             "join_token.created",

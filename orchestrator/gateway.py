@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from orchestrator import jointokens
+from orchestrator import jointokens, metrics
 from orchestrator.audit import AuditLog
 from orchestrator.authz import NodeCall
 from orchestrator.errors import NotLeader
@@ -61,7 +61,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         assignments: Callable[[str], gateway_pb2.Assignments],
         on_report: Callable[[], None] = lambda: None,
         reserved_sans: tuple[str, ...] = (),
+        pool_policy: Callable[[str], node_pb2.SandboxPolicy] = lambda _: node_pb2.SandboxPolicy(),
     ) -> None:
+        self._pool_policy = pool_policy
         # Compared in one spelling (pki.identity.canonical_host): `VM` is `vm`.
         # localhost is everyone's own name: no node certificate may carry it.
         self.join_refusals = RefusalTally(audit, event="join.refused", clock=clock)
@@ -174,6 +176,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 )
             except CapstanError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem: {exc}")
+            previous = existing.cert_serial if existing is not None else ""
             record = existing or control_pb2.NodeRecord()
             record.name = name
             record.id = issued.identity.uri
@@ -186,6 +189,13 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 record.labels.update(grant.labels)
             record.pool = grant.pool
             record.runtime = request.runtime
+            record.policy.CopyFrom(
+                node_pb2.SandboxPolicy.FromString(bytes.fromhex(grant.policy))
+                if grant.policy
+                else self._pool_policy(grant.pool)
+            )
+            # The node's own word: a lying node only loosens what it runs itself.
+            record.isolation = request.isolation
             record.mode = request.mode or "push"
             record.seal_key = request.seal_key
             record.state = "suspect"
@@ -198,6 +208,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             del record.ips[:]
             record.ips.extend(ips)
             await self._state.save_node(record)
+        if previous and self.renewals is not None:
+            # A rejoin replaces the certificate: the old one goes after the grace.
+            self.renewals.supersede(int(previous, 16))
         await self._audit.record(
             "node.joined",
             node=name,
@@ -218,6 +231,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             heartbeat_interval=self._heartbeat,
             gateway_address=self.gateway_address,
             gateway_addresses=self.peer_addresses(),
+            policy=record.policy,
         )
 
     # -- report ---------------------------------------------------------------------
@@ -340,6 +354,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         if refused:
             return fence, refused, False
         changed = self._tracker.seen(name, status, accepted)
+        metrics.HEARTBEATS.labels(node=name).inc()
         return fence, refused, changed
 
     async def Renew(

@@ -31,6 +31,8 @@ class JoinGrant:
     cpus: float = 0.0
     memory: int = 0
     rejoin: bool = False  # lets an existing node name join again (expired-node recovery)
+    # The node's own sandbox ceiling (SandboxPolicy, serialized); "" = its pool's at join.
+    policy: str = ""
 
 
 def _digest(secret: str) -> str:

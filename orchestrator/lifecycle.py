@@ -60,6 +60,7 @@ from pki.rotation import CROSS_CERT, finish_rotation, rotation_status, write_crl
 from pki.tokenkeys import TokenKeyStore
 from protos import control_pb2, gateway_pb2
 from protos.wire.channel import client_credentials
+from protos.wire.grants import Bell
 from protos.wire.trust import trust_digest
 
 log = logging.getLogger("capstan.orchestrator.lifecycle")
@@ -90,6 +91,8 @@ class RevocationCache:
         self._path = Path(pki_dir) / "state.json"
         self._stamp: tuple[int, int, int] | None = None
         self._serials: frozenset[int] = frozenset()
+        # Rung when the revoked serials change: held streams end at once (grants.guarded).
+        self.bell = Bell()
         self.refresh()
 
     def _stat(self) -> tuple[int, int, int] | None:
@@ -108,8 +111,12 @@ class RevocationCache:
                 # Keep the last good list: a damaged file must not un-revoke anything.
                 log.error("keeping the previous revocations: %s", exc)
                 return self._serials
-            self._serials = frozenset(c.serial for c in state.certificates if c.revoked)
+            serials = frozenset(c.serial for c in state.certificates if c.revoked)
+            changed = serials != self._serials
+            self._serials = serials
             self._stamp = stamp
+            if changed:
+                self.bell.ring()
         return self._serials
 
     def __call__(self) -> frozenset[int]:
@@ -264,6 +271,9 @@ class LifecycleSettings:
     batch: int = 3  # nodes re-issued at a time during a CA rotation
     batch_timeout: float = 30.0
     token_lifetime: float = 60.0  # longest lifetime of a token this orchestrator mints
+    # After a node renews, its previous certificate stays usable this long (calls in
+    # flight, tokens bound to it: at most token_lifetime), then it is revoked.
+    superseded_grace: float = 90.0
     retire_margin: float = 30.0  # clock skew allowance before an old token key is retired
 
 
@@ -304,6 +314,8 @@ class Lifecycle:
         self._pushed_revoked = revocations()
         self._bundle = authority.trust_bundle()
         self._retire: dict[str, float] = {}  # token kid -> when its last token expired
+        # Previous node certificates after a renewal: serial -> when it is revoked.
+        self._superseded: dict[int, float] = self._superseded_at_start()
         self._reissue: asyncio.Task[None] | None = None
         self._finish_at = 0.0
         self._blocked = ""
@@ -342,10 +354,17 @@ class Lifecycle:
             if record is None or record.id != node.id or record.state == "revoked":
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a joined node")
             assert record is not None  # abort raised  # noqa: S101
+            previous = int(record.cert_serial, 16) if record.cert_serial else None
             record.cert_expiry = issued.not_after
             record.cert_serial = f"{issued.serial:X}"
             record.issuer_ca = thumbprint(self.authority.intermediate)
             await self._state.save_node(record)
+        # The certificate that asked, and the one recorded before (they may differ
+        # after a crash between two renewals), become unusable after the grace.
+        deadline = self._clock() + self.settings.superseded_grace
+        for serial in {caller.serial, previous} - {None, issued.serial}:
+            assert serial is not None  # noqa: S101 - filtered above
+            self.supersede(serial)
         await self._audit.record(
             "cert.renewed",
             kind="node",
@@ -353,6 +372,7 @@ class Lifecycle:
             serial=f"{issued.serial:X}",
             previous=f"{caller.serial:X}",
             not_after=issued.not_after,
+            previous_usable_until=deadline,
         )
         return gateway_pb2.RenewResponse(
             certificate_chain=issued.chain_pem,
@@ -401,6 +421,40 @@ class Lifecycle:
         record = self._state.node(name)
         assert record is not None  # noqa: S101 - looked up above, nodes are never deleted
         return record
+
+    def supersede(self, serial: int) -> float:
+        """A node certificate replaced by a new one (renewal, rejoin): revoked one grace
+        from now. Returns when."""
+        return self._superseded.setdefault(serial, self._clock() + self.settings.superseded_grace)
+
+    def _superseded_at_start(self) -> dict[int, float]:
+        """Live node certificates that are not their node's current one (a renewal
+        before a restart): revoked one grace from now."""
+        now = self._clock()
+        current = {n.cert_serial.upper() for n in self._state.all_nodes() if n.cert_serial}
+        nodes = {n.name for n in self._state.all_nodes()}
+        return {
+            r.serial: now + self.settings.superseded_grace
+            for r in self.authority.list()
+            if r.kind is Kind.NODE
+            and r.name in nodes
+            and not r.revoked
+            and r.not_after > now
+            and f"{r.serial:X}" not in current
+        }
+
+    async def _retire_superseded(self, now: float) -> None:
+        """Revoke (reason superseded) the previous certificates whose grace is over; the
+        deny list carries them to every node in the same step."""
+        due = [serial for serial, at in self._superseded.items() if now >= at]
+        for serial in due:
+            del self._superseded[serial]
+            try:
+                await asyncio.to_thread(self.authority.revoke, serial, "superseded")
+            except PKIError as exc:
+                log.warning("previous certificate %X stays: %s", serial, exc)
+                continue
+            await self._audit.record("cert.superseded", serial=f"{serial:X}")
 
     async def _apply_revocations(self, *, force: bool = False) -> None:
         revoked = self.revocations()
@@ -592,6 +646,7 @@ class Lifecycle:
         """One round of every check (revocations, own renewal, token keys, CA bundle)."""
         ts = self._clock() if now is None else now
         async with self._lock:
+            await self._retire_superseded(ts)
             await self._apply_revocations()
             await self._trust_bundle(ts)
             await self._ca_progress()

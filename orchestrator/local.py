@@ -14,6 +14,12 @@ is ready, and writes the context ``local``. Everything lives in one directory
     cluster.json            what was started: pids (with start times), addresses, ids
     .lock                   one up/down at a time
 
+With ``--ha``: three etcd members (Debian's ``etcd``, client and peer mTLS from
+``capstan pki etcd``: ``pki/etcd/``) in ``etcd/etcd-N/``, and three orchestrators
+``o1``..``o3`` in ``orchestrator/oN/`` on 127.0.0.1 ports PORT, PORT+3, PORT+5 (joins
+on the next port); etcd clients on PORT+7, PORT+9, PORT+11 (peers one above). The
+context ``local`` names the three orchestrators; nodes join through the leader.
+
 ``cluster.json`` is rewritten after every process start, so ``down`` can stop
 whatever a failed ``up`` left. A pid is signalled only while its start time
 matches the recorded one: a recycled pid is never hit.
@@ -97,6 +103,7 @@ class ProcessRecord:
     node_id: str = ""
     state_dir: str = ""
     log_offset: int = 0  # where this run's output starts in ``log``
+    metrics: str = ""  # HOST:PORT of its Prometheus endpoint
 
     def alive(self) -> bool:
         return proc.is_same_alive(self.pid, self.start_ticks)
@@ -115,6 +122,7 @@ class ClusterRecord:
     join_endpoint: str
     orchestrator_id: str = ""
     processes: list[ProcessRecord] = field(default_factory=list)
+    ha: bool = False  # three etcd members and three orchestrators
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -130,6 +138,20 @@ class ClusterRecord:
 
     def node_records(self) -> list[ProcessRecord]:
         return [p for p in self.processes if p.role == "node"]
+
+
+#: Prometheus endpoints from PORT+13 on (PORT..PORT+12 are the control plane's).
+METRICS_OFFSET = 13
+
+
+def metrics_address(index: int, base_port: int) -> str:
+    """The Prometheus endpoint of node ``index``, on its own loopback address."""
+    return f"127.0.0.{index + 1}:{base_port + METRICS_OFFSET}"
+
+
+def orchestrator_metrics(member: int, base_port: int) -> str:
+    """The Prometheus endpoint of the orchestrator (member 0) or HA member 1..3."""
+    return f"127.0.0.1:{base_port + METRICS_OFFSET + max(member - 1, 0)}"
 
 
 def node_address(index: int, port: int) -> str:
@@ -230,6 +252,7 @@ class LocalCluster:
         base_port: int = DEFAULT_BASE_PORT,
         image_nodes: Sequence[int] | None = None,
         require_image: bool = False,
+        ha: bool = False,
     ) -> tuple[ClusterRecord, bool]:
         """Start the cluster; ``(record, started)``, started False when it was already up.
 
@@ -238,8 +261,9 @@ class LocalCluster:
         """
         if nodes < 1 or nodes > 250:
             raise ConfigError(f"--nodes must be between 1 and 250, got {nodes}")
-        if not 1024 <= base_port <= 65533:
-            raise ConfigError(f"--base-port must be between 1024 and 65533, got {base_port}")
+        top = 65535 - METRICS_OFFSET - (2 if ha else 0)  # the last metrics port fits
+        if not 1024 <= base_port <= top:
+            raise ConfigError(f"--base-port must be between 1024 and {top}, got {base_port}")
         with self._locked():
             existing = self.load()
             if existing is not None:
@@ -262,13 +286,20 @@ class LocalCluster:
                 nodes=nodes,
                 endpoint=f"127.0.0.1:{base_port}",
                 join_endpoint=f"127.0.0.1:{base_port + 1}",
+                ha=ha,
             )
             node_port = base_port + 2
+            control = [record.endpoint, record.join_endpoint]
+            if ha:
+                record.endpoint = ",".join(a for a, _ in _ha_orchestrators(base_port))
+                control = [a for pair in _ha_orchestrators(base_port) for a in pair]
+                control += [f"127.0.0.1:{p}" for pair in _ha_etcd(base_port) for p in pair]
             _check_free(
                 [
-                    record.endpoint,
-                    record.join_endpoint,
+                    *control,
                     *(node_address(i, node_port) for i in range(1, nodes + 1)),
+                    *(metrics_address(i, base_port) for i in range(1, nodes + 1)),
+                    *(orchestrator_metrics(m, base_port) for m in ((1, 2, 3) if ha else (0,))),
                 ]
             )
             authority = self._authority()
@@ -346,8 +377,16 @@ class LocalCluster:
                 runtime.close()
 
     def _start(self, record: ClusterRecord, node_port: int) -> None:
-        self._start_orchestrator(record)
+        if record.ha:
+            self._start_etcd(record)
+            for member in range(1, 4):
+                self._start_orchestrator(record, member)
+        else:
+            self._start_orchestrator(record)
         with ControlClient(self.context(record.endpoint)) as client:
+            if record.ha:
+                record.join_endpoint = self._leader_join(client)
+                self._save(record)
             started: list[ProcessRecord] = []
             for index in range(1, record.nodes + 1):
                 name = f"node-{index}"
@@ -359,14 +398,29 @@ class LocalCluster:
             for name, image in self._seeded:
                 client.seed_image(name, image)
 
-    def _start_orchestrator(self, record: ClusterRecord) -> None:
+    def _start_orchestrator(self, record: ClusterRecord, member: int = 0) -> None:
+        """The orchestrator; with ``member`` (HA) the member-th of three, on etcd."""
         orch_dir = self.directory / "orchestrator"
+        name, listen, join = "orchestrator", record.endpoint, record.join_endpoint
+        store = ["--store", str(orch_dir / "store.db")]
+        if member:
+            name = f"o{member}"
+            listen, join = _ha_orchestrators(record.base_port)[member - 1]
+            orch_dir = orch_dir / name
+            etcd = self.pki_dir / "etcd"
+            endpoints = ",".join(f"127.0.0.1:{c}" for c, _ in _ha_etcd(record.base_port))
+            store = [
+                "--etcd", endpoints, "--member", name,
+                "--etcd-ca", str(etcd / "ca.crt"),
+                "--etcd-cert", str(etcd / "client-orchestrator.crt"),
+                "--etcd-key", str(etcd / "client-orchestrator.key"),
+            ]  # fmt: skip
         orch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._echo(f"starting orchestrator on {record.endpoint}")
+        self._echo(f"starting {name} on {listen}")
         orch = self._spawn(
             record,
             "orchestrator",
-            "orchestrator",
+            name,
             orch_dir / "orchestrator.log",
             [
                 "orchestrator",
@@ -374,20 +428,94 @@ class LocalCluster:
                 "--pki-dir",
                 str(self.pki_dir),
                 "--listen",
-                record.endpoint,
+                listen,
                 "--join-listen",
-                record.join_endpoint,
-                "--store",
-                str(orch_dir / "store.db"),
+                join,
+                *store,
                 "--name",
                 "local",
+                "--metrics-listen",
+                orchestrator_metrics(member, record.base_port),
                 "-v",
             ],
-            listen=record.endpoint,
+            listen=listen,
+            metrics=orchestrator_metrics(member, record.base_port),
         )
         match = self._wait_line(orch, _ORCH_READY)
         record.orchestrator_id = match.group(1)
         self._save(record)
+
+    def _start_etcd(self, record: ClusterRecord, only: Sequence[str] = ()) -> None:
+        """The three etcd members with client and peer mTLS (``pki/etcd``)."""
+        from orchestrator import etcdproc
+        from pki import etcd as etcd_pki
+
+        tls = []
+        for i in range(1, 4):
+            name = f"etcd-{i}"
+            if not (self.pki_dir / "etcd" / f"{name}.key").exists():
+                etcd_pki.issue_member(self.pki_dir, name)
+            files = etcd_pki.EtcdFiles(
+                self.pki_dir / "etcd" / "ca.crt",
+                self.pki_dir / "etcd" / f"{name}.crt",
+                self.pki_dir / "etcd" / f"{name}.key",
+            )
+            tls.append(etcdproc.MemberTLS(files.ca, files.cert, files.key))
+        if not (self.pki_dir / "etcd" / "client-orchestrator.key").exists():
+            etcd_pki.issue_client(self.pki_dir, "orchestrator")
+        members = etcdproc.cluster(
+            self.directory / "etcd", 3, ports=_ha_etcd(record.base_port), tls=tls
+        )
+        started = []
+        for member in members:
+            if only and member.name not in only:
+                continue
+            self._echo(f"starting {member.name} on {member.client_endpoint} (mTLS)")
+            member.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            state = "existing" if (member.data_dir / "member").exists() else "new"
+            started.append(
+                self._spawn(
+                    record,
+                    "etcd",
+                    member.name,
+                    self.directory / "etcd" / f"{member.name}.log",
+                    member.command(members, state=state),
+                    listen=member.client_endpoint,
+                    raw=True,
+                )
+            )
+        for entry in started:
+            self._wait_port(entry)
+
+    def _wait_port(self, entry: ProcessRecord) -> None:
+        host, _, port = entry.listen.rpartition(":")
+        deadline = self._clock() + READY_TIMEOUT
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection((host, int(port)), timeout=0.5).close()
+                return
+            _reap(entry.pid)
+            if not entry.alive():
+                raise LocalClusterError(
+                    f"{entry.name} exited; {entry.log} ends with:\n" + log_tail(Path(entry.log))
+                )
+            if self._clock() >= deadline:
+                raise LocalClusterError(f"{entry.name} does not listen on {entry.listen}")
+            self._sleep(_POLL)
+
+    def _leader_join(self, client: ControlClient) -> str:
+        """The join address of the elected leader (nodes join through it)."""
+        deadline = self._clock() + READY_TIMEOUT
+        while True:
+            with contextlib.suppress(ControlError):
+                info = client.list_orchestrators()
+                for m in info.members:
+                    if m.leader and m.join_address:
+                        self._echo(f"leader: {m.member} (epoch {info.epoch})")
+                        return str(m.join_address)
+            if self._clock() >= deadline:
+                raise LocalClusterError("no orchestrator was elected leader")
+            self._sleep(_POLL)
 
     def _start_node(
         self, record: ClusterRecord, index: int, node_port: int, token: str | None
@@ -417,9 +545,12 @@ class LocalCluster:
                 str(state),
                 "--runtime",
                 record.runtime,
+                "--metrics-listen",
+                metrics_address(index, record.base_port),
                 "-v",
             ],
             listen=listen,
+            metrics=metrics_address(index, record.base_port),
             node_id=_node_id(record, name),
             state_dir=str(state),
             # In the environment, not argv: other local users can read argv.
@@ -434,9 +565,14 @@ class LocalCluster:
         record.processes = [p for p in record.processes if p.alive()]
         self._save(record)
         restarted: list[str] = []
-        if any(p.role == "orchestrator" for p in dead):
-            self._start_orchestrator(record)
-            restarted.append("orchestrator")
+        etcd_dead = [p.name for p in dead if p.role == "etcd"]
+        if etcd_dead:
+            self._start_etcd(record, only=etcd_dead)
+            restarted += etcd_dead
+        for p in dead:
+            if p.role == "orchestrator":
+                self._start_orchestrator(record, int(p.name[1:]) if record.ha else 0)
+                restarted.append(p.name)
         node_port = record.base_port + 2
         started = []
         for entry in dead:
@@ -464,8 +600,12 @@ class LocalCluster:
         node_id: str = "",
         state_dir: str = "",
         env: dict[str, str] | None = None,
+        metrics: str = "",
+        raw: bool = False,
     ) -> ProcessRecord:
+        """Start ``capstan ARGS`` (or, ``raw``, the command ``args`` itself)."""
         child_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        command = args if raw else [self.python, "-m", "orchestrator.cli", *args]
         try:
             offset = log.stat().st_size  # a restart appends: its ready line comes after
         except OSError:
@@ -473,7 +613,7 @@ class LocalCluster:
         try:
             with log.open("ab") as out:
                 child = subprocess.Popen(
-                    [self.python, "-m", "orchestrator.cli", *args],
+                    command,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -493,6 +633,7 @@ class LocalCluster:
             node_id=node_id,
             state_dir=state_dir,
             log_offset=offset,
+            metrics=metrics,
         )
         record.processes.append(entry)
         self._save(record)
@@ -585,6 +726,10 @@ class LocalCluster:
         for path in (self.directory / "orchestrator").glob("store.db*"):
             with contextlib.suppress(OSError):
                 path.unlink()
+        # etcd's data (the HA store) goes with the cluster, like store.db.
+        for data in (self.directory / "etcd").glob("etcd-*"):
+            if data.is_dir():
+                shutil.rmtree(data, ignore_errors=True)
         if problems:
             raise LocalClusterError("containers left behind: " + "; ".join(problems))
 
@@ -636,6 +781,19 @@ def clean_node(runtime: str, node_id: str, state_dir: Path) -> int:
         return len(containers)
     finally:
         rt.close()
+
+
+def _ha_orchestrators(base_port: int) -> list[tuple[str, str]]:
+    """(listen, join) of o1..o3: PORT/PORT+1, PORT+3/PORT+4, PORT+5/PORT+6 (PORT+2 is
+    the nodes' port, on their own addresses)."""
+    return [
+        (f"127.0.0.1:{base_port + a}", f"127.0.0.1:{base_port + a + 1}") for a in (0, 3, 5)
+    ]
+
+
+def _ha_etcd(base_port: int) -> list[tuple[int, int]]:
+    """(client, peer) ports of etcd-1..3: PORT+7/8, PORT+9/10, PORT+11/12."""
+    return [(base_port + 7 + 2 * i, base_port + 8 + 2 * i) for i in range(3)]
 
 
 def _node_id(record: ClusterRecord, name: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from orchestrator import metrics
 from orchestrator.audit import AuditLog
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint
@@ -73,6 +74,7 @@ class Minter:
             epoch=self._epoch(),
             now=now,
         )
+        metrics.TOKENS_MINTED.labels(op=op).inc()
         if audit:
             await self._audit.record(
                 "token.minted",

@@ -109,7 +109,9 @@ class SecretService(secrets_pb2_grpc.SecretServiceServicer):  # type: ignore[mis
         kek: SecretKeyStore,
         audit: AuditLog,
         clock: Callable[[], float],
+        on_rotated: Callable[[str, str], Awaitable[int]] | None = None,
     ) -> None:
+        self._on_rotated = on_rotated
         self._state = state
         self._kek = kek
         self._audit = audit
@@ -272,12 +274,15 @@ class SecretService(secrets_pb2_grpc.SecretServiceServicer):  # type: ignore[mis
             keys.secret(call.tenant, name), record.SerializeToString(), expect_revision=revision
         )
         self._records[(call.tenant, name)] = record
+        # Running instances get the new version now (files replaced in place).
+        updated = await self._on_rotated(call.tenant, name) if self._on_rotated else 0
         await self._audit.record(
             "secret.rotated",
             by=call.caller.uri,
             tenant=call.tenant,
             secret=name,
             version=record.version,
+            instances_updated=updated,
         )
         return self._info(record, uses=True)
 

@@ -23,6 +23,8 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from orchestrator import metrics
+from orchestrator._periodic import every
 from orchestrator.audit import AuditLog
 from orchestrator.authz import AuthorizationInterceptor, Gate
 from orchestrator.autoscale import Autoscaler
@@ -60,6 +62,8 @@ from protos import (
     secrets_pb2_grpc,
 )
 from protos.wire.channel import ORCHESTRATOR_SERVER_OPTIONS
+from protos.wire.grants import TICK
+from protos.wire.metrics import serve_metrics
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -120,6 +124,7 @@ async def start(
 
     raw = _open_store(config, clock)
     await raw.open()
+    metrics.time_store(raw)
     # Nodes and clients are told the addresses actually bound (port 0: the kernel chose).
     leadership = Leadership(
         raw,
@@ -132,6 +137,20 @@ async def start(
     store = FencedStore(raw, leadership)
     state = ClusterState(store)
     await state.load()
+
+    def certificates() -> list[tuple[str, str, float]]:
+        out = [("orchestrator", config.member, own_cert.issued.not_after)]
+        out.extend(("node", n.name, n.cert_expiry) for n in state.all_nodes())
+        return out
+
+    def unsettled() -> int:
+        return sum(
+            1 for w in state.all_workloads()
+            if (w.desired == "running") != (w.state == "running") and w.state != "removed"
+        )
+
+    metrics.watch_certificates(certificates)
+    metrics.watch_reconcile_queue(unsettled)
     audit = AuditLog(store, clock)
     tracker = Tracker(heartbeat=config.heartbeat, grace=config.grace, clock=clock)
     tracker.started = clock()
@@ -167,6 +186,7 @@ async def start(
         assignments=reconciler.assignments,
         on_report=reconciler.wake,
         reserved_sans=(*dns, *ips),
+        pool_policy=reconciler.policies.pool,
     )
     reconciler.tasks = tasks
     reconciler.delegator = Delegator(
@@ -193,6 +213,7 @@ async def start(
         kek=SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"),
         audit=audit,
         clock=clock,
+        on_rotated=reconciler.secret_rotated,
     )
     control = ControlService(
         secrets=secret_service,
@@ -421,6 +442,15 @@ async def start(
         asyncio.create_task(watch_leader(), name="leader-watch"),
     ]
     orch.tasks.append(asyncio.create_task(_cancel_duties_on_stop(orch), name="duties"))
+
+    async def look_at_revocations() -> None:
+        # Rings the bell when `capstan pki revoke` (another process) changed the list:
+        # held streams then end at once instead of each polling the file.
+        revoked()
+
+    orch.tasks.append(
+        asyncio.create_task(every(TICK, look_at_revocations, "revocations"), name="revocations")
+    )
     if not config.etcd:
         await first.wait()  # alone on its file: it leads at once
     log.info("orchestrator %s serving on %s, join on %s", identity, port, join_port)
@@ -450,9 +480,11 @@ def run(config: OrchestratorConfig) -> None:
 
     async def main() -> None:
         orch = await start(config)
+        endpoint = serve_metrics(config.metrics_listen, metrics.REGISTRY)
         host, join_host = config.listen.rpartition(":")[0], config.join_listen.rpartition(":")[0]
         where = f"{host}:{orch.port} join on {join_host}:{orch.join_port}"
         print(f"orchestrator {orch.identity} listening on {where}", flush=True)
+        print(f"metrics on {endpoint.url}", flush=True)
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

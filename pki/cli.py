@@ -354,6 +354,49 @@ def retire_token_key_cmd(directory: Path, kid: str) -> None:
     click.echo(f"retired token key {kid}")
 
 
+@pki_group.command("etcd")
+@_dir_option
+@click.option(
+    "--member", "members", multiple=True, metavar="NAME",
+    help="An etcd member: its server and peer certificate; repeatable.",
+)
+@click.option(
+    "--client", "clients", multiple=True, metavar="NAME",
+    help="An etcd client (an orchestrator): client certificate; repeatable.",
+)
+@click.option("--ip", "ips", multiple=True, help="IP SAN of the members (default 127.0.0.1).")
+@click.option("--dns", multiple=True, help="DNS SAN of the members (default localhost).")
+@click.option("--ttl", help="Lifetime, e.g. 365d (default one year).")
+@click.option("--force", is_flag=True, help="Replace existing keys of these names.")
+def etcd_cmd(
+    *,
+    directory: Path,
+    members: tuple[str, ...],
+    clients: tuple[str, ...],
+    ips: tuple[str, ...],
+    dns: tuple[str, ...],
+    ttl: str | None,
+    force: bool,
+) -> None:
+    """Certificates for etcd's client and peer mTLS, under DIR/etcd/ from a CA of their
+    own (the cluster CA would let every node's certificate into the store)."""
+    from pki import etcd
+
+    if not members and not clients:
+        raise click.UsageError("give at least one --member or --client")
+    lifetime = _ttl(ttl) or etcd.DEFAULT_TTL
+    for name in members:
+        files = etcd.issue_member(
+            directory, name, ips=ips or ("127.0.0.1",), dns=dns or ("localhost",),
+            ttl=lifetime, force=force,
+        )
+        click.echo(f"etcd member {name}: {files.cert} {files.key}")
+    for name in clients:
+        files = etcd.issue_client(directory, name, ttl=lifetime, force=force)
+        click.echo(f"etcd client {name}: {files.cert} {files.key}")
+    click.echo(f"etcd CA: {etcd.etcd_dir(directory) / 'ca.crt'} (trusted by etcd only)")
+
+
 @pki_group.command("rotate-secrets-key")
 @_dir_option
 def rotate_secrets_key_cmd(directory: Path) -> None:

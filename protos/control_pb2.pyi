@@ -195,7 +195,7 @@ class WorkloadList(_message.Message):
     def __init__(self, workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ...) -> None: ...
 
 class NodeRecord(_message.Message):
-    __slots__ = ("name", "id", "address", "cpus", "memory", "allocated_cpu", "allocated_memory", "last_heartbeat", "cert_expiry", "state", "cordoned", "draining", "labels", "runtime", "pool", "workloads", "mode", "joined_at", "dns", "ips", "cert_serial", "issuer_ca", "seal_key", "isolation")
+    __slots__ = ("name", "id", "address", "cpus", "memory", "allocated_cpu", "allocated_memory", "last_heartbeat", "cert_expiry", "state", "cordoned", "draining", "labels", "runtime", "pool", "workloads", "mode", "joined_at", "dns", "ips", "cert_serial", "issuer_ca", "seal_key", "isolation", "policy")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +227,7 @@ class NodeRecord(_message.Message):
     ISSUER_CA_FIELD_NUMBER: _ClassVar[int]
     SEAL_KEY_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     name: str
     id: str
     address: str
@@ -251,7 +252,8 @@ class NodeRecord(_message.Message):
     issuer_ca: str
     seal_key: bytes
     isolation: str
-    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., address: _Optional[str] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., allocated_cpu: _Optional[float] = ..., allocated_memory: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., cert_expiry: _Optional[float] = ..., state: _Optional[str] = ..., cordoned: _Optional[bool] = ..., draining: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtime: _Optional[str] = ..., pool: _Optional[str] = ..., workloads: _Optional[int] = ..., mode: _Optional[str] = ..., joined_at: _Optional[float] = ..., dns: _Optional[_Iterable[str]] = ..., ips: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., issuer_ca: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., isolation: _Optional[str] = ...) -> None: ...
+    policy: _node_pb2.SandboxPolicy
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., address: _Optional[str] = ..., cpus: _Optional[float] = ..., memory: _Optional[int] = ..., allocated_cpu: _Optional[float] = ..., allocated_memory: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., cert_expiry: _Optional[float] = ..., state: _Optional[str] = ..., cordoned: _Optional[bool] = ..., draining: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtime: _Optional[str] = ..., pool: _Optional[str] = ..., workloads: _Optional[int] = ..., mode: _Optional[str] = ..., joined_at: _Optional[float] = ..., dns: _Optional[_Iterable[str]] = ..., ips: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., issuer_ca: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., isolation: _Optional[str] = ..., policy: _Optional[_Union[_node_pb2.SandboxPolicy, _Mapping]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

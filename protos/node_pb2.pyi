@@ -99,6 +99,14 @@ class SandboxPolicy(_message.Message):
     low_ports: bool
     def __init__(self, host_network: _Optional[bool] = ..., root: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., unisolated: _Optional[bool] = ..., low_ports: _Optional[bool] = ...) -> None: ...
 
+class SecretUpdate(_message.Message):
+    __slots__ = ("name", "secrets")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    secrets: _containers.RepeatedCompositeFieldContainer[SealedSecret]
+    def __init__(self, name: _Optional[str] = ..., secrets: _Optional[_Iterable[_Union[SealedSecret, _Mapping]]] = ...) -> None: ...
+
 class SealedSecret(_message.Message):
     __slots__ = ("name", "path", "env", "version", "sealed")
     NAME_FIELD_NUMBER: _ClassVar[int]

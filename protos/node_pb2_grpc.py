@@ -114,6 +114,11 @@ class NodeServiceStub:
                 request_serializer=protos_dot_node__pb2.ExecInput.SerializeToString,
                 response_deserializer=protos_dot_node__pb2.ExecOutput.FromString,
                 _registered_method=True)
+        self.UpdateSecrets = channel.unary_unary(
+                '/capstan.v1.NodeService/UpdateSecrets',
+                request_serializer=protos_dot_node__pb2.SecretUpdate.SerializeToString,
+                response_deserializer=protos_dot_node__pb2.ContainerStatus.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -225,7 +230,13 @@ class NodeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExecContainer(self, request_iterator, context):
-        """op container.exec, req = digest of the first message
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSecrets(self, request, context):
+        """op secret.update, req = digest of the update  // op container.exec, req = digest of the first message
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -313,6 +324,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.ExecContainer,
                     request_deserializer=protos_dot_node__pb2.ExecInput.FromString,
                     response_serializer=protos_dot_node__pb2.ExecOutput.SerializeToString,
+            ),
+            'UpdateSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSecrets,
+                    request_deserializer=protos_dot_node__pb2.SecretUpdate.FromString,
+                    response_serializer=protos_dot_node__pb2.ContainerStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -747,6 +763,33 @@ class NodeService:
             '/capstan.v1.NodeService/ExecContainer',
             protos_dot_node__pb2.ExecInput.SerializeToString,
             protos_dot_node__pb2.ExecOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.NodeService/UpdateSecrets',
+            protos_dot_node__pb2.SecretUpdate.SerializeToString,
+            protos_dot_node__pb2.ContainerStatus.FromString,
             options,
             channel_credentials,
             insecure,

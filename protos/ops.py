@@ -72,6 +72,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("node.info", "GetNodeInfo", _node),
     # A tunnel of a delegated link (node/links): res is tenant/app/service:port.
     Operation("link.open", "Tunnel", _res, client_stream=True),
+    # New versions of a running instance's secrets, sealed to this node (node/secretfiles).
+    Operation("secret.update", "UpdateSecrets", _name, binds_request=True),
     # A user's command in a container: req binds the command line of the first message.
     Operation("container.exec", "ExecContainer", _exec_name, binds_request=True,
               client_stream=True),

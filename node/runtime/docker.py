@@ -32,6 +32,7 @@ import docker
 import docker.types
 
 from node.errors import FailedPrecondition, InvalidArgument, NodeError, NotFound, RuntimeFailure
+from node.policy import load_policy
 from node.runtime._docker_archive import CHUNK, ImportedArchive, retag_export
 from node.runtime._docker_errors import docker_errors, mapped_stream
 from node.runtime._docker_names import namespace, node_hash, node_ref, ref_of, split_ref
@@ -122,6 +123,7 @@ class DockerRuntime:
         self._images = namespace(node_id)
         self._capacity: tuple[float, int] | None = None
         self._uids = TenantUids(self.state_dir)
+        self._policy = load_policy(self.state_dir)
         # name -> (engine id, engine state, status): list() runs on every heartbeat and
         # re-inspects only containers whose id or state changed since it last looked
         # (one inspect per container per second loads the engine). Entries are dropped
@@ -155,6 +157,7 @@ class DockerRuntime:
     def create(self, spec: ContainerSpec) -> ContainerStatus:
         cpus, memory = self._capacity_limits()
         validate_spec(spec, max_cpus=cpus, max_memory=memory or None)
+        self._policy.check(spec)  # the node's own ceiling, whatever the token says
         if not self.image_exists(spec.image):
             # There is no registry to pull from: the image must have been imported.
             raise NotFound(f"image {spec.image!r} is not present on this node")

@@ -69,6 +69,7 @@ from node.errors import (
     NotFound,
     RuntimeFailure,
 )
+from node.policy import load_policy
 from node.runtime import _process_proc as proc
 from node.runtime import _sandbox
 from node.runtime._cgroups import Cgroups, Limits
@@ -183,6 +184,7 @@ class ProcessRuntime:
             self._volumes = VolumeStore.for_state_dir(self.state_dir)
             (self.state_dir / "containers").mkdir(mode=0o700, exist_ok=True)
             self._uids = TenantUids(self.state_dir)
+            self._policy = load_policy(self.state_dir)
             self._cgroups = Cgroups(node_id) if self.isolated else None
         except BaseException:
             self._release_lock()
@@ -352,6 +354,7 @@ class ProcessRuntime:
     @_mapped
     def create(self, spec: ContainerSpec, *, generation: int = 0) -> ContainerStatus:
         validate_spec(spec)
+        self._policy.check(spec)  # the node's own ceiling, whatever the token says
         for i, mount in enumerate(spec.volumes):
             if mount.read_only and not self.isolated:
                 raise InvalidArgument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -106,3 +107,46 @@ def who_can_cmd(node: str, since: float | None, context_name: str | None) -> Non
         rows.append([c.identity, c.op, c.resource, str(c.tokens), _when(c.first), _when(c.last)])
     click.echo(f"capabilities on {reply.node_id}:")
     click.echo(table(rows))
+
+
+@audit_group.command("report")
+@click.option(
+    "--html",
+    "html_file",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the report, one self-contained HTML page, to this file.",
+)
+@click.option(
+    "--since", type=DURATION, default=None, help="Only the last DURATION (e.g. 24h). Default: all."
+)
+@context_option
+def report_cmd(html_file: Path, since: float | None, context_name: str | None) -> None:
+    """A reviewer's page: who could do what on which node (a graph, delegations node to
+    node), refusals by reason, and the hash chain's verification (admins and viewers)."""
+    from orchestrator._cli.report import build, render
+
+    now = time.time()
+    with connect(context_name) as client:
+        entries = [json.loads(e.json) for e in client.audit_tail(limit=0)]
+        verified = client.audit_verify()
+        names = {n.id: n.name for n in client.list_nodes()}
+    report = build(
+        entries,
+        node_names=names,
+        chain_ok=verified.ok,
+        chain_message=verified.message,
+        since=now - since if since else 0.0,
+    )
+    page = render(report, generated=now)
+    try:
+        html_file.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise CapstanError(f"cannot write {html_file}: {exc.strerror or exc}") from None
+    click.echo(
+        f"wrote {html_file}: {len(report.grants)} capabilities, {sum(report.delegations.values())} "
+        f"delegations, {sum(report.refusals.values())} refusals; hash chain "
+        + ("intact" if verified.ok else "BROKEN")
+    )
+    if not verified.ok:
+        raise AuditBroken(f"audit log tampered: {verified.message}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
 from orchestrator._cli._common import DURATION, OperatorCommand
 from orchestrator._cli._output import table
+from orchestrator._cli._progress import progress_reporter
 from orchestrator._cli.get import format_orchestrators
 from orchestrator.client import ControlClient, ControlError
 from orchestrator.local import DEFAULT_BASE_PORT, ClusterRecord, LocalCluster, LocalClusterError
@@ -42,10 +44,11 @@ _dir_option = click.option(
 @click.option("--demo", is_flag=True, help=f"Then apply the demo application ({DEMO_NAME}).")
 @click.option(
     "--base-port",
-    type=click.IntRange(1024, 65533),
+    type=click.IntRange(1024, 65522),
     default=DEFAULT_BASE_PORT,
     show_default=True,
-    help="Orchestrator on 127.0.0.1:PORT, joins on PORT+1, nodes on 127.0.0.N:PORT+2.",
+    help="Orchestrator on 127.0.0.1:PORT, joins on PORT+1, nodes on 127.0.0.N:PORT+2, "
+    "metrics from PORT+13.",
 )
 @click.option(
     "--timeout",
@@ -54,20 +57,47 @@ _dir_option = click.option(
     show_default=True,
     help="How long --demo waits for the application to run.",
 )
+@click.option(
+    "--ha",
+    is_flag=True,
+    help="Three etcd members (client and peer mTLS) and three orchestrators, one leading; "
+    "SQLite and one orchestrator without it.",
+)
 def up_cmd(
-    *, nodes: int, directory: Path | None, runtime: str, demo: bool, base_port: int, timeout: float
+    *,
+    nodes: int,
+    directory: Path | None,
+    runtime: str,
+    demo: bool,
+    base_port: int,
+    timeout: float,
+    ha: bool,
 ) -> None:
     """Start a local cluster: an orchestrator and N nodes on loopback; select context `local`."""
-    cluster = LocalCluster(directory, echo=click.echo)
-    record, started = cluster.up(
+    with progress_reporter("capstan up", echo=click.echo) as report:
+        cluster = LocalCluster(directory, echo=report)
+        record, started = _up(cluster, nodes, runtime, base_port, demo, ha)
+    _after_up(cluster, record, started, demo, timeout)
+
+
+def _up(
+    cluster: LocalCluster, nodes: int, runtime: str, base_port: int, demo: bool, ha: bool
+) -> tuple[ClusterRecord, bool]:
+    return cluster.up(
         nodes=nodes,
         runtime=runtime,
         base_port=base_port,
+        ha=ha,
         require_image=demo,
         # The demo image starts on node-1 only: the others fetch it from a peer,
         # each fetch authorized by a single-use delegation token.
         image_nodes=[1] if demo else None,
     )
+
+
+def _after_up(
+    cluster: LocalCluster, record: ClusterRecord, started: bool, demo: bool, timeout: float
+) -> None:
     if cluster.resumed:
         click.echo(
             f"local cluster resumed: restarted {', '.join(cluster.resumed)}; "
@@ -155,12 +185,22 @@ def down_cmd(directory: Path | None, purge: bool) -> None:
 
 @click.command("status", cls=OperatorCommand)
 @_dir_option
-def status_cmd(directory: Path | None) -> None:
+@click.option(
+    "-o", "--output", "fmt", type=click.Choice(("text", "json")), default="text",
+    show_default=True, help="json: every process with its endpoints (metrics included).",
+)
+def status_cmd(directory: Path | None, fmt: str) -> None:
     """The local cluster's processes, endpoints and nodes."""
     cluster = LocalCluster(directory)
     record = cluster.status()
     if record is None:
+        if fmt == "json":
+            click.echo(json.dumps({"directory": str(cluster.directory), "running": False}))
+            return
         click.echo(f"no local cluster in {cluster.directory} (start one with `capstan up`)")
+        return
+    if fmt == "json":
+        _status_json(cluster, record)
         return
     rows = [["PROCESS", "PID", "ALIVE", "LISTEN", "LOG"]]
     for p in record.processes:
@@ -183,6 +223,50 @@ def status_cmd(directory: Path | None) -> None:
     ready = sum(1 for n in nodes if n.state == "ready")
     click.echo(f"nodes ready:   {ready}/{len(nodes)}")
     click.echo(format_orchestrators(control_plane))
+    dead = [p.name for p in record.processes if not p.alive()]
+    if dead:
+        raise LocalClusterError(f"not running: {', '.join(dead)} (`capstan up` restarts them)")
+
+
+def _status_json(cluster: LocalCluster, record: ClusterRecord) -> None:
+    """The same facts as the text form, for programs: exit 5 when the orchestrator
+    does not answer, after printing what is known."""
+    nodes: dict[str, str] = {}
+    problem: ControlError | None = None
+    try:
+        with ControlClient(cluster.context(record.endpoint), timeout=5.0) as client:
+            nodes = {n.name: n.state for n in client.list_nodes()}
+    except ControlError as exc:
+        problem = exc
+    processes = []
+    for p in record.processes:
+        entry: dict[str, object] = {
+            "role": p.role,
+            "name": p.name,
+            "pid": p.pid,
+            "alive": p.alive(),
+            "listen": p.listen,
+            "metrics": f"http://{p.metrics}/metrics" if p.metrics else "",
+            "log": p.log,
+        }
+        if p.role == "orchestrator":
+            entry["join"] = record.join_endpoint
+            entry["id"] = record.orchestrator_id
+        else:
+            entry["id"] = p.node_id
+            entry["state"] = nodes.get(p.name, "unknown")
+        processes.append(entry)
+    doc = {
+        "directory": record.directory,
+        "running": problem is None and all(p.alive() for p in record.processes),
+        "runtime": record.runtime,
+        "endpoint": record.endpoint,
+        "processes": processes,
+        "ready": sum(1 for s in nodes.values() if s == "ready"),
+    }
+    click.echo(json.dumps(doc, indent=2))
+    if problem is not None:
+        raise problem
     dead = [p.name for p in record.processes if not p.alive()]
     if dead:
         raise LocalClusterError(f"not running: {', '.join(dead)} (`capstan up` restarts them)")

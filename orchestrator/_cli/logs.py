@@ -46,8 +46,13 @@ def logs_cmd(target: str, follow: bool, tail: int, tenant: str, context_name: st
     app, inst = parse_target(target)
     with connect(context_name) as client:
         tenant = app_tenant(client, app, tenant)
-        grant = client.logs_grant(app, inst, tenant=tenant, follow=follow, tail=tail)
         out = sys.stdout.buffer
-        for chunk in client.stream_logs(grant, follow=follow, tail=tail):
+        if follow:
+            # Re-authorized whenever its grant ends (see ControlClient.follow_logs).
+            chunks = client.follow_logs(app, inst, tenant=tenant, tail=tail)
+        else:
+            grant = client.logs_grant(app, inst, tenant=tenant, follow=False, tail=tail)
+            chunks = client.stream_logs(grant, follow=False, tail=tail)
+        for chunk in chunks:
             out.write(chunk)
             out.flush()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
@@ -120,6 +119,20 @@ def orchestrator_group() -> None:
     show_default=True,
     help="Lifetime of the orchestrator's own certificate (renewed at about 2/3 of it).",
 )
+@click.option(
+    "--metrics-listen",
+    default="127.0.0.1:0",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="The Prometheus endpoint (/metrics); loopback unless you say otherwise.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per log line.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def serve_cmd(
     *,
@@ -139,16 +152,16 @@ def serve_cmd(
     grace: float,
     node_cert_ttl: float,
     cert_ttl: float,
+    metrics_listen: str,
+    log_format: str,
     verbose: bool,
 ) -> None:
     """Serve the control API, the node gateway and the join endpoint until SIGTERM."""
     from orchestrator.config import OrchestratorConfig
     from orchestrator.server import run
+    from protos.wire.logs import configure_logging
 
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    configure_logging(verbose=verbose, fmt=log_format)
     if not etcd and store is None:
         raise click.UsageError("give --store FILE (SQLite) or --etcd ENDPOINTS")
     tls_files = (etcd_ca, etcd_cert, etcd_key)
@@ -170,6 +183,7 @@ def serve_cmd(
             grace=grace,
             node_cert_ttl=node_cert_ttl,
             cert_ttl=cert_ttl,
+            metrics_listen=metrics_listen,
         )
     )
 

@@ -160,6 +160,9 @@ class EtcdStore:
 
     # -- plumbing ----------------------------------------------------------------
 
+    def _server_name(self) -> str:
+        return self.endpoints[0].rpartition(":")[0].strip("[]")
+
     def _stub(self, name: str) -> Any:
         stub = self._stubs.get(name)
         if stub is None or self._closed:
@@ -273,6 +276,9 @@ class EtcdStore:
         if self._tls is None:
             channel = grpc.aio.insecure_channel(target, options=options)
         else:
+            # One name for every member (a list target has no single host name): the
+            # first endpoint's host, which each member's certificate must carry.
+            options.append(("grpc.ssl_target_name_override", self._server_name()))
             channel = grpc.aio.secure_channel(target, self._tls.credentials(), options=options)
         self._channel = channel
         self._stubs = {
@@ -619,7 +625,11 @@ class EtcdStore:
         if self._tls is None:
             channel = grpc.aio.insecure_channel(endpoint)
         else:
-            channel = grpc.aio.secure_channel(endpoint, self._tls.credentials())
+            channel = grpc.aio.secure_channel(
+                endpoint,
+                self._tls.credentials(),
+                options=[("grpc.ssl_target_name_override", self._server_name())],
+            )
         try:
             status = await rpc.MaintenanceStub(channel).Status(rpc.StatusRequest(), timeout=1.0)
             out.healthy = not status.errors

@@ -405,3 +405,62 @@ def test_exec_runs_on_the_node_audited_and_refused_to_others(run: Run, cluster: 
     assert time.monotonic() - started < 30
     assert _cli(cluster, "exec", "ex/web.0", "--timeout", "10m", "--", "true").returncode == 1
     assert run("delete", "app", "ex").code == 0
+
+
+def _scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """The endpoint's samples by name, parsed by prometheus_client's own text parser."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback http
+        text = resp.read().decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return out
+
+
+def test_metrics_endpoints_are_named_by_status_and_scraped(run: Run, cluster: Path) -> None:
+    r = run("status", "-o", "json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    procs = {p["name"]: p for p in doc["processes"]}
+    assert set(procs) == {"orchestrator", "node-1", "node-2"}
+    for p in procs.values():
+        assert p["metrics"].startswith("http://127.0.0.") and p["metrics"].endswith("/metrics")
+    # Something to count: a refused call and an exec token.
+    viewer = _user_context(cluster, "mia", "viewer")
+    assert run("--context", viewer, "cordon", "node-1").code == 4
+    r = _cli(cluster, "apply", "-f", "-", "--timeout", "90s", stdin=_app("metered"))
+    assert r.returncode == 0, r.stderr
+    assert run("logs", "metered/web.0").code == 0
+
+    orch = _scrape(procs["orchestrator"]["metrics"])
+    calls = {s[0]["method"]: s[1] for s in orch["capstan_orchestrator_calls_total"]}
+    assert calls["Apply"] >= 1 and calls["ListNodes"] >= 1
+    refusals = {
+        (s[0]["method"], s[0]["reason"]) for s in orch["capstan_orchestrator_refusals_total"]
+    }
+    assert ("Cordon", "role") in refusals
+    minted = {s[0]["op"] for s in orch["capstan_tokens_minted_total"]}
+    assert {"container.create", "container.logs"} <= minted
+    beats = {s[0]["node"]: s[1] for s in orch["capstan_node_heartbeats_total"]}
+    assert beats["node-1"] > 0 and beats["node-2"] > 0
+    expiry = {(s[0]["kind"], s[0]["name"]): s[1]
+              for s in orch["capstan_certificate_expiry_seconds"]}
+    assert 3600 < expiry[("node", "node-1")] <= 86400 and ("orchestrator", "local") in expiry
+    assert any(s[1] > 0 for s in orch["capstan_store_seconds_count"])
+    assert orch["capstan_placement_seconds_count"][0][1] >= 1
+    assert "capstan_reconcile_queue" in orch
+
+    nodes = [_scrape(procs[n]["metrics"]) for n in ("node-1", "node-2")]
+    # The instance's node verified the orchestrator's tokens and the user's logs token.
+    verified = sum(s[1] for m in nodes for s in m.get("capstan_token_verifications_total", [])
+                   if s[0]["result"] == "ok")
+    assert verified >= 2
+    assert sum(s[1] for m in nodes for s in m.get("capstan_node_calls_total", [])) >= 2
+    assert all(m["capstan_node_heartbeats_sent_total"][0][1] > 0 for m in nodes)
+    assert all(m["capstan_certificate_expiry_seconds"][0][1] > 3600 for m in nodes)
+    assert run("delete", "app", "metered").code == 0

@@ -56,6 +56,7 @@ def free_base_port(nodes: int) -> int:
         base = random.randrange(20000, 60000, 10)
         hosts = [("127.0.0.1", base), ("127.0.0.1", base + 1)]
         hosts += [(f"127.0.0.{i + 1}", base + 2) for i in range(1, nodes + 1)]
+        hosts += [(f"127.0.0.{i + 1}", base + 13) for i in range(nodes + 1)]  # metrics
         if all(_free(h, p) for h, p in hosts):
             return base
     raise AssertionError("no free base port found")

@@ -160,3 +160,16 @@ def test_bad_output_formats_are_usage_errors() -> None:
     for bad in ("xml", "jsonpath={.items[", "jsonpath={unclosed"):
         with pytest.raises(click.BadParameter):
             fmt.convert(bad, None, None)
+
+
+def test_json_log_lines() -> None:
+    import logging
+
+    from protos.wire.logs import JsonFormatter
+
+    record = logging.LogRecord("capstan.node", logging.WARNING, __file__, 1, "refused %s", ("x",),
+                               None)
+    record.created = 1_700_000_000.5
+    doc = json.loads(JsonFormatter().format(record))
+    assert doc == {"time": "2023-11-14T22:13:20.500Z", "level": "warning",
+                   "logger": "capstan.node", "message": "refused x"}

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pki.certs import dns_names, identity_of, ip_addresses, thumbprint
-from protos import control_pb2, gateway_pb2
+from protos import control_pb2, gateway_pb2, gateway_pb2_grpc
 from tests.security.conftest import Cluster
 
 from .conftest import NODE_TTL, Load, audit_events, lifecycle_of, wait_for
@@ -158,3 +158,50 @@ def test_orchestrator_renews_its_own_certificate_while_serving(cluster: Cluster)
         load.stop()
     assert load.failures == []
     assert load.calls > 20
+
+
+def test_a_renewal_makes_the_previous_certificate_unusable_within_its_grace(
+    cluster: Cluster,
+) -> None:
+    # Before: the certificate a node renewed away from stayed valid until it expired,
+    # so a key stolen before the renewal kept working for up to a day.
+    from protos import node_pb2, node_pb2_grpc
+    from protos.wire.channel import client_credentials
+
+    crt, key, ca = cluster.node_files("node-1")
+    old = client_credentials(crt.read_bytes(), key.read_bytes(), ca.read_bytes())
+    old_serial = x509.load_pem_x509_certificate(crt.read_bytes()).serial_number
+    renewer = cluster.nodes["node-1"].renewer
+    assert renewer is not None
+    renewed = renewer.renew()
+    assert renewed is not None
+
+    def gateway_code() -> grpc.StatusCode:
+        stub = gateway_pb2_grpc.NodeGatewayStub(grpc.secure_channel(cluster.orch.target, old))
+        try:
+            stub.Complete(gateway_pb2.TaskResult(request_id="0" * 32), timeout=10)
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[no-any-return]
+        return grpc.StatusCode.OK
+
+    def node_refusal() -> str:
+        target = cluster.nodes["node-2"].listening
+        stub = node_pb2_grpc.NodeServiceStub(grpc.secure_channel(target, old))
+        try:
+            stub.GetNodeInfo(node_pb2.NodeInfoRequest(), timeout=10)
+        except grpc.RpcError as exc:
+            return str(exc.details())
+        return "accepted"
+
+    # Within the grace the old certificate still authenticates (calls in flight).
+    assert gateway_code() == grpc.StatusCode.PERMISSION_DENIED  # known node, unknown task
+    lifecycle = lifecycle_of(cluster)
+    cluster.orch.run(lifecycle.step(now=time.time() + lifecycle.settings.superseded_grace + 1))
+    assert gateway_code() == grpc.StatusCode.UNAUTHENTICATED
+    wait_for(lambda: node_refusal() == "certificate revoked", what="the deny list on node-2")
+    events = audit_events(cluster, "cert.superseded")
+    assert [e["serial"] for e in events] == [f"{old_serial:X}"]
+    # The renewed certificate is untouched: node-1 stays a ready node.
+    nodes = {n.name: n for n in cluster.admin().ListNodes(control_pb2.ListNodesRequest()).nodes}
+    assert nodes["node-1"].state == "ready"
+    assert nodes["node-1"].cert_serial == f"{renewed.serial:X}"

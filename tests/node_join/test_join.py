@@ -61,8 +61,17 @@ def test_join_writes_the_state_dir(servers: GatewayServers, pki: Pki, tmp_path: 
         "node.crt",
         "node.key",
         "node.yaml",
+        "policy.json",
+        "seal.key",
     ]
+    # No policy in the token and none for its pool: nothing beyond the defaults.
+    assert json.loads((state / "policy.json").read_text()) == {
+        "cap_add": [], "host_network": False, "low_ports": False, "root": False
+    }
     assert stat.S_IMODE((state / "node.key").stat().st_mode) == 0o600
+    # The X25519 key secrets are sealed to: private, 32 bytes, never sent.
+    assert stat.S_IMODE((state / "seal.key").stat().st_mode) == 0o600
+    assert len((state / "seal.key").read_bytes()) == 32
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert (state / "ca.crt").read_bytes() == pki.authority.trust_bundle()
     assert KeySet.from_file(state / "jwks.json").kids == KeySet.from_jwks(pki.jwks()).kids

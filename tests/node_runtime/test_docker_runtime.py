@@ -18,8 +18,10 @@ from node.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PolicyDenied,
     RuntimeUnavailable,
 )
+from node.policy import POLICY_FILE, NodePolicy
 from node.runtime import docker_available, select_runtime
 from node.runtime.base import ContainerState, Runtime, VolumeMount
 from node.runtime.docker import DockerRuntime, node_hash
@@ -115,9 +117,28 @@ def test_network_none_has_only_loopback(
     assert interfaces == [b"lo"]
 
 
-def test_host_network_has_no_capabilities(
+def test_host_network_needs_the_nodes_policy(
     runtime: DockerRuntime, docker_client: docker.DockerClient
 ) -> None:
+    with pytest.raises(PolicyDenied) as refused:
+        runtime.create(spec(network="host"))
+    assert refused.value.field == "network"
+    with pytest.raises(PolicyDenied) as root:
+        runtime.create(spec(user="0"))
+    assert root.value.field == "user"
+    with pytest.raises(PolicyDenied) as caps:
+        runtime.create(spec(cap_add=("NET_ADMIN",)))
+    assert caps.value.field == "cap_add[0]"
+    assert runtime.list() == []  # nothing created
+
+
+def test_host_network_has_no_capabilities(
+    make_runtime: MakeRuntime, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    # The node was given host networking at join (its policy.json).
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host" / POLICY_FILE).write_bytes(NodePolicy(host_network=True).to_json())
+    runtime = make_runtime("host")
     runtime.create(spec(network="host"))
     host = docker_attrs(docker_client, runtime, "web")["HostConfig"]
     assert host["NetworkMode"] == "host"

@@ -130,3 +130,38 @@ async def test_reopen_after_close_needs_a_new_handle(tmp_path: Path, clock: Fake
     await store.close()
     with pytest.raises(StoreError, match="cannot be reopened"):
         await store.open()
+
+
+async def test_concurrent_writes_commit_together_and_each_fails_alone(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: writes queued during a commit share the next one, each keeps its
+    own revision and its own outcome (a refused compare-and-swap fails that write only)."""
+    async with SqliteStore(tmp_path / "s.db", clock=clock) as store:
+        taken = await store.put("/k/taken", b"x")
+        groups: list[int] = []
+        group = store._write_group
+
+        def counting(runs: list[object]) -> object:
+            groups.append(len(runs))
+            return group(runs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "_write_group", counting)
+        watch = store.watch("/k/", start_revision=taken + 1)
+        results = await asyncio.gather(
+            *(store.put(f"/k/{i:03d}", b"v") for i in range(100)),
+            store.put("/k/taken", b"y", expect_revision=0),  # must not exist: refused
+            *(store.put(f"/k/{i:03d}", b"w") for i in range(100, 150)),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert len(refused) == 1 and type(refused[0]).__name__ == "Conflict"
+        revisions = sorted(r for r in results if isinstance(r, int))
+        assert revisions == list(range(taken + 1, taken + 151))  # one each, no gap
+        assert sum(groups) == 151 and len(groups) < 151 / 4
+        assert (await store.get("/k/taken")).value == b"x"  # type: ignore[union-attr]
+        seen = [await anext(watch) for _ in range(150)]
+        assert [e.revision for e in seen] == revisions
+        await watch.aclose()
+    async with SqliteStore(tmp_path / "s.db", clock=clock) as again:
+        assert len(await again.range("/k/")) == 151  # all of it was committed

@@ -146,3 +146,134 @@ def json_of(message: object) -> str:
     from google.protobuf import json_format
 
     return json_format.MessageToJson(message)  # type: ignore[arg-type]
+
+
+def _one_instance_with_a_secret(c: Cluster) -> Path:
+    """Run one instance using a secret on node-1; returns node-1's secret files root."""
+    admin_secrets = secrets_pb2_grpc.SecretServiceStub(
+        grpc.secure_channel(c.orch.target, c.orch.user("admin", "admin"))
+    )
+    admin_secrets.CreateSecret(secrets_pb2.SecretWrite(name="db-pass", value=CANARY))
+    c.admin().Cordon(control_pb2.NodeRef(name="node-2"))
+    app = topology_pb2.Application(
+        name="vault",
+        services=[
+            topology_pb2.Service(
+                name="db",
+                image="local/busybox:1",
+                command=["sleep", "600"],
+                secrets=[topology_pb2.ServiceSecret(name="db-pass", path=PATH)],
+            )
+        ],
+    )
+    c.admin().Apply(control_pb2.ApplyRequest(app=app))
+    wait_for(
+        lambda: any(w.state == "running" and w.node == "node-1" for w in c.workloads()),
+        timeout=60,
+        what="the instance running on node-1",
+    )
+    root = c.nodes["node-1"].agent.secrets.root
+    assert any(root.iterdir())
+    return root
+
+
+@pytest.fixture
+def process_nodes(tmp_path: Path) -> Iterator[Cluster]:
+    orch = start_orchestrator(tmp_path / "orch")
+    c = Cluster(orch, tmp_path)
+    try:
+        join_node(c, "node-1", "127.0.0.53")
+        join_node(c, "node-2", "127.0.0.54")
+        wait_for(
+            lambda: (
+                sum(
+                    n.state == "ready"
+                    for n in c.admin().ListNodes(control_pb2.ListNodesRequest()).nodes
+                )
+                == 2
+            ),
+            what="two ready nodes",
+        )
+        yield c
+    finally:
+        for node in c.nodes.values():
+            for ct in node.agent.runtime.list():
+                node.agent.runtime.remove(ct.name, force=True)
+            node.stop(0)
+        stop_orchestrator(c.orch)
+
+
+def test_revoked_node_removes_the_secrets_it_holds(process_nodes: Cluster) -> None:
+    c = process_nodes
+    root = _one_instance_with_a_secret(c)
+    c.admin().RevokeNode(control_pb2.RevokeNodeRequest(name="node-1"))
+    wait_for(lambda: not any(root.iterdir()), timeout=30, what="node-1's secret files removed")
+
+
+def test_an_instance_removed_behind_the_agents_back_loses_its_secret_files(
+    process_nodes: Cluster,
+) -> None:
+    # Fenced, removed by hand, lost in a crash: the next heartbeat's listing prunes.
+    c = process_nodes
+    root = _one_instance_with_a_secret(c)
+    runtime = c.nodes["node-1"].agent.runtime
+    (held,) = list(root.iterdir())
+    before = held.stat().st_ino
+    for ct in runtime.list():
+        runtime.remove(ct.name, force=True)
+
+    def old_files_gone() -> bool:
+        # Gone, or written anew for the instance the orchestrator recreated in its place.
+        try:
+            return held.stat().st_ino != before
+        except FileNotFoundError:
+            return True
+
+    wait_for(old_files_gone, timeout=30, what="node-1's old secret files pruned")
+
+
+def test_rotation_reaches_the_running_instance(two_nodes: Cluster) -> None:
+    c = two_nodes
+    stub = secrets_pb2_grpc.SecretServiceStub(
+        grpc.secure_channel(c.orch.target, c.orch.user("admin", "admin"))
+    )
+    stub.CreateSecret(secrets_pb2.SecretWrite(name="db-pass", value=b"first value"))
+    c.admin().Cordon(control_pb2.NodeRef(name="node-2"))
+    # The instance prints its file's digest whenever it changes, without restarting.
+    watch = (
+        f"last=; while true; do now=$(sha256sum {PATH}); "
+        '[ "$now" != "$last" ] && echo "$now" && last=$now; sleep 0.2; done'
+    )
+    app = topology_pb2.Application(
+        name="vault",
+        services=[
+            topology_pb2.Service(
+                name="db",
+                image="local/busybox:1",
+                command=["sh", "-c", watch],
+                secrets=[topology_pb2.ServiceSecret(name="db-pass", path=PATH)],
+            )
+        ],
+    )
+    c.admin().Apply(control_pb2.ApplyRequest(app=app))
+    wait_for(
+        lambda: any(w.state == "running" and w.node == "node-1" for w in c.workloads()),
+        timeout=60,
+        what="the instance running on node-1",
+    )
+    runtime = c.nodes["node-1"].agent.runtime
+    (container,) = [s.name for s in runtime.list() if s.name.startswith("default.vault.db.")]
+    started = runtime.inspect(container).started_at
+
+    def printed() -> str:
+        return b"".join(runtime.logs(container)).decode(errors="replace")
+
+    first, second = (hashlib.sha256(v).hexdigest() for v in (b"first value", b"second value"))
+    wait_for(lambda: first in printed(), what="the first version read")
+    info = stub.RotateSecret(secrets_pb2.SecretWrite(name="db-pass", value=b"second value"))
+    assert info.version == 2
+    wait_for(lambda: second in printed(), what="the second version read, same instance")
+    assert runtime.inspect(container).started_at == started  # not restarted
+    assert any(
+        e["event"] == "secret.rotated" and e.get("instances_updated") == 1 for e in c.audit()
+    )

@@ -90,3 +90,33 @@ def test_one_nodes_flood_of_watch_streams_is_capped_and_others_still_answer(
         for c in calls:
             c.cancel()
     wait_for(lambda: gate.open_streams(uri) == 1, what="the watches released")
+
+
+def test_health_watch_streams_without_a_certificate_are_capped_per_source(
+    cluster: Cluster,
+) -> None:
+    # The join port asks for no certificate: Health Watch streams are counted per
+    # source address, so one host cannot open them without bound.
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    creds = grpc.ssl_channel_credentials(cluster.orch.authority.trust_bundle())
+    channel = grpc.secure_channel(cluster.orch.join_target, creds)
+    health = health_pb2_grpc.HealthStub(channel)
+    gate = cluster.orch.orch.authz
+    assert gate is not None
+    calls = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(20)]
+    outcomes: list[object] = []
+    for call in calls:
+        try:
+            outcomes.append(next(call).status)
+        except grpc.RpcError as exc:
+            outcomes.append(exc.code())
+    try:
+        serving = outcomes.count(health_pb2.HealthCheckResponse.SERVING)
+        assert serving == gate.streams_per_peer
+        assert outcomes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 20 - serving
+    finally:
+        for call in calls:
+            call.cancel()
+        channel.close()
+    wait_for(lambda: gate.public_streams == {}, what="the watches released")

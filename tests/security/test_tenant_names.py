@@ -70,16 +70,17 @@ def test_same_named_app_and_volume_of_another_tenant_cannot_read_its_data(
 
 
 @pytest.mark.parametrize(
-    ("name", "volume"),
+    ("name", "volume", "service"),
     [
-        ("globex.shop.db.0.abc", "acme.shop.data"),  # another tenant's volume
-        ("acme.other.db.0.abc", "acme.shop.data"),  # another application's volume
-        ("evil", "acme.shop.data"),  # a name that says no owner
-        ("acme.shop.db.0.abc", "data"),  # a volume that says no owner
+        ("globex.shop.db.0.abc", "acme.shop.data", ""),  # another tenant's volume
+        ("acme.other.db.0.abc", "acme.shop.data", ""),  # another application's volume
+        ("evil", "acme.shop.data", ""),  # a name that says no owner
+        ("acme.shop.db.0.abc", "data", ""),  # a volume that says no owner
+        ("acme.shop.db.0.abc", "", "globex/shop/db"),  # posing as another tenant's service
     ],
 )
 def test_container_cannot_mount_a_volume_its_token_does_not_own(
-    cluster: Cluster, name: str, volume: str
+    cluster: Cluster, name: str, volume: str, service: str
 ) -> None:
     # A genuine token for exactly this spec, minted by the orchestrator's own key:
     # even then the node refuses a mount outside the container's tenant and app.
@@ -90,7 +91,8 @@ def test_container_cannot_mount_a_volume_its_token_does_not_own(
         workload_id="acme.shop.db.0",
         image="local/busybox:1",
         command=["sleep", "60"],
-        volumes=[node_pb2.VolumeMount(name=volume, path="/data")],
+        volumes=[node_pb2.VolumeMount(name=volume, path="/data")] if volume else [],
+        service=service,
     )
     # The orchestrator's identity, with a certificate of the test's own.
     orch_name = cluster.orch.orch.identity.rsplit("/", 1)[1]
@@ -113,6 +115,6 @@ def test_container_cannot_mount_a_volume_its_token_does_not_own(
     with pytest.raises(grpc.RpcError) as err:
         stub.CreateContainer(spec, metadata=(("authorization", f"Bearer {token}"),))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "volume" in (err.value.details() or ""), err.value.details()
+    assert ("service" if service else "volume") in (err.value.details() or "")
     assert node.agent.runtime.list() == []
-    assert not (cluster.root / "node-1" / "volumes" / volume).exists()
+    assert not volume or not (cluster.root / "node-1" / "volumes" / volume).exists()
