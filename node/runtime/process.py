@@ -84,6 +84,7 @@ from node.runtime.base import (
     NetSpec,
     RuntimeInfo,
 )
+from node.seccomp import profile
 from node.state import ContainerRecord, NodeState
 from node.validation import validate_name, validate_spec, validate_user
 from node.volumes import VolumeStore
@@ -365,6 +366,14 @@ class ProcessRuntime:
         config = self._images.config(spec.image)
         rootfs = self._images.rootfs_dir(config.image_id)
         argv = self._argv(spec, config)
+        if spec.cap_add:
+            # Every capability is dropped for good before exec; none is given back here.
+            raise InvalidArgument("cap_add", "the process runtime gives no capability back")
+        if spec.low_ports and spec.network == "host":
+            raise InvalidArgument(
+                "low_ports", "the process runtime opens low ports in an instance's own network "
+                "namespace only (with host networking that takes a capability)"
+            )
         if self.isolated:
             self._sandbox_user(spec)
             self._image_executable(argv[0], rootfs, self._sandbox_env(spec, config)["PATH"])
@@ -521,6 +530,7 @@ class ProcessRuntime:
             rlimits=tuple(rlimits),
             low_ports=spec.low_ports,
             host_network=spec.network == "host",
+            seccomp=spec.seccomp,
         )
         ready_r, ready_w = os.pipe()
         try:
@@ -676,6 +686,9 @@ class ProcessRuntime:
             "gid": gid,
             "cgroup_procs": self._cgroups.procs(spec.name),
             "rlimits": rlimits,
+            # The instance's own seccomp profile: exec gains nothing its workload lacks.
+            "seccomp": profile(spec.seccomp) if _sandbox.LIBSECCOMP else None,
+            "libseccomp": _sandbox.LIBSECCOMP,
         }
         fd = os.memfd_create("capstan-exec", 0)  # the plan, environment included: no disk
         try:
@@ -926,6 +939,8 @@ class ProcessRuntime:
             "namespaces": "mount,uts,ipc,net,pid",
             "cgroups": f"v{self._cgroups.version}: {','.join(self._cgroups.controllers) or '-'}",
             "rlimit_fallback": ",".join(self._cgroups.missing) or "-",
+            "seccomp": "profiles of node/seccomp" if _sandbox.LIBSECCOMP else
+            "none: libseccomp is not installed",
             "network": "own namespace, loopback only",
         }
 
