@@ -143,7 +143,7 @@ class Result:
 
 
 class Cluster:
-    def __init__(self, root: Path, n: int, per_process: int) -> None:
+    def __init__(self, root: Path, n: int, per_process: int, profile: Path | None = None) -> None:
         self.root = root
         self.n = n
         pki = root / "pki"
@@ -154,9 +154,12 @@ class Cluster:
             admin.chain_pem, admin.key_pem, self.authority.trust_bundle()
         )
         (root / "ca.crt").write_bytes(self.authority.trust_bundle())
+        # --profile: the orchestrator's event loop under cProfile (written when it stops).
+        wrap = ["-m", "cProfile", "-o", str(profile)] if profile is not None else []
         self.orch = subprocess.Popen(
             [
                 sys.executable,
+                *wrap,
                 "-m",
                 "orchestrator.cli",
                 "orchestrator",
@@ -289,7 +292,7 @@ def _app(n: int) -> topology_pb2.Application:
 def measure(n: int, args: argparse.Namespace) -> Result:
     result = Result(nodes=n)
     with tempfile.TemporaryDirectory(prefix="capstan-scale-") as tmp:
-        cluster = Cluster(Path(tmp), n, args.per_process)
+        cluster = Cluster(Path(tmp), n, args.per_process, args.profile)
         try:
             result.join_s = cluster.start_nodes()
             print(f"  N={n}: {n} nodes joined and ready in {result.join_s:.1f}s", flush=True)
@@ -306,6 +309,8 @@ def measure(n: int, args: argparse.Namespace) -> Result:
                 f"  N={n}: idle {result.idle_cpu:.1f}% of a core, RSS {result.idle_rss:.0f} MB",
                 flush=True,
             )
+            if args.idle_only:
+                return result
 
             # 2. apply 10 x N
             seq0 = len(cluster.audit())
@@ -503,6 +508,8 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--plot", type=Path, default=Path("scale.png"))
+    parser.add_argument("--idle-only", action="store_true", help="stop after the idle figures")
+    parser.add_argument("--profile", type=Path, help="cProfile the orchestrator into this file")
     args = parser.parse_args()
     sizes = [int(x) for x in args.nodes.split(",")]
     results = []

@@ -37,7 +37,7 @@ from orchestrator.refusals import source_host
 from pki.identity import Kind
 from pki.peers import Peer, PeerRefused, authenticate
 from protos import control_pb2
-from protos.wire.grants import Grant, guarded
+from protos.wire.grants import Bell, Grant, guarded
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -237,6 +237,12 @@ class Gate:
     def revoked(self) -> Collection[int]:
         return self._revoked()
 
+    @property
+    def bell(self) -> Bell | None:
+        """Rung on every revocation, when the revocation source has one."""
+        bell = getattr(self._revoked, "bell", None)
+        return bell if isinstance(bell, Bell) else None
+
     def open_stream(self, caller: Peer, method: str) -> Callable[[], None]:
         """Count one stream of ``caller``; return its release. Raises ``_Refused``."""
         n = self._streams.get(caller.uri, 0)
@@ -429,6 +435,7 @@ def _checked(gate: Gate, method: str, rule: Rule, handler: Any) -> Any:
                     grant=Grant(peer.not_after, peer.serial),
                     clock=gate.clock,
                     revoked=gate.revoked,
+                    bell=gate.bell,
                 ):
                     yield item
             finally:

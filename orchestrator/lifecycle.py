@@ -60,6 +60,7 @@ from pki.rotation import CROSS_CERT, finish_rotation, rotation_status, write_crl
 from pki.tokenkeys import TokenKeyStore
 from protos import control_pb2, gateway_pb2
 from protos.wire.channel import client_credentials
+from protos.wire.grants import Bell
 from protos.wire.trust import trust_digest
 
 log = logging.getLogger("capstan.orchestrator.lifecycle")
@@ -90,6 +91,8 @@ class RevocationCache:
         self._path = Path(pki_dir) / "state.json"
         self._stamp: tuple[int, int, int] | None = None
         self._serials: frozenset[int] = frozenset()
+        # Rung when the revoked serials change: held streams end at once (grants.guarded).
+        self.bell = Bell()
         self.refresh()
 
     def _stat(self) -> tuple[int, int, int] | None:
@@ -108,8 +111,12 @@ class RevocationCache:
                 # Keep the last good list: a damaged file must not un-revoke anything.
                 log.error("keeping the previous revocations: %s", exc)
                 return self._serials
-            self._serials = frozenset(c.serial for c in state.certificates if c.revoked)
+            serials = frozenset(c.serial for c in state.certificates if c.revoked)
+            changed = serials != self._serials
+            self._serials = serials
             self._stamp = stamp
+            if changed:
+                self.bell.ring()
         return self._serials
 
     def __call__(self) -> frozenset[int]:
@@ -376,14 +383,20 @@ class Lifecycle:
     async def renew_self(self, *, now: float | None = None) -> Issued:
         """Renew the orchestrator's own certificate; servers and the caller switch at once."""
         started = time.monotonic()
+        previous = self.own.issued.serial
         issued = await asyncio.to_thread(self.own.renew, self.authority, now=now)
         self._caller.set_credentials(self.own.client_credentials(), issued.thumbprint)
+        # Old channels finish their calls within nodecalls.CHANNEL_GRACE (shorter than
+        # the grace), then the previous certificate is revoked like a node's.
+        usable_until = self.supersede(previous) if previous != issued.serial else None
         await self._audit.record(
             "cert.renewed",
             kind="orchestrator",
             name=issued.identity.name,
             serial=f"{issued.serial:X}",
             not_after=issued.not_after,
+            previous=f"{previous:X}",
+            previous_usable_until=usable_until,
         )
         self.events.append(("orchestrator certificate renewed", time.monotonic() - started))
         return issued

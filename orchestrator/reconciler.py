@@ -148,6 +148,8 @@ class Reconciler:
 
     def wake(self) -> None:
         self._wake.set()
+        if self.links is not None:
+            self.links.wake()
 
     async def run(self) -> None:
         while True:
@@ -204,8 +206,6 @@ class Reconciler:
         await self._remove_strays()
         await self._finish_deletes()
         await self._expire_tasks()
-        if self.links is not None:
-            await self.links.publish()
 
     async def _expire_tasks(self) -> None:
         """A delegated fetch nobody completed in time: forget it and let the workload retry."""
@@ -221,6 +221,7 @@ class Reconciler:
                 await self._failed(w, f"{task.kind} of {task.resource} on {task.node} timed out")
 
     async def _update_liveness(self) -> None:
+        changes: list[tuple[control_pb2.NodeRecord, str]] = []
         for stored in self.state.peek_nodes():
             if stored.state == "revoked":
                 continue
@@ -231,16 +232,22 @@ class Reconciler:
                 continue
             node = self.state.node(stored.name)  # a copy, to change and save
             if node is not None:
-                if live == Liveness.DEAD:
-                    await self.audit.record("node.dead", node=node.name)
-                    log.warning("node %s declared dead", node.name)
-                elif node.state == "dead":
-                    await self.audit.record("node.back", node=node.name)
-                node.state = live
-                view = self.tracker.nodes.get(node.name)
-                if view:
-                    node.last_heartbeat = view.last_seen
-                await self.state.save_node(node)
+                changes.append((node, live))
+        # Verdicts written together: when many nodes die at once (a rack, a switch),
+        # their audit entries and records share commits instead of queueing one by one.
+        await asyncio.gather(*(self._set_liveness(node, live) for node, live in changes))
+
+    async def _set_liveness(self, node: control_pb2.NodeRecord, live: str) -> None:
+        if live == Liveness.DEAD:
+            await self.audit.record("node.dead", node=node.name)
+            log.warning("node %s declared dead", node.name)
+        elif node.state == "dead":
+            await self.audit.record("node.back", node=node.name)
+        node.state = live
+        view = self.tracker.nodes.get(node.name)
+        if view:
+            node.last_heartbeat = view.last_seen
+        await self.state.save_node(node)
 
     def _services_in_transition(self, workloads: list[control_pb2.Workload]) -> Counter[str]:
         """Per service, how many instances are being replaced right now (rolling update:

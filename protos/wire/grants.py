@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-__all__ = ["END_WITHIN", "TICK", "Grant", "Lease", "Reaper", "guarded", "refusal_of"]
+__all__ = ["END_WITHIN", "TICK", "Bell", "Grant", "Lease", "Reaper", "guarded", "refusal_of"]
 
 log = logging.getLogger("capstan.grants")
 
@@ -197,6 +197,30 @@ class Reaper:
                 log.exception("grant check failed")
 
 
+class Bell:
+    """Wakes every waiting ``guarded`` stream at once (rung when the revocation list
+    changes), so that thousands of idle streams need not each poll it every tick."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    def ring(self) -> None:
+        """Wake the waiters; safe from any thread."""
+        future, self._future = self._future, None
+        if future is not None:
+            future.get_loop().call_soon_threadsafe(_set_once, future)
+
+    def future(self) -> asyncio.Future[None]:
+        if self._future is None or self._future.done():
+            self._future = asyncio.get_running_loop().create_future()
+        return self._future
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 async def guarded(
     stream: AsyncIterator[T],
     *,
@@ -205,13 +229,18 @@ async def guarded(
     clock: Callable[[], float],
     revoked: Callable[[], Collection[int]],
     tick: float = TICK,
+    bell: Bell | None = None,
 ) -> AsyncIterator[T]:
     """Yield from ``stream`` until it ends or ``grant`` does; then abort the call with
     the grant's status. Also ends while the stream waits for its next message.
 
     ``grant`` may be a callable, re-read every tick (a node's report stream is held
-    by its certificate, which a renewal replaces).
+    by its certificate, which a renewal replaces). With a ``bell`` rung on every
+    revocation, a waiting stream wakes at once on a revocation and otherwise only
+    every ``END_WITHIN / 2`` to look at its grant's time: an orchestrator holds one
+    such stream per node, and a wake-up per tick each is most of an idle cluster's cost.
     """
+    every = tick if bell is None else max(tick, END_WITHIN / 2)
     current: Callable[[], Grant] = grant if callable(grant) else (lambda: grant)
     pending: asyncio.Future[T] | None = None
     why: tuple[grpc.StatusCode, str] | None = None
@@ -222,8 +251,13 @@ async def guarded(
                 break
             if pending is None:
                 pending = asyncio.ensure_future(stream.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=tick)
-            if not done:
+            waiting: set[asyncio.Future[Any]] = {pending}
+            if bell is not None:
+                waiting.add(bell.future())
+            done, _ = await asyncio.wait(
+                waiting, timeout=every, return_when=asyncio.FIRST_COMPLETED
+            )
+            if pending not in done:
                 continue
             item, pending = pending, None
             try:
