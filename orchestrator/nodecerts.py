@@ -109,7 +109,8 @@ class NodeCertificates:
         )
 
     def supersede(self, serial: int) -> float:
-        """A node certificate replaced by a new one (renewal, rejoin): revoked one grace
+        """A certificate replaced by a new one (a node's renewal or rejoin, the
+        orchestrator's own renewal): revoked one grace
         from now. Returns when."""
         return self._superseded.setdefault(serial, self._clock() + self._settings.superseded_grace)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 
 import grpc
 from cryptography.hazmat.primitives import serialization
@@ -143,9 +144,11 @@ class SelfRenewal:
         ca: CurrentAuthority,
         caller: NodeCaller,
         audit: AuditLog,
+        supersede: Callable[[int], float],
         events: list[tuple[str, float]],
     ) -> None:
         self.own = own
+        self._supersede = supersede  # revokes a replaced certificate after a grace
         self._ca = ca
         self._caller = caller
         self._audit = audit
@@ -156,14 +159,20 @@ class SelfRenewal:
 
     async def __call__(self, *, now: float | None = None) -> Issued:
         started = time.monotonic()
+        previous = self.own.issued.serial
         issued = await asyncio.to_thread(self.own.renew, self._ca.authority, now=now)
         self._caller.set_credentials(self.own.client_credentials(), issued.thumbprint)
+        # Old channels finish their calls within nodecalls.CHANNEL_GRACE (shorter than
+        # the grace), then the previous certificate is revoked like a node's.
+        usable_until = self._supersede(previous) if previous != issued.serial else None
         await self._audit.record(
             "cert.renewed",
             kind="orchestrator",
             name=issued.identity.name,
             serial=f"{issued.serial:X}",
             not_after=issued.not_after,
+            previous=f"{previous:X}",
+            previous_usable_until=usable_until,
         )
         self._events.append(("orchestrator certificate renewed", time.monotonic() - started))
         return issued

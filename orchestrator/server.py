@@ -244,6 +244,15 @@ async def start(
         on_rotated=secret_rotated,
     )
     tasks = TaskBook(store, clock)
+    link_planner = LinkPlanner(
+        state=state,
+        tracker=tracker,
+        minter=minter,
+        audit=audit,
+        send=streams.send,
+        stream_of=streams.get,
+        clock=clock,
+    )
     reconciler = Reconciler(
         state,
         tracker,
@@ -261,15 +270,7 @@ async def start(
             ttl=config.delegation_ttl,
             clock=clock,
         ),
-        links=LinkPlanner(
-            state=state,
-            tracker=tracker,
-            minter=minter,
-            audit=audit,
-            send=streams.send,
-            stream_of=streams.get,
-            clock=clock,
-        ),
+        links=link_planner,
         secrets=secret_service,
     )
     await reconciler.policies.load()
@@ -295,7 +296,14 @@ async def start(
         peer_addresses=lambda: [a for a in peers if a != gateway_address],
         pool_policy=reconciler.policies.pool,
     )
-    self_renewal = SelfRenewal(own=own_cert, ca=ca, caller=caller, audit=audit, events=events)
+    self_renewal = SelfRenewal(
+        own=own_cert,
+        ca=ca,
+        caller=caller,
+        audit=audit,
+        supersede=node_certs.supersede,
+        events=events,
+    )
     revoker = Revoker(
         pki_dir=config.pki_dir,
         ca=ca,
@@ -461,6 +469,9 @@ async def start(
             asyncio.create_task(rebalancer.run(), name="rebalancer"),
             asyncio.create_task(autoscaler.run(), name="autoscaler"),
             asyncio.create_task(lifecycle.run(), name="lifecycle"),
+            # Apart from the reconciler: a tick waiting on node calls must not delay a
+            # withdrawal (open tunnels close within 2 s of it).
+            asyncio.create_task(link_planner.run(), name="links"),
         ]
         log.info("orchestrator %s leads (epoch %d)", identity, epoch)
 

@@ -10,6 +10,8 @@ import time
 import grpc
 import pytest
 
+from orchestrator.client import ControlClient
+from orchestrator.context import Context
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint
 from protos import control_pb2, node_pb2, node_pb2_grpc
@@ -75,12 +77,35 @@ def test_a_paused_leader_is_deposed_and_what_it_tries_is_not_written(ha: HAClust
 
 def test_losing_one_etcd_member_of_three_stops_nothing(ha: HACluster) -> None:
     leader = ha.wait_leader()
-    ha.etcd[0].kill()
+    # A follower member: etcd holds no election, so nothing may change above it.
+    ha.etcd[ha.etcd_leader_index(follower=True)].kill()
     stub = ha.control(leader.address)
     stub.Apply(control_pb2.ApplyRequest(app=sleeper_app("one-down", 3)), timeout=20)
     wanted = workload_ids(ha, "one-down")
     settled(ha, wanted, timeout=60)
     assert ha.wait_leader().epoch == leader.epoch, "leadership changed without cause"
+
+
+def test_losing_etcds_own_leader_stops_nothing_either(ha: HACluster) -> None:
+    """etcd elects again (about a second); an orchestrator leader that could not renew
+    in time steps down and another is elected: work goes on either way."""
+    ha.etcd[ha.etcd_leader_index()].kill()
+    issued = ha.authority.issue("user", "admin", role="admin")
+    assert issued.key_pem is not None
+    for what, data in (
+        ("ca", ha.authority.trust_bundle()), ("cert", issued.chain_pem), ("key", issued.key_pem)
+    ):
+        (ha.root / f"u.{what}").write_bytes(data)
+    context = Context(
+        "ha",
+        ",".join(o.listen for o in ha.orchestrators),
+        ha.root / "u.ca",
+        ha.root / "u.cert",
+        ha.root / "u.key",
+    )
+    with ControlClient(context, timeout=20) as client:
+        client.apply(sleeper_app("raft-leader-down", 3))
+    settled(ha, workload_ids(ha, "raft-leader-down"), timeout=60)
 
 
 def test_losing_quorum_fails_closed_and_resumes_after(ha: HACluster) -> None:
