@@ -194,6 +194,16 @@ class HACluster:
         for orch in self.orchestrators:
             orch.stop()
         etcdproc.stop_all(self.etcd)
+        _unmount_under(self.root)
+
+
+def _unmount_under(root: Path) -> None:
+    """Agents killed with SIGKILL leave their secrets tmpfs mounted: take them down."""
+    prefix = str(root.resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 def start_cluster(root: Path, *, orchestrators: int = 3, members: int = 3) -> HACluster:
