@@ -74,7 +74,6 @@ from node.runtime import _process_proc as proc
 from node.runtime import _sandbox
 from node.runtime._cgroups import Cgroups, Limits
 from node.runtime._exec import PipeExec, in_network_of
-from node.runtime._netns import in_new_network
 from node.runtime._process_images import ImageConfig, ImageStore
 from node.runtime._users import TenantUids, tenant_of
 from node.runtime.base import (
@@ -197,8 +196,6 @@ class ProcessRuntime:
         self._refresh_lock = threading.Lock()  # one process-table refresh at a time
         self._name_locks: dict[str, threading.Lock] = {}
         self._closed = False
-        # As root, each instance with network none gets a network namespace of its own.
-        self.isolates_network = os.geteuid() == 0
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -369,6 +366,14 @@ class ProcessRuntime:
         config = self._images.config(spec.image)
         rootfs = self._images.rootfs_dir(config.image_id)
         argv = self._argv(spec, config)
+        if spec.cap_add:
+            # Every capability is dropped for good before exec; none is given back here.
+            raise InvalidArgument("cap_add", "the process runtime gives no capability back")
+        if spec.low_ports and spec.network == "host":
+            raise InvalidArgument(
+                "low_ports", "the process runtime opens low ports in an instance's own network "
+                "namespace only (with host networking that takes a capability)"
+            )
         if self.isolated:
             self._sandbox_user(spec)
             self._image_executable(argv[0], rootfs, self._sandbox_env(spec, config)["PATH"])
@@ -413,26 +418,18 @@ class ProcessRuntime:
                     preexec = _rlimits(spec.memory)
             log_fd = os.open(self.log_path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
-
-                def popen() -> subprocess.Popen[bytes]:
-                    return subprocess.Popen(
-                        argv,
-                        executable=executable,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log_fd,
-                        stderr=log_fd,
-                        cwd=work,
-                        env=env,
-                        start_new_session=True,
-                        close_fds=True,
-                        preexec_fn=preexec,  # noqa: PLW1509 - only calls setrlimit
-                    )
-
-                if spec.network == "none" and self.isolates_network:
-                    # Its own network namespace with only lo (node/links reaches in).
-                    child = in_new_network(popen)
-                else:
-                    child = popen()
+                child = subprocess.Popen(
+                    argv,
+                    executable=executable,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    cwd=work,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                    preexec_fn=preexec,  # noqa: PLW1509 - only calls setrlimit
+                )
             except OSError as exc:
                 raise RuntimeFailure(f"cannot start {name}: {exc.strerror or exc}") from None
             finally:
