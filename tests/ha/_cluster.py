@@ -164,7 +164,7 @@ class HACluster:
         creds = client_credentials(issued.chain_pem, issued.key_pem, self.authority.trust_bundle())
         return control_pb2_grpc.ControlServiceStub(grpc.secure_channel(address, creds))
 
-    def join(self, name: str, ip: str, join_at: str = "") -> Agent:
+    def join(self, name: str, ip: str, join_at: str = "", mode: str = "push") -> Agent:
         leader = self.wait_leader()
         token = (
             self.control(leader.address)
@@ -175,7 +175,7 @@ class HACluster:
         ca_file.write_bytes(self.authority.trust_bundle())
         state = self.root / name
         state.mkdir(parents=True, exist_ok=True)
-        agent = Agent(name, ip, state, self.root / f"{name}.log")
+        agent = Agent(name, ip, state, self.root / f"{name}.log", mode=mode)
         agent.start(join_at or leader.join_address, ca_file, token)
         self.agents.append(agent)
         return agent
@@ -194,6 +194,16 @@ class HACluster:
         for orch in self.orchestrators:
             orch.stop()
         etcdproc.stop_all(self.etcd)
+        _unmount_under(self.root)
+
+
+def _unmount_under(root: Path) -> None:
+    """Agents killed with SIGKILL leave their secrets tmpfs mounted: take them down."""
+    prefix = str(root.resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 def start_cluster(root: Path, *, orchestrators: int = 3, members: int = 3) -> HACluster:
