@@ -70,11 +70,9 @@ from node.errors import (
     RuntimeFailure,
 )
 from node.policy import load_policy
-from node.runtime import _process_proc as proc
-from node.runtime import _sandbox
+from node.runtime import _sandbox, proc
 from node.runtime._cgroups import Cgroups, Limits
 from node.runtime._exec import PipeExec, in_network_of
-from node.runtime._netns import in_new_network
 from node.runtime._process_images import ImageConfig, ImageStore
 from node.runtime._users import TenantUids, tenant_of
 from node.runtime.base import (
@@ -197,8 +195,6 @@ class ProcessRuntime:
         self._refresh_lock = threading.Lock()  # one process-table refresh at a time
         self._name_locks: dict[str, threading.Lock] = {}
         self._closed = False
-        # As root, each instance with network none gets a network namespace of its own.
-        self.isolates_network = os.geteuid() == 0
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -421,26 +417,18 @@ class ProcessRuntime:
                     preexec = _rlimits(spec.memory)
             log_fd = os.open(self.log_path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
-
-                def popen() -> subprocess.Popen[bytes]:
-                    return subprocess.Popen(
-                        argv,
-                        executable=executable,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log_fd,
-                        stderr=log_fd,
-                        cwd=work,
-                        env=env,
-                        start_new_session=True,
-                        close_fds=True,
-                        preexec_fn=preexec,  # noqa: PLW1509 - only calls setrlimit
-                    )
-
-                if spec.network == "none" and self.isolates_network:
-                    # Its own network namespace with only lo (node/links reaches in).
-                    child = in_new_network(popen)
-                else:
-                    child = popen()
+                child = subprocess.Popen(
+                    argv,
+                    executable=executable,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    cwd=work,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                    preexec_fn=preexec,  # noqa: PLW1509 - only calls setrlimit
+                )
             except OSError as exc:
                 raise RuntimeFailure(f"cannot start {name}: {exc.strerror or exc}") from None
             finally:
