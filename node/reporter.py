@@ -125,7 +125,10 @@ class Reporter:
         self.failures = 0  # stream ends since the last stream that lasted (sets the backoff)
         self.messages = 0  # GatewayMessages received
         self.trust_refused = 0  # trust updates not applied (unsigned, unknown key, older)
-        self._trust_order = (0, 0)  # (epoch, issued_at_ms) of the last applied update
+        # (epoch, issued_at_ms) of the last applied trust update, kept beside the JWKS
+        # so that a restart does not reopen the door to replaying an older one.
+        self._order_file = self._jwks.with_name("trust-order")
+        self._trust_order = _read_order(self._order_file)
         self.usage_rounds = 0  # completed usage measurements
         # The latest containers stopped and removed on the orchestrator's word.
         self.fenced: deque[str] = deque(maxlen=256)
@@ -208,10 +211,10 @@ class Reporter:
             failures += 1
             self.failures = failures
             log.warning(
-                "report stream %s; reconnecting to %s in %.1fs",
+                "report stream %s; reconnecting in %.1fs to %s",
                 reason,
-                self._endpoints.current(),
                 delay,
+                self._endpoints.current(),
             )
             self._stop.wait(delay)
 
@@ -296,8 +299,11 @@ class Reporter:
         and it is not older than the last one applied (protos.wire.trust)."""
         try:
             keys = KeySet.from_file(self._jwks)
-            self._trust_order = check_trust_update(update, keys, after=self._trust_order)
-        except (CapstanError, ValueError) as exc:
+            order = check_trust_update(update, keys, after=self._trust_order)
+            if order != self._trust_order:
+                atomic_write(self._order_file, f"{order[0]} {order[1]}\n".encode())
+            self._trust_order = order
+        except (CapstanError, ValueError, OSError) as exc:
             log.error("ignoring a trust update: %s", exc)
             self.trust_refused += 1
             return False
@@ -421,3 +427,12 @@ class Reporter:
             self._usage = fresh  # one reference swap: heartbeats read it unlocked
             self.usage_rounds += 1
             self._stop.wait(self._usage_interval)
+
+
+def _read_order(path: Path) -> tuple[int, int]:
+    """The (epoch, issued_at_ms) recorded by the last applied trust update, (0, 0) if none."""
+    try:
+        epoch, issued = path.read_text().split()
+        return int(epoch), int(issued)
+    except (OSError, ValueError):
+        return (0, 0)

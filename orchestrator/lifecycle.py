@@ -383,14 +383,20 @@ class Lifecycle:
     async def renew_self(self, *, now: float | None = None) -> Issued:
         """Renew the orchestrator's own certificate; servers and the caller switch at once."""
         started = time.monotonic()
+        previous = self.own.issued.serial
         issued = await asyncio.to_thread(self.own.renew, self.authority, now=now)
         self._caller.set_credentials(self.own.client_credentials(), issued.thumbprint)
+        # Old channels finish their calls within nodecalls.CHANNEL_GRACE (shorter than
+        # the grace), then the previous certificate is revoked like a node's.
+        usable_until = self.supersede(previous) if previous != issued.serial else None
         await self._audit.record(
             "cert.renewed",
             kind="orchestrator",
             name=issued.identity.name,
             serial=f"{issued.serial:X}",
             not_after=issued.not_after,
+            previous=f"{previous:X}",
+            previous_usable_until=usable_until,
         )
         self.events.append(("orchestrator certificate renewed", time.monotonic() - started))
         return issued

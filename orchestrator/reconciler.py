@@ -148,6 +148,8 @@ class Reconciler:
 
     def wake(self) -> None:
         self._wake.set()
+        if self.links is not None:
+            self.links.wake()
 
     async def run(self) -> None:
         while True:
@@ -204,8 +206,6 @@ class Reconciler:
         await self._remove_strays()
         await self._finish_deletes()
         await self._expire_tasks()
-        if self.links is not None:
-            await self.links.publish()
 
     async def _expire_tasks(self) -> None:
         """A delegated fetch nobody completed in time: forget it and let the workload retry."""

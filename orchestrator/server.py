@@ -198,7 +198,7 @@ async def start(
         ttl=config.delegation_ttl,
         clock=clock,
     )
-    reconciler.links = LinkPlanner(
+    reconciler.links = link_planner = LinkPlanner(
         state=state,
         tracker=tracker,
         minter=minter,
@@ -360,6 +360,9 @@ async def start(
             asyncio.create_task(rebalancer.run(), name="rebalancer"),
             asyncio.create_task(autoscaler.run(), name="autoscaler"),
             asyncio.create_task(lifecycle.run(), name="lifecycle"),
+            # Apart from the reconciler: a tick waiting on node calls must not delay a
+            # withdrawal (open tunnels close within 2 s of it).
+            asyncio.create_task(link_planner.run(), name="links"),
         ]
         log.info("orchestrator %s leads (epoch %d)", identity, epoch)
 

@@ -73,3 +73,11 @@ def fetch(host: str, port: int) -> tuple[str, ...]:
     crashes in the static build)."""
     request = "GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n"
     return ("sh", "-c", f"printf '{request}' | nc -w 3 {host} {port}")
+
+
+def answers_http(host: str, port: int, marker: bytes) -> bool:
+    """True once ``host:port`` answers with ``marker`` (refused or reset: not yet)."""
+    try:
+        return marker in http_get(host, port, timeout=2)
+    except OSError:
+        return False
