@@ -54,6 +54,7 @@ from pki.tokenkeys import KeySet
 from protos import gateway_pb2, gateway_pb2_grpc
 from protos.wire.channel import any_orchestrator, expecting
 from protos.wire.errors import status_of
+from protos.wire.leader import leader_of
 from protos.wire.trust import parse_deny_list
 
 log = logging.getLogger("capstan.node")
@@ -482,12 +483,14 @@ def _call_join(
     timeout: float,
     *,
     trust_domain: str,
+    redirected: bool = False,
 ) -> gateway_pb2.JoinResponse:
     """The Join RPC; a failure becomes JoinError saying what the node should do.
 
     The handshake accepts only an orchestrator of the pinned CA's trust domain: a
     node's certificate from the same CA, served at the orchestrator's address, never
-    sees the one-time token or the CSR."""
+    sees the one-time token or the CSR. A follower's refusal naming the leader is
+    followed once (the same handshake check applies there)."""
     credentials = grpc.ssl_channel_credentials(root_certificates=roots_pem)
     channel = grpc.secure_channel(
         orchestrator, credentials, options=expecting(any_orchestrator(trust_domain))
@@ -498,6 +501,12 @@ def _call_join(
         )
         return response
     except grpc.RpcError as exc:
+        leader = leader_of(exc)
+        if leader and leader != orchestrator and not redirected:
+            log.warning("orchestrator %s is a follower; joining through %s", orchestrator, leader)
+            return _call_join(
+                leader, roots_pem, request, timeout, trust_domain=trust_domain, redirected=True
+            )
         status = status_of(exc)
         code, name, details = status.code, status.name, _one_line(status.details)
         if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):

@@ -220,10 +220,10 @@ class Puller:
             delay = self._backoff.delay(failures, self._rng)
             failures += 1
             log.warning(
-                "watch stream %s; reconnecting to %s in %.1fs",
+                "watch stream %s; reconnecting in %.1fs to %s",
                 reason,
-                self._endpoints.current(),
                 delay,
+                self._endpoints.current(),
             )
             self._stop.wait(delay)
 

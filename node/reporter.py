@@ -211,10 +211,10 @@ class Reporter:
             failures += 1
             self.failures = failures
             log.warning(
-                "report stream %s; reconnecting to %s in %.1fs",
+                "report stream %s; reconnecting in %.1fs to %s",
                 reason,
-                self._endpoints.current(),
                 delay,
+                self._endpoints.current(),
             )
             self._stop.wait(delay)
 
