@@ -23,9 +23,9 @@ from node.runtime.base import Runtime
 from node.server import NodeAgent, build_agent
 from node.tasks import TaskRunner
 from node.volumes import VolumeStore
-from pki._files import read_file
 from pki.certs import load_pem_chain
 from pki.errors import CertificateError, ConfigError
+from pki.files import read_file
 from protos import gateway_pb2
 from protos.wire.leader import Endpoints
 

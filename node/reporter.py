@@ -32,9 +32,9 @@ from node.errors import NotFound
 from node.renewal import gateway_channel, own_credentials, trust_digest_of_files
 from node.runtime.base import ContainerState, ContainerStatus, Runtime
 from node.service import status_to_pb
-from pki._files import atomic_write
 from pki.certs import load_pem_chain
 from pki.errors import CapstanError
+from pki.files import atomic_write
 from pki.tokenkeys import KeySet
 from protos import gateway_pb2, gateway_pb2_grpc
 from protos.wire.errors import status_of

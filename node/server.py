@@ -19,7 +19,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node._reload import ReloadingFile
 from node.audit import NodeAudit
 from node.authz import AuthorizationInterceptor, Authorizer, PeerLimits
 from node.config import NodeConfig
@@ -30,9 +29,10 @@ from node.runtime.base import Runtime
 from node.secretfiles import SecretFiles
 from node.service import NodeServicer
 from node.volumes import VolumeStore
-from pki._files import read_file
 from pki.certs import identity_of, load_pem_chain
 from pki.errors import ConfigError
+from pki.files import read_file
+from pki.reloading import ReloadingFile
 from pki.tokenkeys import KeySet
 from pki.tokens import ReplayCache, TokenVerifier
 from protos import node_pb2, node_pb2_grpc

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 from orchestrator.client import ControlClient, ControlError
 from orchestrator.context import Context, ContextConfig, capstan_home
 from pki.authority import Authority
@@ -334,7 +334,7 @@ class LocalCluster:
                 pass  # unreadable: issue a new one below
         issued = authority.issue(Kind.USER, "admin", role="admin", ttl=ADMIN_TTL)
         assert issued.key_pem is not None  # noqa: S101 - issue() always returns the key
-        from pki._files import atomic_write, write_private_key
+        from pki.files import atomic_write, write_private_key
 
         self.admin_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private_key(self.admin_dir / "admin.key", issued.key_pem, overwrite=True)

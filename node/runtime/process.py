@@ -70,8 +70,7 @@ from node.errors import (
     RuntimeFailure,
 )
 from node.policy import load_policy
-from node.runtime import _process_proc as proc
-from node.runtime import _sandbox
+from node.runtime import _sandbox, proc
 from node.runtime._cgroups import Cgroups, Limits
 from node.runtime._exec import PipeExec, in_network_of
 from node.runtime._process_images import ImageConfig, ImageStore

@@ -164,7 +164,7 @@ class HACluster:
         creds = client_credentials(issued.chain_pem, issued.key_pem, self.authority.trust_bundle())
         return control_pb2_grpc.ControlServiceStub(grpc.secure_channel(address, creds))
 
-    def join(self, name: str, ip: str, join_at: str = "") -> Agent:
+    def join(self, name: str, ip: str, join_at: str = "", mode: str = "push") -> Agent:
         leader = self.wait_leader()
         token = (
             self.control(leader.address)
@@ -175,7 +175,7 @@ class HACluster:
         ca_file.write_bytes(self.authority.trust_bundle())
         state = self.root / name
         state.mkdir(parents=True, exist_ok=True)
-        agent = Agent(name, ip, state, self.root / f"{name}.log")
+        agent = Agent(name, ip, state, self.root / f"{name}.log", mode=mode)
         agent.start(join_at or leader.join_address, ca_file, token)
         self.agents.append(agent)
         return agent

@@ -21,7 +21,7 @@ from node.agent import JoinedNode, run_joined_node
 from node.errors import RuntimeUnavailable
 from node.join import JoinOptions, join
 from node.reporter import Backoff, Reporter
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 from node.runtime.base import ContainerSpec, ContainerStats, ContainerStatus
 from node.runtime.process import ProcessRuntime
 from pki.tokenkeys import TokenKeyStore
