@@ -17,7 +17,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from node.audit import NodeAudit
 from node.authz import AuthorizationInterceptor, Authorizer, PeerLimits
@@ -38,6 +37,7 @@ from pki.tokens import ReplayCache, TokenVerifier
 from protos import node_pb2, node_pb2_grpc
 from protos.wire.channel import NODE_SERVER_OPTIONS
 from protos.wire.grants import Reaper
+from protos.wire.reflection import enable_reflection
 from protos.wire.trust import parse_deny_list
 
 log = logging.getLogger("capstan.node")
@@ -207,9 +207,8 @@ def build_agent(
     services = (
         node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
     )
-    reflection.enable_server_reflection(services, server)
+    enable_reflection(services, server)
 
     tls = TlsFiles(config.cert, config.key, config.ca)
     creds = grpc.dynamic_ssl_server_credentials(

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from orchestrator import metrics
 from orchestrator._periodic import every
@@ -72,6 +71,7 @@ from protos import (
 from protos.wire.channel import ORCHESTRATOR_SERVER_OPTIONS
 from protos.wire.grants import TICK
 from protos.wire.metrics import serve_metrics
+from protos.wire.reflection import enable_reflection
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -415,9 +415,8 @@ async def start(
         gateway_pb2.DESCRIPTOR.services_by_name["NodeGateway"].full_name,
         secrets_pb2.DESCRIPTOR.services_by_name["SecretService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
     )
-    reflection.enable_server_reflection(names, server)
+    enable_reflection(names, server)
     await server.start()
     for name in ("", *names[:2]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
