@@ -42,18 +42,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from node.config import RUNTIMES
 from node.policy import POLICY_FILE, policy_from_pb
+from node.runtime import resolve_runtime
 from node.secretfiles import SEAL_KEY_FILE, seal_key_for_join, write_seal_key
-from pki._files import atomic_write, read_file, write_private_key
 from pki.certs import ChainVerifier, identity_of, load_pem_chain, trust_domain_of_root
 from pki.errors import CapstanError, CertificateError, ConfigError
+from pki.files import atomic_write, read_file, write_private_key
 from pki.identity import Identity, Kind, parse_ip, validate_dns_name, validate_name
 from pki.jointoken import ca_pin, parse_join_token
 from pki.tokenkeys import KeySet
 from protos import gateway_pb2, gateway_pb2_grpc
 from protos.wire.channel import any_orchestrator, expecting
 from protos.wire.errors import status_of
+from protos.wire.leader import leader_of
 from protos.wire.trust import parse_deny_list
 
 log = logging.getLogger("capstan.node")
@@ -199,7 +200,7 @@ def _free_port(host: str) -> int:
 
 
 def _host_capacity() -> tuple[float, int]:
-    from node.runtime._process_proc import meminfo_total
+    from node.runtime.proc import meminfo_total
 
     try:
         cpus = float(len(os.sched_getaffinity(0)))
@@ -219,16 +220,6 @@ def _isolation(runtime: str) -> str:
     from node.runtime._sandbox import unavailable
 
     return "sandbox" if unavailable() is None else "none"
-
-
-def _resolve_runtime(kind: str) -> str:
-    if kind not in RUNTIMES:
-        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {kind!r}")
-    if kind != "auto":
-        return kind
-    from node.runtime import docker_available
-
-    return "docker" if docker_available() else "process"
 
 
 @dataclass(frozen=True)
@@ -294,7 +285,7 @@ def _plan(options: JoinOptions) -> _Plan:
         dns=dns,
         ips=ips,
         labels=dict(options.labels),
-        runtime=_resolve_runtime(options.runtime),
+        runtime=resolve_runtime(options.runtime),
         mode=options.mode,
         cpus=cpus,
         memory=memory,
@@ -482,12 +473,14 @@ def _call_join(
     timeout: float,
     *,
     trust_domain: str,
+    redirected: bool = False,
 ) -> gateway_pb2.JoinResponse:
     """The Join RPC; a failure becomes JoinError saying what the node should do.
 
     The handshake accepts only an orchestrator of the pinned CA's trust domain: a
     node's certificate from the same CA, served at the orchestrator's address, never
-    sees the one-time token or the CSR."""
+    sees the one-time token or the CSR. A follower's refusal naming the leader is
+    followed once (the same handshake check applies there)."""
     credentials = grpc.ssl_channel_credentials(root_certificates=roots_pem)
     channel = grpc.secure_channel(
         orchestrator, credentials, options=expecting(any_orchestrator(trust_domain))
@@ -498,6 +491,12 @@ def _call_join(
         )
         return response
     except grpc.RpcError as exc:
+        leader = leader_of(exc)
+        if leader and leader != orchestrator and not redirected:
+            log.warning("orchestrator %s is a follower; joining through %s", orchestrator, leader)
+            return _call_join(
+                leader, roots_pem, request, timeout, trust_domain=trust_domain, redirected=True
+            )
         status = status_of(exc)
         code, name, details = status.code, status.name, _one_line(status.details)
         if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):

@@ -170,10 +170,11 @@ class SecretFiles:
         os.rename(staging, top)
         shutil.rmtree(old, ignore_errors=True)
 
-    def close(self) -> None:
+    def close(self, *, unmount_any: bool = False) -> None:
         """The agent stops: its tmpfs goes with every file on it (instances that keep
-        running keep their own mounts of it until they end)."""
-        if self._mounted:
+        running keep their own mounts of it until they end). ``unmount_any``: also one
+        an earlier process mounted (``capstan run --down`` after ``-d``)."""
+        if self._mounted or (unmount_any and os.path.ismount(self.root)):
             libc = _libc_mount()
             if libc is not None and libc.umount2(str(self.root).encode(), _MNT_DETACH) == 0:
                 self._mounted = False

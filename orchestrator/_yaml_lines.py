@@ -117,6 +117,25 @@ def line_of(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
+def line_of_path(data: str | bytes, path: str) -> int | None:
+    """The line of the key a dotted path (``services.web.network``) names, or of its
+    nearest ancestor present in the document; None when the document is unreadable."""
+    try:
+        node = compose(data)
+    except RefusedInput:
+        return None
+    line: int | None = None
+    for part in path.split("."):
+        if not isinstance(node, MappingNode):
+            break
+        found = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
+        if found is None:
+            break
+        line = line_of(found[0])
+        node = found[1]
+    return line
+
+
 def type_name(node: Node) -> str:
     """``string``, ``list``, ``mapping``...; anything with a custom tag is named by its tag."""
     name = _TYPE_NAMES.get(node.tag)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestrator import apply as plans
-from orchestrator import scheduler
+from orchestrator import policy, scheduler
 from orchestrator._periodic import every
 from orchestrator.audit import AuditLog
 from orchestrator.reconciler import Reconciler
@@ -100,6 +100,10 @@ class Autoscaler:
         self._clock = clock
         # service key -> [(when, recommendation)] while recommendations stay below the count
         self._low: dict[str, list[tuple[float, int]]] = {}
+        # Quota caps found by _decide, audited by evaluate; the last one per service, so
+        # a service held at its quota is reported when the cap changes, not every pass.
+        self._capped: list[dict[str, object]] = []
+        self._capped_seen: dict[str, tuple[int, int]] = {}
 
     def _usage(self, rec: control_pb2.AppRecord, service: str) -> list[float]:
         tracker = self._reconciler.tracker
@@ -123,9 +127,7 @@ class Autoscaler:
         """How many of ``extra`` new instances the scheduler could place now."""
         try:
             return len(
-                scheduler.place_many(
-                    scheduler.request_for(app, s), self._reconciler._views(), extra
-                )
+                scheduler.place_many(scheduler.request_for(app, s), self._reconciler.views(), extra)
             )
         except scheduler.Unschedulable as exc:
             return len(exc.placed)
@@ -143,7 +145,27 @@ class Autoscaler:
                 decision = self._decide(rec, s, now)
                 if decision is not None and await self._apply(decision):
                     decisions.append(decision)
+        for event in self._capped:
+            await self._audit.record("autoscale.capped", **event)
+            log.info("autoscale capped by quota: %s", event)
+        self._capped.clear()
         return decisions
+
+    def _quota_room(self, rec: control_pb2.AppRecord, s: topology_pb2.Service) -> int | None:
+        """How many more instances of ``s`` the tenant's quota allows; None: no quota."""
+        policies = self._reconciler.policies
+        quota = policies.quotas.get(rec.app.tenant)
+        if quota is None:
+            return None
+        used = policy.tenant_usage(self._reconciler.state.peek_apps(), rec.app.tenant)
+        room: list[int] = []
+        if quota.instances:
+            room.append(quota.instances - used.instances)
+        if quota.cpu and s.resources.cpu:
+            room.append(int((quota.cpu - used.cpu) / s.resources.cpu + 1e-9))
+        if quota.memory and s.resources.memory:
+            room.append((quota.memory - used.memory) // s.resources.memory)
+        return max(0, min(room)) if room else None
 
     def _decide(
         self, rec: control_pb2.AppRecord, s: topology_pb2.Service, now: float
@@ -166,9 +188,25 @@ class Autoscaler:
         if wanted > current:
             self._low.pop(key, None)
             fits = self._room(rec.app, s, wanted - current)
+            allowed = self._quota_room(rec, s)
+            capped = allowed is not None and allowed < fits
+            if capped:
+                assert allowed is not None  # noqa: S101 - capped implies a quota
+                if self._capped_seen.get(key) != (current, wanted):
+                    self._capped_seen[key] = (current, wanted)
+                    self._capped.append({
+                        "tenant": rec.app.tenant, "app": rec.app.name, "service": s.name,
+                        "replicas": current, "wanted": wanted, "allowed": current + allowed,
+                        "why": f"quota of tenant {rec.app.tenant}",
+                    })
+                fits = allowed
+            else:
+                self._capped_seen.pop(key, None)
             if fits == 0:
                 return None
             why = measured + (f"; capacity for {fits} more" if fits < wanted - current else "")
+            if capped:
+                why += f"; capped by the quota of tenant {rec.app.tenant}"
             return Decision(rec.app.tenant, rec.app.name, s.name, current, current + fits, why)
         if wanted == current:
             self._low.pop(key, None)

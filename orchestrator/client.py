@@ -17,6 +17,7 @@ from pki.certs import identity_of, load_pem_chain
 from pki.errors import CapstanError
 from protos import control_pb2 as cpb
 from protos import control_pb2_grpc, secrets_pb2_grpc, topology_pb2
+from protos import node_pb2 as npb
 from protos import secrets_pb2 as spb
 from protos.wire.channel import (
     CONTROL_CHANNEL_OPTIONS,
@@ -260,11 +261,31 @@ class ControlClient:
         labels: Mapping[str, str] | None = None,
         cpus: float = 0.0,
         memory: int = 0,
+        policy: npb.SandboxPolicy | None = None,
     ) -> cpb.JoinTokenResponse:
         request = cpb.JoinTokenRequest(
             name=name, ttl=ttl, pool=pool, labels=dict(labels or {}), cpus=cpus, memory=memory
         )
+        if policy is not None:
+            request.policy.CopyFrom(policy)
         return self._call("CreateJoinToken", request)  # type: ignore[no-any-return]
+
+    # -- sandbox policies and quotas --------------------------------------------------
+
+    def set_pool_policy(self, pool: str, policy: npb.SandboxPolicy) -> cpb.PoolPolicyRecord:
+        request = cpb.PoolPolicyRecord(pool=pool)
+        request.policy.CopyFrom(policy)
+        return self._call("SetPoolPolicy", request)  # type: ignore[no-any-return]
+
+    def list_pool_policies(self) -> list[cpb.PoolPolicyRecord]:
+        return list(self._call("ListPoolPolicies", cpb.ListPoolPoliciesRequest()).pools)
+
+    def set_quota(self, tenant: str, *, cpu: float, memory: int, instances: int) -> cpb.Quota:
+        request = cpb.Quota(tenant=tenant, cpu=cpu, memory=memory, instances=instances)
+        return self._call("SetQuota", request)  # type: ignore[no-any-return]
+
+    def describe_tenant(self, tenant: str) -> cpb.TenantUsage:
+        return self._call("DescribeTenant", cpb.TenantRef(tenant=tenant))  # type: ignore[no-any-return]
 
     # -- logs -------------------------------------------------------------------------
 

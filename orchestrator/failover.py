@@ -43,7 +43,7 @@ class LivenessWatch:
         # Looks, not copies: this runs ten times a second over every node.
         before = {n.name: n.state for n in state.peek_nodes()}
         async with state.lock:
-            await self._reconciler._update_liveness()
+            await self._reconciler.update_liveness()
         changed = {
             n.name: (before.get(n.name, ""), n.state)
             for n in state.peek_nodes()

@@ -18,8 +18,11 @@ seconds; a grant left out of a newer plan is withdrawn at once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import ipaddress
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +34,8 @@ from orchestrator.state import ClusterState
 from protos import control_pb2, gateway_pb2, node_pb2, topology_pb2
 
 LINK_OP = "link.open"
+
+log = logging.getLogger("capstan.orchestrator")
 
 
 def link_address(tenant: str, app: str, service: str) -> str:
@@ -143,8 +148,26 @@ class LinkPlanner:
         self.refresh = refresh
         self.valid_for = valid_for
         # node name -> (what was sent, to which stream object, when)
-        self._sent: dict[str, tuple[tuple[object, ...], int, float]] = {}
+        self._sent: dict[str, tuple[tuple[object, ...], object, float]] = {}
         self._granted: set[tuple[str, str, str]] = set()  # (source, target, res)
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, interval: float = 0.25) -> None:
+        """Publish plans every ``interval`` and at once when woken (an apply, a report)."""
+        while True:
+            try:
+                await self.publish()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("link plans not published")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
 
     def topology(self) -> _Topology:
         nodes = {n.name: n for n in self._state.all_nodes()}
@@ -200,11 +223,11 @@ class LinkPlanner:
             )
             last = self._sent.get(node.name)
             fresh = last is not None and now - last[2] < self.refresh
-            if last is not None and last[0] == shape and last[1] == id(stream) and fresh:
+            if last is not None and last[0] == shape and last[1] is stream and fresh:
                 continue
             message = await self._plan(node, routes, grants, now)
             if message is not None and self._send(node.name, message):
-                self._sent[node.name] = (shape, id(stream), now)
+                self._sent[node.name] = (shape, stream, now)
 
     async def _plan(
         self,

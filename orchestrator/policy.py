@@ -66,8 +66,8 @@ def needs(service: topology_pb2.Service) -> frozenset[str]:
     if ids is not None and 0 in ids:
         out.add(ROOT)
     out.update(_CAP + c for c in service.cap_add)
-    if any(0 < p.port < rules.LOW_PORT for p in service.ports):
-        out.add(LOW_PORTS)
+    if any(0 < p.port < rules.LOW_PORT or 0 < p.publish < rules.LOW_PORT for p in service.ports):
+        out.add(LOW_PORTS)  # binding one in its own namespace, or publishing one on the node
     return frozenset(out)
 
 
@@ -87,8 +87,9 @@ def grants(policy: node_pb2.SandboxPolicy | None) -> frozenset[str]:
     return frozenset(out)
 
 
-def _explain(service: str, need: str, pool: str) -> str:
-    where = f"in pool {pool_name(pool)}"
+def _explain(service: str, need: str, pools: list[str]) -> str:
+    names = [pool_name(p) for p in pools]
+    where = f"in pool {names[0]}" if len(names) == 1 else f"in pools {' or '.join(names)}"
     if need == HOST_NETWORK:
         return f"services.{service}.network: host networking is not permitted {where}"
     if need == ROOT:
@@ -114,7 +115,8 @@ def node_spec_fields(service: topology_pb2.Service) -> dict[str, object]:
         "user": service.user,
         "seccomp": service.seccomp,
         "cap_add": list(service.cap_add),
-        "low_ports": LOW_PORTS in needs(service),
+        # Only its own declared ports: a low *published* port is the agent's to bind.
+        "low_ports": any(0 < p.port < rules.LOW_PORT for p in service.ports),
     }
 
 
@@ -214,9 +216,11 @@ class Policies:
             pools = eligible_pools(app.tenant, s)
             if any(wanted <= self.grants_of(p) for p in pools):
                 continue
-            first = pools[0]
-            missing = sorted(wanted - self.grants_of(first))
-            problems.extend(_explain(s.name, need, first) for need in missing)
+            # What no eligible pool permits; the rest some pool does (alone, not together).
+            missing = sorted(n for n in wanted if not any(n in self.grants_of(p) for p in pools))
+            if not missing:
+                missing = sorted(wanted - self.grants_of(pools[0]))
+            problems.extend(_explain(s.name, need, pools) for need in missing)
         if problems:
             raise PolicyRefused("; ".join(problems))
 

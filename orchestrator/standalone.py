@@ -15,12 +15,15 @@ removes everything on Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from nacl.public import PublicKey, SealedBox
 
 from node import pinned
 from node.audit import NodeAudit
@@ -37,13 +40,21 @@ from node.runtime.base import (
     VolumeMount,
 )
 from node.runtime.images import ensure_image
+from node.secretfiles import SecretFiles
 from node.volumes import VolumeStore
 from orchestrator import links
 from orchestrator.context import capstan_home
+from pki.errors import ConfigError
 from pki.identity import Identity, Kind
+from protos import node_pb2
 from protos import topology_pb2 as tpb
 
 __all__ = ["Instance", "Standalone", "instances", "node_id", "start_order"]
+
+
+class MissingSecret(ConfigError):
+    """The file names a secret that no --secret gave a value for."""
+
 
 TRUST_DOMAIN = "standalone.capstan"
 _NETWORKS = {tpb.NETWORK_MODE_HOST: "host"}
@@ -58,6 +69,7 @@ class Instance:
     service: str
     index: int
     restart: int  # tpb.RestartPolicy
+    secrets: tuple[tpb.ServiceSecret, ...] = ()
 
 
 def scope(app: tpb.Application) -> str:
@@ -123,6 +135,7 @@ def instances(app: tpb.Application) -> list[Instance]:
                     service=svc.name,
                     index=index,
                     restart=svc.restart,
+                    secrets=tuple(svc.secrets),
                 )
             )
     return out
@@ -139,8 +152,12 @@ class Standalone:
         home: Path | None = None,
         echo: Callable[[str], None] = lambda _line: None,
         publish_host: str = "127.0.0.1",
+        secrets: Mapping[str, bytes] | None = None,
     ) -> None:
         self.app = app
+        # Values of the file's secrets, read by the CLI from local files (--secret):
+        # they reach instances the way a node's do, as 0400 files on a tmpfs.
+        self._values = dict(secrets or {})
         self.state_dir = ((home or capstan_home()) / "run" / scope(app)).absolute()
         self.node_id = node_id(app, self.state_dir)
         self._echo = echo
@@ -154,6 +171,7 @@ class Standalone:
             revoked=frozenset,
         )
         self._links_started = False
+        self._secret_files: SecretFiles | None = None
 
     @property
     def serves_links(self) -> bool:
@@ -183,13 +201,46 @@ class Standalone:
         if self.serves_links and not self._links_started:
             self.links.start()
             self._links_started = True
+        missing = sorted({s.name for i in planned for s in i.secrets} - set(self._values))
+        if missing:
+            raise MissingSecret(f"secrets {', '.join(missing)}: give each with --secret NAME=FILE")
         started: list[ContainerStatus] = []
         for inst in planned:
             self._remove(inst.spec.name)
-            self.runtime.create(pinned.runnable(self.runtime, inst.spec))
+            spec = pinned.runnable(self.runtime, inst.spec)
+            if inst.secrets:
+                spec = self._with_secrets(spec, inst.secrets)
+            self.runtime.create(spec)
             started.append(self.runtime.start(inst.spec.name))
             self._echo(f"started {inst.spec.name} ({self.runtime.name})")
         return started
+
+    def _files(self) -> SecretFiles:
+        if self._secret_files is None:
+            self._secret_files = SecretFiles(self.state_dir)
+        return self._secret_files
+
+    def _with_secrets(
+        self, spec: ContainerSpec, refs: Iterable[tpb.ServiceSecret]
+    ) -> ContainerSpec:
+        # The node's own path: sealed to this host's seal key and opened into files, so
+        # one implementation writes every secret file Capstan writes.
+        files = self._files()
+        box = SealedBox(PublicKey(files.public_key))
+        sealed = [
+            node_pb2.SealedSecret(
+                name=r.name,
+                path=r.path,
+                env=r.env,
+                version=1,
+                sealed=box.encrypt(self._values[r.name]),
+            )
+            for r in refs
+        ]
+        uid, gid = self.runtime.secret_owner(spec)
+        mounts, env = files.open(spec.name, sealed, uid, gid)
+        files.created(spec.name)
+        return dataclasses.replace(spec, secrets=mounts, env=(*spec.env, *env))
 
     def down(self) -> list[str]:
         """Remove every container of this application (also ones a smaller file dropped)."""
@@ -210,6 +261,10 @@ class Standalone:
                 removed = list(pool.map(remove, names))
         if isinstance(self.runtime, DockerRuntime):
             self.runtime.forget_images()  # this application's tags on the shared engine
+        if (self.state_dir / "secrets").exists():
+            files = self._files()
+            files.prune(())  # every instance is gone: so are their secret files
+            files.close(unmount_any=True)
         return removed
 
     def _remove(self, name: str) -> None:

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import queue
 import socket
+import struct
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
+from typing import TypeVar
 
 CLONE_NEWNET = 0x40000000
 
@@ -67,6 +71,10 @@ class Namespace:
                 except OSError as exc:
                     request.set_exception(exc)
 
+    def enter(self) -> None:
+        """Move the calling thread into this namespace (a thread of its own, never a pool's)."""
+        _enter(self._fd)
+
     def socket(self) -> socket.socket:
         """A new TCP socket of this namespace."""
         with self._lock:
@@ -96,9 +104,45 @@ class Namespace:
         os.close(self._fd)
 
 
-def same_namespace(path: str) -> bool:
-    """True when ``path`` is the agent's own network namespace."""
-    try:
-        return os.stat(path).st_ino == os.stat("/proc/self/ns/net").st_ino
-    except OSError:
-        return False
+# -- a namespace of its own (the benchmark's workloads; runtimes have their own) --------
+
+T = TypeVar("T")
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def _unshare_network() -> None:
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up in the calling thread's network namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def in_new_network(start: Callable[[], T]) -> T:
+    """Run ``start`` (which forks the workload) on a thread moved into a new network
+    namespace with ``lo`` up; return what it returned or raise what it raised."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            _unshare_network()
+            loopback_up()
+            result.append(start())
+        except BaseException as exc:  # handed to the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=run, name="capstan-netns-start", daemon=True)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]

@@ -11,6 +11,7 @@ ignores SIGTERM and SIGINT (util-linux blocks them), which reach the init direct
 
 from __future__ import annotations
 
+import ctypes.util
 import functools
 import json
 import os
@@ -20,9 +21,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from node.seccomp import profile
+
 INIT_SCRIPT = Path(__file__).with_name("_sandbox_init.py")
 _TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 UNSHARE = shutil.which("unshare", path=_TOOL_PATH)
+# The seccomp profiles are installed with libseccomp where the host has it (Debian:
+# libseccomp2, a dependency of systemd); without it the process runtime runs
+# instances without a filter and says so in its info.
+LIBSECCOMP = ctypes.util.find_library("seccomp")
 NAMESPACES = ("--mount", "--uts", "--ipc", "--net", "--pid")
 DEFAULT_PIDS = 1024  # processes (threads included) an instance may have at once
 TMP_BYTES = 64 << 20  # the writable /tmp of an instance (memory-backed)
@@ -78,6 +85,7 @@ class Plan:
     cgroup_procs: tuple[str, ...]
     rlimits: tuple[tuple[str, int], ...]
     low_ports: bool = False
+    seccomp: str = ""  # a profile of node.seccomp ("" = the default)
     host_network: bool = False  # share the node's network namespace (a pool allowed it)
 
 
@@ -115,6 +123,8 @@ def launch(container_dir: Path, plan: Plan, ready_fd: int) -> tuple[list[str], i
         "low_ports": plan.low_ports,
         "host_network": plan.host_network,
         "tmp_bytes": TMP_BYTES,
+        "seccomp": profile(plan.seccomp) if LIBSECCOMP else None,
+        "libseccomp": LIBSECCOMP,
         "ready_fd": ready_fd,
     }
     fd = os.memfd_create("capstan-plan", 0)  # not close-on-exec: the init inherits it

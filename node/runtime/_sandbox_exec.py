@@ -46,6 +46,9 @@ def main() -> None:
         fds = [os.open(f"/proc/{target}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES]
         root = os.open(f"/proc/{target}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         cgroup_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in plan["cgroup_procs"]]
+        if plan.get("seccomp") is not None:
+            # Mapped before the chroot: the host's library directories are gone after it.
+            init._seccomp.append(ctypes.CDLL(plan["libseccomp"], use_errno=True))  # type: ignore[attr-defined]
         for fd, ns in zip(fds, NAMESPACES, strict=True):
             if libc.setns(fd, 0) != 0:
                 err = ctypes.get_errno()

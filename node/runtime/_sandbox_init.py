@@ -257,6 +257,59 @@ def drop_privileges(plan: dict[str, Any], last_cap: int) -> None:
     os.setresuid(plan["uid"], plan["uid"], plan["uid"])
 
 
+class _ArgCmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+
+_SCMP_OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
+             "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+_SCMP_ALLOW = 0x7FFF0000
+_SCMP_ERRNO = 0x00050000
+EPERM = 1
+
+
+def _action(name: str, errno_ret: int) -> int:
+    if name == "SCMP_ACT_ALLOW":
+        return _SCMP_ALLOW
+    if name == "SCMP_ACT_ERRNO":
+        return _SCMP_ERRNO | (errno_ret & 0xFFFF)
+    raise SetupError(f"seccomp: action {name} is not supported")
+
+
+def load_seccomp(lib: ctypes.CDLL, profile: dict[str, Any]) -> None:
+    """Install a Docker-format seccomp profile (native architecture) with libseccomp.
+
+    Last step before exec: after it, only what the profile allows may be called."""
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                                           ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    default = _action(profile["defaultAction"], profile.get("defaultErrnoRet", EPERM))
+    ctx = lib.seccomp_init(default)
+    if not ctx:
+        raise SetupError("seccomp_init failed")
+    for rule in profile["syscalls"]:
+        action = _action(rule["action"], rule.get("errnoRet", EPERM))
+        args = rule.get("args") or []
+        array = (_ArgCmp * max(1, len(args)))(*[
+            _ArgCmp(a["index"], _SCMP_OPS[a["op"]], a["value"], a.get("valueTwo", 0))
+            for a in args
+        ])
+        for name in rule["names"]:
+            number = lib.seccomp_syscall_resolve_name(name.encode())
+            if number < 0:
+                continue  # not a system call of this architecture
+            result = lib.seccomp_rule_add_array(ctx, action, number, len(args), array)
+            if result < 0:
+                raise SetupError(f"seccomp rule for {name}: {os.strerror(-result)}")
+    result = lib.seccomp_load(ctx)
+    if result < 0:
+        raise SetupError(f"seccomp_load: {os.strerror(-result)}")
+
+
 def run_workload(plan: dict[str, Any], cgroup_fds: list[int], last_cap: int) -> None:
     """In the forked child: cgroups, rlimits, privileges, then exec. Never returns."""
     try:
@@ -271,6 +324,8 @@ def run_workload(plan: dict[str, Any], cgroup_fds: list[int], last_cap: int) -> 
             signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         os.chdir(plan["cwd"])
+        if plan.get("seccomp") is not None:
+            load_seccomp(_seccomp[0], plan["seccomp"])
         os.execvpe(plan["argv"][0], plan["argv"], plan["env"])  # noqa: S606 - the workload
     except SetupError as exc:
         os.write(2, f"capstan: sandbox setup failed: {exc}\n".encode())
@@ -280,6 +335,7 @@ def run_workload(plan: dict[str, Any], cgroup_fds: list[int], last_cap: int) -> 
     os._exit(127)
 
 
+_seccomp: list[ctypes.CDLL] = []  # libseccomp, loaded before the pivot
 _early: list[int] = []  # signals that came before the workload existed
 _child: list[int] = []  # the workload's pid, once forked
 
@@ -327,6 +383,9 @@ def main() -> None:
         # Opened before the pivot (the host's cgroup files are gone afterwards) and
         # written by the workload alone, so that this init is not charged to them.
         cgroup_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in plan["cgroup_procs"]]
+        if plan["seccomp"] is not None:
+            # Found and mapped now: the host's library directories are gone after the pivot.
+            _seccomp.append(ctypes.CDLL(plan["libseccomp"], use_errno=True))
         pivot(root)
     except (SetupError, OSError) as exc:
         os.write(2, f"capstan: sandbox setup failed: {exc}\n".encode())

@@ -214,7 +214,7 @@ class DockerRuntime:
                 read_only=True,
                 tmpfs={"/tmp": TMP_MOUNT},  # noqa: S108 - the container's own /tmp
                 cap_drop=["ALL"],
-                cap_add=list(spec.cap_add) or None,
+                cap_add=_capabilities(spec) or None,
                 security_opt=[NO_NEW_PRIVILEGES, "seccomp=" + profile_text(spec.seccomp)],
                 privileged=False,
                 pids_limit=PIDS_LIMIT,
@@ -543,6 +543,15 @@ class DockerRuntime:
         if self._owns_client:
             with docker_errors("docker engine"):
                 self._client.close()
+
+
+def _capabilities(spec: ContainerSpec) -> list[str]:
+    """What is given back: the spec's own, and on the host's network the one a low
+    port takes (elsewhere a sysctl of the container's own namespace does it)."""
+    caps = list(spec.cap_add)
+    if spec.low_ports and spec.network == "host" and "NET_BIND_SERVICE" not in caps:
+        caps.append("NET_BIND_SERVICE")
+    return caps
 
 
 def _plain_ref(ref: str) -> str:

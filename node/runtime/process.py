@@ -54,7 +54,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -70,11 +69,9 @@ from node.errors import (
     RuntimeFailure,
 )
 from node.policy import load_policy
-from node.runtime import _process_proc as proc
-from node.runtime import _sandbox
+from node.runtime import _sandbox, proc
 from node.runtime._cgroups import Cgroups, Limits
 from node.runtime._exec import PipeExec, in_network_of
-from node.runtime._netns import in_new_network
 from node.runtime._process_images import ImageConfig, ImageStore
 from node.runtime._users import TenantUids, tenant_of
 from node.runtime.base import (
@@ -85,6 +82,7 @@ from node.runtime.base import (
     NetSpec,
     RuntimeInfo,
 )
+from node.seccomp import profile
 from node.state import ContainerRecord, NodeState
 from node.validation import validate_name, validate_spec, validate_user
 from node.volumes import VolumeStore
@@ -196,8 +194,6 @@ class ProcessRuntime:
         self._refresh_lock = threading.Lock()  # one process-table refresh at a time
         self._name_locks: dict[str, threading.Lock] = {}
         self._closed = False
-        # As root, each instance with network none gets a network namespace of its own.
-        self.isolates_network = os.geteuid() == 0
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -368,6 +364,14 @@ class ProcessRuntime:
         config = self._images.config(spec.image)
         rootfs = self._images.rootfs_dir(config.image_id)
         argv = self._argv(spec, config)
+        if spec.cap_add:
+            # Every capability is dropped for good before exec; none is given back here.
+            raise InvalidArgument("cap_add", "the process runtime gives no capability back")
+        if spec.low_ports and spec.network == "host":
+            raise InvalidArgument(
+                "low_ports", "the process runtime opens low ports in an instance's own network "
+                "namespace only (with host networking that takes a capability)"
+            )
         if self.isolated:
             self._sandbox_user(spec)
             self._image_executable(argv[0], rootfs, self._sandbox_env(spec, config)["PATH"])
@@ -412,26 +416,18 @@ class ProcessRuntime:
                     preexec = _rlimits(spec.memory)
             log_fd = os.open(self.log_path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
-
-                def popen() -> subprocess.Popen[bytes]:
-                    return subprocess.Popen(
-                        argv,
-                        executable=executable,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log_fd,
-                        stderr=log_fd,
-                        cwd=work,
-                        env=env,
-                        start_new_session=True,
-                        close_fds=True,
-                        preexec_fn=preexec,  # noqa: PLW1509 - only calls setrlimit
-                    )
-
-                if spec.network == "none" and self.isolates_network:
-                    # Its own network namespace with only lo (node/links reaches in).
-                    child = in_new_network(popen)
-                else:
-                    child = popen()
+                child = subprocess.Popen(
+                    argv,
+                    executable=executable,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    cwd=work,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                    preexec_fn=preexec,  # noqa: PLW1509 - only calls setrlimit
+                )
             except OSError as exc:
                 raise RuntimeFailure(f"cannot start {name}: {exc.strerror or exc}") from None
             finally:
@@ -532,6 +528,7 @@ class ProcessRuntime:
             rlimits=tuple(rlimits),
             low_ports=spec.low_ports,
             host_network=spec.network == "host",
+            seccomp=spec.seccomp,
         )
         ready_r, ready_w = os.pipe()
         try:
@@ -687,6 +684,9 @@ class ProcessRuntime:
             "gid": gid,
             "cgroup_procs": self._cgroups.procs(spec.name),
             "rlimits": rlimits,
+            # The instance's own seccomp profile: exec gains nothing its workload lacks.
+            "seccomp": profile(spec.seccomp) if _sandbox.LIBSECCOMP else None,
+            "libseccomp": _sandbox.LIBSECCOMP,
         }
         fd = os.memfd_create("capstan-exec", 0)  # the plan, environment included: no disk
         try:
@@ -937,6 +937,8 @@ class ProcessRuntime:
             "namespaces": "mount,uts,ipc,net,pid",
             "cgroups": f"v{self._cgroups.version}: {','.join(self._cgroups.controllers) or '-'}",
             "rlimit_fallback": ",".join(self._cgroups.missing) or "-",
+            "seccomp": "profiles of node/seccomp" if _sandbox.LIBSECCOMP else
+            "none: libseccomp is not installed",
             "network": "own namespace, loopback only",
         }
 
@@ -1015,42 +1017,13 @@ def ensure_busybox_image(
     *,
     busybox: Path = Path("/bin/busybox"),
 ) -> str:
-    """Make ``ref`` a one-layer image of the host's static busybox and its applet links.
-
-    The same content ``docker import -c 'ENV PATH=/bin'`` is given elsewhere, so
-    workloads see the same programs on docker and process nodes.
-    """
+    """Make ``ref`` a one-layer image of the host's static busybox and its applet links:
+    the root filesystem ``docker import`` is given for docker nodes
+    (``node.runtime.images.busybox_rootfs``, one builder), so workloads see the same
+    programs on docker and process nodes."""
     if runtime.image_exists(ref):
         return ref
-    if not busybox.is_file():
-        raise FailedPrecondition(f"{busybox} does not exist; install busybox-static")
-    try:
-        listing = subprocess.run(
-            [str(busybox), "--list"], capture_output=True, check=True, timeout=30
-        ).stdout.decode()
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise RuntimeFailure(f"{busybox} --list failed: {exc}") from None
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for dirname in ("bin", "tmp"):
-            info = tarfile.TarInfo(dirname)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-        info = tar.gettarinfo(str(busybox), arcname="bin/busybox")
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
-        info.mtime = 0
-        with open(busybox, "rb") as fh:
-            tar.addfile(info, fh)
-        for applet in sorted(set(listing.split())):
-            # busybox lists itself; a "busybox -> busybox" link would replace the binary.
-            if applet == "busybox" or "/" in applet:
-                continue
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type = tarfile.SYMTYPE
-            link.linkname = "busybox"
-            link.mode = 0o777
-            tar.addfile(link)
-    runtime.import_rootfs(ref, [buf.getvalue()], env=(("PATH", "/bin"),))
+    from node.runtime.images import busybox_rootfs
+
+    runtime.import_rootfs(ref, [busybox_rootfs(busybox)], env=(("PATH", "/bin"),))
     return ref

@@ -22,6 +22,7 @@ def register(root: click.Group) -> None:
     from orchestrator._cli.logs import logs_cmd
     from orchestrator._cli.nodes import cordon_cmd, drain_cmd, image_group, uncordon_cmd
     from orchestrator._cli.pki_lifecycle import register_lifecycle
+    from orchestrator._cli.pool import pool_group, quota_group
     from orchestrator._cli.rebalance import rebalance_cmd
     from orchestrator._cli.run import run_cmd
     from orchestrator._cli.secret import secret_group
@@ -53,5 +54,7 @@ def register(root: click.Group) -> None:
         completion_cmd,
         image_group,
         secret_group,
+        pool_group,
+        quota_group,
     ):
         root.add_command(command)

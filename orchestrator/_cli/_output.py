@@ -261,10 +261,16 @@ def node_columns(now: float | None = None) -> list[Column]:
         Column("MEMORY", lambda r: f"{memory(f(r).allocated_memory)}/{memory(f(r).memory)}"),
         Column("ADDRESS", lambda r: f(r).address),
         Column("RUNTIME", lambda r: f(r).runtime or "-", wide_only=True),
+        Column("ISOLATION", lambda r: isolation(f(r).isolation), wide_only=True),
         Column("POOL", lambda r: f(r).pool or "shared", wide_only=True),
         Column("HEARTBEAT", lambda r: age(f(r).last_heartbeat, now), wide_only=True),
         Column("ID", lambda r: f(r).id, wide_only=True),
     ]
+
+
+def isolation(value: str) -> str:
+    """What ``get nodes -o wide`` shows: sandbox, docker, or UNISOLATED."""
+    return "UNISOLATED" if value == "none" else value or "-"
 
 
 def _one_line(text: str, limit: int = 80) -> str:

@@ -9,6 +9,7 @@ spec, or ``--timeout`` passes (exit 1, with each unfinished instance's message).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from orchestrator._cli._common import (
     context_option,
 )
 from orchestrator._cli._progress import progress_reporter
-from orchestrator.client import ControlClient
+from orchestrator.client import ControlClient, ControlError
 from orchestrator.topology import load_topology_file
 from pki.errors import CapstanError
 from protos import control_pb2 as cpb
@@ -164,6 +165,29 @@ def load_sources(sources: Sequence[str]) -> list[tuple[str, tpb.Application]]:
     return out
 
 
+_FIELD_RE = re.compile(r"\bservices\.[a-z0-9-]+(?:\.[A-Za-z]+)?(?=[:\[ ])")
+
+
+def _located(exc: ControlError, where: str) -> ControlError:
+    """The orchestrator names a refused field (``services.web.network: ...``, as the
+    pool policies and quotas do); give each such problem its file and line."""
+    if exc.code not in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED") or where == "<stdin>":
+        return exc
+    try:
+        text = Path(where).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return exc
+    from orchestrator._yaml_lines import line_of_path
+
+    def locate(problem: str) -> str:
+        match = _FIELD_RE.search(problem)
+        line = line_of_path(text, match.group(0)) if match else None
+        return f"{where}:{line}: {problem.strip()}" if line else problem.strip()
+
+    details = "\n".join(locate(p) for p in exc.details.split("; "))
+    return ControlError(exc.method, exc.code, details)
+
+
 class TopologyFiles(CapstanError):
     """One or more topology files are wrong (each problem on its own line)."""
 
@@ -203,8 +227,11 @@ def apply_cmd(
     apps = load_sources(sources)  # a wrong file stops here: nothing is sent
     with connect(context_name) as client:
         replies = []
-        for _, app in apps:
-            reply = client.apply(app, dry_run=dry_run)
+        for where, app in apps:
+            try:
+                reply = client.apply(app, dry_run=dry_run)
+            except ControlError as exc:
+                raise _located(exc, where) from None
             suffix = " (dry run: nothing changed)" if dry_run else ""
             click.echo(f"{reply.tenant}/{reply.app} generation {reply.generation}{suffix}")
             for change in reply.changes:

@@ -19,6 +19,7 @@ from orchestrator._cli._output import (
     cores,
     created,
     instance,
+    isolation,
     memory,
     node_columns,
     node_schedule,
@@ -248,7 +249,7 @@ _RESTART = {
 
 
 @click.command("describe", cls=OperatorCommand)
-@click.argument("kind", type=click.Choice(["app", "node"]))
+@click.argument("kind", type=click.Choice(["app", "node", "tenant"]))
 @click.argument("name")
 @click.option(
     "--tenant", default="", help="Tenant of the application (default: the one that has it)."
@@ -263,9 +264,14 @@ _RESTART = {
 )
 @context_option
 def describe_cmd(kind: str, name: str, tenant: str, fmt: str, context_name: str | None) -> None:
-    """Details of one application (spec, instances, events) or one node."""
+    """Details of one application (spec, instances, events), one node, or one tenant
+    (what its applications ask for against its quota)."""
     now = time.time()
     with connect(context_name) as client:
+        if kind == "tenant":
+            usage = client.describe_tenant(name)
+            click.echo(render([usage], [], fmt) if fmt != "text" else describe_tenant(usage))
+            return
         if kind == "app":
             detail = client.get_app(name, app_tenant(client, name, tenant))
             if fmt != "text":
@@ -281,6 +287,24 @@ def describe_cmd(kind: str, name: str, tenant: str, fmt: str, context_name: str 
             return
         workloads = client.list_workloads(node=name)
         click.echo(describe_node(nodes[0], workloads, now, _node_events(client, name)))
+
+
+def describe_tenant(usage: cpb.TenantUsage) -> str:
+    """Use against quota, one line per resource ("-": no limit)."""
+    has = usage.HasField("quota")
+    q = usage.quota
+
+    def limit(value: float, shown: str) -> str:
+        return shown if has and value else "-"
+
+    return "\n".join([
+        f"Tenant:       {usage.tenant}",
+        f"Applications: {usage.apps}",
+        f"{'':14}{'USED':>12}  {'QUOTA':>12}",
+        f"{'cpu':14}{cores(usage.cpu):>12}  {limit(q.cpu, cores(q.cpu)):>12}",
+        f"{'memory':14}{memory(usage.memory):>12}  {limit(q.memory, memory(q.memory)):>12}",
+        f"{'instances':14}{usage.instances:>12}  {limit(q.instances, str(q.instances)):>12}",
+    ])
 
 
 def _node_events(client: ControlClient, name: str, limit: int = 20) -> list[str] | None:
@@ -365,6 +389,7 @@ def describe_node(
         f"Scheduling:  {node_schedule(node)}",
         f"Runtime:     {node.runtime or '-'} ({node.mode or 'push'})",
         f"Pool:        {node.pool or 'shared'}",
+        f"Isolation:   {isolation(node.isolation)}",
         f"CPU:         {cores(node.allocated_cpu)}/{cores(node.cpus)}",
         f"Memory:      {memory(node.allocated_memory)}/{memory(node.memory)}",
         f"Heartbeat:   {age(node.last_heartbeat, now)} ago",
@@ -388,4 +413,6 @@ def describe_node(
     return "\n".join(lines)
 
 
-__all__ = ["describe_app", "describe_cmd", "describe_node", "get_cmd", "to_dicts"]
+__all__ = [
+    "describe_app", "describe_cmd", "describe_node", "describe_tenant", "get_cmd", "to_dicts"
+]

@@ -40,9 +40,24 @@ _RUNTIMES = ("auto", "docker", "process")
     show_default=True,
     help="In the foreground, print every instance's output.",
 )
-def run_cmd(path: Path, runtime: str, detach: bool, down: bool, logs: bool) -> None:
+@click.option(
+    "--secret",
+    "secret_files",
+    multiple=True,
+    metavar="NAME=FILE",
+    help="The value of the file's secret NAME, read from FILE (repeat for each secret).",
+)
+def run_cmd(
+    path: Path,
+    runtime: str,
+    detach: bool,
+    down: bool,
+    logs: bool,
+    secret_files: tuple[str, ...],
+) -> None:
     """Run an application on this host, no daemon. Ctrl-C removes it."""
     app = load_topology_file(path)
+    secrets = _secret_values(secret_files)
     kind = None if runtime == "auto" else runtime
     lock = threading.Lock()
 
@@ -50,7 +65,7 @@ def run_cmd(path: Path, runtime: str, detach: bool, down: bool, logs: bool) -> N
         with lock:
             click.echo(line)
 
-    with Standalone(app, runtime=kind, echo=say) as runner:
+    with Standalone(app, runtime=kind, echo=say, secrets=secrets) as runner:
         if down:
             removed = runner.down()
             say(f"{app.name}: removed {len(removed)} instance{'s' if len(removed) != 1 else ''}")
@@ -87,3 +102,16 @@ def run_cmd(path: Path, runtime: str, detach: bool, down: bool, logs: bool) -> N
         if stopped_by:
             # Interrupted, as a shell reports it: 128 + the signal (130 for Ctrl-C).
             click.get_current_context().exit(128 + stopped_by[0])
+
+
+def _secret_values(given: tuple[str, ...]) -> dict[str, bytes]:
+    values: dict[str, bytes] = {}
+    for item in given:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise click.BadParameter(f"{item!r} is not NAME=FILE", param_hint="--secret")
+        try:
+            values[name] = Path(file).read_bytes()
+        except OSError as exc:
+            raise click.BadParameter(f"{file}: {exc.strerror}", param_hint="--secret") from None
+    return values

@@ -15,6 +15,7 @@ from orchestrator._cli._common import (
     context_option,
     key_values,
 )
+from orchestrator._cli.pool import policy_of, policy_options
 
 
 @click.group("orchestrator", cls=OperatorGroup)
@@ -212,6 +213,7 @@ def serve_cmd(
     metavar="SIZE",
     help="Memory the node may offer at most, e.g. 8Gi (default: what it reports).",
 )
+@policy_options
 @context_option
 def join_token_cmd(
     name: str,
@@ -220,17 +222,25 @@ def join_token_cmd(
     labels: dict[str, str],
     cpus: float,
     memory: str,
+    allow_host_network: bool,
+    allow_root: bool,
+    allow_caps: tuple[str, ...],
+    allow_unisolated: bool,
+    allow_low_ports: bool,
     context_name: str | None,
 ) -> None:
     """Create a one-time node join token (admin only); prints the token alone.
 
     The node's labels, pool and capacity cap are the ones given here: what the node
-    says of itself at join is not believed."""
+    says of itself at join is not believed. With an ``--allow-*`` flag the token also
+    carries the node's own sandbox ceiling (else the node gets its pool's at join)."""
     size, problem = (0, None) if memory == "0" else quantities.parse_memory(memory)
     if size is None:
         raise click.BadParameter(problem or "invalid size", param_hint="--memory")
     with connect(context_name) as client:
+        given = (allow_host_network, allow_root, allow_caps, allow_unisolated, allow_low_ports)
         reply = client.create_join_token(
-            name=name, ttl=ttl, pool=pool, labels=labels, cpus=cpus, memory=size
+            name=name, ttl=ttl, pool=pool, labels=labels, cpus=cpus, memory=size,
+            policy=policy_of(*given) if any(given) else None,
         )
     click.echo(reply.token)

@@ -75,6 +75,14 @@ def test_bench_deploy_small(busybox_image: str) -> None:
     assert "Capstan / raw" in out
 
 
+@pytest.mark.slow
+def test_bench_link_prints_the_three_paths_and_ratios() -> None:
+    out = _run("bench_link.py", "--requests", "100", "--megabytes", "4", "--rounds", "1")
+    for row in ("| direct TCP |", "| TLS pair |", "| link |"):
+        assert row in out, out
+    assert "link throughput / TLS pair:" in out and "link p50 / direct TCP p50:" in out
+
+
 def test_bench_gate_small() -> None:
     out = _run("bench_gate.py", "--sizes", "200", "--streams", "3", timeout=120)
     assert "x" in out.split("ratio", 1)[1]

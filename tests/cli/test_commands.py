@@ -101,6 +101,9 @@ def test_unreachable_orchestrator_exit_5(
         ("up", "--nodes", "0"),
         ("up", "--base-port", "80"),
         ("orchestrator", "join-token", "--label", "novalue"),
+        ("orchestrator", "join-token", "--memory", "lots"),
+        ("orchestrator", "join-token", "--cpus", "-1"),
+        ("image", "seed", "node-1"),
         ("delete", "node", "n1"),
     ],
 )

@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 from node.runtime._docker_names import namespace
 from node.runtime.base import ContainerState
 from node.runtime.images import busybox_binary
@@ -217,3 +217,57 @@ def test_docker_detach_then_down_leaves_nothing(
         label = {"label": f"capstan.node={ident}"}
         for c in docker_client.containers.list(all=True, filters=label):
             c.remove(force=True)
+
+
+SECRET_APP = """\
+apiVersion: capstan/v1
+kind: Application
+name: vault
+services:
+  db:
+    image: local/busybox:1
+    command: ["sh", "-c", "sha256sum /run/secrets/db-pass; stat -c 'mode %a' /run/secrets/db-pass;
+      while true; do sleep 1; done"]
+    secrets: [{name: db-pass}]
+"""
+
+
+def test_secrets_from_local_files(home: Path, capstan: Run, tmp_path: Path) -> None:
+    import hashlib
+
+    path = tmp_path / "vault.yaml"
+    path.write_text(SECRET_APP)
+    value = tmp_path / "db-pass.txt"
+    value.write_bytes(b"standalone canary 31c7")
+    try:
+        # A secret the file names and the command line does not give: nothing starts.
+        r = capstan("run", "-f", str(path), "--runtime", "process", "-d")
+        assert r.code != 0
+        assert "db-pass: give each with --secret NAME=FILE" in r.err
+        r = capstan(
+            "run", "-f", str(path), "--runtime", "process", "-d", "--secret", f"db-pass={value}"
+        )
+        assert r.code == 0, r.err
+        state = (home / "run" / "default-vault").absolute()
+        rt = ProcessRuntime(node_id(load_topology(SECRET_APP), state), state)
+        try:
+            deadline = time.monotonic() + 20
+            while b"mode" not in b"".join(rt.logs("vault-db-0")):
+                assert time.monotonic() < deadline, "the instance printed nothing"
+                time.sleep(0.1)
+            out = b"".join(rt.logs("vault-db-0")).decode()
+        finally:
+            rt.close()
+        assert hashlib.sha256(b"standalone canary 31c7").hexdigest() in out
+        assert "mode 400" in out
+        # The value is in the instance's tmpfs file only, not in the run's state.
+        leaked = [
+            p for p in state.rglob("*")
+            if p.is_file() and "secrets" not in p.relative_to(state).parts[:1]
+            and b"standalone canary" in p.read_bytes()
+        ]
+        assert leaked == []
+    finally:
+        r = capstan("run", "--down", "-f", str(path), "--runtime", "process")
+    assert r.code == 0, r.err
+    assert not os.path.ismount(home / "run" / "default-vault" / "secrets")

@@ -110,3 +110,45 @@ def test_drain_moves_the_volume_with_its_data(docker_cluster: tuple[Cluster, lis
         if e["event"] == "delegation.issued" and e["op"] == "volume.export"
     )
     assert removed < copied
+
+
+def test_migration_cannot_overwrite_another_tenants_same_named_volume(
+    docker_cluster: tuple[Cluster, list[str]],
+) -> None:
+    # Tenant acme's application "db" with volume "data" already holds data on the node
+    # default's same-named application is about to move to (issue 10, item 1).
+    from node.volumes import VolumeStore
+    from orchestrator.reconciler import volume_name
+    from protos import control_pb2 as cpb
+
+    c, names = docker_cluster
+    app = topology_pb2.Application(
+        name="db",
+        services=[
+            topology_pb2.Service(
+                name="store",
+                image="local/busybox:1",
+                command=["sh", "-c", WRITE_ONCE],
+                volumes=[topology_pb2.ServiceVolume(name="data", path="/data")],
+            )
+        ],
+    )
+    c.admin().Apply(control_pb2.ApplyRequest(app=app))
+    wait_for(lambda: [w.state for w in c.workloads()] == ["running"], what="db running")
+    first = c.workloads()[0].node
+    other = next(n for n in names if n != first)
+    theirs = volume_name(cpb.Workload(tenant="acme", app="db"), "data")
+    acme = VolumeStore.for_state_dir(c.root / other).ensure(theirs)
+    (acme / "id").write_text("acme's own id")
+    wait_for((_volume(c, first) / "blob").is_file, what="data written")
+
+    c.admin().Drain(control_pb2.NodeRef(name=first))
+    wait_for(
+        lambda: [(w.node, w.state) for w in c.workloads()] == [(other, "running")],
+        timeout=60,
+        what="moved",
+    )
+    assert theirs != "default.db.data"
+    assert sorted(p.name for p in acme.iterdir()) == ["id"]
+    assert (acme / "id").read_text() == "acme's own id"
+    assert (_volume(c, other) / "blob").stat().st_size == 512 * 1024

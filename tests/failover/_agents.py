@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from node.state import NodeState
 from orchestrator.config import OrchestratorConfig
@@ -98,6 +98,7 @@ class Agent:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     runtime: str = "process"
+    mode: str = "push"  # or pull: the node watches its assignments and converges itself
 
     @property
     def node_id(self) -> str:
@@ -118,6 +119,8 @@ class Agent:
         args = [sys.executable, "-m", "orchestrator.cli", "node", "join", join_target]
         args += ["--ca", str(ca_file), "--name", self.name, "--listen", f"{self.ip}:0"]
         args += ["--state-dir", str(self.state_dir), "--runtime", self.runtime]
+        if token is not None and self.mode != "push":
+            args += ["--mode", self.mode]
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
         env.pop("CAPSTAN_JOIN_TOKEN", None)
         if token is not None:

@@ -130,6 +130,29 @@ class HACluster:
         wait_until(elected, timeout, f"a leader with an epoch above {above}")
         return found[0]
 
+    def etcd_leader_index(self, *, follower: bool = False) -> int:
+        """The index of etcd's raft leader among ``etcd`` (or of one of its followers)."""
+
+        async def roles() -> list[bool]:
+            async with EtcdStore(
+                [m.client_endpoint for m in self.etcd], namespace=NAMESPACE
+            ) as store:
+                health = {h.name: h.leader for h in await store.members()}
+            return [health.get(m.name, False) for m in self.etcd]
+
+        found: list[int] = []
+
+        def known() -> bool:
+            with contextlib.suppress(Exception):
+                leaders = asyncio.run(roles())
+                if sum(leaders) == 1:
+                    found[:] = [leaders.index(not follower)]
+                    return True
+            return False
+
+        wait_until(known, 20, "etcd's raft leader")
+        return found[0]
+
     def by_address(self, address: str) -> OrchestratorProcess:
         return next(o for o in self.orchestrators if o.listen == address)
 
@@ -141,7 +164,7 @@ class HACluster:
         creds = client_credentials(issued.chain_pem, issued.key_pem, self.authority.trust_bundle())
         return control_pb2_grpc.ControlServiceStub(grpc.secure_channel(address, creds))
 
-    def join(self, name: str, ip: str) -> Agent:
+    def join(self, name: str, ip: str, join_at: str = "", mode: str = "push") -> Agent:
         leader = self.wait_leader()
         token = (
             self.control(leader.address)
@@ -152,8 +175,8 @@ class HACluster:
         ca_file.write_bytes(self.authority.trust_bundle())
         state = self.root / name
         state.mkdir(parents=True, exist_ok=True)
-        agent = Agent(name, ip, state, self.root / f"{name}.log")
-        agent.start(leader.join_address, ca_file, token)
+        agent = Agent(name, ip, state, self.root / f"{name}.log", mode=mode)
+        agent.start(join_at or leader.join_address, ca_file, token)
         self.agents.append(agent)
         return agent
 
@@ -171,6 +194,16 @@ class HACluster:
         for orch in self.orchestrators:
             orch.stop()
         etcdproc.stop_all(self.etcd)
+        _unmount_under(self.root)
+
+
+def _unmount_under(root: Path) -> None:
+    """Agents killed with SIGKILL leave their secrets tmpfs mounted: take them down."""
+    prefix = str(root.resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 def start_cluster(root: Path, *, orchestrators: int = 3, members: int = 3) -> HACluster:

@@ -10,6 +10,7 @@ import pytest
 from orchestrator._cli.get import format_orchestrators
 from orchestrator.client import ControlClient
 from orchestrator.context import Context
+from protos.control_pb2 import ListNodesRequest
 
 from ._cluster import HACluster, settled, sleeper_app
 
@@ -70,3 +71,12 @@ def test_get_orchestrators_shows_leader_epoch_followers_and_etcd_health(ha: HACl
     text = format_orchestrators(info)
     assert f"leader: {leader.identity} at {leader.address}" in text
     assert f"epoch: {leader.epoch}" in text and "UNHEALTHY" in text
+
+
+def test_a_node_joining_at_a_follower_is_sent_to_the_leader(ha: HACluster) -> None:
+    leader = ha.wait_leader()
+    follower = next(o for o in ha.orchestrators if o.listen != leader.address)
+    agent = ha.join("ha-n3", "127.0.0.73", join_at=follower.join)
+    assert "joining through" in agent.log.read_text()
+    names = {n.name for n in ha.control(leader.address).ListNodes(ListNodesRequest()).nodes}
+    assert "ha-n3" in names

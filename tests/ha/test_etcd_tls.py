@@ -115,6 +115,7 @@ def test_a_certificate_of_the_cluster_ca_is_not_an_etcd_client(
     tls = EtcdTLS(pki / "etcd" / "ca.crt", tmp_path / "n1.crt", tmp_path / "n1.key")
     with pytest.raises(StoreUnavailable):
         asyncio.run(_roundtrip([members[0].client_endpoint], tls, timeout=1.0))
+
     # And nothing was written by it.
     async def absent() -> bool:
         async with EtcdStore(

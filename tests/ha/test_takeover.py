@@ -10,9 +10,11 @@ import time
 import grpc
 import pytest
 
+from orchestrator.client import ControlClient
+from orchestrator.context import Context
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint
-from protos import control_pb2, node_pb2, node_pb2_grpc
+from protos import control_pb2, control_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.wire.channel import client_credentials
 from tests.failover._agents import wait_until
 
@@ -71,16 +73,46 @@ def test_a_paused_leader_is_deposed_and_what_it_tries_is_not_written(ha: HAClust
     assert "stale" not in {a.name for a in apps.apps}, "a deposed leader's apply was written"
     # It stays a follower: the leader keeps its epoch.
     assert ha.wait_leader().epoch == new.epoch
+    # And the nodes, told by the new leader, refuse what the paused one would mint.
+    leader_stub = ha.control(new.address)
+    leader_stub.Apply(control_pb2.ApplyRequest(app=sleeper_app("after-pause", 2)), timeout=10)
+    running = settled(ha, workload_ids(ha, "after-pause"), timeout=60)
+    assert_old_epoch_refused(ha, running, leader_stub, old.epoch, new.epoch)
 
 
 def test_losing_one_etcd_member_of_three_stops_nothing(ha: HACluster) -> None:
     leader = ha.wait_leader()
-    ha.etcd[0].kill()
+    # A follower member: etcd holds no election, so nothing may change above it.
+    ha.etcd[ha.etcd_leader_index(follower=True)].kill()
     stub = ha.control(leader.address)
     stub.Apply(control_pb2.ApplyRequest(app=sleeper_app("one-down", 3)), timeout=20)
     wanted = workload_ids(ha, "one-down")
     settled(ha, wanted, timeout=60)
     assert ha.wait_leader().epoch == leader.epoch, "leadership changed without cause"
+
+
+def test_losing_etcds_own_leader_stops_nothing_either(ha: HACluster) -> None:
+    """etcd elects again (about a second); an orchestrator leader that could not renew
+    in time steps down and another is elected: work goes on either way."""
+    ha.etcd[ha.etcd_leader_index()].kill()
+    issued = ha.authority.issue("user", "admin", role="admin")
+    assert issued.key_pem is not None
+    for what, data in (
+        ("ca", ha.authority.trust_bundle()),
+        ("cert", issued.chain_pem),
+        ("key", issued.key_pem),
+    ):
+        (ha.root / f"u.{what}").write_bytes(data)
+    context = Context(
+        "ha",
+        ",".join(o.listen for o in ha.orchestrators),
+        ha.root / "u.ca",
+        ha.root / "u.cert",
+        ha.root / "u.key",
+    )
+    with ControlClient(context, timeout=20) as client:
+        client.apply(sleeper_app("raft-leader-down", 3))
+    settled(ha, workload_ids(ha, "raft-leader-down"), timeout=60)
 
 
 def test_losing_quorum_fails_closed_and_resumes_after(ha: HACluster) -> None:
@@ -124,6 +156,25 @@ def test_a_token_of_the_old_epoch_is_refused_once_the_new_one_is_seen(ha: HAClus
     stub.Apply(control_pb2.ApplyRequest(app=sleeper_app("seen", 2)), timeout=10)
     running = settled(ha, workload_ids(ha, "seen"), timeout=60)
     # These nodes were told to create by the new leader: they have seen its epoch.
+    assert_old_epoch_refused(ha, running, stub, old.epoch, new.epoch)
+
+
+def _call(fn: object) -> object:
+    try:
+        return fn()  # type: ignore[operator]
+    except grpc.RpcError as exc:
+        return exc
+
+
+def assert_old_epoch_refused(
+    ha: HACluster,
+    running: dict[str, list[str]],
+    stub: control_pb2_grpc.ControlServiceStub,
+    old_epoch: int,
+    new_epoch: int,
+) -> None:
+    """Every node that ran something for the new leader refuses a token of the old
+    epoch with PERMISSION_DENIED "stale epoch", and obeys the same token of the new."""
     told = {nodes[0] for nodes in running.values()}
     addresses = {n.name: n.address for n in stub.ListNodes(control_pb2.ListNodesRequest()).nodes}
     keys = TokenKeyStore.open(ha.root / "pki" / "token-keys")
@@ -148,15 +199,8 @@ def test_a_token_of_the_old_epoch_is_refused_once_the_new_one_is_seen(ha: HAClus
             return (("authorization", f"Bearer {minted}"),)
 
         with pytest.raises(grpc.RpcError) as refused:
-            node.GetNodeInfo(node_pb2.NodeInfoRequest(), metadata=token(old.epoch), timeout=10)
+            node.GetNodeInfo(node_pb2.NodeInfoRequest(), metadata=token(old_epoch), timeout=10)
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert refused.value.details() == "stale epoch"
         # The same token with the new epoch is obeyed: the epoch alone was refused.
-        node.GetNodeInfo(node_pb2.NodeInfoRequest(), metadata=token(new.epoch), timeout=10)
-
-
-def _call(fn: object) -> object:
-    try:
-        return fn()  # type: ignore[operator]
-    except grpc.RpcError as exc:
-        return exc
+        node.GetNodeInfo(node_pb2.NodeInfoRequest(), metadata=token(new_epoch), timeout=10)

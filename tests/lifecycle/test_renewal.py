@@ -160,6 +160,29 @@ def test_orchestrator_renews_its_own_certificate_while_serving(cluster: Cluster)
     assert load.calls > 20
 
 
+def test_the_orchestrators_previous_certificate_is_revoked_after_its_grace(
+    cluster: Cluster,
+) -> None:
+    lc = lifecycle_of(cluster)
+    old = lc.own.issued.serial
+    cluster.orch.run(lc.renew_self())
+    assert old not in lc.authority.revoked_serials()  # calls in flight may finish
+    cluster.orch.run(lc.step(now=time.time() + lc.settings.superseded_grace + 1))
+    assert old in lc.authority.revoked_serials()
+    assert lc.own.issued.serial not in lc.authority.revoked_serials()
+    # The orchestrator still commands its nodes, on channels of the new certificate.
+    from protos import node_pb2
+
+    node = cluster.orch.orch.state.node("node-1")
+    assert node is not None
+    info = cluster.orch.run(
+        cluster.orch.orch.reconciler.caller.call(
+            node.address, node.id, "node.info", node_pb2.NodeInfoRequest()
+        )
+    )
+    assert info.node_id == node.id  # type: ignore[attr-defined]
+
+
 def test_a_renewal_makes_the_previous_certificate_unusable_within_its_grace(
     cluster: Cluster,
 ) -> None:

@@ -5,10 +5,12 @@ namespace to connect the way its workload would."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
 from node.agent import JoinedNode
+from node.errors import NodeError
 from node.links._netns import Namespace
 from orchestrator.links import link_address
 from protos import control_pb2, topology_pb2
@@ -71,13 +73,15 @@ def start(c: Cluster, runtime: str = "process") -> None:
     )
 
 
-def instances(c: Cluster, service: str, app: str = "shop") -> dict[str, tuple[JoinedNode, str]]:
+def instances(
+    c: Cluster, service: str, app: str = "shop", tenant: str = "acme"
+) -> dict[str, tuple[JoinedNode, str]]:
     """Running instances of ``service``: container name -> (its node, its netns)."""
     out = {}
     for node in c.nodes.values():
         rt = node.agent.runtime
         for ct in rt.list():
-            if ct.state != "running" or f".{app}.{service}." not in ct.name:
+            if ct.state != "running" or not ct.name.startswith(f"{tenant}.{app}.{service}."):
                 continue
             net = rt.net_spec(ct.name)
             if net is not None:
@@ -125,3 +129,11 @@ def wait_tunnels(node: JoinedNode, count: int, timeout: float = 20.0) -> float:
     t0 = time.monotonic()
     wait_for(lambda: len(node.agent.links.inbound()) == count, timeout, f"{count} tunnels")
     return time.monotonic() - t0
+
+
+def stop_node(node: JoinedNode) -> None:
+    """Stop a node and remove its containers (the orchestrator may be removing some)."""
+    for ct in node.agent.runtime.list():
+        with contextlib.suppress(NodeError):
+            node.agent.runtime.remove(ct.name, force=True)
+    node.stop(0)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from node.runtime.base import ContainerSpec, LinkSpec, PortSpec
+from tests.control_api.conftest import orchestrator  # noqa: F401 - a fixture, used by name
 
 TENANT_APP = "acme/shop"
 
@@ -73,3 +74,11 @@ def fetch(host: str, port: int) -> tuple[str, ...]:
     crashes in the static build)."""
     request = "GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n"
     return ("sh", "-c", f"printf '{request}' | nc -w 3 {host} {port}")
+
+
+def answers_http(host: str, port: int, marker: bytes) -> bool:
+    """True once ``host:port`` answers with ``marker`` (refused or reset: not yet)."""
+    try:
+        return marker in http_get(host, port, timeout=2)
+    except OSError:
+        return False

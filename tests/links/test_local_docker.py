@@ -16,7 +16,7 @@ from node.links import LinkManager
 from node.runtime.base import LinkSpec
 from node.runtime.docker import DockerRuntime
 from orchestrator.links import link_address
-from tests.links.conftest import fetch, http_get, linking, serving, wait_for
+from tests.links.conftest import answers_http, fetch, http_get, linking, serving, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -30,7 +30,7 @@ def node(tmp_path: Path, docker_client: docker.DockerClient, busybox_image: str)
     links = LinkManager(
         rt,
         node_id=rt.node_id,
-        publish_host="127.0.0.41",
+        publish_host="127.0.0.141",
         audit=NodeAudit(tmp_path / "audit.jsonl"),
         revoked=frozenset,
         interval=0.1,
@@ -87,8 +87,8 @@ def test_published_port_reaches_the_instance(node: Any) -> None:
     rt, links, _ = node
     run(rt, serving("web-0", "web-answer", 8080, service="web", publish=18080))
     wait_for(lambda: len(links.listeners("web-0")) == 1, what="the published listener")
-    wait_for(lambda: b"web-answer" in http_get("127.0.0.41", 18080), what="an answer")
+    wait_for(lambda: answers_http("127.0.0.141", 18080, b"web-answer"), what="an answer")
     rt.stop("web-0", timeout=0)
     wait_for(lambda: not links.listeners("web-0"), what="the listener to close")
     with pytest.raises(OSError):
-        http_get("127.0.0.41", 18080, timeout=2)
+        http_get("127.0.0.141", 18080, timeout=2)

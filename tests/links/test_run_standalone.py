@@ -13,7 +13,7 @@ from orchestrator.topology import load_topology_file
 from tests.links.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.71"
+HOST = "127.0.0.171"
 
 
 def order(port: int = 18080) -> bytes:
@@ -21,7 +21,7 @@ def order(port: int = 18080) -> bytes:
 
     try:
         with socket.create_connection((HOST, port), timeout=5) as s:
-            s.sendall(b"GET /cgi-bin/order HTTP/1.0\r\nHost: shop\r\n\r\n")
+            s.sendall(b"GET / HTTP/1.0\r\nHost: shop\r\n\r\n")
             out = b""
             while chunk := s.recv(65536):
                 out += chunk

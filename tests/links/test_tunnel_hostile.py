@@ -19,7 +19,7 @@ from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint
 from protos import control_pb2, node_pb2, node_pb2_grpc
 from tests.control_api.conftest import start_orchestrator, stop_orchestrator
-from tests.links._cluster import answers, instances, node_of, shop
+from tests.links._cluster import answers, instances, node_of, shop, stop_node
 from tests.security.conftest import Cluster, join_node, wait_for
 
 Frame = node_pb2.TunnelFrame
@@ -63,9 +63,7 @@ def shop_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
     finally:
         for node in c.nodes.values():
-            for ct in node.agent.runtime.list():
-                node.agent.runtime.remove(ct.name, force=True)
-            node.stop(0)
+            stop_node(node)
         stop_orchestrator(c.orch)
 
 

@@ -251,3 +251,30 @@ def test_every_refusal_is_one_log_line_and_audited(process_node: Node) -> None:
         create(process_node, None)
     assert len(process_node.agent.audit.entries()) == before + 3
     assert process_node.agent.audit.verify() is None
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"network": "host"}, "network"),
+        ({"user": "0"}, "user"),
+        ({"user": "1000:0"}, "user"),
+        ({"cap_add": ["NET_ADMIN"]}, "cap_add[0]"),
+        ({"low_ports": True}, "low_ports"),
+    ],
+)
+def test_create_asking_more_than_the_nodes_policy_is_refused_whatever_the_token(
+    any_node: Node, change: dict[str, object], field: str
+) -> None:
+    # The node joined with no policy: nothing beyond the defaults. The token is a good
+    # one, minted by the orchestrator's key for exactly this spec.
+    request = web_spec()
+    for key, value in change.items():
+        if isinstance(value, list):
+            getattr(request, key).extend(value)
+        else:
+            setattr(request, key, value)
+    err = create(any_node, meta(any_node.create_token(request)), request=request)
+    assert err.code() == DENIED
+    assert (err.details() or "").startswith(f"{field}: ")
+    assert [c.name for c in any_node.agent.runtime.list()] == []  # nothing created

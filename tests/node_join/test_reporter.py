@@ -20,8 +20,9 @@ from cryptography.x509.oid import NameOID
 from node.agent import JoinedNode, run_joined_node
 from node.errors import RuntimeUnavailable
 from node.join import JoinOptions, join
-from node.reporter import Backoff, Reporter
-from node.runtime import _process_proc as proc
+from node.reconnect import Backoff
+from node.reporter import Reporter
+from node.runtime import proc
 from node.runtime.base import ContainerSpec, ContainerStats, ContainerStatus
 from node.runtime.process import ProcessRuntime
 from pki.tokenkeys import TokenKeyStore
@@ -521,3 +522,24 @@ def test_a_trust_update_not_signed_by_a_trusted_key_changes_nothing(
     # And the agent still obeys only the genuine keys.
     assert _node_info(node, pki, pki.keys) == (grpc.StatusCode.OK, "")
     assert _node_info(node, pki, impostor)[0] == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_an_older_trust_update_is_refused_after_a_restart_too(
+    node: JoinedNode, servers: GatewayServers, pki: Pki
+) -> None:
+    gw = servers.gateway
+    files = node.joined.files
+    older = signed(gateway_pb2.TrustUpdate(deny_list=b"# older\n"), pki.keys)
+    newer = signed(gateway_pb2.TrustUpdate(deny_list=b"# newer\n"), pki.keys)
+    gw.push(gateway_pb2.GatewayMessage(trust=newer))
+    wait_for(lambda: files.deny_list.read_bytes() == b"# newer\n", what="the newer update")
+    node.reporter.stop()
+    restarted = _reporter(node)  # a node restart: nothing of the old reporter in memory
+    restarted.start()
+    try:
+        wait_for(lambda: gw.live() is not None and restarted.streams >= 1, what="a new stream")
+        gw.push(gateway_pb2.GatewayMessage(trust=older))
+        wait_for(lambda: restarted.trust_refused == 1, what="the replay refused")
+        assert files.deny_list.read_bytes() == b"# newer\n"
+    finally:
+        restarted.stop()

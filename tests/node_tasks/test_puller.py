@@ -239,3 +239,22 @@ def test_assignments_from_an_older_epoch_are_refused(
     floor.observe(8)
     assert not puller.update(gateway_pb2.Assignments(assignments=[], epoch=7, revision=41))
     assert puller.update(gateway_pb2.Assignments(assignments=[assignment(0)], epoch=8, revision=2))
+
+
+def test_pull_assignment_mounting_another_tenants_volume_touches_nothing(
+    puller: Puller, runtime: ProcessRuntime, tmp_path: Path
+) -> None:
+    # Pull mode checks what push mode checks: a container mounts only volumes of its
+    # own tenant and application (regression: same-named apps shared volumes).
+    puller.update(
+        gateway_pb2.Assignments(
+            assignments=[assignment(0, volume="globex.shop.data"), assignment(1)], revision=1
+        )
+    )
+    done = puller.converge_once()
+    assert kinds(done) == [
+        ("Create", "default.shop.web.1.abc"),
+        ("Start", "default.shop.web.1.abc"),
+    ]
+    assert [c.name for c in runtime.list()] == ["default.shop.web.1.abc"]
+    assert not (tmp_path / "state" / "volumes" / "globex.shop.data").exists()

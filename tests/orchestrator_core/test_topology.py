@@ -48,7 +48,7 @@ def test_design_example_loads_exactly() -> None:
         ports=[pb.ServicePort(port=8080, protocol=pb.PROTOCOL_TCP, publish=18080)],
         links=["db"],
     )
-    assert web.command[:2] == ["sh", "-c"] and "httpd -f -p 8080" in web.command[2]
+    assert web.command[:2] == ["sh", "-c"] and "nc -ll -p 8080" in web.command[2]
     assert db == pb.Service(
         name="db",
         image="local/busybox:1",

@@ -286,3 +286,15 @@ def test_control_the_probe_does_read_the_key_without_the_sandbox(tmp_path: Path)
         for status in unisolated.list():
             unisolated.remove(status.name, force=True)
         unisolated.close()
+
+
+def test_seccomp_filter_refuses_new_namespaces(node: Node) -> None:
+    # A user namespace needs no privilege at all: only the seccomp profile stops it.
+    out = node.run("nester", """
+        grep '^Seccomp:' /proc/self/status
+        unshare -U true && echo MADE-USERNS
+        echo attempted
+    """)
+    assert "attempted" in out
+    assert "Seccomp:\t2" in out  # a filter is installed
+    assert "MADE-USERNS" not in out
