@@ -17,8 +17,9 @@ import grpc
 from node.config import NodeConfig
 from node.join import Joined, StateFiles, load_joined
 from node.puller import Puller
+from node.reconnect import Backoff
 from node.renewal import Renewer, credentials_for_token, gateway_channel, own_credentials, recover
-from node.reporter import Backoff, Reporter
+from node.reporter import Reporter
 from node.runtime.base import Runtime
 from node.server import NodeAgent, build_agent
 from node.tasks import TaskRunner

@@ -40,8 +40,8 @@ from node import pinned
 from node.authz import EpochFloor
 from node.converge import Action, Create, Desired, Nothing, Remove, Start, plan
 from node.errors import AlreadyExists, FailedPrecondition, NotFound
+from node.reconnect import Backoff, keep_open
 from node.renewal import gateway_channel, own_credentials
-from node.reporter import Backoff
 from node.runtime.base import Runtime
 from node.secretfiles import SecretFiles
 from node.service import spec_from_pb
@@ -201,31 +201,19 @@ class Puller:
         return own_credentials(self._cert, self._key, self._ca)
 
     def _watch(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                reason = self._watch_once()
-            except Exception as exc:  # a bug here must not end pulling for good
-                log.exception("watch stream failed unexpectedly")
-                reason = f"failed: {exc}"
-            if self._stop.is_set():
-                break
+        def ended(reason: str, failures: int) -> None:
             self.last_error = reason
-            if time.monotonic() - started >= self._healthy_after:
-                failures = 0
-                self._endpoints.settled()
-            if self._endpoints.take_move():
-                failures = 0  # another orchestrator (the leader, or the next one)
-            delay = self._backoff.delay(failures, self._rng)
-            failures += 1
-            log.warning(
-                "watch stream %s; reconnecting in %.1fs to %s",
-                reason,
-                delay,
-                self._endpoints.current(),
-            )
-            self._stop.wait(delay)
+
+        keep_open(
+            self._watch_once,
+            what="watch",
+            stop=self._stop,
+            endpoints=self._endpoints,
+            backoff=self._backoff,
+            rng=self._rng,
+            healthy_after=self._healthy_after,
+            ended=ended,
+        )
 
     def _watch_once(self) -> str:
         try:
