@@ -135,10 +135,12 @@ class Reconciler:
         self.delegator = delegator  # node-to-node fetches (push nodes)
         self.links = links  # the nodes' link plans
         self.secrets = secrets  # seals secrets for the node of each instance
-        # Node commands in flight at once. 64 was tried: on a saturated engine calls then
-        # outran their 10 s deadline and backed off, three times slower end to end
-        # (bench/bench_deploy.py, docs/performance.md); 16 keeps the engine busy.
-        self.concurrency = 16
+        # Node commands in flight: at most ``per_node`` on one node (64 at once on one
+        # saturated engine outran their 10 s deadline and backed off: deploys 3-4x
+        # slower, bench/bench_deploy.py) and ``concurrency`` in all (a large cluster
+        # converges as fast as its nodes answer, bench/bench_scale.py).
+        self.concurrency = 64
+        self.per_node = 6
         self.tasks = tasks
         self.images = Catalog(state.store)
         self.policies = Policies(state.store, clock=clock)  # pool policies, tenant quotas
@@ -202,9 +204,12 @@ class Reconciler:
             rest.append(w)
         await self._commit_placements(placed)
         limit = asyncio.Semaphore(self.concurrency)
+        per_node: dict[str, asyncio.Semaphore] = {}
 
         async def one(w: control_pb2.Workload) -> None:
-            async with limit:
+            # The node's own limit first: waiting for it holds no global slot.
+            node_limit = per_node.setdefault(w.node, asyncio.Semaphore(self.per_node))
+            async with node_limit, limit:
                 await self._guarded(self._step(w, in_flight), w)
 
         await asyncio.gather(*(one(w) for w in rest))
