@@ -27,6 +27,7 @@ Exit status 1 when a goal is missed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -218,6 +219,7 @@ def agent(args: argparse.Namespace) -> None:
         built.links.set_plan(plan)
         built.links.poke()
         print("planned", flush=True)
+    built.stop(0)  # stdin closed: the bench is done (unmounts what the agent mounted)
 
 
 # -- the bench ----------------------------------------------------------------------------
@@ -261,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
     from pki.tokens import mint
 
     procs: list[subprocess.Popen[str]] = []
+    agents: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory(prefix="capstan-bench-link-") as tmp:
         root = Path(tmp)
         authority = Authority.init(root / "pki", TD)
@@ -294,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
                 json.dumps({**common, "ip": TARGET_IP, "service": SERVICE, "ports": [ECHO, SINK]}),
             )
             procs.append(target)
+            agents.append(target)
             target_port = int(_line(target, "listening").split()[1])
             client_host = _spawn("--role", "idle", netns=True)  # holds the client namespace
             procs.append(client_host)
@@ -325,6 +329,7 @@ def run(args: argparse.Namespace) -> int:
                 ),
             )
             procs.append(source)
+            agents.append(source)
             _line(source, "listening")
             cnf = thumbprint(load_pem_chain((certs / "node-1.crt").read_bytes())[0])
             node1, node2 = f"spiffe://{TD}/node/node-1", f"spiffe://{TD}/node/node-2"
@@ -394,9 +399,22 @@ def run(args: argparse.Namespace) -> int:
                     results[name]["mbps"].append(out["mbps"])
         finally:
             for proc in procs:
+                if proc in agents and proc.stdin is not None:
+                    proc.stdin.close()  # the agent stops itself
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(15)
                 proc.kill()
                 proc.wait()
+            _unmount_under(root)
     return _report(results, args)
+
+
+def _unmount_under(root: Path) -> None:
+    """Whatever an agent killed mid-way left mounted in the bench's directory."""
+    with open("/proc/self/mounts") as fh:
+        points = [line.split()[1] for line in fh]
+    for point in sorted((p for p in points if p.startswith(str(root))), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
 
 
 def _sizes(args: argparse.Namespace) -> tuple[str, ...]:

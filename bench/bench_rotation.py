@@ -77,7 +77,7 @@ def main() -> None:
     orch = start_orchestrator(root / "orch")
     lc = orch.orch.lifecycle
     assert lc is not None
-    lc.settings.node_cert_ttl = orch.orch.gateway.node_cert_ttl = 3600.0
+    lc.settings.node_cert_ttl = 3600.0
     c = Cluster(orch, root)
     names = [f"node-{i}" for i in range(1, args.nodes + 1)]
     timings: list[tuple[str, float]] = []
@@ -148,7 +148,7 @@ def main() -> None:
         timings.append(("CA rotation: every node re-issued", time.monotonic() - start))
         refresh_admin(c)  # the operator re-issues their own certificate
         c.admin().ListNodes(control_pb2.ListNodesRequest())
-        lc._finish_at = 0.0
+        lc.ca_rotation.finish_now()
         wait(lambda: rotation_status(pki) is None, 30, "rotation finished")
         wait(
             lambda: all(

@@ -17,15 +17,16 @@ import grpc
 from node.config import NodeConfig
 from node.join import Joined, StateFiles, load_joined
 from node.puller import Puller
+from node.reconnect import Backoff
 from node.renewal import Renewer, credentials_for_token, gateway_channel, own_credentials, recover
-from node.reporter import Backoff, Reporter
+from node.reporter import Reporter
 from node.runtime.base import Runtime
 from node.server import NodeAgent, build_agent
 from node.tasks import TaskRunner
 from node.volumes import VolumeStore
-from pki._files import read_file
 from pki.certs import load_pem_chain
 from pki.errors import CertificateError, ConfigError
+from pki.files import read_file
 from protos import gateway_pb2
 from protos.wire.leader import Endpoints
 

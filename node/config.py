@@ -31,7 +31,7 @@ class NodeConfig:
     def load(cls, path: Path | None, **overrides: Any) -> NodeConfig:
         values: dict[str, Any] = {}
         if path is not None:
-            from pki._files import read_file
+            from pki.files import read_file
 
             try:
                 data = yaml.safe_load(read_file(path, "node config"))

@@ -42,12 +42,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from node.config import RUNTIMES
 from node.policy import POLICY_FILE, policy_from_pb
+from node.runtime import resolve_runtime
 from node.secretfiles import SEAL_KEY_FILE, seal_key_for_join, write_seal_key
-from pki._files import atomic_write, read_file, write_private_key
 from pki.certs import ChainVerifier, identity_of, load_pem_chain, trust_domain_of_root
 from pki.errors import CapstanError, CertificateError, ConfigError
+from pki.files import atomic_write, read_file, write_private_key
 from pki.identity import Identity, Kind, parse_ip, validate_dns_name, validate_name
 from pki.jointoken import ca_pin, parse_join_token
 from pki.tokenkeys import KeySet
@@ -200,7 +200,7 @@ def _free_port(host: str) -> int:
 
 
 def _host_capacity() -> tuple[float, int]:
-    from node.runtime._process_proc import meminfo_total
+    from node.runtime.proc import meminfo_total
 
     try:
         cpus = float(len(os.sched_getaffinity(0)))
@@ -220,16 +220,6 @@ def _isolation(runtime: str) -> str:
     from node.runtime._sandbox import unavailable
 
     return "sandbox" if unavailable() is None else "none"
-
-
-def _resolve_runtime(kind: str) -> str:
-    if kind not in RUNTIMES:
-        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {kind!r}")
-    if kind != "auto":
-        return kind
-    from node.runtime import docker_available
-
-    return "docker" if docker_available() else "process"
 
 
 @dataclass(frozen=True)
@@ -295,7 +285,7 @@ def _plan(options: JoinOptions) -> _Plan:
         dns=dns,
         ips=ips,
         labels=dict(options.labels),
-        runtime=_resolve_runtime(options.runtime),
+        runtime=resolve_runtime(options.runtime),
         mode=options.mode,
         cpus=cpus,
         memory=memory,

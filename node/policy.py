@@ -41,6 +41,12 @@ class NodePolicy:
                 raise PolicyDenied(f"cap_add[{i}]", f"{cap} is not permitted on this node")
         if spec.low_ports and not self.low_ports:
             raise PolicyDenied("low_ports", "ports below 1024 are not permitted on this node")
+        for i, port in enumerate(spec.ports):
+            # The agent would listen on the node's own low port (node/links).
+            if 0 < port.publish < rules.LOW_PORT and not self.low_ports:
+                raise PolicyDenied(
+                    f"ports[{i}].publish", "publishing below 1024 is not permitted on this node"
+                )
 
     def to_json(self) -> bytes:
         doc = {"host_network": self.host_network, "root": self.root,

@@ -40,8 +40,8 @@ from node import pinned
 from node.authz import EpochFloor
 from node.converge import Action, Create, Desired, Nothing, Remove, Start, plan
 from node.errors import AlreadyExists, FailedPrecondition, NotFound
+from node.reconnect import Backoff, keep_open
 from node.renewal import gateway_channel, own_credentials
-from node.reporter import Backoff
 from node.runtime.base import Runtime
 from node.secretfiles import SecretFiles
 from node.service import spec_from_pb
@@ -107,6 +107,8 @@ class Puller:
         # Sealed secrets of each desired instance, by container name (never opened
         # until the instance is created here).
         self._sealed: dict[str, list[node_pb2.SealedSecret]] = {}
+        # The secret versions each instance's files hold (set at create and update).
+        self._versions: dict[str, tuple[int, ...]] = {}
         if interval <= 0:
             raise ValueError("converge interval must be positive")
         self._runtime = runtime
@@ -201,31 +203,19 @@ class Puller:
         return own_credentials(self._cert, self._key, self._ca)
 
     def _watch(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                reason = self._watch_once()
-            except Exception as exc:  # a bug here must not end pulling for good
-                log.exception("watch stream failed unexpectedly")
-                reason = f"failed: {exc}"
-            if self._stop.is_set():
-                break
+        def ended(reason: str, failures: int) -> None:
             self.last_error = reason
-            if time.monotonic() - started >= self._healthy_after:
-                failures = 0
-                self._endpoints.settled()
-            if self._endpoints.take_move():
-                failures = 0  # another orchestrator (the leader, or the next one)
-            delay = self._backoff.delay(failures, self._rng)
-            failures += 1
-            log.warning(
-                "watch stream %s; reconnecting in %.1fs to %s",
-                reason,
-                delay,
-                self._endpoints.current(),
-            )
-            self._stop.wait(delay)
+
+        keep_open(
+            self._watch_once,
+            what="watch",
+            stop=self._stop,
+            endpoints=self._endpoints,
+            backoff=self._backoff,
+            rng=self._rng,
+            healthy_after=self._healthy_after,
+            ended=ended,
+        )
 
     def _watch_once(self) -> str:
         try:
@@ -283,6 +273,7 @@ class Puller:
         except CapstanError as exc:
             log.error("cannot list containers to converge: %s", exc)
             return []
+        self._rotate_secrets({c.name for c in actual})
         done: list[Action] = []
         failed: set[str] = set()
         for action in plan(desired, actual):
@@ -305,6 +296,23 @@ class Puller:
             except Exception as exc:
                 log.warning("after converging: %s", exc)
         return done
+
+    def _rotate_secrets(self, present: set[str]) -> None:
+        """Instances that run here and whose assignment carries newer secret versions
+        get their files replaced in place (``capstan secret rotate``), no restart."""
+        if self._secrets is None:
+            return
+        for name, sealed in self._sealed.items():
+            versions = tuple(s.version for s in sealed)
+            if name not in present or self._versions.get(name, versions) == versions:
+                continue
+            try:
+                self._secrets.update(name, sealed)
+            except CapstanError as exc:
+                log.error("secrets of %s not updated: %s", name, exc)
+                continue
+            self._versions[name] = versions
+            log.info("updated the secrets of %s to versions %s", name, versions)
 
     def _desired(self, assignments: gateway_pb2.Assignments) -> tuple[list[Desired], set[str]]:
         """The usable assignments, and the workload ids and names of the unusable ones."""
@@ -346,6 +354,7 @@ class Puller:
                         raise FailedPrecondition("this node holds no seal key")
                     uid, gid = self._runtime.secret_owner(spec)
                     mounts, env = self._secrets.open(action.name, sealed, uid, gid)
+                    self._versions[action.name] = tuple(s.version for s in sealed)
                     spec = dataclasses.replace(spec, secrets=mounts, env=(*spec.env, *env))
                 # AlreadyExists: a create of an earlier pass that the listing missed.
                 try:
@@ -368,6 +377,7 @@ class Puller:
             elif isinstance(action, Remove):
                 self._remove(action.name)
                 self._sealed.pop(action.name, None)
+                self._versions.pop(action.name, None)
                 if self._secrets is not None:
                     self._secrets.remove(action.name)
                 self._restarts.pop(action.name, None)

@@ -47,10 +47,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pki._build import CLOCK_SKEW
-from pki._files import atomic_write, read_file, write_private_key
+from pki import lifetime
 from pki.certs import identity_of, load_pem_chain, thumbprint
 from pki.errors import CapstanError, CertificateError, ConfigError
+from pki.files import atomic_write, read_file, write_private_key
 from pki.tokens import CNF_MEMBER, decode_unverified
 from protos import gateway_pb2, gateway_pb2_grpc
 from protos.wire.channel import any_orchestrator, expecting
@@ -70,8 +70,6 @@ __all__ = [
     "trust_digest_of_files",
 ]
 
-FRACTION = 2.0 / 3.0
-JITTER = 0.05  # of the life, either side of FRACTION
 NEW_SUFFIX = ".new"
 PREV_SUFFIX = ".prev"
 KEEP_PREVIOUS = 300.0  # seconds the replaced pair stays for tokens minted before a renewal
@@ -259,11 +257,9 @@ def trust_digest_of_files(jwks: Path, bundle: Path) -> str:
 
 def renewal_point(leaf: x509.Certificate, rng: random.Random) -> float:
     """Unix time at which to renew ``leaf``: a jittered point around 2/3 of its life."""
-    not_before = leaf.not_valid_before_utc.timestamp()
-    not_after = leaf.not_valid_after_utc.timestamp()
-    issued = not_before + CLOCK_SKEW if not_after - not_before > CLOCK_SKEW else not_before
-    life = not_after - issued
-    return issued + life * rng.uniform(FRACTION - JITTER, FRACTION + JITTER)
+    return lifetime.renewal_point(
+        leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp(), rng
+    )
 
 
 @dataclass(frozen=True)

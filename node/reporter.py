@@ -22,19 +22,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from node import metrics
 from node.errors import NotFound
+from node.reconnect import Backoff, keep_open
 from node.renewal import gateway_channel, own_credentials, trust_digest_of_files
 from node.runtime.base import ContainerState, ContainerStatus, Runtime
 from node.service import status_to_pb
-from pki._files import atomic_write
 from pki.certs import load_pem_chain
 from pki.errors import CapstanError
+from pki.files import atomic_write
 from pki.tokenkeys import KeySet
 from protos import gateway_pb2, gateway_pb2_grpc
 from protos.wire.errors import status_of
@@ -43,24 +43,9 @@ from protos.wire.trust import check_trust_update, parse_deny_list
 
 log = logging.getLogger("capstan.node.reporter")
 
-__all__ = ["Backoff", "Reporter"]
+__all__ = ["Reporter"]
 
 JITTER = 0.1  # heartbeats are spread by +-10% so a restarted cluster does not beat in step
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Delay before reconnect attempt ``n`` (0-based): ``initial * factor**n`` capped at
-    ``maximum``, then scaled by a random factor in [0.5, 1] so nodes cut off together do
-    not come back together."""
-
-    initial: float = 0.5
-    maximum: float = 30.0
-    factor: float = 2.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
-        return base * rng.uniform(0.5, 1.0)
 
 
 class Reporter:
@@ -78,7 +63,7 @@ class Reporter:
         deny_list: Path,
         interval: float,
         usage_interval: float | None = None,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff | None = None,
         healthy_after: float | None = None,
         fence_timeout: float = 10.0,
         on_tasks: Callable[[list[gateway_pb2.Task]], None] | None = None,
@@ -95,7 +80,7 @@ class Reporter:
         self._jwks, self._deny = Path(jwks), Path(deny_list)
         self._interval = interval
         self._usage_interval = usage_interval if usage_interval is not None else interval
-        self._backoff = backoff
+        self._backoff = backoff or Backoff()
         # A stream that stayed up this long counts as a success: the next failure starts
         # the backoff over. (A stream refused at once must not reconnect in a hot loop.)
         self._healthy_after = healthy_after if healthy_after is not None else 3 * interval
@@ -185,38 +170,20 @@ class Reporter:
         return own_credentials(self._cert, self._key, self._ca)
 
     def _run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                reason = self._stream_once()
-            except Exception as exc:  # a bug here must not end reporting for good
-                log.exception("report stream failed unexpectedly")
-                reason = f"failed: {exc}"
-            if self._stop.is_set():
-                break
-            if self._reconnect.is_set():  # a renewed certificate: reconnect at once
-                self._reconnect.clear()
-                failures = 0
-                continue
-            # Only a stream that lasted counts as a success: the orchestrator answers a
-            # refused stream with a message or two before closing it, and that must not
-            # turn into a reconnect loop at the initial delay.
-            if time.monotonic() - started >= self._healthy_after:
-                failures = 0
-                self._endpoints.settled()
-            if self._endpoints.take_move():
-                failures = 0  # another orchestrator (the leader, or the next one)
-            delay = self._backoff.delay(failures, self._rng)
-            failures += 1
+        def ended(reason: str, failures: int) -> None:
             self.failures = failures
-            log.warning(
-                "report stream %s; reconnecting in %.1fs to %s",
-                reason,
-                delay,
-                self._endpoints.current(),
-            )
-            self._stop.wait(delay)
+
+        keep_open(
+            self._stream_once,
+            what="report",
+            stop=self._stop,
+            endpoints=self._endpoints,
+            backoff=self._backoff,
+            rng=self._rng,
+            healthy_after=self._healthy_after,
+            now_again=self._reconnect,  # a renewed certificate: reconnect at once
+            ended=ended,
+        )
 
     def _stream_once(self) -> str:
         """One Report stream, until it ends. Returns why it ended."""

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from node._reload import ReloadingFile
 from node.audit import NodeAudit
 from node.authz import AuthorizationInterceptor, Authorizer, PeerLimits
 from node.config import NodeConfig
@@ -30,14 +28,16 @@ from node.runtime.base import Runtime
 from node.secretfiles import SecretFiles
 from node.service import NodeServicer
 from node.volumes import VolumeStore
-from pki._files import read_file
 from pki.certs import identity_of, load_pem_chain
 from pki.errors import ConfigError
+from pki.files import read_file
+from pki.reloading import ReloadingFile
 from pki.tokenkeys import KeySet
 from pki.tokens import ReplayCache, TokenVerifier
 from protos import node_pb2, node_pb2_grpc
 from protos.wire.channel import NODE_SERVER_OPTIONS
 from protos.wire.grants import Reaper
+from protos.wire.reflection import enable_reflection
 from protos.wire.trust import parse_deny_list
 
 log = logging.getLogger("capstan.node")
@@ -207,9 +207,8 @@ def build_agent(
     services = (
         node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
     )
-    reflection.enable_server_reflection(services, server)
+    enable_reflection(services, server)
 
     tls = TlsFiles(config.cert, config.key, config.ca)
     creds = grpc.dynamic_ssl_server_credentials(

@@ -127,9 +127,7 @@ class Autoscaler:
         """How many of ``extra`` new instances the scheduler could place now."""
         try:
             return len(
-                scheduler.place_many(
-                    scheduler.request_for(app, s), self._reconciler._views(), extra
-                )
+                scheduler.place_many(scheduler.request_for(app, s), self._reconciler.views(), extra)
             )
         except scheduler.Unschedulable as exc:
             return len(exc.placed)

@@ -59,3 +59,20 @@ class OrchestratorConfig:
             except ValueError:
                 dns.append(addr)
         return dns, ips
+
+
+@dataclass
+class LifecycleSettings:
+    """Certificate and key lifecycle on a running orchestrator; read at each use, so a
+    change applies from the next check."""
+
+    node_cert_ttl: float | None = None  # None: the PKI's default for nodes (24 h)
+    period: float = 0.5  # seconds between checks
+    ack_timeout: float = 10.0  # how long a trust push waits for every connected node
+    batch: int = 3  # nodes re-issued at a time during a CA rotation
+    batch_timeout: float = 30.0
+    token_lifetime: float = 60.0  # longest lifetime of a token this orchestrator mints
+    # After a node renews, its previous certificate stays usable this long (calls in
+    # flight, tokens bound to it: at most token_lifetime), then it is revoked.
+    superseded_grace: float = 90.0
+    retire_margin: float = 30.0  # clock skew allowance before an old token key is retired

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from pki._files import atomic_write
 from pki.errors import ConfigError
+from pki.files import atomic_write
 
 __all__ = [
     "CONFIG_FILE",

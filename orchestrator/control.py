@@ -23,10 +23,13 @@ from orchestrator._events import event_line, of_app
 from orchestrator.audit import AuditLog
 from orchestrator.authz import Access, Caller, UserCall, may
 from orchestrator.autoscale import keep_autoscaled
-from orchestrator.errors import Conflict, NotLeader, OrchestratorError, StoreUnavailable
+from orchestrator.ca import CurrentAuthority
+from orchestrator.errors import Conflict, NotFound, NotLeader, OrchestratorError, StoreUnavailable
 from orchestrator.minter import Minter
+from orchestrator.pkistatus import PkiStatus
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
+from orchestrator.revocations import Revoker
 from orchestrator.secrets import SecretService
 from orchestrator.state import ClusterState
 from pki.errors import CapstanError
@@ -41,10 +44,6 @@ EXEC_DEFAULT_TTL = 300.0
 EXEC_MAX_TTL = 300.0
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-class NotFound(OrchestratorError):
-    """No such application, workload or node (NOT_FOUND)."""
 
 
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -77,11 +76,6 @@ def _errors(fn: F) -> F:
 
 
 class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[misc]
-    # The control plane's members, leader and etcd health (set by the server).
-    orchestrators: Callable[[], Awaitable[control_pb2.OrchestratorsInfo]] | None = None
-    rebalancer: Rebalancer | None = None  # set by the server once built
-    lifecycle: Any = None  # orchestrator.lifecycle.Lifecycle, set by the server once built
-
     def __init__(
         self,
         *,
@@ -89,17 +83,26 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         reconciler: Reconciler,
         audit: AuditLog,
         minter: Minter,
-        ca_pin: str,
+        ca: CurrentAuthority,
+        rebalancer: Rebalancer,
+        revoker: Revoker,
+        pki_status: PkiStatus,
         delegation_ttl: float,
         clock: Callable[[], float],
         secrets: SecretService,
+        orchestrators: Callable[[], Awaitable[control_pb2.OrchestratorsInfo]] | None = None,
     ) -> None:
         self._secrets = secrets
+        # The control plane's members, leader and etcd health.
+        self._orchestrators = orchestrators
         self._state = state
         self._reconciler = reconciler
         self._audit = audit
         self._minter = minter
-        self._ca_pin = ca_pin
+        self._ca = ca
+        self._rebalancer = rebalancer
+        self._revoker = revoker
+        self._pki_status = pki_status
         self._ttl = delegation_ttl
         self._clock = clock
 
@@ -125,7 +128,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         # what runs is named by content from here on, whatever a node says later.
         for s in app.services:
             s.image = await self._reconciler.images.resolve(s.image)
-        nodes = self._reconciler._views()
+        nodes = self._reconciler.views()
         if nodes:
             for s in app.services:
                 try:
@@ -541,7 +544,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             problem = rules.check_capability(cap)
             if problem:
                 raise policy.PolicyRefused(f"policy.cap_add[{i}]: {problem}")
-        token = await jointokens.create(self._state.store, grant, ca_pin=self._ca_pin)
+        token = await jointokens.create(self._state.store, grant, ca_pin=self._ca.ca_pin)
         await self._audit.record(
             "join_token.created",
             by=call.caller.uri,
@@ -570,19 +573,13 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         self._reconciler.wake()
         return control_pb2.SeedImageResponse(node=node.name, image=canonical)
 
-    def set_ca_pin(self, pin: str) -> None:
-        """Join tokens pin this root from now on (after a CA rotation)."""
-        self._ca_pin = pin
-
     # -- certificate lifecycle ------------------------------------------------------------
 
     @_errors
     async def RevokeNode(
         self, request: control_pb2.RevokeNodeRequest, context: Any, call: UserCall
     ) -> Any:
-        if self.lifecycle is None:
-            raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
-        record = await self.lifecycle.revoke_node(
+        record = await self._revoker.revoke_node(
             request.name, by=call.caller.uri, reason=request.reason or "key-compromise"
         )
         # A revoked node is fetched from no more, whatever it held.
@@ -593,17 +590,15 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     async def PkiStatus(
         self, request: control_pb2.PkiStatusRequest, context: Any, call: UserCall
     ) -> Any:
-        if self.lifecycle is None:
-            raise OrchestratorError("certificate lifecycle is not enabled on this orchestrator")
-        return self.lifecycle.status()
+        return self._pki_status()
 
     @_errors
     async def ListOrchestrators(
         self, request: control_pb2.OrchestratorsRequest, context: Any, call: UserCall
     ) -> Any:
-        if self.orchestrators is None:
+        if self._orchestrators is None:
             raise OrchestratorError("this orchestrator does not describe its control plane")
-        return await self.orchestrators()
+        return await self._orchestrators()
 
     @_errors
     async def Version(
@@ -656,9 +651,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     async def Rebalance(
         self, request: control_pb2.RebalanceRequest, context: Any, call: UserCall
     ) -> Any:
-        if self.rebalancer is None:
-            raise OrchestratorError("rebalancing is not enabled on this orchestrator")
-        moves, summary = await self.rebalancer.rebalance(
+        moves, summary = await self._rebalancer.rebalance(
             dry_run=request.dry_run, by=call.caller.uri
         )
         if not request.dry_run:

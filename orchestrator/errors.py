@@ -107,3 +107,7 @@ class Unschedulable(OrchestratorError):
             summary = f"{total} node{'s' if total != 1 else ''}: {detail}"
         super().__init__(f"{service}: unschedulable ({summary})")
         self.summary = summary
+
+
+class NotFound(OrchestratorError):
+    """No such application, workload or node (NOT_FOUND)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,18 +22,18 @@ import grpc
 from orchestrator import jointokens, metrics
 from orchestrator.audit import AuditLog
 from orchestrator.authz import NodeCall
+from orchestrator.ca import CurrentAuthority
 from orchestrator.errors import NotLeader
 from orchestrator.liveness import Tracker
+from orchestrator.nodecerts import NodeCertificates
 from orchestrator.refusals import RefusalTally, source_host
 from orchestrator.state import ClusterState
+from orchestrator.streams import NodeStreams
 from orchestrator.tasks import Completion, TaskBook, TaskRefused
-from pki.authority import Authority
-from pki.certs import thumbprint
+from orchestrator.trustpush import TrustPush
 from pki.errors import CapstanError
-from pki.identity import Kind, canonical_host, validate_name
-from pki.tokenkeys import TokenKeyStore
+from pki.identity import canonical_host, validate_name
 from protos import control_pb2, gateway_pb2, gateway_pb2_grpc, node_pb2
-from protos.wire.trust import format_deny_list, sign_trust_update
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -48,19 +47,21 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         state: ClusterState,
         tracker: Tracker,
         audit: AuditLog,
-        authority: Authority,
-        token_keys: Callable[[], TokenKeyStore],
+        ca: CurrentAuthority,
+        certs: NodeCertificates,
+        streams: NodeStreams,
+        trust: TrustPush,
         issuer: str,
-        ca_pin: str,
         gateway_address: str,
         heartbeat: float,
-        revoked: Callable[[], frozenset[int]],
         clock: Callable[[], float],
         tasks: TaskBook,
         on_completion: Callable[[Completion], Awaitable[None]],
         assignments: Callable[[str], gateway_pb2.Assignments],
         on_report: Callable[[], None] = lambda: None,
         reserved_sans: tuple[str, ...] = (),
+        epoch: Callable[[], int] = lambda: 0,
+        peer_addresses: Callable[[], list[str]] = lambda: [],
         pool_policy: Callable[[str], node_pb2.SandboxPolicy] = lambda _: node_pb2.SandboxPolicy(),
     ) -> None:
         self._pool_policy = pool_policy
@@ -74,31 +75,20 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         self._state = state
         self._tracker = tracker
         self._audit = audit
-        self._authority = authority
-        self._token_keys = token_keys
+        self._ca = ca
+        self._certs = certs
+        self._streams = streams
+        self._trust = trust
         self._issuer = issuer
-        self._ca_pin = ca_pin
         self.gateway_address = gateway_address
         self._heartbeat = heartbeat
-        self._revoked = revoked
         self._clock = clock
         self._on_report = on_report
-        self.outboxes: dict[str, asyncio.Queue[gateway_pb2.GatewayMessage]] = {}
-        # Certificate lifecycle (orchestrator/lifecycle.py): what each node last said it
-        # trusts, the renewal service, the lifetime of node certificates.
-        self.trust_digests: dict[str, str] = {}
-        self.renewals: Any = None
         # The leadership epoch to stamp on pull-mode assignments; raises NotLeader
-        # once this orchestrator no longer leads (set by the server).
-        self.epoch: Callable[[], int] = lambda: 0
+        # once this orchestrator no longer leads.
+        self.epoch = epoch
         # Every orchestrator's NodeGateway address (HA), told to joining nodes.
-        self.peer_addresses: Callable[[], list[str]] = lambda: []
-        self.node_cert_ttl: float | None = None
-
-    def set_authority(self, authority: Authority) -> None:
-        """Sign with a re-opened authority (after a CA rotation); tokens pin its newest root."""
-        self._authority = authority
-        self._ca_pin = thumbprint(authority.trust_roots()[-1])
+        self.peer_addresses = peer_addresses
 
     # -- join ---------------------------------------------------------------------
 
@@ -145,7 +135,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             grant = await jointokens.consume(
-                self._state.store, request.join_token, ca_pin=self._ca_pin, now=self._clock()
+                self._state.store, request.join_token, ca_pin=self._ca.ca_pin, now=self._clock()
             )
         except jointokens.JoinRefused as exc:
             # Audited in aggregate per source and window, never one entry per attempt.
@@ -165,15 +155,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 )
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "join refused")
             try:
-                issued = await asyncio.to_thread(
-                    self._authority.sign_csr,
-                    request.csr_pem,
-                    Kind.NODE,
-                    name,
-                    dns=dns,
-                    ips=ips,
-                    ttl=self.node_cert_ttl,
-                )
+                issued = await self._certs.sign(request.csr_pem, name, dns=dns, ips=ips)
             except CapstanError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem: {exc}")
             previous = existing.cert_serial if existing is not None else ""
@@ -202,15 +184,15 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             record.joined_at = self._clock()
             record.cert_expiry = issued.not_after
             record.cert_serial = f"{issued.serial:X}"
-            record.issuer_ca = thumbprint(self._authority.intermediate)
+            record.issuer_ca = self._certs.issuer()
             del record.dns[:]
             record.dns.extend(dns)
             del record.ips[:]
             record.ips.extend(ips)
             await self._state.save_node(record)
-        if previous and self.renewals is not None:
+        if previous:
             # A rejoin replaces the certificate: the old one goes after the grace.
-            self.renewals.supersede(int(previous, 16))
+            self._certs.supersede(int(previous, 16))
         await self._audit.record(
             "node.joined",
             node=name,
@@ -224,10 +206,10 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             node_id=record.id,
             name=name,
             certificate_chain=issued.chain_pem,
-            trust_bundle=self._authority.trust_bundle(),
-            jwks=json.dumps(self._token_keys().jwks()).encode(),
+            trust_bundle=self._ca.authority.trust_bundle(),
+            jwks=self._trust.jwks(),
             issuers=[self._issuer],
-            deny_list=format_deny_list(self._revoked()),
+            deny_list=self._trust.deny_list(),
             heartbeat_interval=self._heartbeat,
             gateway_address=self.gateway_address,
             gateway_addresses=self.peer_addresses(),
@@ -235,36 +217,6 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         )
 
     # -- report ---------------------------------------------------------------------
-
-    def trust_update(self) -> gateway_pb2.GatewayMessage:
-        """The current JWKS, deny list and bundle, signed by every token key held (a
-        node applies it only when signed by a key it already trusts)."""
-        keys = self._token_keys()
-        try:
-            epoch = self.epoch()
-        except NotLeader:
-            epoch = 0  # a deposed leader's update sorts before the new leader's
-        now = self._clock()
-        update = gateway_pb2.TrustUpdate(
-            jwks=json.dumps(keys.jwks()).encode(),
-            deny_list=format_deny_list(self._revoked()),
-            trust_bundle=self._authority.trust_bundle(),
-            epoch=epoch,
-            issued_at_ms=int(now * 1000),
-        )
-        sign_trust_update(update, keys.signers())
-        return gateway_pb2.GatewayMessage(sent_at=now, trust=update)
-
-    def broadcast(self, message: gateway_pb2.GatewayMessage) -> None:
-        for box in self.outboxes.values():
-            box.put_nowait(message)
-
-    def send(self, name: str, message: gateway_pb2.GatewayMessage) -> bool:
-        box = self.outboxes.get(name)
-        if box is None:
-            return False
-        box.put_nowait(message)
-        return True
 
     async def Report(
         self,
@@ -274,14 +226,13 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
     ) -> AsyncIterator[gateway_pb2.GatewayMessage]:
         name = call.node.name
         self._tracker.identify(name, call.caller.thumbprint)
-        outbox: asyncio.Queue[gateway_pb2.GatewayMessage | BaseException | None] = asyncio.Queue()
-        self.outboxes[name] = outbox  # type: ignore[assignment]
-        outbox.put_nowait(self.trust_update())
+        outbox = self._streams.open(name)
+        outbox.put_nowait(self._trust.update())
 
         async def read() -> None:
             try:
                 async for status in request_iterator:
-                    self.trust_digests[name] = status.trust_digest
+                    self._streams.acknowledge(name, status.trust_digest)
                     fence, refused, changed = self._attribute(name, status)
                     if refused:
                         await self._audit.record(
@@ -325,8 +276,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 yield item
         finally:
             reader.cancel()
-            if self.outboxes.get(name) is outbox:
-                del self.outboxes[name]
+            self._streams.close(name, outbox)
 
     def _attribute(
         self, name: str, status: gateway_pb2.NodeStatus
@@ -360,9 +310,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
     async def Renew(
         self, request: gateway_pb2.RenewRequest, context: grpc.aio.ServicerContext, call: NodeCall
     ) -> Any:
-        if self.renewals is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "renewal is not enabled")
-        return await self.renewals.renew_node(call.node, call.caller, request, context)
+        return await self._certs.renew(call.node, call.caller, request, context)
 
     # -- tasks and pull mode ------------------------------------------------------------
 
@@ -415,11 +363,6 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 last = data
                 yield current
             await asyncio.sleep(self._heartbeat / 2)
-
-    def close_streams(self) -> None:
-        """End every node's Report stream (leadership lost: they reconnect elsewhere)."""
-        for box in list(self.outboxes.values()):
-            box.put_nowait(ConnectionAbortedError("leadership ended"))  # type: ignore[arg-type]
 
 
 def capped_capacity(

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from node.runtime import _process_proc as proc
+from node.runtime import proc, resolve_runtime
 from orchestrator.client import ControlClient, ControlError
 from orchestrator.context import Context, ContextConfig, capstan_home
 from pki.authority import Authority
@@ -277,7 +277,7 @@ class LocalCluster:
                     self.resumed = self._resume(existing)
                     return existing, True
                 self._teardown(existing)  # a stale record: containers may still be there
-            kind = _resolve_runtime(runtime)
+            kind = resolve_runtime(runtime)
             record = ClusterRecord(
                 directory=str(self.directory),
                 trust_domain="",
@@ -334,7 +334,7 @@ class LocalCluster:
                 pass  # unreadable: issue a new one below
         issued = authority.issue(Kind.USER, "admin", role="admin", ttl=ADMIN_TTL)
         assert issued.key_pem is not None  # noqa: S101 - issue() always returns the key
-        from pki._files import atomic_write, write_private_key
+        from pki.files import atomic_write, write_private_key
 
         self.admin_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private_key(self.admin_dir / "admin.key", issued.key_pem, overwrite=True)
@@ -798,16 +798,6 @@ def _ha_etcd(base_port: int) -> list[tuple[int, int]]:
 
 def _node_id(record: ClusterRecord, name: str) -> str:
     return Identity(record.trust_domain, Kind.NODE, name).uri
-
-
-def _resolve_runtime(kind: str) -> str:
-    if kind == "auto":
-        from node.runtime import docker_available
-
-        return "docker" if docker_available() else "process"
-    if kind not in ("docker", "process"):
-        raise ConfigError(f"runtime must be auto, docker or process, got {kind!r}")
-    return kind
 
 
 def _check_free(addresses: Sequence[str]) -> None:

@@ -66,8 +66,8 @@ def needs(service: topology_pb2.Service) -> frozenset[str]:
     if ids is not None and 0 in ids:
         out.add(ROOT)
     out.update(_CAP + c for c in service.cap_add)
-    if any(0 < p.port < rules.LOW_PORT for p in service.ports):
-        out.add(LOW_PORTS)
+    if any(0 < p.port < rules.LOW_PORT or 0 < p.publish < rules.LOW_PORT for p in service.ports):
+        out.add(LOW_PORTS)  # binding one in its own namespace, or publishing one on the node
     return frozenset(out)
 
 
@@ -115,7 +115,8 @@ def node_spec_fields(service: topology_pb2.Service) -> dict[str, object]:
         "user": service.user,
         "seccomp": service.seccomp,
         "cap_add": list(service.cap_add),
-        "low_ports": LOW_PORTS in needs(service),
+        # Only its own declared ports: a low *published* port is the agent's to bind.
+        "low_ports": any(0 < p.port < rules.LOW_PORT for p in service.ports),
     }
 
 

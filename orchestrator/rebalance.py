@@ -203,7 +203,7 @@ class Rebalancer:
         return plan_moves(
             state.all_apps(),
             state.all_workloads(),
-            self._reconciler._views(),
+            self._reconciler.views(),
             threshold=self.settings.threshold,
             limit=self.settings.per_round if limit is None else limit,
         )

@@ -120,6 +120,10 @@ class Reconciler:
         *,
         clock: Callable[[], float] = time.time,
         interval: float = 0.5,
+        tasks: TaskBook | None = None,
+        delegator: Delegator | None = None,
+        links: links.LinkPlanner | None = None,
+        secrets: SecretService | None = None,
     ) -> None:
         self.state = state
         self.tracker = tracker
@@ -128,13 +132,14 @@ class Reconciler:
         self._clock = clock
         self.interval = interval
         self._wake = asyncio.Event()
-        self.delegator: Delegator | None = None
-        self.links: links.LinkPlanner | None = None  # the nodes' link plans
-        self.secrets: SecretService | None = None  # seals secrets for the node of each instance
-        # Node commands in flight at once: a node call mostly waits on its runtime, and
-        # an engine creates many containers at once (bench/bench_deploy.py).
-        self.concurrency = 64
-        self.tasks: TaskBook | None = None
+        self.delegator = delegator  # node-to-node fetches (push nodes)
+        self.links = links  # the nodes' link plans
+        self.secrets = secrets  # seals secrets for the node of each instance
+        # Node commands in flight at once. 64 was tried: on a saturated engine calls then
+        # outran their 10 s deadline and backed off, three times slower end to end
+        # (bench/bench_deploy.py, docs/performance.md); 16 keeps the engine busy.
+        self.concurrency = 16
+        self.tasks = tasks
         self.images = Catalog(state.store)
         self.policies = Policies(state.store, clock=clock)  # pool policies, tenant quotas
         # (node, kind, resource) -> request id of the delegated fetch under way
@@ -170,7 +175,7 @@ class Reconciler:
 
     async def tick(self) -> None:
         async with self.state.lock:
-            await self._update_liveness()
+            await self.update_liveness()
         now = self._clock()
         # Settled instances (running where they should, as reported) are skipped from
         # a look at the stored records: only the others are copied and worked on, so
@@ -191,7 +196,7 @@ class Reconciler:
         for w in due:
             if self._needs_placement(w):
                 if views is None:
-                    views = {v.id: v for v in self._views()}
+                    views = {v.id: v for v in self.views()}
                 await self._guarded(self._place_batched(w, views, placed))
                 continue
             rest.append(w)
@@ -220,7 +225,7 @@ class Reconciler:
             if w is not None:
                 await self._failed(w, f"{task.kind} of {task.resource} on {task.node} timed out")
 
-    async def _update_liveness(self) -> None:
+    async def update_liveness(self) -> None:
         changes: list[tuple[control_pb2.NodeRecord, str]] = []
         for stored in self.state.peek_nodes():
             if stored.state == "revoked":
@@ -264,7 +269,7 @@ class Reconciler:
             return None
         return node
 
-    def _views(self) -> list[scheduler.NodeView]:
+    def views(self) -> list[scheduler.NodeView]:
         alloc_cpu: Counter[str] = Counter()
         alloc_mem: Counter[str] = Counter()
         per_service: dict[str, Counter[str]] = {}
@@ -503,7 +508,7 @@ class Reconciler:
         moving_from: str | None,
     ) -> None:
         request = scheduler.request_for(app, service)
-        views = [v for v in self._views() if v.id != moving_from]
+        views = [v for v in self.views() if v.id != moving_from]
         try:
             with metrics.PLACEMENT_SECONDS.time():
                 target = scheduler.place(request, views)

@@ -21,35 +21,42 @@ from dataclasses import dataclass, field
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from orchestrator import metrics
 from orchestrator._periodic import every
 from orchestrator.audit import AuditLog
 from orchestrator.authz import AuthorizationInterceptor, Gate
 from orchestrator.autoscale import Autoscaler
-from orchestrator.config import OrchestratorConfig
+from orchestrator.ca import CurrentAuthority
+from orchestrator.carotation import CaRotation
+from orchestrator.config import LifecycleSettings, OrchestratorConfig
 from orchestrator.control import ControlService
 from orchestrator.delegation import Delegator
 from orchestrator.failover import LivenessWatch
 from orchestrator.following import LeaderGate
 from orchestrator.gateway import Gateway
+from orchestrator.keyrotation import TokenKeyRotation
 from orchestrator.leader import FencedStore, Leadership, orchestrators, run_as_leader
-from orchestrator.lifecycle import Lifecycle, LifecycleSettings, OwnCertificate, RevocationCache
+from orchestrator.lifecycle import Lifecycle
 from orchestrator.links import LinkPlanner
 from orchestrator.liveness import Tracker
 from orchestrator.minter import Minter
 from orchestrator.nodecalls import NodeCaller
+from orchestrator.nodecerts import NodeCertificates
+from orchestrator.owncert import OwnCertificate, SelfRenewal
+from orchestrator.pkistatus import PkiStatus
 from orchestrator.rebalance import Rebalancer
 from orchestrator.reconciler import Reconciler
+from orchestrator.revocations import RevokedSerials, Revoker
 from orchestrator.secrets import SecretService
 from orchestrator.state import ClusterState
 from orchestrator.store import Store
 from orchestrator.store.etcd import EtcdStore, EtcdTLS
 from orchestrator.store.sqlite import SqliteStore
+from orchestrator.streams import NodeStreams
 from orchestrator.tasks import TaskBook
+from orchestrator.trustpush import TrustPush
 from pki.authority import Authority
-from pki.certs import thumbprint
 from pki.errors import ConfigError
 from pki.secretkeys import SecretKeyStore
 from pki.tokenkeys import TokenKeyStore
@@ -64,6 +71,7 @@ from protos import (
 from protos.wire.channel import ORCHESTRATOR_SERVER_OPTIONS
 from protos.wire.grants import TICK
 from protos.wire.metrics import serve_metrics
+from protos.wire.reflection import enable_reflection
 
 log = logging.getLogger("capstan.orchestrator")
 
@@ -110,22 +118,23 @@ class Orchestrator:
 async def start(
     config: OrchestratorConfig, *, clock: Callable[[], float] = time.time
 ) -> Orchestrator:
-    authority = Authority.open(config.pki_dir)
+    ca = CurrentAuthority(Authority.open(config.pki_dir))
     keys_path = config.pki_dir / "token-keys"
     token_keys = TokenKeyStore.open(keys_path)
     dns, ips = config.server_sans()
-    own_cert = OwnCertificate(authority, config.name, dns=dns, ips=ips, ttl=config.cert_ttl)
-    own = own_cert.issued
-    identity = own.identity.uri
-    # The newest root: during a CA rotation the one that stays.
-    ca_pin = thumbprint(authority.trust_roots()[-1])
+    own_cert = OwnCertificate(ca.authority, config.name, dns=dns, ips=ips, ttl=config.cert_ttl)
+    identity = own_cert.issued.identity.uri
     # Re-read within a call of any revocation, also one made by `capstan pki revoke`.
-    revoked = RevocationCache(config.pki_dir)
+    revoked = RevokedSerials(config.pki_dir)
+    settings = LifecycleSettings(
+        node_cert_ttl=config.node_cert_ttl,
+        token_lifetime=max(config.token_ttl, config.delegation_ttl, 30.0),
+    )
+    events: list[tuple[str, float]] = []  # the lifecycle's timings, for operators
 
     raw = _open_store(config, clock)
     await raw.open()
     metrics.time_store(raw)
-    # Nodes and clients are told the addresses actually bound (port 0: the kernel chose).
     leadership = Leadership(
         raw,
         identity=config.member,
@@ -152,86 +161,11 @@ async def start(
     metrics.watch_certificates(certificates)
     metrics.watch_reconcile_queue(unsettled)
     audit = AuditLog(store, clock)
-    tracker = Tracker(heartbeat=config.heartbeat, grace=config.grace, clock=clock)
-    tracker.started = clock()
-    minter = Minter(
-        token_keys, issuer=identity, audit=audit, epoch=leadership.current_epoch, clock=clock
-    )
-    caller = NodeCaller(
-        minter,
-        identity=identity,
-        thumbprint=own.thumbprint,
-        credentials=own_cert.client_credentials(),
-        ttl=config.token_ttl,
-    )
-    reconciler = Reconciler(
-        state, tracker, caller, audit, clock=clock, interval=config.reconcile_interval
-    )
-    await reconciler.policies.load()
-    tasks = TaskBook(store, clock)
-    gateway = Gateway(
-        state=state,
-        tracker=tracker,
-        audit=audit,
-        authority=authority,
-        token_keys=lambda: TokenKeyStore.open(keys_path),
-        issuer=identity,
-        ca_pin=ca_pin,
-        gateway_address=config.listen,
-        heartbeat=config.heartbeat,
-        revoked=revoked,
-        clock=clock,
-        tasks=tasks,
-        on_completion=reconciler.on_completion,
-        assignments=reconciler.assignments,
-        on_report=reconciler.wake,
-        reserved_sans=(*dns, *ips),
-        pool_policy=reconciler.policies.pool,
-    )
-    reconciler.tasks = tasks
-    reconciler.delegator = Delegator(
-        minter=minter,
-        tasks=tasks,
-        tracker=tracker,
-        audit=audit,
-        send=gateway.send,
-        ttl=config.delegation_ttl,
-        clock=clock,
-    )
-    reconciler.links = link_planner = LinkPlanner(
-        state=state,
-        tracker=tracker,
-        minter=minter,
-        audit=audit,
-        send=gateway.send,
-        stream_of=gateway.outboxes.get,
-        clock=clock,
-    )
-    # The key-encryption keys of secrets live beside the token keys, never in the store.
-    secret_service = reconciler.secrets = SecretService(
-        state=state,
-        kek=SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"),
-        audit=audit,
-        clock=clock,
-        on_rotated=reconciler.secret_rotated,
-    )
-    control = ControlService(
-        secrets=secret_service,
-        state=state,
-        reconciler=reconciler,
-        audit=audit,
-        minter=minter,
-        ca_pin=ca_pin,
-        delegation_ttl=config.delegation_ttl,
-        clock=clock,
-    )
 
-    liveness = LivenessWatch(reconciler)
-    rebalancer = Rebalancer(reconciler, audit, clock=clock)
-    autoscaler = Autoscaler(reconciler, audit, clock=clock)
-    control.rebalancer = rebalancer
-
+    # The server and its ports first: nodes are told the addresses actually bound
+    # (port 0: the kernel chose).
     leader_seen: dict[str, str] = {}  # the last leader read from the store, for redirects
+    peers: list[str] = []  # every orchestrator's NodeGateway address, for joining nodes
 
     async def redirect(method: str) -> str:
         # Read now (a follower may have been paused or cut off: its cache is stale),
@@ -251,7 +185,7 @@ async def start(
     ready = asyncio.Event()
     leader_gate = LeaderGate(lambda: leadership.leading and ready.is_set(), redirect)
     authz = Gate(
-        trust_domain=authority.trust_domain,
+        trust_domain=ca.authority.trust_domain,
         revoked=revoked,
         nodes=state.node,
         audit=audit,
@@ -263,6 +197,217 @@ async def start(
         options=ORCHESTRATOR_SERVER_OPTIONS,
         interceptors=[leader_gate, AuthorizationInterceptor(authz)],
     )
+    # Dynamic credentials: a renewed certificate or a new trust bundle is served from
+    # the next handshake on, without a restart and without dropping a call.
+    port = server.add_secure_port(config.listen, own_cert.server_credentials(client_auth=True))
+    join_port = server.add_secure_port(
+        config.join_listen, own_cert.server_credentials(client_auth=False)
+    )
+    if not port or not join_port:
+        raise ConfigError(f"cannot listen on {config.listen} / {config.join_listen}")
+    gateway_address = f"{config.host}:{port}"
+    leadership.address = gateway_address
+    join_address = f"{config.join_listen.rpartition(':')[0]}:{join_port}"
+    leadership.join_address = join_address
+    leader_seen["own"] = f"{gateway_address},{join_address}"
+
+    tracker = Tracker(heartbeat=config.heartbeat, grace=config.grace, clock=clock)
+    tracker.started = clock()
+    minter = Minter(
+        token_keys, issuer=identity, audit=audit, epoch=leadership.current_epoch, clock=clock
+    )
+    caller = NodeCaller(
+        minter,
+        identity=identity,
+        thumbprint=own_cert.issued.thumbprint,
+        credentials=own_cert.client_credentials(),
+        ttl=config.token_ttl,
+    )
+    streams = NodeStreams()
+    trust = TrustPush(
+        streams=streams,
+        ca=ca,
+        token_keys=lambda: TokenKeyStore.open(keys_path),
+        revoked=revoked,
+        clock=clock,
+        settings=settings,
+        epoch=leadership.current_epoch,
+    )
+    async def secret_rotated(tenant: str, name: str) -> int:
+        # The reconciler (built below, it seals with the secret service) re-seals a
+        # rotated secret for the nodes whose instances use it.
+        return await reconciler.secret_rotated(tenant, name)
+
+    # The key-encryption keys of secrets live beside the token keys, never in the store.
+    secret_service = SecretService(
+        state=state,
+        kek=SecretKeyStore.open_or_create(config.pki_dir / "secret-keys"),
+        audit=audit,
+        clock=clock,
+        on_rotated=secret_rotated,
+    )
+    tasks = TaskBook(store, clock)
+    link_planner = LinkPlanner(
+        state=state,
+        tracker=tracker,
+        minter=minter,
+        audit=audit,
+        send=streams.send,
+        stream_of=streams.get,
+        clock=clock,
+    )
+    reconciler = Reconciler(
+        state,
+        tracker,
+        caller,
+        audit,
+        clock=clock,
+        interval=config.reconcile_interval,
+        tasks=tasks,
+        delegator=Delegator(
+            minter=minter,
+            tasks=tasks,
+            tracker=tracker,
+            audit=audit,
+            send=streams.send,
+            ttl=config.delegation_ttl,
+            clock=clock,
+        ),
+        links=link_planner,
+        secrets=secret_service,
+    )
+    await reconciler.policies.load()
+    node_certs = NodeCertificates(ca=ca, state=state, audit=audit, settings=settings, clock=clock)
+    gateway = Gateway(
+        state=state,
+        tracker=tracker,
+        audit=audit,
+        ca=ca,
+        certs=node_certs,
+        streams=streams,
+        trust=trust,
+        issuer=identity,
+        gateway_address=gateway_address,
+        heartbeat=config.heartbeat,
+        clock=clock,
+        tasks=tasks,
+        on_completion=reconciler.on_completion,
+        assignments=reconciler.assignments,
+        on_report=reconciler.wake,
+        reserved_sans=(*dns, *ips),
+        epoch=leadership.current_epoch,
+        peer_addresses=lambda: [a for a in peers if a != gateway_address],
+        pool_policy=reconciler.policies.pool,
+    )
+    self_renewal = SelfRenewal(
+        own=own_cert,
+        ca=ca,
+        caller=caller,
+        audit=audit,
+        supersede=node_certs.supersede,
+        events=events,
+    )
+    revoker = Revoker(
+        pki_dir=config.pki_dir,
+        ca=ca,
+        revoked=revoked,
+        trust=trust,
+        streams=streams,
+        state=state,
+        audit=audit,
+        wake=reconciler.wake,
+        events=events,
+    )
+    lifecycle = Lifecycle(
+        ca=ca,
+        self_renewal=self_renewal,
+        revoker=revoker,
+        keys=TokenKeyRotation(
+            keys_path=keys_path,
+            minter=minter,
+            trust=trust,
+            audit=audit,
+            settings=settings,
+            events=events,
+        ),
+        ca_rotation=CaRotation(
+            pki_dir=config.pki_dir,
+            ca=ca,
+            own=own_cert,
+            caller=caller,
+            trust=trust,
+            streams=streams,
+            state=state,
+            audit=audit,
+            renew_own=self_renewal,
+            clock=clock,
+            settings=settings,
+            events=events,
+        ),
+        node_certs=node_certs,
+        settings=settings,
+        events=events,
+        clock=clock,
+    )
+    liveness = LivenessWatch(reconciler)
+    rebalancer = Rebalancer(reconciler, audit, clock=clock)
+    autoscaler = Autoscaler(reconciler, audit, clock=clock)
+
+    async def describe() -> control_pb2.OrchestratorsInfo:
+        info = control_pb2.OrchestratorsInfo(
+            store="etcd" if config.etcd else "sqlite", answered_by=config.member
+        )
+        leader = await leadership.leader()
+        if leader is not None:
+            info.epoch, info.leader, info.leader_address = (
+                leader.epoch,
+                leader.identity,
+                leader.address,
+            )
+        for m in sorted(await orchestrators(raw), key=lambda m: m.identity):
+            info.members.append(
+                control_pb2.OrchestratorMember(
+                    member=m.identity,
+                    address=m.address,
+                    join_address=m.join_address,
+                    leader=leader is not None and m.address == leader.address,
+                )
+            )
+        if isinstance(raw, EtcdStore):
+            for h in await raw.members():
+                info.etcd.append(
+                    control_pb2.EtcdMember(
+                        name=h.name,
+                        endpoint=h.url,
+                        healthy=h.healthy,
+                        leader=h.leader,
+                        error=h.error,
+                    )
+                )
+        return info
+
+    control = ControlService(
+        state=state,
+        reconciler=reconciler,
+        audit=audit,
+        minter=minter,
+        ca=ca,
+        rebalancer=rebalancer,
+        revoker=revoker,
+        pki_status=PkiStatus(
+            pki_dir=config.pki_dir,
+            ca=ca,
+            own=own_cert,
+            state=state,
+            minter=minter,
+            clock=clock,
+        ),
+        delegation_ttl=config.delegation_ttl,
+        clock=clock,
+        secrets=secret_service,
+        orchestrators=describe,
+    )
+
     control_pb2_grpc.add_ControlServiceServicer_to_server(control, server)
     secrets_pb2_grpc.add_SecretServiceServicer_to_server(secret_service, server)
     gateway_pb2_grpc.add_NodeGatewayServicer_to_server(gateway, server)
@@ -273,46 +418,8 @@ async def start(
         gateway_pb2.DESCRIPTOR.services_by_name["NodeGateway"].full_name,
         secrets_pb2.DESCRIPTOR.services_by_name["SecretService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
     )
-    reflection.enable_server_reflection(names, server)
-    lifecycle = Lifecycle(
-        pki_dir=config.pki_dir,
-        authority=authority,
-        own=own_cert,
-        gateway=gateway,
-        state=state,
-        audit=audit,
-        minter=minter,
-        caller=caller,
-        reconciler=reconciler,
-        revocations=revoked,
-        settings=LifecycleSettings(
-            node_cert_ttl=config.node_cert_ttl,
-            token_lifetime=max(config.token_ttl, config.delegation_ttl, 30.0),
-        ),
-        clock=clock,
-    )
-    lifecycle.on_authority.append(gateway.set_authority)
-    lifecycle.on_authority.append(lambda a: control.set_ca_pin(thumbprint(a.trust_roots()[-1])))
-    gateway.renewals = lifecycle
-    gateway.node_cert_ttl = config.node_cert_ttl
-    control.lifecycle = lifecycle
-    # Dynamic credentials: a renewed certificate or a new trust bundle is served from
-    # the next handshake on, without a restart and without dropping a call.
-    mtls = own_cert.server_credentials(client_auth=True)
-    tls = own_cert.server_credentials(client_auth=False)
-    port = server.add_secure_port(config.listen, mtls)
-    join_port = server.add_secure_port(config.join_listen, tls)
-    if not port or not join_port:
-        raise ConfigError(f"cannot listen on {config.listen} / {config.join_listen}")
-    # With port 0 the kernel chose: nodes must be told the port actually bound.
-    gateway.gateway_address = f"{config.host}:{port}"
-    gateway.epoch = leadership.current_epoch
-    leadership.address = gateway.gateway_address
-    join_address = f"{config.join_listen.rpartition(':')[0]}:{join_port}"
-    leadership.join_address = join_address
-    leader_seen["own"] = f"{gateway.gateway_address},{join_address}"
+    enable_reflection(names, server)
     await server.start()
     for name in ("", *names[:2]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -380,7 +487,7 @@ async def start(
         for task in duties:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        gateway.close_streams()
+        streams.end_all(ConnectionAbortedError("leadership ended"))
         log.warning("orchestrator %s no longer leads (epoch %d)", identity, leadership.epoch)
 
     first = asyncio.Event()
@@ -390,8 +497,6 @@ async def start(
             await elected(epoch)
         finally:
             first.set()
-
-    peers: list[str] = []
 
     async def watch_leader() -> None:
         # What followers redirect to, and the addresses joining nodes are given.
@@ -404,43 +509,6 @@ async def start(
                     leader_seen.update(address=info.address, join=info.join_address)
                 peers[:] = sorted(m.address for m in await orchestrators(raw))
             await asyncio.sleep(leadership.ttl / 2)
-
-    gateway.peer_addresses = lambda: [a for a in peers if a != gateway.gateway_address]
-
-    async def describe() -> control_pb2.OrchestratorsInfo:
-        info = control_pb2.OrchestratorsInfo(
-            store="etcd" if config.etcd else "sqlite", answered_by=config.member
-        )
-        leader = await leadership.leader()
-        if leader is not None:
-            info.epoch, info.leader, info.leader_address = (
-                leader.epoch,
-                leader.identity,
-                leader.address,
-            )
-        for m in sorted(await orchestrators(raw), key=lambda m: m.identity):
-            info.members.append(
-                control_pb2.OrchestratorMember(
-                    member=m.identity,
-                    address=m.address,
-                    join_address=m.join_address,
-                    leader=leader is not None and m.address == leader.address,
-                )
-            )
-        if isinstance(raw, EtcdStore):
-            for h in await raw.members():
-                info.etcd.append(
-                    control_pb2.EtcdMember(
-                        name=h.name,
-                        endpoint=h.url,
-                        healthy=h.healthy,
-                        leader=h.leader,
-                        error=h.error,
-                    )
-                )
-        return info
-
-    control.orchestrators = describe
 
     orch.tasks = [
         asyncio.create_task(run_as_leader(leadership, on_elected, lost), name="leadership"),

@@ -18,10 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pki.certs import ROLE_OID, encode_role
 from pki.identity import Identity, Kind
-
-# Certificates start a little in the past so that a peer whose clock lags ours
-# still accepts a certificate issued a moment ago.
-CLOCK_SKEW = 300.0
+from pki.lifetime import CLOCK_SKEW
 
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -35,10 +35,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pki import _build
-from pki._files import atomic_write, write_private_key
-from pki._state import CertRecord, State, load_state, locked, save_state
 from pki.certs import ChainVerifier, load_pem_chain, thumbprint
 from pki.errors import CertificateError, ConfigError, PKIError, PKIExistsError, PKIStateError
+from pki.files import atomic_write, write_private_key
 from pki.identity import (
     IDENTITY_DNS_SUFFIX,
     Identity,
@@ -52,6 +51,7 @@ from pki.identity import (
     validate_role,
     validate_trust_domain,
 )
+from pki.state import CertRecord, State, load_state, locked, save_state
 from pki.tokenkeys import TokenKeyStore
 
 __all__ = [

@@ -17,8 +17,6 @@ import click
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from pki._duration import parse_duration
-from pki._files import atomic_write, read_file
 from pki.authority import REVOCATION_REASONS, Authority, CertRecord
 from pki.certs import (
     dns_names,
@@ -31,7 +29,9 @@ from pki.certs import (
     thumbprint,
 )
 from pki.cli_token import token_group  # re-exported: the root command imports both groups here
+from pki.duration import parse_duration
 from pki.errors import CapstanError, ConfigError, PKIExistsError
+from pki.files import atomic_write, read_file
 from pki.identity import Kind, validate_name
 from pki.tokenkeys import TokenKeyStore
 

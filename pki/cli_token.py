@@ -19,12 +19,12 @@ from typing import Any, TypeGuard
 import click
 from cryptography.hazmat.primitives import serialization
 
-from pki._duration import parse_duration
-from pki._files import read_file
 from pki._jose import thumbprint_of_der
 from pki.authority import Authority
 from pki.certs import identity_of, load_pem_chain
+from pki.duration import parse_duration
 from pki.errors import ConfigError, InvalidToken, PKIError
+from pki.files import read_file
 from pki.identity import Identity, Kind
 from pki.tokenkeys import KeySet, TokenKeyStore
 from pki.tokens import (

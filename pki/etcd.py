@@ -28,10 +28,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pki._build import CLOCK_SKEW, cert_pem, key_pem, new_key
-from pki._files import atomic_write, read_file, write_private_key
+from pki._build import cert_pem, key_pem, new_key
 from pki.errors import ConfigError
+from pki.files import atomic_write, read_file, write_private_key
 from pki.identity import validate_name
+from pki.lifetime import CLOCK_SKEW
 
 DEFAULT_TTL = 365 * 24 * 3600.0
 

@@ -35,8 +35,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pki import _build
-from pki._files import atomic_write, write_private_key
-from pki._state import CertRecord, load_state, locked
 from pki.authority import (
     INTERMEDIATE_CERT,
     INTERMEDIATE_KEY,
@@ -51,6 +49,8 @@ from pki.authority import (
 )
 from pki.certs import load_pem_chain, thumbprint
 from pki.errors import CertificateError, ConfigError, PKIError, PKIStateError
+from pki.files import atomic_write, write_private_key
+from pki.state import CertRecord, load_state, locked
 
 __all__ = [
     "CROSS_CERT",

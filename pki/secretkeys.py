@@ -37,8 +37,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pki._files import atomic_write, read_file
 from pki.errors import PKIError, PKIExistsError, PKIStateError
+from pki.files import atomic_write, read_file
 
 __all__ = ["Envelope", "SecretKeyStore", "SecretSealError"]
 

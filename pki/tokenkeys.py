@@ -37,7 +37,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from nacl.signing import VerifyKey
 
-from pki._files import atomic_write, read_file, write_private_key
 from pki._jose import (
     b64url_decode,
     b64url_encode,
@@ -45,6 +44,7 @@ from pki._jose import (
     okp_thumbprint,
 )
 from pki.errors import ConfigError, PKIError, PKIExistsError, PKIStateError
+from pki.files import atomic_write, read_file, write_private_key
 
 __all__ = [
     "KeySet",

@@ -24,10 +24,19 @@ def docker_available(timeout: float = PROBE_TIMEOUT) -> bool:
     return engine_available(timeout)
 
 
+def resolve_runtime(kind: str | None) -> str:
+    """``docker`` or ``process``: ``kind`` itself, or for None/``auto`` docker when an
+    engine answers, else process. The one place that choice is made."""
+    if kind is None or kind == "auto":
+        return "docker" if docker_available() else "process"
+    if kind not in RUNTIME_KINDS:
+        raise ConfigError(f"runtime must be one of auto, docker, process, got {kind!r}")
+    return kind
+
+
 def select_runtime(kind: str | None, node_id: str, state_dir: Path) -> Runtime:
-    """The runtime named ``kind``; None picks docker when an engine answers, else process."""
-    if kind is None:
-        kind = "docker" if docker_available() else "process"
+    """The runtime named ``kind`` (see ``resolve_runtime``)."""
+    kind = resolve_runtime(kind)
     if kind == "docker":
         from node.runtime.docker import DockerRuntime
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,12 +91,29 @@ class Cgroups:
             return False
         return True
 
+    def _weigh_parents(self, base: Path) -> None:
+        """Give the node's groups the weight of the host's CPUs (as kubepods has): else
+        every instance together would weigh as much as one host process."""
+        cpus = len(os.sched_getaffinity(0)) or 1
+        level = base
+        while level != self._root and level.name:
+            with contextlib.suppress(OSError):
+                if self.version == 2:
+                    _write(level / "cpu.weight", str(min(10_000, 100 * cpus)))
+                else:
+                    _write(level / "cpu.shares", str(1024 * cpus))
+            if level.name == "capstan":
+                break
+            level = level.parent
+
     def create(self, name: str, limits: Limits) -> list[str]:
         """Make (or reset) the groups of container ``name``; their ``cgroup.procs`` paths."""
         procs: list[str] = []
         for controller, base in sorted(self._bases.items()):
             group = base / name
             group.mkdir(parents=True, exist_ok=True)
+            if controller == "cpu":
+                self._weigh_parents(base)
             if self.version == 2:
                 if group in (Path(p).parent for p in procs):
                     continue  # one group holds every controller
@@ -109,6 +127,9 @@ class Cgroups:
         quota = round(limits.cpu * CPU_PERIOD_US) if limits.cpu else 0
         if "cpu" in self._bases:
             _write(group / "cpu.max", f"{quota or 'max'} {CPU_PERIOD_US}")
+            # Weighted by the cores requested, as Kubernetes does (1 core = 100).
+            _write(group / "cpu.weight", str(max(1, min(10_000, round(limits.cpu * 100))) if
+                                              limits.cpu else 100))
         if "memory" in self._bases:
             _write(group / "memory.max", str(limits.memory or "max"))
             with contextlib.suppress(FileNotFoundError):
@@ -121,6 +142,9 @@ class Cgroups:
             _write(group / "cpu.cfs_period_us", str(CPU_PERIOD_US))
             quota = round(limits.cpu * CPU_PERIOD_US) if limits.cpu else -1
             _write(group / "cpu.cfs_quota_us", str(quota))
+            # Weighted by the cores requested, as Kubernetes does (1 core = 1024).
+            _write(group / "cpu.shares", str(max(2, round(limits.cpu * 1024)) if limits.cpu
+                                             else 1024))
         elif controller == "memory":
             value = str(limits.memory) if limits.memory else "-1"
             swap = group / "memory.memsw.limit_in_bytes"

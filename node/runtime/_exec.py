@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 
 CHUNK = 32 * 1024
 STDOUT, STDERR = 1, 2

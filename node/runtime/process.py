@@ -54,7 +54,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -70,8 +69,7 @@ from node.errors import (
     RuntimeFailure,
 )
 from node.policy import load_policy
-from node.runtime import _process_proc as proc
-from node.runtime import _sandbox
+from node.runtime import _sandbox, proc
 from node.runtime._cgroups import Cgroups, Limits
 from node.runtime._exec import PipeExec, in_network_of
 from node.runtime._process_images import ImageConfig, ImageStore
@@ -1019,42 +1017,13 @@ def ensure_busybox_image(
     *,
     busybox: Path = Path("/bin/busybox"),
 ) -> str:
-    """Make ``ref`` a one-layer image of the host's static busybox and its applet links.
-
-    The same content ``docker import -c 'ENV PATH=/bin'`` is given elsewhere, so
-    workloads see the same programs on docker and process nodes.
-    """
+    """Make ``ref`` a one-layer image of the host's static busybox and its applet links:
+    the root filesystem ``docker import`` is given for docker nodes
+    (``node.runtime.images.busybox_rootfs``, one builder), so workloads see the same
+    programs on docker and process nodes."""
     if runtime.image_exists(ref):
         return ref
-    if not busybox.is_file():
-        raise FailedPrecondition(f"{busybox} does not exist; install busybox-static")
-    try:
-        listing = subprocess.run(
-            [str(busybox), "--list"], capture_output=True, check=True, timeout=30
-        ).stdout.decode()
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise RuntimeFailure(f"{busybox} --list failed: {exc}") from None
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for dirname in ("bin", "tmp"):
-            info = tarfile.TarInfo(dirname)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-        info = tar.gettarinfo(str(busybox), arcname="bin/busybox")
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
-        info.mtime = 0
-        with open(busybox, "rb") as fh:
-            tar.addfile(info, fh)
-        for applet in sorted(set(listing.split())):
-            # busybox lists itself; a "busybox -> busybox" link would replace the binary.
-            if applet == "busybox" or "/" in applet:
-                continue
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type = tarfile.SYMTYPE
-            link.linkname = "busybox"
-            link.mode = 0o777
-            tar.addfile(link)
-    runtime.import_rootfs(ref, [buf.getvalue()], env=(("PATH", "/bin"),))
+    from node.runtime.images import busybox_rootfs
+
+    runtime.import_rootfs(ref, [busybox_rootfs(busybox)], env=(("PATH", "/bin"),))
     return ref

@@ -9,7 +9,7 @@ import click
 
 from orchestrator.client import ControlClient, exit_code
 from orchestrator.context import ENV_CONTEXT, Context, ContextConfig
-from pki._duration import parse_duration
+from pki.duration import parse_duration
 from pki.errors import CapstanError
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -67,7 +67,7 @@ def _pem_file(_ctx: click.Context, param: click.Parameter, value: Path) -> Path:
     required=True,
     multiple=True,
     metavar="HOST:PORT",
-    help="The orchestrator's ControlService address.",
+    help="The orchestrator's ControlService address (repeat for each orchestrator of HA).",
 )
 @click.option(
     "--ca",
@@ -106,12 +106,12 @@ def add_cmd(
     config = ContextConfig.load(missing_ok=True)
     if name in config.contexts and not force:
         raise ContextError(f"{config.path}: context {name!r} exists (--force replaces it)")
-    for endpoint in endpoints:
+    # Several --endpoint (or one comma-separated list): the orchestrators of one HA
+    # cluster, stored as one comma-separated endpoint.
+    listed = [e.strip() for item in endpoints for e in item.split(",") if e.strip()]
+    for endpoint in listed:
         parse_endpoint(endpoint, f"--endpoint {endpoint!r}")
-    if len(endpoints) != 1:
-        # The file holds one endpoint per context; an orchestrator list is for HA.
-        raise ContextError("give one --endpoint: this context file holds one per context")
-    config.set(Context(name, endpoints[0], ca, cert, key), select=select)
+    config.set(Context(name, ",".join(listed), ca, cert, key), select=select)
     config.save()
     click.echo(f"context {name!r} added" + (" and selected" if select else ""))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 from orchestrator.cli import main
 from pki.authority import Authority
 

@@ -289,6 +289,11 @@ def test_context_add_use_delete(run: Run, cluster: Path) -> None:
                "--cert", str(local.cert), "--key", str(local.key)).code == 1
     assert run("context", "add", "x", "--endpoint", "h:1", "--ca", "/nonexistent",
                "--cert", str(local.cert), "--key", str(local.key)).code == 2
+    r = run("context", "add", "ha", "--endpoint", "127.0.0.1:1", "--endpoint", "127.0.0.1:2",
+            "--ca", str(local.ca), "--cert", str(local.cert), "--key", str(local.key))
+    assert r.code == 0, r.err
+    assert ContextConfig.load().contexts["ha"].endpoints == ("127.0.0.1:1", "127.0.0.1:2")
+    assert run("context", "delete", "ha").code == 0
     assert run("context", "use", "other").code == 0
     assert ContextConfig.load().current == "other"
     assert run("get", "nodes").code == 5

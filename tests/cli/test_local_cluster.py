@@ -14,7 +14,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 from node.runtime._docker_names import namespace
 from node.runtime.images import busybox_binary
 from node.runtime.process import STATE_DB
@@ -53,7 +53,9 @@ def _free(host: str, port: int) -> bool:
 def free_base_port(nodes: int) -> int:
     """A base port whose orchestrator, join and node ports are all free now."""
     for _ in range(200):
-        base = random.randrange(20000, 60000, 10)
+        # Below the kernel's ephemeral range (32768-60999 by default): an outgoing
+        # connection elsewhere on the machine cannot take the port meanwhile.
+        base = random.randrange(10000, 32000, 20)
         hosts = [("127.0.0.1", base), ("127.0.0.1", base + 1)]
         hosts += [(f"127.0.0.{i + 1}", base + 2) for i in range(1, nodes + 1)]
         hosts += [(f"127.0.0.{i + 1}", base + 13) for i in range(nodes + 1)]  # metrics

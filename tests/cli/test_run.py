@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 from node.runtime._docker_names import namespace
 from node.runtime.base import ContainerState
 from node.runtime.images import busybox_binary

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from node.state import NodeState
 from orchestrator.config import OrchestratorConfig

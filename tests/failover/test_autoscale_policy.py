@@ -161,3 +161,25 @@ def test_reapply_keeps_the_autoscaled_count_within_the_new_bounds() -> None:
     plain.services[0].ClearField("autoscale")
     assert keep_autoscaled(plain, record) == {}
     assert plain.services[0].replicas == 1
+
+
+def test_scale_up_stops_at_the_tenants_quota_with_an_event(tmp_path: Path) -> None:
+    async def main() -> None:
+        lo = await local(tmp_path)
+        await lo.add_node("n1", cpus=8.0)  # capacity for many: the quota is what binds
+        await lo.reconciler.policies.set_quota(control_pb2.Quota(tenant="default", instances=3))
+        await _deploy(lo, _app(maximum=8))
+        await _run_all(lo, cores=2.0)  # wants 8
+        scaler = Autoscaler(lo.reconciler, lo.audit, settings=SETTINGS, clock=lo.clock)
+        [d] = await scaler.evaluate()
+        assert (d.replicas_from, d.replicas_to) == (1, 3)
+        assert d.why.endswith("capped by the quota of tenant default")
+        [capped] = await lo.events("autoscale.capped")
+        assert (capped["replicas"], capped["wanted"], capped["allowed"]) == (1, 8, 3)
+        await _run_all(lo, cores=2.0)
+        assert await scaler.evaluate() == []  # at the quota: no decision
+        assert _replicas(lo) == 3 and _wanted(lo) == 3
+        assert len(await lo.events("autoscale.capped")) == 2  # the new cap: 3 wants 8
+        await lo.store.close()
+
+    asyncio.run(main())

@@ -138,7 +138,8 @@ def test_cpu_burning_service_scales_up_then_down(cluster: Cluster, tmp_path: Pat
     scaler = c.orch.orch.autoscaler
     assert scaler is not None
     scaler.settings = AutoscaleSettings(interval=0.2, window=2.0, tolerance=0.1)
-    stop = tmp_path / "stop-burning"
+    # The stop file is put in the volume each instance mounts (a sandboxed instance
+    # sees nothing of the host's files but its volumes).
     app = topology_pb2.Application(
         name="burn",
         tenant="default",
@@ -147,7 +148,8 @@ def test_cpu_burning_service_scales_up_then_down(cluster: Cluster, tmp_path: Pat
                 name="cpu",
                 image=IMAGE,
                 # A shell busy loop (no forks) until the stop file appears, then idle.
-                command=["sh", "-c", f"while [ ! -e {stop} ]; do :; done; exec sleep 3600"],
+                command=["sh", "-c", "while [ ! -e /ctl/stop ]; do :; done; exec sleep 3600"],
+                volumes=[topology_pb2.ServiceVolume(name="ctl", path="/ctl")],
                 replicas=1,
                 resources=topology_pb2.Resources(cpu=0.5),
                 autoscale=topology_pb2.Autoscale(min=1, max=3, target_cpu=0.5),
@@ -169,7 +171,9 @@ def test_cpu_burning_service_scales_up_then_down(cluster: Cluster, tmp_path: Pat
     assert replicas() == 3
     assert dict(admin.GetApp(control_pb2.AppRef(name="burn")).record.autoscaled) == {"cpu": 3}
 
-    stop.touch()
+    for agent in c.agents.values():  # wherever an instance runs, its volume is there
+        for volume in (agent.state_dir / "volumes").glob("*burn*ctl*"):
+            (volume / "stop").touch()
     wait_until(lambda: replicas() == 1 and running() == 1, 40, "scaled back down to 1")
     # Each event line starts with its UTC time: compare what follows it.
     events = [e.split(" ", 1)[1] for e in admin.GetApp(control_pb2.AppRef(name="burn")).events]

@@ -118,7 +118,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     orch: Running = start_orchestrator(tmp_path / "orch")
     lc = orch.orch.lifecycle
     assert lc is not None
-    orch.orch.gateway.node_cert_ttl = NODE_TTL
     lc.settings.node_cert_ttl = NODE_TTL
     lc.settings.ack_timeout = 5.0
     c = Cluster(orch, tmp_path)

@@ -146,4 +146,4 @@ def test_file_level_pki_revoke_reaches_the_running_cluster(cluster: Cluster) -> 
         timeout=DEADLINE,
         what="node-1 marked revoked",
     )
-    assert lifecycle_of(cluster).revocations() == {serial}
+    assert lifecycle_of(cluster).revoker.revoked() == {serial}

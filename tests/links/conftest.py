@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from node.runtime.base import ContainerSpec, LinkSpec, PortSpec
+from tests.control_api.conftest import orchestrator  # noqa: F401 - a fixture, used by name
 
 TENANT_APP = "acme/shop"
 

@@ -18,6 +18,7 @@ from protos import control_pb2
 from tests.control_api.conftest import start_orchestrator, stop_orchestrator
 from tests.links._cluster import (
     DB_ADDRESS,
+    NODE_IPS,
     answers,
     connect_from,
     http_from,
@@ -27,7 +28,7 @@ from tests.links._cluster import (
     start,
     stop_node,
 )
-from tests.security.conftest import Cluster, wait_for
+from tests.security.conftest import Cluster, join_node, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -214,3 +215,39 @@ def test_200_concurrent_connections_through_one_link(cluster: Cluster) -> None:
         t for t in cluster.nodes[db_node].agent.links.inbound() if t.res == "acme/shop/db:7000"
     ]
     assert tunnel.counters.connections >= 200
+
+
+def test_pull_nodes_get_links_the_same_way(tmp_path: Path) -> None:
+    """Nodes in pull mode receive their link plans on the same Report stream."""
+    orch = start_orchestrator(tmp_path / "orch")
+    c = Cluster(orch, tmp_path)
+    try:
+        for name, ip in NODE_IPS.items():
+            join_node(c, name, ip, mode="pull")
+        wait_for(
+            lambda: (
+                len(
+                    [
+                        n
+                        for n in c.admin().ListNodes(control_pb2.ListNodesRequest()).nodes
+                        if n.state == "ready" and n.mode == "pull"
+                    ]
+                )
+                == 3
+            ),
+            what="three ready pull nodes",
+        )
+        c.admin().Apply(shop())
+        settled(c)
+        (db_name,) = instances(c, "db")
+        db_node = node_of(c, db_name)
+        for name, (_, netns) in instances(c, "web").items():
+            wait_for(lambda netns=netns: answers(netns), what=f"{name} reaching db")
+        peers = {(t.peer, t.res) for t in c.nodes[db_node].agent.links.inbound()}
+        assert peers == {
+            (f"spiffe://orch.test/node/{n}", "acme/shop/db:5432") for n in NODE_IPS if n != db_node
+        }
+    finally:
+        for node in c.nodes.values():
+            stop_node(node)
+        stop_orchestrator(c.orch)

@@ -31,7 +31,7 @@ import pytest
 from cryptography import x509
 
 from node.join import ca_pin
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 from node.runtime.process import STATE_DB, ProcessRuntime
 from node.state import NodeState
 from pki.authority import Authority, Issued

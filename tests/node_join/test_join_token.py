@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from node.join import pinned_roots
-from node.reporter import Backoff
+from node.reconnect import Backoff
 from pki.errors import ConfigError
 from pki.jointoken import ca_pin, parse_join_token
 

@@ -20,8 +20,9 @@ from cryptography.x509.oid import NameOID
 from node.agent import JoinedNode, run_joined_node
 from node.errors import RuntimeUnavailable
 from node.join import JoinOptions, join
-from node.reporter import Backoff, Reporter
-from node.runtime import _process_proc as proc
+from node.reconnect import Backoff
+from node.reporter import Reporter
+from node.runtime import proc
 from node.runtime.base import ContainerSpec, ContainerStats, ContainerStatus
 from node.runtime.process import ProcessRuntime
 from pki.tokenkeys import TokenKeyStore

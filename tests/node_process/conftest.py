@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 from node.runtime.base import ContainerSpec
 from node.runtime.process import STATE_DB, ProcessRuntime
 from node.state import NodeState

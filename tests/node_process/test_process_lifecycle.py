@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from node.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 from node.runtime.base import ContainerState, Runtime, VolumeMount
 from node.runtime.process import ProcessRuntime
 from node.volumes import VolumeStore

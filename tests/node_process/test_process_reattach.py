@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from node.runtime import _process_proc as proc
+from node.runtime import proc
 from node.runtime.base import ContainerState
 from node.runtime.process import STATE_DB, ProcessRuntime
 from node.state import NodeState

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pki._duration import format_duration, parse_duration
+from pki.duration import format_duration, parse_duration
 from pki.errors import CertificateError, ConfigError
 from pki.identity import (
     Identity,

@@ -1,4 +1,5 @@
-"""A parsed file that is re-read when it changes on disk (JWKS, deny list, credentials)."""
+"""A parsed file that is re-read when it changes on disk: a node's JWKS, deny list and
+credentials, the orchestrator's view of the PKI's revocations."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from pki._files import read_file
 from pki.errors import CapstanError
+from pki.files import read_file
 
 T = TypeVar("T")
-log = logging.getLogger("capstan.node")
+log = logging.getLogger("capstan.pki")
 
 
 class ReloadingFile(Generic[T]):
@@ -21,7 +22,8 @@ class ReloadingFile(Generic[T]):
 
     The first load must succeed (a bad file at start is a configuration error). A later
     bad version is logged and the last good value is kept: an attacker who can corrupt
-    the file must not be able to make the node forget a revocation or a key roll.
+    the file must not be able to make a server forget a revocation or a key roll.
+    Checking costs one ``stat`` per call, so it can sit on every call's path.
     """
 
     def __init__(self, path: Path, parse: Callable[[bytes], T], what: str) -> None:

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pki._files import atomic_write
 from pki.errors import CapstanError, PKIStateError
+from pki.files import atomic_write
 from pki.identity import Kind, parse_kind, validate_trust_domain
 
 STATE_FILE = "state.json"
@@ -133,6 +133,11 @@ def load_state(directory: Path) -> State:
         raise PKIStateError(f"PKI state file {path} is missing") from None
     except OSError as exc:
         raise PKIStateError(f"PKI state file {path} cannot be read: {exc.strerror}") from None
+    return parse_state(raw, path)
+
+
+def parse_state(raw: bytes, path: Path) -> State:
+    """The state in ``raw`` (the content of ``path``); PKIStateError naming the file."""
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
