@@ -100,6 +100,16 @@ class Load:
             except Exception as exc:
                 self.failures.append(f"node-1 -> node-2: {exc}")
 
+    def more(self, n: int, *, timeout: float = 60.0) -> None:
+        """Wait until ``n`` more calls have succeeded. Load before and after an event is
+        counted in calls, not in seconds: a slow machine takes longer, it does not fail."""
+        target = self.calls + n
+        wait_for(lambda: self.calls >= target, timeout=timeout, what=f"{n} more calls")
+
+    def at_least(self, total: int, *, timeout: float = 60.0) -> None:
+        """Wait until ``total`` calls have succeeded in all."""
+        wait_for(lambda: self.calls >= total, timeout=timeout, what=f"{total} calls in all")
+
     def start(self) -> Load:
         for target in (self._push, self._delegated):
             t = threading.Thread(target=target, daemon=True)
