@@ -19,7 +19,8 @@ from pki.authority import Authority
 from protos import control_pb2, node_pb2
 from protos.wire.nodeclient import NodeClient
 from tests.control_api.conftest import Running, start_orchestrator, stop_orchestrator
-from tests.security.conftest import Cluster, join_node, wait_for
+from tests.security.conftest import Cluster, join_node
+from tests.waiting import wait_for
 
 NODE_TTL = 60.0
 

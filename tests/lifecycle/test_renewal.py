@@ -16,8 +16,9 @@ from cryptography.x509.oid import NameOID
 from pki.certs import dns_names, identity_of, ip_addresses, thumbprint
 from protos import control_pb2, gateway_pb2, gateway_pb2_grpc
 from tests.security.conftest import Cluster
+from tests.waiting import wait_for
 
-from .conftest import NODE_TTL, Load, audit_events, lifecycle_of, wait_for
+from .conftest import NODE_TTL, Load, audit_events, lifecycle_of
 
 
 def served_certificate(address: str, c: Cluster, name: str) -> x509.Certificate:

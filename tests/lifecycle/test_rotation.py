@@ -10,8 +10,9 @@ from pki.rotation import rotate_ca, rotation_status
 from pki.tokenkeys import KeySet, TokenKeyStore
 from protos import control_pb2
 from tests.security.conftest import Cluster
+from tests.waiting import wait_for
 
-from .conftest import Load, audit_events, lifecycle_of, refresh_admin, wait_for
+from .conftest import Load, audit_events, lifecycle_of, refresh_admin
 
 
 def node_kids(c: Cluster, name: str) -> set[str]:
