@@ -10,7 +10,7 @@ recording runtime), ``--per-process`` of them per process. Then, in order:
 
 1. **idle**: the orchestrator's CPU (% of one core, from /proc over
    ``--idle-seconds``) and RSS with every node heartbeating at 1 Hz;
-2. **apply** of 10 x N instances (10 services of N replicas, spread): placements
+2. **apply** of 10 x N instances (10 applications of N replicas, spread): placements
    per second (apply to the last ``workload.placed`` audit entry) and the time until
    every instance runs on its node (the hollow runtimes hold them);
 3. **failure**: 5% of the nodes are killed at once (server and stream stopped, as a
@@ -272,21 +272,26 @@ class Cluster:
             self.orch.wait()
 
 
-def _app(n: int) -> topology_pb2.Application:
-    return topology_pb2.Application(
-        name="scale",
-        tenant="bench",
-        services=[
-            topology_pb2.Service(
-                name=f"s{s}",
-                image="local/busybox:1",
-                command=["sleep", "infinity"],
-                replicas=n,
-                resources=topology_pb2.Resources(cpu=0.01, memory=4 * 1024 * 1024),
-            )
-            for s in range(SERVICES)
-        ],
-    )
+def _apps(n: int) -> list[topology_pb2.Application]:
+    """10 x N instances: ten applications of N replicas each. One application's apply
+    is one store transaction (all or nothing), which etcd caps at 1.5 MiB: about
+    5,000 instances, so 10,000 go in as ten applications."""
+    return [
+        topology_pb2.Application(
+            name=f"scale{s}",
+            tenant="bench",
+            services=[
+                topology_pb2.Service(
+                    name="web",
+                    image="local/busybox:1",
+                    command=["sleep", "infinity"],
+                    replicas=n,
+                    resources=topology_pb2.Resources(cpu=0.01, memory=4 * 1024 * 1024),
+                )
+            ],
+        )
+        for s in range(SERVICES)
+    ]
 
 
 def measure(n: int, args: argparse.Namespace) -> Result:
@@ -316,7 +321,13 @@ def measure(n: int, args: argparse.Namespace) -> Result:
             seq0 = len(cluster.audit())
             result.instances = SERVICES * n
             applied = time.time()
-            cluster.control.Apply(control_pb2.ApplyRequest(app=_app(n)))
+            with futures.ThreadPoolExecutor(SERVICES) as pool:
+                list(
+                    pool.map(
+                        lambda app: cluster.control.Apply(control_pb2.ApplyRequest(app=app)),
+                        _apps(n),
+                    )
+                )
 
             def all_running() -> bool:
                 ws = cluster.workloads()

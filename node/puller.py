@@ -107,6 +107,8 @@ class Puller:
         # Sealed secrets of each desired instance, by container name (never opened
         # until the instance is created here).
         self._sealed: dict[str, list[node_pb2.SealedSecret]] = {}
+        # The secret versions each instance's files hold (set at create and update).
+        self._versions: dict[str, tuple[int, ...]] = {}
         if interval <= 0:
             raise ValueError("converge interval must be positive")
         self._runtime = runtime
@@ -271,6 +273,7 @@ class Puller:
         except CapstanError as exc:
             log.error("cannot list containers to converge: %s", exc)
             return []
+        self._rotate_secrets({c.name for c in actual})
         done: list[Action] = []
         failed: set[str] = set()
         for action in plan(desired, actual):
@@ -293,6 +296,23 @@ class Puller:
             except Exception as exc:
                 log.warning("after converging: %s", exc)
         return done
+
+    def _rotate_secrets(self, present: set[str]) -> None:
+        """Instances that run here and whose assignment carries newer secret versions
+        get their files replaced in place (``capstan secret rotate``), no restart."""
+        if self._secrets is None:
+            return
+        for name, sealed in self._sealed.items():
+            versions = tuple(s.version for s in sealed)
+            if name not in present or self._versions.get(name, versions) == versions:
+                continue
+            try:
+                self._secrets.update(name, sealed)
+            except CapstanError as exc:
+                log.error("secrets of %s not updated: %s", name, exc)
+                continue
+            self._versions[name] = versions
+            log.info("updated the secrets of %s to versions %s", name, versions)
 
     def _desired(self, assignments: gateway_pb2.Assignments) -> tuple[list[Desired], set[str]]:
         """The usable assignments, and the workload ids and names of the unusable ones."""
@@ -334,6 +354,7 @@ class Puller:
                         raise FailedPrecondition("this node holds no seal key")
                     uid, gid = self._runtime.secret_owner(spec)
                     mounts, env = self._secrets.open(action.name, sealed, uid, gid)
+                    self._versions[action.name] = tuple(s.version for s in sealed)
                     spec = dataclasses.replace(spec, secrets=mounts, env=(*spec.env, *env))
                 # AlreadyExists: a create of an earlier pass that the listing missed.
                 try:
@@ -356,6 +377,7 @@ class Puller:
             elif isinstance(action, Remove):
                 self._remove(action.name)
                 self._sealed.pop(action.name, None)
+                self._versions.pop(action.name, None)
                 if self._secrets is not None:
                     self._secrets.remove(action.name)
                 self._restarts.pop(action.name, None)

@@ -15,6 +15,7 @@ Tracker): a store write happens only when a node's state changes.
 from __future__ import annotations
 
 import logging
+import time
 
 from orchestrator._periodic import every
 from orchestrator.reconciler import Reconciler
@@ -22,6 +23,11 @@ from orchestrator.reconciler import Reconciler
 log = logging.getLogger("capstan.orchestrator")
 
 __all__ = ["LivenessWatch"]
+
+# A check this much later than its period means the orchestrator was not listening:
+# that time is not counted as any node's silence (Tracker.deaf). Real time (monotonic),
+# never the injected clock: a test's clock jumping forward is not a stall.
+STALL = 0.5
 
 
 class LivenessWatch:
@@ -48,4 +54,16 @@ class LivenessWatch:
         return changed
 
     async def run(self) -> None:
-        await every(self.period, self.check, "liveness check")
+        last = time.monotonic()
+
+        async def step() -> None:
+            nonlocal last
+            now = time.monotonic()
+            late = now - last - self.period
+            last = now
+            if late > STALL:
+                # This timer ran late: the event loop was stalled, reports sat unread.
+                self._reconciler.tracker.stalled(late)
+            await self.check()
+
+        await every(self.period, step, "liveness check")

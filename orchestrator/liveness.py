@@ -35,6 +35,7 @@ class NodeView:
     images: set[str] = field(default_factory=set)
     images_known: bool = False
     thumbprint: str = ""  # of the certificate its report stream authenticated with
+    deaf_at_seen: float = 0.0  # Tracker.deaf when the last report was taken in
 
 
 class Tracker:
@@ -43,6 +44,11 @@ class Tracker:
         self.grace = grace
         self._clock = clock
         self.nodes: dict[str, NodeView] = {}
+        # Seconds, in total, during which the orchestrator itself could not listen (its
+        # event loop was stalled: reports queued unread). A node is judged on the time
+        # the orchestrator could hear it: silence the orchestrator caused is not the
+        # node's, or one long stall under load would declare every node dead at once.
+        self.deaf = 0.0
 
     def seen(
         self,
@@ -57,6 +63,7 @@ class Tracker:
         view = self.nodes.setdefault(node, NodeView())
         first = view.last_seen == 0.0
         view.last_seen = now
+        view.deaf_at_seen = self.deaf
         listed = status.containers if containers is None else containers
         changed = first
         if status.full:
@@ -92,6 +99,10 @@ class Tracker:
             view.images_known = True
         return changed
 
+    def stalled(self, seconds: float) -> None:
+        """The orchestrator could not take reports in for ``seconds`` (see ``deaf``)."""
+        self.deaf += max(0.0, seconds)
+
     def identify(self, node: str, thumbprint: str) -> None:
         self.nodes.setdefault(node, NodeView()).thumbprint = thumbprint
 
@@ -122,6 +133,8 @@ class Tracker:
         heard = view is not None and view.last_seen > 0
         last = view.last_seen if view is not None and heard else max(joined_at, self.started)
         silent = now - last
+        if view is not None and heard:
+            silent -= self.deaf - view.deaf_at_seen
         if silent <= self.heartbeat * 1.5 + 0.25:
             return Liveness.READY if heard else Liveness.SUSPECT
         if silent <= self.grace:

@@ -135,9 +135,10 @@ class Reconciler:
         self.delegator = delegator  # node-to-node fetches (push nodes)
         self.links = links  # the nodes' link plans
         self.secrets = secrets  # seals secrets for the node of each instance
-        # Node commands in flight at once: a node call mostly waits on its runtime, and
-        # an engine creates many containers at once (bench/bench_deploy.py).
-        self.concurrency = 64
+        # Node commands in flight at once. 64 was tried: on a saturated engine calls then
+        # outran their 10 s deadline and backed off, three times slower end to end
+        # (bench/bench_deploy.py, docs/performance.md); 16 keeps the engine busy.
+        self.concurrency = 16
         self.tasks = tasks
         self.images = Catalog(state.store)
         self.policies = Policies(state.store, clock=clock)  # pool policies, tenant quotas

@@ -120,6 +120,10 @@ class SecretService(secrets_pb2_grpc.SecretServiceServicer):  # type: ignore[mis
         # inside the reconciler's synchronous spec translation. The leader is the only
         # writer; load() re-reads them at each election.
         self._records: dict[tuple[str, str], secrets_pb2.SecretRecord] = {}
+        # One seal per (secret version, node key): a pull node's assignments stay the
+        # same bytes until a rotation (its Watch sends only what changed), and the value
+        # is opened once per version and node rather than at every poll.
+        self._seals: dict[tuple[str, str, int, bytes], bytes] = {}
 
     async def load(self) -> None:
         self._records = {
@@ -140,15 +144,19 @@ class SecretService(secrets_pb2_grpc.SecretServiceServicer):  # type: ignore[mis
             raise SecretNotFound(f"secret {tenant}/{ref.name} not found")
         if len(node_key) != 32:
             raise BadSecret("the node registered no seal key: it cannot hold secrets")
-        value = self._kek.open_envelope(
-            _envelope(record), label(record.tenant, record.name, record.version)
-        )
+        key = (tenant, ref.name, record.version, bytes(node_key))
+        sealed = self._seals.get(key)
+        if sealed is None:
+            value = self._kek.open_envelope(
+                _envelope(record), label(record.tenant, record.name, record.version)
+            )
+            sealed = SealedBox(PublicKey(node_key)).encrypt(value)
+            # Older versions' seals go: a rotated value is never sealed out again.
+            for old in [k for k in self._seals if k[:2] == key[:2] and k[2] != key[2]]:
+                del self._seals[old]
+            self._seals[key] = sealed
         return node_pb2.SealedSecret(
-            name=ref.name,
-            path=ref.path,
-            env=ref.env,
-            version=record.version,
-            sealed=SealedBox(PublicKey(node_key)).encrypt(value),
+            name=ref.name, path=ref.path, env=ref.env, version=record.version, sealed=sealed
         )
 
     def use_keys(self, kek: SecretKeyStore) -> None:
@@ -298,6 +306,8 @@ class SecretService(secrets_pb2_grpc.SecretServiceServicer):  # type: ignore[mis
             raise SecretInUse(f"secret {call.tenant}/{name} is used by {names}")
         await self._state.store.delete(keys.secret(call.tenant, name), expect_revision=revision)
         self._records.pop((call.tenant, name), None)
+        for old in [k for k in self._seals if k[:2] == (call.tenant, name)]:
+            del self._seals[old]
         await self._audit.record(
             "secret.deleted", by=call.caller.uri, tenant=call.tenant, secret=name
         )

@@ -494,10 +494,7 @@ class LinkManager:
             turn = self._turn.setdefault(f"in:{first.res}", itertools.count())
 
         def connect() -> socket.socket | None:
-            # Only instances of exactly the service in res that declare the port.
-            with self._lock:
-                targets = [i for i in self._instances.values() if i.declares(service, port)]
-            targets.sort(key=lambda i: i.name)
+            targets = self.tunnel_targets(service, port)
             if not targets:
                 return None
             start = next(turn) % len(targets)
@@ -538,6 +535,21 @@ class LinkManager:
             )
         if tunnel.reason in ("link withdrawn", "source revoked"):
             raise LinkRefused(grpc.StatusCode.PERMISSION_DENIED, tunnel.reason)
+
+    def tunnel_targets(self, service: str, port: int) -> list[_Instance]:
+        """Where a tunnel for ``service:port`` may connect: running instances of exactly
+        that service that declare the port, each in a namespace of its own. An
+        unisolated instance shares the node's loopback, where 127.0.0.1:port could be
+        anything of the node: another node never reaches it through a tunnel."""
+        with self._lock:
+            return sorted(
+                (
+                    i
+                    for i in self._instances.values()
+                    if i.declares(service, port) and i.ns is not None
+                ),
+                key=lambda i: i.name,
+            )
 
     # -- for tests and describe ------------------------------------------------------------
 

@@ -51,3 +51,28 @@ def test_heartbeats_of_a_live_node_write_nothing(tmp_path: Path) -> None:
         await lo.store.close()
 
     asyncio.run(main())
+
+
+def test_time_the_orchestrator_could_not_listen_is_not_a_nodes_silence(tmp_path: Path) -> None:
+    """A stalled orchestrator (its loop busy, reports queued unread) must not declare
+    every node dead when it wakes up; a node silent while it listened still dies."""
+
+    async def main() -> None:
+        lo = await local(tmp_path, heartbeat=1.0, grace=3.0)
+        await lo.add_node("n1")
+        watch = LivenessWatch(lo.reconciler)
+        lo.tracker.seen("n1", gateway_pb2.NodeStatus(full=True))
+        lo.clock.advance(5.0)
+        lo.tracker.stalled(4.5)  # of those 5 s, the orchestrator heard nothing for 4.5
+        assert await watch.check() == {}
+        assert lo.tracker.liveness("n1").value == "ready"
+        lo.clock.advance(2.8)  # 3.3 s of silence it could have heard: dead
+        assert await watch.check() == {"n1": ("ready", "dead")}
+        # A report taken in after the stall starts a fresh count.
+        lo.tracker.seen("n1", gateway_pb2.NodeStatus(full=True))
+        assert await watch.check() == {"n1": ("dead", "ready")}
+        lo.clock.advance(3.1)
+        assert await watch.check() == {"n1": ("ready", "dead")}
+        await lo.store.close()
+
+    asyncio.run(main())

@@ -343,3 +343,29 @@ def test_sampled_placement_scores_only_the_window_from_its_start() -> None:
     assert place(request, nodes, sample=4, start=0) == "n000"
     assert place(request, nodes, sample=4, start=50) == "n050"
     assert place(request, nodes, sample=4, start=98) == "n000"  # wraps: n098 n099 n000 n001
+
+
+# -- sandbox policies (orchestrator.policy) ---------------------------------------------
+
+
+def test_unisolated_nodes_only_for_pools_that_accept_them() -> None:
+    request = PlacementRequest(service=WEB, cpu=0.1, memory=MI, tenant="acme")
+    strict = node("unisolated", unisolated=True, grants=frozenset())
+    with pytest.raises(Unschedulable) as err:
+        place(request, [strict])
+    assert "unisolated node" in str(err.value)
+    accepting = node("accepting", unisolated=True, grants=frozenset({"unisolated"}))
+    assert place(request, [strict, accepting]) == "accepting"
+    isolated = node("isolated", grants=frozenset())
+    assert place(request, [strict, isolated]) == "isolated"
+
+
+def test_a_service_lands_only_where_its_pool_permits_what_it_asks() -> None:
+    request = PlacementRequest(service=WEB, cpu=0.1, memory=MI, tenant="acme",
+                               needs=frozenset({"host_network", "cap:NET_ADMIN"}))
+    partly = node("partly", grants=frozenset({"host_network"}))
+    with pytest.raises(Unschedulable) as err:
+        place(request, [partly])
+    assert "sandbox policy" in str(err.value)
+    both = node("both", grants=frozenset({"host_network", "cap:NET_ADMIN"}))
+    assert place(request, [partly, both]) == "both"

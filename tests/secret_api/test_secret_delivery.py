@@ -233,8 +233,42 @@ def test_an_instance_removed_behind_the_agents_back_loses_its_secret_files(
     wait_for(old_files_gone, timeout=30, what="node-1's old secret files pruned")
 
 
+@pytest.fixture(params=["push", "pull"])
+def rotating(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """node-1 (process runtime) in push or pull mode, node-2 beside it."""
+    orch = start_orchestrator(tmp_path / "orch")
+    c = Cluster(orch, tmp_path)
+    try:
+        join_node(c, "node-1", "127.0.0.55", mode=request.param)
+        join_node(c, "node-2", "127.0.0.56")
+        wait_for(
+            lambda: (
+                sum(
+                    n.state == "ready"
+                    for n in c.admin().ListNodes(control_pb2.ListNodesRequest()).nodes
+                )
+                == 2
+            ),
+            what="two ready nodes",
+        )
+        yield c
+    finally:
+        for node in c.nodes.values():
+            for ct in node.agent.runtime.list():
+                node.agent.runtime.remove(ct.name, force=True)
+            node.stop(0)
+        stop_orchestrator(c.orch)
+
+
+def test_rotation_reaches_the_running_instance_on_a_pull_node_too(rotating: Cluster) -> None:
+    _rotation_reaches_the_running_instance(rotating)
+
+
 def test_rotation_reaches_the_running_instance(two_nodes: Cluster) -> None:
-    c = two_nodes
+    _rotation_reaches_the_running_instance(two_nodes)
+
+
+def _rotation_reaches_the_running_instance(c: Cluster) -> None:
     stub = secrets_pb2_grpc.SecretServiceStub(
         grpc.secure_channel(c.orch.target, c.orch.user("admin", "admin"))
     )
@@ -275,6 +309,7 @@ def test_rotation_reaches_the_running_instance(two_nodes: Cluster) -> None:
     assert info.version == 2
     wait_for(lambda: second in printed(), what="the second version read, same instance")
     assert runtime.inspect(container).started_at == started  # not restarted
+    pushed = 0 if c.nodes["node-1"].joined.mode == "pull" else 1  # pull nodes fetch it
     assert any(
-        e["event"] == "secret.rotated" and e.get("instances_updated") == 1 for e in c.audit()
+        e["event"] == "secret.rotated" and e.get("instances_updated") == pushed for e in c.audit()
     )
