@@ -117,13 +117,15 @@ class HACluster:
         return asyncio.run(read())
 
     def wait_leader(self, *, above: int = 0, timeout: float = 30.0) -> LeaderInfo:
-        """The leader once its epoch is greater than ``above`` and its process is alive."""
+        """The leader once its epoch is greater than ``above``, its process is alive and
+        it serves (it has read the store back after its election)."""
         found: list[LeaderInfo] = []
 
         def elected() -> bool:
             with contextlib.suppress(Exception):
                 info = self.read_leader()
                 if info is not None and info.epoch > above and self.by_address(info.address).alive:
+                    self.control(info.address).ListApps(control_pb2.ListAppsRequest(), timeout=5)
                     found[:] = [info]
                     return True
             return False
