@@ -14,8 +14,9 @@ from node.runtime import proc
 from node.runtime.base import ContainerState, Runtime, VolumeMount
 from node.runtime.process import ProcessRuntime
 from node.volumes import VolumeStore
+from tests.waiting import wait_for
 
-from .conftest import gone, host_pid_of, log_text, spec, wait_for
+from .conftest import gone, host_pid_of, log_text, spec
 
 
 def test_implements_the_runtime_protocol(runtime: ProcessRuntime) -> None:
