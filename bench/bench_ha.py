@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,10 +39,18 @@ from orchestrator.context import Context
 from orchestrator.store import Compare, Put, Store
 from orchestrator.store.etcd import EtcdStore
 from orchestrator.store.sqlite import SqliteStore
-from tests.failover._agents import wait_until
 from tests.ha._cluster import HACluster, sleeper_app, start_cluster
 
 SIZES = (4, 6)
+
+
+def wait_until(cond: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``cond`` until truthy; TimeoutError after ``timeout`` (a bound, not a delay)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
 
 
 def _context(ha: HACluster) -> Context:

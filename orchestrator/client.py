@@ -396,8 +396,8 @@ class ControlClient:
         # The node must prove the identity the token is for (not only its host name).
         with NodeClient(
             grant.node_address, credentials=client_credentials(cert, key, ca), expect=grant.node_id
-        ) as node:
-            yield from node.stream("container.exec", messages(), grant.token)
+        ) as target:
+            yield from target.stream("container.exec", messages(), grant.token)
 
     # -- audit --------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ TOKENS_MINTED = Counter(
     "capstan_tokens_minted", "Capability tokens minted by operation", ["op"], registry=REGISTRY
 )
 HEARTBEATS = Counter(
-    "capstan_node_heartbeats", "Reports received from nodes", ["node"], registry=REGISTRY
+    "capstan_node_heartbeats", "Node reports received", ["node"], registry=REGISTRY
 )
 PLACEMENT_SECONDS = Histogram(
     "capstan_placement_seconds",

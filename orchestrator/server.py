@@ -180,7 +180,10 @@ async def start(
         # Never to itself: a deposed leader's record may linger until its lease ends.
         return "" if where in leader_seen.get("own", "").split(",") else where
 
-    leader_gate = LeaderGate(lambda: leadership.leading, redirect)
+    # Serving as leader only once the store has been read back: a call that arrived
+    # between the election and the end of that would see stale memory.
+    ready = asyncio.Event()
+    leader_gate = LeaderGate(lambda: leadership.leading and ready.is_set(), redirect)
     authz = Gate(
         trust_domain=ca.authority.trust_domain,
         revoked=revoked,
@@ -445,6 +448,7 @@ async def start(
     async def elected(epoch: int) -> None:
         # Everything the previous leader may have changed is read back from the
         # store; what only it held in memory is rebuilt (docs/high-availability.md).
+        ready.clear()
         await state.load()
         await reconciler.policies.load()
         # A key-encryption key rotated with `capstan pki rotate-secrets-key` since the
@@ -472,9 +476,11 @@ async def start(
             # withdrawal (open tunnels close within 2 s of it).
             asyncio.create_task(link_planner.run(), name="links"),
         ]
+        ready.set()
         log.info("orchestrator %s leads (epoch %d)", identity, epoch)
 
     async def lost() -> None:
+        ready.clear()
         duties, orch.duties = orch.duties, []
         for task in duties:
             task.cancel()

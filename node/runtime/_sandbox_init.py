@@ -242,6 +242,28 @@ def pivot(root: str) -> None:
     os.chdir("/")
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def clear_capabilities() -> None:
+    """Empty this process's effective, permitted and inheritable sets. SECBIT_NO_SETUID_FIXUP
+    (set so a uid change cannot be undone) also stops the kernel from clearing them on
+    setresuid: without this, the init that stays as pid 1 kept nearly every capability
+    (regression)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
 def drop_privileges(plan: dict[str, Any], last_cap: int) -> None:
     for cap in range(last_cap + 1):
         try:
@@ -255,6 +277,7 @@ def drop_privileges(plan: dict[str, Any], last_cap: int) -> None:
     os.setgroups([])
     os.setresgid(plan["gid"], plan["gid"], plan["gid"])
     os.setresuid(plan["uid"], plan["uid"], plan["uid"])
+    clear_capabilities()
 
 
 class _ArgCmp(ctypes.Structure):

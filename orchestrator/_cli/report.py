@@ -46,7 +46,7 @@ class Report:
     entries: int = 0
     # (identity, op, node) -> [count, first, last]
     grants: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
-    # (from node, to node, op) -> count: a delegation lets the first call the second
+    # (source node, target node, op) -> count: a delegation lets the first call the second
     delegations: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     # (event, reason) -> count
     refusals: Counter[tuple[str, str]] = field(default_factory=Counter)

@@ -21,9 +21,10 @@ from orchestrator.cli import main
 from orchestrator.context import Context, ContextConfig
 from orchestrator.local import LocalCluster
 from pki.authority import Authority
+from tests.waiting import wait_for
 
 from .conftest import Result, closed_port, kill_mentioning
-from .test_local_cluster import free_base_port, wait_until
+from .test_local_cluster import free_base_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -148,7 +149,7 @@ def test_tenants_get_name_formats_and_stdin(run: Run, cluster: Path) -> None:
     assert "Tenant:      acme" in r.out
     events = r.out.split("Events:")[1].split()
     assert events[0].endswith("Z") and events[0][:2] == "20"  # events carry their time
-    wait_until(lambda: "web says hello" in run("logs", "shop/web.0").out, "the output")
+    wait_for(lambda: "web says hello" in run("logs", "shop/web.0").out, 60, "the output")
 
     # get KIND NAME; -o name; -o jsonpath.
     r = run("get", "workloads", "shop/web.0", "-o", "jsonpath={.tenant}/{.state}")
@@ -192,9 +193,10 @@ def test_apply_a_directory_scale_top_and_delete_by_file(
     r = run("scale", "alpha/web", "3")
     assert r.code == 0, r.err
     assert "default/alpha/web scaled 1 -> 3 (generation 2)" in r.out
-    wait_until(
+    wait_for(
         lambda: run("get", "workloads", "--app", "alpha", "-o", "jsonpath={.items[*].state}")
         .out.split() == ["running"] * 3,
+        60,
         "three instances",
     )
     assert run("scale", "alpha/nope", "2").code == 3
@@ -204,7 +206,7 @@ def test_apply_a_directory_scale_top_and_delete_by_file(
         out = run("top", "instances", "--app", "alpha").out.splitlines()
         return len(out) == 4 and all(line.split()[6] != "0" for line in out[1:])
 
-    wait_until(usage_reported, "usage reports for alpha", timeout=60)
+    wait_for(usage_reported, 60, "usage reports for alpha")
     r = run("top", "nodes")
     assert r.out.splitlines()[0].split() == [
         "NAME", "CPU(cores)", "CPU%", "MEMORY", "MEMORY%", "INSTANCES"]
@@ -314,7 +316,7 @@ def test_status_fails_and_up_resumes_when_the_orchestrator_died(
     assert record is not None
     orch = next(p for p in record.processes if p.role == "orchestrator")
     os.killpg(orch.pid, signal.SIGKILL)
-    wait_until(lambda: not orch.alive(), "the orchestrator to die")
+    wait_for(lambda: not orch.alive(), 60, "the orchestrator to die")
 
     r = run("status")
     assert r.code == 5, r.out + r.err
@@ -329,9 +331,10 @@ def test_status_fails_and_up_resumes_when_the_orchestrator_died(
     assert [(w["container"], w["restarts"], w["created_at"]) for w in after] == [
         (w["container"], w["restarts"], w["created_at"]) for w in before
     ]
-    wait_until(
+    wait_for(
         lambda: run("get", "workloads", "--app", "echo", "-o", "jsonpath={.items[*].state}")
         .out.split() == ["running"],
+        60,
         "the instance reported running again",
     )
 

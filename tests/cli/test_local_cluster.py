@@ -7,7 +7,6 @@ import json
 import random
 import shutil
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from node.state import NodeState
 from orchestrator.context import Context, ContextConfig
 from orchestrator.local import LocalCluster
 from pki.authority import Authority
+from tests.waiting import wait_for
 
 from .conftest import Result, kill_mentioning, processes_mentioning
 
@@ -62,14 +62,6 @@ def free_base_port(nodes: int) -> int:
         if all(_free(h, p) for h, p in hosts):
             return base
     raise AssertionError("no free base port found")
-
-
-def wait_until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -167,7 +159,7 @@ def test_up_apply_logs_delete_down(cluster_home: Path, capstan: Run, tmp_path: P
         out = capstan("logs", "shop/web.0")
         return out.code == 0 and "web says hello" in out.out
 
-    wait_until(logged, "the instance's output")
+    wait_for(logged, 60, "the instance's output")
     r = capstan("describe", "app", "shop")
     assert r.code == 0
     assert "Instances:" in r.out
@@ -175,8 +167,11 @@ def test_up_apply_logs_delete_down(cluster_home: Path, capstan: Run, tmp_path: P
 
     r = capstan("delete", "app", "shop")
     assert r.code == 0, r.err
-    wait_until(lambda: json.loads(capstan("get", "workloads", "-o", "json").out) == [],
-               "the workloads to be removed")
+    wait_for(
+        lambda: json.loads(capstan("get", "workloads", "-o", "json").out) == [],
+        60,
+        "the workloads to be removed",
+    )
     r = capstan("logs", "shop/web.0")
     assert r.code == 3, r
 

@@ -11,7 +11,8 @@ import pytest
 
 from protos import control_pb2, topology_pb2
 from tests.control_api.conftest import start_orchestrator, stop_orchestrator
-from tests.security.conftest import Cluster, join_node, wait_for
+from tests.security.conftest import Cluster, join_node
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.docker
 

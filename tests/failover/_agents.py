@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from orchestrator.server import Orchestrator, start
 from pki.authority import Authority
 from protos import control_pb2, topology_pb2
 from tests.control_api.conftest import TD, Running
+from tests.waiting import wait_for
 
 IMAGE = "local/busybox:1"
 T = TypeVar("T")
@@ -77,15 +77,6 @@ def start_orch(
         f"127.0.0.1:{orch.port}",
         f"127.0.0.1:{orch.join_port}",
     )
-
-
-def wait_until(cond: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll ``cond`` until truthy; raise TimeoutError after ``timeout`` (a bound, not a delay)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass
@@ -143,7 +134,7 @@ class Agent:
                 raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
             return bool(_READY.search(self.log.read_text()[offset:]))
 
-        wait_until(ready, 30, f"{self.name} ready")
+        wait_for(ready, 30, f"{self.name} ready")
 
     @property
     def pid(self) -> int:

@@ -15,22 +15,12 @@ from orchestrator.reconciler import Reconciler
 from orchestrator.state import ClusterState
 from orchestrator.store.sqlite import SqliteStore
 from protos import control_pb2
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.waiting import FakeClock
 
 
 @dataclass
 class Local:
-    clock: Clock
+    clock: FakeClock
     store: SqliteStore
     state: ClusterState
     tracker: Tracker
@@ -55,7 +45,7 @@ class Local:
 
 
 async def local(root: Path, *, heartbeat: float = 1.0, grace: float = 3.0) -> Local:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     store = SqliteStore(root / "store.db", clock=clock)
     await store.open()
     state = ClusterState(store)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.control_api.conftest import Running, stop_orchestrator
-from tests.failover._agents import Agent, join_agent, node_states, start_orch, wait_until
+from tests.failover._agents import Agent, join_agent, node_states, start_orch
+from tests.waiting import wait_for
 
 HEARTBEAT = 0.5
 GRACE = 2.0
@@ -43,7 +44,7 @@ def proc_cluster(tmp_path: Path) -> Iterator[ProcCluster]:
     try:
         for i in (1, 2, 3):
             c.join(f"node-{i}", f"127.0.0.3{i}")
-        wait_until(
+        wait_for(
             lambda: list(node_states(orch).values()) == ["ready"] * 3, 20, "three ready nodes"
         )
         yield c

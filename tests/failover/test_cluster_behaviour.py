@@ -17,8 +17,9 @@ from orchestrator.rebalance import RebalanceSettings
 from protos import control_pb2, node_pb2, topology_pb2
 from protos.wire.errors import NodeCallError
 from tests.control_api.conftest import start_orchestrator, stop_orchestrator
-from tests.failover._agents import IMAGE, audit, on_loop, sleeper_app, wait_until, workloads
+from tests.failover._agents import IMAGE, audit, on_loop, sleeper_app, workloads
 from tests.security.conftest import Cluster, join_node
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     try:
         join_node(c, "node-1", "127.0.0.41")
         join_node(c, "node-2", "127.0.0.42")
-        wait_until(lambda: _ready(c) == ["node-1", "node-2"], 20, "two ready nodes")
+        wait_for(lambda: _ready(c) == ["node-1", "node-2"], 20, "two ready nodes")
         yield c
     finally:
         stop_orchestrator(orch)  # first: it would keep removing and creating meanwhile
@@ -88,7 +89,7 @@ def test_a_joining_node_gets_a_bounded_rebalance(cluster: Cluster) -> None:
     def running() -> list[control_pb2.Workload]:
         return [w for w in workloads(c.orch) if w.state == "running"]
 
-    wait_until(lambda: len(running()) == 6, 30, "six running instances")
+    wait_for(lambda: len(running()) == 6, 30, "six running instances")
     assert sorted(w.node for w in running()) == ["node-1"] * 3 + ["node-2"] * 3
     # At most one automatic move per minute: the bound shows.
     rebalancer = c.orch.orch.rebalancer
@@ -96,7 +97,7 @@ def test_a_joining_node_gets_a_bounded_rebalance(cluster: Cluster) -> None:
     rebalancer.settings = RebalanceSettings(per_round=1, per_minute=1, period=0.1)
 
     join_node(c, "node-3", "127.0.0.43")
-    wait_until(
+    wait_for(
         lambda: [w.node for w in running()].count("node-3") == 1 and len(running()) == 6,
         30,
         "one instance moved to node-3 and running",
@@ -106,7 +107,7 @@ def test_a_joining_node_gets_a_bounded_rebalance(cluster: Cluster) -> None:
     assert any(e["event"] == "rebalance.triggered" for e in audit(c.orch))
     # The old copy is gone from its node (no duplicate).
     old = moved[0]["moved_from"]
-    wait_until(
+    wait_for(
         lambda: not [n for n in _names(c, str(old)) if n.startswith(str(moved[0]["workload"]))],
         15,
         "the old copy removed",
@@ -118,7 +119,7 @@ def test_a_joining_node_gets_a_bounded_rebalance(cluster: Cluster) -> None:
     assert len([e for e in audit(c.orch) if e["event"] == "workload.rebalanced"]) == 1
     plan = c.admin().Rebalance(control_pb2.RebalanceRequest())
     assert plan.applied and len(plan.moves) == 1
-    wait_until(
+    wait_for(
         lambda: (
             sorted(w.node for w in running()) == ["node-1"] * 2 + ["node-2"] * 2 + ["node-3"] * 2
         ),
@@ -165,7 +166,7 @@ def test_cpu_burning_service_scales_up_then_down(cluster: Cluster, tmp_path: Pat
     def running() -> int:
         return sum(1 for w in workloads(c.orch) if w.state == "running" and w.desired == "running")
 
-    wait_until(lambda: replicas() == 3 and running() == 3, 40, "scaled up to 3 and running")
+    wait_for(lambda: replicas() == 3 and running() == 3, 40, "scaled up to 3 and running")
     # Re-applying the same file does not undo the autoscaler's count.
     admin.Apply(control_pb2.ApplyRequest(app=app))
     assert replicas() == 3
@@ -174,7 +175,7 @@ def test_cpu_burning_service_scales_up_then_down(cluster: Cluster, tmp_path: Pat
     for agent in c.agents.values():  # wherever an instance runs, its volume is there
         for volume in (agent.state_dir / "volumes").glob("*burn*ctl*"):
             (volume / "stop").touch()
-    wait_until(lambda: replicas() == 1 and running() == 1, 40, "scaled back down to 1")
+    wait_for(lambda: replicas() == 1 and running() == 1, 40, "scaled back down to 1")
     # Each event line starts with its UTC time: compare what follows it.
     events = [e.split(" ", 1)[1] for e in admin.GetApp(control_pb2.AppRef(name="burn")).events]
     ups = [e for e in events if e.startswith("autoscale cpu") and "-> 3" in e]

@@ -13,10 +13,10 @@ from tests.failover._agents import (
     node_state,
     restart_agent,
     sleeper_app,
-    wait_until,
     workloads,
 )
 from tests.failover.conftest import GRACE, ProcCluster
+from tests.waiting import wait_for
 
 REPLICAS = 3
 MAX_UNAVAILABLE = 1
@@ -34,7 +34,7 @@ def _deploy(c: ProcCluster) -> str:
     """Three instances, one per node; returns the node of instance 0."""
     app = sleeper_app("svc", REPLICAS, max_unavailable=MAX_UNAVAILABLE)
     c.orch.control().Apply(control_pb2.ApplyRequest(app=app))
-    wait_until(lambda: len(_running(c)) == REPLICAS, 30, "three running instances")
+    wait_for(lambda: len(_running(c)) == REPLICAS, 30, "three running instances")
     assert len({w.node for w in _running(c)}) == REPLICAS  # spread: one per node
     return next(w.node for w in _running(c) if w.index == 0)
 
@@ -86,8 +86,8 @@ def test_kill9_agent_workloads_replaced_and_stale_copies_fenced_on_restart(
 
     watch = _Watch(c)
     agent.kill9()
-    wait_until(lambda: node_state(c.orch, victim) == "dead", 15, "node declared dead")
-    wait_until(
+    wait_for(lambda: node_state(c.orch, victim) == "dead", 15, "node declared dead")
+    wait_for(
         lambda: len(_running(c, avoid=victim)) == REPLICAS, 30, "instances running elsewhere"
     )
     watch.stop()
@@ -99,8 +99,8 @@ def test_kill9_agent_workloads_replaced_and_stale_copies_fenced_on_restart(
     assert agent.containers() == stale
 
     restart_agent(c.orch, c.root, agent)
-    wait_until(lambda: not agent.containers(), 20, "stale containers fenced on restart")
-    wait_until(lambda: node_state(c.orch, victim) == "ready", 15, "node back")
+    wait_for(lambda: not agent.containers(), 20, "stale containers fenced on restart")
+    wait_for(lambda: node_state(c.orch, victim) == "ready", 15, "node back")
     live = _live_per_workload(c)
     assert sorted(live) == sorted(w.id for w in workloads(c.orch))
     assert set(live.values()) == {1}, f"duplicates: {live}"
@@ -115,16 +115,16 @@ def test_sigstopped_agent_is_fenced_on_sigcont(proc_cluster: ProcCluster) -> Non
     stale = agent.containers()
     agent.pause()
     try:
-        wait_until(lambda: node_state(c.orch, victim) == "dead", 15, "paused node dead")
-        wait_until(
+        wait_for(lambda: node_state(c.orch, victim) == "dead", 15, "paused node dead")
+        wait_for(
             lambda: len(_running(c, avoid=victim)) == REPLICAS, 30, "instances running elsewhere"
         )
         # Paused, the node did nothing to its workloads: the old copies still run.
         assert agent.containers() == stale
     finally:
         agent.resume()
-    wait_until(lambda: not agent.containers(), 20, "old copies fenced after SIGCONT")
-    wait_until(lambda: node_state(c.orch, victim) == "ready", 15, "node back")
+    wait_for(lambda: not agent.containers(), 20, "old copies fenced after SIGCONT")
+    wait_for(lambda: node_state(c.orch, victim) == "ready", 15, "node back")
     live = _live_per_workload(c)
     assert set(live.values()) == {1} and len(live) == REPLICAS, f"duplicates: {live}"
     assert len(_running(c)) == REPLICAS
@@ -139,7 +139,7 @@ def test_partitioned_node_keeps_its_workloads_running(proc_cluster: ProcCluster)
     # Each agent has failed to reach the orchestrator several times over (backoff
     # 0.5 s, 1 s, 2 s...): well past the grace a node could count down on its own.
     offsets = {a.name: a.log.read_text().count("reconnecting in") for a in c.agents.values()}
-    wait_until(
+    wait_for(
         lambda: all(
             a.log.read_text().count("reconnecting in") >= offsets[a.name] + 3
             for a in c.agents.values()

@@ -21,10 +21,10 @@ from tests.failover._agents import (
     restart_agent,
     sleeper_app,
     start_orch,
-    wait_until,
     workloads,
 )
 from tests.failover.conftest import GRACE, HEARTBEAT, ProcCluster
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -56,7 +56,7 @@ def docker_cluster(
         for i in (1, 2, 3):
             agent = c.join_runtime(f"dk{tag}-{i}", f"127.0.0.4{i}", "docker")
             assert agent.runtime == "docker"
-        wait_until(
+        wait_for(
             lambda: list(node_states(orch).values()) == ["ready"] * 3, 30, "three ready nodes"
         )
         yield c
@@ -77,7 +77,7 @@ def test_host_death_is_replaced_and_the_returning_node_runs_no_duplicate(
 ) -> None:
     c = docker_cluster
     c.orch.control().Apply(control_pb2.ApplyRequest(app=sleeper_app("svc", REPLICAS)))
-    wait_until(lambda: len(_running(c)) == REPLICAS, 60, "three running instances")
+    wait_for(lambda: len(_running(c)) == REPLICAS, 60, "three running instances")
     victim = next(w.node for w in _running(c) if w.index == 0)
     agent = c.agents[victim]
     assert sum(_containers(docker_client, agent.node_id).values()) == 1
@@ -86,15 +86,15 @@ def test_host_death_is_replaced_and_the_returning_node_runs_no_duplicate(
     agent.kill9()
     for ct in docker_client.api.containers(filters={"label": f"capstan.node={agent.node_id}"}):
         docker_client.api.kill(ct["Id"])
-    wait_until(lambda: node_state(c.orch, victim) == "dead", 15, "node declared dead")
-    wait_until(
+    wait_for(lambda: node_state(c.orch, victim) == "dead", 15, "node declared dead")
+    wait_for(
         lambda: len(_running(c, avoid=victim)) == REPLICAS, 30, "instances running elsewhere"
     )
 
     restart_agent(c.orch, c.root, agent)
-    wait_until(lambda: node_state(c.orch, victim) == "ready", 20, "node back")
+    wait_for(lambda: node_state(c.orch, victim) == "ready", 20, "node back")
     # Its killed copy was replaced elsewhere: fenced (removed), not restarted.
-    wait_until(
+    wait_for(
         lambda: not _containers(docker_client, agent.node_id, stopped=True), 20, "stale copy fenced"
     )
     live: Counter[str] = Counter()

@@ -24,7 +24,8 @@ from orchestrator.store.etcd import EtcdStore
 from pki.authority import Authority
 from protos import control_pb2, control_pb2_grpc, topology_pb2
 from protos.wire.channel import client_credentials
-from tests.failover._agents import Agent, wait_until
+from tests.failover._agents import Agent
+from tests.waiting import wait_for
 
 TD = "orch.test"  # the trust domain the shared Agent helper seeds node state with
 IMAGE = "local/busybox:1"
@@ -65,7 +66,7 @@ class OrchestratorProcess:
                 raise RuntimeError(f"{self.member} exited: {self.log.read_text()[-3000:]}")
             return bool(_READY.search(self.log.read_text()[offset:]))
 
-        wait_until(ready, 30, f"orchestrator {self.member} ready")
+        wait_for(ready, 30, f"orchestrator {self.member} ready")
 
     @property
     def alive(self) -> bool:
@@ -116,18 +117,20 @@ class HACluster:
         return asyncio.run(read())
 
     def wait_leader(self, *, above: int = 0, timeout: float = 30.0) -> LeaderInfo:
-        """The leader once its epoch is greater than ``above`` and its process is alive."""
+        """The leader once its epoch is greater than ``above``, its process is alive and
+        it serves (it has read the store back after its election)."""
         found: list[LeaderInfo] = []
 
         def elected() -> bool:
             with contextlib.suppress(Exception):
                 info = self.read_leader()
                 if info is not None and info.epoch > above and self.by_address(info.address).alive:
+                    self.control(info.address).ListApps(control_pb2.ListAppsRequest(), timeout=5)
                     found[:] = [info]
                     return True
             return False
 
-        wait_until(elected, timeout, f"a leader with an epoch above {above}")
+        wait_for(elected, timeout, f"a leader with an epoch above {above}")
         return found[0]
 
     def etcd_leader_index(self, *, follower: bool = False) -> int:
@@ -150,7 +153,7 @@ class HACluster:
                     return True
             return False
 
-        wait_until(known, 20, "etcd's raft leader")
+        wait_for(known, 20, "etcd's raft leader")
         return found[0]
 
     def by_address(self, address: str) -> OrchestratorProcess:
@@ -248,6 +251,6 @@ def settled(cluster: HACluster, workload_ids: set[str], *, timeout: float) -> di
         last[0] = now
         return set(now) == workload_ids and all(len(n) == 1 for n in now.values())
 
-    wait_until(exact, timeout, f"{len(workload_ids)} workloads running once each: {last[0]}")
+    wait_for(exact, timeout, f"{len(workload_ids)} workloads running once each: {last[0]}")
     time.sleep(1.0)  # a duplicate created late would show here
     return cluster.running()

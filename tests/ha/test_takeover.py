@@ -16,7 +16,7 @@ from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint
 from protos import control_pb2, control_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.wire.channel import client_credentials
-from tests.failover._agents import wait_until
+from tests.waiting import wait_for
 
 from ._cluster import TD, HACluster, settled, sleeper_app
 
@@ -128,7 +128,7 @@ def test_losing_quorum_fails_closed_and_resumes_after(ha: HACluster) -> None:
             return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL)
         return False
 
-    wait_until(refused, 30, "the orchestrators to refuse work without etcd quorum")
+    wait_for(refused, 30, "the orchestrators to refuse work without etcd quorum")
     for member in ha.etcd[1:]:
         member.start(ha.etcd)
     for member in ha.etcd[1:]:
@@ -144,7 +144,7 @@ def test_losing_quorum_fails_closed_and_resumes_after(ha: HACluster) -> None:
             return False
         return True
 
-    wait_until(applied, 60, "an apply once quorum is back")
+    wait_for(applied, 60, "an apply once quorum is back")
     settled(ha, workload_ids(ha, "after-quorum"), timeout=60)
 
 

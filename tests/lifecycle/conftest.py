@@ -19,7 +19,8 @@ from pki.authority import Authority
 from protos import control_pb2, node_pb2
 from protos.wire.nodeclient import NodeClient
 from tests.control_api.conftest import Running, start_orchestrator, stop_orchestrator
-from tests.security.conftest import Cluster, join_node, wait_for
+from tests.security.conftest import Cluster, join_node
+from tests.waiting import wait_for
 
 NODE_TTL = 60.0
 
@@ -99,6 +100,16 @@ class Load:
                 self.calls += 1
             except Exception as exc:
                 self.failures.append(f"node-1 -> node-2: {exc}")
+
+    def more(self, n: int, *, timeout: float = 60.0) -> None:
+        """Wait until ``n`` more calls have succeeded. Load before and after an event is
+        counted in calls, not in seconds: a slow machine takes longer, it does not fail."""
+        target = self.calls + n
+        wait_for(lambda: self.calls >= target, timeout=timeout, what=f"{n} more calls")
+
+    def at_least(self, total: int, *, timeout: float = 60.0) -> None:
+        """Wait until ``total`` calls have succeeded in all."""
+        wait_for(lambda: self.calls >= total, timeout=timeout, what=f"{total} calls in all")
 
     def start(self) -> Load:
         for target in (self._push, self._delegated):

@@ -13,8 +13,9 @@ from node.join import JoinOptions, ensure_joined
 from pki.errors import ConfigError
 from protos import control_pb2
 from tests.security.conftest import Cluster
+from tests.waiting import wait_for
 
-from .conftest import NODE_TTL, wait_for
+from .conftest import NODE_TTL
 from .test_revocation import app
 
 

@@ -16,8 +16,9 @@ from cryptography.x509.oid import NameOID
 from pki.certs import dns_names, identity_of, ip_addresses, thumbprint
 from protos import control_pb2, gateway_pb2, gateway_pb2_grpc
 from tests.security.conftest import Cluster
+from tests.waiting import wait_for
 
-from .conftest import NODE_TTL, Load, audit_events, lifecycle_of, wait_for
+from .conftest import NODE_TTL, Load, audit_events, lifecycle_of
 
 
 def served_certificate(address: str, c: Cluster, name: str) -> x509.Certificate:
@@ -68,7 +69,7 @@ def test_node_renews_at_two_thirds_of_a_60s_certificate_without_a_failed_call(
 
     load = Load(cluster).start()
     try:
-        time.sleep(0.5)
+        load.more(10)
         renewed = renewer.check(now=renewer.renew_at)
         assert renewed is not None and renewed.serial != old_serial
         record = cluster.orch.orch.state.node("node-1")
@@ -88,7 +89,7 @@ def test_node_renews_at_two_thirds_of_a_60s_certificate_without_a_failed_call(
             timeout=5,
             what="the report stream reconnected with the new certificate",
         )
-        time.sleep(1.0)
+        load.more(20)
     finally:
         load.stop()
     assert load.calls > 20
@@ -147,10 +148,10 @@ def test_orchestrator_renews_its_own_certificate_while_serving(cluster: Cluster)
     old = lc.own.issued.serial
     load = Load(cluster).start()
     try:
-        time.sleep(0.5)
+        load.more(10)
         cluster.orch.run(lc.step(now=lc.own.renew_at + 1))
         assert lc.own.issued.serial != old
-        time.sleep(1.0)
+        load.more(20)
         # New connections see the new certificate.
         admin = cluster.admin()
         assert len(admin.ListNodes(control_pb2.ListNodesRequest()).nodes) == 2

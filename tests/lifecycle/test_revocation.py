@@ -15,8 +15,9 @@ from protos import control_pb2, gateway_pb2, node_pb2, topology_pb2
 from protos.wire.errors import NodeCallError
 from protos.wire.nodeclient import NodeClient
 from tests.security.conftest import Cluster
+from tests.waiting import wait_for
 
-from .conftest import audit_events, lifecycle_of, wait_for
+from .conftest import audit_events, lifecycle_of
 
 DEADLINE = 2.0
 

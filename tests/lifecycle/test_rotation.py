@@ -10,8 +10,9 @@ from pki.rotation import rotate_ca, rotation_status
 from pki.tokenkeys import KeySet, TokenKeyStore
 from protos import control_pb2
 from tests.security.conftest import Cluster
+from tests.waiting import wait_for
 
-from .conftest import Load, audit_events, lifecycle_of, refresh_admin, wait_for
+from .conftest import Load, audit_events, lifecycle_of, refresh_admin
 
 
 def node_kids(c: Cluster, name: str) -> set[str]:
@@ -26,14 +27,14 @@ def test_token_key_rotation_is_staged_and_the_old_key_retired_after_its_last_tok
     old = minter.kid
     load = Load(cluster).start()
     try:
-        time.sleep(0.5)
+        load.more(10)
         store = TokenKeyStore.open(cluster.orch.authority.directory / "token-keys")
         new = store.rotate()  # what `capstan pki rotate-token-key` does, from outside
         # Nodes trust the new key before the minter signs with it.
         wait_for(lambda: minter.kid == new, timeout=10, what="the minter to switch")
         for name in ("node-1", "node-2"):
             assert {old, new} <= node_kids(cluster, name)
-        time.sleep(1.0)
+        load.more(20)
         # Past the last token the old key signed: retired in the store and on every node.
         cluster.orch.run(lc.step(now=time.time() + lc.settings.token_lifetime + 60))
         for name in ("node-1", "node-2"):
@@ -45,7 +46,7 @@ def test_token_key_rotation_is_staged_and_the_old_key_retired_after_its_last_tok
         assert [e.kid for e in TokenKeyStore.open(store.path).entries if e.state != "retired"] == [
             new
         ]
-        time.sleep(0.5)
+        load.more(10)
     finally:
         load.stop()
     assert load.failures == []
@@ -61,7 +62,7 @@ def test_ca_rotation_under_load_without_a_failed_call(cluster: Cluster) -> None:
     pki = cluster.orch.authority.directory
     load = Load(cluster).start()
     try:
-        time.sleep(0.5)
+        load.more(10)
         rotation = rotate_ca(pki)  # `capstan pki rotate-ca`, from outside
         # Every node trusts both roots, then is re-issued under the new CA.
         wait_for(
@@ -96,10 +97,11 @@ def test_ca_rotation_under_load_without_a_failed_call(cluster: Cluster) -> None:
                 timeout=10,
                 what=f"{name} to drop the old root",
             )
-        time.sleep(1.0)
+        load.more(20)
         status = cluster.admin().PkiStatus(control_pb2.PkiStatusRequest())
         assert status.rotation == ""
         assert list(status.trusted_roots) == [rotation.new_root]
+        load.at_least(51)
     finally:
         load.stop()
     assert load.failures == []

@@ -14,7 +14,8 @@ from node.errors import NodeError
 from node.links._netns import Namespace
 from orchestrator.links import link_address
 from protos import control_pb2, topology_pb2
-from tests.security.conftest import Cluster, join_node, wait_for
+from tests.security.conftest import Cluster, join_node
+from tests.waiting import wait_for
 
 DB_ADDRESS = link_address("acme", "shop", "db")
 NODE_IPS = {"node-1": "127.0.0.51", "node-2": "127.0.0.52", "node-3": "127.0.0.53"}

@@ -4,10 +4,6 @@ marker file, and a client) and waiting helpers."""
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable
-
-import pytest
 
 from node.runtime.base import ContainerSpec, LinkSpec, PortSpec
 from tests.control_api.conftest import orchestrator  # noqa: F401 - a fixture, used by name
@@ -50,14 +46,6 @@ def linking(
         service=f"{app}/{service}",
         links=links,
     )
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def http_get(host: str, port: int, timeout: float = 5.0) -> bytes:

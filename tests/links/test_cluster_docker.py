@@ -22,7 +22,8 @@ from tests.links._cluster import (
     start,
     stop_node,
 )
-from tests.security.conftest import Cluster, wait_for
+from tests.security.conftest import Cluster
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -28,7 +28,8 @@ from tests.links._cluster import (
     start,
     stop_node,
 )
-from tests.security.conftest import Cluster, join_node, wait_for
+from tests.security.conftest import Cluster, join_node
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,8 @@ from node.links import LinkManager
 from node.runtime.base import LinkSpec
 from node.runtime.docker import DockerRuntime
 from orchestrator.links import link_address
-from tests.links.conftest import answers_http, fetch, http_get, linking, serving, wait_for
+from tests.links.conftest import answers_http, fetch, http_get, linking, serving
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.docker
 

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.standalone import Standalone
 from orchestrator.topology import load_topology_file
-from tests.links.conftest import wait_for
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.171"

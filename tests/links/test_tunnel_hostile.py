@@ -20,7 +20,8 @@ from pki.tokens import mint
 from protos import control_pb2, node_pb2, node_pb2_grpc
 from tests.control_api.conftest import start_orchestrator, stop_orchestrator
 from tests.links._cluster import answers, instances, node_of, shop, stop_node
-from tests.security.conftest import Cluster, join_node, wait_for
+from tests.security.conftest import Cluster, join_node
+from tests.waiting import wait_for
 
 Frame = node_pb2.TunnelFrame
 LINK = "acme/shop/db:5432"

@@ -19,19 +19,9 @@ from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint, request_digest
 from protos import node_pb2_grpc, ops
 from protos.wire.channel import client_credentials
+from tests.waiting import FakeClock
 
 TD = "test.capstan"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = time.time()
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @dataclass
@@ -166,7 +156,7 @@ def start_node(cluster: Cluster, tmp: Path, runtime_kind: str, name: str = "node
         runtime=runtime_kind,
         issuers=[cluster.orchestrator_id],
     )
-    clock = FakeClock()
+    clock = FakeClock(time.time())
     runtime = select_runtime(runtime_kind, cluster.ids[name].identity.uri, cfg.state_dir)
     for leftover in runtime.list():  # a crashed earlier run on the shared engine
         runtime.remove(leftover.name, force=True)

@@ -15,6 +15,7 @@ import pytest
 
 from pki.tokens import request_digest
 from protos import node_pb2, ops
+from tests.waiting import wait_for
 
 from .conftest import Cluster, Node, meta
 
@@ -146,10 +147,7 @@ def _session(node: Node, token: str, start: node_pb2.ExecStart) -> tuple[
 
 
 def _wait_output(chunks: list[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while not any(chunks) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert any(chunks)
+    wait_for(lambda: any(chunks), 30, "the session's first output")
 
 
 def test_the_session_ends_when_its_token_expires(any_node: Node) -> None:

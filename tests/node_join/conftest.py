@@ -38,19 +38,11 @@ from pki.authority import Authority, Issued
 from pki.certs import identity_of
 from pki.tokenkeys import TokenKeyStore
 from protos import gateway_pb2, gateway_pb2_grpc
+from tests.waiting import wait_for
 
 TD = "join.capstan"
 IMAGE = "local/busybox:1"
 HEARTBEAT = 0.05
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll ``cond`` until truthy; fail after ``timeout`` seconds (a bound, not a delay)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @dataclass

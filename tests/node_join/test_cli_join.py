@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import GatewayServers, Pki, kill_recorded, wait_for
+from tests.waiting import wait_for
+
+from .conftest import GatewayServers, Pki, kill_recorded
 
 LINE = re.compile(r"node (spiffe://\S+) listening on (127\.0\.0\.1:\d+) runtime=process\n\Z")
 

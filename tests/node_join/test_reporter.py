@@ -30,8 +30,9 @@ from pki.tokens import mint
 from protos import gateway_pb2, node_pb2, node_pb2_grpc
 from protos.wire.channel import client_credentials
 from protos.wire.trust import parse_deny_list, sign_trust_update
+from tests.waiting import wait_for
 
-from .conftest import IMAGE, GatewayServers, Pki, add_busybox, kill_recorded, wait_for
+from .conftest import IMAGE, GatewayServers, Pki, add_busybox, kill_recorded
 
 FAST = Backoff(initial=0.05, maximum=0.2)
 

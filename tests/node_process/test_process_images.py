@@ -17,8 +17,9 @@ import pytest
 from node.errors import InvalidArgument, NotFound
 from node.runtime.base import ContainerState
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
+from tests.waiting import wait_for
 
-from .conftest import busybox_rootfs, kill_recorded, log_text, spec, wait_for
+from .conftest import busybox_rootfs, kill_recorded, log_text, spec
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ from node.runtime import proc
 from node.runtime.base import ContainerState, Runtime, VolumeMount
 from node.runtime.process import ProcessRuntime
 from node.volumes import VolumeStore
+from tests.waiting import wait_for
 
-from .conftest import gone, host_pid_of, log_text, spec, wait_for
+from .conftest import gone, host_pid_of, log_text, spec
 
 
 def test_implements_the_runtime_protocol(runtime: ProcessRuntime) -> None:
@@ -358,3 +359,33 @@ def test_observers_do_not_corrupt_concurrent_restarts(runtime: ProcessRuntime) -
     assert final.state is ContainerState.RUNNING
     assert runtime.inspect("flappy").pid == final.pid
     wait_for(lambda: log_text(runtime, "flappy") == "run\n" * 6, what="sixth run")
+
+
+def _status_fields(pid: int, *names: str) -> dict[str, str]:
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        rows = dict(line.split(":", 1) for line in fh.read().splitlines() if ":" in line)
+    return {n: rows[n].strip() for n in names}
+
+
+def test_sandbox_init_keeps_no_capability_after_switching_user(runtime: ProcessRuntime) -> None:
+    # Regression: the init that stays as pid 1 of a sandbox kept nearly every capability
+    # (CapEff 000001fffeffffff) after its setresuid, since the securebits it sets also
+    # stop the kernel from clearing them; the workload had none, its supervisor all.
+    runtime.create(spec("capcheck", "sleep", "60"))
+    runtime.start("capcheck")
+    try:
+        rec = runtime.record("capcheck")
+        assert rec.pid is not None
+        wait_for(lambda: host_pid_of(rec.pid, "sleep") is not None, what="the workload")
+        workload = host_pid_of(rec.pid, "sleep")
+        assert workload is not None
+        with open(f"/proc/{workload}/status", encoding="ascii") as fh:
+            ppid = int(next(x for x in fh if x.startswith("PPid:")).split()[1])
+        init = _status_fields(ppid, "Uid", "CapEff", "CapPrm", "CapInh", "CapBnd")
+        assert init["Uid"].split()[0] != "0"
+        for field in ("CapEff", "CapPrm", "CapInh", "CapBnd"):
+            assert init[field] == "0000000000000000", (field, init)
+        workload_caps = _status_fields(workload, "CapEff", "CapPrm")
+        assert set(workload_caps.values()) == {"0000000000000000"}
+    finally:
+        runtime.remove("capcheck", force=True)

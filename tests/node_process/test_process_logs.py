@@ -9,8 +9,9 @@ import pytest
 from node.errors import InvalidArgument
 from node.runtime.base import ContainerState
 from node.runtime.process import ProcessRuntime
+from tests.waiting import wait_for
 
-from .conftest import log_text, spec, wait_for
+from .conftest import log_text, spec
 
 
 @pytest.mark.timeout(30)

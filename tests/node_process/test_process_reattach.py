@@ -16,8 +16,9 @@ from node.runtime import proc
 from node.runtime.base import ContainerState
 from node.runtime.process import STATE_DB, ProcessRuntime
 from node.state import NodeState
+from tests.waiting import wait_for
 
-from .conftest import gone, kill_session, log_text, spec, wait_for
+from .conftest import gone, kill_session, log_text, spec
 
 HELPER = Path(__file__).with_name("agent_helper.py")
 

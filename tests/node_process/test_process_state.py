@@ -10,6 +10,7 @@ import pytest
 from node.errors import AlreadyExists, FailedPrecondition, NotFound
 from node.runtime.base import ContainerSpec, VolumeMount
 from node.state import NodeState, spec_from_json, spec_to_json
+from tests.waiting import FakeClock
 
 SPEC = ContainerSpec(
     name="web-1",
@@ -25,20 +26,12 @@ SPEC = ContainerSpec(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_spec_round_trips_through_json() -> None:
     assert spec_from_json(spec_to_json(SPEC)) == SPEC
 
 
 def test_records_survive_reopening(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     db = tmp_path / "state.db"
     state = NodeState(db, clock=clock)
     rec = state.record_created(SPEC, "proc-1", 4)

@@ -7,7 +7,6 @@ NodeGateway; nothing is faked. Each node's workloads are killed in a finalizer.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,17 +22,9 @@ from protos import control_pb2, gateway_pb2, gateway_pb2_grpc, topology_pb2
 from protos.wire.channel import client_credentials
 from tests.control_api.conftest import Running, start_orchestrator, stop_orchestrator
 from tests.node_process.conftest import kill_recorded
+from tests.waiting import wait_for
 
 IMAGE = "local/busybox:1"
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll ``cond`` until truthy; fail after ``timeout`` seconds (a bound, not a delay)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass

@@ -13,8 +13,9 @@ from node.join import JoinOptions, ensure_joined
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from protos import control_pb2
 from tests.node_process.conftest import kill_recorded
+from tests.waiting import wait_for
 
-from .conftest import IMAGE, Cluster, application, wait_for
+from .conftest import IMAGE, Cluster, application
 
 ROOT = Path(__file__).resolve().parents[2]
 

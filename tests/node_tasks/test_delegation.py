@@ -10,8 +10,9 @@ from protos import control_pb2, gateway_pb2, node_pb2
 from protos.wire.errors import WRONG_SERVER, NodeCallError
 from protos.wire.images import content_ref
 from protos.wire.nodeclient import NodeClient
+from tests.waiting import wait_for
 
-from .conftest import IMAGE, Cluster, application, wait_for
+from .conftest import IMAGE, Cluster, application
 
 
 def test_image_spreads_peer_to_peer_and_every_step_is_audited(cluster: Cluster) -> None:

@@ -9,8 +9,9 @@ import tarfile
 from node.runtime.process import ProcessRuntime
 from protos import control_pb2
 from protos.wire.images import content_ref
+from tests.waiting import wait_for
 
-from .conftest import IMAGE, Cluster, application, wait_for
+from .conftest import IMAGE, Cluster, application
 
 
 def _poison(runtime: ProcessRuntime) -> None:

@@ -9,8 +9,9 @@ import pytest
 
 from orchestrator.store import keys
 from protos import control_pb2, gateway_pb2
+from tests.waiting import wait_for
 
-from .conftest import Cluster, Member, application, wait_for
+from .conftest import Cluster, Member, application
 
 
 def _code(fn: object, *args: object) -> grpc.StatusCode:

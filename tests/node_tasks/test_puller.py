@@ -17,20 +17,13 @@ from node.runtime.process import ProcessRuntime
 from node.volumes import VolumeStore
 from protos import gateway_pb2, node_pb2
 from tests.node_process.conftest import busybox_rootfs, kill_recorded
+from tests.waiting import FakeClock, wait_for
 
-from .conftest import IMAGE, wait_for
+from .conftest import IMAGE
 
 STRAY = ContainerSpec(
     name="stray", workload_id="default.old.web.0", image=IMAGE, command=("sleep", "300")
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -45,12 +38,12 @@ def runtime(tmp_path: Path) -> Iterator[ProcessRuntime]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(1_000_000.0)
 
 
 @pytest.fixture
-def puller(runtime: ProcessRuntime, tmp_path: Path, clock: Clock) -> Puller:
+def puller(runtime: ProcessRuntime, tmp_path: Path, clock: FakeClock) -> Puller:
     # Never started: the test hands it assignments as the Watch stream would.
     return Puller(
         runtime,
@@ -163,7 +156,7 @@ def test_a_bad_assignment_is_skipped_and_its_container_left_alone(
 
 
 def test_restart_policies_and_backoff_on_the_injected_clock(
-    puller: Puller, runtime: ProcessRuntime, clock: Clock
+    puller: Puller, runtime: ProcessRuntime, clock: FakeClock
 ) -> None:
     crash, done, fails = (
         "default.shop.web.0.abc",
@@ -204,7 +197,7 @@ def test_restart_policies_and_backoff_on_the_injected_clock(
 
 
 def test_assignments_from_an_older_epoch_are_refused(
-    runtime: ProcessRuntime, tmp_path: Path, clock: Clock
+    runtime: ProcessRuntime, tmp_path: Path, clock: FakeClock
 ) -> None:
     """Regression (pull mode had no epoch check): once a node has seen a newer
     leadership, a deposed leader's view changes nothing on it."""

@@ -17,8 +17,9 @@ from node.volumes import VolumeStore
 from protos import gateway_pb2
 from protos.wire.channel import client_credentials
 from tests.node_process.conftest import kill_recorded
+from tests.waiting import wait_for
 
-from .conftest import Cluster, wait_for
+from .conftest import Cluster
 
 
 @pytest.fixture

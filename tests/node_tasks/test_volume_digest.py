@@ -17,8 +17,9 @@ import pytest
 
 from node.volumes import VolumeStore
 from protos import node_pb2, node_pb2_grpc
+from tests.waiting import wait_for
 
-from .conftest import Cluster, wait_for
+from .conftest import Cluster
 
 VOLUME = "default.shop.data"
 

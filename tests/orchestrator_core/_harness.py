@@ -8,19 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from orchestrator.store import Store
-
-
-class FakeClock:
-    """Unix seconds that move only when a test says so."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.waiting import FakeClock
 
 
 @dataclass

@@ -9,7 +9,8 @@ from collections import Counter
 from orchestrator.delegation import may_delegate
 from protos import control_pb2, topology_pb2
 from tests.control_api.conftest import start_orchestrator, stop_orchestrator
-from tests.security.conftest import Cluster, wait_for
+from tests.security.conftest import Cluster
+from tests.waiting import wait_for
 
 
 def app(replicas: int, command: str = "sleep 600", restart: int = 0) -> control_pb2.ApplyRequest:

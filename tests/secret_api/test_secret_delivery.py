@@ -16,7 +16,8 @@ import pytest
 
 from protos import control_pb2, gateway_pb2, secrets_pb2, secrets_pb2_grpc, topology_pb2
 from tests.control_api.conftest import start_orchestrator, stop_orchestrator
-from tests.security.conftest import Cluster, join_node, wait_for
+from tests.security.conftest import Cluster, join_node
+from tests.waiting import wait_for
 
 CANARY = b"canary-5b2e91d0-only-in-the-instance"
 PATH = "/run/secrets/db-pass"

@@ -3,8 +3,7 @@ node agents joined through the real join flow on 127.0.0.x, process runtime."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,7 @@ from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from protos import control_pb2, control_pb2_grpc, gateway_pb2_grpc, node_pb2_grpc
 from protos.wire.channel import client_credentials
 from tests.control_api.conftest import Running, start_orchestrator, stop_orchestrator
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from tests.waiting import wait_for
 
 
 @dataclass

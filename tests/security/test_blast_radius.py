@@ -26,8 +26,9 @@ from pki.certs import load_pem_chain, thumbprint
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint
 from protos import control_pb2, gateway_pb2, node_pb2, ops, secrets_pb2, topology_pb2
+from tests.waiting import wait_for
 
-from .conftest import Cluster, wait_for
+from .conftest import Cluster
 
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED

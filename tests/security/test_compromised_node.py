@@ -12,8 +12,9 @@ import pytest
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint, request_digest
 from protos import control_pb2, gateway_pb2, node_pb2, ops, topology_pb2
+from tests.waiting import wait_for
 
-from .conftest import Cluster, wait_for
+from .conftest import Cluster
 
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED

@@ -7,8 +7,9 @@ import grpc
 import pytest
 
 from protos import control_pb2, topology_pb2
+from tests.waiting import wait_for
 
-from .conftest import Cluster, join_node, wait_for
+from .conftest import Cluster, join_node
 
 GI = 1 << 30
 

@@ -12,8 +12,9 @@ from typing import Any
 import grpc
 
 from protos import control_pb2, gateway_pb2
+from tests.waiting import wait_for
 
-from .conftest import Cluster, wait_for
+from .conftest import Cluster
 
 
 def _drain(call: Any) -> tuple[threading.Event, list[grpc.RpcError]]:

@@ -14,8 +14,9 @@ from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint, request_digest
 from protos import control_pb2, node_pb2, node_pb2_grpc, ops, topology_pb2
 from protos.wire.channel import client_credentials
+from tests.waiting import wait_for
 
-from .conftest import Cluster, wait_for
+from .conftest import Cluster
 
 
 def _app(tenant: str, command: str) -> control_pb2.ApplyRequest:
