@@ -172,8 +172,8 @@ def test_cpu_burning_service_scales_up_then_down(cluster: Cluster, tmp_path: Pat
     assert replicas() == 3
     assert dict(admin.GetApp(control_pb2.AppRef(name="burn")).record.autoscaled) == {"cpu": 3}
 
-    for agent in c.agents.values():  # wherever an instance runs, its volume is there
-        for volume in (agent.state_dir / "volumes").glob("*burn*ctl*"):
+    for node in c.nodes.values():  # wherever an instance runs, its volume is there
+        for volume in (node.joined.state_dir / "volumes").glob("*burn*ctl*"):
             (volume / "stop").touch()
     wait_for(lambda: replicas() == 1 and running() == 1, 40, "scaled back down to 1")
     # Each event line starts with its UTC time: compare what follows it.
