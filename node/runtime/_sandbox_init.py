@@ -418,15 +418,23 @@ def main() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, set(FORWARDED))
     ready = int(plan["ready_fd"])
     os.set_inheritable(ready, False)  # the workload never holds it
+    # Closed by the workload's exec (or its exit): this init drops its own privileges
+    # only once the workload has dropped its, so that it can always signal it.
+    exec_r, exec_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:
+        os.close(exec_r)
         run_workload(plan, cgroup_fds, last_cap)
+    os.close(exec_w)
     for fd in cgroup_fds:
         os.close(fd)
     # The agent's start() returns once this byte arrives: the namespaces are there,
     # lo is up and a stop can no longer miss the workload.
     os.write(ready, b"1")
     os.close(ready)
+    while os.read(exec_r, 1):
+        pass  # nothing is ever written: the read ends at the workload's exec or exit
+    os.close(exec_r)
     try:
         drop_privileges(plan, last_cap)
     except (SetupError, OSError) as exc:
