@@ -121,7 +121,12 @@ def test_a_killed_instance_gets_no_new_connections(cluster: Cluster) -> None:
     wait_for(lambda: answers(netns), what="db answers")
     victim, (node, _) = sorted(instances(cluster, "db").items())[0]
     node.agent.runtime.stop(victim, timeout=0)
-    # Every new connection now lands on the survivor (10 in a row: none lost).
+    # A connection already on its way to the victim's node when it stopped is reset,
+    # not retried (docs/links.md); once the next plan is out (within about a second),
+    # every new connection lands on the survivor: 10 in a row, none lost.
+    # (Connections alternate over the instances: four answers in a row say the
+    # victim is out of the plan.)
+    wait_for(lambda: all(answers(netns) for _ in range(4)), what="db answers again")
     for _ in range(10):
         assert b"db-answer" in http_from(netns)
 
