@@ -311,6 +311,11 @@ class ImageStore:
         except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
             # Truncated or corrupt members surface while reading, not at open.
             raise InvalidArgument("image", f"malformed archive: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            # Names with NUL bytes reach path functions as ValueError; a chain of links
+            # that refer to each other exhausts tarfile's link resolution (both found by
+            # bench/fuzz.py): the archive's fault, never an INTERNAL error.
+            raise InvalidArgument("image", f"unusable archive member: {exc}") from None
         except OSError as exc:
             # The decompressors (gzip, bz2) report corrupt data as an OSError without an
             # errno; an OSError with one came from a system call on the node's own disk.

@@ -267,3 +267,39 @@ def test_docker_save_and_load_interoperate(empty_runtime: ProcessRuntime) -> Non
         assert out.stdout == b"loaded\n"
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], check=False, capture_output=True, timeout=60)
+
+
+def test_layer_member_path_with_a_nul_byte_is_invalid_argument(tmp_path: Path) -> None:
+    # Regression (found by bench/fuzz.py): a pax path holding a NUL reached the path
+    # functions as ValueError, an INTERNAL error; the archive's fault, nothing stored.
+    from node.runtime._process_images import ImageStore
+
+    member = tarfile.TarInfo("x")
+    member.pax_headers = {"path": "a\x00b"}
+    layer_buf = io.BytesIO()
+    with tarfile.open(fileobj=layer_buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(member)
+    layer = layer_buf.getvalue()
+    diff = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff]},
+        }
+    ).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps(
+        [{"Config": config_name, "RepoTags": ["local/nul:1"], "Layers": ["l.tar"]}]
+    ).encode()
+    outer = io.BytesIO()
+    with tarfile.open(fileobj=outer, mode="w") as tar:
+        for name, data in (("manifest.json", manifest), (config_name, config), ("l.tar", layer)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    store = ImageStore(tmp_path / "images")
+    with pytest.raises(InvalidArgument, match="embedded null byte"):
+        store.import_archive([outer.getvalue()])
+    assert store.refs() == {}
