@@ -4,6 +4,7 @@ real Docker and the sandboxed process runtime."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,15 +28,16 @@ SCRIPT = (
 )
 
 
-@pytest.fixture(params=["process", "docker"])
-def two_nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
-    if request.param == "docker":
-        request.getfixturevalue("busybox_image")
+@contextlib.contextmanager
+def _two_node_cluster(
+    tmp_path: Path, ips: tuple[str, str], *, runtime: str = "process", mode: str = "push"
+) -> Iterator[Cluster]:
+    """An orchestrator, node-1 (``runtime``, ``mode``) and node-2 (process, push)."""
     orch = start_orchestrator(tmp_path / "orch")
     c = Cluster(orch, tmp_path)
     try:
-        join_node(c, "node-1", "127.0.0.51", runtime=request.param)
-        join_node(c, "node-2", "127.0.0.52")
+        join_node(c, "node-1", ips[0], runtime=runtime, mode=mode)
+        join_node(c, "node-2", ips[1])
         wait_for(
             lambda: (
                 sum(
@@ -53,6 +55,14 @@ def two_nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluste
                 node.agent.runtime.remove(ct.name, force=True)
             node.stop(0)
         stop_orchestrator(c.orch)
+
+
+@pytest.fixture(params=["process", "docker"])
+def two_nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    if request.param == "docker":
+        request.getfixturevalue("busybox_image")
+    with _two_node_cluster(tmp_path, ("127.0.0.51", "127.0.0.52"), runtime=request.param) as c:
+        yield c
 
 
 def _files_holding(root: Path, needle: bytes, skip: Path) -> list[str]:
@@ -180,28 +190,8 @@ def _one_instance_with_a_secret(c: Cluster) -> Path:
 
 @pytest.fixture
 def process_nodes(tmp_path: Path) -> Iterator[Cluster]:
-    orch = start_orchestrator(tmp_path / "orch")
-    c = Cluster(orch, tmp_path)
-    try:
-        join_node(c, "node-1", "127.0.0.53")
-        join_node(c, "node-2", "127.0.0.54")
-        wait_for(
-            lambda: (
-                sum(
-                    n.state == "ready"
-                    for n in c.admin().ListNodes(control_pb2.ListNodesRequest()).nodes
-                )
-                == 2
-            ),
-            what="two ready nodes",
-        )
+    with _two_node_cluster(tmp_path, ("127.0.0.53", "127.0.0.54")) as c:
         yield c
-    finally:
-        for node in c.nodes.values():
-            for ct in node.agent.runtime.list():
-                node.agent.runtime.remove(ct.name, force=True)
-            node.stop(0)
-        stop_orchestrator(c.orch)
 
 
 def test_revoked_node_removes_the_secrets_it_holds(process_nodes: Cluster) -> None:
@@ -236,28 +226,8 @@ def test_an_instance_removed_behind_the_agents_back_loses_its_secret_files(
 @pytest.fixture(params=["push", "pull"])
 def rotating(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     """node-1 (process runtime) in push or pull mode, node-2 beside it."""
-    orch = start_orchestrator(tmp_path / "orch")
-    c = Cluster(orch, tmp_path)
-    try:
-        join_node(c, "node-1", "127.0.0.55", mode=request.param)
-        join_node(c, "node-2", "127.0.0.56")
-        wait_for(
-            lambda: (
-                sum(
-                    n.state == "ready"
-                    for n in c.admin().ListNodes(control_pb2.ListNodesRequest()).nodes
-                )
-                == 2
-            ),
-            what="two ready nodes",
-        )
+    with _two_node_cluster(tmp_path, ("127.0.0.55", "127.0.0.56"), mode=request.param) as c:
         yield c
-    finally:
-        for node in c.nodes.values():
-            for ct in node.agent.runtime.list():
-                node.agent.runtime.remove(ct.name, force=True)
-            node.stop(0)
-        stop_orchestrator(c.orch)
 
 
 def test_rotation_reaches_the_running_instance_on_a_pull_node_too(rotating: Cluster) -> None:
