@@ -207,7 +207,16 @@ class Reporter:
             return f"to {address} closed by the orchestrator"
         except grpc.RpcError as exc:
             self._endpoints.failed(address, leader_of(exc))
-            return f"to {address} broke: {status_of(exc).one_line()}"
+            status = status_of(exc)
+            if "revoked" in status.details.lower() and status.name in (
+                "UNAUTHENTICATED", "PERMISSION_DENIED"
+            ):
+                # The orchestrator (its identity proven in the handshake) ended or refused
+                # this node's stream for its revoked certificate: the deny list naming it
+                # may never arrive, so this refusal is the notice.
+                log.warning("this node's certificate is revoked: removing every secret it holds")
+                self.on_revoked()
+            return f"to {address} broke: {status.one_line()}"
         finally:
             ended.set()
             wake.set()
