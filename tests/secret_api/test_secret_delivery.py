@@ -65,6 +65,40 @@ def two_nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluste
         yield c
 
 
+def _run_vault(c: Cluster, value: bytes, command: str) -> str:
+    """Create secret db-pass with ``value``, run one instance of vault/db using it on
+    node-1 (node-2 cordoned) with ``command``; returns the instance's container name."""
+    stub = secrets_pb2_grpc.SecretServiceStub(
+        grpc.secure_channel(c.orch.target, c.orch.user("admin", "admin"))
+    )
+    stub.CreateSecret(secrets_pb2.SecretWrite(name="db-pass", value=value))
+    c.admin().Cordon(control_pb2.NodeRef(name="node-2"))
+    app = topology_pb2.Application(
+        name="vault",
+        services=[
+            topology_pb2.Service(
+                name="db",
+                image="local/busybox:1",
+                command=["sh", "-c", command],
+                secrets=[topology_pb2.ServiceSecret(name="db-pass", path=PATH)],
+            )
+        ],
+    )
+    c.admin().Apply(control_pb2.ApplyRequest(app=app))
+    wait_for(
+        lambda: any(w.state == "running" and w.node == "node-1" for w in c.workloads()),
+        timeout=60,
+        what="the instance running on node-1",
+    )
+    # The engine may be shared with other tests: ours is the one of this application.
+    (container,) = [
+        s.name
+        for s in c.nodes["node-1"].agent.runtime.list()
+        if s.name.startswith("default.vault.db.")
+    ]
+    return container
+
+
 def _files_holding(root: Path, needle: bytes, skip: Path) -> list[str]:
     found = []
     for dirpath, _dirs, files in os.walk(root):
@@ -82,33 +116,8 @@ def _files_holding(root: Path, needle: bytes, skip: Path) -> list[str]:
 
 def test_canary_secret_is_only_in_its_instance(two_nodes: Cluster) -> None:
     c = two_nodes
-    admin_secrets = secrets_pb2_grpc.SecretServiceStub(
-        grpc.secure_channel(c.orch.target, c.orch.user("admin", "admin"))
-    )
-    admin_secrets.CreateSecret(secrets_pb2.SecretWrite(name="db-pass", value=CANARY))
-    c.admin().Cordon(control_pb2.NodeRef(name="node-2"))
-    app = topology_pb2.Application(
-        name="vault",
-        services=[
-            topology_pb2.Service(
-                name="db",
-                image="local/busybox:1",
-                command=["sh", "-c", SCRIPT],
-                secrets=[topology_pb2.ServiceSecret(name="db-pass", path=PATH)],
-            )
-        ],
-    )
-    c.admin().Apply(control_pb2.ApplyRequest(app=app))
-    wait_for(
-        lambda: any(w.state == "running" and w.node == "node-1" for w in c.workloads()),
-        timeout=60,
-        what="the instance running on node-1",
-    )
+    container = _run_vault(c, CANARY, SCRIPT)
     node1 = c.nodes["node-1"]
-    # The engine may be shared with other tests: ours is the one of this application.
-    (container,) = [
-        s.name for s in node1.agent.runtime.list() if s.name.startswith("default.vault.db.")
-    ]
 
     def printed() -> str:
         return b"".join(node1.agent.runtime.logs(container)).decode(errors="replace")
@@ -161,28 +170,7 @@ def json_of(message: object) -> str:
 
 def _one_instance_with_a_secret(c: Cluster) -> Path:
     """Run one instance using a secret on node-1; returns node-1's secret files root."""
-    admin_secrets = secrets_pb2_grpc.SecretServiceStub(
-        grpc.secure_channel(c.orch.target, c.orch.user("admin", "admin"))
-    )
-    admin_secrets.CreateSecret(secrets_pb2.SecretWrite(name="db-pass", value=CANARY))
-    c.admin().Cordon(control_pb2.NodeRef(name="node-2"))
-    app = topology_pb2.Application(
-        name="vault",
-        services=[
-            topology_pb2.Service(
-                name="db",
-                image="local/busybox:1",
-                command=["sleep", "600"],
-                secrets=[topology_pb2.ServiceSecret(name="db-pass", path=PATH)],
-            )
-        ],
-    )
-    c.admin().Apply(control_pb2.ApplyRequest(app=app))
-    wait_for(
-        lambda: any(w.state == "running" and w.node == "node-1" for w in c.workloads()),
-        timeout=60,
-        what="the instance running on node-1",
-    )
+    _run_vault(c, CANARY, "sleep 600")
     root = c.nodes["node-1"].agent.secrets.root
     assert any(root.iterdir())
     return root
@@ -239,35 +227,13 @@ def test_rotation_reaches_the_running_instance(two_nodes: Cluster) -> None:
 
 
 def _rotation_reaches_the_running_instance(c: Cluster) -> None:
-    stub = secrets_pb2_grpc.SecretServiceStub(
-        grpc.secure_channel(c.orch.target, c.orch.user("admin", "admin"))
-    )
-    stub.CreateSecret(secrets_pb2.SecretWrite(name="db-pass", value=b"first value"))
-    c.admin().Cordon(control_pb2.NodeRef(name="node-2"))
     # The instance prints its file's digest whenever it changes, without restarting.
     watch = (
         f"last=; while true; do now=$(sha256sum {PATH}); "
         '[ "$now" != "$last" ] && echo "$now" && last=$now; sleep 0.2; done'
     )
-    app = topology_pb2.Application(
-        name="vault",
-        services=[
-            topology_pb2.Service(
-                name="db",
-                image="local/busybox:1",
-                command=["sh", "-c", watch],
-                secrets=[topology_pb2.ServiceSecret(name="db-pass", path=PATH)],
-            )
-        ],
-    )
-    c.admin().Apply(control_pb2.ApplyRequest(app=app))
-    wait_for(
-        lambda: any(w.state == "running" and w.node == "node-1" for w in c.workloads()),
-        timeout=60,
-        what="the instance running on node-1",
-    )
+    container = _run_vault(c, b"first value", watch)
     runtime = c.nodes["node-1"].agent.runtime
-    (container,) = [s.name for s in runtime.list() if s.name.startswith("default.vault.db.")]
     started = runtime.inspect(container).started_at
 
     def printed() -> str:
@@ -275,6 +241,9 @@ def _rotation_reaches_the_running_instance(c: Cluster) -> None:
 
     first, second = (hashlib.sha256(v).hexdigest() for v in (b"first value", b"second value"))
     wait_for(lambda: first in printed(), what="the first version read")
+    stub = secrets_pb2_grpc.SecretServiceStub(
+        grpc.secure_channel(c.orch.target, c.orch.user("admin", "admin"))
+    )
     info = stub.RotateSecret(secrets_pb2.SecretWrite(name="db-pass", value=b"second value"))
     assert info.version == 2
     wait_for(lambda: second in printed(), what="the second version read, same instance")
