@@ -202,7 +202,9 @@ class Reconciler:
                 await self._guarded(self._place_batched(w, views, placed))
                 continue
             rest.append(w)
-        await self._commit_placements(placed)
+        # The placed records are stepped in this same pass: waiting for the next tick
+        # (up to ``interval``) would delay every new instance's first node command.
+        rest.extend(await self._commit_placements(placed))
         limit = asyncio.Semaphore(self.concurrency)
         per_node: dict[str, asyncio.Semaphore] = {}
 
@@ -418,9 +420,10 @@ class Reconciler:
 
     async def _commit_placements(
         self, placed: list[tuple[control_pb2.Workload, str | None]]
-    ) -> None:
+    ) -> list[control_pb2.Workload]:
         """Write placed records in batches (one store transaction each), then audit them
-        (concurrently: the audit log commits them together)."""
+        (concurrently: the audit log commits them together); the records written."""
+        written: list[control_pb2.Workload] = []
         for first in range(0, len(placed), PLACEMENT_BATCH):
             batch = placed[first : first + PLACEMENT_BATCH]
             now = self._clock()
@@ -437,6 +440,7 @@ class Reconciler:
                         w.updated_at = now
                         kept.append((w, moved))
                 await self.state.commit(workloads=[w for w, _ in kept])
+            written.extend(w for w, _ in kept)
             await asyncio.gather(
                 *(
                     self.audit.record(
@@ -445,6 +449,7 @@ class Reconciler:
                     for w, moved in kept
                 )
             )
+        return written
 
     async def _step(self, w: control_pb2.Workload, in_flight: Counter[str]) -> None:
         if w.desired == "removed":

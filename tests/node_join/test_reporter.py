@@ -277,8 +277,11 @@ class FlakyRuntime:
         self.list_fails = False
         self.stats_fail: set[str] = set()
         self.stats_gate: threading.Event | None = None
+        self.list_gate: threading.Event | None = None
 
     def list(self) -> builtins.list[ContainerStatus]:
+        if self.list_gate is not None:
+            self.list_gate.wait()
         if self.list_fails:
             raise RuntimeUnavailable("engine does not answer")
         return self.real.list()
@@ -317,8 +320,9 @@ def flaky(node: JoinedNode) -> Iterator[tuple[FlakyRuntime, Reporter]]:
         backoff=FAST,
     )
     yield rt, reporter
-    if rt.stats_gate is not None:
-        rt.stats_gate.set()
+    for gate in (rt.stats_gate, rt.list_gate):
+        if gate is not None:
+            gate.set()
     reporter.stop()
 
 
@@ -377,6 +381,32 @@ def test_slow_stats_do_not_delay_heartbeats(
     wait_for(
         lambda: any(u.name == "a" for s in gw.statuses() for u in s.usage),
         what="usage once stats answer",
+    )
+
+
+def test_a_slow_container_list_does_not_delay_heartbeats(
+    node: JoinedNode, servers: GatewayServers, flaky: tuple[FlakyRuntime, Reporter]
+) -> None:
+    # A busy engine answers an inspect only once the container's start ends: the node
+    # must keep beating meanwhile, or the orchestrator declares a live node dead.
+    rt, reporter = flaky
+    _sleeper(node, "a")
+    rt.list_gate = threading.Event()  # the list hangs until the test lets it go
+    gw = servers.gateway
+    before = len(gw.statuses())  # the node's own reporter's, stopped by the fixture
+    reporter.start()
+    wait_for(
+        lambda: len(gw.statuses()[before:]) >= 3, what="heartbeats while the list hangs"
+    )
+    # Claiming nothing: not "nothing runs here", not "no images here".
+    assert all(
+        not s.full and not s.containers and not s.images and s.trust_digest
+        for s in gw.statuses()[before:]
+    )
+    rt.list_gate.set()
+    wait_for(
+        lambda: any(s.full and "a" in _names(s) for s in gw.statuses()[before:]),
+        what="the full list once the runtime answers",
     )
 
 
