@@ -203,13 +203,16 @@ class Reconciler:
         placer = asyncio.create_task(self._placements(), name="placements")
         try:
             while True:
+                # Cleared before the pass: a wake during it (the placer's, once it
+                # placed instances) starts the next pass at once, so a new instance's
+                # first node command never waits for ``interval``.
+                self._wake.clear()
                 try:
                     await self.tick()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("reconcile tick failed")
-                self._wake.clear()
                 # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
                 # cancellation that races with the event, and the loop would never stop.
                 with contextlib.suppress(TimeoutError):
