@@ -27,21 +27,43 @@ def cli(ctx: click.Context, context_name: str | None) -> None:
         ctx.meta[GLOBAL_CONTEXT] = context_name
 
 
-def _register() -> None:
+# The node agent's own commands: they run for the node's whole life.
+AGENT_COMMANDS = frozenset({("node", "serve"), ("node", "join")})
+
+
+def _command_path(argv: list[str]) -> tuple[str, ...]:
+    """The first two words of the command line after the root's own options."""
+    words = iter(argv)
+    for word in words:
+        if word == "--context":
+            next(words, None)
+        elif word.startswith("-") and not word.startswith("--context="):
+            return ()  # the root's help or version: every command
+        elif not word.startswith("-"):
+            return (word, next(words, ""))
+    return ()
+
+
+def _register(argv: list[str] | None = None) -> None:
     # Imported on first use: importing orchestrator.cli alone stays cheap.
     from node.cli import node_group
+
+    cli.add_command(node_group)
+    if _command_path(sys.argv[1:] if argv is None else argv) in AGENT_COMMANDS:
+        # The agent imports none of the operator's commands: a few MB of every node's
+        # resident memory, for code it never runs (docs/performance.md).
+        return
     from orchestrator._cli import register
     from pki.cli import pki_group, token_group
 
     cli.add_command(pki_group)
     cli.add_command(token_group)
-    cli.add_command(node_group)
     register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: map every CapstanError to a one-line message and a non-zero exit."""
-    _register()
+    _register(argv)
     try:
         # Without standalone mode click returns ctx.exit()'s status instead of raising.
         status = cli.main(args=argv, prog_name="capstan", standalone_mode=False)
