@@ -128,7 +128,8 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         # what runs is named by content from here on, whatever a node says later.
         for s in app.services:
             s.image = await self._reconciler.images.resolve(s.image)
-        nodes = self._reconciler.views()
+        # check_fits compares with total capacity: no need to count every instance.
+        nodes = self._reconciler.views(allocations=False)
         if nodes:
             for s in app.services:
                 try:
@@ -139,16 +140,18 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
                     ) from None
         async with self._state.lock:
             current = self._state.app(app.tenant, app.name)
+            # Looks, not copies (plan copies what it changes): ten concurrent applies
+            # at 1,000 nodes each copied every record of the others.
             mine = [
                 w
-                for w in self._state.all_workloads()
+                for w in self._state.peek_workloads()
                 if w.tenant == app.tenant and w.app == app.name
             ]
             # Autoscaled services keep the autoscaler's count: re-applying the file
             # must not undo it.
             kept = keep_autoscaled(app, current)
             asked = policy.app_usage(app)
-            usage = policy.tenant_usage(self._state.all_apps(), app.tenant, skip=app.name)
+            usage = policy.tenant_usage(self._state.peek_apps(), app.tenant, skip=app.name)
             usage.add_usage(asked)
             self._reconciler.policies.check_quota(
                 app.tenant,
@@ -255,9 +258,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             if record is None:
                 raise NotFound(f"application {tenant}/{request.name} not found")
             record.deleting = True
-            mine = [
+            mine = [  # looks: retire_all copies what it changes
                 w
-                for w in self._state.all_workloads()
+                for w in self._state.peek_workloads()
                 if w.tenant == tenant and w.app == request.name
             ]
             await self._state.commit(
@@ -274,7 +277,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     def _summary(self, record: control_pb2.AppRecord) -> control_pb2.AppSummary:
         mine = [
             w
-            for w in self._state.all_workloads()
+            for w in self._state.peek_workloads()
             if w.tenant == record.app.tenant and w.app == record.app.name
         ]
         return control_pb2.AppSummary(
@@ -296,9 +299,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         if record is None:
             raise NotFound(f"application {tenant}/{request.name} not found")
         workloads = sorted(
-            (
+            (  # looks: the reply message copies them
                 w
-                for w in self._state.all_workloads()
+                for w in self._state.peek_workloads()
                 if w.tenant == tenant and w.app == request.name
             ),
             key=lambda w: (w.service, w.index),
@@ -330,9 +333,10 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     async def ListWorkloads(
         self, request: control_pb2.WorkloadFilter, context: Any, call: UserCall
     ) -> Any:
+        # Looks, not copies: _with_usage makes the one copy each answer needs.
         out = [
             w
-            for w in self._state.all_workloads()
+            for w in self._state.peek_workloads()
             if self._visible(call.caller, w.tenant)
             and (not request.tenant or w.tenant == request.tenant)
             and (not request.app or w.app == request.app)
@@ -355,8 +359,8 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
 
     def _endpoints(self, w: control_pb2.Workload) -> list[str]:
         """The node's address at each port the instance publishes, while it runs."""
-        node = self._state.node(w.node) if w.node and w.state == "running" else None
-        rec = self._state.app(w.tenant, w.app) if node is not None else None
+        node = self._state.peek_node(w.node) if w.node and w.state == "running" else None
+        rec = self._state.peek_app(w.tenant, w.app) if node is not None else None
         if node is None or rec is None:
             return []
         host = node.address.rpartition(":")[0]
@@ -370,7 +374,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         alloc_cpu: Counter[str] = Counter()
         alloc_mem: Counter[str] = Counter()
         count: Counter[str] = Counter()
-        for w in self._state.all_workloads():
+        for w in self._state.peek_workloads():
             if w.node and w.desired != "removed":
                 alloc_cpu[w.node] += w.cpu  # type: ignore[assignment]
                 alloc_mem[w.node] += w.memory

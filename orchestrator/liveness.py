@@ -99,6 +99,9 @@ class Tracker:
             view.images_known = True
         return changed
 
+    def now(self) -> float:
+        return self._clock()
+
     def stalled(self, seconds: float) -> None:
         """The orchestrator could not take reports in for ``seconds`` (see ``deaf``)."""
         self.deaf += max(0.0, seconds)
@@ -140,6 +143,14 @@ class Tracker:
         if silent <= self.grace:
             return Liveness.SUSPECT
         return Liveness.DEAD
+
+    def dead_at(self, node: str, *, joined_at: float = 0.0) -> float:
+        """When (on the injected clock) ``node`` counts as dead if nothing more is heard
+        from it and the orchestrator loses no more time: what ``liveness`` compares."""
+        view = self.nodes.get(node)
+        if view is not None and view.last_seen > 0:
+            return view.last_seen + (self.deaf - view.deaf_at_seen) + self.grace
+        return max(joined_at, self.started) + self.grace
 
     started: float = 0.0
 

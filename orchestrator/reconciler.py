@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -46,6 +47,8 @@ NO_VERIFIED_COPY = "no node holds a verified copy of the image"
 PLACEMENT_SAMPLE = 64
 # Placed records written per store transaction (within etcd's 128 operations).
 PLACEMENT_BATCH = 100
+# Placement runs at most this long (seconds) before the event loop gets a turn.
+PLACEMENT_SLICE = 0.02
 
 
 RESTART_NAMES = {
@@ -108,6 +111,34 @@ def container_spec(
         **policy.node_spec_fields(service),  # type: ignore[arg-type]
         secrets=[seal(ref) for ref in service.secrets] if seal is not None else [],
     )
+
+
+class _Views:
+    """The nodes as one tick's placements see them: each decision sees the previous
+    ones' allocations. Kept in one list (placement looks at a window of it, never
+    copies it per instance) with each node's position."""
+
+    def __init__(self, nodes: list[scheduler.NodeView]) -> None:
+        self.nodes = nodes
+        self._at = {v.id: i for i, v in enumerate(nodes)}
+        self._requests: dict[
+            tuple[str, str, str], tuple[topology_pb2.Service, scheduler.PlacementRequest]
+        ] = {}
+
+    def request(
+        self, app: topology_pb2.Application, service: topology_pb2.Service
+    ) -> scheduler.PlacementRequest:
+        """One service's request, worked out once for each stored version of it (a
+        changed application is a new stored message)."""
+        key = (app.tenant, app.name, service.name)
+        found = self._requests.get(key)
+        if found is None or found[0] is not service:
+            found = self._requests[key] = (service, scheduler.request_for(app, service))
+        return found[1]
+
+    def assign(self, node: str, request: scheduler.PlacementRequest) -> None:
+        i = self._at[node]
+        self.nodes[i] = scheduler.assign(self.nodes[i], request)
 
 
 class Reconciler:
@@ -193,16 +224,25 @@ class Reconciler:
         # written together (one store transaction per batch). Then node commands run
         # concurrently (bounded), since a node call is mostly waiting on the node.
         rest = []
-        views: dict[str, scheduler.NodeView] | None = None
+        views: _Views | None = None
         placed: list[tuple[control_pb2.Workload, str | None]] = []
+        started = time.monotonic()
         for w in due:
             if self._needs_placement(w):
                 if views is None:
-                    views = {v.id: v for v in self.views()}
+                    views = _Views(self.views())
                 await self._guarded(self._place_batched(w, views, placed))
+                if time.monotonic() - started > PLACEMENT_SLICE:
+                    # Thousands of placements are seconds of CPU: let the event loop
+                    # read the nodes' reports in between, or its own silence would
+                    # look like theirs (orchestrator.liveness).
+                    await asyncio.sleep(0)
+                    started = time.monotonic()
                 continue
             rest.append(w)
-        await self._commit_placements(placed)
+        # The placed records are stepped in this same pass: waiting for the next tick
+        # (up to ``interval``) would delay every new instance's first node command.
+        rest.extend(await self._commit_placements(placed))
         limit = asyncio.Semaphore(self.concurrency)
         per_node: dict[str, asyncio.Semaphore] = {}
 
@@ -230,8 +270,10 @@ class Reconciler:
             if w is not None:
                 await self._failed(w, f"{task.kind} of {task.resource} on {task.node} timed out")
 
-    async def update_liveness(self) -> None:
-        changes: list[tuple[control_pb2.NodeRecord, str]] = []
+    def liveness_changes(self) -> list[tuple[str, str]]:
+        """(node, new state) for each node whose stored state the leases contradict;
+        reads only (no lock needed to look)."""
+        out: list[tuple[str, str]] = []
         for stored in self.state.peek_nodes():
             if stored.state == "revoked":
                 continue
@@ -240,7 +282,25 @@ class Reconciler:
                 continue  # suspicion alone moves nothing; keep the record quiet
             if stored.state == live or (live == Liveness.SUSPECT and stored.state == "dead"):
                 continue
-            node = self.state.node(stored.name)  # a copy, to change and save
+            out.append((stored.name, live))
+        return out
+
+    def next_verdict_at(self) -> float:
+        """The earliest time (injected clock) a node now counted alive would be
+        declared dead if it stays silent: when the next look is worth taking."""
+        return min(
+            (
+                self.tracker.dead_at(n.name, joined_at=n.joined_at)
+                for n in self.state.peek_nodes()
+                if n.state in ("ready", "suspect")
+            ),
+            default=math.inf,
+        )
+
+    async def update_liveness(self) -> None:
+        changes: list[tuple[control_pb2.NodeRecord, str]] = []
+        for name, live in self.liveness_changes():
+            node = self.state.node(name)  # a copy, to change and save
             if node is not None:
                 changes.append((node, live))
         # Verdicts written together: when many nodes die at once (a rack, a switch),
@@ -274,13 +334,15 @@ class Reconciler:
             return None
         return node
 
-    def views(self) -> list[scheduler.NodeView]:
+    def views(self, *, allocations: bool = True) -> list[scheduler.NodeView]:
+        """Every node as the scheduler sees it; ``allocations=False`` leaves out what is
+        placed on each (a walk over every instance), for checks against total capacity."""
         alloc_cpu: Counter[str] = Counter()
         alloc_mem: Counter[str] = Counter()
         per_service: dict[str, Counter[str]] = {}
         used_ports: dict[str, set[tuple[str, int]]] = {}  # host and published ports
         port_cache: dict[tuple[str, str, str], frozenset[tuple[str, int]]] = {}
-        for w in self.state.peek_workloads():
+        for w in self.state.peek_workloads() if allocations else ():
             if w.node and w.desired != "removed":
                 alloc_cpu[w.node] += w.cpu  # type: ignore[assignment]
                 alloc_mem[w.node] += w.memory
@@ -389,19 +451,22 @@ class Reconciler:
     async def _place_batched(
         self,
         w: control_pb2.Workload,
-        views: dict[str, scheduler.NodeView],
+        views: _Views,
         placed: list[tuple[control_pb2.Workload, str | None]],
     ) -> None:
         spec = self._service_spec(w)
         if spec is None:
             return
         moving_from = w.node if w.node else None
-        request = scheduler.request_for(spec[0], spec[1])
-        candidates = [v for v in views.values() if v.id != moving_from]
+        request = views.request(spec[0], spec[1])
         try:
             with metrics.PLACEMENT_SECONDS.time():
                 target = scheduler.place(
-                    request, candidates, sample=PLACEMENT_SAMPLE, start=self._cursor
+                    request,
+                    views.nodes,
+                    sample=PLACEMENT_SAMPLE,
+                    start=self._cursor,
+                    exclude=moving_from,
                 )
         except scheduler.Unschedulable as exc:
             if w.state != "unschedulable" or w.message != str(exc):
@@ -412,15 +477,16 @@ class Reconciler:
         # The next decision looks at the next nodes first: spread over the cluster
         # without scoring every node for every instance.
         self._cursor += PLACEMENT_SAMPLE
-        views[target] = scheduler.assign(views[target], request)
+        views.assign(target, request)
         self._assign(w, spec[1], target, moving_from)
         placed.append((w, moving_from))
 
     async def _commit_placements(
         self, placed: list[tuple[control_pb2.Workload, str | None]]
-    ) -> None:
+    ) -> list[control_pb2.Workload]:
         """Write placed records in batches (one store transaction each), then audit them
-        (concurrently: the audit log commits them together)."""
+        (concurrently: the audit log commits them together); the records written."""
+        written: list[control_pb2.Workload] = []
         for first in range(0, len(placed), PLACEMENT_BATCH):
             batch = placed[first : first + PLACEMENT_BATCH]
             now = self._clock()
@@ -437,6 +503,7 @@ class Reconciler:
                         w.updated_at = now
                         kept.append((w, moved))
                 await self.state.commit(workloads=[w for w, _ in kept])
+            written.extend(w for w, _ in kept)
             await asyncio.gather(
                 *(
                     self.audit.record(
@@ -445,6 +512,7 @@ class Reconciler:
                     for w, moved in kept
                 )
             )
+        return written
 
     async def _step(self, w: control_pb2.Workload, in_flight: Counter[str]) -> None:
         if w.desired == "removed":

@@ -16,7 +16,6 @@ Capacity is compared in millicores and bytes (integers), so 0.1 + 0.2 cores fit 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -175,6 +174,7 @@ def place(
     *,
     sample: int = 0,
     start: int = 0,
+    exclude: str | None = None,
 ) -> str:
     """The id of the best node for one instance; ``Unschedulable`` with per-filter counts.
 
@@ -183,17 +183,21 @@ def place(
     a placement costs O(sample) rather than O(nodes), like Kubernetes'
     percentageOfNodesToScore. Filtering goes on until ``sample`` nodes fit or every
     node was looked at, so a node that fits is never missed, and a cluster of at most
-    ``sample`` nodes is always scored whole.
+    ``sample`` nodes is always scored whole. ``exclude`` names a node never chosen
+    (the one an instance moves away from), without the caller copying the list.
     """
     if sample > 0:
         ordered = nodes if isinstance(nodes, Sequence) else list(nodes)
         if len(ordered) > sample:
-            at = start % len(ordered)
-            nodes = itertools.chain(ordered[at:], ordered[:at])
+            at, count = start % len(ordered), len(ordered)
+            # Lazily from ``at`` on: no copy of the whole list per placement.
+            nodes = (ordered[(at + i) % count] for i in range(count))
     reasons: Counter[str] = Counter()
     best: tuple[tuple[float, float, str], NodeView] | None = None
     scored = 0
     for node in nodes:
+        if node.id == exclude:
+            continue
         reason = _refusal(request, node)
         if reason:
             reasons[reason] += 1

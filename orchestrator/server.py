@@ -101,6 +101,8 @@ class Orchestrator:
     duties: list[asyncio.Task[None]] = field(default_factory=list)
     # The authorization gate (orchestrator/authz.py): streams held per peer.
     authz: Gate | None = None
+    # The open Report streams: what reaches a connected node goes through them.
+    streams: NodeStreams = field(default_factory=NodeStreams)
 
     async def stop(self, grace: float = 1.0) -> None:
         for task in self.tasks:
@@ -443,6 +445,7 @@ async def start(
         leadership,
         secret_service,
         authz=authz,
+        streams=streams,
     )
 
     async def elected(epoch: int) -> None:

@@ -37,8 +37,13 @@ class ClusterState:
     # The highest store revision loaded or written: the generation of what this
     # orchestrator hands out (pull-mode nodes refuse an older one).
     revision: int = 0
+    # Bumped by every change to the records held here (a write, a reload): what a
+    # reader derives from all of them (the link topology) is recomputed only when it
+    # moved, not on every pass over ten thousand records.
+    changes: int = 0
 
     async def load(self) -> None:
+        self.changes += 1
         self.apps.clear()
         self.workloads.clear()
         self.nodes.clear()
@@ -119,6 +124,7 @@ class ClusterState:
         )
         self.nodes[node.name] = _Slot(_copy(node), rev)
         self.revision = max(self.revision, rev)
+        self.changes += 1
 
     async def save_workload(self, w: control_pb2.Workload) -> None:
         slot = self.workloads.get(w.id)
@@ -127,6 +133,7 @@ class ClusterState:
         )
         self.workloads[w.id] = _Slot(_copy(w), rev)
         self.revision = max(self.revision, rev)
+        self.changes += 1
 
     async def delete_workload(self, wid: str) -> None:
         slot = self.workloads.get(wid)
@@ -135,6 +142,7 @@ class ClusterState:
         rev = await self.store.delete(keys.workload(wid), expect_revision=slot.revision)
         del self.workloads[wid]
         self.revision = max(self.revision, rev or 0)
+        self.changes += 1
 
     async def commit(
         self,
@@ -183,6 +191,7 @@ class ClusterState:
             raise Conflict("apply", 0, result.revision)
         rev = result.revision
         self.revision = max(self.revision, rev)
+        self.changes += 1
         for a in apps:
             self.apps[(a.app.tenant, a.app.name)] = _Slot(_copy(a), rev)
         for t, n in delete_apps:

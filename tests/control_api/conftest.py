@@ -49,7 +49,16 @@ class Running:
         return gateway_pb2_grpc.NodeGatewayStub(grpc.secure_channel(self.join_target, creds))
 
 
-def start_orchestrator(root: Path, *, pki: Path | None = None, port: int = 0) -> Running:
+def start_orchestrator(
+    root: Path,
+    *,
+    pki: Path | None = None,
+    port: int = 0,
+    heartbeat: float = 0.5,
+    grace: float = 2.0,
+    host: str = "127.0.0.1",
+    reconcile_interval: float = 0.2,
+) -> Running:
     pki = pki or root / "pki"
     if not (pki / "state.json").exists():
         Authority.init(pki, TD)
@@ -57,11 +66,11 @@ def start_orchestrator(root: Path, *, pki: Path | None = None, port: int = 0) ->
     config = OrchestratorConfig(
         pki_dir=pki,
         store=root / "store.db",
-        listen=f"127.0.0.1:{port}",
-        join_listen="127.0.0.1:0",
-        heartbeat=0.5,
-        grace=2.0,
-        reconcile_interval=0.2,
+        listen=f"{host}:{port}",
+        join_listen=f"{host}:0",
+        heartbeat=heartbeat,
+        grace=grace,
+        reconcile_interval=reconcile_interval,
     )
     loop = asyncio.new_event_loop()
     ready: list[Orchestrator] = []
@@ -84,7 +93,7 @@ def start_orchestrator(root: Path, *, pki: Path | None = None, port: int = 0) ->
         raise failed[0]
     orch = ready[0]
     return Running(
-        orch, loop, authority, root, f"127.0.0.1:{orch.port}", f"127.0.0.1:{orch.join_port}"
+        orch, loop, authority, root, f"{host}:{orch.port}", f"{host}:{orch.join_port}"
     )
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.liveness import NodeView
 from tests.waiting import wait_for
 
-from .conftest import GatewayServers, Pki, kill_recorded
+from .conftest import Orchestrator, Pki, Wiretap, kill_recorded
 
 LINE = re.compile(r"node (spiffe://\S+) listening on (127\.0\.0\.1:\d+) runtime=process\n\Z")
 
@@ -74,9 +75,8 @@ def agents() -> Iterator[list[Agent]]:
 
 
 def test_join_serve_report_stop_and_restart_without_token(
-    servers: GatewayServers, pki: Pki, tmp_path: Path, agents: list[Agent]
+    orch: Orchestrator, pki: Pki, tmp_path: Path, agents: list[Agent]
 ) -> None:
-    gw = servers.gateway
     state = tmp_path / "state"
     args = [
         "--ca",
@@ -93,18 +93,20 @@ def test_join_serve_report_stop_and_restart_without_token(
         "zone=b",
     ]
     try:
-        first = Agent([servers.join_address, "--token", gw.mint(), *args])
+        first = Agent([orch.join_address, "--token", orch.mint(), *args])
         agents.append(first)
         match = LINE.match(first.line())
         assert match, first.why()
         node_id, address = match.groups()
         assert node_id == f"spiffe://{pki.authority.trust_domain}/node/cli-1"
-        assert gw.joins[0].address == address
+        record = orch.node("cli-1")
+        assert record is not None and record.address == address and record.id == node_id
         wait_for(
-            lambda: any(s.peer == node_id and s.statuses for s in gw.streams),
+            lambda: (orch.view("cli-1") or NodeView()).last_seen > 0,
             what="a heartbeat from the agent",
         )
         assert first.terminate() == 0
+        wait_for(lambda: not orch.connected("cli-1"), what="the first Report stream to end")
 
         # Restart: no address, no token, same identity and address.
         second = Agent(["--state-dir", str(state), "--listen", "127.0.0.1:0"])
@@ -112,23 +114,20 @@ def test_join_serve_report_stop_and_restart_without_token(
         again = LINE.match(second.line())
         assert again, second.why()
         assert again.groups() == (node_id, address)
-        assert len(gw.joins) == 1
-        wait_for(
-            lambda: sum(1 for s in gw.streams if s.peer == node_id) >= 2,
-            what="a second Report stream",
-        )
+        assert len(orch.audit("node.joined")) == 1
+        wait_for(lambda: orch.connected("cli-1"), what="a second Report stream")
         assert second.terminate() == 0
     finally:
         kill_recorded(state)
 
 
 def test_a_refused_token_exits_1_with_one_line(
-    servers: GatewayServers, pki: Pki, tmp_path: Path, agents: list[Agent]
+    orch: Orchestrator, pki: Pki, tmp_path: Path, agents: list[Agent]
 ) -> None:
     token = f"CJ1.{'A' * 43}.{pki.pin}"
     agent = Agent(
         [
-            servers.join_address,
+            orch.join_address,
             "--token",
             token,
             "--ca",
@@ -143,20 +142,18 @@ def test_a_refused_token_exits_1_with_one_line(
     assert agent.proc.wait(60) == 1
     assert agent.proc.stderr is not None
     err = agent.proc.stderr.read()
-    assert err == (
-        f"error: orchestrator {servers.join_address} refused the join: "
-        "join token is unknown or used\n"
-    )
+    assert err == f"error: orchestrator {orch.join_address} refused the join: join refused\n"
     assert token.split(".")[1] not in err
     assert not (tmp_path / "state").exists()
 
 
 def test_a_token_from_the_environment_is_used(
-    servers: GatewayServers, pki: Pki, tmp_path: Path
+    orch: Orchestrator, pki: Pki, tmp_path: Path
 ) -> None:
     """The token can stay out of the process list (argv is world-readable in /proc)."""
     state = tmp_path / "state"
-    env = dict(os.environ, CAPSTAN_JOIN_TOKEN=servers.gateway.mint(), PYTHONUNBUFFERED="1")
+    # No --name: the admin bound the name in the token.
+    env = dict(os.environ, CAPSTAN_JOIN_TOKEN=orch.mint("env-1"), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -164,7 +161,7 @@ def test_a_token_from_the_environment_is_used(
             "orchestrator.cli",
             "node",
             "join",
-            servers.join_address,
+            orch.join_address,
             "--ca",
             str(pki.ca_file),
             "--state-dir",
@@ -191,13 +188,18 @@ def test_a_token_from_the_environment_is_used(
 
 
 def test_pin_mismatch_exits_1_before_contacting_the_orchestrator(
-    servers: GatewayServers, pki: Pki, evil_pki: Pki, tmp_path: Path, agents: list[Agent]
+    orch: Orchestrator,
+    wiretap: Wiretap,
+    pki: Pki,
+    evil_pki: Pki,
+    tmp_path: Path,
+    agents: list[Agent],
 ) -> None:
     agent = Agent(
         [
-            servers.join_address,
+            wiretap.address,
             "--token",
-            servers.gateway.mint(),
+            orch.mint(),
             "--ca",
             str(evil_pki.ca_file),
             "--state-dir",
@@ -209,4 +211,4 @@ def test_pin_mismatch_exits_1_before_contacting_the_orchestrator(
     assert agent.proc.stderr is not None
     err = agent.proc.stderr.read()
     assert err.count("\n") == 1 and "no certificate matching the join token's CA pin" in err
-    assert servers.gateway.joins == []
+    assert wiretap.joins == []

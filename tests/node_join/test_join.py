@@ -1,4 +1,4 @@
-"""Joining against a real NodeGateway over real TLS on 127.0.0.1."""
+"""Joining the real orchestrator over real TLS on loopback."""
 
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ from pki.certs import identity_of, load_pem_chain
 from pki.errors import ConfigError
 from pki.tokenkeys import KeySet
 from protos import gateway_pb2
+from protos.wire.trust import parse_deny_list
+from tests.control_api.conftest import stop_orchestrator
 
-from .conftest import GatewayServers, Pki, free_port, kill_recorded, start_gateway
+from .conftest import Orchestrator, Pki, Wiretap, free_port, kill_recorded, start_real
 
 OPTS = JoinOptions(name="n1", runtime="process", labels={"zone": "a"})
 
@@ -35,15 +37,14 @@ def _files(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir()) if d.exists() else []
 
 
-def test_join_writes_the_state_dir(servers: GatewayServers, pki: Pki, tmp_path: Path) -> None:
-    gw = servers.gateway
+def test_join_writes_the_state_dir(orch: Orchestrator, pki: Pki, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    joined = join(state, servers.join_address, gw.mint(), pki.ca_file, OPTS)
+    joined = join(state, orch.join_address, orch.mint(), pki.ca_file, OPTS)
 
     assert joined.node_id == f"spiffe://{pki.authority.trust_domain}/node/n1"
-    assert joined.gateway_address == gw.gateway_address
-    assert joined.issuers == (pki.orchestrator_id,)
-    assert joined.heartbeat_interval == pytest.approx(gw.heartbeat)
+    assert joined.gateway_address == orch.gateway_address
+    assert joined.issuers == (orch.identity,) == (pki.orchestrator_id,)
+    assert joined.heartbeat_interval == pytest.approx(orch.heartbeat)
     assert joined.runtime == "process"
     host, port = joined.listen.rsplit(":", 1)
     assert host == "127.0.0.1" and int(port) > 0  # port 0 resolved before joining
@@ -74,8 +75,10 @@ def test_join_writes_the_state_dir(servers: GatewayServers, pki: Pki, tmp_path: 
     assert len((state / "seal.key").read_bytes()) == 32
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert (state / "ca.crt").read_bytes() == pki.authority.trust_bundle()
-    assert KeySet.from_file(state / "jwks.json").kids == KeySet.from_jwks(pki.jwks()).kids
-    assert (state / "deny.txt").read_bytes() == b""
+    assert KeySet.from_file(state / "jwks.json").kids == KeySet.from_jwks(
+        json.dumps(pki.keys.jwks()).encode()
+    ).kids
+    assert parse_deny_list((state / "deny.txt").read_bytes()) == set()
 
     chain = load_pem_chain((state / "node.crt").read_bytes())
     key = serialization.load_pem_private_key((state / "node.key").read_bytes(), None)
@@ -90,21 +93,20 @@ def test_join_writes_the_state_dir(servers: GatewayServers, pki: Pki, tmp_path: 
 
     cfg = NodeConfig.load(state / "node.yaml")
     assert cfg.listen == joined.listen
-    assert cfg.issuers == [pki.orchestrator_id]
+    assert cfg.issuers == [orch.identity]
     assert cfg.labels == {"zone": "a"}
     assert cfg.cert == state / "node.crt" and cfg.deny_list == state / "deny.txt"
 
 
 def test_the_orchestrator_sees_a_csr_and_never_the_key(
-    servers: GatewayServers, pki: Pki, tmp_path: Path
+    orch: Orchestrator, wiretap: Wiretap, pki: Pki, tmp_path: Path
 ) -> None:
-    gw = servers.gateway
     state = tmp_path / "state"
-    token = gw.mint()
-    join(state, servers.join_address, token, pki.ca_file, OPTS)
+    token = orch.mint()
+    join(state, wiretap.address, token, pki.ca_file, OPTS)
 
-    assert len(gw.joins) == 1
-    request = gw.joins[0]
+    assert len(wiretap.joins) == 1
+    request = wiretap.joins[0]
     assert request.join_token == token
     assert (request.name, request.runtime, request.mode) == ("n1", "process", "push")
     assert list(request.ips) == ["127.0.0.1"] and list(request.dns) == []
@@ -125,18 +127,17 @@ def test_the_orchestrator_sees_a_csr_and_never_the_key(
 
 
 def test_pin_mismatch_refuses_before_any_call(
-    servers: GatewayServers, pki: Pki, evil_pki: Pki, tmp_path: Path
+    orch: Orchestrator, wiretap: Wiretap, pki: Pki, evil_pki: Pki, tmp_path: Path
 ) -> None:
-    gw = servers.gateway
     state = tmp_path / "state"
     # The CA file holds another cluster's root.
     with pytest.raises(ConfigError, match="no certificate matching the join token's CA pin"):
-        join(state, servers.join_address, gw.mint(), evil_pki.ca_file, OPTS)
+        join(state, wiretap.address, orch.mint(), evil_pki.ca_file, OPTS)
     # The CA file is right but the token pins another root.
-    token = f"CJ1.{gw.mint().split('.')[1]}.{evil_pki.pin}"
+    token = f"CJ1.{orch.mint().split('.')[1]}.{evil_pki.pin}"
     with pytest.raises(ConfigError, match="no certificate matching the join token's CA pin"):
-        join(state, servers.join_address, token, pki.ca_file, OPTS)
-    assert gw.joins == []
+        join(state, wiretap.address, token, pki.ca_file, OPTS)
+    assert wiretap.joins == []
     assert not state.exists()
 
 
@@ -144,44 +145,45 @@ def test_only_the_pinned_root_is_trusted_for_the_join(
     pki: Pki, evil_pki: Pki, tmp_path: Path
 ) -> None:
     """A CA file with an extra root must not let that root's server receive the secret."""
-    evil = start_gateway(evil_pki)  # serves a certificate of the other CA on 127.0.0.1
+    evil = start_real(tmp_path / "evil", evil_pki)  # an orchestrator of the other CA
+    tap = Wiretap(evil.join_address, evil_pki).start()  # serves its CA's cert on 127.0.0.1
     try:
         both = tmp_path / "both.crt"
         both.write_bytes(evil_pki.authority.trust_bundle() + pki.authority.trust_bundle())
-        token = f"CJ1.{evil.gateway.mint().split('.')[1]}.{pki.pin}"
+        token = f"CJ1.{evil.mint().split('.')[1]}.{pki.pin}"
         with pytest.raises(JoinError) as info:
-            join(tmp_path / "state", evil.join_address, token, both, OPTS)
+            join(tmp_path / "state", tap.address, token, both, OPTS)
         assert info.value.code == "UNAVAILABLE"
-        assert evil.gateway.joins == []  # the TLS handshake failed: nothing was sent
+        assert tap.joins == []  # the TLS handshake failed: nothing was sent
+        assert evil.nodes() == []
         assert not (tmp_path / "state").exists()
     finally:
-        evil.stop()
+        tap.stop()
+        stop_orchestrator(evil.running)
 
 
 def test_a_refused_token_is_a_one_line_error_and_leaves_nothing(
-    servers: GatewayServers, pki: Pki, tmp_path: Path
+    orch: Orchestrator, wiretap: Wiretap, pki: Pki, tmp_path: Path
 ) -> None:
-    gw = servers.gateway
     state = tmp_path / "state"
-    token = f"CJ1.{gw.mint().split('.')[1][:-2]}AA.{pki.pin}"  # not a secret it minted
+    token = f"CJ1.{orch.mint().split('.')[1][:-2]}AA.{pki.pin}"  # not a secret it minted
     with pytest.raises(JoinError) as info:
-        join(state, servers.join_address, token, pki.ca_file, OPTS)
+        join(state, wiretap.address, token, pki.ca_file, OPTS)
     assert info.value.code == "PERMISSION_DENIED"
-    assert str(info.value) == (
-        f"orchestrator {servers.join_address} refused the join: join token is unknown or used"
-    )
-    assert len(gw.joins) == 1
+    # The orchestrator tells a refused joiner little; the reason goes to its audit log.
+    assert str(info.value) == f"orchestrator {wiretap.address} refused the join: join refused"
+    assert len(wiretap.joins) == 1
+    assert orch.nodes() == []
     assert not state.exists()  # the key made for this attempt is gone with the directory
 
 
 def test_a_used_token_is_refused_the_second_time(
-    servers: GatewayServers, pki: Pki, tmp_path: Path
+    orch: Orchestrator, pki: Pki, tmp_path: Path
 ) -> None:
-    gw = servers.gateway
-    token = gw.mint()
-    join(tmp_path / "a", servers.join_address, token, pki.ca_file, OPTS)
+    token = orch.mint()
+    join(tmp_path / "a", orch.join_address, token, pki.ca_file, OPTS)
     with pytest.raises(JoinError, match="refused the join") as info:
-        join(tmp_path / "b", servers.join_address, token, pki.ca_file, OPTS)
+        join(tmp_path / "b", orch.join_address, token, pki.ca_file, OPTS)
     assert info.value.code == "PERMISSION_DENIED"
     assert not (tmp_path / "b").exists()
 
@@ -198,41 +200,37 @@ def test_an_unreachable_orchestrator_is_a_one_line_error(pki: Pki, tmp_path: Pat
 
 
 def test_a_certificate_for_another_key_is_refused_and_nothing_is_written(
-    servers: GatewayServers, pki: Pki, tmp_path: Path
+    orch: Orchestrator, wiretap: Wiretap, pki: Pki, tmp_path: Path
 ) -> None:
-    gw = servers.gateway
     other = pki.authority.issue("node", "n1", ips=["127.0.0.1"])
 
     def swap(response: gateway_pb2.JoinResponse) -> None:
         response.certificate_chain = other.chain_pem
 
-    gw.tamper = swap
+    wiretap.tamper = swap
     state = tmp_path / "state"
     state.mkdir()
     (state / "keep").write_text("x")
     with pytest.raises(JoinError, match="not for this node's key"):
-        join(state, servers.join_address, gw.mint(), pki.ca_file, OPTS)
+        join(state, wiretap.address, orch.mint(), pki.ca_file, OPTS)
     assert _files(state) == ["keep"]
 
 
 def test_a_foreign_trust_bundle_is_refused(
-    servers: GatewayServers, pki: Pki, evil_pki: Pki, tmp_path: Path
+    orch: Orchestrator, wiretap: Wiretap, pki: Pki, evil_pki: Pki, tmp_path: Path
 ) -> None:
-    gw = servers.gateway
-
     def swap(response: gateway_pb2.JoinResponse) -> None:
         response.trust_bundle = evil_pki.authority.trust_bundle()
 
-    gw.tamper = swap
+    wiretap.tamper = swap
     with pytest.raises(JoinError, match="does not hold the pinned root"):
-        join(tmp_path / "state", servers.join_address, gw.mint(), pki.ca_file, OPTS)
+        join(tmp_path / "state", wiretap.address, orch.mint(), pki.ca_file, OPTS)
     assert not (tmp_path / "state").exists()
 
 
 def test_bad_local_options_are_refused_before_the_token_is_spent(
-    servers: GatewayServers, pki: Pki, tmp_path: Path
+    orch: Orchestrator, wiretap: Wiretap, pki: Pki, tmp_path: Path
 ) -> None:
-    gw = servers.gateway
     for options, reason in (
         (JoinOptions(name="Bad_Name"), "node name"),
         (JoinOptions(ips=("300.1.1.1",)), "invalid IP address"),
@@ -242,30 +240,29 @@ def test_bad_local_options_are_refused_before_the_token_is_spent(
         (JoinOptions(runtime="podman"), "runtime must be one of"),
     ):
         with pytest.raises(ConfigError, match=reason):
-            join(tmp_path / "state", servers.join_address, gw.mint(), pki.ca_file, options)
-    assert gw.joins == []
+            join(tmp_path / "state", wiretap.address, orch.mint(), pki.ca_file, options)
+    assert wiretap.joins == []
     assert not (tmp_path / "state").exists()
 
 
 def test_a_joined_state_dir_restarts_without_a_token(
-    servers: GatewayServers, pki: Pki, tmp_path: Path
+    orch: Orchestrator, wiretap: Wiretap, pki: Pki, tmp_path: Path
 ) -> None:
-    gw = servers.gateway
     state = tmp_path / "state"
-    first, reused = ensure_joined(state, servers.join_address, gw.mint(), pki.ca_file, OPTS)
+    first, reused = ensure_joined(state, wiretap.address, orch.mint(), pki.ca_file, OPTS)
     assert not reused
     before = {p.name: p.read_bytes() for p in state.iterdir()}
 
     again, reused = ensure_joined(state, None, None, None)
     assert reused and again == first
     # A token given anyway is neither needed nor sent.
-    again, reused = ensure_joined(state, servers.join_address, gw.mint(), pki.ca_file, OPTS)
+    again, reused = ensure_joined(state, wiretap.address, orch.mint(), pki.ca_file, OPTS)
     assert reused and again == first
-    assert len(gw.joins) == 1
+    assert len(wiretap.joins) == 1
     assert {p.name: p.read_bytes() for p in state.iterdir()} == before
 
     with pytest.raises(ConfigError, match="already holds a joined node"):
-        join(state, servers.join_address, gw.mint(), pki.ca_file, OPTS)
+        join(state, wiretap.address, orch.mint(), pki.ca_file, OPTS)
 
     node = run_joined_node(state, listen="127.0.0.1:0", runtime_kind="process")
     try:
@@ -287,10 +284,10 @@ def test_an_unjoined_state_dir_needs_a_token(tmp_path: Path, pki: Pki) -> None:
 
 
 def test_restart_refuses_what_contradicts_the_join(
-    servers: GatewayServers, pki: Pki, tmp_path: Path
+    orch: Orchestrator, pki: Pki, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
-    joined = join(state, servers.join_address, servers.gateway.mint(), pki.ca_file, OPTS)
+    joined = join(state, orch.join_address, orch.mint(), pki.ca_file, OPTS)
     port = int(joined.listen.rsplit(":", 1)[1])
     with pytest.raises(ConfigError, match="joined listening on"):
         run_joined_node(state, listen=f"127.0.0.1:{port + 1}")
@@ -316,26 +313,32 @@ def test_a_corrupted_joined_record_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_the_node_config_is_yaml_that_serve_accepts(
-    servers: GatewayServers, pki: Pki, tmp_path: Path
+    orch: Orchestrator, pki: Pki, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
-    join(state, servers.join_address, servers.gateway.mint(), pki.ca_file, OPTS)
+    join(state, orch.join_address, orch.mint(), pki.ca_file, OPTS)
     doc = yaml.safe_load((state / "node.yaml").read_text())
     assert doc["deny-list"] == str(state / "deny.txt")
     assert doc["runtime"] == "process"
 
 
 def test_the_listen_host_is_always_a_certificate_name(
-    servers: GatewayServers, pki: Pki, tmp_path: Path
+    orch: Orchestrator, wiretap: Wiretap, pki: Pki, tmp_path: Path
 ) -> None:
-    gw = servers.gateway
     options = JoinOptions(name="n2", runtime="process", ips=("10.1.2.3",), dns=("n2.example",))
-    joined = join(tmp_path / "a", servers.join_address, gw.mint(), pki.ca_file, options)
-    assert list(gw.joins[-1].ips) == ["127.0.0.1", "10.1.2.3"]
-    assert list(gw.joins[-1].dns) == ["n2.example"]
+    joined = join(tmp_path / "a", wiretap.address, orch.mint(), pki.ca_file, options)
+    assert list(wiretap.joins[-1].ips) == ["127.0.0.1", "10.1.2.3"]
+    assert list(wiretap.joins[-1].dns) == ["n2.example"]
     assert joined.address.startswith("127.0.0.1:")
+    record = orch.node("n2")
+    assert record is not None and record.address == joined.address
+    assert list(record.ips) == ["127.0.0.1", "10.1.2.3"] and list(record.dns) == ["n2.example"]
 
+    # localhost is everyone's own name: the node asks for it as the name it listens
+    # under, and the orchestrator refuses to certify it.
     options = JoinOptions(name="n3", runtime="process", listen="localhost:0")
-    joined = join(tmp_path / "b", servers.join_address, gw.mint(), pki.ca_file, options)
-    assert list(gw.joins[-1].dns) == ["localhost"] and list(gw.joins[-1].ips) == []
-    assert joined.address.startswith("localhost:") and joined.listen == joined.address
+    with pytest.raises(JoinError, match="reserved") as info:
+        join(tmp_path / "b", wiretap.address, orch.mint(), pki.ca_file, options)
+    assert info.value.code == "INVALID_ARGUMENT"
+    assert list(wiretap.joins[-1].dns) == ["localhost"] and list(wiretap.joins[-1].ips) == []
+    assert wiretap.joins[-1].address.startswith("localhost:")

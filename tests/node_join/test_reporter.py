@@ -1,9 +1,8 @@
-"""The Report stream of a joined node against a real NodeGateway over real mTLS."""
+"""The Report stream of a joined node against the real orchestrator over real mTLS."""
 
 from __future__ import annotations
 
 import builtins
-import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -25,6 +24,8 @@ from node.reporter import Reporter
 from node.runtime import proc
 from node.runtime.base import ContainerSpec, ContainerStats, ContainerStatus
 from node.runtime.process import ProcessRuntime
+from orchestrator.liveness import NodeView
+from pki.certs import load_pem_chain, thumbprint
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint
 from protos import gateway_pb2, node_pb2, node_pb2_grpc
@@ -32,18 +33,18 @@ from protos.wire.channel import client_credentials
 from protos.wire.trust import parse_deny_list, sign_trust_update
 from tests.waiting import wait_for
 
-from .conftest import IMAGE, GatewayServers, Pki, add_busybox, kill_recorded
+from .conftest import IMAGE, Orchestrator, Pki, add_busybox, kill_recorded
 
 FAST = Backoff(initial=0.05, maximum=0.2)
 
 
 @pytest.fixture
-def node(servers: GatewayServers, pki: Pki, tmp_path: Path) -> Iterator[JoinedNode]:
+def node(orch: Orchestrator, pki: Pki, tmp_path: Path) -> Iterator[JoinedNode]:
     state = tmp_path / "state"
     join(
         state,
-        servers.join_address,
-        servers.gateway.mint(),
+        orch.join_address,
+        orch.mint(),
         pki.ca_file,
         JoinOptions(name="rep", runtime="process"),
     )
@@ -54,45 +55,53 @@ def node(servers: GatewayServers, pki: Pki, tmp_path: Path) -> Iterator[JoinedNo
     kill_recorded(state)
 
 
-def _sleeper(node: JoinedNode, name: str) -> None:
+def _sleeper(node: JoinedNode, name: str, workload: str = "w") -> None:
     rt = node.agent.runtime
-    rt.create(ContainerSpec(name=name, workload_id="w", image=IMAGE, command=("sleep", "600")))
+    rt.create(
+        ContainerSpec(name=name, workload_id=workload, image=IMAGE, command=("sleep", "600"))
+    )
     rt.start(name)
 
 
-def _names(status: gateway_pb2.NodeStatus) -> dict[str, str]:
-    return {c.name: c.state for c in status.containers}
+def _opened(node: JoinedNode, reporter: Reporter | None = None) -> None:
+    """Wait until ``reporter``'s stream is the one the orchestrator holds: it has
+    received the trust update the orchestrator sends first on every stream."""
+    r = reporter or node.reporter
+    wait_for(lambda: r.messages >= 1, what="the stream's first message")
 
 
 def test_heartbeats_carry_the_container_list_and_usage(
-    node: JoinedNode, servers: GatewayServers
+    node: JoinedNode, orch: Orchestrator
 ) -> None:
-    gw = servers.gateway
+    orch.assign("w", "rep")
     _sleeper(node, "web-1")
     node.agent.runtime.create(
         ContainerSpec(name="idle", workload_id="w", image=IMAGE, command=("true",))
     )
 
-    def reported() -> gateway_pb2.NodeStatus | None:
-        for s in reversed(gw.statuses()):
-            if (
-                s.full
-                and _names(s) == {"web-1": "running", "idle": "created"}
-                and any(u.name == "web-1" for u in s.usage)
-            ):
-                return s
+    def reported() -> NodeView | None:
+        view = orch.view("rep")
+        if (
+            view is not None
+            and {n: c.state for n, c in view.containers.items()}
+            == {"web-1": "running", "idle": "created"}
+            and "web-1" in view.usage
+        ):
+            return view
         return None
 
     wait_for(reported, what="a heartbeat listing web-1 with its usage")
-    status = reported()
-    assert status is not None
-    assert [u.name for u in status.usage] == ["web-1"]  # only running containers
-    assert list(status.images) == [IMAGE]
-    assert status.usage[0].memory_bytes > 0
-    assert status.sent_at > 0
-    seen = gw.live()
-    assert seen is not None
-    assert seen.peer == node.node_id  # the stream is authenticated by the node certificate
+    view = reported()
+    assert view is not None
+    assert list(view.usage) == ["web-1"]  # only running containers
+    assert {i for i in view.images if "@" not in i} == {IMAGE}
+    assert view.usage["web-1"].memory_bytes > 0
+    assert view.report_at > 0
+    # The stream is authenticated by the node certificate.
+    cert = load_pem_chain(node.joined.files.cert.read_bytes())[0]
+    assert view.thumbprint == thumbprint(cert)
+    record = orch.node("rep")
+    assert record is not None and record.id == node.node_id
 
 
 def _node_info(node: JoinedNode, pki: Pki, keys: TokenKeyStore) -> tuple[grpc.StatusCode, str]:
@@ -119,21 +128,11 @@ def _node_info(node: JoinedNode, pki: Pki, keys: TokenKeyStore) -> tuple[grpc.St
     return grpc.StatusCode.OK, ""
 
 
-_ISSUED = itertools.count(1)
-
-
-def signed(update: gateway_pb2.TrustUpdate, *stores: TokenKeyStore) -> gateway_pb2.TrustUpdate:
-    """``update`` as the orchestrator sends it: ordered after every earlier one, signed
-    by each key of ``stores``."""
-    update.issued_at_ms = next(_ISSUED)
-    sign_trust_update(update, [signer for store in stores for signer in store.signers()])
-    return update
-
-
 def test_a_trust_update_rewrites_jwks_and_deny_list_and_the_agent_obeys_them(
-    node: JoinedNode, servers: GatewayServers, pki: Pki, tmp_path: Path
+    node: JoinedNode, orch: Orchestrator, pki: Pki, tmp_path: Path
 ) -> None:
-    gw = servers.gateway
+    signed = orch.signed
+    _opened(node)
     files = node.joined.files
     rolled = TokenKeyStore.create(tmp_path / "rolled-keys")
     ok = (grpc.StatusCode.OK, "")
@@ -141,7 +140,8 @@ def test_a_trust_update_rewrites_jwks_and_deny_list_and_the_agent_obeys_them(
     assert _node_info(node, pki, rolled)[0] == grpc.StatusCode.UNAUTHENTICATED
 
     new_jwks = json.dumps(rolled.jwks()).encode()
-    gw.push(
+    orch.push(
+        "rep",
         gateway_pb2.GatewayMessage(
             trust=signed(
                 gateway_pb2.TrustUpdate(jwks=new_jwks, deny_list=b"1F\nABCDEF\n"), pki.keys
@@ -156,7 +156,8 @@ def test_a_trust_update_rewrites_jwks_and_deny_list_and_the_agent_obeys_them(
     # Revoking the caller's certificate: the next call is refused.
     deny = f"{pki.orch.serial:X}\n".encode()
     # From now on the node trusts only the rolled key: updates are signed with it.
-    gw.push(
+    orch.push(
+        "rep",
         gateway_pb2.GatewayMessage(trust=signed(gateway_pb2.TrustUpdate(deny_list=deny), rolled))
     )
     wait_for(lambda: files.deny_list.read_bytes() == deny, what="the revocation")
@@ -166,10 +167,12 @@ def test_a_trust_update_rewrites_jwks_and_deny_list_and_the_agent_obeys_them(
 
     # The same trust again (as at every stream start) leaves the files untouched.
     stamp = files.jwks.stat().st_ino, files.jwks.stat().st_mtime_ns
-    gw.push(
+    orch.push(
+        "rep",
         gateway_pb2.GatewayMessage(trust=signed(gateway_pb2.TrustUpdate(jwks=new_jwks), rolled))
     )
-    gw.push(
+    orch.push(
+        "rep",
         gateway_pb2.GatewayMessage(
             trust=signed(gateway_pb2.TrustUpdate(deny_list=b"# marker\n"), rolled)
         )
@@ -179,12 +182,15 @@ def test_a_trust_update_rewrites_jwks_and_deny_list_and_the_agent_obeys_them(
 
 
 def test_unusable_or_empty_trust_fields_leave_the_files_alone(
-    node: JoinedNode, servers: GatewayServers, pki: Pki
+    node: JoinedNode, orch: Orchestrator, pki: Pki
 ) -> None:
-    gw = servers.gateway
+    signed = orch.signed
+    _opened(node)
     files = node.joined.files
     jwks_before = files.jwks.read_bytes()
-    gw.push(
+    before = node.reporter.messages
+    orch.push(
+        "rep",
         gateway_pb2.GatewayMessage(
             trust=signed(
                 gateway_pb2.TrustUpdate(jwks=b'{"keys": []}', deny_list=b"not hex\n"), pki.keys
@@ -192,28 +198,38 @@ def test_unusable_or_empty_trust_fields_leave_the_files_alone(
         )
     )
     # Empty deny list: "unchanged", never "forget every revocation".
-    gw.push(
+    orch.push(
+        "rep",
         gateway_pb2.GatewayMessage(
             trust=signed(gateway_pb2.TrustUpdate(jwks=b"", deny_list=b""), pki.keys)
         )
     )
-    gw.push(
+    orch.push(
+        "rep",
         gateway_pb2.GatewayMessage(
             trust=signed(gateway_pb2.TrustUpdate(deny_list=b"# none\n"), pki.keys)
         )
     )
     wait_for(lambda: files.deny_list.read_bytes() == b"# none\n", what="the last update")
     assert files.jwks.read_bytes() == jwks_before
-    assert node.reporter.messages == 3
-    assert gw.live() is not None  # the stream survived the bad update
+    assert node.reporter.messages == before + 3
+    assert node.reporter.streams == 1 and orch.connected("rep")  # it survived the bad update
 
 
-def test_a_fence_stops_and_removes_the_container(node: JoinedNode, servers: GatewayServers) -> None:
-    gw = servers.gateway
-    _sleeper(node, "web-1")
-    _sleeper(node, "web-2")
+def test_a_fence_stops_and_removes_the_container(node: JoinedNode, orch: Orchestrator) -> None:
+    orch.assign("w1", "rep")
+    orch.assign("w2", "rep")
+    _sleeper(node, "web-1", "w1")
+    _sleeper(node, "web-2", "w2")
     pid = node.agent.runtime.inspect("web-1").pid
-    gw.push(gateway_pb2.GatewayMessage(fence=["web-1", "never-existed"]))
+    wait_for(
+        lambda: orch.states("rep") == {"web-1": "running", "web-2": "running"},
+        what="both containers reported",
+    )
+    # A fence naming a container the node no longer has (gone before the fence came).
+    orch.push("rep", gateway_pb2.GatewayMessage(fence=["never-existed"]))
+    # The orchestrator moves w1 away: the copy left on this node is fenced.
+    orch.assign("w1", "elsewhere", moved_from="rep")
     wait_for(lambda: "web-1" in node.reporter.fenced, what="web-1 fenced")
     assert [c.name for c in node.agent.runtime.list()] == ["web-2"]
     assert list(node.reporter.fenced) == ["web-1"]  # a missing container is simply already fenced
@@ -221,21 +237,16 @@ def test_a_fence_stops_and_removes_the_container(node: JoinedNode, servers: Gate
     st = proc.read_stat(pid)
     assert st is None or st.gone  # the workload's process is dead, not merely forgotten
     wait_for(
-        lambda: any(_names(s) == {"web-2": "running"} for s in gw.statuses()[-3:]),
-        what="a heartbeat without web-1",
+        lambda: orch.states("rep") == {"web-2": "running"}, what="a heartbeat without web-1"
     )
 
 
 def test_the_stream_comes_back_after_the_gateway_restarts_with_a_renewed_cert(
-    node: JoinedNode, servers: GatewayServers, pki: Pki
+    node: JoinedNode, orch: Orchestrator, pki: Pki
 ) -> None:
-    gw = servers.gateway
-    wait_for(
-        lambda: gw.live() is not None and len(gw.live().statuses) >= 2,  # type: ignore[union-attr]
-        what="a first stream",
-    )
-    first = gw.live()
-    assert first is not None
+    wait_for(lambda: (orch.view("rep") or NodeView()).last_seen > 0, what="a first stream")
+    first = (orch.view("rep") or NodeView()).thumbprint
+    assert first
 
     # Renew the node certificate on disk (same key, new serial), as renewal will.
     files = node.joined.files
@@ -251,19 +262,18 @@ def test_the_stream_comes_back_after_the_gateway_restarts_with_a_renewed_cert(
     )
     files.cert.write_bytes(renewed.chain_pem)
 
-    servers.stop_report()
-    wait_for(first.ended.is_set, what="the first stream to end")
-    servers.start_report()
+    orch.restart()  # the same port, store and CA: the node finds it where it was
 
     def restarted() -> bool:
-        live = gw.live()
-        return live is not None and live is not first and len(live.statuses) >= 1
+        view = orch.view("rep")
+        return view is not None and view.last_seen > 0
 
-    wait_for(restarted, what="a heartbeat on the restarted gateway")
-    second = gw.live()
+    wait_for(restarted, what="a heartbeat on the restarted orchestrator")
+    second = orch.view("rep")
     assert second is not None
-    assert second.peer == node.node_id
-    assert second.serial == renewed.serial != first.serial
+    assert second.thumbprint == renewed.thumbprint != first
+    record = orch.node("rep")
+    assert record is not None and record.id == node.node_id
     assert node.reporter.streams >= 2
 
 
@@ -277,8 +287,11 @@ class FlakyRuntime:
         self.list_fails = False
         self.stats_fail: set[str] = set()
         self.stats_gate: threading.Event | None = None
+        self.list_gate: threading.Event | None = None
 
     def list(self) -> builtins.list[ContainerStatus]:
+        if self.list_gate is not None:
+            self.list_gate.wait()
         if self.list_fails:
             raise RuntimeUnavailable("engine does not answer")
         return self.real.list()
@@ -317,93 +330,133 @@ def flaky(node: JoinedNode) -> Iterator[tuple[FlakyRuntime, Reporter]]:
         backoff=FAST,
     )
     yield rt, reporter
-    if rt.stats_gate is not None:
-        rt.stats_gate.set()
+    for gate in (rt.stats_gate, rt.list_gate):
+        if gate is not None:
+            gate.set()
     reporter.stop()
 
 
 def test_one_failing_container_does_not_stop_the_usage_report(
-    node: JoinedNode, servers: GatewayServers, flaky: tuple[FlakyRuntime, Reporter]
+    node: JoinedNode, orch: Orchestrator, flaky: tuple[FlakyRuntime, Reporter]
 ) -> None:
     rt, reporter = flaky
+    orch.assign("w", "rep")
     _sleeper(node, "a")
     _sleeper(node, "b")
     rt.stats_fail = {"a"}
     reporter.start()
-    wait_for(
-        lambda: any(
-            [u.name for u in s.usage] == ["b"]
-            for s in servers.gateway.statuses()
-            if set(_names(s)) == {"a", "b"}
-        ),
-        what="usage for b alone",
-    )
+
+    def b_alone() -> bool:
+        view = orch.view("rep")
+        return view is not None and set(view.containers) == {"a", "b"} and list(view.usage) == ["b"]
+
+    wait_for(b_alone, what="usage for b alone")
 
 
 def test_a_failing_runtime_still_heartbeats_without_claiming_an_empty_node(
-    node: JoinedNode, servers: GatewayServers, flaky: tuple[FlakyRuntime, Reporter]
+    node: JoinedNode, orch: Orchestrator, flaky: tuple[FlakyRuntime, Reporter]
 ) -> None:
     rt, reporter = flaky
+    orch.assign("w", "rep")
     _sleeper(node, "a")
-    rt.list_fails = True
     reporter.start()
+    wait_for(lambda: orch.states("rep") == {"a": "running"}, what="a full list with a")
+    listed = orch.view("rep")
+    assert listed is not None
+    rt.list_fails = True
+    beats = reporter.heartbeats
     wait_for(
-        lambda: sum(1 for s in servers.gateway.statuses() if not s.full) >= 3,
+        lambda: reporter.heartbeats >= beats + 3
+        and (orch.view("rep") or NodeView()).last_seen > listed.last_seen,
         what="heartbeats while the runtime fails",
     )
-    assert all(not s.containers and not s.images for s in servers.gateway.statuses() if not s.full)
+    failing = orch.view("rep")
+    assert failing is not None
+    # Heard from, but no complete list: the orchestrator still knows what runs there.
+    assert failing.report_at == listed.report_at
+    assert failing.containers.keys() == {"a"} and failing.images == listed.images
     rt.list_fails = False
     wait_for(
-        lambda: any(s.full and "a" in _names(s) for s in servers.gateway.statuses()),
+        lambda: (orch.view("rep") or NodeView()).report_at > listed.report_at,
         what="a full list once the runtime answers again",
     )
+    assert orch.states("rep") == {"a": "running"}
 
 
 def test_slow_stats_do_not_delay_heartbeats(
-    node: JoinedNode, servers: GatewayServers, flaky: tuple[FlakyRuntime, Reporter]
+    node: JoinedNode, orch: Orchestrator, flaky: tuple[FlakyRuntime, Reporter]
 ) -> None:
     rt, reporter = flaky
+    orch.assign("w", "rep")
     _sleeper(node, "a")
     rt.stats_gate = threading.Event()  # stats hang until the test lets them go
     reporter.start()
-    gw = servers.gateway
     wait_for(
-        lambda: sum(1 for s in gw.statuses() if s.full and "a" in _names(s)) >= 5,
+        lambda: reporter.heartbeats >= 5 and orch.states("rep") == {"a": "running"},
         what="heartbeats while stats hang",
     )
     assert reporter.usage_rounds == 0
-    assert all(not s.usage for s in gw.statuses() if "a" in _names(s))
+    assert "a" not in (orch.view("rep") or NodeView()).usage
     rt.stats_gate.set()
     wait_for(
-        lambda: any(u.name == "a" for s in gw.statuses() for u in s.usage),
-        what="usage once stats answer",
+        lambda: "a" in (orch.view("rep") or NodeView()).usage, what="usage once stats answer"
     )
 
 
-def test_stop_ends_the_stream_and_every_thread(node: JoinedNode, servers: GatewayServers) -> None:
-    gw = servers.gateway
-    wait_for(gw.live, what="a stream")
-    seen = gw.live()
-    assert seen is not None
+def test_a_slow_container_list_does_not_delay_heartbeats(
+    node: JoinedNode, orch: Orchestrator, flaky: tuple[FlakyRuntime, Reporter]
+) -> None:
+    # A busy engine answers an inspect only once the container's start ends: the node
+    # must keep beating meanwhile, or the orchestrator declares a live node dead.
+    rt, reporter = flaky
+    orch.assign("w", "rep")
+    _sleeper(node, "a")
+    reporter.start()
+    wait_for(lambda: orch.states("rep") == {"a": "running"}, what="a full list with a")
+    listed = orch.view("rep")
+    assert listed is not None
+    rt.list_gate = threading.Event()  # the next list hangs until the test lets it go
+    interval = node.joined.heartbeat_interval
+    wait_for(
+        lambda: (orch.view("rep") or NodeView()).last_seen > listed.last_seen + 3 * interval,
+        what="heartbeats while the list hangs",
+    )
+    hanging = orch.view("rep")
+    assert hanging is not None
+    # Heard from, but claiming nothing: not "nothing runs here", not "no images here".
+    assert hanging.report_at == listed.report_at
+    assert hanging.containers.keys() == {"a"} and hanging.images == listed.images
+    record = orch.node("rep")
+    assert record is not None and record.state == "ready"
+    rt.list_gate.set()
+    wait_for(
+        lambda: (orch.view("rep") or NodeView()).report_at > listed.report_at,
+        what="a full list once the runtime answers",
+    )
+    assert orch.states("rep") == {"a": "running"}
+
+
+def test_stop_ends_the_stream_and_every_thread(node: JoinedNode, orch: Orchestrator) -> None:
+    wait_for(lambda: orch.connected("rep"), what="a stream")
     node.reporter.stop()
-    wait_for(seen.ended.is_set, what="the gateway to see the stream end")
+    wait_for(lambda: not orch.connected("rep"), what="the orchestrator to see the stream end")
     assert not any(t.is_alive() for t in node.reporter._threads)
-    count = len(gw.statuses())
+    heard = (orch.view("rep") or NodeView()).last_seen
     assert node.reporter.streams == 1
     node.reporter.stop()  # idempotent
-    assert len(gw.statuses()) == count
+    assert (orch.view("rep") or NodeView()).last_seen == heard
 
 
 @pytest.mark.docker
 def test_a_docker_node_reports_and_fences_its_containers(
-    servers: GatewayServers, pki: Pki, tmp_path: Path, busybox_image: str
+    orch: Orchestrator, pki: Pki, tmp_path: Path, busybox_image: str
 ) -> None:
-    gw = servers.gateway
     state = tmp_path / "state"
+    orch.assign("w", "dock")
     join(
         state,
-        servers.join_address,
-        gw.mint(),
+        orch.join_address,
+        orch.mint(),
         pki.ca_file,
         JoinOptions(name="dock", runtime="docker"),
     )
@@ -427,11 +480,12 @@ def test_a_docker_node_reports_and_fences_its_containers(
         )
         rt.start("web-1")
         wait_for(
-            lambda: any(_names(s) == {"web-1": "running"} and s.usage for s in gw.statuses()),
+            lambda: orch.states("dock") == {"web-1": "running"}
+            and "web-1" in (orch.view("dock") or NodeView()).usage,
             timeout=60,
             what="a heartbeat with web-1 and its usage",
         )
-        gw.push(gateway_pb2.GatewayMessage(fence=["web-1"]))
+        orch.assign("w", "elsewhere", moved_from="dock")  # moved away: the copy is fenced
         wait_for(lambda: "web-1" in node.reporter.fenced, timeout=60, what="web-1 fenced")
         assert rt.list() == []
     finally:
@@ -458,49 +512,68 @@ def _reporter(node: JoinedNode, **kw: Any) -> Reporter:
     )
 
 
-def test_tasks_go_to_the_executor_hook(node: JoinedNode, servers: GatewayServers) -> None:
+def test_tasks_go_to_the_executor_hook(
+    node: JoinedNode, orch: Orchestrator, pki: Pki, tmp_path: Path
+) -> None:
+    # The node a fetch would come from: joined, never run (the task is only handed over).
+    join(
+        tmp_path / "source",
+        orch.join_address,
+        orch.mint(),
+        pki.ca_file,
+        JoinOptions(name="source", runtime="process", listen="127.0.0.1:0"),
+    )
     node.reporter.stop()
-    got: list[str] = []
-    reporter = _reporter(node, on_tasks=lambda tasks: got.extend(t.request_id for t in tasks))
+    got: list[gateway_pb2.Task] = []
+    reporter = _reporter(node, on_tasks=got.extend)
     reporter.start()
     try:
-        task = gateway_pb2.Task(request_id="r1", kind="image.fetch", resource=IMAGE)
-        servers.gateway.push(gateway_pb2.GatewayMessage(tasks=[task]))
-        wait_for(lambda: got == ["r1"], what="the task handed over")
+        _opened(node, reporter)  # a task is sent only on an open stream
+        task = orch.delegate_fetch(IMAGE, target="rep", source="source")
+        wait_for(lambda: [t.request_id for t in got] == [task], what="the task handed over")
+        assert (got[0].kind, got[0].resource) == ("image.fetch", IMAGE)
+        assert got[0].token  # the capability to call the source node
     finally:
         reporter.stop()
 
 
 def test_a_refused_stream_backs_off_instead_of_looping(
-    node: JoinedNode, servers: GatewayServers
+    node: JoinedNode, orch: Orchestrator
 ) -> None:
-    """The orchestrator says something, then refuses: each retry waits longer."""
+    """The orchestrator says something, then refuses: each retry waits longer. (It
+    refuses a node that claims another node's workload: its first message is already
+    sent when the claim is read.)"""
     node.reporter.stop()
-    servers.gateway.refuse_reports = True
+    orch.assign("theirs", "another-node")
+    _sleeper(node, "claim", "theirs")
     reporter = _reporter(node, backoff=Backoff(initial=0.01, maximum=0.05), healthy_after=600.0)
     reporter.start()
     try:
         wait_for(lambda: reporter.failures >= 5, what="five refused streams")
         assert reporter.messages >= 4  # each refused stream did deliver its message
         assert reporter.failures >= reporter.streams - 1  # never reset by those messages
+        assert orch.audit("report.refused")
     finally:
         reporter.stop()
 
 
 def test_a_trust_update_not_signed_by_a_trusted_key_changes_nothing(
-    node: JoinedNode, servers: GatewayServers, pki: Pki, tmp_path: Path
+    node: JoinedNode, orch: Orchestrator, pki: Pki, tmp_path: Path
 ) -> None:
     # Before: whoever spoke on the report stream chose the node's token keys, deny list
     # and CA bundle. Now only an update signed by a key the node already trusts, and
     # not older than the last applied, changes them.
-    gw = servers.gateway
+    signed = orch.signed
+    _opened(node)
+    messages = node.reporter.messages
     files = node.joined.files
     before = (files.jwks.read_bytes(), files.deny_list.read_bytes(), files.ca.read_bytes())
     impostor = TokenKeyStore.create(tmp_path / "impostor-keys")
     evil_jwks = json.dumps(impostor.jwks()).encode()
     evil = gateway_pb2.TrustUpdate(jwks=evil_jwks, deny_list=b"# nothing revoked\n")
-    gw.push(gateway_pb2.GatewayMessage(trust=evil))  # unsigned
-    gw.push(
+    orch.push("rep", gateway_pb2.GatewayMessage(trust=evil))  # unsigned
+    orch.push(
+        "rep",
         gateway_pb2.GatewayMessage(
             trust=signed(
                 gateway_pb2.TrustUpdate(jwks=evil_jwks, deny_list=b"# nothing revoked\n"), impostor
@@ -509,14 +582,14 @@ def test_a_trust_update_not_signed_by_a_trusted_key_changes_nothing(
     )  # its own key
     forged = signed(gateway_pb2.TrustUpdate(jwks=evil_jwks), pki.keys)
     forged.jwks = evil_jwks + b" "  # changed after signing
-    gw.push(gateway_pb2.GatewayMessage(trust=forged))
+    orch.push("rep", gateway_pb2.GatewayMessage(trust=forged))
     genuine = signed(gateway_pb2.TrustUpdate(deny_list=b"# genuine\n"), pki.keys)
     older = signed(gateway_pb2.TrustUpdate(deny_list=b"# replayed\n"), pki.keys)
     older.issued_at_ms = 0  # a replay of an update from before the last one applied
     sign_trust_update(older, pki.keys.signers())
-    gw.push(gateway_pb2.GatewayMessage(trust=genuine))
-    gw.push(gateway_pb2.GatewayMessage(trust=older))
-    wait_for(lambda: node.reporter.messages >= 5, what="five trust updates")
+    orch.push("rep", gateway_pb2.GatewayMessage(trust=genuine))
+    orch.push("rep", gateway_pb2.GatewayMessage(trust=older))
+    wait_for(lambda: node.reporter.messages >= messages + 5, what="five trust updates")
     assert (files.jwks.read_bytes(), files.ca.read_bytes()) == (before[0], before[2])
     assert files.deny_list.read_bytes() == b"# genuine\n"
     assert node.reporter.trust_refused == 4
@@ -526,21 +599,27 @@ def test_a_trust_update_not_signed_by_a_trusted_key_changes_nothing(
 
 
 def test_an_older_trust_update_is_refused_after_a_restart_too(
-    node: JoinedNode, servers: GatewayServers, pki: Pki
+    node: JoinedNode, orch: Orchestrator, pki: Pki
 ) -> None:
-    gw = servers.gateway
+    signed = orch.signed
     files = node.joined.files
     older = signed(gateway_pb2.TrustUpdate(deny_list=b"# older\n"), pki.keys)
-    newer = signed(gateway_pb2.TrustUpdate(deny_list=b"# newer\n"), pki.keys)
-    gw.push(gateway_pb2.GatewayMessage(trust=newer))
+    newer = gateway_pb2.TrustUpdate(deny_list=b"# newer\n")
+    # Issued an hour ahead: the update the orchestrator sends when the restarted node's
+    # stream opens (issued now) is older than it too.
+    newer.epoch = older.epoch
+    newer.issued_at_ms = older.issued_at_ms + 3_600_000
+    sign_trust_update(newer, pki.keys.signers())
+    orch.push("rep", gateway_pb2.GatewayMessage(trust=newer))
     wait_for(lambda: files.deny_list.read_bytes() == b"# newer\n", what="the newer update")
     node.reporter.stop()
     restarted = _reporter(node)  # a node restart: nothing of the old reporter in memory
     restarted.start()
     try:
-        wait_for(lambda: gw.live() is not None and restarted.streams >= 1, what="a new stream")
-        gw.push(gateway_pb2.GatewayMessage(trust=older))
-        wait_for(lambda: restarted.trust_refused == 1, what="the replay refused")
+        # The stream's first update is older than the newer one: refused.
+        wait_for(lambda: restarted.trust_refused == 1, what="the stream's first update refused")
+        orch.push("rep", gateway_pb2.GatewayMessage(trust=older))
+        wait_for(lambda: restarted.trust_refused == 2, what="the replay refused")
         assert files.deny_list.read_bytes() == b"# newer\n"
     finally:
         restarted.stop()
