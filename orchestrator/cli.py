@@ -71,8 +71,6 @@ def _command_path(argv: list[str]) -> tuple[str, ...]:
 def _register(argv: list[str] | None = None) -> None:
     # Each command is imported when it is used: importing orchestrator.cli stays
     # cheap, and so does starting any one command.
-    from orchestrator._cli import register
-
     assert isinstance(cli, LazyGroup)  # noqa: S101 - made so just above
     cli.lazy.update(
         {"pki": "pki.cli:pki_group", "token": "pki.cli:token_group", "node": "node.cli:node_group"}
@@ -82,7 +80,12 @@ def _register(argv: list[str] | None = None) -> None:
         # agent would hold their imports, a few MB of every node's resident memory
         # (docs/performance.md).
         return
+    from orchestrator._cli import register
+
     register(cli)
+    for name in list(cli.commands):  # groups an agent command loaded in this process
+        for hook in cli.on_load:
+            hook(cli, name)
 
 
 def main(argv: list[str] | None = None) -> int:
