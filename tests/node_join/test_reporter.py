@@ -586,3 +586,26 @@ def test_an_older_trust_update_is_refused_after_a_restart_too(
         assert files.deny_list.read_bytes() == b"# newer\n"
     finally:
         restarted.stop()
+
+
+def test_a_renewal_asked_while_the_stream_reconnects_is_not_lost(
+    node: JoinedNode, orch: Orchestrator
+) -> None:
+    """Regression: a renew_now sent while the node's Report stream was reconnecting
+    went to no stream (or to the one ending) and was lost; a CA rotation then waited a
+    whole batch timeout for that node (the rotation test failed one run in four)."""
+    renewer = node.renewer
+    assert renewer is not None
+    node.reporter.stop()
+    wait_for(lambda: not orch.connected("rep"), what="the stream to end")
+    assert orch.ask_renewal("rep") is False  # nothing to send it on now
+    reporter = _reporter(node)
+    reporter.on_renew = renewer.renew_now
+    before = renewer.renewals
+    reporter.start()
+    try:
+        wait_for(lambda: renewer.renewals > before, what="the node to renew as asked")
+        # Fulfilled: the streams the node opens from now on do not ask again.
+        wait_for(lambda: not orch.renewal_asked("rep"), what="the request to be dropped")
+    finally:
+        reporter.stop()
