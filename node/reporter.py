@@ -229,16 +229,50 @@ class Reporter:
     ) -> Iterator[gateway_pb2.NodeStatus]:
         """The request side of one stream; gRPC pulls it from its own thread."""
         while not ended.is_set() and not self._stop.is_set():
-            yield self._status()
-            self.heartbeats += 1
+            for status in self._timely_statuses(ended):
+                yield status
+                self.heartbeats += 1
             wake.wait(self._interval * self._rng.uniform(1 - JITTER, 1 + JITTER))
             wake.clear()
+
+    def _timely_statuses(self, ended: threading.Event) -> Iterator[gateway_pb2.NodeStatus]:
+        """The next full status; while the runtime takes longer than a heartbeat
+        interval to list (an engine busy starting containers holds each one's lock,
+        and an inspect waits for it), a bare heartbeat every interval before it: the
+        node is alive, only slow, and must not be declared dead for its engine's pace."""
+        box: list[gateway_pb2.NodeStatus] = []
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                box.append(self._status())
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="capstan-list", daemon=True).start()
+        while not done.wait(self._interval):
+            if ended.is_set() or self._stop.is_set():
+                return
+            yield self._alive()
+        if box:
+            yield box[0]
+
+    def _alive(self) -> gateway_pb2.NodeStatus:
+        """A heartbeat claiming nothing: no containers, no images, not full."""
+        metrics.HEARTBEATS_SENT.inc()
+        return gateway_pb2.NodeStatus(
+            sent_at=self._clock(),
+            full=False,
+            trust_digest=trust_digest_of_files(self._jwks, self._ca),
+        )
 
     def _status(self) -> gateway_pb2.NodeStatus:
         try:
             containers: list[ContainerStatus] = self._runtime.list()
-            images: list[str] = self._runtime.images()
-            digests = [f"{ref}@{image_id}" for ref, image_id in self._runtime.image_ids().items()]
+            # One engine call for both: every ref ``images`` lists is in ``image_ids``.
+            ids = self._runtime.image_ids()
+            images: list[str] = sorted(ids)
+            digests = [f"{ref}@{image_id}" for ref, image_id in ids.items()]
             full = True
             if self._list_failing:
                 log.warning("runtime lists containers again")

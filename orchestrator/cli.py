@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -11,7 +13,29 @@ from pki.errors import CapstanError
 GLOBAL_CONTEXT = "capstan.context"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands are imported when first named (``lazy``: name ->
+    ``"module:attribute"``); ``on_load`` hooks run after each such import."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lazy: dict[str, str] = {}
+        self.on_load: list[Callable[[LazyGroup, str], None]] = []
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            self.add_command(command, cmd_name)
+            for hook in self.on_load:
+                hook(self, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="capstan")
 @click.option(
     "--context",
@@ -28,14 +52,14 @@ def cli(ctx: click.Context, context_name: str | None) -> None:
 
 
 def _register() -> None:
-    # Imported on first use: importing orchestrator.cli alone stays cheap.
-    from node.cli import node_group
+    # Each command is imported when it is used: importing orchestrator.cli stays
+    # cheap, and so does starting any one command.
     from orchestrator._cli import register
-    from pki.cli import pki_group, token_group
 
-    cli.add_command(pki_group)
-    cli.add_command(token_group)
-    cli.add_command(node_group)
+    assert isinstance(cli, LazyGroup)  # noqa: S101 - made so just above
+    cli.lazy.update(
+        {"pki": "pki.cli:pki_group", "token": "pki.cli:token_group", "node": "node.cli:node_group"}
+    )
     register(cli)
 
 

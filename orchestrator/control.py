@@ -274,12 +274,19 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             tenant=tenant, app=request.name, generation=record.generation
         )
 
-    def _summary(self, record: control_pb2.AppRecord) -> control_pb2.AppSummary:
-        mine = [
-            w
+    def _running(self) -> Counter[tuple[str, str]]:
+        """Running instances per (tenant, app): one pass over the records."""
+        return Counter(
+            (w.tenant, w.app)
             for w in self._state.peek_workloads()
-            if w.tenant == record.app.tenant and w.app == record.app.name
-        ]
+            if w.state == "running" and w.desired == "running"
+        )
+
+    def _summary(
+        self, record: control_pb2.AppRecord, running: Counter[tuple[str, str]] | None = None
+    ) -> control_pb2.AppSummary:
+        if running is None:
+            running = self._running()
         return control_pb2.AppSummary(
             tenant=record.app.tenant,
             name=record.app.name,
@@ -288,7 +295,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             desired=sum(plans.replicas_of(s) for s in record.app.services)
             if not record.deleting
             else 0,
-            running=sum(1 for w in mine if w.state == "running" and w.desired == "running"),
+            running=running[(record.app.tenant, record.app.name)],
             updated_at=record.updated_at,
         )
 
@@ -320,9 +327,10 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     async def ListApps(
         self, request: control_pb2.ListAppsRequest, context: Any, call: UserCall
     ) -> Any:
+        running = self._running()  # once for every application listed
         apps = [
-            self._summary(r)
-            for r in self._state.all_apps()
+            self._summary(r, running)
+            for r in self._state.peek_apps()
             if self._visible(call.caller, r.app.tenant)
             and (not request.tenant or r.app.tenant == request.tenant)
         ]
@@ -333,7 +341,7 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
     async def ListWorkloads(
         self, request: control_pb2.WorkloadFilter, context: Any, call: UserCall
     ) -> Any:
-        # Looks, not copies: _with_usage makes the one copy each answer needs.
+        # Looks, not copies: each answer is copied once, into the reply itself.
         out = [
             w
             for w in self._state.peek_workloads()
@@ -343,11 +351,14 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             and (not request.node or w.node == request.node)
         ]
         out.sort(key=lambda w: (w.tenant, w.app, w.service, w.index))
-        return control_pb2.WorkloadList(workloads=[self._with_usage(w) for w in out])
+        reply = control_pb2.WorkloadList()
+        for w in out:
+            self._with_usage(w, reply.workloads.add())
+        return reply
 
-    def _with_usage(self, w: control_pb2.Workload) -> control_pb2.Workload:
-        """A copy carrying the node's last reported use (kept in memory, never stored)."""
-        out = control_pb2.Workload()
+    def _with_usage(self, w: control_pb2.Workload, out: control_pb2.Workload) -> None:
+        """``out``: a copy of ``w`` carrying the node's last reported use (kept in
+        memory, never stored)."""
         out.CopyFrom(w)
         view = self._reconciler.tracker.nodes.get(w.node) if w.node else None
         sample = view.usage.get(w.container) if view is not None and w.container else None
@@ -355,7 +366,6 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
             out.cpu_used = sample.cpu_fraction
             out.memory_used = sample.memory_bytes
         out.endpoints.extend(self._endpoints(w))
-        return out
 
     def _endpoints(self, w: control_pb2.Workload) -> list[str]:
         """The node's address at each port the instance publishes, while it runs."""

@@ -26,12 +26,16 @@ __all__ = ["LivenessWatch"]
 
 # The event loop running this much later than asked means the orchestrator was not
 # listening: that time is not counted as any node's silence (Tracker.deaf). A report
-# read a little late changes nothing against a grace of seconds; a busy loop falling
-# behind again and again adds up, so every lag above this counts, not only long
-# stalls (false positives at 500 and 1,000 nodes during a large apply: the loop ran
-# 0.2-0.4 s late for many seconds, never one stall long enough to be counted). Real
-# time (monotonic), never the injected clock: a test's clock jumping is not a stall.
-LAG = 0.1
+# read a fraction of a second late changes nothing against the margin a live node
+# has (grace - heartbeat: 2 s by default), and counting such lags would only delay
+# every verdict; each longer lag counts whole, not only stalls over 0.5 s as before
+# (false positives at 500 and 1,000 nodes during a large apply). Real time
+# (monotonic), never the injected clock: a test's clock jumping is not a stall.
+LAG = 0.25
+# Every node silent at once is taken for the orchestrator's own deafness for at most
+# this many grace periods: past that, the silence is real (every node down at once is
+# declared dead this much later than one node alone).
+QUIET_MAX = 2
 
 
 class LivenessWatch:
@@ -70,15 +74,21 @@ class LivenessWatch:
 
     async def run(self) -> None:
         delay = self.period
+        tracker = self._reconciler.tracker
         while True:
             asked = time.monotonic()
             await asyncio.sleep(delay)
-            late = time.monotonic() - asked - delay
-            if late > LAG:
-                # This timer ran late: the event loop was busy, reports sat unread.
-                self._reconciler.tracker.stalled(late)
-                if late > 1.0:
-                    log.warning("event loop %.2f s late: not counted as nodes' silence", late)
+            waited = time.monotonic() - asked
+            late = waited - delay
+            deaf = late if late > LAG else 0.0  # the loop was busy: reports sat unread
+            quiet = tracker.quiet()
+            if 0 < quiet <= QUIET_MAX * tracker.grace:
+                # Nobody heard at all: this whole wait (as much of it as was quiet).
+                deaf = max(deaf, min(waited, quiet))
+            if deaf:
+                tracker.stalled(deaf)
+                if deaf > 1.0:
+                    log.warning("orchestrator deaf %.2f s: not counted as nodes' silence", deaf)
             try:
                 await self.check()
                 delay = self.delay()

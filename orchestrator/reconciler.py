@@ -163,6 +163,7 @@ class Reconciler:
         self._clock = clock
         self.interval = interval
         self._wake = asyncio.Event()
+        self._place_wake = asyncio.Event()
         self.delegator = delegator  # node-to-node fetches (push nodes)
         self.links = links  # the nodes' link plans
         self.secrets = secrets  # seals secrets for the node of each instance
@@ -183,26 +184,57 @@ class Reconciler:
         # (workload, generation, source) whose old copy a push node confirmed removed
         self._cleared: set[tuple[str, int, str]] = set()
         self._cursor = 0  # where the next placement starts looking (see PLACEMENT_SAMPLE)
+        # Workload saves waiting to be written together (see _save).
+        self._saving: list[tuple[control_pb2.Workload, asyncio.Future[bool]]] = []
+        self._saver: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         self._wake.set()
+        self._place_wake.set()
         if self.links is not None:
             self.links.wake()
 
     async def run(self) -> None:
+        # Placement has a loop of its own: a pass of node commands lasts as long as
+        # its slowest node, and instances applied meanwhile must not wait for it to
+        # be placed (10 x N instances at 1,000 nodes: placement waited on thousands
+        # of creates). The two never work on the same record: a pass of commands
+        # leaves every instance that needs a node to the placer.
+        placer = asyncio.create_task(self._placements(), name="placements")
+        try:
+            while True:
+                # Cleared before the pass: a wake during it (the placer's, once it
+                # placed instances) starts the next pass at once, so a new instance's
+                # first node command never waits for ``interval``.
+                self._wake.clear()
+                try:
+                    await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("reconcile tick failed")
+                # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
+                # cancellation that races with the event, and the loop would never stop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.interval):
+                        await self._wake.wait()
+        finally:
+            placer.cancel()
+
+    async def _placements(self) -> None:
         while True:
+            # Cleared before the pass: a wake during it (another apply) starts the
+            # next pass at once.
+            self._place_wake.clear()
             try:
-                await self.tick()
+                await self.place_pending()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("reconcile tick failed")
-            self._wake.clear()
-            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
-            # cancellation that races with the event, and the loop would never stop.
+                log.exception("placement pass failed")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
-                    await self._wake.wait()
+                    await self._place_wake.wait()
 
     # -- one pass -----------------------------------------------------------------
 
@@ -218,29 +250,11 @@ class Reconciler:
             key=lambda w: (w.desired != "removed", w.id),
         )
         in_flight = self._services_in_transition(workloads)
-        due = [w for w in workloads if w.next_attempt_at <= now]
-        # Placement first, one at a time: each decision must see the previous one's
-        # allocation (kept in ``views``, built once per tick). The records are then
-        # written together (one store transaction per batch). Then node commands run
-        # concurrently (bounded), since a node call is mostly waiting on the node.
-        rest = []
-        views: _Views | None = None
-        placed: list[tuple[control_pb2.Workload, str | None]] = []
-        started = time.monotonic()
-        for w in due:
-            if self._needs_placement(w):
-                if views is None:
-                    views = _Views(self.views())
-                await self._guarded(self._place_batched(w, views, placed))
-                if time.monotonic() - started > PLACEMENT_SLICE:
-                    # Thousands of placements are seconds of CPU: let the event loop
-                    # read the nodes' reports in between, or its own silence would
-                    # look like theirs (orchestrator.liveness).
-                    await asyncio.sleep(0)
-                    started = time.monotonic()
-                continue
-            rest.append(w)
-        await self._commit_placements(placed)
+        # Instances that need a node are the placer's (place_pending). Node commands
+        # run concurrently (bounded), since a node call is mostly waiting on the node.
+        rest = [
+            w for w in workloads if w.next_attempt_at <= now and not self._needs_placement(w)
+        ]
         limit = asyncio.Semaphore(self.concurrency)
         per_node: dict[str, asyncio.Semaphore] = {}
 
@@ -254,6 +268,46 @@ class Reconciler:
         await self._remove_strays()
         await self._finish_deletes()
         await self._expire_tasks()
+
+    async def place_pending(self) -> None:
+        """Place every instance that needs a node, one at a time: each decision must
+        see the previous one's allocation (kept in ``views``, built once per pass).
+        The records are then written together (one store transaction per batch)."""
+        now = self._clock()
+        due = sorted(
+            (
+                _copy(w)
+                for w in self.state.peek_workloads()
+                if w.next_attempt_at <= now and self._needs_placement(w)
+            ),
+            key=lambda w: w.id,
+        )
+        if not due:
+            return
+        views = _Views(self.views())
+        placed: list[tuple[control_pb2.Workload, str | None]] = []
+        # Each full batch is written while the next ones are worked out: the store's
+        # disk work overlaps the placements' CPU (the lock keeps commits in order).
+        commits: list[asyncio.Task[None]] = []
+        started = time.monotonic()
+        for w in due:
+            await self._guarded(self._place_batched(w, views, placed))
+            if len(placed) >= PLACEMENT_BATCH:
+                commits.append(asyncio.create_task(self._commit_placements(placed)))
+                placed = []
+            if time.monotonic() - started > PLACEMENT_SLICE:
+                # Thousands of placements are seconds of CPU: let the event loop read
+                # the nodes' reports in between, or its own silence would look like
+                # theirs (orchestrator.liveness).
+                await asyncio.sleep(0)
+                started = time.monotonic()
+        if placed:
+            commits.append(asyncio.create_task(self._commit_placements(placed)))
+        outcomes = await asyncio.gather(*commits, return_exceptions=True)
+        self._wake.set()  # their node commands: the next pass of the reconciler
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _expire_tasks(self) -> None:
         """A delegated fetch nobody completed in time: forget it and let the workload retry."""
@@ -308,7 +362,17 @@ class Reconciler:
     async def _set_liveness(self, node: control_pb2.NodeRecord, live: str) -> None:
         if live == Liveness.DEAD:
             await self.audit.record("node.dead", node=node.name)
-            log.warning("node %s declared dead", node.name)
+            view = self.tracker.nodes.get(node.name)
+            if view is not None and view.last_seen:
+                log.warning(
+                    "node %s declared dead: silent %.2f s, of which %.2f s not counted "
+                    "(the orchestrator's own lag)",
+                    node.name,
+                    self._clock() - view.last_seen,
+                    self.tracker.deaf - view.deaf_at_seen,
+                )
+            else:
+                log.warning("node %s declared dead: never heard from", node.name)
         elif node.state == "dead":
             await self.audit.record("node.back", node=node.name)
         node.state = live
@@ -390,18 +454,57 @@ class Reconciler:
 
     async def _save(self, w: control_pb2.Workload) -> bool:
         """Save unless an apply or delete changed the record meanwhile (then the next
-        tick works from the new version)."""
+        tick works from the new version); True once saved.
+
+        Saves of concurrent steps are written together: one store transaction (one
+        fsync) per batch, under the state lock once. One at a time, each holding the
+        lock across its own write, they queued behind each other and behind every
+        apply: at 1,000 nodes the lock convoy, not the nodes, set the pace."""
         w.updated_at = self._clock()
-        async with self.state.lock:
-            current = self.state.workload(w.id)
-            if (
-                current is None
-                or current.generation != w.generation
-                or current.desired != w.desired
-            ):
-                return False
-            await self.state.save_workload(w)
-        return True
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._saving.append((w, future))
+        if self._saver is None or self._saver.done():
+            # A task of its own: a caller cancelled while waiting must not stall the
+            # saves queued behind its own.
+            self._saver = asyncio.create_task(self._write_saves(), name="workload-saves")
+        return await future
+
+    async def _write_saves(self) -> None:
+        while self._saving:
+            batch: list[tuple[control_pb2.Workload, asyncio.Future[bool]]] = []
+            ids: set[str] = set()
+            later = []
+            for item in self._saving:
+                # One version of a record per transaction; a second waits its turn.
+                if item[0].id in ids or len(batch) == PLACEMENT_BATCH:
+                    later.append(item)
+                elif not item[1].done():  # a cancelled caller's save is dropped
+                    ids.add(item[0].id)
+                    batch.append(item)
+            self._saving = later
+            try:
+                async with self.state.lock:
+                    kept = []
+                    for w, future in batch:
+                        current = self.state.peek_workload(w.id)
+                        if (
+                            current is None
+                            or current.generation != w.generation
+                            or current.desired != w.desired
+                        ):
+                            if not future.done():
+                                future.set_result(False)
+                        else:
+                            kept.append((w, future))
+                    await self.state.commit(workloads=[w for w, _ in kept])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, future in kept:
+                if not future.done():
+                    future.set_result(True)
 
     async def _failed(self, w: control_pb2.Workload, message: str) -> None:
         current = self.state.workload(w.id)
@@ -443,8 +546,8 @@ class Reconciler:
     def _needs_placement(self, w: control_pb2.Workload) -> bool:
         if w.desired == "removed":
             return False
-        node = self._node_usable(w.node) if w.node else None
-        return node is None or node.draining
+        node = self.state.peek_node(w.node) if w.node else None  # a look: every record
+        return node is None or node.state in ("dead", "revoked") or node.draining
 
     async def _place_batched(
         self,
@@ -482,32 +585,46 @@ class Reconciler:
     async def _commit_placements(
         self, placed: list[tuple[control_pb2.Workload, str | None]]
     ) -> None:
-        """Write placed records in batches (one store transaction each), then audit them
-        (concurrently: the audit log commits them together)."""
-        for first in range(0, len(placed), PLACEMENT_BATCH):
-            batch = placed[first : first + PLACEMENT_BATCH]
-            now = self._clock()
-            async with self.state.lock:
-                # Unless an apply or delete changed the record meanwhile (as in _save).
-                kept = []
-                for w, moved in batch:
-                    current = self.state.peek_workload(w.id)
-                    if (
-                        current is not None
-                        and current.generation == w.generation
-                        and current.desired == w.desired
-                    ):
-                        w.updated_at = now
-                        kept.append((w, moved))
-                await self.state.commit(workloads=[w for w, _ in kept])
-            await asyncio.gather(
-                *(
-                    self.audit.record(
-                        "workload.placed", workload=w.id, node=w.node, moved_from=moved or ""
+        """Write placed records in batches (one store transaction each), auditing each
+        batch as soon as it is written while the next one is (the audit log commits
+        entries that wait together): a batch at a time, write then audit, left most
+        of a large placement waiting on commits one after the other."""
+        audits: list[asyncio.Future[list[int]]] = []
+        try:
+            for first in range(0, len(placed), PLACEMENT_BATCH):
+                batch = placed[first : first + PLACEMENT_BATCH]
+                now = self._clock()
+                async with self.state.lock:
+                    # Unless an apply or delete changed the record meanwhile (as in
+                    # _save), or it was placed since this pass looked.
+                    kept = []
+                    for w, moved in batch:
+                        current = self.state.peek_workload(w.id)
+                        if (
+                            current is not None
+                            and current.generation == w.generation
+                            and current.desired == w.desired
+                            and current.node == (moved or "")
+                        ):
+                            w.updated_at = now
+                            kept.append((w, moved))
+                    await self.state.commit(workloads=[w for w, _ in kept])
+                audits.append(
+                    asyncio.gather(
+                        *(
+                            self.audit.record(
+                                "workload.placed",
+                                workload=w.id,
+                                node=w.node,
+                                moved_from=moved or "",
+                            )
+                            for w, moved in kept
+                        )
                     )
-                    for w, moved in kept
                 )
-            )
+        finally:
+            # Every written placement is audited, even when a later batch failed.
+            await asyncio.gather(*audits)
 
     async def _step(self, w: control_pb2.Workload, in_flight: Counter[str]) -> None:
         if w.desired == "removed":
@@ -519,7 +636,7 @@ class Reconciler:
         app, service = spec
         node = self._node_usable(w.node) if w.node else None
         if node is None or node.draining:
-            await self._place(w, app, service, moving_from=w.node if w.node else None)
+            self._place_wake.set()  # its node went away since the pass began: the placer's
             return
         if node.state != "ready":
             return  # suspect: wait for the verdict
@@ -567,30 +684,6 @@ class Reconciler:
                 )
             )
         return out
-
-    async def _place(
-        self,
-        w: control_pb2.Workload,
-        app: topology_pb2.Application,
-        service: topology_pb2.Service,
-        moving_from: str | None,
-    ) -> None:
-        request = scheduler.request_for(app, service)
-        views = [v for v in self.views() if v.id != moving_from]
-        try:
-            with metrics.PLACEMENT_SECONDS.time():
-                target = scheduler.place(request, views)
-        except scheduler.Unschedulable as exc:
-            if w.state != "unschedulable" or w.message != str(exc):
-                w.state = "unschedulable"
-                w.message = str(exc)
-                await self._save(w)
-            return
-        self._assign(w, service, target, moving_from)
-        await self._save(w)
-        await self.audit.record(
-            "workload.placed", workload=w.id, node=target, moved_from=moving_from or ""
-        )
 
     def _assign(
         self,

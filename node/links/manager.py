@@ -125,6 +125,8 @@ class LinkManager:
         self.interval = interval
         self._lock = threading.RLock()
         self._instances: dict[str, _Instance] = {}
+        # name -> ((runtime id, pid, started at), its NetSpec), of the last sync
+        self._nets: dict[str, tuple[tuple[str, int, float | None], NetSpec]] = {}
         self._listeners: dict[tuple[str, str, int], _Listener] = {}
         self._routes: dict[str, list[gateway_pb2.LinkEndpoint]] = {}
         self._grants: set[tuple[str, str]] = set()
@@ -183,13 +185,25 @@ class LinkManager:
 
     def sync(self) -> None:
         running: dict[str, NetSpec] = {}
+        known: dict[str, tuple[tuple[str, int, float | None], NetSpec]] = {}
         for status in self._runtime.list():
             if status.state is not ContainerState.RUNNING:
+                continue
+            # The same container still running the same process has the same namespace
+            # and link spec: asked of the runtime again only when one changed (one
+            # inspect per instance per second loads an engine that is starting others).
+            key = (status.runtime_id, status.pid or 0, status.started_at)
+            seen = self._nets.get(status.name)
+            if status.runtime_id and status.pid and seen is not None and seen[0] == key:
+                running[status.name] = seen[1]
+                known[status.name] = seen
                 continue
             with contextlib.suppress(Exception):
                 net = self._runtime.net_spec(status.name)
                 if net is not None:
                     running[status.name] = net
+                    known[status.name] = (key, net)
+        self._nets = known
         with self._lock:
             gone = [
                 i

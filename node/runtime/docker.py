@@ -24,6 +24,7 @@ import builtins
 import itertools
 import json
 import math
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from node.runtime._sandbox import DEFAULT_PIDS, TMP_BYTES
 from node.runtime._users import TenantUids, tenant_of
 from node.runtime.base import (
     ContainerSpec,
+    ContainerState,
     ContainerStats,
     ContainerStatus,
     NetSpec,
@@ -119,9 +121,14 @@ class DockerRuntime:
         with docker_errors("docker engine"):
             self._client = client if client is not None else docker.from_env()
         self._api: Any = self._client.api
+        if str(getattr(self._api, "base_url", "")).startswith("http+docker://"):
+            # A local socket: no proxy or netrc applies, and looking them up in the
+            # environment on every engine call costs a fifth of the client's CPU.
+            self._api.trust_env = False
         self._prefix = f"capstan-{node_hash(node_id)}-"
         self._images = namespace(node_id)
         self._capacity: tuple[float, int] | None = None
+        self._capacity_lock = threading.Lock()
         self._uids = TenantUids(self.state_dir)
         self._policy = load_policy(self.state_dir)
         # name -> (engine id, engine state, status): list() runs on every heartbeat and
@@ -129,6 +136,10 @@ class DockerRuntime:
         # (one inspect per container per second loads the engine). Entries are dropped
         # whenever this agent acts on the container.
         self._listed: dict[str, tuple[str, str, ContainerStatus]] = {}
+        # name -> engine id of a container this runtime created and has not started
+        # yet: its first start needs no lookup (the id is ours by construction; an id
+        # the engine no longer knows falls back to the lookup by name).
+        self._created: dict[str, str] = {}
 
     # -- naming and lookup -------------------------------------------------------------
 
@@ -148,8 +159,12 @@ class DockerRuntime:
 
     def _capacity_limits(self) -> tuple[float, int]:
         if self._capacity is None:
-            info = self.info()
-            self._capacity = (info.cpus, info.memory)
+            # One engine info call, however many creates arrive at once: it is slow on
+            # a busy engine, and the first wave of a deploy would each make their own.
+            with self._capacity_lock:
+                if self._capacity is None:
+                    info = self.info()
+                    self._capacity = (info.cpus, info.memory)
         return self._capacity
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -158,9 +173,14 @@ class DockerRuntime:
         cpus, memory = self._capacity_limits()
         validate_spec(spec, max_cpus=cpus, max_memory=memory or None)
         self._policy.check(spec)  # the node's own ceiling, whatever the token says
-        if not self.image_exists(spec.image):
-            # There is no registry to pull from: the image must have been imported.
-            raise NotFound(f"image {spec.image!r} is not present on this node")
+        missing = NotFound(f"image {spec.image!r} is not present on this node")
+        # There is no registry to pull from: the image must have been imported. A plain
+        # ref is checked by the create itself (the engine refuses a tag it lacks);
+        # ids and digests are looked up first.
+        if (IMAGE_ID_RE.fullmatch(spec.image) or "@" in spec.image) and not self.image_exists(
+            spec.image
+        ):
+            raise missing
         image = node_ref(self._images, spec.image)
         uid, gid = self._user(spec)
         mounts = []
@@ -225,17 +245,31 @@ class DockerRuntime:
                     type="json-file", config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES}
                 ),
             )
-            self._api.create_container(
-                image=image,
-                user=f"{uid}:{gid}",
-                command=list(spec.command) or None,
-                name=self.docker_name(spec.name),
-                environment=[f"{key}={value}" for key, value in spec.env],
-                labels=labels,
-                host_config=host_config,
-                detach=True,
-            )
-        return self.inspect(spec.name)
+            try:
+                created = self._api.create_container(
+                    image=image,
+                    user=f"{uid}:{gid}",
+                    command=list(spec.command) or None,
+                    name=self.docker_name(spec.name),
+                    environment=[f"{key}={value}" for key, value in spec.env],
+                    labels=labels,
+                    host_config=host_config,
+                    detach=True,
+                )
+            except docker.errors.ImageNotFound:
+                raise missing from None
+        cid = str(created.get("Id", ""))
+        if cid:
+            self._created[spec.name] = cid
+        # What an inspect would say of a container just created (no engine call: the
+        # engine is busiest exactly when many are being created).
+        return ContainerStatus(
+            name=spec.name,
+            workload_id=spec.workload_id,
+            image=spec.image,
+            state=ContainerState.CREATED,
+            runtime_id=cid,
+        )
 
     def secret_owner(self, spec: ContainerSpec) -> tuple[int, int]:
         # The user the instance runs as: the files are that user's alone.
@@ -301,9 +335,19 @@ class DockerRuntime:
 
     def start(self, name: str) -> ContainerStatus:
         self._listed.pop(name, None)
-        cid = self._lookup(name)["Id"]
-        with docker_errors(f"container {name!r}"):
-            self._api.start(cid)
+        cid = self._created.pop(validate_name("name", name), None)
+        started = False
+        if cid is not None:
+            try:
+                with docker_errors(f"container {name!r}"):
+                    self._api.start(cid)
+                started = True
+            except NotFound:
+                pass  # removed meanwhile: whatever holds the name now is looked up
+        if not started:
+            cid = self._lookup(name)["Id"]
+            with docker_errors(f"container {name!r}"):
+                self._api.start(cid)
         return self.inspect(name)
 
     def stop(self, name: str, timeout: float = 10.0) -> ContainerStatus:
@@ -324,6 +368,7 @@ class DockerRuntime:
 
     def remove(self, name: str, force: bool = False) -> None:
         self._listed.pop(name, None)
+        self._created.pop(name, None)
         cid = self._lookup(name)["Id"]
         with docker_errors(f"container {name!r}"):
             # Volumes belong to the node's store, never to the container: v=False.

@@ -132,3 +132,38 @@ def test_exit_codes() -> None:
     assert exit_code(NotFound("image")) == 3
     assert exit_code(TopologyError("f", [])) == 1
     assert str(ControlError("GetApp", "NOT_FOUND", "no app")) == "GetApp: not found: no app"
+
+
+def test_every_command_loads_under_the_name_it_is_listed_by() -> None:
+    import click
+
+    from orchestrator.cli import _register, cli
+
+    _register()
+    ctx = click.Context(cli)
+    names = cli.list_commands(ctx)
+    assert {"apply", "up", "node", "pki", "token", "get"} <= set(names)
+    for name in names:
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name, name
+    pki = cli.get_command(ctx, "pki")
+    assert isinstance(pki, click.Group) and "rotate-ca" in pki.commands  # lifecycle hook ran
+
+
+def test_one_command_imports_no_other_command() -> None:
+    # Start-up is on the clock of every command (and of every timed `apply --wait`).
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from orchestrator.cli import main\n"
+        "main(['apply', '--help'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('node', 'orchestrator._cli.'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = out.strip().splitlines()[-1]
+    for other in ("orchestrator._cli.local", "orchestrator._cli.serve", "node.cli", "'node'"):
+        assert other not in loaded, loaded

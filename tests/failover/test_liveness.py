@@ -76,3 +76,32 @@ def test_time_the_orchestrator_could_not_listen_is_not_a_nodes_silence(tmp_path:
         await lo.store.close()
 
     asyncio.run(main())
+
+
+def test_every_node_silent_at_once_is_the_orchestrators_own_deafness(tmp_path: Path) -> None:
+    """One node silent while the others report is that node's silence; every node
+    silent at once, longer than chance allows, is the orchestrator not hearing (its
+    gRPC reads stalled): Tracker.quiet, which the watch counts as deafness."""
+
+    async def main() -> None:
+        lo = await local(tmp_path, heartbeat=1.0, grace=3.0)
+        names = ["n1", "n2", "n3", "n4"]
+        for name in names:
+            await lo.add_node(name)
+            lo.tracker.seen(name, gateway_pb2.NodeStatus(full=True))
+        watch = LivenessWatch(lo.reconciler)
+        for _ in range(4):  # n1 silent, the others report every 0.9 s
+            lo.clock.advance(0.9)
+            for name in names[1:]:
+                lo.tracker.seen(name, gateway_pb2.NodeStatus(full=True))
+            assert lo.tracker.quiet() == 0.0
+        assert await watch.check() == {"n1": ("ready", "dead")}
+        # Now nobody: three heartbeats shared among the three heard (1 s) is chance,
+        # more is the orchestrator's own deafness.
+        lo.clock.advance(0.9)
+        assert lo.tracker.quiet() == 0.0
+        lo.clock.advance(0.6)
+        assert abs(lo.tracker.quiet() - 1.5) < 1e-6
+        await lo.store.close()
+
+    asyncio.run(main())

@@ -287,8 +287,11 @@ class FlakyRuntime:
         self.list_fails = False
         self.stats_fail: set[str] = set()
         self.stats_gate: threading.Event | None = None
+        self.list_gate: threading.Event | None = None
 
     def list(self) -> builtins.list[ContainerStatus]:
+        if self.list_gate is not None:
+            self.list_gate.wait()
         if self.list_fails:
             raise RuntimeUnavailable("engine does not answer")
         return self.real.list()
@@ -327,8 +330,9 @@ def flaky(node: JoinedNode) -> Iterator[tuple[FlakyRuntime, Reporter]]:
         backoff=FAST,
     )
     yield rt, reporter
-    if rt.stats_gate is not None:
-        rt.stats_gate.set()
+    for gate in (rt.stats_gate, rt.list_gate):
+        if gate is not None:
+            gate.set()
     reporter.stop()
 
 
@@ -397,6 +401,39 @@ def test_slow_stats_do_not_delay_heartbeats(
     wait_for(
         lambda: "a" in (orch.view("rep") or NodeView()).usage, what="usage once stats answer"
     )
+
+
+def test_a_slow_container_list_does_not_delay_heartbeats(
+    node: JoinedNode, orch: Orchestrator, flaky: tuple[FlakyRuntime, Reporter]
+) -> None:
+    # A busy engine answers an inspect only once the container's start ends: the node
+    # must keep beating meanwhile, or the orchestrator declares a live node dead.
+    rt, reporter = flaky
+    orch.assign("w", "rep")
+    _sleeper(node, "a")
+    reporter.start()
+    wait_for(lambda: orch.states("rep") == {"a": "running"}, what="a full list with a")
+    listed = orch.view("rep")
+    assert listed is not None
+    rt.list_gate = threading.Event()  # the next list hangs until the test lets it go
+    interval = node.joined.heartbeat_interval
+    wait_for(
+        lambda: (orch.view("rep") or NodeView()).last_seen > listed.last_seen + 3 * interval,
+        what="heartbeats while the list hangs",
+    )
+    hanging = orch.view("rep")
+    assert hanging is not None
+    # Heard from, but claiming nothing: not "nothing runs here", not "no images here".
+    assert hanging.report_at == listed.report_at
+    assert hanging.containers.keys() == {"a"} and hanging.images == listed.images
+    record = orch.node("rep")
+    assert record is not None and record.state == "ready"
+    rt.list_gate.set()
+    wait_for(
+        lambda: (orch.view("rep") or NodeView()).report_at > listed.report_at,
+        what="a full list once the runtime answers",
+    )
+    assert orch.states("rep") == {"a": "running"}
 
 
 def test_stop_ends_the_stream_and_every_thread(node: JoinedNode, orch: Orchestrator) -> None:
