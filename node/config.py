@@ -6,8 +6,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pki.errors import ConfigError
 
 RUNTIMES = ("auto", "docker", "process")
@@ -31,6 +29,8 @@ class NodeConfig:
     def load(cls, path: Path | None, **overrides: Any) -> NodeConfig:
         values: dict[str, Any] = {}
         if path is not None:
+            import yaml  # here: an agent started with flags alone need not hold a YAML parser
+
             from pki.files import read_file
 
             try:

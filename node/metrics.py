@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 
@@ -30,6 +31,23 @@ TOKEN_VERIFICATIONS = Counter(
 HEARTBEATS_SENT = Counter(
     "capstan_node_heartbeats_sent", "Reports sent to the orchestrator", registry=REGISTRY
 )
+
+
+# A labelled counter's child, looked up once per label value: ``labels()`` costs about
+# 14 us here (35x an ``inc()``), and authorized calls count twice each. The label
+# values are bounded (NodeService's methods; the verifier's result words).
+
+
+@functools.cache
+def call_counter(method: str) -> Counter:
+    """``CALLS`` of one method."""
+    return CALLS.labels(method=method)
+
+
+@functools.cache
+def verification_counter(result: str) -> Counter:
+    """``TOKEN_VERIFICATIONS`` of one result."""
+    return TOKEN_VERIFICATIONS.labels(result=result)
 
 
 class CertExpiry(Collector):

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tarfile
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.errors import InvalidArgument, NotFound
 from node.runtime.base import ContainerSpec, Runtime
 from protos.wire import images
+
+if TYPE_CHECKING:
+    import tarfile
 
 _CHUNK = 1 << 20
 _MAX_SMALL = 16 << 20  # manifest and config: JSON documents, never this large
@@ -80,6 +83,8 @@ def verify_archive(path: Path, digest: str) -> None:
 
     The precise mismatch is in the message for the node's log; the orchestrator's task
     completion carries it too (it tells a caller nothing it did not send)."""
+    import tarfile  # here: every agent imports this module; few ever verify an archive
+
     try:
         with tarfile.open(path, "r:") as tar:
             manifest = json.loads(_small(tar, "manifest.json"))

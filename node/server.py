@@ -42,6 +42,12 @@ from protos.wire.trust import parse_deny_list
 
 log = logging.getLogger("capstan.node")
 
+#: Seconds (of the agent's clock) between two looks at the JWKS and deny-list files
+#: for a change another process made. The node's own trust updates (the Report
+#: stream's, written with ``atomic_write``) count from the next call; see
+#: ``pki.reloading.ReloadingFile``.
+TRUST_FILE_CHECK = 0.05
+
 
 @functools.cache
 def _capstan_version() -> str:
@@ -139,9 +145,21 @@ def build_agent(
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     audit = NodeAudit(config.state_dir / "audit.jsonl")
 
-    jwks = ReloadingFile(config.jwks, KeySet.from_jwks, "token keys (JWKS)")
+    jwks = ReloadingFile(
+        config.jwks,
+        KeySet.from_jwks,
+        "token keys (JWKS)",
+        interval=TRUST_FILE_CHECK,
+        clock=clock,
+    )
     if config.deny_list is not None:
-        deny = ReloadingFile(config.deny_list, parse_deny_list, "deny list")
+        deny = ReloadingFile(
+            config.deny_list,
+            parse_deny_list,
+            "deny list",
+            interval=TRUST_FILE_CHECK,
+            clock=clock,
+        )
         revoked: Callable[[], frozenset[int]] = deny.get
     else:
         revoked = frozenset

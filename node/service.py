@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,7 +24,6 @@ import grpc
 from node import errors, pinned
 from node._generations import GenerationBook
 from node.links import LinkManager, LinkRefused
-from node.runtime._docker_archive import retag_export
 from node.runtime.base import (
     ContainerSpec,
     ContainerStatus,
@@ -134,6 +132,8 @@ def _chunks(data: Iterable[bytes]) -> Iterator[node_pb2.DataChunk]:
 
 def _image_tags(path: Path) -> set[str]:
     """The tags a docker-save archive would apply when loaded."""
+    import tarfile  # here: an image import is rare; an idle agent need not hold tarfile
+
     try:
         with tarfile.open(path, "r:") as tar:
             member = tar.getmember("manifest.json")
@@ -199,6 +199,8 @@ def import_image_checked(
         if digest is None:
             return runtime.image_import(_read_chunks(path))
         pinned.verify_archive(path, digest)
+        from node.runtime._docker_archive import retag_export  # rare; see _image_tags
+
         # Loaded under its content tag only: the plain name, which another tenant's
         # pin may use for other content, is never moved.
         return runtime.image_import(

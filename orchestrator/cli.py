@@ -51,21 +51,46 @@ def cli(ctx: click.Context, context_name: str | None) -> None:
         ctx.meta[GLOBAL_CONTEXT] = context_name
 
 
-def _register() -> None:
+# The node agent's own commands: they run for the node's whole life.
+AGENT_COMMANDS = frozenset({("node", "serve"), ("node", "join")})
+
+
+def _command_path(argv: list[str]) -> tuple[str, ...]:
+    """The first two words of the command line after the root's own options."""
+    words = iter(argv)
+    for word in words:
+        if word == "--context":
+            next(words, None)
+        elif word.startswith("-") and not word.startswith("--context="):
+            return ()  # the root's help or version: every command
+        elif not word.startswith("-"):
+            return (word, next(words, ""))
+    return ()
+
+
+def _register(argv: list[str] | None = None) -> None:
     # Each command is imported when it is used: importing orchestrator.cli stays
     # cheap, and so does starting any one command.
-    from orchestrator._cli import register
-
     assert isinstance(cli, LazyGroup)  # noqa: S101 - made so just above
     cli.lazy.update(
         {"pki": "pki.cli:pki_group", "token": "pki.cli:token_group", "node": "node.cli:node_group"}
     )
+    if _command_path(sys.argv[1:] if argv is None else argv) in AGENT_COMMANDS:
+        # Not even the operator's commands added to the node group (node revoke): the
+        # agent would hold their imports, a few MB of every node's resident memory
+        # (docs/performance.md).
+        return
+    from orchestrator._cli import register
+
     register(cli)
+    for name in list(cli.commands):  # groups an agent command loaded in this process
+        for hook in cli.on_load:
+            hook(cli, name)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: map every CapstanError to a one-line message and a non-zero exit."""
-    _register()
+    _register(argv)
     try:
         # Without standalone mode click returns ctx.exit()'s status instead of raising.
         status = cli.main(args=argv, prog_name="capstan", standalone_mode=False)

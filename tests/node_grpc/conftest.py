@@ -15,6 +15,7 @@ from node.config import NodeConfig
 from node.runtime import select_runtime
 from node.server import NodeAgent, build_agent
 from pki.authority import Authority, Issued
+from pki.files import atomic_write
 from pki.tokenkeys import TokenKeyStore
 from pki.tokens import mint, request_digest
 from protos import node_pb2_grpc, ops
@@ -75,6 +76,12 @@ class Cluster:
 
     def write_jwks(self) -> None:
         self.jwks_path.write_text(json.dumps(self.keys.jwks()))
+
+    def write_deny(self, text: str) -> None:
+        """Replace the nodes' deny list as a node's own trust update does (atomic_write):
+        it counts from the next call. (Written by another process, it counts within
+        ``node.server.TRUST_FILE_CHECK`` of the node's clock.)"""
+        atomic_write(self.deny_path, text.encode())
 
 
 @pytest.fixture(scope="session")

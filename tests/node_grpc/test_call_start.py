@@ -65,7 +65,7 @@ def test_silent_client_streams_of_a_revoked_certificate_are_refused_before_any_r
     # A revoked certificate with a token minted before its revocation: refused at call
     # start, not after a first message it never sends.
     tok = process_node.token("image.import", "local/evil:1", caller="node-b")
-    cluster.deny_path.write_text(f"{cluster.ids['node-b'].serial:X}\n")
+    cluster.write_deny(f"{cluster.ids['node-b'].serial:X}\n")
     stop = threading.Event()
     try:
         call = process_node.stub("node-b").ImportImage.future(_silent(stop), metadata=meta(tok))
@@ -74,7 +74,7 @@ def test_silent_client_streams_of_a_revoked_certificate_are_refused_before_any_r
         assert (err.code(), err.details()) == (UNAUTH, "certificate revoked")
     finally:
         stop.set()
-        cluster.deny_path.write_text("")
+        cluster.write_deny("")
     assert not process_node.agent.runtime.image_exists("local/evil:1")
 
 
@@ -188,11 +188,11 @@ def test_logs_follow_ends_when_the_callers_certificate_is_revoked(
     tok = process_node.token("container.logs", "quiet", ttl=60)
     _, ended, errors = _follow(process_node, tok)
     assert not ended.wait(0.5)
-    cluster.deny_path.write_text(f"{cluster.ids['orch'].serial:X}\n")
+    cluster.write_deny(f"{cluster.ids['orch'].serial:X}\n")
     try:
         assert ended.wait(30)
     finally:
-        cluster.deny_path.write_text("")
+        cluster.write_deny("")
     assert [(e.code(), e.details()) for e in errors] == [(UNAUTH, "certificate revoked")]
 
 

@@ -171,11 +171,11 @@ def test_the_session_ends_when_the_callers_certificate_is_revoked(
     start = node_pb2.ExecStart(name="box", command=["sh", "-c", "echo up; exec sleep 6012"])
     ended, errors, chunks = _session(any_node, _exec_token(any_node, start, ttl=60), start)
     _wait_output(chunks)
-    cluster.deny_path.write_text(f"{cluster.ids['orch'].serial:X}\n")
+    cluster.write_deny(f"{cluster.ids['orch'].serial:X}\n")
     try:
         assert ended.wait(30)
     finally:
-        cluster.deny_path.write_text("")
+        cluster.write_deny("")
     assert [(e.code(), e.details()) for e in errors] == [(UNAUTH, "certificate revoked")]
     _no_sleeper(any_node, "6012")
 

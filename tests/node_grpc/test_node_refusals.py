@@ -6,14 +6,16 @@ the refusal was written to the node's audit trail.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 
+from node.server import TRUST_FILE_CHECK
 from pki.tokenkeys import TokenKeyStore
-from protos import node_pb2, node_pb2_grpc
+from protos import node_pb2, node_pb2_grpc, ops
 
 from .conftest import Cluster, Node, meta
 
@@ -163,14 +165,32 @@ def test_stale_epoch(process_node: Node) -> None:
 
 def test_revoked_caller_certificate(process_node: Node, cluster: Cluster) -> None:
     tok = process_node.create_token(web_spec())
-    cluster.deny_path.write_text(f"{cluster.ids['orch'].serial:X}\n")
+    cluster.write_deny(f"{cluster.ids['orch'].serial:X}\n")
     try:
         assert_refused(process_node, create(process_node, meta(tok)), UNAUTH, "certificate revoked")
     finally:
-        cluster.deny_path.write_text("")
+        cluster.write_deny("")
     # Revocation lifted: a fresh token works again (the deny list is re-read on change).
     s = web_spec()
     process_node.stub().CreateContainer(s, metadata=meta(process_node.create_token(s)))
+
+
+def test_a_deny_list_changed_by_another_process_counts_within_the_check_interval(
+    process_node: Node, cluster: Cluster
+) -> None:
+    # The node looks at its trust files at most every TRUST_FILE_CHECK seconds of its
+    # clock for outside changes (its own updates count at once: test above).
+    info = process_node.token("node.info", ops.NODE_RESOURCE)
+    process_node.stub().GetNodeInfo(node_pb2.NodeInfoRequest(), metadata=meta(info))  # looked at
+    tmp = cluster.deny_path.with_suffix(".other")
+    tmp.write_text(f"{cluster.ids['orch'].serial:X}\n")
+    os.replace(tmp, cluster.deny_path)  # not through atomic_write: as another process
+    try:
+        process_node.clock.advance(TRUST_FILE_CHECK)
+        tok = meta(process_node.create_token(web_spec()))
+        assert_refused(process_node, create(process_node, tok), UNAUTH, "certificate revoked")
+    finally:
+        cluster.write_deny("")
 
 
 def _handshake_refused(node: Node, creds: grpc.ChannelCredentials) -> grpc.RpcError:
