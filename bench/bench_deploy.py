@@ -197,6 +197,19 @@ def capstan(replicas: int, timeout: float, base_port: int) -> float:
             )
 
 
+def _containers() -> set[str]:
+    return set(_docker("ps", "-aq", "--no-trunc").stdout.split())
+
+
+def settle(before: set[str], timeout: float = 120.0) -> None:
+    """Wait until the engine holds no container the previous phase left (Swarm removes
+    a service's containers after ``service rm`` returns): the next phase must not
+    pay for the last one's cleanup."""
+    deadline = time.monotonic() + timeout
+    while _containers() - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -219,22 +232,27 @@ def main() -> int:
         flush=True,
     )
     times: dict[str, list[float]] = {"raw": [], "sandboxed": [], "swarm": [], "capstan": []}
+    before = _containers()
     for run in range(1, args.runs + 1):
         if args.runs > 1:
             print(f"-- run {run}, load average {_load()}", flush=True)
+        settle(before)
         t_raw = raw(n)
         times["raw"].append(t_raw)
         print(f"raw parallel docker run : {t_raw:6.2f} s  (Docker API, {n} threads)", flush=True)
         if not args.skip_sandboxed:
+            settle(before)
             t_box = raw(n, sandboxed=True)
             times["sandboxed"].append(t_box)
             print(f"raw, Capstan's sandbox  : {t_box:6.2f} s  (reference)", flush=True)
+        settle(before)
         t_swarm, why = (None, "skipped") if args.skip_swarm else swarm(n, args.timeout)
         if t_swarm is None:
             print(f"Docker Swarm            :    n/a  ({why})", flush=True)
         else:
             times["swarm"].append(t_swarm)
             print(f"Docker Swarm            : {t_swarm:6.2f} s", flush=True)
+        settle(before)
         t_capstan = capstan(n, args.timeout, args.base_port)
         times["capstan"].append(t_capstan)
         print(f"Capstan (3 nodes)       : {t_capstan:6.2f} s", flush=True)

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import posixpath
+import re
 import shutil
 import threading
 from collections.abc import Iterable, Sequence
@@ -78,21 +79,58 @@ def _libc_mount() -> ctypes.CDLL | None:
 
 
 _MNT_DETACH = 2
+_SOURCE = "capstan-secrets"  # the device name of every tmpfs an agent mounts for secrets
+
+
+def _unescaped(field: str) -> str:
+    # /proc/self/mountinfo writes space, tab, newline and backslash as octal escapes.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def secret_mounts(under: Path) -> list[Path]:
+    """Every secrets tmpfs an agent mounted at or below ``under``, deepest first."""
+    base = os.path.realpath(under)
+    found: list[Path] = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        tail = fields[fields.index("-") + 1 :]
+        point = _unescaped(fields[4])
+        if tail[:2] != ["tmpfs", _SOURCE]:
+            continue
+        if point == base or point.startswith(base.rstrip("/") + "/"):
+            found.append(Path(point))
+    return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
+
+
+def unmount(path: Path) -> bool:
+    """Detach the secrets tmpfs at ``path`` (instances that still run keep their own
+    bind mounts of it until they end); True when it was unmounted."""
+    libc = _libc_mount()
+    return libc is not None and libc.umount2(str(path).encode(), _MNT_DETACH) == 0
 
 
 def _memory_root(state_dir: Path) -> tuple[Path, bool]:
-    """A tmpfs for this node's secret files, and whether this call mounted it: mounted
-    by the agent where it may, else a private directory under /dev/shm (memory-backed
-    too)."""
+    """A tmpfs for this node's secret files, and whether this agent owns its mount (it
+    unmounts it when it stops): mounted by the agent where it may, else a private
+    directory under /dev/shm (memory-backed too). A secrets tmpfs already there was
+    mounted by an earlier process of this node's agent that was killed before it could
+    unmount it: it is taken over, files and all (instances still running use them, and
+    the first report prunes those of instances gone), and unmounted at this agent's stop."""
     root = Path(state_dir) / "secrets"
     root.mkdir(mode=0o700, exist_ok=True)
     if os.path.ismount(root):
-        return root, False
+        return root, Path(os.path.realpath(root)) in secret_mounts(root)
     if os.geteuid() == 0:
         libc = _libc_mount()
         if libc is not None:
             ok = libc.mount(
-                b"capstan-secrets", str(root).encode(), b"tmpfs", 0, b"mode=0700,size=16m"
+                _SOURCE.encode(), str(root).encode(), b"tmpfs", 0, b"mode=0700,size=16m"
             )
             if ok == 0:
                 return root, True
@@ -174,10 +212,10 @@ class SecretFiles:
         """The agent stops: its tmpfs goes with every file on it (instances that keep
         running keep their own mounts of it until they end). ``unmount_any``: also one
         an earlier process mounted (``capstan run --down`` after ``-d``)."""
-        if self._mounted or (unmount_any and os.path.ismount(self.root)):
-            libc = _libc_mount()
-            if libc is not None and libc.umount2(str(self.root).encode(), _MNT_DETACH) == 0:
-                self._mounted = False
+        if (self._mounted or (unmount_any and os.path.ismount(self.root))) and unmount(
+            self.root
+        ):
+            self._mounted = False
 
     def _opened(
         self, sealed: Sequence[node_pb2.SealedSecret]

@@ -9,10 +9,13 @@ failure so a broken engine cannot pass silently. The same holds for etcd
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -20,6 +23,7 @@ import pytest
 import requests.exceptions
 
 from node.runtime.images import BUSYBOX_IMAGE, busybox_binary, ensure_docker_busybox
+from node.secretfiles import secret_mounts, unmount
 from orchestrator import etcdproc
 from orchestrator.etcdproc import Member
 
@@ -93,3 +97,40 @@ def private_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Member]:
         yield member
     finally:
         member.kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftovers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A test run leaves no sandbox and no secrets mount behind. Instances outlive an
+    agent killed with SIGKILL, and so does its secrets tmpfs (by design: a restarted
+    agent takes both over); tests that kill agents, or stop them that way in their
+    teardown, leave them in the run's temporary directories: they end here."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    end_sandboxes(base)
+    for mount in secret_mounts(base):
+        unmount(mount)
+
+
+def end_sandboxes(under: Path) -> list[int]:
+    """SIGKILL the session of every process-runtime sandbox working under ``under``;
+    the sessions ended."""
+    root = os.path.realpath(under).rstrip("/") + "/"
+    own = os.getsid(0)
+    ended: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            sid = os.getsid(int(entry))
+        except OSError:
+            continue
+        if b"_sandbox_init.py" not in cmdline or not cwd.startswith(root) or sid in (own, 0):
+            continue
+        if sid not in ended:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(sid, signal.SIGKILL)
+            ended.add(sid)
+    return sorted(ended)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from node.runtime import proc
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
+from node.secretfiles import secret_mounts, unmount
 from node.state import NodeState
 from orchestrator.config import OrchestratorConfig
 from orchestrator.server import Orchestrator, start
@@ -169,7 +170,8 @@ class Agent:
             state.close()
 
     def cleanup(self) -> None:
-        """Kill the agent (even paused) and every workload process it recorded."""
+        """Kill the agent (even paused) and every workload process it recorded, and
+        unmount the secrets tmpfs the killed agent could not."""
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
@@ -184,6 +186,8 @@ class Agent:
                         proc.signal_session(r.pid, signal.SIGKILL)
             finally:
                 state.close()
+        for mount in secret_mounts(self.state_dir):
+            unmount(mount)
 
 
 def join_agent(orch: Running, root: Path, name: str, ip: str, runtime: str = "process") -> Agent:
