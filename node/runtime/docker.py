@@ -397,30 +397,6 @@ class DockerRuntime:
                 out.append(cached[2])
                 seen.add(name)
                 continue
-            if state == "created" and cid:
-                # Everything an inspect would add to a container not started yet is
-                # empty (no pid, no times, no exit code); and while its start is under
-                # way the engine answers an inspect only once the start ends. A list
-                # that waited for that (seconds on an engine starting many) would reach
-                # the orchestrator after it saved the start, yet describe the node as
-                # it was before: the instance missing, created a second time.
-                try:
-                    ours = "/" + self.docker_name(name) in (summary.get("Names") or ())
-                except InvalidArgument:
-                    ours = False
-                if not ours:
-                    continue  # not a container this agent made (as _lookup judges)
-                status = ContainerStatus(
-                    name=name,
-                    workload_id=labels.get(LABEL_WORKLOAD, ""),
-                    image=labels.get(LABEL_IMAGE) or str(summary.get("Image", "")),
-                    state=ContainerState.CREATED,
-                    runtime_id=cid,
-                )
-                self._listed[name] = (cid, state, status)
-                seen.add(name)
-                out.append(status)
-                continue
             try:
                 status = self.inspect(name)
             except (NotFound, InvalidArgument):
