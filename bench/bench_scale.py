@@ -12,10 +12,15 @@ recording runtime), ``--per-process`` of them per process. Then, in order:
    ``--idle-seconds``) and RSS with every node heartbeating at 1 Hz;
 2. **apply** of 10 x N instances (10 applications of N replicas, spread): placements
    per second (apply to the last ``workload.placed`` audit entry) and the time until
-   every instance runs on its node (the hollow runtimes hold them);
+   every instance runs on its node (the hollow runtimes hold them), seen in the
+   applications' summaries (ListApps: desired = running for each);
 3. **failure**: 5% of the nodes are killed at once (server and stream stopped, as a
-   crash); time until all are declared dead and until all their instances run
-   elsewhere; a ``node.dead`` for any other node is a false positive;
+   crash); time until all are declared dead (their ``node.dead`` audit entries) and
+   until all their instances run elsewhere (ListNodes: no instance left on a victim,
+   and ListApps: every instance running); a ``node.dead`` for any other node is a
+   false positive. Until this round both waits polled the full list of 10 x N
+   records (every 0.1 s after the kill): at 1,000 nodes that list was itself much
+   of the orchestrator's load, and delayed what it measured;
 4. **revocation** of one node: from the RevokeNode call until each other node's
    deny list refuses its serial (p99 over nodes); then the revoked node's
    certificate calls a sample of nodes and every one must refuse it.

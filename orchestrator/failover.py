@@ -51,12 +51,18 @@ class LivenessWatch:
         state = self._reconciler.state
         # Looked at without the state lock (held by applies and placements' writes):
         # the lock is taken only when there is a verdict to write.
-        if not self._reconciler.liveness_changes():
+        found = self._reconciler.liveness_changes()
+        if not found:
             return {}
         # Looks, not copies: this runs ten times a second over every node.
         before = {n.name: n.state for n in state.peek_nodes()}
-        async with state.lock:
-            await self._reconciler.update_liveness()
+        dead = [name for name, live in found if live == "dead"]
+        await self._reconciler.declare_dead(dead)  # audited now, written under the lock
+        try:
+            async with state.lock:
+                await self._reconciler.update_liveness(frozenset(dead))
+        finally:
+            self._reconciler.declared_written(dead)  # also when cancelled waiting
         changed = {
             n.name: (before.get(n.name, ""), n.state)
             for n in state.peek_nodes()

@@ -187,6 +187,7 @@ class Reconciler:
         # Workload saves waiting to be written together (see _save).
         self._saving: list[tuple[control_pb2.Workload, asyncio.Future[bool]]] = []
         self._saver: asyncio.Task[None] | None = None
+        self._declaring: set[str] = set()  # deaths recorded, records not yet written
 
     def wake(self) -> None:
         self._wake.set()
@@ -349,19 +350,48 @@ class Reconciler:
             default=math.inf,
         )
 
-    async def update_liveness(self) -> None:
+    async def declare_dead(self, names: list[str]) -> None:
+        """Record the verdicts on ``names`` when they are reached, before the state lock
+        is free to write the records (update_liveness, with ``declared``): the lock may
+        be held by a batch of writes for a while, and a verdict's time is its own."""
+        self._declaring.update(names)  # written by the caller's update_liveness only
+        try:
+            await asyncio.gather(*(self.audit.record("node.dead", node=name) for name in names))
+        except BaseException:
+            self._declaring.difference_update(names)
+            raise
+
+    def declared_written(self, names: list[str]) -> None:
+        self._declaring.difference_update(names)
+
+    async def update_liveness(self, declared: frozenset[str] = frozenset()) -> None:
+        """Write every change of state the leases call for (under the state lock);
+        ``declared``: nodes whose death declare_dead already recorded, written dead
+        even if a report came in since (the next look brings them back, audited)."""
         changes: list[tuple[control_pb2.NodeRecord, str]] = []
-        for name, live in self.liveness_changes():
+        # A verdict another caller recorded and is about to write is not written twice.
+        found = {n: live for n, live in self.liveness_changes() if n not in self._declaring}
+        self._declaring.difference_update(declared)
+        for name in declared:
+            stored = self.state.peek_node(name)
+            if stored is not None and stored.state not in ("dead", "revoked"):
+                found[name] = Liveness.DEAD.value
+        for name, live in found.items():
             node = self.state.node(name)  # a copy, to change and save
             if node is not None:
                 changes.append((node, live))
         # Verdicts written together: when many nodes die at once (a rack, a switch),
         # their audit entries and records share commits instead of queueing one by one.
-        await asyncio.gather(*(self._set_liveness(node, live) for node, live in changes))
+        await asyncio.gather(
+            *(self._set_liveness(node, live, node.name in declared) for node, live in changes)
+        )
 
-    async def _set_liveness(self, node: control_pb2.NodeRecord, live: str) -> None:
+    async def _set_liveness(
+        self, node: control_pb2.NodeRecord, live: str, declared: bool = False
+    ) -> None:
         if live == Liveness.DEAD:
-            await self.audit.record("node.dead", node=node.name)
+            if not declared:
+                await self.audit.record("node.dead", node=node.name)
             view = self.tracker.nodes.get(node.name)
             if view is not None and view.last_seen:
                 log.warning(

@@ -16,6 +16,7 @@ Capacity is compared in millicores and bytes (integers), so 0.1 + 0.2 cores fit 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,16 @@ class NodeView:
     grants: frozenset[str] | None = None
     unisolated: bool = False  # its process runtime cannot sandbox instances
 
+    # In millicores, worked out once per view: a placement compares them for every
+    # node it looks at (64 per instance, 10,000 instances in a large apply).
+    @functools.cached_property
+    def cpu_millis(self) -> int:
+        return _millis(self.cpu)
+
+    @functools.cached_property
+    def allocated_millis(self) -> int:
+        return _millis(self.allocated_cpu)
+
 
 @dataclass(frozen=True)
 class PlacementRequest:
@@ -103,6 +114,10 @@ class PlacementRequest:
     pool: PoolPolicy = PoolPolicy.ANY
     ports: frozenset[tuple[str, int]] = frozenset()
     needs: frozenset[str] = frozenset()  # beyond the sandbox's defaults (orchestrator.policy)
+
+    @functools.cached_property
+    def cpu_millis(self) -> int:
+        return _millis(self.cpu)
 
 
 def _millis(cores: float) -> int:
@@ -129,12 +144,14 @@ def _static_refusal(request: PlacementRequest, node: NodeView, *, free: bool) ->
             return UNISOLATED
         if not request.needs <= node.grants:
             return SANDBOX
-    if any(node.labels.get(k) != v for k, v in request.constraints.items()):
+    if request.constraints and any(
+        node.labels.get(k) != v for k, v in request.constraints.items()
+    ):
         return LABELS
-    if free and request.ports & node.used_ports:
+    if free and request.ports and request.ports & node.used_ports:
         return PORTS
-    cpu_left = _millis(node.cpu) - (_millis(node.allocated_cpu) if free else 0)
-    if _millis(request.cpu) > cpu_left:
+    cpu_left = node.cpu_millis - (node.allocated_millis if free else 0)
+    if request.cpu_millis > cpu_left:
         return CPU
     memory_left = node.memory - (node.allocated_memory if free else 0)
     if request.memory > memory_left:
@@ -154,8 +171,8 @@ def _refusal(request: PlacementRequest, node: NodeView) -> str | None:
 
 def _load_after(request: PlacementRequest, node: NodeView) -> float:
     """Mean of cpu and memory allocation fractions once the instance is placed."""
-    cap_cpu = _millis(node.cpu)
-    cpu = (_millis(node.allocated_cpu) + _millis(request.cpu)) / cap_cpu if cap_cpu else 0.0
+    cap_cpu = node.cpu_millis
+    cpu = (node.allocated_millis + request.cpu_millis) / cap_cpu if cap_cpu else 0.0
     mem = (node.allocated_memory + request.memory) / node.memory if node.memory else 0.0
     return (cpu + mem) / 2
 
@@ -219,7 +236,7 @@ def assign(node: NodeView, request: PlacementRequest) -> NodeView:
     counts[request.service] = counts.get(request.service, 0) + 1
     return dataclasses.replace(
         node,
-        allocated_cpu=(_millis(node.allocated_cpu) + _millis(request.cpu)) / 1000,
+        allocated_cpu=(node.allocated_millis + request.cpu_millis) / 1000,
         allocated_memory=node.allocated_memory + request.memory,
         instances_by_service=counts,
         used_ports=node.used_ports | request.ports,

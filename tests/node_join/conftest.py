@@ -195,6 +195,16 @@ class Orchestrator:
         )
         return str(task.request_id)  # type: ignore[attr-defined]
 
+    def ask_renewal(self, node: str) -> bool:
+        """Ask ``node`` to renew now, as a CA rotation does; whether it was connected."""
+        streams = self.running.orch.streams
+        message = gateway_pb2.GatewayMessage(sent_at=time.time(), renew_now=True)
+        return self.on_loop(lambda: streams.ask_renewal(node, message))
+
+    def renewal_asked(self, node: str) -> bool:
+        streams = self.running.orch.streams
+        return self.on_loop(lambda: streams.renewal_asked(node))
+
     def signed(
         self, update: gateway_pb2.TrustUpdate, *stores: TokenKeyStore
     ) -> gateway_pb2.TrustUpdate:
