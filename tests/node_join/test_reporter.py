@@ -31,9 +31,10 @@ from pki.tokens import mint
 from protos import gateway_pb2, node_pb2, node_pb2_grpc
 from protos.wire.channel import client_credentials
 from protos.wire.trust import parse_deny_list, sign_trust_update
+from tests.node_process.conftest import kill_recorded
 from tests.waiting import wait_for
 
-from .conftest import IMAGE, Orchestrator, Pki, add_busybox, kill_recorded
+from .conftest import IMAGE, Orchestrator, Pki, add_busybox
 
 FAST = Backoff(initial=0.05, maximum=0.2)
 
