@@ -32,6 +32,7 @@ from orchestrator._events import of_app
 from orchestrator.audit import AuditLog
 from orchestrator.store.sqlite import SqliteStore
 from protos.wire.grants import END_WITHIN, Grant, Reaper
+from tests.waiting import FakeClock
 
 
 async def _audit_reads(size: int, root: Path) -> tuple[float, float, int]:
@@ -57,22 +58,8 @@ async def _audit_reads(size: int, root: Path) -> tuple[float, float, int]:
     return whole, indexed, len(new)
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.t = time.time()
-        self.lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self.lock:
-            return self.t
-
-    def advance(self, seconds: float) -> None:
-        with self.lock:
-            self.t += seconds
-
-
 def _stream_ends(streams: int) -> list[float]:
-    clock = _Clock()
+    clock = FakeClock(time.time())
     reaper = Reaper(clock=clock)
     held = threading.Semaphore(0)
 

@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,17 +39,9 @@ from orchestrator.store import Compare, Put, Store
 from orchestrator.store.etcd import EtcdStore
 from orchestrator.store.sqlite import SqliteStore
 from tests.ha._cluster import HACluster, sleeper_app, start_cluster
+from tests.waiting import wait_for
 
 SIZES = (4, 6)
-
-
-def wait_until(cond: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll ``cond`` until truthy; TimeoutError after ``timeout`` (a bound, not a delay)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def _context(ha: HACluster) -> Context:
@@ -132,7 +123,7 @@ def _instances(ha: HACluster, client: ControlClient) -> tuple[int, int, int]:
         return lost == 0 and dup == 0 and set(running) >= wanted
 
     with contextlib.suppress(TimeoutError):
-        wait_until(settled, 60, "the load app to settle")
+        wait_for(settled, 60, "the load app to settle")
     return result
 
 

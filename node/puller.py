@@ -40,8 +40,7 @@ from node import pinned
 from node.authz import EpochFloor
 from node.converge import Action, Create, Desired, Nothing, Remove, Start, plan
 from node.errors import AlreadyExists, FailedPrecondition, NotFound
-from node.reconnect import Backoff, keep_open
-from node.renewal import gateway_channel, own_credentials
+from node.reconnect import Backoff, GatewayStream
 from node.runtime.base import Runtime
 from node.secretfiles import SecretFiles
 from node.service import spec_from_pb
@@ -49,8 +48,7 @@ from node.validation import check_owner, validate_spec
 from node.volumes import VolumeStore
 from pki.errors import CapstanError
 from protos import gateway_pb2, gateway_pb2_grpc, node_pb2
-from protos.wire.errors import status_of
-from protos.wire.leader import Endpoints, endpoints_of, leader_of
+from protos.wire.leader import Endpoints
 
 log = logging.getLogger("capstan.node.puller")
 
@@ -113,17 +111,23 @@ class Puller:
             raise ValueError("converge interval must be positive")
         self._runtime = runtime
         self._volumes = volumes
-        self._endpoints = endpoints_of(gateway_address)
-        self._cert, self._key, self._ca = Path(cert), Path(key), Path(ca)
         self._name = node_name
         self._interval = interval
         self._clock = clock
-        self._backoff = backoff or Backoff()
-        self._healthy_after = healthy_after if healthy_after is not None else 3 * interval
         self._restart_backoff = restart_backoff or RestartBackoff()
         self._stop_timeout = stop_timeout
         self._on_change = on_change
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self._stream = GatewayStream(
+            "watch",
+            cert=Path(cert),
+            key=Path(key),
+            ca=Path(ca),
+            gateway_address=gateway_address,
+            backoff=backoff or Backoff(),
+            rng=self._rng,
+            healthy_after=healthy_after if healthy_after is not None else 3 * interval,
+        )
         self._epochs = epochs or EpochFloor()
 
         self._stop = threading.Event()
@@ -197,33 +201,13 @@ class Puller:
 
     # -- the Watch stream ---------------------------------------------------------------
 
-    def _credentials(self) -> grpc.ChannelCredentials:
-        # A renewal may swap the pair at any moment: read it as one (regression: the
-        # key and certificate were read separately and could mismatch for a reconnect).
-        return own_credentials(self._cert, self._key, self._ca)
-
     def _watch(self) -> None:
         def ended(reason: str, failures: int) -> None:
             self.last_error = reason
 
-        keep_open(
-            self._watch_once,
-            what="watch",
-            stop=self._stop,
-            endpoints=self._endpoints,
-            backoff=self._backoff,
-            rng=self._rng,
-            healthy_after=self._healthy_after,
-            ended=ended,
-        )
+        self._stream.run(self._watch_once, stop=self._stop, ended=ended)
 
-    def _watch_once(self) -> str:
-        try:
-            credentials = self._credentials()
-        except CapstanError as exc:
-            return f"cannot start: {exc}"
-        address = self._endpoints.current()
-        channel = gateway_channel(address, credentials, self._cert)
+    def _watch_once(self, address: str, channel: grpc.Channel) -> str:
         try:
             call = gateway_pb2_grpc.NodeGatewayStub(channel).Watch(
                 gateway_pb2.WatchRequest(node=self._name)
@@ -237,16 +221,12 @@ class Puller:
                 self.received += 1
                 if not self.update(assignments):
                     call.cancel()  # a stale orchestrator: look for the leader
-                    self._endpoints.failed(address)
+                    self._stream.endpoints.failed(address)
                     return "sent an older epoch or revision than seen"
             return f"to {address} closed by the orchestrator"
-        except grpc.RpcError as exc:
-            self._endpoints.failed(address, leader_of(exc))
-            return f"to {address} broke: {status_of(exc).one_line()}"
         finally:
             with self._lock:
                 self._call = None
-            channel.close()
 
     # -- converging ---------------------------------------------------------------------
 

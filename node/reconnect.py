@@ -1,6 +1,7 @@
 """Keeping one long-lived stream to the orchestrator open (Report, Watch): reopened
 after it ends, with capped exponential backoff and jitter, towards the orchestrator
-that leads. One loop for every such stream."""
+that leads, each time with the node's own certificate as it is now. One loop and one
+connection for every such stream."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from protos.wire.leader import Endpoints
+import grpc
+
+from node.renewal import gateway_channel, own_credentials
+from pki.errors import CapstanError
+from protos.wire.errors import Status, status_of
+from protos.wire.leader import Endpoints, endpoints_of, leader_of
 
 log = logging.getLogger("capstan.node")
 
-__all__ = ["Backoff", "keep_open"]
+__all__ = ["Backoff", "GatewayStream", "keep_open"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +86,72 @@ def keep_open(
             "%s stream %s; reconnecting in %.1fs to %s", what, reason, delay, endpoints.current()
         )
         stop.wait(delay)
+
+
+class GatewayStream:
+    """One long-lived stream to the orchestrator (Report, Watch). Each attempt reads
+    the node's own pair again (a renewal may have replaced it), opens a channel to the
+    orchestrator that leads and hands it to the stream's body; a call that broke
+    tells the endpoints where the leader is. ``run`` keeps it open (``keep_open``)."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        cert: Path,
+        key: Path,
+        ca: Path,
+        gateway_address: str | Endpoints,
+        backoff: Backoff,
+        rng: random.Random,
+        healthy_after: float,
+    ) -> None:
+        self.what = what
+        self._cert, self._key, self._ca = Path(cert), Path(key), Path(ca)
+        # Every orchestrator the node knows; a follower's refusal names the leader.
+        self.endpoints = endpoints_of(gateway_address)
+        self._backoff = backoff
+        self._rng = rng
+        self._healthy_after = healthy_after
+
+    def run(
+        self,
+        body: Callable[[str, grpc.Channel], str],
+        *,
+        stop: threading.Event,
+        now_again: threading.Event | None = None,
+        ended: Callable[[str, int], None] = lambda reason, failures: None,
+        broke: Callable[[Status], None] = lambda status: None,
+    ) -> None:
+        """Until ``stop``: ``body(address, channel)`` runs one stream and returns why it
+        ended; ``broke`` is told the status of a call that failed."""
+
+        def attempt() -> str:
+            try:
+                # The pair read as one: a renewal may swap it at any moment.
+                credentials = own_credentials(self._cert, self._key, self._ca)
+            except CapstanError as exc:
+                return f"cannot start: {exc}"
+            address = self.endpoints.current()
+            channel = gateway_channel(address, credentials, self._cert)
+            try:
+                return body(address, channel)
+            except grpc.RpcError as exc:
+                self.endpoints.failed(address, leader_of(exc))
+                status = status_of(exc)
+                broke(status)
+                return f"to {address} broke: {status.one_line()}"
+            finally:
+                channel.close()
+
+        keep_open(
+            attempt,
+            what=self.what,
+            stop=stop,
+            endpoints=self.endpoints,
+            backoff=self._backoff,
+            rng=self._rng,
+            healthy_after=self._healthy_after,
+            now_again=now_again,
+            ended=ended,
+        )

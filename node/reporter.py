@@ -28,8 +28,8 @@ import grpc
 
 from node import metrics
 from node.errors import NotFound
-from node.reconnect import Backoff, keep_open
-from node.renewal import gateway_channel, own_credentials, trust_digest_of_files
+from node.reconnect import Backoff, GatewayStream
+from node.renewal import trust_digest_of_files
 from node.runtime.base import ContainerState, ContainerStatus, Runtime
 from node.service import status_to_pb
 from pki.certs import load_pem_chain
@@ -37,8 +37,8 @@ from pki.errors import CapstanError
 from pki.files import atomic_write
 from pki.tokenkeys import KeySet
 from protos import gateway_pb2, gateway_pb2_grpc
-from protos.wire.errors import status_of
-from protos.wire.leader import Endpoints, endpoints_of, leader_of
+from protos.wire.errors import Status
+from protos.wire.leader import Endpoints
 from protos.wire.trust import check_trust_update, parse_deny_list
 
 log = logging.getLogger("capstan.node.reporter")
@@ -74,16 +74,10 @@ class Reporter:
         if interval <= 0:
             raise ValueError("heartbeat interval must be positive")
         self._runtime = runtime
-        # Every orchestrator the node knows; a follower's refusal names the leader.
-        self._endpoints = endpoints_of(gateway_address)
-        self._cert, self._key, self._ca = Path(cert), Path(key), Path(ca)
+        self._cert, self._ca = Path(cert), Path(ca)
         self._jwks, self._deny = Path(jwks), Path(deny_list)
         self._interval = interval
         self._usage_interval = usage_interval if usage_interval is not None else interval
-        self._backoff = backoff or Backoff()
-        # A stream that stayed up this long counts as a success: the next failure starts
-        # the backoff over. (A stream refused at once must not reconnect in a hot loop.)
-        self._healthy_after = healthy_after if healthy_after is not None else 3 * interval
         self._fence_timeout = fence_timeout
         # Tasks (delegated fetches) are handed to whoever runs them; it must return
         # quickly (queue the work), as it runs on the stream's reading thread.
@@ -91,6 +85,18 @@ class Reporter:
         self._on_links = on_links  # the data plane's new link plan (node/links)
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self._stream = GatewayStream(
+            "report",
+            cert=self._cert,
+            key=Path(key),
+            ca=self._ca,
+            gateway_address=gateway_address,
+            backoff=backoff or Backoff(),
+            rng=self._rng,
+            # A stream that stayed up this long counts as a success: the next failure
+            # starts the backoff over (a stream refused at once must not hot-loop).
+            healthy_after=healthy_after if healthy_after is not None else 3 * interval,
+        )
 
         self._stop = threading.Event()
         self._lock = threading.Lock()  # guards _call and _wake
@@ -166,33 +172,20 @@ class Reporter:
 
     # -- the stream ---------------------------------------------------------------------
 
-    def _credentials(self) -> grpc.ChannelCredentials:
-        return own_credentials(self._cert, self._key, self._ca)
-
     def _run(self) -> None:
         def ended(reason: str, failures: int) -> None:
             self.failures = failures
 
-        keep_open(
+        self._stream.run(
             self._stream_once,
-            what="report",
             stop=self._stop,
-            endpoints=self._endpoints,
-            backoff=self._backoff,
-            rng=self._rng,
-            healthy_after=self._healthy_after,
             now_again=self._reconnect,  # a renewed certificate: reconnect at once
             ended=ended,
+            broke=self._broke,
         )
 
-    def _stream_once(self) -> str:
+    def _stream_once(self, address: str, channel: grpc.Channel) -> str:
         """One Report stream, until it ends. Returns why it ended."""
-        try:
-            credentials = self._credentials()
-        except CapstanError as exc:
-            return f"cannot start: {exc}"
-        address = self._endpoints.current()
-        channel = gateway_channel(address, credentials, self._cert)
         ended, wake = threading.Event(), threading.Event()
         try:
             call = gateway_pb2_grpc.NodeGatewayStub(channel).Report(self._statuses(ended, wake))
@@ -205,24 +198,21 @@ class Reporter:
                 self.messages += 1
                 self._handle(message)
             return f"to {address} closed by the orchestrator"
-        except grpc.RpcError as exc:
-            self._endpoints.failed(address, leader_of(exc))
-            status = status_of(exc)
-            if "revoked" in status.details.lower() and status.name in (
-                "UNAUTHENTICATED", "PERMISSION_DENIED"
-            ):
-                # The orchestrator (its identity proven in the handshake) ended or refused
-                # this node's stream for its revoked certificate: the deny list naming it
-                # may never arrive, so this refusal is the notice.
-                log.warning("this node's certificate is revoked: removing every secret it holds")
-                self.on_revoked()
-            return f"to {address} broke: {status.one_line()}"
         finally:
             ended.set()
             wake.set()
             with self._lock:
                 self._call, self._wake = None, None
-            channel.close()
+
+    def _broke(self, status: Status) -> None:
+        if "revoked" in status.details.lower() and status.name in (
+            "UNAUTHENTICATED", "PERMISSION_DENIED"
+        ):
+            # The orchestrator (its identity proven in the handshake) ended or refused
+            # this node's stream for its revoked certificate: the deny list naming it
+            # may never arrive, so this refusal is the notice.
+            log.warning("this node's certificate is revoked: removing every secret it holds")
+            self.on_revoked()
 
     def _statuses(
         self, ended: threading.Event, wake: threading.Event

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from node.audit import NodeAudit
 from node.authz import AuthorizationInterceptor, Authorizer, PeerLimits
 from node.config import NodeConfig
-from node.links import LinkManager, PeerInfo, tunnel_channel
+from node.links import LinkManager, tunnel_channel
 from node.renewal import read_pair
 from node.runtime import select_runtime
 from node.runtime.base import Runtime
@@ -203,10 +203,6 @@ def build_agent(
         clock=clock,
     )
 
-    def peer_of(context: grpc.ServicerContext) -> PeerInfo:
-        peer = authorizer.peer(context)
-        return PeerInfo(peer.uri, peer.serial)
-
     secret_files = SecretFiles(config.state_dir)
     servicer = NodeServicer(
         node_id=identity.uri,
@@ -216,7 +212,7 @@ def build_agent(
         labels=dict(config.labels),
         version=_capstan_version,
         links=links,
-        peer_of=peer_of,
+        peer_of=authorizer.peer,
         secrets=secret_files,
     )
     node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, server)

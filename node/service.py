@@ -23,7 +23,7 @@ import grpc
 
 from node import errors, pinned
 from node._generations import GenerationBook
-from node.links import LinkManager, LinkRefused, PeerInfo
+from node.links import LinkManager, LinkRefused
 from node.runtime.base import (
     ContainerSpec,
     ContainerStatus,
@@ -36,6 +36,7 @@ from node.secretfiles import SecretFiles
 from node.validation import check_owner, validate_spec
 from node.volumes import VolumeStore, digest_checked
 from pki.errors import CapstanError
+from pki.peers import Peer
 from protos import node_pb2, node_pb2_grpc
 
 log = logging.getLogger("capstan.node")
@@ -220,7 +221,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         labels: dict[str, str] | None = None,
         version: str | Callable[[], str] = "",
         links: LinkManager | None = None,
-        peer_of: Callable[[Any], PeerInfo] | None = None,
+        peer_of: Callable[[Any], Peer] | None = None,
         secrets: SecretFiles | None = None,
     ) -> None:
         self._secrets = secrets

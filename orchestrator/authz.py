@@ -32,7 +32,6 @@ import grpc
 import grpc.aio
 
 from orchestrator import metrics
-from orchestrator.audit import AuditLog
 from orchestrator.refusals import source_host
 from pki.identity import Kind
 from pki.peers import Peer, PeerRefused, authenticate
@@ -219,7 +218,8 @@ class Gate:
         trust_domain: str,
         revoked: Callable[[], Collection[int]],
         nodes: Callable[[str], control_pb2.NodeRecord | None],
-        audit: AuditLog,
+        record: Callable[..., Awaitable[object]],
+        bell: Bell | None = None,
         table: Mapping[str, Rule] = TABLE,
         clock: Callable[[], float] = time.time,
         streams_per_peer: int = STREAMS_PER_PEER,
@@ -227,7 +227,9 @@ class Gate:
         self._trust_domain = trust_domain
         self._revoked = revoked
         self._nodes = nodes
-        self._audit = audit
+        self._record = record  # the audit log's: each refusal is recorded
+        # Rung on every revocation (by the revocation source): held streams end at once.
+        self.bell = bell
         self.table = table
         self.clock = clock
         self.streams_per_peer = streams_per_peer
@@ -236,12 +238,6 @@ class Gate:
 
     def revoked(self) -> Collection[int]:
         return self._revoked()
-
-    @property
-    def bell(self) -> Bell | None:
-        """Rung on every revocation, when the revocation source has one."""
-        bell = getattr(self._revoked, "bell", None)
-        return bell if isinstance(bell, Bell) else None
 
     def open_stream(self, caller: Peer, method: str) -> Callable[[], None]:
         """Count one stream of ``caller``; return its release. Raises ``_Refused``."""
@@ -345,7 +341,7 @@ class Gate:
     async def refuse(self, exc: _Refused, method: str, context: grpc.aio.ServicerContext) -> None:
         metrics.REFUSALS.labels(method=method.rpartition("/")[2], reason=exc.why).inc()
         log.warning("refused %s: %s (%s)", method, exc.message, exc.fields.get("reason", ""))
-        await self._audit.record(exc.event, **exc.fields)
+        await self._record(exc.event, **exc.fields)
         await context.abort(exc.code, exc.message)
 
 

@@ -23,10 +23,9 @@ from orchestrator.owncert import OwnCertificate
 from orchestrator.state import ClusterState
 from orchestrator.streams import NodeStreams
 from orchestrator.trustpush import TrustPush
-from pki.authority import Authority
 from pki.certs import thumbprint
 from pki.errors import PKIError
-from pki.rotation import CROSS_CERT, finish_rotation, rotation_status
+from pki.rotation import CROSS_CERT, finish_rotation, open_settled, rotation_status
 from protos import gateway_pb2
 
 log = logging.getLogger("capstan.orchestrator.lifecycle")
@@ -79,7 +78,16 @@ class CaRotation:
         if bundle == self._bundle:
             return
         started = time.monotonic()
-        authority = await asyncio.to_thread(Authority.open, self._pki_dir)
+        # One consistent reading: `capstan pki rotate-ca` writes the bundle before the
+        # new intermediate; taking the bundle with the old intermediate would sign
+        # every node's renewal under the CA being retired, for good (regression).
+        settled = await asyncio.to_thread(open_settled, self._pki_dir)
+        if settled is None:
+            log.info("the PKI directory is being changed; read again at the next step")
+            return
+        bundle, authority = settled
+        if bundle == self._bundle:
+            return
         self._ca.replace(authority)
         self._bundle = bundle
         rotation = rotation_status(self._pki_dir)
@@ -122,7 +130,8 @@ class CaRotation:
         for i in range(0, len(pending), size):
             batch = pending[i : i + size]
             for name in batch:
-                self._streams.send(
+                # Held until the node renews: asked again if its stream reconnects.
+                self._streams.ask_renewal(
                     name, gateway_pb2.GatewayMessage(sent_at=self._clock(), renew_now=True)
                 )
             deadline = time.monotonic() + self._settings.batch_timeout
@@ -133,6 +142,8 @@ class CaRotation:
                 await asyncio.sleep(0.05)
             else:
                 log.warning("CA rotation: %s did not renew in time", ", ".join(left))
+            for name in set(batch) - set(self._pending(issuer)):
+                self._streams.renewal_done(name)
         self._events.append(("nodes re-issued", time.monotonic() - started))
         await self._audit.record("ca.reissued", nodes=len(pending))
 

@@ -226,8 +226,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
     ) -> AsyncIterator[gateway_pb2.GatewayMessage]:
         name = call.node.name
         self._tracker.identify(name, call.caller.thumbprint)
-        outbox = self._streams.open(name)
-        outbox.put_nowait(self._trust.update())
+        outbox = self._streams.open(name, self._trust.update())
 
         async def read() -> None:
             try:
@@ -310,7 +309,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
     async def Renew(
         self, request: gateway_pb2.RenewRequest, context: grpc.aio.ServicerContext, call: NodeCall
     ) -> Any:
-        return await self._certs.renew(call.node, call.caller, request, context)
+        renewed = await self._certs.renew(call.node, call.caller, request, context)
+        self._streams.renewal_done(call.node.name)  # what a renew_now asked for
+        return renewed
 
     # -- tasks and pull mode ------------------------------------------------------------
 

@@ -121,6 +121,7 @@ class Leadership:
         *,
         identity: str,
         address: str,
+        join_address: str = "",
         ttl: float = DEFAULT_TTL,
         exclusive: bool = False,
         clock: Callable[[], float] = time.time,
@@ -130,8 +131,8 @@ class Leadership:
             raise StoreError("the leader lease ttl must be positive")
         self.store = store
         self.identity = identity
-        self.address = address
-        self.join_address = ""
+        self.address = address  # the NodeGateway and ControlService address it serves
+        self.join_address = join_address  # its Join endpoint
         self.ttl = ttl
         self._exclusive = exclusive
         self._clock = clock

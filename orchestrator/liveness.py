@@ -39,11 +39,21 @@ class NodeView:
 
 
 class Tracker:
-    def __init__(self, *, heartbeat: float, grace: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        heartbeat: float,
+        grace: float,
+        clock: Callable[[], float],
+        started: float = 0.0,
+    ) -> None:
         self.heartbeat = heartbeat
         self.grace = grace
         self._clock = clock
         self.nodes: dict[str, NodeView] = {}
+        # When this orchestrator began listening (or leading): a node not heard from
+        # since gets one grace period from then.
+        self.started = started
         # Seconds, in total, during which the orchestrator itself could not listen (its
         # event loop was stalled: reports queued unread). A node is judged on the time
         # the orchestrator could hear it: silence the orchestrator caused is not the
@@ -103,6 +113,11 @@ class Tracker:
 
     def now(self) -> float:
         return self._clock()
+
+    def begin(self, at: float) -> None:
+        """Forget what was heard and count silence from ``at`` (a new leadership)."""
+        self.nodes.clear()
+        self.started = at
 
     def quiet(self) -> float:
         """Seconds of the current silence of every node at once, when that is more
@@ -169,8 +184,6 @@ class Tracker:
         if view is not None and view.last_seen > 0:
             return view.last_seen + (self.deaf - view.deaf_at_seen) + self.grace
         return max(joined_at, self.started) + self.grace
-
-    started: float = 0.0
 
     def containers(self, node: str) -> dict[str, node_pb2.ContainerStatus]:
         view = self.nodes.get(node)

@@ -137,35 +137,11 @@ async def start(
     raw = _open_store(config, clock)
     await raw.open()
     metrics.time_store(raw)
-    leadership = Leadership(
-        raw,
-        identity=config.member,
-        address=config.listen,
-        ttl=config.leader_ttl,
-        exclusive=not config.etcd,
-        clock=clock,
-    )
-    store = FencedStore(raw, leadership)
-    state = ClusterState(store)
-    await state.load()
-
-    def certificates() -> list[tuple[str, str, float]]:
-        out = [("orchestrator", config.member, own_cert.issued.not_after)]
-        out.extend(("node", n.name, n.cert_expiry) for n in state.all_nodes())
-        return out
-
-    def unsettled() -> int:
-        return sum(
-            1 for w in state.all_workloads()
-            if (w.desired == "running") != (w.state == "running") and w.state != "removed"
-        )
-
-    metrics.watch_certificates(certificates)
-    metrics.watch_reconcile_queue(unsettled)
-    audit = AuditLog(store, clock)
 
     # The server and its ports first: nodes are told the addresses actually bound
-    # (port 0: the kernel chose).
+    # (port 0: the kernel chose), and the leadership advertises them. Its gates read
+    # the cluster state and the audit log built below, from the store the leadership
+    # fences: no call reaches them before the server starts, at the end.
     leader_seen: dict[str, str] = {}  # the last leader read from the store, for redirects
     peers: list[str] = []  # every orchestrator's NodeGateway address, for joining nodes
 
@@ -189,8 +165,10 @@ async def start(
     authz = Gate(
         trust_domain=ca.authority.trust_domain,
         revoked=revoked,
-        nodes=state.node,
-        audit=audit,
+        bell=revoked.bell,
+        # Built below: read at call time, never before the server starts.
+        nodes=lambda name: state.node(name),  # noqa: PLW0108
+        record=lambda event, **fields: audit.record(event, **fields),  # noqa: PLW0108
         clock=clock,
     )
     # A follower sends every call to the leader before anything else; the leader
@@ -208,13 +186,38 @@ async def start(
     if not port or not join_port:
         raise ConfigError(f"cannot listen on {config.listen} / {config.join_listen}")
     gateway_address = f"{config.host}:{port}"
-    leadership.address = gateway_address
     join_address = f"{config.join_listen.rpartition(':')[0]}:{join_port}"
-    leadership.join_address = join_address
     leader_seen["own"] = f"{gateway_address},{join_address}"
 
-    tracker = Tracker(heartbeat=config.heartbeat, grace=config.grace, clock=clock)
-    tracker.started = clock()
+    leadership = Leadership(
+        raw,
+        identity=config.member,
+        address=gateway_address,
+        join_address=join_address,
+        ttl=config.leader_ttl,
+        exclusive=not config.etcd,
+        clock=clock,
+    )
+    store = FencedStore(raw, leadership)
+    state = ClusterState(store)
+    await state.load()
+
+    def certificates() -> list[tuple[str, str, float]]:
+        out = [("orchestrator", config.member, own_cert.issued.not_after)]
+        out.extend(("node", n.name, n.cert_expiry) for n in state.all_nodes())
+        return out
+
+    def unsettled() -> int:
+        return sum(
+            1 for w in state.all_workloads()
+            if (w.desired == "running") != (w.state == "running") and w.state != "removed"
+        )
+
+    metrics.watch_certificates(certificates)
+    metrics.watch_reconcile_queue(unsettled)
+    audit = AuditLog(store, clock)
+
+    tracker = Tracker(heartbeat=config.heartbeat, grace=config.grace, clock=clock, started=clock())
     minter = Minter(
         token_keys, issuer=identity, audit=audit, epoch=leadership.current_epoch, clock=clock
     )
@@ -462,11 +465,10 @@ async def start(
         if rewrapped:
             log.info("re-wrapped %d secret(s) under the active key-encryption key", rewrapped)
         audit.reload()
-        tracker.nodes.clear()
         # Nodes reconnect after a takeover with their backoff (the old leader's stream
         # broke, followers refused them): more than one grace period before any is
         # declared dead, or a leader change would move workloads for nothing.
-        tracker.started = clock() + (config.takeover_grace if config.etcd else 0.0)
+        tracker.begin(clock() + (config.takeover_grace if config.etcd else 0.0))
         reconciler.pending.clear()
         await audit.record("orchestrator.elected", id=identity, member=config.member, epoch=epoch)
         orch.duties = [

@@ -21,10 +21,19 @@ class NodeStreams:
     def __init__(self) -> None:
         self._boxes: dict[str, asyncio.Queue[Item]] = {}
         self._digests: dict[str, str] = {}
+        # Renewal requests not yet fulfilled, by node: asked again on every stream the
+        # node opens until it has renewed (``renewal_done``).
+        self._renewals: dict[str, gateway_pb2.GatewayMessage] = {}
 
-    def open(self, name: str) -> asyncio.Queue[Item]:
-        """A new stream for node ``name``; it replaces an older one of the same node."""
+    def open(self, name: str, *first: gateway_pb2.GatewayMessage) -> asyncio.Queue[Item]:
+        """A new stream for node ``name``, starting with ``first`` and any renewal
+        request it has not fulfilled; it replaces an older one of the same node."""
         box: asyncio.Queue[Item] = asyncio.Queue()
+        for message in first:
+            box.put_nowait(message)
+        pending = self._renewals.get(name)
+        if pending is not None:
+            box.put_nowait(pending)
         self._boxes[name] = box
         return box
 
@@ -45,6 +54,22 @@ class NodeStreams:
             return False
         box.put_nowait(message)
         return True
+
+    def ask_renewal(self, name: str, message: gateway_pb2.GatewayMessage) -> bool:
+        """Send node ``name`` a renewal request (``message``, with ``renew_now``) and
+        hold it until ``renewal_done``: a request sent while the node's stream was
+        reconnecting (to no stream, or to the one ending) is not lost, the next stream
+        it opens starts with it. False when it is not connected now."""
+        self._renewals[name] = message
+        return self.send(name, message)
+
+    def renewal_done(self, name: str) -> None:
+        """Node ``name`` renewed as asked (or no longer needs to): stop asking."""
+        self._renewals.pop(name, None)
+
+    def renewal_asked(self, name: str) -> bool:
+        """Whether node ``name`` has a renewal request it has not fulfilled."""
+        return name in self._renewals
 
     def broadcast(self, message: gateway_pb2.GatewayMessage) -> None:
         for box in self._boxes.values():

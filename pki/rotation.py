@@ -34,6 +34,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
+
 from pki import _build
 from pki.authority import (
     INTERMEDIATE_CERT,
@@ -116,6 +118,30 @@ def _load_rotation(directory: Path) -> Rotation | None:
 def rotation_status(directory: Path) -> Rotation | None:
     """The rotation under way in ``directory``, or None."""
     return _load_rotation(Path(directory))
+
+
+def open_settled(directory: Path) -> tuple[bytes, Authority] | None:
+    """The trust bundle and the authority of ``directory`` as one consistent reading,
+    or None while its files do not agree yet (a rotation or its finish being written
+    by another process: come back later).
+
+    Read under the PKI lock that writers hold, and checked: the intermediate that
+    signs must be issued by the newest root of the bundle and, during a rotation, be
+    the rotation's new intermediate. A reader that took the new bundle with the old
+    intermediate would go on signing under the CA being retired."""
+    directory = Path(directory)
+    with locked(directory):
+        bundle = (directory / TRUST_BUNDLE).read_bytes()
+        authority = Authority.open(directory)
+        rotation = _load_rotation(directory)
+    roots = authority.trust_roots()
+    try:
+        authority.intermediate.verify_directly_issued_by(roots[-1])
+    except (ValueError, TypeError, InvalidSignature):
+        return None
+    if rotation is not None and thumbprint(authority.intermediate) != rotation.new_intermediate:
+        return None
+    return bundle, authority
 
 
 def _now(now: float | None) -> float:

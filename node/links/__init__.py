@@ -2,6 +2,6 @@
 ports. See ``manager`` for how it works."""
 
 from node.links._channel import tunnel_channel
-from node.links.manager import LinkManager, LinkRefused, PeerInfo, parse_res
+from node.links.manager import LinkManager, LinkRefused, parse_res
 
-__all__ = ["LinkManager", "LinkRefused", "PeerInfo", "parse_res", "tunnel_channel"]
+__all__ = ["LinkManager", "LinkRefused", "parse_res", "tunnel_channel"]

@@ -37,6 +37,7 @@ from node.links._netns import Namespace, NamespaceError
 from node.links._pump import splice
 from node.links._tunnel import Frame, InboundTunnel, OutboundTunnel
 from node.runtime.base import ContainerState, NetSpec, Runtime
+from pki.peers import Peer
 from protos import gateway_pb2, node_pb2_grpc
 
 log = logging.getLogger("capstan.node.links")
@@ -94,12 +95,6 @@ class _Instance:
 
     def declares(self, service: str, port: int) -> bool:
         return self.net.service == service and any(p.port == port for p in self.net.ports)
-
-
-@dataclass(frozen=True)
-class PeerInfo:
-    identity: str
-    serial: int
 
 
 class LinkManager:
@@ -479,7 +474,7 @@ class LinkManager:
     # -- tunnels in (NodeService.Tunnel) ----------------------------------------------------
 
     def serve_tunnel(
-        self, peer: PeerInfo, requests: Iterator[Frame], context: grpc.ServicerContext
+        self, peer: Peer, requests: Iterator[Frame], context: grpc.ServicerContext
     ) -> Iterator[Frame]:
         first = next(requests, None)
         if first is None:
@@ -491,13 +486,13 @@ class LinkManager:
         deadline = time.monotonic() + _GRANT_WAIT
         with self._lock:
             # The plan reaches the two nodes separately: give the grant a moment.
-            while not self._granted(peer.identity, first.res):
+            while not self._granted(peer.uri, first.res):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self._audit.record(
                         "link.refused",
                         at=self._clock(),
-                        peer=peer.identity,
+                        peer=peer.uri,
                         res=first.res,
                         reason="not granted",
                     )
@@ -519,11 +514,11 @@ class LinkManager:
             return None
 
         tunnel = InboundTunnel(
-            peer=peer.identity, serial=peer.serial, res=first.res, connect=connect
+            peer=peer.uri, serial=peer.serial, res=first.res, connect=connect
         )
         with self._lock:
             self._inbound.add(tunnel)
-        self._audit.record("link.opened", at=self._clock(), peer=peer.identity, res=first.res)
+        self._audit.record("link.opened", at=self._clock(), peer=peer.uri, res=first.res)
         reader = threading.Thread(
             target=tunnel.pump_requests, args=(requests,), name="capstan-tunnel-in", daemon=True
         )
@@ -539,7 +534,7 @@ class LinkManager:
             self._audit.record(
                 "link.closed",
                 at=self._clock(),
-                peer=peer.identity,
+                peer=peer.uri,
                 res=first.res,
                 reason=tunnel.reason,
                 bytes_in=c.bytes_in,

@@ -56,6 +56,13 @@ def test_bench_scale_with_three_hollow_nodes(tmp_path: Path) -> None:
         assert plot.stat().st_size > 0
 
 
+def test_bench_authz_small() -> None:
+    out = _run("bench_authz.py", "--calls", "50", "--rounds", "1")
+    assert "| without the interceptor (baseline) |" in out
+    assert "| behind AuthorizationInterceptor |" in out
+    assert "ratio" in out
+
+
 def test_bench_mint_small() -> None:
     out = _run("bench_mint.py", "--tokens", "300", "--workers", "32")
     assert "group commit / one at a time" in out

@@ -20,6 +20,7 @@ from node.runtime.images import busybox_binary
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from orchestrator.standalone import instances, node_id, start_order
 from orchestrator.topology import load_topology, load_topology_file
+from tests.waiting import wait_for
 
 from .conftest import Result, kill_mentioning, processes_mentioning
 
@@ -251,10 +252,11 @@ def test_secrets_from_local_files(home: Path, capstan: Run, tmp_path: Path) -> N
         state = (home / "run" / "default-vault").absolute()
         rt = ProcessRuntime(node_id(load_topology(SECRET_APP), state), state)
         try:
-            deadline = time.monotonic() + 20
-            while b"mode" not in b"".join(rt.logs("vault-db-0")):
-                assert time.monotonic() < deadline, "the instance printed nothing"
-                time.sleep(0.1)
+            wait_for(
+                lambda: b"mode" in b"".join(rt.logs("vault-db-0")),
+                20,
+                "the instance to print its secret's mode",
+            )
             out = b"".join(rt.logs("vault-db-0")).decode()
         finally:
             rt.close()

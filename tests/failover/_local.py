@@ -50,8 +50,7 @@ async def local(root: Path, *, heartbeat: float = 1.0, grace: float = 3.0) -> Lo
     await store.open()
     state = ClusterState(store)
     await state.load()
-    tracker = Tracker(heartbeat=heartbeat, grace=grace, clock=clock)
-    tracker.started = clock()
+    tracker = Tracker(heartbeat=heartbeat, grace=grace, clock=clock, started=clock())
     audit = AuditLog(store, clock)
     # The reconciler is only asked for decisions here; it never calls a node.
     reconciler = Reconciler(state, tracker, cast(NodeCaller, None), audit, clock=clock)

@@ -3,12 +3,23 @@ calls; the old key and the old CA are dropped only when nothing depends on them.
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
+from pki.authority import (
+    INTERMEDIATE_CERT,
+    INTERMEDIATE_KEY,
+    ROOT_CERT,
+    ROOT_KEY,
+    TRUST_BUNDLE,
+)
 from pki.certs import load_pem_chain, thumbprint
-from pki.rotation import rotate_ca, rotation_status
+from pki.rotation import CROSS_CERT, rotate_ca, rotation_status
+from pki.state import locked
 from pki.tokenkeys import KeySet, TokenKeyStore
 from protos import control_pb2
+from tests.control_api.conftest import start_orchestrator, stop_orchestrator
 from tests.security.conftest import Cluster
 from tests.waiting import wait_for
 
@@ -107,3 +118,40 @@ def test_ca_rotation_under_load_without_a_failed_call(cluster: Cluster) -> None:
     assert load.failures == []
     assert load.calls > 50
     assert len(audit_events(cluster, "ca.rotation_finished")) == 1
+
+
+def test_a_ca_rotation_read_half_written_is_not_adopted(tmp_path: Path) -> None:
+    """Regression: `rotate-ca` writes the new trust bundle before the new intermediate.
+    The orchestrator took the bundle with the old intermediate, then renewed every
+    node under the CA being retired, for good: nodes were never re-issued (the
+    rotation test failed one run in four)."""
+    orch = start_orchestrator(tmp_path / "orch")
+    try:
+        lc = orch.orch.lifecycle
+        assert lc is not None
+        pki = orch.authority.directory
+        before = thumbprint(lc.authority.intermediate), lc.authority.trust_bundle()
+        # The same rotation, made on a copy, is copied in the order rotate-ca writes it.
+        rotated = tmp_path / "rotated"
+        shutil.copytree(pki, rotated)
+        rotation = rotate_ca(rotated)
+        first = [TRUST_BUNDLE, ROOT_KEY, ROOT_CERT, CROSS_CERT]
+        rest = [INTERMEDIATE_KEY, INTERMEDIATE_CERT, "rotation.json"]
+        with locked(pki):  # as the writer holds it
+            shutil.copytree(rotated / "previous", pki / "previous")
+            for name in first:
+                shutil.copy2(rotated / name, pki / name)
+        orch.run(lc.ca_rotation.step())
+        # Midway: the new bundle, the old intermediate, no rotation on record yet.
+        assert (thumbprint(lc.authority.intermediate), lc.authority.trust_bundle()) == before
+        with locked(pki):
+            for name in rest:
+                shutil.copy2(rotated / name, pki / name)
+        orch.run(lc.ca_rotation.step())
+        assert thumbprint(lc.authority.intermediate) == rotation.new_intermediate
+        assert {thumbprint(r) for r in lc.authority.trust_roots()} == {
+            rotation.old_root,
+            rotation.new_root,
+        }
+    finally:
+        stop_orchestrator(orch)

@@ -6,7 +6,6 @@ certificate."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -186,13 +185,12 @@ def _no_sleeper(node: Node, mark: str) -> None:
     probe = node_pb2.ExecStart(
         name="box", command=["sh", "-c", f"ps -o args | grep -c '[s]leep {mark}'"]
     )
-    deadline = time.monotonic() + 20
-    while True:
-        out, _, _ = _run(node, probe, _exec_token(node, probe))
-        if out.strip() == b"0":
-            return
-        assert time.monotonic() < deadline, out
-        time.sleep(0.2)
+    wait_for(
+        lambda: _run(node, probe, _exec_token(node, probe))[0].strip() == b"0",
+        20,
+        f"no process left running sleep {mark}",
+        interval=0.2,
+    )
 
 
 def test_exec_joins_the_containers_own_network(any_node: Node) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import tarfile
-import time
 
 import grpc
 import pytest
@@ -12,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from protos import node_pb2
+from tests.waiting import wait_for
 
 from .conftest import Node, meta
 
@@ -28,18 +28,6 @@ def spec(name: str, *cmd: str, volumes: tuple[tuple[str, str], ...] = ()) -> nod
     )
 
 
-def wait_state(node: Node, name: str, state: str, timeout: float = 20) -> node_pb2.ContainerStatus:
-    stub = node.stub()
-    deadline = time.monotonic() + timeout
-    while True:
-        st = stub.InspectContainer(
-            node_pb2.ContainerRef(name=name), metadata=meta(node.token("container.inspect", name))
-        )
-        if st.state == state or time.monotonic() > deadline:
-            return st
-        time.sleep(0.1)
-
-
 def test_container_lifecycle(any_node: Node) -> None:
     stub = any_node.stub()
     s = spec("web", "sh", "-c", "echo hello; echo world; sleep 60")
@@ -54,13 +42,17 @@ def test_container_lifecycle(any_node: Node) -> None:
     )
     assert [c.name for c in listed.containers] == ["web"]
 
-    deadline = time.monotonic() + 20
     data = b""
-    while b"world" not in data and time.monotonic() < deadline:
+
+    def logged() -> bool:
+        nonlocal data
         chunks = stub.ContainerLogs(
             node_pb2.LogsRequest(name="web"), metadata=meta(any_node.token("container.logs", "web"))
         )
         data = b"".join(c.data for c in chunks)
+        return b"world" in data
+
+    wait_for(logged, 20, "both lines in the logs")
     assert b"hello" in data and b"world" in data
 
     stats = stub.GetContainerStats(

@@ -14,11 +14,8 @@ request (and can alter an answer, as a hostile orchestrator would).
 from __future__ import annotations
 
 import base64
-import contextlib
 import itertools
-import os
 import secrets
-import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -31,9 +28,7 @@ import grpc
 import pytest
 
 from node.join import ca_pin
-from node.runtime import proc
-from node.runtime.process import STATE_DB, ProcessRuntime, ensure_busybox_image
-from node.state import NodeState
+from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from orchestrator.liveness import NodeView
 from pki.authority import Authority, Issued
 from pki.tokenkeys import TokenKeyStore
@@ -195,6 +190,16 @@ class Orchestrator:
         )
         return str(task.request_id)  # type: ignore[attr-defined]
 
+    def ask_renewal(self, node: str) -> bool:
+        """Ask ``node`` to renew now, as a CA rotation does; whether it was connected."""
+        streams = self.running.orch.streams
+        message = gateway_pb2.GatewayMessage(sent_at=time.time(), renew_now=True)
+        return self.on_loop(lambda: streams.ask_renewal(node, message))
+
+    def renewal_asked(self, node: str) -> bool:
+        streams = self.running.orch.streams
+        return self.on_loop(lambda: streams.renewal_asked(node))
+
     def signed(
         self, update: gateway_pb2.TrustUpdate, *stores: TokenKeyStore
     ) -> gateway_pb2.TrustUpdate:
@@ -339,18 +344,3 @@ def free_port() -> int:
 
 def add_busybox(runtime: ProcessRuntime) -> None:
     ensure_busybox_image(runtime, IMAGE)
-
-
-def kill_recorded(state_dir: Path) -> None:
-    """SIGKILL every workload recorded under ``state_dir`` that still runs (test cleanup)."""
-    db = state_dir / STATE_DB
-    if not db.exists():
-        return
-    state = NodeState(db)
-    try:
-        for rec in state.all():
-            if rec.pid is not None and proc.is_same_alive(rec.pid, rec.start_ticks):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(rec.pid, signal.SIGKILL)
-    finally:
-        state.close()

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.liveness import NodeView
+from tests.node_process.conftest import kill_recorded
 from tests.waiting import wait_for
 
-from .conftest import Orchestrator, Pki, Wiretap, kill_recorded
+from .conftest import Orchestrator, Pki, Wiretap
 
 LINE = re.compile(r"node (spiffe://\S+) listening on (127\.0\.0\.1:\d+) runtime=process\n\Z")
 

@@ -27,8 +27,9 @@ from pki.tokenkeys import KeySet
 from protos import gateway_pb2
 from protos.wire.trust import parse_deny_list
 from tests.control_api.conftest import stop_orchestrator
+from tests.node_process.conftest import kill_recorded
 
-from .conftest import Orchestrator, Pki, Wiretap, free_port, kill_recorded, start_real
+from .conftest import Orchestrator, Pki, Wiretap, free_port, start_real
 
 OPTS = JoinOptions(name="n1", runtime="process", labels={"zone": "a"})
 

@@ -31,9 +31,10 @@ from pki.tokens import mint
 from protos import gateway_pb2, node_pb2, node_pb2_grpc
 from protos.wire.channel import client_credentials
 from protos.wire.trust import parse_deny_list, sign_trust_update
+from tests.node_process.conftest import kill_recorded
 from tests.waiting import wait_for
 
-from .conftest import IMAGE, Orchestrator, Pki, add_busybox, kill_recorded
+from .conftest import IMAGE, Orchestrator, Pki, add_busybox
 
 FAST = Backoff(initial=0.05, maximum=0.2)
 
@@ -353,16 +354,23 @@ def test_one_failing_container_does_not_stop_the_usage_report(
     wait_for(b_alone, what="usage for b alone")
 
 
-def test_a_failing_runtime_still_heartbeats_without_claiming_an_empty_node(
-    node: JoinedNode, orch: Orchestrator, flaky: tuple[FlakyRuntime, Reporter]
-) -> None:
-    rt, reporter = flaky
+def _running_a(node: JoinedNode, orch: Orchestrator, reporter: Reporter) -> NodeView:
+    """Container ``a`` of an assigned workload, started; what the orchestrator holds
+    once ``reporter`` has listed it."""
     orch.assign("w", "rep")
     _sleeper(node, "a")
     reporter.start()
     wait_for(lambda: orch.states("rep") == {"a": "running"}, what="a full list with a")
     listed = orch.view("rep")
     assert listed is not None
+    return listed
+
+
+def test_a_failing_runtime_still_heartbeats_without_claiming_an_empty_node(
+    node: JoinedNode, orch: Orchestrator, flaky: tuple[FlakyRuntime, Reporter]
+) -> None:
+    rt, reporter = flaky
+    listed = _running_a(node, orch, reporter)
     rt.list_fails = True
     beats = reporter.heartbeats
     wait_for(
@@ -409,12 +417,7 @@ def test_a_slow_container_list_does_not_delay_heartbeats(
     # A busy engine answers an inspect only once the container's start ends: the node
     # must keep beating meanwhile, or the orchestrator declares a live node dead.
     rt, reporter = flaky
-    orch.assign("w", "rep")
-    _sleeper(node, "a")
-    reporter.start()
-    wait_for(lambda: orch.states("rep") == {"a": "running"}, what="a full list with a")
-    listed = orch.view("rep")
-    assert listed is not None
+    listed = _running_a(node, orch, reporter)
     rt.list_gate = threading.Event()  # the next list hangs until the test lets it go
     interval = node.joined.heartbeat_interval
     wait_for(
@@ -623,3 +626,26 @@ def test_an_older_trust_update_is_refused_after_a_restart_too(
         assert files.deny_list.read_bytes() == b"# newer\n"
     finally:
         restarted.stop()
+
+
+def test_a_renewal_asked_while_the_stream_reconnects_is_not_lost(
+    node: JoinedNode, orch: Orchestrator
+) -> None:
+    """Regression: a renew_now sent while the node's Report stream was reconnecting
+    went to no stream (or to the one ending) and was lost; a CA rotation then waited a
+    whole batch timeout for that node (the rotation test failed one run in four)."""
+    renewer = node.renewer
+    assert renewer is not None
+    node.reporter.stop()
+    wait_for(lambda: not orch.connected("rep"), what="the stream to end")
+    assert orch.ask_renewal("rep") is False  # nothing to send it on now
+    reporter = _reporter(node)
+    reporter.on_renew = renewer.renew_now
+    before = renewer.renewals
+    reporter.start()
+    try:
+        wait_for(lambda: renewer.renewals > before, what="the node to renew as asked")
+        # Fulfilled: the streams the node opens from now on do not ask again.
+        wait_for(lambda: not orch.renewal_asked("rep"), what="the request to be dropped")
+    finally:
+        reporter.stop()

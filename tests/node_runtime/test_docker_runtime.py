@@ -47,6 +47,8 @@ def test_lifecycle(runtime: DockerRuntime, docker_client: docker.DockerClient) -
     assert (created.name, created.workload_id, created.image) == (
         "web", "test/web", "local/busybox:1")
     assert created.exit_code is None and created.started_at is None
+    # Without an engine call, the create's and the list's status are the inspect's.
+    assert runtime.list() == [created] == [runtime.inspect("web")]
 
     running = runtime.start("web")
     assert running.state is ContainerState.RUNNING

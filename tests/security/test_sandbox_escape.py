@@ -15,7 +15,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from node.runtime.docker import DockerRuntime
 from node.runtime.process import ProcessRuntime, ensure_busybox_image
 from node.volumes import VolumeStore
 from tests.node_runtime.conftest import remove_node_containers
+from tests.waiting import wait_for
 
 IMAGE = "local/busybox:1"
 SECRET = "agent-secret-" + uuid.uuid4().hex
@@ -68,11 +68,11 @@ class Node:
         return self.finish(f"{tenant}.app.{name}")
 
     def finish(self, full_name: str, timeout: float = 90.0) -> str:
-        deadline = time.monotonic() + timeout
-        while self.runtime.inspect(full_name).state is ContainerState.RUNNING:
-            if time.monotonic() > deadline:
-                pytest.fail(f"{full_name} did not finish")
-            time.sleep(0.05)
+        wait_for(
+            lambda: self.runtime.inspect(full_name).state is not ContainerState.RUNNING,
+            timeout,
+            f"{full_name} to finish",
+        )
         return b"".join(self.runtime.logs(full_name)).decode(errors="replace")
 
 
