@@ -315,6 +315,18 @@ def memory_bench(args: argparse.Namespace, root: Path) -> None:
         verdict = "ok" if rss_kb < 60 * 1024 else "ABOVE GOAL"
         what = f"agent RSS idle with {args.containers} running containers (process runtime)"
         print(f"{what}: {rss_kb / 1024:.1f} MB (goal < 60 MB: {verdict})")
+        # What RSS is made of: pages only the agent maps (its heap and Python objects,
+        # mostly), and pages it shares with other processes (library code).
+        rollup = {
+            ln.split(":")[0]: int(ln.split()[1])
+            for ln in Path(f"/proc/{proc.pid}/smaps_rollup").read_text().splitlines()[1:]
+        }
+        private = rollup["Private_Clean"] + rollup["Private_Dirty"]
+        shared = rollup["Shared_Clean"] + rollup["Shared_Dirty"]
+        print(
+            f"  of which private to the agent {private / 1024:.1f} MB, shared with other "
+            f"processes {shared / 1024:.1f} MB (library code); PSS {rollup['Pss'] / 1024:.1f} MB"
+        )
     finally:
         proc.terminate()
         proc.wait(10)
