@@ -14,29 +14,32 @@ from pathlib import Path
 from pki.errors import ConfigError, PKIExistsError
 
 _writes_lock = threading.Lock()
-# Absolute path -> [atomic writes started, finished] in this process. A ReloadingFile
-# watching a path this process writes (a node's trust files) re-reads it at the next
-# call after a write began instead of waiting for its periodic check.
+# Absolute path -> [atomic writes started, finished] in this process, for the paths a
+# ReloadingFile watches (a node's trust files): it re-reads one at the next call after
+# a write began instead of waiting for its periodic check. Only watched paths are
+# counted, so the table stays as small as the set of watched files.
 _writes: dict[str, list[int]] = {}
 
 
 def write_counts(path: Path) -> list[int]:
     """The live ``[started, finished]`` counts of ``atomic_write`` calls on ``path`` in
-    this process (the same list each time: read it, never change it)."""
+    this process from now on (the same list each time: read it, never change it)."""
     with _writes_lock:
         return _writes.setdefault(os.path.abspath(path), [0, 0])
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True) -> None:
     """Write ``data`` to ``path`` so readers see the old content or the new, never half."""
-    counts = write_counts(path)
     with _writes_lock:
-        counts[0] += 1  # before the new content can be seen
+        counts = _writes.get(os.path.abspath(path))
+        if counts is not None:
+            counts[0] += 1  # before the new content can be seen
     try:
         _atomic_write(Path(path), data, mode, overwrite)
     finally:
-        with _writes_lock:
-            counts[1] += 1
+        if counts is not None:
+            with _writes_lock:
+                counts[1] += 1
 
 
 def _atomic_write(path: Path, data: bytes, mode: int, overwrite: bool) -> None:

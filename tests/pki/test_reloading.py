@@ -138,3 +138,12 @@ def test_a_bad_new_version_keeps_the_last_good_one(path: Path) -> None:
 def test_a_negative_interval_is_refused(path: Path) -> None:
     with pytest.raises(ValueError, match="interval"):
         ReloadingFile(path, _lines, "deny list", interval=-1)
+
+
+def test_only_watched_paths_are_counted(tmp_path: Path) -> None:
+    from pki import files
+
+    before = len(files._writes)
+    for i in range(50):
+        atomic_write(tmp_path / f"not-watched-{i}", b"x")
+    assert len(files._writes) == before
