@@ -4,7 +4,7 @@
         [--idle-seconds 20] [--plot docs/scale.png]
 
 For each N, a fresh real orchestrator (``capstan orchestrator serve``, its own
-process, SQLite store, heartbeat 1 s, grace 3 s) and N hollow nodes
+process, SQLite store, heartbeat 1 s, grace ``--grace``, 3 s by default) and N hollow nodes
 (bench/hollow.py: real join, real mTLS Report streams, real node authorization,
 recording runtime), ``--per-process`` of them per process. Then, in order:
 
@@ -148,7 +148,15 @@ class Result:
 
 
 class Cluster:
-    def __init__(self, root: Path, n: int, per_process: int, profile: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        n: int,
+        per_process: int,
+        profile: Path | None = None,
+        grace: float = 3.0,
+    ) -> None:
+        self.grace = grace
         self.root = root
         self.n = n
         pki = root / "pki"
@@ -180,7 +188,7 @@ class Cluster:
                 "--heartbeat",
                 "1",
                 "--grace",
-                "3",
+                str(self.grace),
             ],
             stdout=subprocess.PIPE,
             stderr=(root / "orchestrator.log").open("wb"),
@@ -310,7 +318,7 @@ def _apps(n: int) -> list[topology_pb2.Application]:
 def measure(n: int, args: argparse.Namespace) -> Result:
     result = Result(nodes=n)
     with tempfile.TemporaryDirectory(prefix="capstan-scale-") as tmp:
-        cluster = Cluster(Path(tmp), n, args.per_process, args.profile)
+        cluster = Cluster(Path(tmp), n, args.per_process, args.profile, args.grace)
         try:
             result.join_s = cluster.start_nodes()
             print(f"  N={n}: {n} nodes joined and ready in {result.join_s:.1f}s", flush=True)
@@ -537,6 +545,12 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, default=Path("scale.png"))
     parser.add_argument("--idle-only", action="store_true", help="stop after the idle figures")
     parser.add_argument("--profile", type=Path, help="cProfile the orchestrator into this file")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=3.0,
+        help="seconds without a report before a node is dead (heartbeats are 1 s)",
+    )
     args = parser.parse_args()
     sizes = [int(x) for x in args.nodes.split(",")]
     results = []
