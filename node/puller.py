@@ -46,6 +46,7 @@ from node.secretfiles import SecretFiles
 from node.service import spec_from_pb
 from node.validation import check_owner, validate_spec
 from node.volumes import VolumeStore
+from node.workers import Workers
 from pki.errors import CapstanError
 from protos import gateway_pb2, gateway_pb2_grpc, node_pb2
 from protos.wire.leader import Endpoints
@@ -135,7 +136,7 @@ class Puller:
         self._lock = threading.Lock()  # guards _call and _latest
         self._call: grpc.Future | None = None
         self._latest: gateway_pb2.Assignments | None = None
-        self._threads: list[threading.Thread] = []
+        self._workers = Workers("puller")
         self._restarts: dict[str, _Restarts] = {}
         self._reported_bad: set[tuple[str, str]] = set()
 
@@ -150,12 +151,7 @@ class Puller:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._threads:
-            raise RuntimeError("puller already started")
-        for target, name in ((self._watch, "capstan-watch"), (self._converge, "capstan-pull")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._workers.start((self._watch, "capstan-watch"), (self._converge, "capstan-pull"))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the stream and end both threads; workloads keep running."""
@@ -165,9 +161,7 @@ class Puller:
         if call is not None:
             call.cancel()
         self._wake.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        self._workers.join(timeout)
 
     def update(self, assignments: gateway_pb2.Assignments) -> bool:
         """Take a new complete set (from the Watch stream) and converge to it at once;

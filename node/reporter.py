@@ -32,6 +32,7 @@ from node.reconnect import Backoff, GatewayStream
 from node.renewal import trust_digest_of_files
 from node.runtime.base import ContainerState, ContainerStatus, Runtime
 from node.service import status_to_pb
+from node.workers import Workers
 from pki.certs import load_pem_chain
 from pki.errors import CapstanError
 from pki.files import atomic_write
@@ -104,7 +105,7 @@ class Reporter:
         self._wake: threading.Event | None = None
         self._usage: dict[str, gateway_pb2.ContainerUsage] = {}
         self._fences: queue.Queue[list[str] | None] = queue.Queue()
-        self._threads: list[threading.Thread] = []
+        self._workers = Workers("reporter")
         self._list_failing = False
         self._reconnect = threading.Event()
         # Certificate lifecycle: asked to renew now (CA rotation), set by the agent.
@@ -130,16 +131,11 @@ class Reporter:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._threads:
-            raise RuntimeError("reporter already started")
-        for target, name in (
+        self._workers.start(
             (self._run, "capstan-report"),
             (self._measure_usage, "capstan-usage"),
             (self._run_fences, "capstan-fence"),
-        ):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the stream and end every thread; returns when they are gone (or ``timeout``)."""
@@ -151,9 +147,7 @@ class Reporter:
         if wake is not None:
             wake.set()
         self._fences.put(None)
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        self._workers.join(timeout)
 
     def reconnect(self) -> None:
         """Reopen the stream at once with the certificate on disk (after a renewal)."""

@@ -443,7 +443,7 @@ def test_stop_ends_the_stream_and_every_thread(node: JoinedNode, orch: Orchestra
     wait_for(lambda: orch.connected("rep"), what="a stream")
     node.reporter.stop()
     wait_for(lambda: not orch.connected("rep"), what="the orchestrator to see the stream end")
-    assert not any(t.is_alive() for t in node.reporter._threads)
+    assert node.reporter._workers.alive() == []
     heard = (orch.view("rep") or NodeView()).last_seen
     assert node.reporter.streams == 1
     node.reporter.stop()  # idempotent
