@@ -684,7 +684,9 @@ class ControlService(control_pb2_grpc.ControlServiceServicer):  # type: ignore[m
         entries = await self._audit.entries(
             since=max(0, request.since), limit=max(0, request.limit)
         )
-        last = -1
+        # Follow from where the request began when no entry was read: -1 would follow
+        # from 0 and replay the whole log to a caller that asked for what comes next.
+        last = max(0, request.since) - 1
         for item in entries:
             last = item["seq"]
             yield control_pb2.AuditEntry(seq=item["seq"], json=json.dumps(item, sort_keys=True))

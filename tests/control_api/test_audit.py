@@ -94,3 +94,28 @@ def test_tail_returns_the_chain_and_tenants_may_not_read_it(orchestrator: Runnin
     with pytest.raises(grpc.RpcError) as err:
         tenant.AuditVerify(control_pb2.AuditVerifyRequest())
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_follow_from_past_the_end_does_not_replay_the_log(orchestrator: Running) -> None:
+    """`capstan events -w` follows from one past the last entry it printed: with no new
+    entry yet, the stream must wait for the next one, not replay the log from 0 (it did,
+    and a busy cluster's whole history then poured into the follower)."""
+    _apply_some(orchestrator, 2)
+    stub = orchestrator.control()
+    head = list(stub.AuditTail(control_pb2.AuditRequest()))[-1].seq
+    call = stub.AuditTail(control_pb2.AuditRequest(since=head + 1, follow=True))
+    try:
+        stub.Apply(
+            control_pb2.ApplyRequest(
+                app=topology_pb2.Application(
+                    name="later",
+                    services=[
+                        topology_pb2.Service(name="web", image="local/busybox:1", replicas=1)
+                    ],
+                )
+            )
+        )
+        first = next(call)
+    finally:
+        call.cancel()
+    assert first.seq > head
