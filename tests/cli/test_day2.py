@@ -98,8 +98,9 @@ def _spawn(home: Path, *args: str) -> subprocess.Popen[str]:
 
 def _terminal_sigint() -> None:
     """Ctrl-C as a terminal delivers it: SIGINT at its default disposition and not
-    blocked. A child inherits an ignored or blocked SIGINT from the test process, and
-    Python then never raises KeyboardInterrupt (seen in full suite runs only)."""
+    blocked. A child inherits an ignored SIGINT from the test process (a suite started
+    in the background by a non-interactive shell runs with SIGINT ignored), and Python
+    then never raises KeyboardInterrupt."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
