@@ -201,41 +201,36 @@ class Reconciler:
         # be placed (10 x N instances at 1,000 nodes: placement waited on thousands
         # of creates). The two never work on the same record: a pass of commands
         # leaves every instance that needs a node to the placer.
-        placer = asyncio.create_task(self._placements(), name="placements")
+        placer = asyncio.create_task(
+            self._passes(self.place_pending, self._place_wake, "placement pass"),
+            name="placements",
+        )
         try:
-            while True:
-                # Cleared before the pass: a wake during it (the placer's, once it
-                # placed instances) starts the next pass at once, so a new instance's
-                # first node command never waits for ``interval``.
-                self._wake.clear()
-                try:
-                    await self.tick()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("reconcile tick failed")
-                # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
-                # cancellation that races with the event, and the loop would never stop.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.interval):
-                        await self._wake.wait()
+            await self._passes(self.tick, self._wake, "reconcile tick")
         finally:
             placer.cancel()
 
-    async def _placements(self) -> None:
+    async def _passes(
+        self, one: Callable[[], Awaitable[object]], wake: asyncio.Event, what: str
+    ) -> None:
+        """Run ``one`` pass after another: at once when ``wake`` is set, else every
+        ``interval``."""
         while True:
-            # Cleared before the pass: a wake during it (another apply) starts the
-            # next pass at once.
-            self._place_wake.clear()
+            # Cleared before the pass: a wake during it (an apply, or the placer once it
+            # placed instances) starts the next pass at once, so a new instance's first
+            # node command never waits for ``interval``.
+            wake.clear()
             try:
-                await self.place_pending()
+                await one()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("placement pass failed")
+                log.exception("%s failed", what)
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
+            # cancellation that races with the event, and the loop would never stop.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
-                    await self._place_wake.wait()
+                    await wake.wait()
 
     # -- one pass -----------------------------------------------------------------
 
