@@ -167,6 +167,26 @@ class HACluster:
         creds = client_credentials(issued.chain_pem, issued.key_pem, self.authority.trust_bundle())
         return control_pb2_grpc.ControlServiceStub(grpc.secure_channel(address, creds))
 
+    def workload_ids(self, app: str, *, timeout: float = 30.0) -> set[str]:
+        """The ids of ``app``'s workloads desired running, read from the leader. Asked
+        again on UNAVAILABLE: while etcd or the orchestrators elect, the one found as
+        leader may step down before it answers ("not the leader; no leader yet")."""
+        found: list[set[str]] = []
+
+        def listed() -> bool:
+            stub = self.control(self.wait_leader(timeout=timeout).address)
+            try:
+                reply = stub.ListWorkloads(control_pb2.WorkloadFilter(), timeout=10)
+            except grpc.RpcError as exc:
+                if exc.code() is grpc.StatusCode.UNAVAILABLE:
+                    return False
+                raise
+            found[:] = [{w.id for w in reply.workloads if w.app == app and w.desired == "running"}]
+            return True
+
+        wait_for(listed, timeout, f"the leader to list {app}'s workloads")
+        return found[0]
+
     def join(self, name: str, ip: str, join_at: str = "", mode: str = "push") -> Agent:
         leader = self.wait_leader()
         token = (

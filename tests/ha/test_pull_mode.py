@@ -32,20 +32,15 @@ def pull_ha(tmp_path: Path) -> Iterator[HACluster]:
         cluster.stop()
 
 
-def ids(ha: HACluster, address: str, app: str) -> set[str]:
-    listed = ha.control(address).ListWorkloads(control_pb2.WorkloadFilter(), timeout=10)
-    return {w.id for w in listed.workloads if w.app == app and w.desired == "running"}
-
-
 def test_pull_nodes_follow_the_new_leader(pull_ha: HACluster) -> None:
     ha = pull_ha
     old = ha.wait_leader()
     ha.control(old.address).Apply(control_pb2.ApplyRequest(app=sleeper_app("pull", 3)), timeout=10)
-    settled(ha, ids(ha, old.address, "pull"), timeout=60)
+    settled(ha, ha.workload_ids("pull"), timeout=60)
     ha.by_address(old.address).kill9()
     new = ha.wait_leader(above=old.epoch)
     ha.control(new.address).Apply(control_pb2.ApplyRequest(app=sleeper_app("pull", 5)), timeout=10)
-    wanted = ids(ha, new.address, "pull")
+    wanted = ha.workload_ids("pull")
     assert len(wanted) == 5
     running = settled(ha, wanted, timeout=60)
     assert all(len(nodes) == 1 for nodes in running.values()), f"duplicated: {running}"

@@ -23,12 +23,6 @@ from ._cluster import TD, HACluster, settled, sleeper_app
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]
 
 
-def workload_ids(ha: HACluster, app: str) -> set[str]:
-    leader = ha.wait_leader()
-    listed = ha.control(leader.address).ListWorkloads(control_pb2.WorkloadFilter(), timeout=10)
-    return {w.id for w in listed.workloads if w.app == app and w.desired == "running"}
-
-
 def test_kill9_of_the_leader_during_an_apply_loses_and_duplicates_nothing(ha: HACluster) -> None:
     old = ha.wait_leader()
     ha.control(old.address).Apply(control_pb2.ApplyRequest(app=sleeper_app("shop", 12)), timeout=10)
@@ -38,7 +32,7 @@ def test_kill9_of_the_leader_during_an_apply_loses_and_duplicates_nothing(ha: HA
     took = time.monotonic() - killed
     assert new.address != old.address and new.epoch > old.epoch
     assert took < 15, f"takeover took {took:.1f}s"
-    wanted = workload_ids(ha, "shop")
+    wanted = ha.workload_ids("shop")
     assert len(wanted) == 12
     running = settled(ha, wanted, timeout=60)
     assert sorted(running) == sorted(wanted), "lost or extra instances"
@@ -76,7 +70,7 @@ def test_a_paused_leader_is_deposed_and_what_it_tries_is_not_written(ha: HAClust
     # And the nodes, told by the new leader, refuse what the paused one would mint.
     leader_stub = ha.control(new.address)
     leader_stub.Apply(control_pb2.ApplyRequest(app=sleeper_app("after-pause", 2)), timeout=10)
-    running = settled(ha, workload_ids(ha, "after-pause"), timeout=60)
+    running = settled(ha, ha.workload_ids("after-pause"), timeout=60)
     assert_old_epoch_refused(ha, running, leader_stub, old.epoch, new.epoch)
 
 
@@ -86,7 +80,7 @@ def test_losing_one_etcd_member_of_three_stops_nothing(ha: HACluster) -> None:
     ha.etcd[ha.etcd_leader_index(follower=True)].kill()
     stub = ha.control(leader.address)
     stub.Apply(control_pb2.ApplyRequest(app=sleeper_app("one-down", 3)), timeout=20)
-    wanted = workload_ids(ha, "one-down")
+    wanted = ha.workload_ids("one-down")
     settled(ha, wanted, timeout=60)
     assert ha.wait_leader().epoch == leader.epoch, "leadership changed without cause"
 
@@ -112,7 +106,7 @@ def test_losing_etcds_own_leader_stops_nothing_either(ha: HACluster) -> None:
     )
     with ControlClient(context, timeout=20) as client:
         client.apply(sleeper_app("raft-leader-down", 3))
-    settled(ha, workload_ids(ha, "raft-leader-down"), timeout=60)
+    settled(ha, ha.workload_ids("raft-leader-down"), timeout=60)
 
 
 def test_losing_quorum_fails_closed_and_resumes_after(ha: HACluster) -> None:
@@ -145,7 +139,7 @@ def test_losing_quorum_fails_closed_and_resumes_after(ha: HACluster) -> None:
         return True
 
     wait_for(applied, 60, "an apply once quorum is back")
-    settled(ha, workload_ids(ha, "after-quorum"), timeout=60)
+    settled(ha, ha.workload_ids("after-quorum"), timeout=60)
 
 
 def test_a_token_of_the_old_epoch_is_refused_once_the_new_one_is_seen(ha: HACluster) -> None:
@@ -154,7 +148,7 @@ def test_a_token_of_the_old_epoch_is_refused_once_the_new_one_is_seen(ha: HAClus
     new = ha.wait_leader(above=old.epoch)
     stub = ha.control(new.address)
     stub.Apply(control_pb2.ApplyRequest(app=sleeper_app("seen", 2)), timeout=10)
-    running = settled(ha, workload_ids(ha, "seen"), timeout=60)
+    running = settled(ha, ha.workload_ids("seen"), timeout=60)
     # These nodes were told to create by the new leader: they have seen its epoch.
     assert_old_epoch_refused(ha, running, stub, old.epoch, new.epoch)
 

@@ -381,8 +381,13 @@ def test_sandbox_init_keeps_no_capability_after_switching_user(runtime: ProcessR
         assert workload is not None
         with open(f"/proc/{workload}/status", encoding="ascii") as fh:
             ppid = int(next(x for x in fh if x.startswith("PPid:")).split()[1])
+        # The init drops its privileges only after the workload's exec has closed its
+        # pipe (so that it can always signal the workload): a moment after `sleep` shows.
+        wait_for(
+            lambda: _status_fields(ppid, "Uid")["Uid"].split()[0] != "0",
+            what="the sandbox init to switch user",
+        )
         init = _status_fields(ppid, "Uid", "CapEff", "CapPrm", "CapInh", "CapBnd")
-        assert init["Uid"].split()[0] != "0"
         for field in ("CapEff", "CapPrm", "CapInh", "CapBnd"):
             assert init[field] == "0000000000000000", (field, init)
         workload_caps = _status_fields(workload, "CapEff", "CapPrm")
