@@ -133,7 +133,10 @@ def test_report_of_a_real_cluster_renders_in_headless_chromium(
         if os.environ.get("CAPSTAN_REQUIRE_CHROMIUM") == "1":
             pytest.fail("chromium is not installed (tests/run.sh installs it)")
         pytest.skip("chromium is not installed (tests/run.sh installs it)")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    # --no-sandbox does not cover the GPU process's own sandbox: run as root in a
+    # container, it fails its check ("Permission denied") and chromium aborts every page.
+    flags = ["--headless", "--no-sandbox", "--disable-gpu-sandbox", "--disable-gpu",
+             "--disable-dev-shm-usage",
              # No network at all: a page that tried to load anything would show it.
              "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9",
              f"--user-data-dir={tmp_path / 'chromium'}"]
