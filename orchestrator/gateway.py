@@ -155,13 +155,13 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
                 )
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "join refused")
             try:
-                issued = await self._certs.sign(request.csr_pem, name, dns=dns, ips=ips)
+                signed = await self._certs.sign(request.csr_pem, name, dns=dns, ips=ips)
             except CapstanError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem: {exc}")
             previous = existing.cert_serial if existing is not None else ""
             record = existing or control_pb2.NodeRecord()
             record.name = name
-            record.id = issued.identity.uri
+            record.id = signed.issued.identity.uri
             record.address = request.address
             # Node facts come from the admin's join token, never from the node: a node
             # choosing its own labels or capacity could attract workloads (regression).
@@ -182,9 +182,9 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
             record.seal_key = request.seal_key
             record.state = "suspect"
             record.joined_at = self._clock()
-            record.cert_expiry = issued.not_after
-            record.cert_serial = f"{issued.serial:X}"
-            record.issuer_ca = self._certs.issuer()
+            record.cert_expiry = signed.issued.not_after
+            record.cert_serial = f"{signed.issued.serial:X}"
+            record.issuer_ca = signed.issuer
             del record.dns[:]
             record.dns.extend(dns)
             del record.ips[:]
@@ -205,8 +205,8 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         return gateway_pb2.JoinResponse(
             node_id=record.id,
             name=name,
-            certificate_chain=issued.chain_pem,
-            trust_bundle=self._ca.authority.trust_bundle(),
+            certificate_chain=signed.issued.chain_pem,
+            trust_bundle=signed.trust_bundle,
             jwks=self._trust.jwks(),
             issuers=[self._issuer],
             deny_list=self._trust.deny_list(),

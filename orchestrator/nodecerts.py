@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 import grpc.aio
@@ -23,6 +24,17 @@ from pki.identity import Kind
 from protos import control_pb2, gateway_pb2
 
 log = logging.getLogger("capstan.orchestrator.lifecycle")
+
+
+@dataclass(frozen=True)
+class NodeCertificate:
+    """A signed node certificate with the CA that signed it and that CA's trust bundle,
+    all read from one authority: a CA rotation landing between the signature and the
+    record must not record (or hand out) a CA other than the signer (regression)."""
+
+    issued: Issued
+    issuer: str  # thumbprint of the intermediate that signed it
+    trust_bundle: bytes
 
 
 class NodeCertificates:
@@ -43,21 +55,23 @@ class NodeCertificates:
         # Previous node certificates after a renewal: serial -> when it is revoked.
         self._superseded: dict[int, float] = self._superseded_at_start()
 
-    def issuer(self) -> str:
-        """The thumbprint of the CA that signs node certificates now."""
-        return thumbprint(self._ca.authority.intermediate)
-
-    async def sign(self, csr_pem: bytes, name: str, *, dns: list[str], ips: list[str]) -> Issued:
+    async def sign(
+        self, csr_pem: bytes, name: str, *, dns: list[str], ips: list[str]
+    ) -> NodeCertificate:
         """A certificate for node ``name`` with these addresses; CapstanError if the CSR
         is unusable."""
-        return await asyncio.to_thread(
-            self._ca.authority.sign_csr,
+        authority = self._ca.authority  # once: the signer is the CA recorded
+        issued = await asyncio.to_thread(
+            authority.sign_csr,
             csr_pem,
             Kind.NODE,
             name,
             dns=dns,
             ips=ips,
             ttl=self._settings.node_cert_ttl,
+        )
+        return NodeCertificate(
+            issued, thumbprint(authority.intermediate), authority.trust_bundle()
         )
 
     async def renew(
@@ -71,7 +85,7 @@ class NodeCertificates:
         and addresses (the interceptor has checked the caller is that node, joined and
         unrevoked)."""
         try:
-            issued = await self.sign(
+            signed = await self.sign(
                 request.csr_pem, node.name, dns=list(node.dns), ips=list(node.ips)
             )
         except CapstanError as exc:
@@ -83,9 +97,10 @@ class NodeCertificates:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a joined node")
             assert record is not None  # abort raised  # noqa: S101
             previous = int(record.cert_serial, 16) if record.cert_serial else None
+            issued = signed.issued
             record.cert_expiry = issued.not_after
             record.cert_serial = f"{issued.serial:X}"
-            record.issuer_ca = self.issuer()
+            record.issuer_ca = signed.issuer
             await self._state.save_node(record)
         # The certificate that asked, and the one recorded before (they may differ
         # after a crash between two renewals), become unusable after the grace.
@@ -104,7 +119,7 @@ class NodeCertificates:
         )
         return gateway_pb2.RenewResponse(
             certificate_chain=issued.chain_pem,
-            trust_bundle=self._ca.authority.trust_bundle(),
+            trust_bundle=signed.trust_bundle,
             not_after=issued.not_after,
         )
 
