@@ -338,6 +338,24 @@ class Gate:
             )
         return NodeCall(caller, node)
 
+    async def authenticate(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        """Abort the call unless its peer certificate is a Capstan identity of this trust
+        domain, not revoked: what a follower checks before it names the leader (a revoked
+        caller learns nothing, not even where the leader is). Join carries no
+        certificate and passes. Logged and counted, not audited: a follower writes
+        nothing to the store."""
+        rule = self.table.get(method)
+        if rule is not None and rule.access is Access.JOIN:
+            return
+        name = method.rpartition("/")[2]
+        try:
+            self._peer(context, "follower.refused", name)
+        except _Refused as exc:
+            metrics.REFUSALS.labels(method=name, reason=exc.why).inc()
+            log.warning("refused %s at a follower: %s (%s)", method, exc.message,
+                        exc.fields.get("reason", ""))
+            await context.abort(exc.code, exc.message)
+
     async def refuse(self, exc: _Refused, method: str, context: grpc.aio.ServicerContext) -> None:
         metrics.REFUSALS.labels(method=method.rpartition("/")[2], reason=exc.why).inc()
         log.warning("refused %s: %s (%s)", method, exc.message, exc.fields.get("reason", ""))

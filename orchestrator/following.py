@@ -5,7 +5,9 @@ nothing). Health and reflection are served by every orchestrator.
 The refusal is UNAVAILABLE (the caller should try elsewhere, and nothing was done)
 with the leader's address in the trailing metadata ``capstan-leader`` when it is
 known, so clients and nodes go straight to it; their one retry is safe because the
-follower did nothing.
+follower did nothing. Only a caller whose certificate authenticates (this trust
+domain, not revoked) is told where the leader is; anyone else is refused
+UNAUTHENTICATED, as the leader would refuse them.
 """
 
 from __future__ import annotations
@@ -30,13 +32,19 @@ _EVERY_MEMBER = (_GATED[0] + "ListOrchestrators",)
 
 class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Refuses gated calls unless ``leading()``; ``leader(method)`` names where to go
-    (the leader's join address for Join, its mTLS address for the rest)."""
+    (the leader's join address for Join, its mTLS address for the rest), and only to a
+    caller ``authenticate(method, context)`` lets through (it aborts the call otherwise:
+    a revoked certificate is not told where the leader is)."""
 
     def __init__(
-        self, leading: Callable[[], bool], leader: Callable[[str], Awaitable[str]]
+        self,
+        leading: Callable[[], bool],
+        leader: Callable[[str], Awaitable[str]],
+        authenticate: Callable[[str, grpc.aio.ServicerContext], Awaitable[None]],
     ) -> None:
         self._leading = leading
         self._leader = leader
+        self._authenticate = authenticate
 
     async def intercept_service(
         self,
@@ -52,13 +60,19 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             or self._leading()
         ):
             return handler
-        return _refusal(handler, await self._leader(method))
+        return _refusal(handler, method, await self._leader(method), self._authenticate)
 
 
-def _refusal(handler: grpc.RpcMethodHandler, leader: str) -> grpc.RpcMethodHandler:
+def _refusal(
+    handler: grpc.RpcMethodHandler,
+    method: str,
+    leader: str,
+    authenticate: Callable[[str, grpc.aio.ServicerContext], Awaitable[None]],
+) -> grpc.RpcMethodHandler:
     message = f"{NOT_LEADER}; the leader is {leader}" if leader else f"{NOT_LEADER}; no leader yet"
 
     async def refuse(context: grpc.aio.ServicerContext) -> None:
+        await authenticate(method, context)
         if leader:
             context.set_trailing_metadata(((LEADER_METADATA, leader),))
         await context.abort(grpc.StatusCode.UNAVAILABLE, message)

@@ -161,7 +161,6 @@ async def start(
     # Serving as leader only once the store has been read back: a call that arrived
     # between the election and the end of that would see stale memory.
     ready = asyncio.Event()
-    leader_gate = LeaderGate(lambda: leadership.leading and ready.is_set(), redirect)
     authz = Gate(
         trust_domain=ca.authority.trust_domain,
         revoked=revoked,
@@ -171,8 +170,11 @@ async def start(
         record=lambda event, **fields: audit.record(event, **fields),  # noqa: PLW0108
         clock=clock,
     )
-    # A follower sends every call to the leader before anything else; the leader
-    # authorizes each call before its handler runs.
+    leader_gate = LeaderGate(
+        lambda: leadership.leading and ready.is_set(), redirect, authz.authenticate
+    )
+    # A follower sends every authenticated call to the leader before anything else;
+    # the leader authorizes each call before its handler runs.
     server = grpc.aio.server(
         options=ORCHESTRATOR_SERVER_OPTIONS,
         interceptors=[leader_gate, AuthorizationInterceptor(authz)],

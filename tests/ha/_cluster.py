@@ -21,8 +21,8 @@ import grpc
 from orchestrator import etcdproc
 from orchestrator.leader import LeaderInfo, current_leader
 from orchestrator.store.etcd import EtcdStore
-from pki.authority import Authority
-from protos import control_pb2, control_pb2_grpc, topology_pb2
+from pki.authority import Authority, Issued
+from protos import control_pb2, control_pb2_grpc, gateway_pb2_grpc, topology_pb2
 from protos.wire.channel import client_credentials
 from tests.failover._agents import Agent
 from tests.waiting import wait_for
@@ -162,10 +162,20 @@ class HACluster:
     # -- clients ------------------------------------------------------------------------
 
     def control(self, address: str) -> control_pb2_grpc.ControlServiceStub:
-        issued = self.authority.issue("user", "admin", role="admin")
+        return self.stub_for(self.authority.issue("user", "admin", role="admin"), address)
+
+    def _channel(self, issued: Issued, address: str) -> grpc.Channel:
         assert issued.key_pem is not None
         creds = client_credentials(issued.chain_pem, issued.key_pem, self.authority.trust_bundle())
-        return control_pb2_grpc.ControlServiceStub(grpc.secure_channel(address, creds))
+        return grpc.secure_channel(address, creds)
+
+    def stub_for(self, issued: Issued, address: str) -> control_pb2_grpc.ControlServiceStub:
+        """A ControlService stub at ``address`` presenting ``issued``."""
+        return control_pb2_grpc.ControlServiceStub(self._channel(issued, address))
+
+    def gateway_stub_for(self, issued: Issued, address: str) -> gateway_pb2_grpc.NodeGatewayStub:
+        """A NodeGateway stub at ``address`` presenting ``issued``."""
+        return gateway_pb2_grpc.NodeGatewayStub(self._channel(issued, address))
 
     def workload_ids(self, app: str, *, timeout: float = 30.0) -> set[str]:
         """The ids of ``app``'s workloads desired running, read from the leader. Asked

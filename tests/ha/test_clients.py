@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import pytest
 
 from orchestrator._cli.get import format_orchestrators
 from orchestrator.client import ControlClient
 from orchestrator.context import Context
-from protos.control_pb2 import ListNodesRequest
+from protos.control_pb2 import ListAppsRequest, ListNodesRequest
+from protos.gateway_pb2 import WatchRequest
+from protos.wire.leader import LEADER_METADATA, leader_of
+from tests.waiting import wait_for
 
 from ._cluster import HACluster, settled, sleeper_app
 
@@ -80,3 +84,43 @@ def test_a_node_joining_at_a_follower_is_sent_to_the_leader(ha: HACluster) -> No
     assert "joining through" in agent.log.read_text()
     names = {n.name for n in ha.control(leader.address).ListNodes(ListNodesRequest()).nodes}
     assert "ha-n3" in names
+
+
+def test_a_follower_does_not_tell_a_revoked_caller_where_the_leader_is(ha: HACluster) -> None:
+    leader = ha.wait_leader()
+    follower = next(o for o in ha.orchestrators if o.listen != leader.address)
+    issued = ha.authority.issue("user", "mallory", role="admin")
+    stub = ha.stub_for(issued, follower.listen)
+
+    def refusal() -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ListApps(ListAppsRequest(), timeout=10)
+        return caught.value
+
+    # Still valid: sent on, with the leader named (so the test can tell the difference).
+    sent = refusal()
+    assert sent.code() is grpc.StatusCode.UNAVAILABLE
+    assert leader_of(sent) == leader.address
+
+    ha.authority.revoke(issued.serial, "key-compromise")
+    last: list[grpc.RpcError] = []
+
+    def refused() -> bool:
+        last[:] = [refusal()]
+        return last[0].code() is grpc.StatusCode.UNAUTHENTICATED
+
+    wait_for(refused, 20, "the follower to refuse the revoked certificate")
+    assert _named_leader(last[0]) == ""
+    assert leader.address not in (last[0].details() or "")
+    # And the same on NodeGateway's streams.
+    watch = ha.gateway_stub_for(issued, follower.listen).Watch(WatchRequest(), timeout=10)
+    with pytest.raises(grpc.RpcError) as caught:
+        next(iter(watch))
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert _named_leader(caught.value) == ""
+
+
+def _named_leader(error: grpc.RpcError) -> str:
+    """The leader named in a refusal's trailing metadata, whatever its status."""
+    trailing = error.trailing_metadata() or ()
+    return next((str(v) for k, v in trailing if k == LEADER_METADATA), "")
