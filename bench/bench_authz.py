@@ -2,7 +2,8 @@
 (``orchestrator.authz``): the same unary ControlService call over real mTLS on
 loopback, served once behind ``AuthorizationInterceptor`` (peer certificate parsed
 and checked, trust domain, revocation, the method's rule, a ``UserCall`` built) and
-once without it (the handler given a ``UserCall`` made in advance). Both servers run
+once without it (the handler given a ``UserCall`` made in advance). Revocation is read
+as the orchestrator reads it (``RevokedSerials`` over the PKI's state file). Both servers run
 in this process, the rounds alternate, and the ratio is against the baseline
 measured in the same run.
 
@@ -26,6 +27,7 @@ import grpc
 import grpc.aio
 
 from orchestrator.authz import AuthorizationInterceptor, Gate, UserCall
+from orchestrator.revocations import RevokedSerials
 from pki.authority import Authority
 from pki.peers import Peer, authenticate
 from protos import control_pb2, control_pb2_grpc
@@ -88,7 +90,12 @@ async def _run(calls: int, rounds: int, root: Path) -> tuple[list[float], list[f
     admin = authority.issue("user", "admin", role="admin")
     assert admin.key_pem is not None
     peer: Peer = authenticate([admin.chain_pem], trust_domain=TD, revoked=frozenset)
-    gate = Gate(trust_domain=TD, revoked=frozenset, nodes=lambda _name: None, record=_noop)
+    # The orchestrator's own revocation source: the PKI state file, as it checks it.
+    revoked = RevokedSerials(root / "pki")
+    gate = Gate(
+        trust_domain=TD, revoked=revoked, bell=revoked.bell, nodes=lambda _name: None,
+        record=_noop,
+    )
     checked, checked_at = await _serve(authority, _Checked(), [AuthorizationInterceptor(gate)])
     bare, bare_at = await _serve(authority, _Bare(UserCall(peer)), [])
     creds = client_credentials(admin.chain_pem, admin.key_pem, authority.trust_bundle())

@@ -420,13 +420,14 @@ def _checked(gate: Gate, method: str, rule: Rule, handler: Any) -> Any:
         raise TypeError(f"{method}: a streaming request cannot name a tenant or node")
 
     name = method.rpartition("/")[2]
+    counted = metrics.CALLS.labels(method=name)  # once per method, not per call
 
     async def who(request: Any, context: grpc.aio.ServicerContext) -> UserCall | NodeCall:
         try:
             call = _authorize(
                 gate, method, rule, None if handler.request_streaming else request, context
             )
-            metrics.CALLS.labels(method=name).inc()
+            counted.inc()
             return call
         except _Refused as exc:
             await gate.refuse(exc, method, context)

@@ -33,6 +33,19 @@ TOKENS_MINTED = Counter(
 HEARTBEATS = Counter(
     "capstan_node_heartbeats", "Node reports received", ["node"], registry=REGISTRY
 )
+# One child per node, looked up once: labels() costs ~14 µs, and at 1,000 nodes
+# reporting every second that is on the event loop's path a thousand times a second.
+_heartbeats: dict[str, Any] = {}
+
+
+def heartbeat(node: str) -> None:
+    """Count one report from ``node``."""
+    child = _heartbeats.get(node)
+    if child is None:
+        child = _heartbeats[node] = HEARTBEATS.labels(node=node)
+    child.inc()
+
+
 PLACEMENT_SECONDS = Histogram(
     "capstan_placement_seconds",
     "Time to place one instance (scheduler filter and score)",

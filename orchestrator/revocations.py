@@ -1,8 +1,9 @@
 """Revocation on a running orchestrator.
 
-Every call's certificate check reads the revoked serials through ``RevokedSerials``
-(one ``stat`` per call), so a ``capstan pki revoke`` run in another process counts
-within a call. ``Revoker`` acts on a revocation everywhere: the deny list is pushed to
+Every call's certificate check reads the revoked serials through ``RevokedSerials``:
+a revocation this orchestrator writes counts from the next call, and one written by
+another process (``capstan pki revoke``) within ``CHECK_EVERY`` seconds (one ``stat``
+per interval, not per call). ``Revoker`` acts on a revocation everywhere: the deny list is pushed to
 every connected node, a revoked node's Report stream ends, the node is marked revoked
 (its workloads are placed elsewhere) and the CRL files are regenerated.
 """
@@ -33,6 +34,8 @@ from protos.wire.grants import Bell
 log = logging.getLogger("capstan.orchestrator.lifecycle")
 
 Revoked = Callable[[], frozenset[int]]
+#: Seconds between checks of the PKI state file for a revocation by another process.
+CHECK_EVERY = 0.05
 
 
 class RevokedSerials:
@@ -40,13 +43,19 @@ class RevokedSerials:
     file keeps the last good list (it must not un-revoke anything). ``bell`` rings when
     the list changes: held streams then end at once (protos.wire.grants.guarded)."""
 
-    def __init__(self, pki_dir: Path) -> None:
+    def __init__(
+        self,
+        pki_dir: Path,
+        *,
+        interval: float = CHECK_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         path = Path(pki_dir) / STATE_FILE
 
         def parse(raw: bytes) -> frozenset[int]:
             return frozenset(c.serial for c in parse_state(raw, path).certificates if c.revoked)
 
-        self._file = ReloadingFile(path, parse, "PKI state")
+        self._file = ReloadingFile(path, parse, "PKI state", interval=interval, clock=clock)
         self._serials = self._file.get()
         self.bell = Bell()
 
