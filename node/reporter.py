@@ -251,6 +251,9 @@ class Reporter:
         )
 
     def _status(self) -> gateway_pb2.NodeStatus:
+        # sent_at is when the list began to be read: everything started before it is in
+        # it (the orchestrator compares it with containers' started_at, same clock).
+        read_at = self._clock()
         try:
             containers: list[ContainerStatus] = self._runtime.list()
             # One engine call for both: every ref ``images`` lists is in ``image_ids``.
@@ -277,7 +280,7 @@ class Reporter:
         running = sorted(c.name for c in containers if c.state is ContainerState.RUNNING)
         metrics.HEARTBEATS_SENT.inc()
         return gateway_pb2.NodeStatus(
-            sent_at=self._clock(),
+            sent_at=read_at,
             containers=[status_to_pb(c) for c in containers],
             usage=[usage[name] for name in running if name in usage],
             full=full,

@@ -30,6 +30,9 @@ class Liveness(StrEnum):
 class NodeView:
     last_seen: float = 0.0
     report_at: float = 0.0  # when the last full container list arrived
+    # The node's own clock when it began reading that list (its sent_at): compared only
+    # with times of the same clock (a container's started_at), never with ours.
+    report_read_at: float = 0.0
     containers: dict[str, node_pb2.ContainerStatus] = field(default_factory=dict)
     usage: dict[str, gateway_pb2.ContainerUsage] = field(default_factory=dict)
     images: set[str] = field(default_factory=set)
@@ -87,6 +90,7 @@ class Tracker:
                 changed = True
             view.containers = current
             view.report_at = now
+            view.report_read_at = status.sent_at
         else:
             for c in listed:
                 if view.containers.get(c.name) != c:
@@ -192,6 +196,11 @@ class Tracker:
     def report_at(self, node: str) -> float:
         view = self.nodes.get(node)
         return view.report_at if view else 0.0
+
+    def report_read_at(self, node: str) -> float:
+        """The node's clock when it read its last full container list (its word)."""
+        view = self.nodes.get(node)
+        return view.report_read_at if view else 0.0
 
 
 def _image_key(ref: str) -> str:

@@ -49,6 +49,10 @@ PLACEMENT_SAMPLE = 64
 PLACEMENT_BATCH = 100
 # Placement runs at most this long (seconds) before the event loop gets a turn.
 PLACEMENT_SLICE = 0.02
+# A report that arrives this many heartbeats after our start counts as fresh even if
+# the node's clock says it was read before it (a node clock stepped back must not hold
+# a workload forever).
+STALE_REPORT_HEARTBEATS = 10
 
 
 RESTART_NAMES = {
@@ -188,6 +192,9 @@ class Reconciler:
         self._saving: list[tuple[control_pb2.Workload, asyncio.Future[bool]]] = []
         self._saver: asyncio.Task[None] | None = None
         self._declaring: set[str] = set()  # deaths recorded, records not yet written
+        # workload id -> (container, the node's started_at of our last start of it): a
+        # report read on the node before that start says nothing about the container.
+        self._started: dict[str, tuple[str, float]] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -752,7 +759,7 @@ class Reconciler:
             await self._save(w)
         reported = self.tracker.containers(node.name)
         current = reported.get(want)
-        fresh = self.tracker.report_at(node.name) > w.updated_at
+        fresh = self._fresh(w, node)
         if current is None:
             if (
                 not fresh
@@ -772,8 +779,9 @@ class Reconciler:
                 await self._save(w)
             return
         if current.state == "created":
-            await self._start(w, node)
-            return
+            if fresh or w.request_id != want:
+                await self._start(w, node)
+            return  # else read before our start: it may be running since
         if current.state in ("exited", "dead"):
             if not fresh:
                 return
@@ -796,6 +804,24 @@ class Reconciler:
                 "workload.restarted", workload=w.id, node=node.name, exit_code=current.exit_code
             )
             await self._start(w, node)
+
+    def _fresh(self, w: control_pb2.Workload, node: control_pb2.NodeRecord) -> bool:
+        """Whether the node's last full report was read after our last command for
+        ``w``. Arrival order is not enough: a report read on the node before our start
+        can arrive after it (a slow node, or an orchestrator busy placing thousands),
+        and would lack the container just created, which was then created again
+        (bench_scale at 1,000 nodes: six creates per instance). When the start told us
+        the node's time, the node's own clock decides (the report's read time against
+        the container's start, both the node's)."""
+        arrived = self.tracker.report_at(node.name)
+        if arrived <= w.updated_at:
+            return False
+        started = self._started.get(w.id)
+        if started is None or started[0] != w.container:
+            return True  # no start of this container seen by this orchestrator
+        if arrived > w.updated_at + STALE_REPORT_HEARTBEATS * self.tracker.heartbeat:
+            return True
+        return self.tracker.report_read_at(node.name) >= started[1]
 
     async def _create_and_start(
         self,
@@ -870,6 +896,10 @@ class Reconciler:
             if exc.code != grpc.StatusCode.FAILED_PRECONDITION:
                 raise
             st = None
+        if st is not None and st.started_at > 0:
+            self._started[w.id] = (w.container, st.started_at)
+        else:
+            self._started.pop(w.id, None)
         w.state = "running" if st is None or st.state == "running" else "starting"
         w.message = ""
         w.attempts = 0
@@ -888,6 +918,7 @@ class Reconciler:
                 return  # wait for a report that shows them gone
         async with self.state.lock:
             await self.state.delete_workload(w.id)
+        self._started.pop(w.id, None)
         await self.audit.record("workload.removed", workload=w.id, node=w.node)
 
     async def _remove(self, node: control_pb2.NodeRecord, name: str, *, why: str) -> None:

@@ -4,10 +4,12 @@ converges with no duplicate and no lost workload."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
 
 from orchestrator.delegation import may_delegate
-from protos import control_pb2, topology_pb2
+from protos import control_pb2, gateway_pb2, topology_pb2
 from tests.control_api.conftest import start_orchestrator, stop_orchestrator
 from tests.security.conftest import Cluster
 from tests.waiting import wait_for
@@ -115,3 +117,54 @@ def test_no_delegation_between_pools_of_different_tenants() -> None:
     assert may_delegate(node("a", ""), node("b", "acme"))
     assert not may_delegate(node("a", ""), node("a", ""))  # never itself
     assert not may_delegate(node("a", ""), control_pb2.NodeRecord(name="b", state="revoked"))
+
+
+LATE = 2.0
+
+
+def test_a_report_read_before_the_start_does_not_create_the_instance_again(
+    cluster: Cluster,
+) -> None:
+    """Regression: a report read on the node before the orchestrator's create and start
+    but arriving after them (a slow node, an orchestrator busy placing) lacked the new
+    container (or showed it created, not running), and the orchestrator created (or
+    started) it again (bench_scale at 1,000 nodes: six
+    creates per instance; 0-2 per 50-replica deploy on Docker)."""
+    for node in cluster.nodes.values():
+        reporter = node.reporter
+        build = reporter._status
+        # Read now, before the apply: what the orchestrator hears first after its start.
+        held: list[tuple[float, gateway_pb2.NodeStatus]] = [(time.monotonic(), build())]
+
+        def late(build: Callable[[], gateway_pb2.NodeStatus] = build,
+                 held: list[tuple[float, gateway_pb2.NodeStatus]] = held,
+                 ) -> gateway_pb2.NodeStatus:
+            # The node is slow to deliver: each report goes out LATE seconds after it was
+            # read (the newest one that old enough; the oldest held one before that).
+            now = time.monotonic()
+            held.append((now, build()))
+            while len(held) > 1 and held[1][0] <= now - LATE:
+                held.pop(0)
+            return held[0][1]
+
+        reporter._status = late  # type: ignore[method-assign]
+    cluster.admin().Apply(app(4))
+    wait_for(lambda: len(running(cluster)) == 4, timeout=60, what="4 running")
+    tracker = cluster.orch.orch.reconciler.tracker
+
+    def reported_running() -> int:
+        return sum(
+            1
+            for name in cluster.nodes
+            for ct in tracker.containers(name).values()
+            if ct.state == "running"
+        )
+
+    # Until the late reports show them: the ones read before the start came first.
+    wait_for(lambda: reported_running() == 4, timeout=30, what="reports showing all 4")
+    minted = cluster.audit()
+    for op in ("container.create", "container.start"):
+        calls = Counter(e["res"] for e in minted if e["event"] == "token.minted" and e["op"] == op)
+        assert len(calls) == 4
+        assert set(calls.values()) == {1}, f"{op} again: {calls}"
+    assert set(containers(cluster).values()) == {1}
