@@ -300,7 +300,7 @@ async def start(
         tasks=tasks,
         on_completion=reconciler.on_completion,
         assignments=reconciler.assignments,
-        on_report=reconciler.wake,
+        on_report=reconciler.reported,
         reserved_sans=(*dns, *ips),
         epoch=leadership.current_epoch,
         peer_addresses=lambda: [a for a in peers if a != gateway_address],
