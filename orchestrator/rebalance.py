@@ -115,10 +115,17 @@ def plan_moves(
     budget: dict[str, int] = {}
     for key, (_, s) in specs.items():
         budget[key] = running[key] - (plans.replicas_of(s) - max_unavailable(s))
+    # Candidates per node, looked up by node (not by scanning every instance for
+    # every pair of nodes: at 1,000 nodes with no budget left that scan was minutes of
+    # the event loop, and the orchestrator lost its leadership).
+    by_node: dict[str, list[control_pb2.Workload]] = {}
+    for w in sorted(placed, key=lambda x: x.id):
+        if w.state == "running" and _key(w) in specs:
+            by_node.setdefault(w.node, []).append(w)
     moves: list[Move] = []
     moved: set[str] = set()
     while len(moves) < limit:
-        move = _one_move(placed, specs, nodes, count, budget, moved, threshold)
+        move = _one_move(by_node, specs, nodes, count, budget, moved, threshold)
         if move is None:
             break
         moves.append(move)
@@ -130,7 +137,7 @@ def plan_moves(
 
 
 def _one_move(
-    placed: list[control_pb2.Workload],
+    by_node: dict[str, list[control_pb2.Workload]],
     specs: dict[str, tuple[topology_pb2.Application, topology_pb2.Service]],
     nodes: dict[str, scheduler.NodeView],
     count: Counter[str],
@@ -138,28 +145,44 @@ def _one_move(
     moved: set[str],
     threshold: int,
 ) -> Move | None:
+    if not any(left > 0 for left in budget.values()):
+        return None  # every service is at its disruption budget: nothing may move
     by_load = sorted(count, key=lambda n: (-count[n], n))
     idlest = sorted(count, key=lambda n: (count[n], n))
+    # Whether a service fits a node: the same for every instance of the service, and
+    # no view changes until this returns (a move ends the search).
+    fits: dict[tuple[str, str], scheduler.PlacementRequest | None] = {}
+
+    def fitting(key: str, dst: str) -> scheduler.PlacementRequest | None:
+        if (key, dst) not in fits:
+            app, service = specs[key]
+            request = scheduler.request_for(app, service)
+            try:
+                scheduler.place(request, [nodes[dst]])
+            except scheduler.Unschedulable:
+                fits[(key, dst)] = None
+            else:
+                fits[(key, dst)] = request
+        return fits[(key, dst)]
+
     for src in by_load:
+        if count[src] - count[idlest[0]] <= threshold:
+            break  # no busier node left
+        # The first movable instance of each service on src (ids in order).
+        first: dict[str, control_pb2.Workload] = {}
+        for w in by_node.get(src, ()):
+            key = _key(w)
+            if key not in first and w.id not in moved and budget.get(key, 0) > 0:
+                first[key] = w
+        if not first:
+            continue
         for dst in idlest:
             if count[src] - count[dst] <= threshold:
                 break
             candidates = []
-            for w in placed:
-                key = _key(w)
-                if (
-                    w.node != src
-                    or w.id in moved
-                    or w.state != "running"
-                    or key not in specs
-                    or budget.get(key, 0) <= 0
-                ):
-                    continue
-                app, service = specs[key]
-                request = scheduler.request_for(app, service)
-                try:
-                    scheduler.place(request, [nodes[dst]])
-                except scheduler.Unschedulable:
+            for key, w in first.items():
+                request = fitting(key, dst)
+                if request is None:
                     continue
                 # Prefer the instance whose service is most crowded on src vs dst.
                 gain = nodes[src].instances_by_service.get(key, 0) - nodes[

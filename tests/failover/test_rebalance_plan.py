@@ -3,7 +3,12 @@ and the scheduler's filters, a few moves at a time."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from orchestrator import apply as plans
+from orchestrator import scheduler
 from orchestrator.rebalance import plan_moves
 from orchestrator.scheduler import NodeView
 from protos import control_pb2, topology_pb2
@@ -115,3 +120,37 @@ def test_within_the_threshold_nothing_moves() -> None:
     )
     assert moves == []
     assert summary == "instances per node: a=2, b=1; within the threshold"
+
+
+def test_a_large_uneven_cluster_is_planned_with_one_fit_check_per_service_and_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: the planner scanned every instance for every (busy, idle) pair of
+    nodes and checked each against the idle node. Orchestrator at 1,000 hollow nodes,
+    214 of them back after a stall, no instance movable: minutes of the event loop
+    in one plan, and the leadership lost. Counted in fit checks, not timed."""
+    checks: list[str] = []
+    place = scheduler.place
+
+    def counted(request: Any, views: Any, **kw: Any) -> Any:
+        checks.append(views[0].id)
+        return place(request, views, **kw)
+
+    monkeypatch.setattr(scheduler, "place", counted)
+    busy = [f"n{i:03}" for i in range(80)]
+    idle = [f"e{i:03}" for i in range(20)]
+    counts = {**{n: 10 for n in busy}, **{n: 0 for n in idle}}
+    workloads = _workloads([n for n in busy for _ in range(10)])
+    # zone=a: no idle node may take it (none is named "a").
+    moves, summary = plan_moves(
+        [_app(800, max_unavailable=800, zone="a")], workloads, _views(counts), limit=2
+    )
+    assert moves == []
+    assert summary.endswith("no move fits the budgets")
+    assert sorted(checks) == idle  # once per idle node, for the one service
+
+    # And with nothing left to disrupt, not one check.
+    checks.clear()
+    workloads[0].state = "pending"
+    moves, _ = plan_moves([_app(800)], workloads, _views(counts), limit=2)
+    assert moves == [] and checks == []
