@@ -468,6 +468,19 @@ def measure(n: int, args: argparse.Namespace) -> Result:
                     f"(apply +{first - applied:.1f}s, kill {first - kill_at:+.1f}s): "
                     + ", ".join(sorted(e["node"] for e in wrong)[:10])
                 )
+            # A hollow process's own stall silences its nodes for real: said, so that a
+            # death it caused is not taken for the orchestrator's mistake.
+            stalls = [
+                float(line.split("stalled ")[1].split(" s")[0])
+                for h in {h.log for h in cluster.hollows}
+                for line in h.read_text(errors="replace").splitlines()
+                if "hollow loop stalled" in line
+            ]
+            if stalls:
+                result.notes.append(
+                    f"hollow processes stalled {len(stalls)} times (longest {max(stalls):.2f}s): "
+                    "their nodes sent nothing meanwhile"
+                )
         finally:
             cluster.stop()
     return result

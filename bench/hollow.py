@@ -442,7 +442,22 @@ async def _commands(nodes: dict[str, HollowNode]) -> None:
             return
 
 
+# A hollow process's loop later than this leaves its nodes silent: logged, so that a
+# benchmark's "declared dead" can be told from the orchestrator's mistake.
+STALL = 0.5
+
+
+async def _watch_stalls() -> None:
+    while True:
+        asked = time.monotonic()
+        await asyncio.sleep(0.1)
+        late = time.monotonic() - asked - 0.1
+        if late > STALL:
+            log.warning("hollow loop stalled %.2f s: its nodes sent nothing meanwhile", late)
+
+
 async def main(args: argparse.Namespace) -> None:
+    stalls = asyncio.create_task(_watch_stalls())
     names = args.names.split(",")
     hosts = args.hosts.split(",")
     tokens = Path(args.token_file).read_text().split()
@@ -485,6 +500,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         await _commands(nodes)
     finally:
+        stalls.cancel()
         for node in nodes.values():
             node.alive = False
             if node.reporter is not None:
