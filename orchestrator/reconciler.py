@@ -192,9 +192,9 @@ class Reconciler:
         self._saving: list[tuple[control_pb2.Workload, asyncio.Future[bool]]] = []
         self._saver: asyncio.Task[None] | None = None
         self._declaring: set[str] = set()  # deaths recorded, records not yet written
-        # workload id -> (container, the node's started_at of our last start of it): a
-        # report read on the node before that start says nothing about the container.
-        self._started: dict[str, tuple[str, float]] = {}
+        # workload id -> (node, container, that node's started_at of our last start of
+        # it): a report read on the node before that start says nothing about it.
+        self._started: dict[str, tuple[str, str, float]] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -826,11 +826,11 @@ class Reconciler:
         if arrived <= w.updated_at:
             return False
         started = self._started.get(w.id)
-        if started is None or started[0] != w.container:
-            return True  # no start of this container seen by this orchestrator
+        if started is None or started[:2] != (node.name, w.container):
+            return True  # no start of this container there seen by this orchestrator
         if arrived > w.updated_at + STALE_REPORT_HEARTBEATS * self.tracker.heartbeat:
             return True
-        return self.tracker.report_read_at(node.name) >= started[1]
+        return self.tracker.report_read_at(node.name) >= started[2]
 
     async def _create_and_start(
         self,
@@ -906,7 +906,7 @@ class Reconciler:
                 raise
             st = None
         if st is not None and st.started_at > 0:
-            self._started[w.id] = (w.container, st.started_at)
+            self._started[w.id] = (node.name, w.container, st.started_at)
         else:
             self._started.pop(w.id, None)
         w.state = "running" if st is None or st.state == "running" else "starting"
