@@ -28,6 +28,17 @@ from orchestrator import etcdproc
 from orchestrator.etcdproc import Member
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Ctrl-C as a terminal gives it, for this process and every command a test starts:
+    # a suite started in the background by a non-interactive shell (`cmd &`) runs with
+    # SIGINT ignored, an exec'd child inherits that, and Python then never raises
+    # KeyboardInterrupt (tests that interrupt `capstan run`, `events -w` or `node join`
+    # waited forever). A handled signal is reset to the default at exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _docker_required() -> bool:
     return os.environ.get("CAPSTAN_REQUIRE_DOCKER", "") == "1"
 

@@ -88,21 +88,11 @@ def _cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.Complet
 def _spawn(home: Path, *args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, CAPSTAN_HOME=str(home), PYTHONUNBUFFERED="1")
     env.pop("CAPSTAN_CONTEXT", None)
-    # preexec_fn only resets one signal (two syscalls, no lock taken in the child).
+    # Its SIGINT is a terminal's whatever started the suite (tests/conftest.py).
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", *args], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, env=env,
-        preexec_fn=_terminal_sigint,  # noqa: PLW1509
     )
-
-
-def _terminal_sigint() -> None:
-    """Ctrl-C as a terminal delivers it: SIGINT at its default disposition and not
-    blocked. A child inherits an ignored SIGINT from the test process (a suite started
-    in the background by a non-interactive shell runs with SIGINT ignored), and Python
-    then never raises KeyboardInterrupt."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _interrupt(child: subprocess.Popen[str], until: Callable[[list[str]], bool]) -> list[str]:
