@@ -347,19 +347,24 @@ class Gate:
         rule = self.table.get(method)
         if rule is not None and rule.access is Access.JOIN:
             return
-        name = method.rpartition("/")[2]
         try:
-            self._peer(context, "follower.refused", name)
+            self._peer(context, "follower.refused", method.rpartition("/")[2])
         except _Refused as exc:
-            metrics.REFUSALS.labels(method=name, reason=exc.why).inc()
-            log.warning("refused %s at a follower: %s (%s)", method, exc.message,
-                        exc.fields.get("reason", ""))
-            await context.abort(exc.code, exc.message)
+            await self.refuse(exc, method, context, audit=False)
 
-    async def refuse(self, exc: _Refused, method: str, context: grpc.aio.ServicerContext) -> None:
+    async def refuse(
+        self,
+        exc: _Refused,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        *,
+        audit: bool = True,
+    ) -> None:
+        """Count, log and (``audit``) record the refusal, then end the call with it."""
         metrics.REFUSALS.labels(method=method.rpartition("/")[2], reason=exc.why).inc()
         log.warning("refused %s: %s (%s)", method, exc.message, exc.fields.get("reason", ""))
-        await self._record(exc.event, **exc.fields)
+        if audit:
+            await self._record(exc.event, **exc.fields)
         await context.abort(exc.code, exc.message)
 
 

@@ -303,7 +303,7 @@ class Gateway(gateway_pb2_grpc.NodeGatewayServicer):  # type: ignore[misc]
         if refused:
             return fence, refused, False
         changed = self._tracker.seen(name, status, accepted)
-        metrics.heartbeat(name)
+        metrics.heartbeat_counter(name).inc()
         return fence, refused, changed
 
     async def Renew(

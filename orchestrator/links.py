@@ -104,9 +104,9 @@ def net_fields(
 # -- the plan of every node ------------------------------------------------------------------
 
 TOKEN_TTL = 30.0  # a tunnel token's life: enough to be used, short enough to be worthless later
-_NO_LINKS: tuple[object, ...] = ((), ())  # the shape of a plan with no route and no grant
 REFRESH = 10.0  # fresh tokens and a renewed plan this often, even when nothing changed
 VALID_FOR = 30.0  # grants lapse this long after the last plan (orchestrator gone: tunnels end)
+_NO_LINKS: tuple[object, ...] = ((), ())  # the shape of a plan with no route and no grant
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ application names or caller identities.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -33,17 +34,15 @@ TOKENS_MINTED = Counter(
 HEARTBEATS = Counter(
     "capstan_node_heartbeats", "Node reports received", ["node"], registry=REGISTRY
 )
-# One child per node, looked up once: labels() costs ~14 µs, and at 1,000 nodes
-# reporting every second that is on the event loop's path a thousand times a second.
-_heartbeats: dict[str, Any] = {}
 
 
-def heartbeat(node: str) -> None:
-    """Count one report from ``node``."""
-    child = _heartbeats.get(node)
-    if child is None:
-        child = _heartbeats[node] = HEARTBEATS.labels(node=node)
-    child.inc()
+# One child per node, looked up once (as node.metrics does): labels() costs ~14 µs,
+# and at 1,000 nodes reporting every second that is on the event loop's path a
+# thousand times a second.
+@functools.cache
+def heartbeat_counter(node: str) -> Counter:
+    """``HEARTBEATS`` of one node."""
+    return HEARTBEATS.labels(node=node)
 
 
 PLACEMENT_SECONDS = Histogram(

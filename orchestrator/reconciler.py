@@ -527,12 +527,7 @@ class Reconciler:
                 async with self.state.lock:
                     kept = []
                     for w, future in batch:
-                        current = self.state.peek_workload(w.id)
-                        if (
-                            current is None
-                            or current.generation != w.generation
-                            or current.desired != w.desired
-                        ):
+                        if self._stored_unchanged(w) is None:
                             if not future.done():
                                 future.set_result(False)
                         else:
@@ -546,6 +541,19 @@ class Reconciler:
             for _, future in kept:
                 if not future.done():
                     future.set_result(True)
+
+    def _stored_unchanged(self, w: control_pb2.Workload) -> control_pb2.Workload | None:
+        """``w``'s stored record (a look), unless an apply or delete changed it since
+        ``w`` was read or it is gone: then None, ``w`` is not written and the next pass
+        works from the new version. Call under the state lock."""
+        current = self.state.peek_workload(w.id)
+        if (
+            current is None
+            or current.generation != w.generation
+            or current.desired != w.desired
+        ):
+            return None
+        return current
 
     async def _failed(self, w: control_pb2.Workload, message: str) -> None:
         current = self.state.workload(w.id)
@@ -640,13 +648,8 @@ class Reconciler:
                     # _save), or it was placed since this pass looked.
                     kept = []
                     for w, moved in batch:
-                        current = self.state.peek_workload(w.id)
-                        if (
-                            current is not None
-                            and current.generation == w.generation
-                            and current.desired == w.desired
-                            and current.node == (moved or "")
-                        ):
+                        current = self._stored_unchanged(w)
+                        if current is not None and current.node == (moved or ""):
                             w.updated_at = now
                             kept.append((w, moved))
                     await self.state.commit(workloads=[w for w, _ in kept])

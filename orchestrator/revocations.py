@@ -3,9 +3,10 @@
 Every call's certificate check reads the revoked serials through ``RevokedSerials``:
 a revocation this orchestrator writes counts from the next call, and one written by
 another process (``capstan pki revoke``) within ``CHECK_EVERY`` seconds (one ``stat``
-per interval, not per call). ``Revoker`` acts on a revocation everywhere: the deny list is pushed to
-every connected node, a revoked node's Report stream ends, the node is marked revoked
-(its workloads are placed elsewhere) and the CRL files are regenerated.
+per interval, not per call). ``Revoker`` acts on a revocation everywhere: the deny
+list is pushed to every connected node, a revoked node's Report stream ends, the node
+is marked revoked (its workloads are placed elsewhere) and the CRL files are
+regenerated.
 """
 
 from __future__ import annotations
